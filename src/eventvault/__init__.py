@@ -1,0 +1,98 @@
+"""eventvault: event sourcing and CQRS for Python.
+
+State is an append-only log of events; aggregates are rebuilt by replaying
+their stream; projections turn the log into read models.
+"""
+
+from eventvault.domain import (
+    Aggregate,
+    EventRegistry,
+    applies,
+    default_registry,
+    event,
+    upcaster,
+)
+from eventvault.errors import (
+    AggregateNotFound,
+    ConcurrencyError,
+    DecodeError,
+    DomainError,
+    DuplicateEventId,
+    EventTypeError,
+    EventVaultError,
+    InvalidCheckpoint,
+    InvalidEvent,
+    InvalidExpectedVersion,
+    InvalidInput,
+    InvalidStoreURL,
+    InvalidStreamId,
+    SchemaVersionError,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    UnknownEventType,
+    WrongExpectedVersion,
+)
+from eventvault.repository import Repository
+from eventvault.store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Checkpoint,
+    EventStore,
+    LogPage,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+    create_store,
+    open_store,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "Aggregate",
+    "AggregateNotFound",
+    "AppendResult",
+    "Checkpoint",
+    "ConcurrencyError",
+    "DecodeError",
+    "DomainError",
+    "DuplicateEventId",
+    "EventRegistry",
+    "EventStore",
+    "EventTypeError",
+    "EventVaultError",
+    "InvalidCheckpoint",
+    "InvalidEvent",
+    "InvalidExpectedVersion",
+    "InvalidInput",
+    "InvalidStoreURL",
+    "InvalidStreamId",
+    "LogPage",
+    "Metadata",
+    "NewEvent",
+    "RecordedEvent",
+    "Repository",
+    "SchemaVersionError",
+    "Snapshot",
+    "StoreClosed",
+    "StoreError",
+    "StoreUnavailable",
+    "StreamState",
+    "UnknownEventType",
+    "WrongExpectedVersion",
+    "__version__",
+    "applies",
+    "create_store",
+    "default_registry",
+    "event",
+    "open_store",
+    "upcaster",
+]

@@ -1,0 +1,187 @@
+"""Load and save aggregates through an event store, with snapshots.
+
+``load`` = the latest usable snapshot + the events after it. ``save`` appends
+the pending events expecting the version the aggregate was loaded at, and takes
+a snapshot whenever the new version passes a multiple of the type's interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from eventvault.domain import Aggregate, state_fields
+from eventvault.errors import AggregateNotFound, ConcurrencyError, InvalidInput
+from eventvault.store.base import EventStore, check_positive_int
+from eventvault.store.records import AppendResult, Metadata, NewEvent, Snapshot
+
+__all__ = ["Repository"]
+
+A = TypeVar("A", bound=Aggregate)
+log = logging.getLogger("eventvault.repository")
+
+
+class Repository:
+    """Loads aggregates from their streams and appends what commands recorded.
+
+    ``snapshot_every`` overrides the ``snapshot_every`` class attribute per
+    aggregate type (None turns snapshots off for that type).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        snapshot_every: Mapping[type[Aggregate], int | None] | None = None,
+    ) -> None:
+        self.store = store
+        self._every: dict[type[Aggregate], int | None] = dict(snapshot_every or {})
+        for cls, every in self._every.items():
+            check_positive_int(f"snapshot_every[{cls.__name__}]", every)
+        self._state_types: dict[type[Aggregate], type[msgspec.Struct]] = {}
+
+    def snapshot_interval(self, cls: type[Aggregate]) -> int | None:
+        """Events between snapshots for ``cls`` (None: no snapshots)."""
+        return self._every.get(cls, cls.snapshot_every)
+
+    async def load(
+        self,
+        cls: type[A],
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> A:
+        """The aggregate as it is now, at ``version``, or as it was at ``as_of``.
+
+        Raises AggregateNotFound if it has no events (or had none by then).
+        """
+        _check_id(aggregate_id)
+        check_positive_int("version", version)
+        if version is not None and as_of is not None:
+            raise InvalidInput("load takes version or as_of, not both")
+        stream_id = cls.stream_id_for(aggregate_id)
+        if as_of is not None:
+            last = await self.store.read_stream(stream_id, backwards=True, limit=1, as_of=as_of)
+            if not last:
+                raise AggregateNotFound(f"{stream_id} did not exist at {as_of.isoformat()}")
+            version = last[0].stream_version
+
+        aggregate: A | None = None
+        if self.snapshot_interval(cls):
+            aggregate = await self._from_snapshot(cls, aggregate_id, stream_id, version)
+        start = 0 if aggregate is None else aggregate.version
+        events = await self.store.read_stream(stream_id, from_version=start + 1, to_version=version)
+        if aggregate is None:
+            if not events:
+                raise AggregateNotFound(f"{stream_id} has no events")
+            aggregate = cls.replay(aggregate_id, (e.data for e in events))
+        else:
+            for e in events:
+                aggregate._apply(e.data)  # noqa: SLF001 - the replay path, by design
+        if version is not None and aggregate.version < version:
+            raise AggregateNotFound(f"{stream_id} has no version {version}: it is at {aggregate.version}")
+        return aggregate
+
+    async def save(self, aggregate: Aggregate, *, metadata: Metadata | None = None) -> AppendResult | None:
+        """Append the aggregate's pending events; None if it has none.
+
+        Raises WrongExpectedVersion if its stream moved on since it was loaded.
+        """
+        if not isinstance(aggregate, Aggregate):
+            raise InvalidInput(f"save takes an Aggregate, got {type(aggregate).__name__}")
+        pending = aggregate.pending_events
+        if not pending:
+            return None
+        meta = Metadata() if metadata is None else metadata
+        expected = aggregate.version - len(pending)
+        result = await self.store.append(
+            aggregate.stream_id,
+            [NewEvent(e, meta) for e in pending],
+            expected_version=expected,
+        )
+        aggregate.mark_saved()
+        every = self.snapshot_interval(type(aggregate))
+        if every and result.stream_version // every > expected // every:
+            try:
+                await self.snapshot(aggregate)
+            except Exception:  # a snapshot is an optimisation: the append stands
+                log.warning("snapshot of %s failed", aggregate.stream_id, exc_info=True)
+        return result
+
+    async def update(
+        self,
+        cls: type[A],
+        aggregate_id: str,
+        command: Callable[[A], object],
+        *,
+        metadata: Metadata | None = None,
+        retries: int = 5,
+    ) -> tuple[A, AppendResult | None]:
+        """Load, run ``command`` on the aggregate, save; on a conflict, do it all again.
+
+        Domain errors from the command propagate at once; after ``retries``
+        conflicts in a row the last ConcurrencyError propagates.
+        """
+        check_positive_int("retries", retries, minimum=0, optional=False)
+        for attempt in range(retries + 1):
+            aggregate = await self.load(cls, aggregate_id)
+            command(aggregate)
+            try:
+                return aggregate, await self.save(aggregate, metadata=metadata)
+            except ConcurrencyError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def snapshot(self, aggregate: Aggregate) -> None:
+        """Save a snapshot of ``aggregate`` now (its pending events must be saved)."""
+        if aggregate.pending_events:
+            raise InvalidInput("snapshot an aggregate after saving it, not with pending events")
+        cls = type(aggregate)
+        fields = state_fields(cls)
+        stray = set(vars(aggregate)) - set(fields) - {"id", "version", "_pending"}
+        if stray:
+            raise InvalidInput(
+                f"{cls.__name__} has state that is not declared as a class annotation: "
+                f"{sorted(stray)}; a snapshot would lose it"
+            )
+        state = self.store.codec.encode_value(aggregate.state())
+        await self.store.save_snapshot(
+            Snapshot(aggregate.stream_id, aggregate.version, cls.snapshot_schema, state, datetime.now(UTC))
+        )
+
+    async def _from_snapshot(
+        self, cls: type[A], aggregate_id: str, stream_id: str, version: int | None
+    ) -> A | None:
+        snap = await self.store.load_snapshot(
+            stream_id, schema_version=cls.snapshot_schema, max_version=version
+        )
+        if snap is None:
+            return None
+        try:
+            state = msgspec.json.decode(snap.state, type=self._state_type(cls))
+        except msgspec.MsgspecError:
+            log.warning("ignoring unreadable snapshot of %s at v%d", stream_id, snap.stream_version)
+            return None
+        aggregate = cls(aggregate_id)
+        for name in state.__struct_fields__:
+            setattr(aggregate, name, getattr(state, name))
+        aggregate.version = snap.stream_version
+        return aggregate
+
+    def _state_type(self, cls: type[Aggregate]) -> type[msgspec.Struct]:
+        st = self._state_types.get(cls)
+        if st is None:
+            fields: list[tuple[str, Any]] = list(state_fields(cls).items())
+            st = self._state_types[cls] = msgspec.defstruct(f"{cls.__name__}State", fields, forbid_unknown_fields=True)
+        return st
+
+
+def _check_id(aggregate_id: object) -> None:
+    if not isinstance(aggregate_id, str) or not aggregate_id:
+        raise InvalidInput(f"an aggregate id is a non-empty str, got {aggregate_id!r}")

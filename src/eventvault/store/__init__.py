@@ -1,0 +1,112 @@
+"""The event store: one interface, a backend per URL scheme.
+
+``memory://``, ``sqlite:///path/to/file.db`` (``sqlite:///:memory:`` too) and
+``postgresql://user@host/db`` choose the backend; :func:`open_store` opens it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from eventvault.domain import EventRegistry
+from eventvault.errors import InvalidStoreURL
+from eventvault.store.base import EventStore
+from eventvault.store.codec import EventCodec
+from eventvault.store.records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Checkpoint,
+    ExpectedVersion,
+    LogPage,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+)
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "Checkpoint",
+    "EventCodec",
+    "EventStore",
+    "ExpectedVersion",
+    "LogPage",
+    "Metadata",
+    "NewEvent",
+    "RecordedEvent",
+    "Snapshot",
+    "StreamState",
+    "create_store",
+    "open_store",
+]
+
+
+def create_store(url: str, *, registry: EventRegistry | None = None, **options: Any) -> EventStore:
+    """Make (but do not open) the store ``url`` names.
+
+    Options come from the URL's query string and from keyword arguments (which
+    win); each backend documents its own.
+    """
+    if not isinstance(url, str):
+        raise InvalidStoreURL(f"a store URL is a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from eventvault.store.memory import MemoryEventStore  # noqa: PLC0415
+
+        if query or options:
+            raise InvalidStoreURL(f"memory:// takes no options, got {sorted({*query, *options})}")
+        return MemoryEventStore(registry=registry)
+    if scheme == "sqlite":
+        from eventvault.store.sqlite import SQLiteEventStore  # noqa: PLC0415
+
+        if parts.netloc:
+            raise InvalidStoreURL(
+                f"{url!r}: a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise InvalidStoreURL(f"{url!r} names no database file")
+        return SQLiteEventStore(path, registry=registry, **{**query, **options})
+    if scheme in ("postgresql", "postgres"):
+        from eventvault.store.postgres import PostgresEventStore  # noqa: PLC0415
+
+        conninfo = parts._replace(query="").geturl()
+        return PostgresEventStore(conninfo, registry=registry, **{**query, **options})
+    raise InvalidStoreURL(
+        f"{url!r}: unknown store scheme {parts.scheme!r}; use memory://, sqlite:///path.db "
+        "or postgresql://..."
+    )
+
+
+class _Opening:
+    """``await open_store(url)`` or ``async with open_store(url) as store``."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    def __await__(self) -> Generator[Any, None, EventStore]:
+        return self._store.open().__await__()
+
+    async def __aenter__(self) -> EventStore:
+        return await self._store.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._store.close()
+
+
+def open_store(url: str, *, registry: EventRegistry | None = None, **options: Any) -> _Opening:
+    """Open the store ``url`` names, creating or migrating its schema.
+
+    Await it for a store you close yourself, or use it with ``async with``.
+    """
+    return _Opening(create_store(url, registry=registry, **options))

@@ -1,0 +1,425 @@
+"""The event store interface every backend implements, and the checks they share.
+
+Public methods validate their arguments and encode events *before* a backend
+touches storage, so bad input raises a specific :class:`~eventvault.errors.InvalidInput`
+and nothing is written. Backends implement the underscored methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import NamedTuple, Self
+
+from eventvault.domain import EventRegistry
+from eventvault.errors import (
+    DuplicateEventId,
+    InvalidEvent,
+    InvalidExpectedVersion,
+    InvalidInput,
+    InvalidStreamId,
+    StoreClosed,
+    WrongExpectedVersion,
+)
+from eventvault.store.codec import EventCodec
+from eventvault.store.records import (
+    ANY,
+    NO_STREAM,
+
+    STREAM_EXISTS,
+    AppendResult,
+    Checkpoint,
+    ExpectedVersion,
+    LogPage,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+    datetime_to_micros,
+)
+
+__all__ = ["EventStore", "PreparedEvent"]
+
+MAX_STREAM_ID_LENGTH = 200
+MAX_PAGE = 10_000
+_STREAM_ID = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+class PreparedEvent(NamedTuple):
+    """An event checked and encoded, ready for a backend to write."""
+
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: int
+    payload: bytes
+    metadata: bytes
+    occurred_us: int
+
+
+class Found(NamedTuple):
+    """Where an already stored event id sits (for idempotent re-appends)."""
+
+    stream_id: str
+    stream_version: int
+    position: int
+    tx: int
+
+
+def check_stream_id(stream_id: object) -> str:
+    """Return ``stream_id`` if it is a usable stream id, else raise InvalidStreamId."""
+    if not isinstance(stream_id, str):
+        raise InvalidStreamId(f"a stream id is a str, got {type(stream_id).__name__}")
+    if not stream_id or stream_id.strip() != stream_id:
+        raise InvalidStreamId(
+            f"a stream id must be non-empty with no surrounding whitespace, got {stream_id!r}"
+        )
+    if len(stream_id) > MAX_STREAM_ID_LENGTH:
+        raise InvalidStreamId(
+            f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters, got {len(stream_id)}"
+        )
+    if not _STREAM_ID.fullmatch(stream_id):
+        raise InvalidStreamId(f"a stream id must not hold control characters: {stream_id!r}")
+    return stream_id
+
+
+def check_expected_version(expected: object) -> ExpectedVersion:
+    """Return ``expected`` if it is a valid expected version, else raise."""
+    if isinstance(expected, StreamState):
+        return expected
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise InvalidExpectedVersion(
+            "expected_version is an int >= 0 or one of NO_STREAM, STREAM_EXISTS, ANY; "
+            f"got {expected!r}"
+        )
+    if expected < 0:
+        raise InvalidExpectedVersion(f"expected_version must be >= 0, got {expected}")
+    return expected
+
+
+def check_version_matches(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
+    """Raise WrongExpectedVersion unless a stream at ``actual`` satisfies ``expected``."""
+    if expected is ANY:
+        return
+    if expected is STREAM_EXISTS:
+        ok = actual > 0
+    elif expected is NO_STREAM:
+        ok = actual == 0
+    else:
+        ok = actual == expected
+    if not ok:
+        raise WrongExpectedVersion(stream_id, expected, actual)
+
+
+def check_positive_int(name: str, value: object, *, minimum: int = 1, optional: bool = True) -> int | None:
+    """Validate an int argument (None allowed when optional)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise InvalidInput(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def idempotent_result(
+    stream_id: str, events: Sequence[PreparedEvent], found: Mapping[uuid.UUID, Found]
+) -> AppendResult | None:
+    """Decide what to do when some event ids of an append are already stored.
+
+    None: none are stored (the append is new). An AppendResult: all of them are
+    stored, in this stream, in this order, at consecutive versions (a retry of an
+    append that landed). Otherwise the ids are used elsewhere: DuplicateEventId.
+    """
+    if not found:
+        return None
+    places = []
+    for e in events:
+        place = found.get(e.event_id)
+        if place is None:
+            hit = next(x for x in events if x.event_id in found)
+            at = found[hit.event_id]
+            raise DuplicateEventId(
+                hit.event_id,
+                f"in stream {at.stream_id!r} at version {at.stream_version}, "
+                "while other events of this append are not: not a retry of one append",
+            )
+        if place.stream_id != stream_id:
+            raise DuplicateEventId(
+                e.event_id, f"in stream {place.stream_id!r}, not in {stream_id!r}"
+            )
+        places.append(place)
+    first = places[0].stream_version
+    for i, place in enumerate(places):
+        if place.stream_version != first + i:
+            raise DuplicateEventId(
+                events[i].event_id,
+                f"in stream {stream_id!r} at version {place.stream_version}, "
+                "not in the order of this append",
+            )
+    last = places[-1]
+    return AppendResult(
+        stream_id,
+        last.stream_version,
+        tuple(p.position for p in places),
+        Checkpoint(last.tx, last.position),
+    )
+
+
+class EventStore(abc.ABC):
+    """An append-only log of events in streams, with a global order and snapshots.
+
+    All methods are coroutines. Use a store as an async context manager, or call
+    :meth:`close` when done. :mod:`eventvault.sync` wraps any store for scripts.
+    """
+
+    #: The URL scheme this backend serves (``memory``, ``sqlite``, ``postgresql``).
+    scheme: str = ""
+
+    def __init__(self, *, registry: EventRegistry | None = None) -> None:
+        self.codec = EventCodec(registry)
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Connect and create or migrate the schema. Idempotent."""
+        return self
+
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"this {self.scheme} store is closed")
+
+    # -- writing -------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Iterable[NewEvent | object],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` atomically, if it is at ``expected_version``.
+
+        ``events`` are :class:`NewEvent` or bare registered event objects. All land
+        or none does. Re-sending events whose ids are already stored at this place
+        returns the first append's result and writes nothing; the same ids
+        anywhere else raise DuplicateEventId. A stream at another version raises
+        WrongExpectedVersion, naming the stream, the expected and the actual version.
+        """
+        check_stream_id(stream_id)
+        check_expected_version(expected_version)
+        prepared = self.prepare(events)
+        self._check_open()
+        return await self._append(stream_id, prepared, expected_version)
+
+    def prepare(self, events: Iterable[NewEvent | object]) -> list[PreparedEvent]:
+        """Check and encode events for appending (raises InvalidEvent on bad input)."""
+        if isinstance(events, (str, bytes, NewEvent)) or not isinstance(events, Iterable):
+            raise InvalidEvent("events must be a list of events, not a single value")
+        out: list[PreparedEvent] = []
+        seen: set[uuid.UUID] = set()
+        encode_event = self.codec.encode_event
+        for item in events:
+            e = item if isinstance(item, NewEvent) else NewEvent(item)
+            if not isinstance(e.event_id, uuid.UUID):
+                raise InvalidEvent(f"event_id must be a uuid.UUID, got {e.event_id!r}")
+            if e.event_id in seen:
+                raise InvalidEvent(f"event id {e.event_id} appears twice in one append")
+            seen.add(e.event_id)
+            if not isinstance(e.occurred_at, datetime) or e.occurred_at.utcoffset() is None:
+                raise InvalidEvent(f"occurred_at must be a timezone-aware datetime, got {e.occurred_at!r}")
+            if not isinstance(e.metadata, Metadata):
+                raise InvalidEvent(f"metadata must be a Metadata, got {type(e.metadata).__name__}")
+            name, version, payload = encode_event(e.data)
+            out.append(
+                PreparedEvent(
+                    e.event_id,
+                    name,
+                    version,
+                    payload,
+                    self.codec.encode_metadata(e.metadata),
+                    datetime_to_micros(e.occurred_at),
+                )
+            )
+        if not out:
+            raise InvalidEvent("an append needs at least one event")
+        return out
+
+    @abc.abstractmethod
+    async def _append(
+        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult: ...
+
+    # -- reading -------------------------------------------------------------
+
+    async def read_stream(  # noqa: PLR0913 - the read options users expect
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream with versions in ``[from_version, to_version]``.
+
+        Oldest first, or newest first with ``backwards`` (``limit`` then keeps the
+        newest). ``as_of`` keeps only the stream as it was at that time: the events
+        up to the last one recorded at or before it. A stream with no events gives [].
+        """
+        check_stream_id(stream_id)
+        check_positive_int("from_version", from_version, optional=False)
+        check_positive_int("to_version", to_version, minimum=0)
+        check_positive_int("limit", limit, minimum=0)
+        if not isinstance(backwards, bool):
+            raise InvalidInput(f"backwards must be a bool, got {backwards!r}")
+        as_of_us = None
+        if as_of is not None:
+            if not isinstance(as_of, datetime) or as_of.utcoffset() is None:
+                raise InvalidInput(f"as_of must be a timezone-aware datetime, got {as_of!r}")
+            as_of_us = datetime_to_micros(as_of)
+        if limit == 0 or (to_version is not None and to_version < from_version):
+            return []
+        self._check_open()
+        return await self._read_stream(stream_id, from_version, to_version, backwards, limit, as_of_us)
+
+    @abc.abstractmethod
+    async def _read_stream(  # noqa: PLR0913
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]: ...
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event; 0 if it has none."""
+        check_stream_id(stream_id)
+        self._check_open()
+        return await self._stream_version(stream_id)
+
+    @abc.abstractmethod
+    async def _stream_version(self, stream_id: str) -> int: ...
+
+    async def read_all(
+        self,
+        after: Checkpoint | str | None = None,
+        *,
+        limit: int = 1000,
+        event_types: Iterable[str] | None = None,
+    ) -> LogPage:
+        """A page of the global log after ``after`` (None: from the start).
+
+        Every reader sees the same order and no event is ever skipped: a page
+        ends before any event that could still be committed ahead of it. With
+        ``event_types``, only those types are returned, and the page's
+        checkpoint still moves past the events filtered out.
+        """
+        checkpoint = Checkpoint.parse(after)
+        check_positive_int("limit", limit, optional=False)
+        if limit > MAX_PAGE:
+            raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
+        types: tuple[str, ...] | None = None
+        if event_types is not None:
+            if isinstance(event_types, str) or not isinstance(event_types, Iterable):
+                raise InvalidInput("event_types must be a collection of type names, not a str")
+            types = tuple(event_types)
+            if not all(isinstance(t, str) and t for t in types):
+                raise InvalidInput(f"event_types must hold non-empty strs, got {types!r}")
+            if not types:
+                raise InvalidInput("event_types is empty: pass None to read every type")
+        self._check_open()
+        return await self._read_all(checkpoint, limit, types)
+
+    @abc.abstractmethod
+    async def _read_all(
+        self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None
+    ) -> LogPage: ...
+
+    async def iter_all(
+        self,
+        after: Checkpoint | str | None = None,
+        *,
+        batch: int = 1000,
+        event_types: Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after ``after`` up to the head of the log as it is reached."""
+        checkpoint = Checkpoint.parse(after)
+        types = None if event_types is None else tuple(event_types)
+        while True:
+            page = await self.read_all(checkpoint, limit=batch, event_types=types)
+            for e in page.events:
+                yield e
+            if page.checkpoint == checkpoint:
+                return
+            checkpoint = page.checkpoint
+
+    async def head(self) -> Checkpoint:
+        """The checkpoint of the last event readers can see (START when empty)."""
+        self._check_open()
+        return await self._head()
+
+    @abc.abstractmethod
+    async def _head(self) -> Checkpoint: ...
+
+    # -- snapshots -----------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` as the latest of its stream and schema version.
+
+        An older snapshot (a lower stream version) never replaces a newer one.
+        """
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidInput(f"save_snapshot takes a Snapshot, got {type(snapshot).__name__}")
+        check_stream_id(snapshot.stream_id)
+        check_positive_int("stream_version", snapshot.stream_version, optional=False)
+        check_positive_int("schema_version", snapshot.schema_version, optional=False)
+        if not isinstance(snapshot.state, bytes):
+            raise InvalidInput("a snapshot's state is bytes")
+        self._check_open()
+        await self._save_snapshot(snapshot)
+
+    @abc.abstractmethod
+    async def _save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    async def load_snapshot(
+        self, stream_id: str, *, schema_version: int, max_version: int | None = None
+    ) -> Snapshot | None:
+        """The latest snapshot of ``stream_id`` at ``schema_version``, if any.
+
+        Snapshots of other schema versions are never returned. With
+        ``max_version``, a snapshot past that version is not returned either.
+        """
+        check_stream_id(stream_id)
+        check_positive_int("schema_version", schema_version, optional=False)
+        check_positive_int("max_version", max_version, minimum=0)
+        self._check_open()
+        snap = await self._load_snapshot(stream_id, schema_version)
+        if snap is None or (max_version is not None and snap.stream_version > max_version):
+            return None
+        return snap
+
+    @abc.abstractmethod
+    async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None: ...
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.scheme}{' closed' if self._closed else ''}>"
+
+

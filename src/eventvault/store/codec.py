@@ -1,0 +1,95 @@
+"""Typed, fast JSON for event data and metadata (msgspec).
+
+Encoding checks each event against its own class by decoding the bytes back
+once, so an event whose fields hold the wrong types (a float where the class
+says Decimal) is refused at append time instead of becoming unreadable later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from eventvault.domain import EventRegistry, default_registry
+from eventvault.errors import DecodeError, EventTypeError, InvalidEvent
+from eventvault.store.records import EMPTY_METADATA, Metadata
+
+__all__ = ["EventCodec"]
+
+_EMPTY_META_BYTES: Final = b"{}"
+
+
+class EventCodec:
+    """Turns registered event objects into (type name, schema version, JSON) and back."""
+
+    def __init__(self, registry: EventRegistry | None = None, *, validate: bool = True) -> None:
+        self.registry = default_registry if registry is None else registry
+        self.validate = validate
+        self._encoder = msgspec.json.Encoder(decimal_format="string")
+        self._decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+        self._meta_decoder = msgspec.json.Decoder(Metadata)
+
+    def _decoder(self, cls: type) -> msgspec.json.Decoder[Any]:
+        dec = self._decoders.get(cls)
+        if dec is None:
+            dec = self._decoders[cls] = msgspec.json.Decoder(cls)
+        return dec
+
+    def encode_event(self, obj: object) -> tuple[str, int, bytes]:
+        """The registered name, current schema version and JSON bytes of ``obj``."""
+        entry = self.registry.of_class(type(obj))
+        try:
+            payload = self._encoder.encode(obj)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise InvalidEvent(f"{entry.name} cannot be encoded: {exc}") from None
+        if self.validate:
+            try:
+                self._decoder(entry.cls).decode(payload)
+            except msgspec.ValidationError as exc:
+                raise InvalidEvent(f"{entry.name} does not match its own field types: {exc}") from None
+        return entry.name, entry.version, payload
+
+    def decode_event(self, name: str, schema_version: int, payload: bytes) -> Any:
+        """The event stored as ``payload`` under ``name`` at ``schema_version``, upcast."""
+        entry = self.registry.of_name(name)
+        try:
+            if schema_version == entry.version:
+                return self._decoder(entry.cls).decode(payload)
+            data = msgspec.json.decode(payload)
+            if not isinstance(data, dict):
+                raise DecodeError(f"stored {name!r} v{schema_version} is not a JSON object")
+            data = self.registry.upcast(name, schema_version, data)
+            return msgspec.convert(data, entry.cls)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(
+                f"stored {name!r} v{schema_version} does not fit {entry.cls.__qualname__}"
+                f" v{entry.version}: {exc}"
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"stored {name!r} is not valid JSON: {exc}") from None
+        except EventTypeError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DecodeError(
+                f"upcasting stored {name!r} from v{schema_version} failed: {exc!r}"
+            ) from exc
+
+    def encode_metadata(self, meta: Metadata) -> bytes:
+        """JSON of ``meta`` (``{}`` when empty)."""
+        if meta is EMPTY_METADATA:
+            return _EMPTY_META_BYTES
+        return self._encoder.encode(meta)
+
+    def decode_metadata(self, raw: bytes | None) -> Metadata:
+        """Metadata from its stored JSON."""
+        if not raw or raw == _EMPTY_META_BYTES:
+            return EMPTY_METADATA
+        try:
+            return self._meta_decoder.decode(raw)
+        except msgspec.MsgspecError as exc:
+            raise DecodeError(f"stored metadata is not valid: {exc}") from None
+
+    def encode_value(self, value: object) -> bytes:
+        """JSON of any msgspec-encodable value (snapshots use this)."""
+        return self._encoder.encode(value)

@@ -1,0 +1,188 @@
+"""``memory://``: the whole store in this process's memory, for tests and examples."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from eventvault.domain import EventRegistry
+from eventvault.store.base import (
+    EventStore,
+    Found,
+    PreparedEvent,
+    check_version_matches,
+    idempotent_result,
+)
+from eventvault.store.records import (
+    START,
+    AppendResult,
+    Checkpoint,
+    ExpectedVersion,
+    LogPage,
+    RecordedEvent,
+    Snapshot,
+)
+
+__all__ = ["MemoryEventStore"]
+
+
+@dataclass(slots=True)
+class _Row:
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    position: int
+    event_type: str
+    schema_version: int
+    occurred_us: int
+    recorded_us: int
+    payload: bytes
+    metadata: bytes
+
+
+@dataclass(slots=True)
+class _Data:
+    log: list[_Row] = field(default_factory=list)
+    streams: dict[str, list[_Row]] = field(default_factory=dict)
+    ids: dict[uuid.UUID, _Row] = field(default_factory=dict)
+    snapshots: dict[tuple[str, int], Snapshot] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class MemoryEventStore(EventStore):
+    """An in-memory store. ``share_with`` another one to see the same data."""
+
+    scheme = "memory"
+
+    def __init__(
+        self, *, registry: EventRegistry | None = None, share_with: MemoryEventStore | None = None
+    ) -> None:
+        super().__init__(registry=registry)
+        self._data = share_with._data if share_with is not None else _Data()
+
+    def _record(self, row: _Row) -> RecordedEvent:
+        return RecordedEvent(
+            self.codec,
+            row.event_id,
+            row.stream_id,
+            row.stream_version,
+            row.position,
+            row.event_type,
+            row.schema_version,
+            row.occurred_us,
+            row.recorded_us,
+            row.payload,
+            row.metadata,
+        )
+
+    async def _append(
+        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        d = self._data
+        with d.lock:
+            found = {
+                e.event_id: Found(r.stream_id, r.stream_version, r.position, 0)
+                for e in events
+                if (r := d.ids.get(e.event_id)) is not None
+            }
+            done = idempotent_result(stream_id, events, found)
+            if done is not None:
+                return done
+            stream = d.streams.get(stream_id)
+            version = len(stream) if stream else 0
+            check_version_matches(stream_id, expected, version)
+            now = time.time_ns() // 1000
+            rows = [
+                _Row(
+                    e.event_id,
+                    stream_id,
+                    version + i,
+                    len(d.log) + i,
+                    e.event_type,
+                    e.schema_version,
+                    e.occurred_us,
+                    now,
+                    e.payload,
+                    e.metadata,
+                )
+                for i, e in enumerate(events, start=1)
+            ]
+            d.log.extend(rows)
+            d.streams.setdefault(stream_id, []).extend(rows)
+            for r in rows:
+                d.ids[r.event_id] = r
+        return AppendResult(
+            stream_id,
+            rows[-1].stream_version,
+            tuple(r.position for r in rows),
+            Checkpoint(0, rows[-1].position),
+        )
+
+    async def _read_stream(  # noqa: PLR0913
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        with self._data.lock:
+            stream = list(self._data.streams.get(stream_id, ()))
+        if as_of_us is not None:
+            last = 0
+            for r in stream:
+                if r.recorded_us <= as_of_us:
+                    last = r.stream_version
+            stream = stream[:last]
+        rows = stream[from_version - 1 : to_version]
+        if backwards:
+            rows.reverse()
+        if limit is not None:
+            rows = rows[:limit]
+        return [self._record(r) for r in rows]
+
+    async def _stream_version(self, stream_id: str) -> int:
+        with self._data.lock:
+            return len(self._data.streams.get(stream_id, ()))
+
+    async def _read_all(
+        self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None
+    ) -> LogPage:
+        d = self._data
+        with d.lock:
+            head = len(d.log)
+            start = bisect.bisect_right(d.log, after.position, key=lambda r: r.position)
+            if event_types is None:
+                rows = d.log[start : start + limit]
+            else:
+                wanted = frozenset(event_types)
+                rows = []
+                for r in d.log[start:]:
+                    if r.event_type in wanted:
+                        rows.append(r)
+                        if len(rows) == limit:
+                            break
+        if len(rows) == limit:
+            checkpoint = Checkpoint(0, rows[-1].position)
+        else:  # the page reached the head: continue after it
+            checkpoint = Checkpoint(0, max(head, after.position))
+        return LogPage([self._record(r) for r in rows], checkpoint)
+
+    async def _head(self) -> Checkpoint:
+        with self._data.lock:
+            return Checkpoint(0, len(self._data.log)) if self._data.log else START
+
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
+        key = (snapshot.stream_id, snapshot.schema_version)
+        with self._data.lock:
+            old = self._data.snapshots.get(key)
+            if old is None or old.stream_version <= snapshot.stream_version:
+                self._data.snapshots[key] = snapshot
+
+    async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
+        with self._data.lock:
+            return self._data.snapshots.get((stream_id, schema_version))

@@ -1,0 +1,314 @@
+"""The values the event store takes and gives: envelopes, checkpoints, results."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import msgspec
+
+from eventvault._ids import uuid7
+from eventvault.errors import InvalidCheckpoint
+
+if TYPE_CHECKING:
+    from eventvault.store.codec import EventCodec
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "Checkpoint",
+    "ExpectedVersion",
+    "LogPage",
+    "Metadata",
+    "NewEvent",
+    "RecordedEvent",
+    "Snapshot",
+    "StreamState",
+]
+
+
+class StreamState(enum.Enum):
+    """Expected-version conditions that are not a plain version number."""
+
+    NO_STREAM = "no stream"
+    """The stream must not exist yet (the same as expected version 0)."""
+    STREAM_EXISTS = "an existing stream"
+    """The stream must already hold at least one event, at any version."""
+    ANY = "any version"
+    """No check: append at whatever version the stream is."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+NO_STREAM: Final = StreamState.NO_STREAM
+STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
+ANY: Final = StreamState.ANY
+
+ExpectedVersion = int | StreamState
+"""The last version the writer saw (0 = no stream), or a :class:`StreamState`."""
+
+
+class Metadata(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """Who and why: carried beside every event, never part of its data."""
+
+    correlation_id: str | None = None
+    """The id shared by everything one user action caused."""
+    causation_id: str | None = None
+    """The id of the command or event that directly caused this one."""
+    actor: str | None = None
+    """Who issued the command (a user, a token's subject, a system job)."""
+    request_id: str | None = None
+    """The id of the request that carried the command."""
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+    """Anything else, as text."""
+
+
+EMPTY_METADATA: Final = Metadata()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append, with the envelope fields the writer chooses.
+
+    ``append`` also takes bare event objects and wraps them in a NewEvent with
+    a fresh time-ordered id, the current time and empty metadata.
+    """
+
+    data: object
+    metadata: Metadata = EMPTY_METADATA
+    event_id: uuid.UUID = field(default_factory=uuid7)
+    occurred_at: datetime = field(default_factory=_now)
+
+
+_TOKEN = re.compile(r"(0|[1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,19})")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Checkpoint:
+    """A place in the global log: read_all continues after it.
+
+    Treat it as opaque: keep ``str(checkpoint)`` and turn it back with
+    :meth:`parse`. Checkpoints of one store are totally ordered, and that order
+    is the order every reader sees the log in.
+    """
+
+    tx: int
+    position: int
+
+    START: ClassVar[Checkpoint]
+    """The place before the first event."""
+
+    def __str__(self) -> str:
+        return f"{self.tx}.{self.position}"
+
+    @classmethod
+    def parse(cls, token: str | Checkpoint | None) -> Checkpoint:
+        """Turn a token made by ``str(checkpoint)`` back into a Checkpoint (None: start)."""
+        if token is None:
+            return START
+        if isinstance(token, Checkpoint):
+            return token
+        if not isinstance(token, str):
+            raise InvalidCheckpoint(
+                f"a checkpoint is a Checkpoint or its string token, got {type(token).__name__}"
+            )
+        m = _TOKEN.fullmatch(token)
+        if m is None:
+            raise InvalidCheckpoint(f"{token!r} is not a checkpoint token")
+        return cls(int(m[1]), int(m[2]))
+
+
+START: Final = Checkpoint(0, 0)
+Checkpoint.START = START
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: the stream's new version and where its events sit in the log."""
+
+    stream_id: str
+    stream_version: int
+    """The version of the last event of the append."""
+    positions: tuple[int, ...]
+    """The global position of each appended event, in order."""
+    checkpoint: Checkpoint
+    """The place of the append's last event: a projection that passed it has seen it."""
+
+    @property
+    def first_version(self) -> int:
+        """The version of the first event of the append."""
+        return self.stream_version - len(self.positions) + 1
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros_to_datetime(us: int) -> datetime:
+    """Microseconds since the Unix epoch to an aware UTC datetime."""
+    from datetime import timedelta  # noqa: PLC0415 - keep the hot import list short
+
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def datetime_to_micros(dt: datetime) -> int:
+    """An aware datetime to microseconds since the Unix epoch."""
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class RecordedEvent:
+    """A stored event: the envelope, with data and metadata decoded on first access.
+
+    ``data`` is an instance of the registered class, already brought to its
+    current schema by the upcaster chain; ``schema_version`` is the version the
+    event was stored with.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_data",
+        "_meta",
+        "_meta_raw",
+        "_occurred_us",
+        "_payload",
+        "_recorded_us",
+        "event_id",
+        "event_type",
+        "position",
+        "schema_version",
+        "stream_id",
+        "stream_version",
+        "tx",
+    )
+
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    position: int
+    tx: int
+    event_type: str
+    schema_version: int
+
+    def __init__(  # noqa: PLR0913 - one argument per envelope field
+        self,
+        codec: EventCodec,
+        event_id: uuid.UUID,
+        stream_id: str,
+        stream_version: int,
+        position: int,
+        event_type: str,
+        schema_version: int,
+        occurred_us: int,
+        recorded_us: int,
+        payload: bytes,
+        meta_raw: bytes | None,
+        tx: int = 0,
+    ) -> None:
+        self._codec = codec
+        self.event_id = event_id
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        self.position = position
+        self.tx = tx
+        self.event_type = event_type
+        self.schema_version = schema_version
+        self._occurred_us = occurred_us
+        self._recorded_us = recorded_us
+        self._payload = payload
+        self._meta_raw = meta_raw
+        self._data: Any = _UNSET
+        self._meta: Metadata | None = None
+
+    @property
+    def data(self) -> Any:
+        """The event, as an instance of its registered class (decoded once)."""
+        if self._data is _UNSET:
+            self._data = self._codec.decode_event(self.event_type, self.schema_version, self._payload)
+        return self._data
+
+    @property
+    def metadata(self) -> Metadata:
+        """Correlation, causation, actor and request ids recorded with the event."""
+        if self._meta is None:
+            self._meta = self._codec.decode_metadata(self._meta_raw)
+        return self._meta
+
+    @property
+    def payload(self) -> bytes:
+        """The stored JSON of the data, as written (before any upcasting)."""
+        return self._payload
+
+    @property
+    def occurred_at(self) -> datetime:
+        """When the writer says the event happened (UTC)."""
+        return micros_to_datetime(self._occurred_us)
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the store recorded the event (UTC); temporal reads use this."""
+        return micros_to_datetime(self._recorded_us)
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The place of this event in the global log."""
+        return Checkpoint(self.tx, self.position)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return (
+            self.event_id == other.event_id
+            and self.position == other.position
+            and self.stream_id == other.stream_id
+            and self.stream_version == other.stream_version
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.event_id, self.position))
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent({self.event_type}@{self.schema_version} {self.stream_id!r} "
+            f"v{self.stream_version} pos={self.position} id={self.event_id})"
+        )
+
+
+_UNSET: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """One page of the global log, and the checkpoint to read the next page after."""
+
+    events: Sequence[RecordedEvent]
+    checkpoint: Checkpoint
+    """Pass this as ``after`` to continue; it moves on even if a filter matched nothing."""
+
+    def __iter__(self) -> Iterator[RecordedEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A saved aggregate state at a stream version, for one snapshot schema version."""
+
+    stream_id: str
+    stream_version: int
+    schema_version: int
+    state: bytes
+    created_at: datetime
