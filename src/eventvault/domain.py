@@ -78,9 +78,7 @@ class EventRegistry:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise EventTypeError(f"event type {name!r}: version must be an int >= 1, got {version!r}")
         if not (dataclasses.is_dataclass(cls) or hasattr(cls, "__struct_fields__")):
-            raise EventTypeError(
-                f"{cls.__qualname__} must be a dataclass or a msgspec.Struct to be an event"
-            )
+            raise EventTypeError(f"{cls.__qualname__} must be a dataclass or a msgspec.Struct to be an event")
         known = self._by_name.get(name)
         if known is not None and _same_class(known.cls, cls):
             # Re-registering the same class (a module reloaded) replaces it.
@@ -90,9 +88,7 @@ class EventRegistry:
                 f"event type name {name!r} is already registered for {known.cls.__qualname__}"
             )
         if cls in self._by_class:
-            raise EventTypeError(
-                f"{cls.__qualname__} is already registered as {self._by_class[cls].name!r}"
-            )
+            raise EventTypeError(f"{cls.__qualname__} is already registered as {self._by_class[cls].name!r}")
         entry = EventType(name, version, cls)
         self._by_name[name] = entry
         self._by_class[cls] = entry
@@ -113,8 +109,7 @@ class EventRegistry:
             return self._by_class[cls]
         except KeyError:
             raise InvalidEvent(
-                f"{cls.__module__}.{cls.__qualname__} is not a registered event type; "
-                "decorate it with @event"
+                f"{cls.__module__}.{cls.__qualname__} is not a registered event type; decorate it with @event"
             ) from None
 
     def of_name(self, name: str) -> EventType:
@@ -135,9 +130,7 @@ class EventRegistry:
         for version in range(stored_version, current):
             step = self._upcasters.get((name, version))
             if step is None:
-                raise EventTypeError(
-                    f"{name!r} has no upcaster from version {version} to {version + 1}"
-                )
+                raise EventTypeError(f"{name!r} has no upcaster from version {version} to {version + 1}")
             data = step(data)
         return data
 
@@ -319,7 +312,9 @@ class Aggregate:
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.state().items())
-        return f"{type(self).__name__}(id={self.id!r}, version={self.version}{', ' if fields else ''}{fields})"
+        return (
+            f"{type(self).__name__}(id={self.id!r}, version={self.version}{', ' if fields else ''}{fields})"
+        )
 
 
 _BASE_FIELDS = frozenset({"id", "version", "_pending", "_appliers"})

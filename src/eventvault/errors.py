@@ -152,4 +152,3 @@ class SchemaVersionError(StoreError):
 
 class DomainError(EventVaultError):
     """A business rule refused a command. Aggregates raise a subclass per rule."""
-

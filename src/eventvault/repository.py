@@ -178,7 +178,9 @@ class Repository:
         st = self._state_types.get(cls)
         if st is None:
             fields: list[tuple[str, Any]] = list(state_fields(cls).items())
-            st = self._state_types[cls] = msgspec.defstruct(f"{cls.__name__}State", fields, forbid_unknown_fields=True)
+            st = self._state_types[cls] = msgspec.defstruct(
+                f"{cls.__name__}State", fields, forbid_unknown_fields=True
+            )
         return st
 
 

@@ -98,9 +98,13 @@ class SyncEventStore:
         """See :meth:`EventStore.save_snapshot`."""
         self.run(self.store.save_snapshot(snapshot))
 
-    def load_snapshot(self, stream_id: str, *, schema_version: int, max_version: int | None = None) -> Snapshot | None:
+    def load_snapshot(
+        self, stream_id: str, *, schema_version: int, max_version: int | None = None
+    ) -> Snapshot | None:
         """See :meth:`EventStore.load_snapshot`."""
-        return self.run(self.store.load_snapshot(stream_id, schema_version=schema_version, max_version=max_version))
+        return self.run(
+            self.store.load_snapshot(stream_id, schema_version=schema_version, max_version=max_version)
+        )
 
     def close(self) -> None:
         """Close the store and stop its thread. Idempotent."""
@@ -124,7 +128,9 @@ class SyncRepository:
         self._store = store
         self.repository = Repository(store.store, **options)
 
-    def load(self, cls: type[A], aggregate_id: str, *, version: int | None = None, as_of: datetime | None = None) -> A:
+    def load(
+        self, cls: type[A], aggregate_id: str, *, version: int | None = None, as_of: datetime | None = None
+    ) -> A:
         """See :meth:`Repository.load`."""
         return self._store.run(self.repository.load(cls, aggregate_id, version=version, as_of=as_of))
 

@@ -73,7 +73,7 @@ def create_store(url: str, *, registry: EventRegistry | None = None, **options: 
             raise InvalidStoreURL(
                 f"{url!r}: a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        path = parts.path.removeprefix("/")
         if not path:
             raise InvalidStoreURL(f"{url!r} names no database file")
         return SQLiteEventStore(path, registry=registry, **{**query, **options})

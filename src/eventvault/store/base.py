@@ -28,7 +28,6 @@ from eventvault.store.codec import EventCodec
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
-
     STREAM_EXISTS,
     AppendResult,
     Checkpoint,
@@ -92,8 +91,7 @@ def check_expected_version(expected: object) -> ExpectedVersion:
         return expected
     if isinstance(expected, bool) or not isinstance(expected, int):
         raise InvalidExpectedVersion(
-            "expected_version is an int >= 0 or one of NO_STREAM, STREAM_EXISTS, ANY; "
-            f"got {expected!r}"
+            f"expected_version is an int >= 0 or one of NO_STREAM, STREAM_EXISTS, ANY; got {expected!r}"
         )
     if expected < 0:
         raise InvalidExpectedVersion(f"expected_version must be >= 0, got {expected}")
@@ -148,17 +146,14 @@ def idempotent_result(
                 "while other events of this append are not: not a retry of one append",
             )
         if place.stream_id != stream_id:
-            raise DuplicateEventId(
-                e.event_id, f"in stream {place.stream_id!r}, not in {stream_id!r}"
-            )
+            raise DuplicateEventId(e.event_id, f"in stream {place.stream_id!r}, not in {stream_id!r}")
         places.append(place)
     first = places[0].stream_version
     for i, place in enumerate(places):
         if place.stream_version != first + i:
             raise DuplicateEventId(
                 events[i].event_id,
-                f"in stream {stream_id!r} at version {place.stream_version}, "
-                "not in the order of this append",
+                f"in stream {stream_id!r} at version {place.stream_version}, not in the order of this append",
             )
     last = places[-1]
     return AppendResult(
@@ -299,7 +294,7 @@ class EventStore(abc.ABC):
         return await self._read_stream(stream_id, from_version, to_version, backwards, limit, as_of_us)
 
     @abc.abstractmethod
-    async def _read_stream(  # noqa: PLR0913
+    async def _read_stream(  # noqa: PLR0913, PLR0917
         self,
         stream_id: str,
         from_version: int,
@@ -421,5 +416,3 @@ class EventStore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.scheme}{' closed' if self._closed else ''}>"
-
-

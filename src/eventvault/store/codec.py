@@ -7,6 +7,7 @@ says Decimal) is refused at append time instead of becoming unreadable later.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Final
 
 import msgspec
@@ -45,9 +46,15 @@ class EventCodec:
             raise InvalidEvent(f"{entry.name} cannot be encoded: {exc}") from None
         if self.validate:
             try:
-                self._decoder(entry.cls).decode(payload)
+                back = self._decoder(entry.cls).decode(payload)
             except msgspec.ValidationError as exc:
                 raise InvalidEvent(f"{entry.name} does not match its own field types: {exc}") from None
+            if back != obj:
+                # Decoding is lenient (a JSON number may become a Decimal), so compare:
+                # a float where the class says Decimal reads back as another value.
+                raise InvalidEvent(
+                    f"{entry.name} does not match its own field types: {_first_difference(obj, back)}"
+                )
         return entry.name, entry.version, payload
 
     def decode_event(self, name: str, schema_version: int, payload: bytes) -> Any:
@@ -71,9 +78,7 @@ class EventCodec:
         except EventTypeError:
             raise
         except (TypeError, ValueError, KeyError) as exc:
-            raise DecodeError(
-                f"upcasting stored {name!r} from v{schema_version} failed: {exc!r}"
-            ) from exc
+            raise DecodeError(f"upcasting stored {name!r} from v{schema_version} failed: {exc!r}") from exc
 
     def encode_metadata(self, meta: Metadata) -> bytes:
         """JSON of ``meta`` (``{}`` when empty)."""
@@ -93,3 +98,14 @@ class EventCodec:
     def encode_value(self, value: object) -> bytes:
         """JSON of any msgspec-encodable value (snapshots use this)."""
         return self._encoder.encode(value)
+
+
+def _first_difference(given: object, read_back: object) -> str:
+    names = getattr(given, "__struct_fields__", None) or [
+        f.name for f in dataclasses.fields(given)  # type: ignore[arg-type]
+    ]
+    for name in names:
+        a, b = getattr(given, name), getattr(read_back, name)
+        if a != b:
+            return f"field {name!r} holds {a!r} ({type(a).__name__}), which is stored as {b!r}"
+    return "it does not read back equal to itself"

@@ -61,7 +61,7 @@ class MemoryEventStore(EventStore):
         self, *, registry: EventRegistry | None = None, share_with: MemoryEventStore | None = None
     ) -> None:
         super().__init__(registry=registry)
-        self._data = share_with._data if share_with is not None else _Data()
+        self._data: _Data = share_with._data if share_with is not None else _Data()  # noqa: SLF001
 
     def _record(self, row: _Row) -> RecordedEvent:
         return RecordedEvent(
@@ -121,7 +121,7 @@ class MemoryEventStore(EventStore):
             Checkpoint(0, rows[-1].position),
         )
 
-    async def _read_stream(  # noqa: PLR0913
+    async def _read_stream(  # noqa: PLR0913, PLR0917
         self,
         stream_id: str,
         from_version: int,
@@ -149,9 +149,7 @@ class MemoryEventStore(EventStore):
         with self._data.lock:
             return len(self._data.streams.get(stream_id, ()))
 
-    async def _read_all(
-        self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None
-    ) -> LogPage:
+    async def _read_all(self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None) -> LogPage:
         d = self._data
         with d.lock:
             head = len(d.log)

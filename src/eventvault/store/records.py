@@ -201,7 +201,7 @@ class RecordedEvent:
     event_type: str
     schema_version: int
 
-    def __init__(  # noqa: PLR0913 - one argument per envelope field
+    def __init__(  # noqa: PLR0913, PLR0917 - one argument per envelope field
         self,
         codec: EventCodec,
         event_id: uuid.UUID,

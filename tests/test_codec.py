@@ -1,0 +1,127 @@
+"""The codec: exact money, typed decoding, upcasting on read, clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+
+from eventvault import DecodeError, EventRegistry, EventTypeError, InvalidEvent, Metadata, UnknownEventType
+from eventvault.store.codec import EventCodec
+
+
+@dataclass(frozen=True)
+class Paid:
+    amount: Decimal
+    at: datetime
+
+
+class Noted(msgspec.Struct, frozen=True):
+    text: str
+
+
+@pytest.fixture
+def codec() -> EventCodec:
+    reg = EventRegistry()
+    reg.register(Paid, "Paid")
+    reg.register(Noted, "Noted")
+    return EventCodec(reg)
+
+
+def test_decimal_is_a_string_and_exact(codec: EventCodec) -> None:
+    """Money is written as a decimal string and read back with the same digits."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    name, version, payload = codec.encode_event(Paid(Decimal("0.10"), at))
+    assert (name, version) == ("Paid", 1)
+    assert b'"amount":"0.10"' in payload
+    back = codec.decode_event(name, version, payload)
+    assert back == Paid(Decimal("0.10"), at)
+    assert str(back.amount) == "0.10"
+
+
+def test_structs_are_events_too(codec: EventCodec) -> None:
+    """msgspec Structs encode and decode like dataclasses."""
+    assert codec.decode_event(*codec.encode_event(Noted("hé 👋"))) == Noted("hé 👋")
+
+
+def test_wrong_field_type_is_refused_at_encode(codec: EventCodec) -> None:
+    """A float where the class says Decimal is caught before it is stored."""
+    with pytest.raises(InvalidEvent, match="does not match its own field types"):
+        codec.encode_event(Paid(0.1, datetime.now(UTC)))  # type: ignore[arg-type]
+
+
+def test_unregistered_event_is_refused(codec: EventCodec) -> None:
+    """Only registered classes can be encoded."""
+
+    @dataclass
+    class Other:
+        x: int
+
+    with pytest.raises(InvalidEvent, match="not a registered event type"):
+        codec.encode_event(Other(1))
+
+
+def test_unknown_type_on_read(codec: EventCodec) -> None:
+    """Reading a type no class is registered for raises UnknownEventType."""
+    with pytest.raises(UnknownEventType):
+        codec.decode_event("Gone", 1, b"{}")
+
+
+def test_upcast_on_read() -> None:
+    """Stored v1 data is brought to the v2 class through its upcaster; bytes stay as stored."""
+    reg = EventRegistry()
+
+    @dataclass(frozen=True)
+    class PaidV2:
+        amount: Decimal
+        currency: str
+
+    reg.register(PaidV2, "Paid", version=2)
+
+    def add_currency(d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "currency": "EUR"}
+
+    reg.add_upcaster("Paid", 1, add_currency)
+    c = EventCodec(reg)
+    assert c.decode_event("Paid", 1, b'{"amount":"2.50"}') == PaidV2(Decimal("2.50"), "EUR")
+
+
+def test_broken_stored_data_is_a_decode_error(codec: EventCodec) -> None:
+    """Garbage or mismatched stored bytes raise DecodeError naming the type."""
+    with pytest.raises(DecodeError, match="'Paid'"):
+        codec.decode_event("Paid", 1, b"not json")
+    with pytest.raises(DecodeError, match="does not fit"):
+        codec.decode_event("Paid", 1, b'{"amount": "1"}')
+
+
+def test_failing_upcaster_is_a_decode_error() -> None:
+    """An upcaster that raises on odd old data gives a DecodeError with the cause."""
+    reg = EventRegistry()
+    reg.register(Noted, "Noted", version=2)
+    reg.add_upcaster("Noted", 1, lambda d: {"text": d["missing"]})
+    with pytest.raises(DecodeError, match="upcasting stored 'Noted' from v1 failed"):
+        EventCodec(reg).decode_event("Noted", 1, b"{}")
+
+
+def test_newer_stored_version_is_refused(codec: EventCodec) -> None:
+    """Data written by newer code is not misread by older code."""
+    with pytest.raises(EventTypeError, match="newer than this code"):
+        codec.decode_event("Noted", 2, b'{"text":"x"}')
+
+
+def test_metadata_round_trip(codec: EventCodec) -> None:
+    """Metadata keeps every field; empty metadata is stored as {}."""
+    meta = Metadata(correlation_id="c", causation_id="d", actor="a", request_id="r", extra={"k": "v"})
+    assert codec.decode_metadata(codec.encode_metadata(meta)) == meta
+    assert codec.encode_metadata(Metadata()) == b"{}"
+    assert codec.decode_metadata(None) == Metadata()
+
+
+def test_bad_metadata_bytes_are_a_decode_error(codec: EventCodec) -> None:
+    """Stored metadata that is not valid raises DecodeError."""
+    with pytest.raises(DecodeError):
+        codec.decode_metadata(b'{"actor": 5}')

@@ -1,0 +1,260 @@
+"""Repository: load = snapshot + later events, save with the expected version, snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+from eventvault import (
+    Aggregate,
+    AggregateNotFound,
+    EventRegistry,
+    EventStore,
+    InvalidInput,
+    Metadata,
+    Repository,
+    WrongExpectedVersion,
+    applies,
+    event,
+    open_store,
+)
+from eventvault.store.records import Snapshot
+
+reg = EventRegistry()
+
+
+@event("Credited", registry=reg)
+@dataclass(frozen=True)
+class Credited:
+    amount: Decimal
+
+
+class Wallet(Aggregate):
+    snapshot_every = 5
+    balance: Decimal = Decimal(0)
+    credits: int = 0
+
+    def credit(self, amount: Decimal) -> None:
+        self.record(Credited(amount))
+
+    @applies(Credited)
+    def _credited(self, e: Credited) -> None:
+        self.balance += e.amount
+        self.credits += 1
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[EventStore]:
+    async with open_store("memory://", registry=reg) as s:
+        yield s
+
+
+async def _wallet_with(repo: Repository, n: int, wallet_id: str = "w1") -> Wallet:
+    w = Wallet(wallet_id)
+    for _ in range(n):
+        w.credit(Decimal("1.10"))
+    await repo.save(w)
+    return w
+
+
+async def test_load_replays_saved_events(store: EventStore) -> None:
+    """A saved aggregate loads back with the same state and version."""
+    repo = Repository(store, snapshot_every={Wallet: None})
+    live = await _wallet_with(repo, 3)
+    loaded = await repo.load(Wallet, "w1")
+    assert loaded.state() == live.state() == {"balance": Decimal("3.30"), "credits": 3}
+    assert loaded.version == 3
+
+
+async def test_missing_aggregate_is_not_found(store: EventStore) -> None:
+    """Loading an aggregate with no events raises AggregateNotFound."""
+    with pytest.raises(AggregateNotFound, match="wallet-nope has no events"):
+        await Repository(store).load(Wallet, "nope")
+
+
+async def test_save_expects_the_loaded_version(store: EventStore) -> None:
+    """Two writers who loaded the same version: the second save is a conflict."""
+    repo = Repository(store)
+    await _wallet_with(repo, 1)
+    a = await repo.load(Wallet, "w1")
+    b = await repo.load(Wallet, "w1")
+    a.credit(Decimal(1))
+    b.credit(Decimal(2))
+    await repo.save(a)
+    with pytest.raises(WrongExpectedVersion) as err:
+        await repo.save(b)
+    assert (err.value.expected, err.value.actual) == (1, 2)
+    assert b.pending_events == (Credited(Decimal(2)),)
+
+
+async def test_save_without_pending_events_does_nothing(store: EventStore) -> None:
+    """Saving an unchanged aggregate appends nothing and returns None."""
+    repo = Repository(store)
+    await _wallet_with(repo, 1)
+    w = await repo.load(Wallet, "w1")
+    assert await repo.save(w) is None
+    assert await store.stream_version("wallet-w1") == 1
+
+
+async def test_metadata_is_recorded_with_each_event(store: EventStore) -> None:
+    """Metadata given to save is stored beside every event of that save."""
+    repo = Repository(store)
+    w = Wallet("w1")
+    w.credit(Decimal(1))
+    w.credit(Decimal(2))
+    await repo.save(w, metadata=Metadata(actor="alice", request_id="r1"))
+    events = await store.read_stream("wallet-w1")
+    assert {(e.metadata.actor, e.metadata.request_id) for e in events} == {("alice", "r1")}
+
+
+async def test_snapshot_every_n_events(store: EventStore) -> None:
+    """A snapshot is taken when a save passes a multiple of snapshot_every."""
+    repo = Repository(store)
+    await _wallet_with(repo, 4)
+    assert await store.load_snapshot("wallet-w1", schema_version=1) is None
+    w = await repo.load(Wallet, "w1")
+    w.credit(Decimal(1))
+    w.credit(Decimal(1))
+    await repo.save(w)
+    snap = await store.load_snapshot("wallet-w1", schema_version=1)
+    assert snap is not None
+    assert snap.stream_version == 6
+
+
+async def test_snapshot_interval_per_type_overrides_the_class(store: EventStore) -> None:
+    """snapshot_every given to the repository wins over the class attribute."""
+    repo = Repository(store, snapshot_every={Wallet: 2})
+    await _wallet_with(repo, 2)
+    snap = await store.load_snapshot("wallet-w1", schema_version=1)
+    assert snap is not None
+    assert snap.stream_version == 2
+    off = Repository(store, snapshot_every={Wallet: None})
+    await _wallet_with(off, 10, "w2")
+    assert await store.load_snapshot("wallet-w2", schema_version=1) is None
+
+
+async def test_load_uses_the_snapshot_then_later_events(store: EventStore) -> None:
+    """Load = snapshot state + the events after it (proved with a doctored snapshot)."""
+    repo = Repository(store)
+    await _wallet_with(repo, 5)  # snapshot at 5
+    # Make the snapshot say something no replay would, so using it is visible.
+    await store.save_snapshot(
+        Snapshot("wallet-w1", 5, 1, b'{"balance":"100.00","credits":5}', (await store.read_stream("wallet-w1"))[0].recorded_at)
+    )
+    w = await repo.load(Wallet, "w1")
+    w.credit(Decimal(1))
+    await repo.save(w)
+    loaded = await repo.load(Wallet, "w1")
+    assert (loaded.balance, loaded.version) == (Decimal("101.00"), 6)
+
+
+async def test_snapshot_of_an_older_schema_is_ignored(store: EventStore) -> None:
+    """After snapshot_schema changes, old snapshots are not read: state comes from the log."""
+    repo = Repository(store)
+    await _wallet_with(repo, 5)
+
+    class WalletV2(Wallet):
+        category = "wallet"
+        snapshot_schema = 2
+
+    loaded = await repo.load(WalletV2, "w1")
+    assert loaded.balance == Decimal("5.50")
+    assert await store.load_snapshot("wallet-w1", schema_version=2) is None
+
+
+async def test_unreadable_snapshot_is_ignored(store: EventStore) -> None:
+    """A snapshot that does not fit the state's shape is skipped, not misread."""
+    repo = Repository(store)
+    await _wallet_with(repo, 5)
+    stamp = (await store.read_stream("wallet-w1"))[0].recorded_at
+    await store.save_snapshot(Snapshot("wallet-w1", 5, 1, b'{"balance":"x"}', stamp))
+    loaded = await repo.load(Wallet, "w1")
+    assert loaded.balance == Decimal("5.50")
+
+
+async def test_load_at_a_version(store: EventStore) -> None:
+    """load(version=N) gives the state after the first N events, snapshot or not."""
+    repo = Repository(store)
+    await _wallet_with(repo, 7)
+    for n in (1, 4, 5, 6, 7):
+        w = await repo.load(Wallet, "w1", version=n)
+        assert (w.version, w.credits) == (n, n)
+    with pytest.raises(AggregateNotFound, match="no version 9"):
+        await repo.load(Wallet, "w1", version=9)
+
+
+async def test_load_takes_version_or_as_of_not_both(store: EventStore) -> None:
+    """Asking for a version and a time at once is refused."""
+    repo = Repository(store)
+    await _wallet_with(repo, 1)
+    stamp = (await store.read_stream("wallet-w1"))[0].recorded_at
+    with pytest.raises(InvalidInput, match="not both"):
+        await repo.load(Wallet, "w1", version=1, as_of=stamp)
+
+
+async def test_update_retries_on_conflict(store: EventStore) -> None:
+    """update() reloads and runs the command again when another writer got in first."""
+    repo = Repository(store)
+    await _wallet_with(repo, 1)
+    loads = 0
+    original_load = repo.load
+
+    async def load_then_interfere(cls: type[Wallet], aggregate_id: str) -> Wallet:
+        nonlocal loads
+        loads += 1
+        wallet = await original_load(cls, aggregate_id)
+        if loads == 1:  # another writer lands between our load and our save
+            await store.append(wallet.stream_id, [Credited(Decimal(5))], expected_version=wallet.version)
+        return wallet
+
+    repo.load = load_then_interfere  # type: ignore[assignment,method-assign]
+    wallet, result = await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)))
+    assert loads == 2
+    assert result is not None
+    assert result.stream_version == 3
+    assert wallet.balance == Decimal("7.10")
+
+
+async def test_update_gives_up_after_retries(store: EventStore) -> None:
+    """When every attempt conflicts, the last ConcurrencyError reaches the caller."""
+    repo = Repository(store)
+    await _wallet_with(repo, 1)
+    original_load = repo.load
+
+    async def always_interfere(cls: type[Wallet], aggregate_id: str) -> Wallet:
+        wallet = await original_load(cls, aggregate_id)
+        await store.append(wallet.stream_id, [Credited(Decimal(5))], expected_version=wallet.version)
+        return wallet
+
+    repo.load = always_interfere  # type: ignore[assignment,method-assign]
+    with pytest.raises(WrongExpectedVersion):
+        await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)), retries=2)
+    assert await store.stream_version("wallet-w1") == 4
+
+
+async def test_snapshot_refuses_undeclared_state(store: EventStore) -> None:
+    """State not declared as an annotation would be lost by a snapshot, so it is refused."""
+
+    class Sloppy(Wallet):
+        category = "sloppy"
+
+        @applies(Credited)
+        def _credited(self, e: Credited) -> None:
+            self.hidden = e.amount
+
+    repo = Repository(store)
+    s = Sloppy("s")
+    s.credit(Decimal(1))
+    await repo.save(s)
+    with pytest.raises(InvalidInput, match="hidden"):
+        await repo.snapshot(s)
+
+
+@pytest.mark.parametrize("bad", ["", 5, None])
+async def test_bad_aggregate_ids_are_refused(store: EventStore, bad: object) -> None:
+    """load() refuses ids that are not non-empty strings."""
+    with pytest.raises(InvalidInput):
+        await Repository(store).load(Wallet, bad)  # type: ignore[arg-type]
