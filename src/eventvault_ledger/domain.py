@@ -1,0 +1,363 @@
+"""The accounts ledger: its events, the Account aggregate and the rules of money.
+
+Only the standard library and :mod:`eventvault.domain` are used here; storage,
+HTTP and the CLI build on this module, never the other way round.
+
+Money is :class:`decimal.Decimal`, never float. An amount must be positive,
+finite, at most :data:`MAX_AMOUNT`, and have no more decimal places than its
+currency's minor units (``Decimal("1.000")`` is a fine USD amount, since it is
+exactly 1.00; ``Decimal("1.001")`` is not). Accepted amounts are recorded at the
+currency's scale (``1.00``), so stored events and balances print as money.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+from typing import Final, Self
+
+from eventvault._ids import uuid7
+from eventvault.domain import Aggregate, applies, event
+from eventvault_ledger.currencies import check_currency, minor_units
+from eventvault_ledger.errors import (
+    AccountIsClosed,
+    AccountNotEmpty,
+    AccountNotOpened,
+    BalanceLimitExceeded,
+    InsufficientFunds,
+    InvalidAccountId,
+    InvalidAmount,
+    InvalidDescription,
+    InvalidOwnerName,
+    LedgerError,
+    UnknownCurrency,
+)
+
+__all__ = [
+    "MAX_AMOUNT",
+    "MAX_BALANCE",
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_OWNER_NAME_LENGTH",
+    "Account",
+    "AccountClosed",
+    "AccountIsClosed",
+    "AccountNotEmpty",
+    "AccountNotOpened",
+    "AccountOpened",
+    "AccountStatus",
+    "BalanceLimitExceeded",
+    "InsufficientFunds",
+    "InvalidAccountId",
+    "InvalidAmount",
+    "InvalidDescription",
+    "InvalidOwnerName",
+    "LedgerError",
+    "MoneyDeposited",
+    "MoneyWithdrawn",
+    "UnknownCurrency",
+    "check_amount",
+    "format_money",
+    "parse_amount",
+]
+
+MAX_AMOUNT: Final = Decimal(1_000_000_000)
+"""The largest amount one deposit or withdrawal may move."""
+
+MAX_BALANCE: Final = Decimal(10**15)
+"""The largest balance an account may hold: with 4 decimals, 20 digits, which every
+downstream store (SQLite's and PostgreSQL's numerics, JSON readers using int64 cents)
+holds exactly."""
+
+MAX_OWNER_NAME_LENGTH: Final = 200
+MAX_DESCRIPTION_LENGTH: Final = 500
+
+# Balances stay below 10**15 with at most 4 decimals (20 digits), so 34 digits make
+# every sum exact whatever precision the caller's thread-local decimal context has.
+# Inexact is trapped so that a rounding that should be impossible fails loudly.
+_MONEY: Final = Context(prec=34, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+
+_AMOUNT_TEXT: Final = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_MAX_AMOUNT_TEXT: Final = 64
+
+# Control characters, lone surrogates (they cannot be encoded as UTF-8) and the
+# Unicode line and paragraph separators: none belongs in a one-line label.
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+# -- events ------------------------------------------------------------------
+
+
+@event("AccountOpened")
+@dataclass(frozen=True, slots=True)
+class AccountOpened:
+    """An account was opened for ``owner_name``, holding money in ``currency``."""
+
+    owner_name: str
+    currency: str
+
+
+@event("MoneyDeposited")
+@dataclass(frozen=True, slots=True)
+class MoneyDeposited:
+    """``amount`` (in the account's currency) was paid into the account."""
+
+    amount: Decimal
+    description: str = ""
+
+
+@event("MoneyWithdrawn")
+@dataclass(frozen=True, slots=True)
+class MoneyWithdrawn:
+    """``amount`` (in the account's currency) was paid out of the account."""
+
+    amount: Decimal
+    description: str = ""
+
+
+@event("AccountClosed")
+@dataclass(frozen=True, slots=True)
+class AccountClosed:
+    """The account was closed at a zero balance; it takes no more commands."""
+
+
+# -- the aggregate -----------------------------------------------------------
+
+
+class AccountStatus(enum.StrEnum):
+    """Whether an account still takes commands."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Account(Aggregate):
+    """A bank account: a balance in one currency, moved by deposits and withdrawals.
+
+    Its stream is ``account-<uuid>``. The state holds only what the events say:
+    when a transaction happened is on the event's envelope (``recorded_at``),
+    which read models take from there.
+    """
+
+    category = "account"
+
+    owner_name: str = ""
+    currency: str = ""
+    balance: Decimal = Decimal(0)
+    status: AccountStatus = AccountStatus.OPEN
+    transaction_count: int = 0
+    """Deposits and withdrawals recorded so far."""
+
+    # -- commands ----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, owner_name: str, currency: str, *, account_id: str | uuid.UUID | None = None) -> Self:
+        """Open an account for ``owner_name`` in ``currency`` (an active ISO 4217 code).
+
+        The id is a new time-ordered UUID unless ``account_id`` is given.
+        """
+        name = _check_text(
+            owner_name, "an owner name", MAX_OWNER_NAME_LENGTH, InvalidOwnerName, allow_empty=False
+        )
+        code = check_currency(currency)
+        account = cls(_check_account_id(account_id))
+        account.record(AccountOpened(name, code))
+        return account
+
+    def deposit(self, amount: Decimal, description: str = "") -> None:
+        """Pay ``amount`` into the account."""
+        self._require_open()
+        value = check_amount(amount, self.currency)
+        text = _check_text(description, "a description", MAX_DESCRIPTION_LENGTH, InvalidDescription)
+        if _MONEY.add(self.balance, value) > MAX_BALANCE:
+            raise BalanceLimitExceeded(
+                self._show(self.balance), value, self._show(MAX_BALANCE), self.currency
+            )
+        self.record(MoneyDeposited(value, text))
+
+    def withdraw(self, amount: Decimal, description: str = "") -> None:
+        """Pay ``amount`` out of the account; InsufficientFunds if the balance is smaller."""
+        self._require_open()
+        value = check_amount(amount, self.currency)
+        text = _check_text(description, "a description", MAX_DESCRIPTION_LENGTH, InvalidDescription)
+        if value > self.balance:
+            raise InsufficientFunds(self._show(self.balance), value, self.currency)
+        self.record(MoneyWithdrawn(value, text))
+
+    def close(self) -> None:
+        """Close the account; it must hold nothing."""
+        self._require_open()
+        if self.balance != 0:
+            raise AccountNotEmpty(self.id, self._show(self.balance), self.currency)
+        self.record(AccountClosed())
+
+    def _require_open(self) -> None:
+        if self.version == 0:
+            raise AccountNotOpened(f"account {self.id} has not been opened")
+        if self.status is AccountStatus.CLOSED:
+            raise AccountIsClosed(self.id)
+
+    def _show(self, amount: Decimal) -> Decimal:
+        """``amount`` at the currency's scale, for messages (0 shows as 0.00)."""
+        return amount.quantize(
+            Decimal(1).scaleb(-minor_units(self.currency, allow_withdrawn=True)), context=_MONEY
+        )
+
+    # -- appliers: the only place state changes, live and on replay ------------
+
+    @applies(AccountOpened)
+    def _opened(self, e: AccountOpened) -> None:
+        self.owner_name = e.owner_name
+        self.currency = e.currency
+        self.balance = Decimal(0)
+        self.status = AccountStatus.OPEN
+        self.transaction_count = 0
+
+    @applies(MoneyDeposited)
+    def _deposited(self, e: MoneyDeposited) -> None:
+        self.balance = _MONEY.add(self.balance, e.amount)
+        self.transaction_count += 1
+
+    @applies(MoneyWithdrawn)
+    def _withdrawn(self, e: MoneyWithdrawn) -> None:
+        self.balance = _MONEY.subtract(self.balance, e.amount)
+        self.transaction_count += 1
+
+    @applies(AccountClosed)
+    def _closed(self, _e: AccountClosed) -> None:
+        self.status = AccountStatus.CLOSED
+
+
+# -- money -------------------------------------------------------------------
+
+
+def check_amount(amount: object, currency: str) -> Decimal:
+    """``amount`` at ``currency``'s scale, if it is a valid amount; else InvalidAmount.
+
+    Valid: a finite Decimal, greater than zero, at most :data:`MAX_AMOUNT`, with
+    no non-zero digit beyond the currency's minor units.
+    """
+    units = minor_units(currency, allow_withdrawn=True)
+    if isinstance(amount, float):
+        raise InvalidAmount(
+            f"an amount is a Decimal, not a float ({amount!r}): a float cannot hold most "
+            "decimal fractions exactly; pass a Decimal, or text through parse_amount"
+        )
+    if not isinstance(amount, Decimal):
+        raise InvalidAmount(f"an amount is a Decimal, got {type(amount).__name__}")
+    if not amount.is_finite():
+        raise InvalidAmount(f"an amount must be a finite number, got {amount}")
+    if amount <= 0:
+        raise InvalidAmount(f"an amount must be greater than zero, got {_short(amount)}")
+    if amount > MAX_AMOUNT:
+        raise InvalidAmount(f"an amount is at most {MAX_AMOUNT} per operation, got {_short(amount)}")
+    if not _fits(amount, units):
+        raise InvalidAmount(f"{currency} amounts have {_places(units)}, got {_short(amount)}")
+    return amount.quantize(Decimal(1).scaleb(-units), context=_MONEY)
+
+
+def parse_amount(value: str | int | Decimal, currency: str) -> Decimal:
+    """Read an amount from text (``"12.50"``), an int or a Decimal, exactly; then check it.
+
+    Text is plain decimal notation only (digits, an optional sign and fraction):
+    no exponents, separators, ``NaN`` or ``Infinity``. It becomes a Decimal
+    directly, never through float. Returns the amount at the currency's scale.
+    """
+    amount: object
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_AMOUNT_TEXT or not _AMOUNT_TEXT.fullmatch(text):
+            shown = repr(text) if len(text) <= _MAX_AMOUNT_TEXT else f"{text[:_MAX_AMOUNT_TEXT]!r}..."
+            raise InvalidAmount(f"{shown} is not an amount: write it like 12.50")
+        amount = Decimal(text)
+    elif isinstance(value, bool):
+        raise InvalidAmount(f"an amount is a number, got {value!r}")
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    else:
+        amount = value
+    return check_amount(amount, currency)
+
+
+def format_money(amount: Decimal | int, currency: str) -> str:
+    """``amount`` with exactly ``currency``'s minor units: ``"1.00"``, JPY ``"100"``.
+
+    Never rounds: an amount with non-zero digits beyond the currency's minor
+    units raises InvalidAmount.
+    """
+    units = minor_units(currency, allow_withdrawn=True)
+    if isinstance(amount, bool) or not isinstance(amount, Decimal | int):
+        raise InvalidAmount(f"format_money takes a Decimal, got {type(amount).__name__}")
+    value = Decimal(amount)
+    if not value.is_finite():
+        raise InvalidAmount(f"cannot format {value} as money")
+    if not _fits(value, units):
+        raise InvalidAmount(f"{_short(value)} has more decimal places than {currency}'s {units}")
+    if value == 0:
+        value = value.copy_abs()  # no "-0.00"
+    # The 'f' format pads or drops only zero digits here (checked above), so it is exact.
+    return format(value, f".{units}f")
+
+
+def _fits(amount: Decimal, units: int) -> bool:
+    """Whether ``amount`` (finite) has no non-zero digit beyond ``units`` decimal places."""
+    _, digits, exponent = amount.as_tuple()
+    if not isinstance(exponent, int):  # NaN or Infinity: the callers refuse those first
+        return False
+    excess = -units - exponent
+    return excess <= 0 or not any(digits[-excess:])
+
+
+def _places(units: int) -> str:
+    if units == 0:
+        return "no decimal places"
+    return f"at most {units} decimal place{'s' if units > 1 else ''}"
+
+
+def _short(amount: Decimal) -> str:
+    text = str(amount)
+    return text if len(text) <= 40 else f"{text[:40]}..."
+
+
+# -- names and descriptions ---------------------------------------------------
+
+
+def _check_text(
+    value: object,
+    what: str,
+    max_length: int,
+    error: type[LedgerError],
+    *,
+    allow_empty: bool = True,
+) -> str:
+    """``value`` stripped and NFC-normalised, if it is an acceptable one-line label."""
+    if not isinstance(value, str):
+        raise error(f"{what} is a str, got {type(value).__name__}")
+    for ch in value:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            raise error(f"{what} must not hold control characters or line breaks; found {ch!r}")
+    # NFC first, so that equal-looking names are equal strings and the length
+    # limit counts what a reader sees rather than how it happened to be typed.
+    text = unicodedata.normalize("NFC", value).strip()
+    if not text and not allow_empty:
+        raise error(f"{what} must not be empty or blank")
+    if len(text) > max_length:
+        raise error(f"{what} has at most {max_length} characters, got {len(text)}")
+    return text
+
+
+def _check_account_id(account_id: object) -> str:
+    if account_id is None:
+        return str(uuid7())
+    if isinstance(account_id, uuid.UUID):
+        return str(account_id)
+    if not isinstance(account_id, str):
+        raise InvalidAccountId(f"an account id is a UUID, got {type(account_id).__name__}")
+    try:
+        return str(uuid.UUID(account_id))
+    except ValueError:
+        shown = repr(account_id) if len(account_id) <= 40 else f"{account_id[:40]!r}..."
+        raise InvalidAccountId(f"an account id is a UUID, got {shown}") from None

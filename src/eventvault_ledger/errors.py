@@ -1,0 +1,168 @@
+"""The ledger's business-rule errors, one class per rule.
+
+All derive from :class:`LedgerError`, itself an :class:`eventvault.DomainError`,
+so ``except DomainError`` catches them with the toolkit's own. Each class has a
+stable ``code`` (kebab-case; the HTTP API uses it as the problem ``type``) and a
+short ``title``; neither may change once published. A refused command records
+nothing.
+
+::
+
+    eventvault.DomainError
+    └── LedgerError
+        ├── InvalidAmount            not a Decimal, not finite, not positive, too many
+        │                            decimals for the currency, or above the per-operation maximum
+        ├── UnknownCurrency          not an active ISO 4217 code (upper case, 3 letters)
+        ├── InvalidOwnerName         empty, too long or holding control characters
+        ├── InvalidDescription       too long or holding control characters
+        ├── InvalidAccountId         an account id that is not a UUID
+        ├── InsufficientFunds        a withdrawal above the balance (carries both)
+        ├── BalanceLimitExceeded     a deposit that would take the balance past the cap
+        ├── AccountNotOpened         a command on an account that has no AccountOpened yet
+        ├── AccountIsClosed          any command on a closed account
+        └── AccountNotEmpty          closing an account whose balance is not zero
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar
+
+from eventvault.errors import DomainError
+
+__all__ = [
+    "AccountIsClosed",
+    "AccountNotEmpty",
+    "AccountNotOpened",
+    "BalanceLimitExceeded",
+    "InsufficientFunds",
+    "InvalidAccountId",
+    "InvalidAmount",
+    "InvalidDescription",
+    "InvalidOwnerName",
+    "LedgerError",
+    "UnknownCurrency",
+]
+
+
+class LedgerError(DomainError):
+    """A ledger rule refused a command; nothing was recorded."""
+
+    code: ClassVar[str] = "ledger-error"
+    """Stable machine-readable name of the rule (the HTTP problem ``type``)."""
+    title: ClassVar[str] = "The ledger refused the command"
+    """Short human-readable summary, the same for every instance."""
+
+
+class InvalidAmount(LedgerError):
+    """An amount is not a positive, finite Decimal the currency can hold exactly."""
+
+    code = "invalid-amount"
+    title = "Invalid amount"
+
+
+class UnknownCurrency(LedgerError):
+    """A currency is not an active ISO 4217 code."""
+
+    code = "unknown-currency"
+    title = "Unknown currency"
+
+
+class InvalidOwnerName(LedgerError):
+    """An owner name is empty, too long or holds control characters."""
+
+    code = "invalid-owner-name"
+    title = "Invalid owner name"
+
+
+class InvalidDescription(LedgerError):
+    """A transaction description is too long or holds control characters."""
+
+    code = "invalid-description"
+    title = "Invalid description"
+
+
+class InvalidAccountId(LedgerError):
+    """An account id is not a UUID."""
+
+    code = "invalid-account-id"
+    title = "Invalid account id"
+
+
+class InsufficientFunds(LedgerError):
+    """A withdrawal asks for more than the balance holds."""
+
+    code = "insufficient-funds"
+    title = "Insufficient funds"
+
+    def __init__(self, balance: Decimal, requested: Decimal, currency: str) -> None:
+        self.balance = balance
+        self.requested = requested
+        self.currency = currency
+        super().__init__(
+            f"insufficient funds: the balance is {balance} {currency}, "
+            f"less than the {requested} {currency} asked for"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.balance, self.requested, self.currency))
+
+
+class BalanceLimitExceeded(LedgerError):
+    """A deposit would take the balance above the ledger's cap."""
+
+    code = "balance-limit-exceeded"
+    title = "Balance limit exceeded"
+
+    def __init__(self, balance: Decimal, amount: Decimal, limit: Decimal, currency: str) -> None:
+        self.balance = balance
+        self.amount = amount
+        self.limit = limit
+        self.currency = currency
+        super().__init__(
+            f"a deposit of {amount} {currency} would take the balance of {balance} {currency} "
+            f"above the limit of {limit} {currency}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.balance, self.amount, self.limit, self.currency))
+
+
+class AccountNotOpened(LedgerError):
+    """A command reached an account that was never opened."""
+
+    code = "account-not-opened"
+    title = "Account not opened"
+
+
+class AccountIsClosed(LedgerError):
+    """The account is closed: it takes no more commands."""
+
+    code = "account-closed"
+    title = "Account closed"
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        super().__init__(f"account {account_id} is closed")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.account_id,))
+
+
+class AccountNotEmpty(LedgerError):
+    """Only an account with a zero balance can be closed."""
+
+    code = "account-not-empty"
+    title = "Account not empty"
+
+    def __init__(self, account_id: str, balance: Decimal, currency: str) -> None:
+        self.account_id = account_id
+        self.balance = balance
+        self.currency = currency
+        super().__init__(
+            f"account {account_id} still holds {balance} {currency}: "
+            "withdraw it all before closing the account"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.account_id, self.balance, self.currency))
