@@ -44,7 +44,7 @@ def test_decimal_is_a_string_and_exact(codec: EventCodec) -> None:
 
 
 def test_structs_are_events_too(codec: EventCodec) -> None:
-    """msgspec Structs encode and decode like dataclasses."""
+    """Msgspec Structs encode and decode like dataclasses."""
     assert codec.decode_event(*codec.encode_event(Noted("hé 👋"))) == Noted("hé 👋")
 
 
@@ -125,3 +125,16 @@ def test_bad_metadata_bytes_are_a_decode_error(codec: EventCodec) -> None:
     """Stored metadata that is not valid raises DecodeError."""
     with pytest.raises(DecodeError):
         codec.decode_metadata(b'{"actor": 5}')
+
+
+def test_a_float_is_refused_even_when_exact(codec: EventCodec) -> None:
+    """Money never passes through a float, even one like 0.5 that would survive."""
+    with pytest.raises(InvalidEvent, match="where a Decimal belongs"):
+        codec.encode_event(Paid(0.5, datetime.now(UTC)))  # type: ignore[arg-type]
+
+
+def test_an_int_in_a_decimal_field_is_stored_as_a_decimal_string(codec: EventCodec) -> None:
+    """Exact ints are accepted and stored in the field's own form."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    _, _, payload = codec.encode_event(Paid(2, at))  # type: ignore[arg-type]
+    assert b'"amount":"2"' in payload

@@ -84,7 +84,7 @@ def test_only_dataclasses_and_structs_can_be_events() -> None:
     class Plain:
         pass
 
-    with pytest.raises(EventTypeError, match="dataclass or a msgspec.Struct"):
+    with pytest.raises(EventTypeError, match=r"dataclass or a msgspec\.Struct"):
         EventRegistry().register(Plain)
 
 

@@ -1,0 +1,1244 @@
+"""The event store contract: one suite that every backend must pass.
+
+It pins what DESIGN.md §4 promises of an :class:`~eventvault.store.EventStore`:
+atomic appends, every expected-version variant, idempotent retries, races between
+appenders, one gap-free global order for every reader, stream and temporal reads,
+snapshots, upcasting, the envelope, and refusal of bad input with nothing written.
+
+A backend runs it by subclassing :class:`EventStoreContract` in a module pytest
+collects, with one fixture, ``store_factory``: an async callable
+``factory(*, registry)`` that returns a new, opened store on the *same* database
+each time it is called, and closes them all at teardown. :func:`opened_stores`
+builds one from a function that makes an unopened store::
+
+    import pytest_asyncio
+    from eventvault.testing.contract import EventStoreContract, opened_stores
+    from mybackend import MyEventStore
+
+    class TestMyEventStore(EventStoreContract):
+        @pytest_asyncio.fixture
+        async def store_factory(self, tmp_path):
+            path = tmp_path / "contract.db"  # a fresh database per test
+            async with opened_stores(lambda registry: MyEventStore(path, registry=registry)) as factory:
+                yield factory
+
+Each test gets a fresh, empty database. Closing a store must be idempotent (some
+tests close one themselves before teardown does). It needs pytest and
+pytest-asyncio (either asyncio mode); put
+``pytest.register_assert_rewrite("eventvault.testing.contract")`` in your
+``conftest.py`` so failures show the values compared, not a bare AssertionError.
+
+The suite brings its own event types in its own
+:class:`~eventvault.domain.EventRegistry`, so it never touches the default
+registry, and it never sleeps: concurrency is arranged with barriers and
+conditions, so a test either proves the behaviour or fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgspec
+import pytest
+import pytest_asyncio
+
+from eventvault.domain import Aggregate, EventRegistry, applies, event, upcaster
+from eventvault.errors import (
+    AggregateNotFound,
+    ConcurrencyError,
+    DuplicateEventId,
+    EventTypeError,
+    InvalidCheckpoint,
+    InvalidEvent,
+    InvalidExpectedVersion,
+    InvalidInput,
+    InvalidStreamId,
+    StoreClosed,
+    WrongExpectedVersion,
+)
+from eventvault.repository import Repository
+from eventvault.store.base import MAX_PAGE, MAX_STREAM_ID_LENGTH, EventStore
+from eventvault.store.records import (
+    ANY,
+    NO_STREAM,
+    START,
+    STREAM_EXISTS,
+    AppendResult,
+    Checkpoint,
+    ExpectedVersion,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+)
+
+__all__ = [
+    "CONTRACT_REGISTRY",
+    "EventStoreContract",
+    "StoreFactory",
+    "opened_stores",
+]
+
+
+class StoreFactory(Protocol):
+    """Opens another store on the test's one database (the fixture a backend provides)."""
+
+    def __call__(self, *, registry: EventRegistry) -> Awaitable[EventStore]:
+        """A new, opened store on the database, decoding events with ``registry``."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def opened_stores(make: Callable[[EventRegistry], EventStore]) -> AsyncIterator[StoreFactory]:
+    """A ``store_factory`` that opens ``make(registry)`` per call and closes them all on exit.
+
+    ``make`` returns a new, unopened store on the database of the current test.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def factory(*, registry: EventRegistry) -> EventStore:
+            store = await make(registry).open()
+            stack.push_async_callback(store.close)
+            return store
+
+        yield factory
+
+
+# -- the suite's own event types -------------------------------------------------------
+
+CONTRACT_REGISTRY = EventRegistry()
+"""The registry of the events the suite appends (never the default registry)."""
+
+
+@event("contract.ItemAdded", registry=CONTRACT_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class ItemAdded:
+    """A plain event with one text field."""
+
+    name: str
+
+
+@event("contract.Deposited", registry=CONTRACT_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class Deposited:
+    """Money: a Decimal that must come back exactly as written."""
+
+    amount: Decimal
+    note: str = ""
+
+
+@event("contract.Tagged", registry=CONTRACT_REGISTRY)
+class Tagged(msgspec.Struct, frozen=True):
+    """A msgspec.Struct event, the other kind of event class."""
+
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unregistered:
+    """An event class no registry knows: appending it must fail."""
+
+    name: str
+
+
+# Two generations of one event type, each in the registry of the code that knows it:
+# version 1 has only the text; version 2 adds the author, and knows the upcaster.
+OLD_CODE = EventRegistry()
+NEW_CODE = EventRegistry()
+
+
+@event("contract.NoteTaken", version=1, registry=OLD_CODE)
+@dataclass(frozen=True, slots=True)
+class NoteTakenV1:
+    """Version 1 of contract.NoteTaken."""
+
+    text: str
+
+
+@event("contract.NoteTaken", version=2, registry=NEW_CODE)
+@dataclass(frozen=True, slots=True)
+class NoteTakenV2:
+    """Version 2 of contract.NoteTaken: notes now have an author."""
+
+    text: str
+    author: str
+
+
+@upcaster("contract.NoteTaken", from_version=1, registry=NEW_CODE)
+def _note_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "author": "unknown"}
+
+
+class Tally(Aggregate):
+    """A running total of deposits: the aggregate the Repository tests load."""
+
+    category = "tally"
+    total: Decimal = Decimal(0)
+    count: int = 0
+
+    def deposit(self, amount: Decimal) -> None:
+        """Record a deposit."""
+        self.record(Deposited(amount))
+
+    @applies(Deposited)
+    def _deposited(self, e: Deposited) -> None:
+        self.total += e.amount
+        self.count += 1
+
+
+class TallyV2(Tally):
+    """The same aggregate after a change to its state's meaning: snapshot schema 2."""
+
+    category = "tally"
+    snapshot_schema = 2
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+STREAM = "order-1"
+OTHER = "order-2"
+
+
+def items(*names: str) -> list[NewEvent]:
+    """One ItemAdded per name, each with its own (known) event id."""
+    return [NewEvent(ItemAdded(n)) for n in names]
+
+
+async def full_log(store: EventStore) -> list[RecordedEvent]:
+    """The whole global log, read in pages from the start."""
+    return [e async for e in store.iter_all()]
+
+
+async def census(store: EventStore, *stream_ids: str) -> tuple[list[uuid.UUID], list[int]]:
+    """What is stored: every event id in log order and the version of each stream given."""
+    return [e.event_id for e in await full_log(store)], [await store.stream_version(s) for s in stream_ids]
+
+
+def ids(events: Sequence[RecordedEvent | NewEvent]) -> list[uuid.UUID]:
+    """The event ids, in order."""
+    return [e.event_id for e in events]
+
+
+def strictly_increasing(values: Sequence[Any]) -> bool:
+    """True if every value is greater than the one before it."""
+    return all(a < b for a, b in itertools.pairwise(values))
+
+
+def tick_past(moment: datetime) -> datetime:
+    """The first time this process's clock reads after ``moment``.
+
+    Busy-waits on the clock (microseconds, in practice): recorded_at has microsecond
+    resolution, so two events can share a timestamp unless the clock moves between.
+    """
+    deadline = time.monotonic() + 5
+    while (now := datetime.now(UTC)) <= moment:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the store's clock is ahead of this process's: {moment} > {now}")
+    return now
+
+
+class WriterProgress:
+    """What the writers of a test have done, for readers to wait on instead of polling."""
+
+    def __init__(self) -> None:
+        self.appends = 0
+        self.done = False
+        self._changed = asyncio.Condition()
+
+    async def appended(self) -> None:
+        """A writer's append returned."""
+        async with self._changed:
+            self.appends += 1
+            self._changed.notify_all()
+
+    async def finish(self) -> None:
+        """Every writer has returned."""
+        async with self._changed:
+            self.done = True
+            self._changed.notify_all()
+
+    async def wait_past(self, appends: int) -> None:
+        """Wait until there were more than ``appends`` appends, or the writers are done."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.appends > appends or self.done)
+
+
+def _closed_operations() -> dict[str, Callable[[EventStore], Awaitable[object]]]:
+    async def iterate(store: EventStore) -> object:
+        return [e async for e in store.iter_all()]
+
+    snapshot = Snapshot(STREAM, 1, 1, b"{}", datetime.now(UTC))
+    return {
+        "append": lambda s: s.append(STREAM, items("x"), expected_version=ANY),
+        "read_stream": lambda s: s.read_stream(STREAM),
+        "stream_version": lambda s: s.stream_version(STREAM),
+        "read_all": lambda s: s.read_all(),
+        "iter_all": iterate,
+        "head": lambda s: s.head(),
+        "save_snapshot": lambda s: s.save_snapshot(snapshot),
+        "load_snapshot": lambda s: s.load_snapshot(STREAM, schema_version=1),
+    }
+
+
+def _any(value: object) -> Any:
+    """``value``, typed as Any: the suite passes wrong types on purpose."""
+    return value
+
+
+ID = uuid.UUID("01890a5d-ac96-774b-bcce-b302099a8057")
+_AWARE = datetime(2024, 2, 29, 13, 45, 30, 123456, tzinfo=timezone(timedelta(hours=2)))
+_NOT_A_DECIMAL: Any = 0.1
+
+_BAD_EVENTS: list[Any] = [
+    pytest.param(lambda: [Unregistered("x")], "not a registered event type", id="unregistered class"),
+    pytest.param(lambda: [Deposited(_NOT_A_DECIMAL)], "does not match its own field types", id="float"),
+    pytest.param(list, "at least one event", id="empty list"),
+    pytest.param(lambda: ItemAdded("x"), "list of events", id="single event"),
+    pytest.param(lambda: NewEvent(ItemAdded("x")), "list of events", id="single NewEvent"),
+    pytest.param(lambda: "ItemAdded", "list of events", id="str"),
+    pytest.param(
+        lambda: [NewEvent(ItemAdded("a"), event_id=ID), NewEvent(ItemAdded("b"), event_id=ID)],
+        "appears twice",
+        id="duplicate ids in one append",
+    ),
+    pytest.param(
+        lambda: [NewEvent(ItemAdded("x"), occurred_at=datetime(2024, 1, 1))],  # noqa: DTZ001 - on purpose
+        "timezone-aware",
+        id="naive occurred_at",
+    ),
+    pytest.param(
+        lambda: [NewEvent(ItemAdded("x"), metadata=_any({"actor": "ada"}))], "metadata", id="dict metadata"
+    ),
+    pytest.param(lambda: [NewEvent(ItemAdded("x"), event_id=_any(str(ID)))], "uuid.UUID", id="str event_id"),
+]
+
+
+class EventStoreContract:
+    """The event store contract. Subclass it as ``Test<Backend>`` with a ``store_factory``.
+
+    See the module docstring for the fixture a backend provides.
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        """Each backend's subclass overrides this fixture (see the module docstring)."""
+        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
+
+    @pytest_asyncio.fixture
+    async def store(self, store_factory: StoreFactory) -> EventStore:
+        """A store on a fresh database, knowing the suite's event types."""
+        return await store_factory(registry=CONTRACT_REGISTRY)
+
+    @staticmethod
+    async def open_several(store_factory: StoreFactory, n: int) -> list[EventStore]:
+        """``n`` more stores on the same database, as separate processes would have."""
+        return [await store_factory(registry=CONTRACT_REGISTRY) for _ in range(n)]
+
+    # -- the factory: every store it opens sees one database ---------------------------
+
+    async def test_stores_from_the_factory_share_one_database(self, store_factory: StoreFactory) -> None:
+        """What one store appends, another store on the same database reads."""
+        writer, reader = await self.open_several(store_factory, 2)
+        await writer.append(STREAM, items("a"), expected_version=NO_STREAM)
+        assert [e.data for e in await reader.read_stream(STREAM)] == [ItemAdded("a")]
+        assert await reader.stream_version(STREAM) == 1
+
+    # -- atomic appends ----------------------------------------------------------------
+
+    async def test_append_lands_all_events_at_consecutive_versions(self, store: EventStore) -> None:
+        """The events of one append get versions 1..n and increasing positions, in order."""
+        sent = items("a", "b", "c")
+        await store.append(STREAM, sent, expected_version=NO_STREAM)
+        read = await store.read_stream(STREAM)
+        assert ids(read) == ids(sent)
+        assert [e.stream_version for e in read] == [1, 2, 3]
+        assert strictly_increasing([e.position for e in read])
+
+    async def test_append_result_says_where_the_events_landed(self, store: EventStore) -> None:
+        """The result holds the new version, each event's position and the last event's checkpoint."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        result = await store.append(STREAM, items("b", "c"), expected_version=1)
+        read = await store.read_stream(STREAM, from_version=2)
+        assert result.stream_id == STREAM
+        assert (result.first_version, result.stream_version) == (2, 3)
+        assert result.positions == tuple(e.position for e in read)
+        assert result.checkpoint == read[-1].checkpoint
+
+    async def test_later_appends_come_later_in_the_log(self, store: EventStore) -> None:
+        """Appends made one after another sit in the global log in that order, across streams."""
+        first = await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        second = await store.append(OTHER, items("c"), expected_version=NO_STREAM)
+        third = await store.append(STREAM, items("d"), expected_version=2)
+        assert first.checkpoint < second.checkpoint < third.checkpoint
+        assert [e.stream_id for e in await full_log(store)] == [STREAM, STREAM, OTHER, STREAM]
+
+    async def test_a_bad_event_in_the_middle_writes_none_of_the_append(self, store: EventStore) -> None:
+        """An append with one unencodable event fails whole: its good events are not written."""
+        await store.append(STREAM, items("first"), expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        with pytest.raises(InvalidEvent, match="does not match its own field types"):
+            await store.append(
+                STREAM,
+                [ItemAdded("good"), Deposited(_NOT_A_DECIMAL), ItemAdded("also good")],
+                expected_version=1,
+            )
+        assert await census(store, STREAM) == before
+
+    async def test_a_conflicting_append_writes_none_of_its_events(self, store: EventStore) -> None:
+        """A multi-event append at the wrong version writes nothing."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        with pytest.raises(WrongExpectedVersion):
+            await store.append(STREAM, items("c", "d", "e"), expected_version=1)
+        assert await census(store, STREAM) == before
+
+    # -- expected versions -------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("existing", "expected"),
+        [
+            pytest.param(2, 2, id="int matching the version"),
+            pytest.param(0, 0, id="0 on a new stream"),
+            pytest.param(0, NO_STREAM, id="NO_STREAM on a new stream"),
+            pytest.param(2, STREAM_EXISTS, id="STREAM_EXISTS on an existing stream"),
+            pytest.param(0, ANY, id="ANY on a new stream"),
+            pytest.param(2, ANY, id="ANY on an existing stream"),
+        ],
+    )
+    async def test_expected_version_that_holds_lets_the_append_land(
+        self, store: EventStore, existing: int, expected: ExpectedVersion
+    ) -> None:
+        """An append whose expected version the stream satisfies lands after the existing events."""
+        if existing:
+            await store.append(STREAM, items(*"ab"[:existing]), expected_version=NO_STREAM)
+        result = await store.append(STREAM, items("new"), expected_version=expected)
+        assert result.stream_version == existing + 1
+        assert [e.data for e in await store.read_stream(STREAM)][-1] == ItemAdded("new")
+
+    @pytest.mark.parametrize(
+        ("existing", "expected"),
+        [
+            pytest.param(2, 1, id="int behind the version"),
+            pytest.param(2, 3, id="int ahead of the version"),
+            pytest.param(0, 1, id="int on a new stream"),
+            pytest.param(2, 0, id="0 on an existing stream"),
+            pytest.param(2, NO_STREAM, id="NO_STREAM on an existing stream"),
+            pytest.param(0, STREAM_EXISTS, id="STREAM_EXISTS on a new stream"),
+        ],
+    )
+    async def test_expected_version_that_fails_raises_and_writes_nothing(
+        self, store: EventStore, existing: int, expected: ExpectedVersion
+    ) -> None:
+        """A mismatch raises WrongExpectedVersion naming stream, expected and actual; nothing is written."""
+        if existing:
+            await store.append(STREAM, items(*"ab"[:existing]), expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        with pytest.raises(WrongExpectedVersion) as caught:
+            await store.append(STREAM, items("new"), expected_version=expected)
+        error = caught.value
+        assert isinstance(error, ConcurrencyError)
+        assert (error.stream_id, error.expected, error.actual) == (STREAM, expected, existing)
+        message = str(error)
+        assert STREAM in message
+        assert str(expected) in message
+        assert (f"version {existing}" if existing else "no stream") in message
+        assert await census(store, STREAM) == before
+
+    # -- idempotent retries ------------------------------------------------------------
+
+    async def test_a_retry_with_the_original_expected_version_returns_the_first_result(
+        self, store: EventStore
+    ) -> None:
+        """Re-sending an append's events as they were returns its result and writes nothing."""
+        sent = items("a", "b")
+        first = await store.append(STREAM, sent, expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        assert await store.append(STREAM, sent, expected_version=NO_STREAM) == first
+        assert await census(store, STREAM) == before
+
+    async def test_a_retry_with_any_returns_the_first_result(self, store: EventStore) -> None:
+        """Re-sending an append's events with ANY returns its result and writes nothing."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        sent = items("b", "c")
+        first = await store.append(STREAM, sent, expected_version=1)
+        before = await census(store, STREAM)
+        assert await store.append(STREAM, sent, expected_version=ANY) == first
+        assert await census(store, STREAM) == before
+
+    async def test_a_retry_after_the_stream_moved_on_returns_the_first_result(
+        self, store: EventStore
+    ) -> None:
+        """A late retry (the stream has grown since) still returns the first result, not a conflict."""
+        sent = items("a")
+        first = await store.append(STREAM, sent, expected_version=NO_STREAM)
+        await store.append(STREAM, items("b"), expected_version=1)
+        before = await census(store, STREAM)
+        assert await store.append(STREAM, sent, expected_version=NO_STREAM) == first
+        assert await census(store, STREAM) == before
+
+    async def test_the_same_ids_in_another_stream_are_refused(self, store: EventStore) -> None:
+        """Event ids already stored in one stream cannot be appended to another."""
+        sent = items("a")
+        await store.append(STREAM, sent, expected_version=NO_STREAM)
+        before = await census(store, STREAM, OTHER)
+        with pytest.raises(DuplicateEventId) as caught:
+            await store.append(OTHER, sent, expected_version=NO_STREAM)
+        assert caught.value.event_id == sent[0].event_id
+        assert str(sent[0].event_id) in str(caught.value)
+        assert await census(store, STREAM, OTHER) == before
+
+    async def test_partly_overlapping_ids_are_refused(self, store: EventStore) -> None:
+        """An append mixing a stored event id with new ones is not a retry: refused, nothing written."""
+        sent = items("a", "b")
+        await store.append(STREAM, sent, expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        with pytest.raises(DuplicateEventId):
+            await store.append(STREAM, [sent[1], *items("c")], expected_version=ANY)
+        assert await census(store, STREAM) == before
+
+    async def test_the_same_ids_in_another_order_are_refused(self, store: EventStore) -> None:
+        """Re-sending an append's events in another order is not a retry: refused, nothing written."""
+        sent = items("a", "b")
+        await store.append(STREAM, sent, expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        with pytest.raises(DuplicateEventId):
+            await store.append(STREAM, sent[::-1], expected_version=NO_STREAM)
+        assert await census(store, STREAM) == before
+
+    # -- concurrent appenders ----------------------------------------------------------
+
+    async def test_racing_appenders_exactly_one_wins_each_version(self, store_factory: StoreFactory) -> None:
+        """16 appenders that read the same version race: one wins, 15 get WrongExpectedVersion."""
+        stores = await self.open_several(store_factory, 4)
+        racers, rounds = 16, 3
+        winners: list[uuid.UUID] = []
+        all_sent: set[uuid.UUID] = set()
+
+        async def race(i: int, barrier: asyncio.Barrier) -> tuple[NewEvent, AppendResult | Exception]:
+            store = stores[i % len(stores)]
+            mine = NewEvent(ItemAdded(f"racer {i}"))
+            seen = await store.stream_version(STREAM)
+            # Nobody appends until everyone has read, so all race for the same version.
+            await barrier.wait()
+            try:
+                return mine, await store.append(STREAM, [mine], expected_version=seen)
+            except WrongExpectedVersion as lost:
+                return mine, lost
+
+        for version in range(1, rounds + 1):
+            barrier = asyncio.Barrier(racers)
+            outcomes = await asyncio.gather(*(race(i, barrier) for i in range(racers)))
+            all_sent.update(sent.event_id for sent, _ in outcomes)
+            won = [(sent, r) for sent, r in outcomes if isinstance(r, AppendResult)]
+            lost = [r for _, r in outcomes if not isinstance(r, AppendResult)]
+            assert len(won) == 1, f"round {version}: {len(won)} appenders won the same version"
+            assert won[0][1].stream_version == version
+            winners.append(won[0][0].event_id)
+            assert len(lost) == racers - 1
+            for error in lost:
+                assert isinstance(error, WrongExpectedVersion)
+                assert (error.stream_id, error.expected, error.actual) == (STREAM, version - 1, version)
+
+        stream = await stores[0].read_stream(STREAM)
+        assert ids(stream) == winners
+        assert [e.stream_version for e in stream] == list(range(1, rounds + 1))
+        # The losers' events are nowhere: a failed append leaves no trace.
+        assert set(ids(await full_log(stores[0]))) == set(winners) <= all_sent
+
+    async def test_appenders_that_retry_all_land_once_at_contiguous_versions(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """16 appenders that reload and retry on conflict all land, each once, at versions 1..16."""
+        stores = await self.open_several(store_factory, 4)
+        appenders = 16
+        barrier = asyncio.Barrier(appenders)
+        conflicts = 0
+
+        async def append_until_landed(i: int) -> tuple[uuid.UUID, int]:
+            nonlocal conflicts
+            store = stores[i % len(stores)]
+            mine = NewEvent(ItemAdded(f"appender {i}"))
+            seen = await store.stream_version(STREAM)
+            await barrier.wait()  # the first attempts all race for version 1
+            # Each conflict means another appender landed, so nobody can lose more than 15 times.
+            for _ in range(appenders):
+                try:
+                    result = await store.append(STREAM, [mine], expected_version=seen)
+                except WrongExpectedVersion:
+                    conflicts += 1
+                    seen = await store.stream_version(STREAM)
+                    continue
+                return mine.event_id, result.stream_version
+            raise AssertionError(f"appender {i} lost more races than there are other appenders")
+
+        landed = await asyncio.gather(*(append_until_landed(i) for i in range(appenders)))
+        assert conflicts >= appenders - 1  # the first round alone has 15 losers
+        assert sorted(version for _, version in landed) == list(range(1, appenders + 1))
+        stream = await stores[-1].read_stream(STREAM)
+        assert [e.stream_version for e in stream] == list(range(1, appenders + 1))
+        assert {e.event_id: e.stream_version for e in stream} == dict(landed)
+
+    async def test_concurrent_appends_to_different_streams_all_land(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Appenders on different streams do not conflict: every event of every append lands."""
+        stores = await self.open_several(store_factory, 4)
+        writers = 16
+        barrier = asyncio.Barrier(writers)
+
+        async def write(i: int) -> list[NewEvent]:
+            sent = items(f"{i}-a", f"{i}-b", f"{i}-c")
+            await barrier.wait()
+            result = await stores[i % len(stores)].append(f"stream-{i}", sent, expected_version=NO_STREAM)
+            assert result.stream_version == 3
+            return sent
+
+        sent = await asyncio.gather(*(write(i) for i in range(writers)))
+        for i, events in enumerate(sent):
+            assert ids(await stores[0].read_stream(f"stream-{i}")) == ids(events)
+        log = await full_log(stores[0])
+        assert sorted(ids(log)) == sorted(e.event_id for events in sent for e in events)
+        assert len({e.position for e in log}) == len(log) == writers * 3
+
+    # -- the global log ----------------------------------------------------------------
+
+    async def test_readers_following_the_log_all_see_one_order_without_gaps(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Readers paging from checkpoints while writers append each see every event once, in one order."""
+        stores = await self.open_several(store_factory, 4)
+        writers, rounds, page_size = 4, 10, 7
+        progress = WriterProgress()
+        barrier = asyncio.Barrier(writers)
+
+        async def write(w: int) -> None:
+            store = stores[w % len(stores)]
+            for r in range(rounds):
+                # One- and three-event appends, so that pages end inside multi-event appends.
+                batch = items(*(f"w{w} r{r} #{k}" for k in range(1 + 2 * (r % 2))))
+                await store.append(f"writer-{w}", batch, expected_version=ANY)
+                await progress.appended()
+                # Writers go in rounds, so readers see the log grow between their pages on
+                # every backend (memory:// never suspends by itself).
+                await barrier.wait()
+
+        async def write_all() -> None:
+            await asyncio.gather(*(write(w) for w in range(writers)))
+            await progress.finish()
+
+        async def follow(reader: int) -> list[RecordedEvent]:
+            store = stores[reader % len(stores)]
+            seen: list[RecordedEvent] = []
+            token: str | None = None  # kept as text, as a projection would store it
+            while True:
+                done, appends = progress.done, progress.appends
+                page = await store.read_all(token, limit=page_size)
+                assert len(page) <= page_size
+                seen.extend(page)
+                token = str(page.checkpoint)
+                if page.events:
+                    continue
+                if done:  # the writers had finished before this empty read began
+                    return seen
+                await progress.wait_past(appends)
+
+        _, reads = await asyncio.gather(write_all(), asyncio.gather(*(follow(r) for r in range(3))))
+        final = await full_log(stores[0])
+        assert len(final) == writers * rounds * 2
+        assert len(set(ids(final))) == len({e.position for e in final}) == len(final)
+        # The order is that of checkpoints; a backend may order by (transaction, position)
+        # rather than by position alone (PostgreSQL does, to never skip a late commit).
+        assert strictly_increasing([e.checkpoint for e in final])
+        for seen in reads:
+            assert ids(seen) == ids(final)
+            assert seen == final
+
+    async def test_read_all_pages_respect_the_limit_and_continue_where_they_ended(
+        self, store: EventStore
+    ) -> None:
+        """Pages of a quiet log hold at most ``limit`` events and, chained, give the whole log."""
+        await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("d", "e", "f", "g"), expected_version=NO_STREAM)
+        await store.append(STREAM, items("h", "i", "j"), expected_version=3)
+        pages = []
+        checkpoint: Checkpoint | None = None
+        while True:
+            page = await store.read_all(checkpoint, limit=4)
+            assert checkpoint is None or page.checkpoint >= checkpoint
+            checkpoint = page.checkpoint
+            if not page.events:
+                break
+            pages.append(list(page))
+        assert [len(p) for p in pages] == [4, 4, 2]
+        everything = [e for p in pages for e in p]
+        assert [e.data.name for e in everything] == list("abcdefghij")
+        assert strictly_increasing([e.checkpoint for e in everything])
+
+    async def test_read_all_continues_right_after_a_given_checkpoint(self, store: EventStore) -> None:
+        """Reading after an event's checkpoint starts with the next event of the log."""
+        await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("d", "e"), expected_version=NO_STREAM)
+        log = await full_log(store)
+        for i, e in enumerate(log):
+            assert list(await store.read_all(e.checkpoint)) == log[i + 1 :]
+
+    async def test_checkpoints_survive_a_round_trip_through_text(self, store: EventStore) -> None:
+        """``Checkpoint.parse(str(c))`` is ``c``, and reading after either gives the same page."""
+        await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
+        page = await store.read_all(limit=2)
+        for checkpoint in [page.checkpoint, *(e.checkpoint for e in page)]:
+            token = str(checkpoint)
+            assert Checkpoint.parse(token) == checkpoint
+            assert list(await store.read_all(token)) == list(await store.read_all(checkpoint))
+
+    async def test_an_empty_log_reads_as_empty(self, store: EventStore) -> None:
+        """A new store has no events, head START, and a read from its checkpoint stays empty."""
+        assert await store.head() == START
+        page = await store.read_all()
+        assert list(page) == []
+        assert list(await store.read_all(page.checkpoint)) == []
+
+    async def test_event_types_filter_returns_only_those_types(self, store: EventStore) -> None:
+        """``event_types`` keeps the named types, in log order, across pages."""
+        await store.append(
+            STREAM,
+            [ItemAdded("a"), Deposited(Decimal(1)), Tagged(("x",)), Deposited(Decimal(2)), ItemAdded("b")],
+            expected_version=NO_STREAM,
+        )
+        wanted = {"contract.Deposited", "contract.Tagged"}
+        expected = [e for e in await full_log(store) if e.event_type in wanted]
+        page = await store.read_all(event_types=sorted(wanted))
+        assert list(page) == expected
+        first = await store.read_all(event_types=sorted(wanted), limit=2)
+        rest = await store.read_all(first.checkpoint, event_types=sorted(wanted), limit=2)
+        assert [*first, *rest] == expected
+        assert [type(e.data) for e in expected] == [Deposited, Tagged, Deposited]
+
+    async def test_a_filtered_read_moves_its_checkpoint_past_skipped_events(self, store: EventStore) -> None:
+        """A filtered page's checkpoint passes the filtered-out events, so they are not scanned again."""
+        await store.append(
+            STREAM,
+            [ItemAdded("a"), Deposited(Decimal(1)), ItemAdded("b"), ItemAdded("c")],
+            expected_version=NO_STREAM,
+        )
+        log = await full_log(store)
+        page = await store.read_all(event_types=["contract.Deposited"])
+        assert [e.data for e in page] == [Deposited(Decimal(1))]
+        assert page.checkpoint >= log[-1].checkpoint
+        assert list(await store.read_all(page.checkpoint)) == []
+        await store.append(STREAM, [ItemAdded("d"), Deposited(Decimal(2))], expected_version=4)
+        later = await store.read_all(page.checkpoint, event_types=["contract.Deposited"])
+        assert [e.data for e in later] == [Deposited(Decimal(2))]
+
+    async def test_iter_all_yields_the_whole_log_in_order(self, store: EventStore) -> None:
+        """``iter_all`` walks the log page by page, from the start or a checkpoint, filtered or not."""
+        await store.append(STREAM, items("a", "b", "c", "d"), expected_version=NO_STREAM)
+        await store.append(OTHER, [Deposited(Decimal(1)), *items("e", "f")], expected_version=NO_STREAM)
+        log = list(await store.read_all(limit=MAX_PAGE))
+        assert [e async for e in store.iter_all(batch=2)] == log
+        assert [e async for e in store.iter_all(str(log[2].checkpoint), batch=3)] == log[3:]
+        deposits = [e async for e in store.iter_all(batch=1, event_types=["contract.Deposited"])]
+        assert [e.data for e in deposits] == [Deposited(Decimal(1))]
+
+    async def test_head_is_the_checkpoint_of_the_last_event(self, store: EventStore) -> None:
+        """``head`` is START on an empty store and then the last event's checkpoint."""
+        assert await store.head() == START
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        result = await store.append(OTHER, items("b", "c"), expected_version=NO_STREAM)
+        assert await store.head() == result.checkpoint == (await full_log(store))[-1].checkpoint
+
+    # -- streams -----------------------------------------------------------------------
+
+    @pytest_asyncio.fixture
+    async def stream_of_five(self, store: EventStore) -> EventStore:
+        """The store with events a..e at versions 1..5 of STREAM, and one event in OTHER."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("other"), expected_version=NO_STREAM)
+        await store.append(STREAM, items("c", "d", "e"), expected_version=2)
+        return store
+
+    @staticmethod
+    def names(events: Sequence[RecordedEvent]) -> str:
+        """The ItemAdded names of ``events``, joined."""
+        return "".join(e.data.name for e in events)
+
+    async def test_read_stream_reads_one_stream_oldest_first(self, stream_of_five: EventStore) -> None:
+        """``read_stream`` returns that stream's events only, by version."""
+        read = await stream_of_five.read_stream(STREAM)
+        assert self.names(read) == "abcde"
+        assert [e.stream_version for e in read] == [1, 2, 3, 4, 5]
+        assert {e.stream_id for e in read} == {STREAM}
+
+    async def test_read_stream_backwards_reads_newest_first(self, stream_of_five: EventStore) -> None:
+        """``backwards=True`` returns the same events newest first."""
+        assert self.names(await stream_of_five.read_stream(STREAM, backwards=True)) == "edcba"
+
+    @pytest.mark.parametrize(
+        ("options", "expected"),
+        [
+            pytest.param({"from_version": 2}, "bcde", id="from"),
+            pytest.param({"to_version": 3}, "abc", id="to"),
+            pytest.param({"from_version": 2, "to_version": 4}, "bcd", id="from-to"),
+            pytest.param({"from_version": 3, "to_version": 3}, "c", id="one version"),
+            pytest.param({"from_version": 4, "to_version": 2}, "", id="empty range"),
+            pytest.param({"from_version": 6}, "", id="past the end"),
+            pytest.param({"to_version": 99}, "abcde", id="to past the end"),
+            pytest.param({"limit": 2}, "ab", id="limit keeps the oldest"),
+            pytest.param({"limit": 0}, "", id="limit 0"),
+            pytest.param({"backwards": True, "limit": 2}, "ed", id="backwards limit keeps the newest"),
+            pytest.param({"backwards": True, "to_version": 4, "limit": 2}, "dc", id="backwards to-limit"),
+            pytest.param(
+                {"from_version": 2, "to_version": 4, "backwards": True}, "dcb", id="backwards range"
+            ),
+        ],
+    )
+    async def test_read_stream_options(
+        self, stream_of_five: EventStore, options: dict[str, Any], expected: str
+    ) -> None:
+        """Version range, direction and limit select exactly the expected events."""
+        assert self.names(await stream_of_five.read_stream(STREAM, **options)) == expected
+
+    async def test_an_unknown_stream_reads_as_empty(self, stream_of_five: EventStore) -> None:
+        """A stream with no events reads as [] and is at version 0."""
+        assert await stream_of_five.read_stream("never-written") == []
+        assert await stream_of_five.read_stream("never-written", backwards=True, limit=1) == []
+        assert await stream_of_five.stream_version("never-written") == 0
+
+    async def test_stream_version_is_the_last_events_version(self, stream_of_five: EventStore) -> None:
+        """``stream_version`` counts the stream's own events only."""
+        assert await stream_of_five.stream_version(STREAM) == 5
+        assert await stream_of_five.stream_version(OTHER) == 1
+
+    # -- temporal reads ----------------------------------------------------------------
+
+    async def test_read_stream_as_of_a_time_between_two_appends(self, store: EventStore) -> None:
+        """``as_of`` gives the stream as it was: events recorded at or before that time."""
+        await store.append(STREAM, items("before"), expected_version=NO_STREAM)
+        [first] = await store.read_stream(STREAM)
+        between = tick_past(first.recorded_at)
+        tick_past(between)
+        await store.append(STREAM, items("after"), expected_version=1)
+        [_, second] = await store.read_stream(STREAM)
+        assert first.recorded_at <= between < second.recorded_at
+        assert self.names(await store.read_stream(STREAM, as_of=between)) == "before"
+        assert self.names(await store.read_stream(STREAM, as_of=first.recorded_at)) == "before"
+        assert self.names(await store.read_stream(STREAM, as_of=second.recorded_at)) == "beforeafter"
+        before_all = first.recorded_at - timedelta(microseconds=1)
+        assert await store.read_stream(STREAM, as_of=before_all) == []
+
+    async def test_repository_loads_an_aggregate_at_a_past_version(self, store: EventStore) -> None:
+        """``Repository.load(version=n)`` replays exactly the first n events."""
+        stream = Tally.stream_id_for("t1")
+        amounts = [Decimal("1.10"), Decimal("2.20"), Decimal("3.30")]
+        await store.append(stream, [Deposited(a) for a in amounts], expected_version=NO_STREAM)
+        repo = Repository(store)
+        past = await repo.load(Tally, "t1", version=2)
+        assert (past.version, past.total, past.count) == (2, Decimal("3.30"), 2)
+        with pytest.raises(AggregateNotFound):
+            await repo.load(Tally, "t1", version=4)
+
+    async def test_repository_loads_an_aggregate_as_of_a_time(self, store: EventStore) -> None:
+        """``Repository.load(as_of=t)`` replays the events recorded up to t."""
+        stream = Tally.stream_id_for("t1")
+        await store.append(stream, [Deposited(Decimal("1.10"))], expected_version=NO_STREAM)
+        [first] = await store.read_stream(stream)
+        between = tick_past(first.recorded_at)
+        tick_past(between)
+        await store.append(stream, [Deposited(Decimal("2.20"))], expected_version=1)
+        repo = Repository(store)
+        then = await repo.load(Tally, "t1", as_of=between)
+        assert (then.version, then.total) == (1, Decimal("1.10"))
+        assert (await repo.load(Tally, "t1")).total == Decimal("3.30")
+        with pytest.raises(AggregateNotFound):
+            await repo.load(Tally, "t1", as_of=first.recorded_at - timedelta(microseconds=1))
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    @staticmethod
+    def snapshot(
+        stream_id: str = STREAM, version: int = 3, schema: int = 1, state: bytes = b"{}"
+    ) -> Snapshot:
+        """A snapshot to save."""
+        return Snapshot(stream_id, version, schema, state, datetime.now(UTC))
+
+    async def test_a_saved_snapshot_loads_back(self, store_factory: StoreFactory) -> None:
+        """A snapshot saved by one store loads back, byte for byte, from another."""
+        writer, reader = await self.open_several(store_factory, 2)
+        state = b'{"total":"0.10","name":"\xe6\x97\xa5\xe6\x9c\xac"}'
+        await writer.save_snapshot(self.snapshot(state=state))
+        loaded = await reader.load_snapshot(STREAM, schema_version=1)
+        assert loaded is not None
+        assert (loaded.stream_id, loaded.stream_version, loaded.schema_version) == (STREAM, 3, 1)
+        assert loaded.state == state
+        assert loaded.created_at.utcoffset() == timedelta(0)
+
+    async def test_snapshots_are_keyed_by_stream_and_schema_version(self, store: EventStore) -> None:
+        """A snapshot is found only under its own stream and snapshot schema version."""
+        await store.save_snapshot(self.snapshot(schema=1, state=b'"one"'))
+        await store.save_snapshot(self.snapshot(schema=2, version=2, state=b'"two"'))
+        one = await store.load_snapshot(STREAM, schema_version=1)
+        two = await store.load_snapshot(STREAM, schema_version=2)
+        assert one is not None
+        assert two is not None
+        assert (one.state, two.state) == (b'"one"', b'"two"')
+        assert await store.load_snapshot(STREAM, schema_version=3) is None
+        assert await store.load_snapshot(OTHER, schema_version=1) is None
+
+    async def test_a_snapshot_past_max_version_is_not_returned(self, store: EventStore) -> None:
+        """``max_version`` hides a snapshot taken after that version."""
+        await store.save_snapshot(self.snapshot(version=5))
+        assert await store.load_snapshot(STREAM, schema_version=1, max_version=4) is None
+        at_five = await store.load_snapshot(STREAM, schema_version=1, max_version=5)
+        assert at_five is not None
+        assert at_five.stream_version == 5
+
+    async def test_an_older_snapshot_never_replaces_a_newer_one(self, store: EventStore) -> None:
+        """Saving a snapshot of a lower version keeps the newer one; a higher version replaces it."""
+        await store.save_snapshot(self.snapshot(version=5, state=b"5"))
+        await store.save_snapshot(self.snapshot(version=3, state=b"3"))
+        kept = await store.load_snapshot(STREAM, schema_version=1)
+        assert kept is not None
+        assert (kept.stream_version, kept.state) == (5, b"5")
+        await store.save_snapshot(self.snapshot(version=7, state=b"7"))
+        newer = await store.load_snapshot(STREAM, schema_version=1)
+        assert newer is not None
+        assert (newer.stream_version, newer.state) == (7, b"7")
+
+    async def test_snapshots_are_not_part_of_the_log(self, store: EventStore) -> None:
+        """Saving a snapshot adds no event to the global log or to its stream."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        before = await census(store, STREAM)
+        head = await store.head()
+        await store.save_snapshot(self.snapshot(version=1))
+        assert await census(store, STREAM) == before
+        assert await store.head() == head
+
+    async def test_repository_snapshot_plus_later_events_equals_a_full_replay(
+        self, store: EventStore
+    ) -> None:
+        """An aggregate loaded from a snapshot and the events after it equals one replayed from scratch."""
+        snapshots = Repository(store, snapshot_every={Tally: 4})
+        tally = Tally("t1")
+        tally.deposit(Decimal("0.10"))
+        await snapshots.save(tally)
+        for _ in range(9):
+            await snapshots.update(Tally, "t1", lambda t: t.deposit(Decimal("0.10")))
+        taken = await store.load_snapshot(Tally.stream_id_for("t1"), schema_version=1)
+        assert taken is not None
+        assert taken.stream_version == 8
+        replays = Repository(store, snapshot_every={Tally: None})
+        for version in (None, 6, 8, 3):
+            from_snapshot = await snapshots.load(Tally, "t1", version=version)
+            replayed = await replays.load(Tally, "t1", version=version)
+            assert from_snapshot.version == replayed.version == (version or 10)
+            assert from_snapshot.state() == replayed.state()
+        assert (await snapshots.load(Tally, "t1")).total == Decimal("1.00")
+
+    async def test_repository_ignores_a_snapshot_of_another_schema(self, store: EventStore) -> None:
+        """A snapshot saved under an older ``snapshot_schema`` is not used by code of a newer one."""
+        stream = Tally.stream_id_for("t1")
+        await store.append(stream, [Deposited(Decimal("0.10"))] * 3, expected_version=NO_STREAM)
+        # A schema-1 snapshot that does not match the events: whoever uses it shows 99.
+        wrong = store.codec.encode_value({"total": Decimal(99), "count": 99})
+        await store.save_snapshot(self.snapshot(stream, version=3, schema=1, state=wrong))
+        repo = Repository(store, snapshot_every={Tally: 100, TallyV2: 100})
+        assert (await repo.load(Tally, "t1")).count == 99  # schema-1 code trusts its own snapshots
+        current = await repo.load(TallyV2, "t1")
+        assert current.state() == {"total": Decimal("0.30"), "count": 3}
+        assert current.version == 3
+
+    # -- schema evolution --------------------------------------------------------------
+
+    async def test_an_old_event_is_read_through_its_upcaster(self, store_factory: StoreFactory) -> None:
+        """A v1 event read by code at v2 arrives upcast, while its stored form stays v1."""
+        old_code = await store_factory(registry=OLD_CODE)
+        await old_code.append(STREAM, [NoteTakenV1("hello")], expected_version=NO_STREAM)
+        new_code = await store_factory(registry=NEW_CODE)
+        [read] = await new_code.read_stream(STREAM)
+        assert read.event_type == "contract.NoteTaken"
+        assert read.schema_version == 1
+        assert read.data == NoteTakenV2("hello", author="unknown")
+        assert [e.data for e in await new_code.read_all()] == [NoteTakenV2("hello", author="unknown")]
+        # Old events are never rewritten: the old code still reads what it wrote.
+        assert msgspec.json.decode(read.payload) == {"text": "hello"}
+        assert [e.data for e in await old_code.read_stream(STREAM)] == [NoteTakenV1("hello")]
+
+    async def test_an_event_newer_than_the_code_is_a_clear_error(self, store_factory: StoreFactory) -> None:
+        """Code at v1 reading a v2 event gets its envelope, and an EventTypeError on ``.data``."""
+        new_code = await store_factory(registry=NEW_CODE)
+        await new_code.append(STREAM, [NoteTakenV2("hi", "ada")], expected_version=NO_STREAM)
+        old_code = await store_factory(registry=OLD_CODE)
+        [read] = await old_code.read_stream(STREAM)
+        assert (read.event_type, read.schema_version, read.stream_version) == ("contract.NoteTaken", 2, 1)
+        with pytest.raises(EventTypeError, match="newer than this code"):
+            _ = read.data
+
+    # -- the envelope ------------------------------------------------------------------
+
+    async def test_the_envelope_round_trips(self, store_factory: StoreFactory) -> None:
+        """Event id, occurred_at, metadata and data written by one store read back equal from another."""
+        writer, reader = await self.open_several(store_factory, 2)
+        meta = Metadata(
+            correlation_id="corr-1", causation_id="cmd-9", actor="ada", request_id="req-7", extra={"k": "v"}
+        )
+        sent = NewEvent(Deposited(Decimal("0.10"), "fee"), metadata=meta, event_id=ID, occurred_at=_AWARE)
+        await writer.append(STREAM, [sent], expected_version=NO_STREAM)
+        [read] = await reader.read_stream(STREAM)
+        assert (read.event_id, read.stream_id, read.stream_version) == (ID, STREAM, 1)
+        assert read.event_type == "contract.Deposited"
+        assert read.schema_version == 1
+        assert read.occurred_at == _AWARE
+        assert read.occurred_at.utcoffset() == timedelta(0)
+        assert read.metadata == meta
+        assert read.data == Deposited(Decimal("0.10"), "fee")
+
+    async def test_recorded_at_is_the_stores_time_in_utc(self, store: EventStore) -> None:
+        """recorded_at is timezone-aware UTC and near now (not, say, in the wrong unit)."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        [read] = await store.read_stream(STREAM)
+        assert read.recorded_at.utcoffset() == timedelta(0)
+        assert abs(read.recorded_at - datetime.now(UTC)) < timedelta(minutes=5)
+
+    async def test_default_event_ids_are_time_ordered_uuid7(self, store: EventStore) -> None:
+        """Bare events get UUIDv7 ids that increase from one append to the next."""
+        await store.append(STREAM, [ItemAdded("a"), ItemAdded("b")], expected_version=NO_STREAM)
+        await store.append(STREAM, [ItemAdded("c")], expected_version=2)
+        read = await store.read_stream(STREAM)
+        assert {e.event_id.version for e in read} == {7}
+        assert strictly_increasing(ids(read))
+
+    async def test_empty_metadata_reads_back_empty(self, store: EventStore) -> None:
+        """An event appended without metadata reads back with empty Metadata."""
+        await store.append(STREAM, [ItemAdded("a")], expected_version=NO_STREAM)
+        [read] = await store.read_stream(STREAM)
+        assert read.metadata == Metadata()
+
+    async def test_decimals_keep_their_exact_digits(self, store_factory: StoreFactory) -> None:
+        """Decimal amounts come back digit for digit: 0.10 stays 0.10, never a float."""
+        writer, reader = await self.open_several(store_factory, 2)
+        amounts = ["0.10", "1.00", "0.1", "12345678901234567890.123456789", "-0.01", "0E-8"]
+        await writer.append(STREAM, [Deposited(Decimal(a)) for a in amounts], expected_version=NO_STREAM)
+        read = await reader.read_stream(STREAM)
+        assert [str(e.data.amount) for e in read] == amounts
+        assert all(type(e.data.amount) is Decimal for e in read)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("😀🏦💶", id="emoji"),
+            pytest.param("日本語の口座", id="CJK"),
+            pytest.param("حساب שלום \u200f", id="RTL"),
+            pytest.param("cafe\u0301 n\u0303", id="combining marks"),
+        ],
+    )
+    async def test_unicode_round_trips_in_stream_ids_and_data(
+        self, store_factory: StoreFactory, text: str
+    ) -> None:
+        """Stream ids and data in any script come back exactly, code point for code point."""
+        writer, reader = await self.open_several(store_factory, 2)
+        stream = f"konto-{text}"
+        await writer.append(stream, [ItemAdded(text), Tagged((text, text[::-1]))], expected_version=NO_STREAM)
+        read = await reader.read_stream(stream)
+        assert [e.stream_id for e in read] == [stream, stream]
+        assert [e.data for e in read] == [ItemAdded(text), Tagged((text, text[::-1]))]
+        assert [e.stream_id for e in await reader.read_all()] == [stream, stream]
+        assert await reader.stream_version(stream) == 2
+
+    async def test_differently_normalized_stream_ids_are_different_streams(self, store: EventStore) -> None:
+        """Stream ids are not Unicode-normalized: 'e' + combining acute and 'é' are two streams."""
+        decomposed, composed = "cafe\u0301", "caf\u00e9"
+        await store.append(decomposed, items("decomposed"), expected_version=NO_STREAM)
+        await store.append(composed, items("composed"), expected_version=NO_STREAM)
+        assert self.names(await store.read_stream(decomposed)) == "decomposed"
+        assert self.names(await store.read_stream(composed)) == "composed"
+
+    async def test_the_longest_stream_id_round_trips(self, store: EventStore) -> None:
+        """A stream id of the maximum length, in four-byte characters, is accepted and kept whole."""
+        stream = "😀" * MAX_STREAM_ID_LENGTH
+        await store.append(stream, items("a"), expected_version=NO_STREAM)
+        [read] = await store.read_stream(stream)
+        assert read.stream_id == stream
+        assert await store.stream_version(stream) == 1
+
+    async def test_a_large_payload_round_trips(self, store_factory: StoreFactory) -> None:
+        """An event holding a 1 MB string is stored and read back whole."""
+        writer, reader = await self.open_several(store_factory, 2)
+        big = ("ledger €😀 " * 80_000)[:1_000_000]
+        await writer.append(STREAM, [ItemAdded(big), ItemAdded("small")], expected_version=NO_STREAM)
+        read = await reader.read_stream(STREAM)
+        assert read[0].data == ItemAdded(big)
+        assert read[1].data == ItemAdded("small")
+        assert [e.data for e in await reader.read_all()] == [ItemAdded(big), ItemAdded("small")]
+
+    # -- bad input: a specific error, and nothing written ------------------------------
+
+    @pytest_asyncio.fixture
+    async def populated(self, store: EventStore) -> EventStore:
+        """The store with one event in STREAM, so that any stray write would show."""
+        await store.append(STREAM, items("existing"), expected_version=NO_STREAM)
+        return store
+
+    @pytest.mark.parametrize(
+        "stream_id",
+        [
+            pytest.param("", id="empty"),
+            pytest.param(42, id="int"),
+            pytest.param(None, id="None"),
+            pytest.param(b"order-1", id="bytes"),
+            pytest.param(" order-1", id="leading space"),
+            pytest.param("order-1\t", id="trailing tab"),
+            pytest.param("order\n1", id="newline"),
+            pytest.param("order\x001", id="NUL"),
+            pytest.param("order\x7f", id="DEL"),
+            pytest.param("x" * (MAX_STREAM_ID_LENGTH + 1), id="too long"),
+        ],
+    )
+    async def test_a_bad_stream_id_is_refused_everywhere(self, populated: EventStore, stream_id: Any) -> None:
+        """A bad stream id raises InvalidStreamId from every method that takes one; nothing is written."""
+        before = await census(populated, STREAM)
+        with pytest.raises(InvalidStreamId, match="stream id"):
+            await populated.append(stream_id, items("x"), expected_version=ANY)
+        with pytest.raises(InvalidStreamId, match="stream id"):
+            await populated.read_stream(stream_id)
+        with pytest.raises(InvalidStreamId, match="stream id"):
+            await populated.stream_version(stream_id)
+        with pytest.raises(InvalidStreamId, match="stream id"):
+            await populated.save_snapshot(self.snapshot(stream_id))
+        with pytest.raises(InvalidStreamId, match="stream id"):
+            await populated.load_snapshot(stream_id, schema_version=1)
+        assert await census(populated, STREAM) == before
+
+    @pytest.mark.parametrize(
+        "expected",
+        [
+            pytest.param(-1, id="negative"),
+            pytest.param(True, id="bool"),
+            pytest.param(False, id="False"),
+            pytest.param("1", id="str"),
+            pytest.param(1.0, id="float"),
+            pytest.param(None, id="None"),
+            pytest.param("ANY", id="name of a state"),
+        ],
+    )
+    async def test_a_bad_expected_version_is_refused(self, populated: EventStore, expected: Any) -> None:
+        """An expected version that is not an int >= 0 or a StreamState raises InvalidExpectedVersion."""
+        before = await census(populated, STREAM)
+        with pytest.raises(InvalidExpectedVersion, match="expected_version"):
+            await populated.append(STREAM, items("x"), expected_version=expected)
+        assert await census(populated, STREAM) == before
+
+    @pytest.mark.parametrize(("make_events", "message"), _BAD_EVENTS)
+    async def test_bad_events_are_refused(
+        self, populated: EventStore, make_events: Callable[[], Any], message: str
+    ) -> None:
+        """Events that cannot be appended as given raise InvalidEvent; nothing is written."""
+        before = await census(populated, STREAM)
+        with pytest.raises(InvalidEvent, match=message):
+            await populated.append(STREAM, make_events(), expected_version=1)
+        assert await census(populated, STREAM) == before
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            pytest.param({"from_version": 0}, id="from_version 0"),
+            pytest.param({"from_version": -1}, id="negative from_version"),
+            pytest.param({"from_version": "1"}, id="str from_version"),
+            pytest.param({"from_version": None}, id="None from_version"),
+            pytest.param({"to_version": -1}, id="negative to_version"),
+            pytest.param({"to_version": 2.0}, id="float to_version"),
+            pytest.param({"limit": -1}, id="negative limit"),
+            pytest.param({"limit": True}, id="bool limit"),
+            pytest.param({"backwards": "yes"}, id="str backwards"),
+            pytest.param({"as_of": datetime(2024, 1, 1)}, id="naive as_of"),  # noqa: DTZ001 - on purpose
+            pytest.param({"as_of": "2024-01-01T00:00:00Z"}, id="str as_of"),
+        ],
+    )
+    async def test_bad_read_stream_options_are_refused(
+        self, populated: EventStore, options: dict[str, Any]
+    ) -> None:
+        """A bad read_stream option raises InvalidInput naming the option."""
+        with pytest.raises(InvalidInput, match=next(iter(options))):
+            await populated.read_stream(STREAM, **options)
+
+    @pytest.mark.parametrize(
+        ("options", "error", "message"),
+        [
+            pytest.param({"limit": 0}, InvalidInput, "limit", id="limit 0"),
+            pytest.param({"limit": -1}, InvalidInput, "limit", id="negative limit"),
+            pytest.param({"limit": MAX_PAGE + 1}, InvalidInput, "limit", id="limit over the max"),
+            pytest.param({"limit": "10"}, InvalidInput, "limit", id="str limit"),
+            pytest.param({"after": "nonsense"}, InvalidCheckpoint, "checkpoint", id="bad token"),
+            pytest.param({"after": "1.2.3"}, InvalidCheckpoint, "checkpoint", id="three-part token"),
+            pytest.param({"after": "-1.0"}, InvalidCheckpoint, "checkpoint", id="negative token"),
+            pytest.param({"after": 5}, InvalidCheckpoint, "checkpoint", id="int checkpoint"),
+            pytest.param({"event_types": "contract.ItemAdded"}, InvalidInput, "event_types", id="str types"),
+            pytest.param({"event_types": []}, InvalidInput, "event_types", id="no types"),
+            pytest.param({"event_types": [""]}, InvalidInput, "event_types", id="empty type name"),
+            pytest.param({"event_types": [1]}, InvalidInput, "event_types", id="int type name"),
+        ],
+    )
+    async def test_bad_read_all_options_are_refused(
+        self, populated: EventStore, options: dict[str, Any], error: type[Exception], message: str
+    ) -> None:
+        """A bad read_all option raises its specific error (a bad checkpoint: InvalidCheckpoint)."""
+        with pytest.raises(error, match=message):
+            await populated.read_all(**options)
+
+    @pytest.mark.parametrize(
+        ("changes", "message"),
+        [
+            pytest.param({"stream_version": 0}, "stream_version", id="version 0"),
+            pytest.param({"schema_version": 0}, "schema_version", id="schema 0"),
+            pytest.param({"stream_version": "3"}, "stream_version", id="str version"),
+            pytest.param({"state": "{}"}, "state", id="str state"),
+        ],
+    )
+    async def test_a_bad_snapshot_is_refused(
+        self, populated: EventStore, changes: dict[str, Any], message: str
+    ) -> None:
+        """A snapshot with a bad field raises InvalidInput naming it, and is not saved."""
+        bad = dataclasses.replace(self.snapshot(version=1), **changes)
+        with pytest.raises(InvalidInput, match=message):
+            await populated.save_snapshot(bad)
+        assert await populated.load_snapshot(STREAM, schema_version=1) is None
+
+    async def test_save_snapshot_takes_only_a_snapshot(self, populated: EventStore) -> None:
+        """Anything but a Snapshot raises InvalidInput and saves nothing."""
+        with pytest.raises(InvalidInput, match="Snapshot"):
+            await populated.save_snapshot(_any({"stream_id": STREAM, "stream_version": 1}))
+        assert await populated.load_snapshot(STREAM, schema_version=1) is None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @pytest.mark.parametrize("operation", list(_closed_operations()))
+    async def test_a_closed_store_raises_store_closed(
+        self, store_factory: StoreFactory, operation: str
+    ) -> None:
+        """Every operation on a closed store raises StoreClosed."""
+        store = await store_factory(registry=CONTRACT_REGISTRY)
+        await store.close()
+        with pytest.raises(StoreClosed):
+            await _closed_operations()[operation](store)
+
+    async def test_closing_is_idempotent_and_leaves_other_stores_open(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Closing a store twice is fine, and other stores on the same database keep working."""
+        closing, other = await self.open_several(store_factory, 2)
+        await closing.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await closing.close()
+        await closing.close()
+        await other.append(STREAM, items("b"), expected_version=1)
+        assert self.names(await other.read_stream(STREAM)) == "ab"

@@ -1,0 +1,34 @@
+"""The event store contract suite, run against each embedded backend.
+
+PostgreSQL runs the same suite from tests/postgres/, where its server fixtures live.
+"""
+
+from __future__ import annotations
+
+import pytest_asyncio
+
+from eventvault.store import create_store
+from eventvault.store.memory import MemoryEventStore
+from eventvault.testing.contract import EventStoreContract, opened_stores
+
+
+class TestMemoryStore(EventStoreContract):
+    """The contract on memory://: the stores of a test share one in-memory database."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self):
+        database = MemoryEventStore()
+        async with opened_stores(
+            lambda registry: MemoryEventStore(registry=registry, share_with=database)
+        ) as factory:
+            yield factory
+
+
+class TestSQLiteStore(EventStoreContract):
+    """The contract on sqlite:///: every store of a test opens the same temporary file."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self, tmp_path):
+        url = "sqlite:///" + str(tmp_path / "contract.db")
+        async with opened_stores(lambda registry: create_store(url, registry=registry)) as factory:
+            yield factory
