@@ -82,6 +82,11 @@ def check_stream_id(stream_id: object) -> str:
         )
     if not _STREAM_ID.fullmatch(stream_id):
         raise InvalidStreamId(f"a stream id must not hold control characters: {stream_id!r}")
+    if not stream_id.isascii():
+        try:
+            stream_id.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: no database can store them
+            raise InvalidStreamId(f"a stream id must be valid Unicode text: {stream_id!r}") from None
     return stream_id
 
 

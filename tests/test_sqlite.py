@@ -1,0 +1,622 @@
+"""What only the SQLite backend promises: pragmas, schema, group commit, processes, errors.
+
+The generic behaviour of a store is pinned by the contract suite (test_contract.py).
+Tests that need appends to queue up hold the writer thread on a gate job, so
+the batch a transaction carries is decided by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventvault import (
+    ANY,
+    NO_STREAM,
+    Checkpoint,
+    DuplicateEventId,
+    EventRegistry,
+    InvalidInput,
+    InvalidStoreURL,
+    InvalidStreamId,
+    NewEvent,
+    SchemaVersionError,
+    Snapshot,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+    create_store,
+    event,
+)
+from eventvault.store.records import START, AppendResult
+from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
+
+reg = EventRegistry()
+
+
+@event("sqlite_test.Noted", registry=reg)
+@dataclass(frozen=True, slots=True)
+class Noted:
+    text: str
+
+
+def sqlite_url(path: Path, query: str = "") -> str:
+    return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SQLiteEventStore]:
+    s = create_store(sqlite_url(db), registry=reg)
+    assert isinstance(s, SQLiteEventStore)
+    async with s:
+        yield s
+
+
+def raw(db: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection to the store's file, playing another program."""
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def on_writer(store: SQLiteEventStore, fn: Any) -> Any:
+    """Run ``fn(cursor)`` on the writer's connection and return its result."""
+    return store._on_writer(fn)
+
+
+def pragma(name: str) -> Any:
+    return lambda cur: cur.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+@contextlib.asynccontextmanager
+async def writer_held(store: SQLiteEventStore) -> AsyncIterator[threading.Event]:
+    """Keep the writer thread busy inside a job until the block ends (or release is set)."""
+    started, release = threading.Event(), threading.Event()
+
+    def gate(cur: sqlite3.Cursor) -> None:
+        started.set()
+        release.wait(30)
+
+    held = store._submit(store._wq, gate, (), write=False)
+    assert await asyncio.to_thread(started.wait, 30), "the writer never took the gate job"
+    try:
+        yield release
+    finally:
+        release.set()
+        await held
+
+
+def queue_append(
+    store: SQLiteEventStore, stream_id: str, events: Iterable[object], expected: Any
+) -> asyncio.Future[AppendResult]:
+    """Put an append on the writer's queue now (append() would only do so when awaited)."""
+    return store._submit(
+        store._wq, store._write_append, (stream_id, store.prepare(events), expected), write=True
+    )
+
+
+async def outcomes(futures: Iterable[asyncio.Future[Any]]) -> list[Any]:
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+
+# -- options and pragmas ------------------------------------------------------------
+
+
+async def test_wal_full_and_busy_timeout_by_default(store, db):
+    """A default store is in WAL mode, syncs FULL and waits 5 s for other writers."""
+    assert await on_writer(store, pragma("journal_mode")) == "wal"
+    assert await on_writer(store, pragma("synchronous")) == 2  # FULL
+    assert await on_writer(store, pragma("busy_timeout")) == 5000
+    with contextlib.closing(raw(db)) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # stored in the file
+
+
+@pytest.mark.parametrize(("query", "level"), [("synchronous=NORMAL", 1), ("synchronous=extra", 3)])
+async def test_synchronous_only_when_asked(db, query, level):
+    """synchronous=NORMAL (or EXTRA) from the URL is what the writer connection uses."""
+    async with create_store(sqlite_url(db, query), registry=reg) as s:
+        assert await on_writer(s, pragma("synchronous")) == level
+
+
+async def test_busy_timeout_option_in_seconds(db):
+    """busy_timeout is given in seconds and may be a fraction."""
+    async with create_store(sqlite_url(db, "busy_timeout=0.25"), registry=reg) as s:
+        assert await on_writer(s, pragma("busy_timeout")) == 250
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("synchronous=OFF", ["synchronous", "FULL", "NORMAL", "'OFF'"]),
+        ("synchronous=", ["synchronous", "FULL"]),
+        ("busy_timeout=soon", ["busy_timeout", "seconds", "'soon'"]),
+        ("busy_timeout=-1", ["busy_timeout", "'-1'"]),
+        ("busy_timeout=nan", ["busy_timeout"]),
+        ("readers=many", ["readers", "0 to 64", "'many'"]),
+        ("readers=65", ["readers", "'65'"]),
+        ("frobnicate=1", ["'frobnicate'", "busy_timeout, readers, synchronous"]),
+    ],
+)
+def test_bad_option_rejected_before_touching_the_file(db, query, words):
+    """A bad or unknown option raises InvalidStoreURL naming it and the allowed values; no file appears."""
+    with pytest.raises(InvalidStoreURL) as info:
+        create_store(sqlite_url(db, query), registry=reg)
+    for word in words:
+        assert word in str(info.value)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "word"),
+    [
+        ({"busy_timeout": True}, "busy_timeout"),
+        ({"readers": 2.0}, "readers"),
+        ({"synchronous": 1}, "synchronous"),
+    ],
+)
+def test_bad_keyword_option_rejected(db, options, word):
+    """Options given as keyword arguments are checked like the URL's."""
+    with pytest.raises(InvalidStoreURL, match=word):
+        create_store(sqlite_url(db), registry=reg, **options)
+
+
+def test_memory_database_refuses_reader_connections():
+    """A :memory: store refuses reader connections: each would be a database of its own."""
+    with pytest.raises(InvalidStoreURL, match="readers must be 0"):
+        create_store("sqlite:///:memory:?readers=2", registry=reg)
+
+
+def test_relative_path_is_resolved_when_the_store_is_made(tmp_path, monkeypatch):
+    """sqlite:///rel.db means rel.db in the working directory of the moment the store is made."""
+    monkeypatch.chdir(tmp_path)
+    s = create_store("sqlite:///rel.db", registry=reg)
+    assert isinstance(s, SQLiteEventStore)
+    assert s.path == str(tmp_path.resolve() / "rel.db")
+    absolute = create_store(f"sqlite:///{tmp_path / 'abs.db'}", registry=reg)
+    assert isinstance(absolute, SQLiteEventStore)
+    assert absolute.path == str((tmp_path / "abs.db").resolve())
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def tables(db: Path) -> set[str]:
+    with contextlib.closing(raw(db)) as c:
+        return {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def schema_rows(db: Path) -> list[tuple[str, int]]:
+    with contextlib.closing(raw(db)) as c:
+        return c.execute("SELECT component, version FROM eventvault_schema").fetchall()
+
+
+async def test_schema_created_once_and_reopen_is_idempotent(db):
+    """Opening creates the tables and the version row once; reopening changes nothing and keeps the data."""
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)
+    assert tables(db) == {"events", "snapshots", "eventvault_schema"}
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+    for _ in range(2):
+        async with create_store(sqlite_url(db), registry=reg) as s:
+            assert [e.data for e in await s.read_stream("s-1")] == [Noted("a")]
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+
+
+async def test_opening_an_up_to_date_file_does_not_wait_for_writers(db):
+    """Reopening a migrated file takes no write lock, so another program's long write does not block it."""
+    async with create_store(sqlite_url(db), registry=reg):
+        pass
+    with contextlib.closing(raw(db)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        async with create_store(sqlite_url(db, "busy_timeout=0.05"), registry=reg) as s:
+            assert await s.stream_version("s-1") == 0
+        other.execute("ROLLBACK")
+
+
+async def test_stores_opening_one_new_file_together(db):
+    """Eight stores opening the same new file at once all succeed and the schema is made once."""
+    stores = [create_store(sqlite_url(db), registry=reg) for _ in range(8)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        results = await asyncio.gather(
+            *(s.append(f"s-{i}", [Noted(str(i))], expected_version=NO_STREAM) for i, s in enumerate(stores))
+        )
+        assert sorted(p for r in results for p in r.positions) == list(range(1, 9))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+
+
+async def test_newer_schema_version_is_refused(db):
+    """A file from newer code raises SchemaVersionError naming both versions; no thread is left."""
+    async with create_store(sqlite_url(db), registry=reg):
+        pass
+    with contextlib.closing(raw(db)) as c:
+        c.execute("UPDATE eventvault_schema SET version = 99 WHERE component = 'store'")
+    s = create_store(sqlite_url(db), registry=reg)
+    assert isinstance(s, SQLiteEventStore)
+    with pytest.raises(SchemaVersionError) as info:
+        await s.open()
+    assert "99" in str(info.value)
+    assert f"this code's {SCHEMA_VERSION}" in str(info.value)
+    assert str(db) in str(info.value)
+    assert s._threads == []
+    assert schema_rows(db) == [("store", 99)]
+    await s.close()
+
+
+# -- group commit ---------------------------------------------------------------------
+
+
+async def test_waiting_appends_share_one_transaction(store):
+    """All appends waiting while the writer is busy are committed by one transaction."""
+    before = store.stats.transactions
+    async with writer_held(store):
+        futures = [queue_append(store, f"s-{i}", [Noted(str(i))], NO_STREAM) for i in range(20)]
+    results = await asyncio.gather(*futures)
+    assert store.stats.transactions == before + 1
+    assert store.stats.appends == 20
+    assert store.stats.largest_batch >= 20
+    assert [r.positions for r in results] == [(i,) for i in range(1, 21)]
+    assert (await store.head()).position == 20
+
+
+async def test_concurrent_appends_land_in_fewer_transactions(store):
+    """Many appends awaited concurrently through the public API are group-committed."""
+    results = await asyncio.gather(
+        *(store.append(f"s-{i}", [Noted(str(i))], expected_version=NO_STREAM) for i in range(100))
+    )
+    assert store.stats.appends == 100
+    assert store.stats.transactions < 50
+    assert sorted(r.positions[0] for r in results) == list(range(1, 101))
+
+
+async def test_a_conflict_in_a_batch_fails_only_its_own_append(store):
+    """Wrong versions and duplicate ids fail alone; the other appends of the transaction commit."""
+    retried = NewEvent(Noted("c"))
+    shared = NewEvent(Noted("shared"))
+    before = store.stats.transactions
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "a", [shared], NO_STREAM),  # lands
+            queue_append(store, "b", [Noted("b")], 5),  # wrong version
+            queue_append(store, "c", [retried], NO_STREAM),  # lands
+            queue_append(store, "d", [shared], NO_STREAM),  # id already in "a"
+            queue_append(store, "a", [Noted("a2")], 1),  # sees "a" at 1 inside the batch
+            queue_append(store, "c", [retried], NO_STREAM),  # a retry: the first result
+            queue_append(store, "e", [Noted("e1"), Noted("e2")], ANY),  # lands
+        ]
+    a1, b, c, d, a2, c_again, e = await outcomes(futures)
+    assert store.stats.transactions == before + 1
+    assert isinstance(b, WrongExpectedVersion)
+    assert (b.stream_id, b.expected, b.actual) == ("b", 5, 0)
+    assert isinstance(d, DuplicateEventId)
+    assert "'a'" in str(d)
+    assert c_again == c
+    assert (a1.positions, c.positions, a2.positions, e.positions) == ((1,), (2,), (3,), (4, 5))
+    assert a2.stream_version == 2
+    assert store.stats.appends == 4
+    assert [await store.stream_version(s) for s in "abcde"] == [2, 0, 1, 0, 2]
+    page = await store.read_all()
+    assert [x.position for x in page] == [1, 2, 3, 4, 5]
+    assert [x.data.text for x in page] == ["shared", "c", "a2", "e1", "e2"]
+
+
+async def test_a_failed_commit_fails_every_append_of_the_batch(store, db):
+    """If COMMIT fails, every append of the batch fails with a StoreError and none of them is stored."""
+    # A deferred foreign key is checked only at COMMIT: an event of stream "poison"
+    # makes the whole transaction's COMMIT fail.
+    with contextlib.closing(raw(db)) as c:
+        c.executescript(
+            """
+            CREATE TABLE poison_parent (id INTEGER PRIMARY KEY);
+            CREATE TABLE poison_child (
+                parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED
+            );
+            CREATE TRIGGER poison AFTER INSERT ON events WHEN NEW.stream_id = 'poison'
+            BEGIN INSERT INTO poison_child VALUES (42); END;
+            """
+        )
+    await on_writer(store, lambda cur: cur.execute("PRAGMA foreign_keys = ON"))
+    before = store.stats.transactions
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "good-1", [Noted("1")], NO_STREAM),
+            queue_append(store, "poison", [Noted("p")], NO_STREAM),
+            queue_append(store, "good-2", [Noted("2")], NO_STREAM),
+        ]
+    results = await outcomes(futures)
+    for r in results:
+        assert type(r) is StoreError
+        assert "FOREIGN KEY" in str(r)
+    assert store.stats.transactions == before
+    assert await store.head() == START
+    assert [await store.stream_version(s) for s in ("good-1", "poison", "good-2")] == [0, 0, 0]
+    # The writer goes on: the next transaction commits.
+    result = await store.append("good-1", [Noted("1")], expected_version=NO_STREAM)
+    assert result.positions == (1,)
+
+
+async def test_commit_listeners_hear_each_commit_before_the_append_returns(store):
+    """Listeners get the head of each commit before append returns; removed ones hear nothing."""
+    heard: list[Checkpoint] = []
+    remove = store.add_commit_listener(heard.append)
+    first = await store.append("s-1", [Noted("a"), Noted("b")], expected_version=NO_STREAM)
+    assert heard == [first.checkpoint]
+    with pytest.raises(WrongExpectedVersion):
+        await store.append("s-1", [Noted("c")], expected_version=NO_STREAM)
+    assert heard == [first.checkpoint]  # a failed append commits nothing
+    remove()
+    await store.append("s-1", [Noted("c")], expected_version=2)
+    assert heard == [first.checkpoint]
+
+
+async def test_a_failing_listener_does_not_fail_the_append(store, caplog):
+    """An exception in a commit listener is logged; the append still succeeds."""
+
+    def broken(head: Checkpoint) -> None:
+        raise RuntimeError("listener bug")
+
+    store.add_commit_listener(broken)
+    with caplog.at_level(logging.ERROR, logger="eventvault.store.sqlite"):
+        result = await store.append("s-1", [Noted("a")], expected_version=NO_STREAM)
+    assert result.stream_version == 1
+    assert "listener" in caplog.text
+    with pytest.raises(InvalidInput):
+        store.add_commit_listener("not callable")  # type: ignore[arg-type]
+
+
+async def test_reads_do_not_wait_for_the_writer(store):
+    """Reads use their own connections: they answer while the writer thread is busy."""
+    await store.append("s-1", [Noted("a")], expected_version=NO_STREAM)
+    async with writer_held(store):
+        assert await asyncio.wait_for(store.stream_version("s-1"), 10) == 1
+        assert len(await asyncio.wait_for(store.read_all(), 10)) == 1
+        assert len(await asyncio.wait_for(store.read_stream("s-1"), 10)) == 1
+
+
+async def test_memory_databases_are_private_and_complete():
+    """Each sqlite:///:memory: store is a database of its own that reads and writes on one connection."""
+    async with (
+        create_store("sqlite:///:memory:", registry=reg) as one,
+        create_store("sqlite:///:memory:", registry=reg) as two,
+    ):
+        await one.append("s-1", [Noted("a")], expected_version=NO_STREAM)
+        assert await two.stream_version("s-1") == 0
+        assert [e.data for e in await one.read_stream("s-1")] == [Noted("a")]
+        assert (await one.head()).position == 1
+        page = await one.read_all(event_types=["other"])
+        assert (list(page), page.checkpoint) == ([], Checkpoint(0, 1))
+
+
+# -- lifecycle -----------------------------------------------------------------------
+
+
+async def test_data_survives_close_and_reopen(db):
+    """Events, versions, the head and snapshots are all there after close and reopen."""
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        first = await s.append("s-1", [Noted("a"), Noted("b")], expected_version=NO_STREAM)
+        await s.append("s-2", [Noted("c")], expected_version=NO_STREAM)
+        await s.save_snapshot(Snapshot("s-1", 2, 1, b'{"n":2}', when))
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        events = await s.read_stream("s-1")
+        assert [(e.data, e.stream_version, e.position) for e in events] == [
+            (Noted("a"), 1, 1),
+            (Noted("b"), 2, 2),
+        ]
+        assert [e.event_id for e in events] == [
+            e.event_id for e in (await s.read_all()).events if e.stream_id == "s-1"
+        ]
+        assert first.checkpoint == events[-1].checkpoint
+        assert await s.stream_version("s-2") == 1
+        assert await s.head() == Checkpoint(0, 3)
+        assert await s.load_snapshot("s-1", schema_version=1) == Snapshot("s-1", 2, 1, b'{"n":2}', when)
+        third = await s.append("s-1", [Noted("d")], expected_version=2)
+        assert third.positions == (4,)
+
+
+async def test_calls_after_close_raise_store_closed(store):
+    """Every call on a closed store raises StoreClosed; closing again is fine."""
+    await store.close()
+    calls = [
+        store.append("s-1", [Noted("a")], expected_version=NO_STREAM),
+        store.read_stream("s-1"),
+        store.read_all(),
+        store.head(),
+        store.stream_version("s-1"),
+        store.save_snapshot(Snapshot("s-1", 1, 1, b"{}", datetime.now(UTC))),
+        store.load_snapshot("s-1", schema_version=1),
+        store.open(),
+    ]
+    for call in calls:
+        with pytest.raises(StoreClosed):
+            await call
+    await store.close()
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name.startswith("eventvault-sqlite"))
+
+
+async def test_appends_pending_at_close_raise_store_closed(store, db):
+    """Appends still queued when close() begins fail with StoreClosed and are not stored."""
+    async with writer_held(store) as release:
+        futures = [queue_append(store, f"s-{i}", [Noted(str(i))], NO_STREAM) for i in range(3)]
+        closing = asyncio.create_task(store.close())
+        # Runs after the close task's first step (callbacks run in the order
+        # they are scheduled), so the store is closed before the writer is free.
+        asyncio.get_running_loop().call_soon(release.set)
+        await closing
+    for r in await outcomes(futures):
+        assert isinstance(r, StoreClosed)
+    async with create_store(sqlite_url(db), registry=reg) as again:
+        assert await again.head() == START
+
+
+async def test_the_store_opens_on_first_use(db):
+    """A store that was made but not opened opens itself on the first call."""
+    s = create_store(sqlite_url(db), registry=reg)
+    try:
+        assert (await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)).positions == (1,)
+    finally:
+        await s.close()
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+async def test_unopenable_path_is_store_unavailable_naming_it(tmp_path):
+    """A file that cannot be opened gives StoreUnavailable with the path in the message."""
+    path = tmp_path / "no-such-directory" / "events.db"
+    s = create_store(sqlite_url(path), registry=reg)
+    with pytest.raises(StoreUnavailable) as info:
+        await s.open()
+    assert str(path) in str(info.value)
+    assert not isinstance(info.value, sqlite3.Error)
+    await s.close()
+
+
+async def test_corrupt_file_is_store_error(db):
+    """A file that is not a database gives a StoreError with SQLite's message, never a sqlite3 error."""
+    db.write_bytes(b"this is not a database at all\n" * 200)
+    s = create_store(sqlite_url(db), registry=reg)
+    with pytest.raises(StoreError) as info:
+        await s.open()
+    assert type(info.value) is StoreError
+    assert "not a database" in str(info.value)
+    assert str(db) in str(info.value)
+    await s.close()
+
+
+async def test_locked_database_is_store_unavailable_and_writes_nothing(db):
+    """When another program holds the write lock past busy_timeout, append raises StoreUnavailable."""
+    async with create_store(sqlite_url(db, "busy_timeout=0.05"), registry=reg) as s:
+        with contextlib.closing(raw(db)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailable, match="busy"):
+                await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)
+            other.execute("ROLLBACK")
+        assert await s.stream_version("s-1") == 0
+        assert (await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)).positions == (1,)
+
+
+async def test_driver_errors_on_reads_and_writes_are_mapped(store, db):
+    """A table removed behind the store's back gives StoreError on both paths, and the store goes on."""
+    with contextlib.closing(raw(db)) as c:
+        c.execute("DROP TABLE snapshots")
+    with pytest.raises(StoreError, match="no such table: snapshots") as info:
+        await store.load_snapshot("s-1", schema_version=1)
+    assert not isinstance(info.value, sqlite3.Error)
+    with pytest.raises(StoreError, match="no such table: snapshots") as info:
+        await store.save_snapshot(Snapshot("s-1", 1, 1, b"{}", datetime.now(UTC)))
+    assert not isinstance(info.value, sqlite3.Error)
+    await store.append("s-1", [Noted("a")], expected_version=NO_STREAM)
+    assert [e.data for e in await store.read_stream("s-1")] == [Noted("a")]
+
+
+async def test_lone_surrogates_are_refused_as_input(store):
+    """Text SQLite cannot store as UTF-8 is refused as invalid input, and nothing is written."""
+    with pytest.raises(InvalidStreamId, match="Unicode"):
+        await store.append("s-\udc80", [Noted("a")], expected_version=NO_STREAM)
+    with pytest.raises(InvalidStreamId):
+        await store.read_stream("s-\udc80")
+    with pytest.raises(InvalidInput, match="event type"):
+        await store.read_all(event_types=["\udc80"])
+    assert await store.head() == START
+
+
+# -- several processes ------------------------------------------------------------------
+
+PROCESSES = 4
+APPENDS = 50
+
+
+def _write_from_process(path: str, stream_id: str | None, me: int, barrier: Any, results: Any) -> None:
+    """Child process: open the (maybe new) file when all are ready, then append APPENDS events."""
+    try:
+        barrier.wait(60)
+        results.put((me, asyncio.run(_appends(path, stream_id, me))))
+    except BaseException as exc:
+        results.put((me, repr(exc)))
+        raise
+
+
+async def _appends(path: str, stream_id: str | None, me: int) -> list[tuple[int, int]]:
+    done: list[tuple[int, int]] = []
+    async with create_store(f"sqlite:///{path}", registry=reg, busy_timeout=30) as s:
+        stream = stream_id or f"proc-{me}"
+        for i in range(APPENDS):
+            while True:  # optimistic concurrency: reload the version and retry
+                version = await s.stream_version(stream)
+                try:
+                    r = await s.append(stream, [Noted(f"{me}-{i}")], expected_version=version)
+                except WrongExpectedVersion:
+                    continue
+                done.append((r.stream_version, r.positions[0]))
+                break
+    return done
+
+
+def run_processes(path: Path, stream_id: str | None) -> dict[int, list[tuple[int, int]]]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = [
+        ctx.Process(target=_write_from_process, args=(str(path), stream_id, me, barrier, results))
+        for me in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(results.get(timeout=180) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    for me, result in got.items():
+        assert isinstance(result, list), f"process {me} failed: {result}"
+    assert [p.exitcode for p in procs] == [0] * PROCESSES
+    return got
+
+
+async def test_processes_racing_on_one_stream(db):
+    """Processes appending to one stream with retries leave contiguous versions, nothing lost or doubled."""
+    got = await asyncio.to_thread(run_processes, db, "shared")
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        events = await s.read_stream("shared")
+        total = PROCESSES * APPENDS
+        assert [e.stream_version for e in events] == list(range(1, total + 1))
+        assert sorted(e.data.text for e in events) == sorted(
+            f"{me}-{i}" for me in range(PROCESSES) for i in range(APPENDS)
+        )
+        assert sorted(e.position for e in events) == list(range(1, total + 1))
+        assert sorted((e.stream_version, e.position) for e in events) == sorted(
+            x for done in got.values() for x in done
+        )
+        assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+
+
+async def test_processes_writing_their_own_streams(db):
+    """Processes appending to their own streams all land, with unique, gap-free positions."""
+    got = await asyncio.to_thread(run_processes, db, None)
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        page = await s.read_all(limit=1000)
+        assert [e.position for e in page] == list(range(1, PROCESSES * APPENDS + 1))
+        for me in range(PROCESSES):
+            events = await s.read_stream(f"proc-{me}")
+            assert [e.data.text for e in events] == [f"{me}-{i}" for i in range(APPENDS)]
+            assert [(e.stream_version, e.position) for e in events] == got[me]
