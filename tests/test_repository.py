@@ -142,7 +142,13 @@ async def test_load_uses_the_snapshot_then_later_events(store: EventStore) -> No
     await _wallet_with(repo, 5)  # snapshot at 5
     # Make the snapshot say something no replay would, so using it is visible.
     await store.save_snapshot(
-        Snapshot("wallet-w1", 5, 1, b'{"balance":"100.00","credits":5}', (await store.read_stream("wallet-w1"))[0].recorded_at)
+        Snapshot(
+            "wallet-w1",
+            5,
+            1,
+            b'{"balance":"100.00","credits":5}',
+            (await store.read_stream("wallet-w1"))[0].recorded_at,
+        )
     )
     w = await repo.load(Wallet, "w1")
     w.credit(Decimal(1))
