@@ -8,6 +8,8 @@ and nothing is written. Backends implement the underscored methods.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -179,9 +181,14 @@ class EventStore(abc.ABC):
     #: The URL scheme this backend serves (``memory``, ``sqlite``, ``postgresql``).
     scheme: str = ""
 
+    #: Seconds between checks of the head while waiting for events (see wait_for_events).
+    poll_interval: float = 0.5
+
     def __init__(self, *, registry: EventRegistry | None = None) -> None:
         self.codec = EventCodec(registry)
         self._closed = False
+        self._wait_loop: asyncio.AbstractEventLoop | None = None
+        self._appended: asyncio.Event | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -370,6 +377,45 @@ class EventStore(abc.ABC):
             if page.checkpoint == checkpoint:
                 return
             checkpoint = page.checkpoint
+
+    async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:  # noqa: ASYNC109 - running out of time is an answer (False), not an error
+        """Wait until the log holds events after ``after``; False if ``timeout`` passed first.
+
+        Returns at once if it already does. Appends made through this store wake
+        waiters immediately; appends by other processes are seen by polling the
+        head every :attr:`poll_interval` seconds, so a missed wake-up only delays.
+        It is a hint: callers read the log again after it returns.
+        """
+        checkpoint = Checkpoint.parse(after)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise InvalidInput(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        self._wait_loop = loop
+        deadline = loop.time() + timeout
+        while True:
+            if self._appended is None:
+                self._appended = asyncio.Event()
+            appended = self._appended  # taken before the check: a wake-up during it is not lost
+            if await self.head() > checkpoint:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self.poll_interval, remaining)):
+                    await appended.wait()
+
+    def _announce_append(self) -> None:
+        """Backends call this after a commit, from any thread: wakes wait_for_events."""
+        loop = self._wait_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        appended, self._appended = self._appended, None
+        if appended is not None:
+            appended.set()
 
     async def head(self) -> Checkpoint:
         """The checkpoint of the last event readers can see (START when empty)."""

@@ -6,6 +6,7 @@ import bisect
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 from eventvault.domain import EventRegistry
@@ -50,6 +51,7 @@ class _Data:
     ids: dict[uuid.UUID, _Row] = field(default_factory=dict)
     snapshots: dict[tuple[str, int], Snapshot] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stores: weakref.WeakSet[MemoryEventStore] = field(default_factory=weakref.WeakSet)
 
 
 class MemoryEventStore(EventStore):
@@ -62,6 +64,7 @@ class MemoryEventStore(EventStore):
     ) -> None:
         super().__init__(registry=registry)
         self._data: _Data = share_with._data if share_with is not None else _Data()  # noqa: SLF001
+        self._data.stores.add(self)
 
     def _record(self, row: _Row) -> RecordedEvent:
         return RecordedEvent(
@@ -114,6 +117,8 @@ class MemoryEventStore(EventStore):
             d.streams.setdefault(stream_id, []).extend(rows)
             for r in rows:
                 d.ids[r.event_id] = r
+        for store in d.stores:
+            store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
         return AppendResult(
             stream_id,
             rows[-1].stream_version,

@@ -738,6 +738,7 @@ class SQLiteEventStore(EventStore):
         cur.execute(_SQL_SAVE_SNAPSHOT, row)
 
     def _notify(self, head: Checkpoint) -> None:
+        self._announce_append()  # wakes this store's wait_for_events
         for listener in self._listeners:
             try:
                 listener(head)

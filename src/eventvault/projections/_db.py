@@ -1,0 +1,297 @@
+"""The SQL database that holds read models and projection bookkeeping.
+
+Projections write through plain DB-API connections (``sqlite3``, or psycopg's
+synchronous API) on worker threads: handlers are ordinary functions that run
+SQL, and the same handler code serves SQLite and PostgreSQL. SQL is written
+with ``?`` placeholders; on PostgreSQL they become ``%s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+from eventvault.errors import InvalidInput, InvalidStoreURL, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from eventvault.store.base import EventStore
+
+__all__ = ["Connection", "ReadModels", "open_read_models", "read_models_for"]
+
+
+class Connection(Protocol):
+    """The DB-API subset read models use."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+
+BOOKKEEPING: Final = (
+    # One row per projection: the generation queries see (a rebuild makes a new one).
+    """CREATE TABLE IF NOT EXISTS ev_projection (
+        name        TEXT PRIMARY KEY,
+        generation  BIGINT NOT NULL,
+        version     INTEGER NOT NULL,
+        partitions  INTEGER NOT NULL
+    )""",
+    # One row per partition of a generation: its checkpoint, its lease and its
+    # failure. The lease token is bumped by every takeover and checked by every
+    # checkpoint write (the fencing token), in the transaction of the batch.
+    """CREATE TABLE IF NOT EXISTS ev_partition (
+        name        TEXT NOT NULL,
+        generation  BIGINT NOT NULL,
+        part        INTEGER NOT NULL,
+        cp_tx       BIGINT NOT NULL DEFAULT 0,
+        cp_pos      BIGINT NOT NULL DEFAULT 0,
+        applied     BIGINT NOT NULL DEFAULT 0,
+        owner       TEXT,
+        token       BIGINT NOT NULL DEFAULT 0,
+        expires     DOUBLE PRECISION NOT NULL DEFAULT 0,
+        error       TEXT,
+        error_at    DOUBLE PRECISION,
+        error_tx    BIGINT,
+        error_pos   BIGINT,
+        error_event TEXT,
+        PRIMARY KEY (name, generation, part)
+    )""",
+    # Workers announce themselves per projection so partitions are shared fairly.
+    """CREATE TABLE IF NOT EXISTS ev_worker (
+        worker      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        expires     DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (worker, name)
+    )""",
+)
+
+_QMARK = re.compile(r"\?")
+
+
+class ReadModels:
+    """A read-model database: connections for projection workers and for queries.
+
+    Use :func:`open_read_models` with the event store's URL (read models live
+    beside the log by default) or another database's.
+    """
+
+    dialect: str = ""
+    #: SQL for "now" in seconds since the epoch, on the database's clock.
+    now_sql: str = ""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._sql_cache: dict[str, str] = {}
+
+    # Subclasses connect, map errors and begin write transactions.
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def map_error(self, exc: BaseException) -> StoreError:
+        """The eventvault error for a driver exception."""
+        raise NotImplementedError
+
+    def is_driver_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` comes from this database's driver."""
+        raise NotImplementedError
+
+    def sql(self, text: str) -> str:
+        """``text`` with ``?`` placeholders in this dialect."""
+        return text
+
+    def connection(self) -> Any:
+        """This thread's connection (made on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect()
+            except Exception as exc:
+                if self.is_driver_error(exc):
+                    raise self.map_error(exc) from exc
+                raise
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def drop_connection(self) -> None:
+        """Forget this thread's connection (after it broke)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A write transaction on this thread's connection: commit, or roll back on error."""
+        conn = self.connection()
+        try:
+            self._begin(conn)
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            if self.is_driver_error(exc):
+                if isinstance(self.map_error(exc), StoreUnavailable):
+                    self.drop_connection()
+                raise self.map_error(exc) from exc
+            raise
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run ``sql`` (``?`` placeholders) on ``conn``; returns the cursor."""
+        return conn.execute(self.sql(sql), params)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query, in a transaction of its own."""
+        try:
+            conn = self.connection()
+            rows = list(conn.execute(self.sql(sql), params).fetchall())
+            if self.dialect == "postgresql":
+                conn.execute("COMMIT")
+        except Exception as exc:
+            if self.is_driver_error(exc):
+                mapped = self.map_error(exc)
+                if isinstance(mapped, StoreUnavailable):
+                    self.drop_connection()
+                raise mapped from exc
+            raise
+        return rows
+
+    def setup(self) -> None:
+        """Create the bookkeeping tables. Idempotent."""
+        with self.transaction() as conn:
+            for statement in BOOKKEEPING:
+                self.execute(conn, statement)
+
+    def close(self) -> None:
+        """Close every connection this object made."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+
+class SQLiteReadModels(ReadModels):
+    """Read models in a SQLite file (by default the event store's own)."""
+
+    dialect = "sqlite"
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        super().__init__()
+        self.path = path
+        self.busy_timeout = busy_timeout
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        # IMMEDIATE: take the write lock now, so a batch never fails half-way
+        # on a lock upgrade (SQLITE_BUSY in the middle of a deferred transaction).
+        conn.execute("BEGIN IMMEDIATE")
+
+    def is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+    def map_error(self, exc: BaseException) -> StoreError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in text or "busy" in text or "unable to open" in text
+        ):
+            return StoreUnavailable(f"read models at {self.path}: {text}")
+        return StoreError(f"read models at {self.path}: {text}")
+
+
+class PostgresReadModels(ReadModels):
+    """Read models in a PostgreSQL schema (by default the event store's own)."""
+
+    dialect = "postgresql"
+    now_sql = "extract(epoch from clock_timestamp())::float8"
+
+    def __init__(self, conninfo: str, *, schema: str = "eventvault") -> None:
+        super().__init__()
+        self.conninfo = conninfo
+        self.schema = schema
+
+    def sql(self, text: str) -> str:
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = self._sql_cache[text] = _QMARK.sub("%s", text.replace("%", "%%"))
+        return cached
+
+    def _connect(self) -> Any:
+        import psycopg  # noqa: PLC0415 - only PostgreSQL users need psycopg
+
+        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        conn.execute(f'SET search_path TO "{self.schema}"')
+        return conn
+
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN")
+
+    def is_driver_error(self, exc: BaseException) -> bool:
+        import psycopg  # noqa: PLC0415
+
+        return isinstance(exc, psycopg.Error)
+
+    def map_error(self, exc: BaseException) -> StoreError:
+        import psycopg  # noqa: PLC0415
+
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreUnavailable(f"read models in schema {self.schema}: {exc}")
+        return StoreError(f"read models in schema {self.schema}: {exc}")
+
+
+def read_models_for(store: EventStore) -> ReadModels:
+    """The read-model database beside ``store``'s log: the same SQLite file or PostgreSQL schema."""
+    if store.scheme == "sqlite":
+        path = str(getattr(store, "path", ""))
+        if not path or path == ":memory:":
+            raise InvalidInput("read models need a SQLite file: a :memory: store cannot share its database")
+        return SQLiteReadModels(path)
+    if store.scheme == "postgresql":
+        conninfo = getattr(store, "conninfo", None)
+        if not isinstance(conninfo, str):
+            raise InvalidInput("this PostgreSQL store does not expose its conninfo")
+        return PostgresReadModels(conninfo, schema=str(getattr(store, "schema", "eventvault")))
+    raise InvalidInput(
+        f"a {store.scheme}:// store has no SQL database for read models: pass read_models="
+        "open_read_models('sqlite:///read-models.db')"
+    )
+
+
+def open_read_models(url: str) -> ReadModels:
+    """A read-model database of its own: ``sqlite:///path.db`` or ``postgresql://...?schema=name``."""
+    if not isinstance(url, str):
+        raise InvalidStoreURL(f"a read-model URL is a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    if scheme == "sqlite":
+        path = parts.path.removeprefix("/")
+        if not path or path == ":memory:":
+            raise InvalidStoreURL(f"{url!r}: read models need a SQLite file that other connections can open")
+        return SQLiteReadModels(path)
+    if scheme in ("postgresql", "postgres"):
+        schema = query.pop("schema", "eventvault")
+        conninfo = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
+        return PostgresReadModels(conninfo, schema=schema)
+    raise InvalidStoreURL(f"{url!r}: read models live in sqlite:/// or postgresql:// databases")

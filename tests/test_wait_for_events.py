@@ -1,0 +1,57 @@
+"""wait_for_events: an append through the store wakes its waiters at once; a timeout is an answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from eventvault import NO_STREAM, EventRegistry, EventStore, InvalidInput, open_store
+
+reg = EventRegistry()
+
+
+@reg.register
+@dataclass(frozen=True)
+class Tick:
+    n: int
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'w.db'}"
+    async with open_store(url, registry=reg) as s:
+        s.poll_interval = 3600  # a wake-up, not the poll, must end the wait
+        yield s
+
+
+async def test_returns_at_once_when_events_are_there(store: EventStore) -> None:
+    """Events already after the checkpoint: no waiting."""
+    await store.append("t-1", [Tick(1)], expected_version=NO_STREAM)
+    assert await store.wait_for_events(None, timeout=0)
+
+
+async def test_times_out_with_false(store: EventStore) -> None:
+    """Nothing new within the timeout: False."""
+    head = await store.append("t-1", [Tick(1)], expected_version=NO_STREAM)
+    assert not await store.wait_for_events(head.checkpoint, timeout=0.01)
+
+
+async def test_an_append_wakes_a_waiter(store: EventStore) -> None:
+    """A waiter blocked on the head wakes when another task appends (poll interval is an hour)."""
+    head = await store.append("t-1", [Tick(1)], expected_version=NO_STREAM)
+    waiter = asyncio.create_task(store.wait_for_events(head.checkpoint, timeout=30))
+    await asyncio.sleep(0)  # let the waiter start waiting (ordering only, not timing)
+    assert not waiter.done()
+    await store.append("t-1", [Tick(2)], expected_version=1)
+    assert await asyncio.wait_for(waiter, timeout=10)
+
+
+@pytest.mark.parametrize("timeout", [-1, "1", None, True])
+async def test_bad_timeouts_are_refused(store: EventStore, timeout: object) -> None:
+    """The timeout is a number of seconds >= 0."""
+    with pytest.raises(InvalidInput):
+        await store.wait_for_events(None, timeout=timeout)  # type: ignore[arg-type]
