@@ -264,3 +264,28 @@ async def test_bad_aggregate_ids_are_refused(store: EventStore, bad: object) -> 
     """load() refuses ids that are not non-empty strings."""
     with pytest.raises(InvalidInput):
         await Repository(store).load(Wallet, bad)  # type: ignore[arg-type]
+
+
+async def test_event_ids_make_a_retried_save_idempotent(store: EventStore) -> None:
+    """Saving the same command twice with the same event ids appends it once."""
+    import uuid  # noqa: PLC0415
+
+    repo = Repository(store)
+    await _wallet_with(repo, 1)
+    ids = [uuid.uuid4()]
+    first = await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)), event_ids=ids)
+    again = await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)), event_ids=ids)
+    assert first[1] == again[1]
+    assert await store.stream_version("wallet-w1") == 2
+
+
+async def test_event_ids_must_match_the_pending_events(store: EventStore) -> None:
+    """One id per pending event, or a clear error and nothing written."""
+    import uuid  # noqa: PLC0415
+
+    repo = Repository(store)
+    w = Wallet("w9")
+    w.credit(Decimal(1))
+    with pytest.raises(InvalidInput, match="1 pending"):
+        await repo.save(w, event_ids=[uuid.uuid4(), uuid.uuid4()])
+    assert await store.stream_version("wallet-w9") == 0

@@ -8,7 +8,8 @@ a snapshot whenever the new version passes a multiple of the type's interval.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -87,10 +88,19 @@ class Repository:
             raise AggregateNotFound(f"{stream_id} has no version {version}: it is at {aggregate.version}")
         return aggregate
 
-    async def save(self, aggregate: Aggregate, *, metadata: Metadata | None = None) -> AppendResult | None:
+    async def save(
+        self,
+        aggregate: Aggregate,
+        *,
+        metadata: Metadata | None = None,
+        event_ids: Sequence[uuid.UUID] | None = None,
+    ) -> AppendResult | None:
         """Append the aggregate's pending events; None if it has none.
 
         Raises WrongExpectedVersion if its stream moved on since it was loaded.
+        ``event_ids`` (one per pending event) make a retried command idempotent:
+        derive them from the command's idempotency key, and a second save of
+        the same command returns the first one's result instead of appending.
         """
         if not isinstance(aggregate, Aggregate):
             raise InvalidInput(f"save takes an Aggregate, got {type(aggregate).__name__}")
@@ -98,12 +108,15 @@ class Repository:
         if not pending:
             return None
         meta = Metadata() if metadata is None else metadata
-        expected = aggregate.version - len(pending)
-        result = await self.store.append(
-            aggregate.stream_id,
-            [NewEvent(e, meta) for e in pending],
-            expected_version=expected,
+        if event_ids is not None and len(event_ids) != len(pending):
+            raise InvalidInput(f"{len(event_ids)} event ids given for {len(pending)} pending events")
+        events = (
+            [NewEvent(e, meta) for e in pending]
+            if event_ids is None
+            else [NewEvent(e, meta, event_id) for e, event_id in zip(pending, event_ids, strict=True)]
         )
+        expected = aggregate.version - len(pending)
+        result = await self.store.append(aggregate.stream_id, events, expected_version=expected)
         aggregate.mark_saved()
         every = self.snapshot_interval(type(aggregate))
         if every and result.stream_version // every > expected // every:
@@ -113,13 +126,14 @@ class Repository:
                 log.warning("snapshot of %s failed", aggregate.stream_id, exc_info=True)
         return result
 
-    async def update(
+    async def update(  # noqa: PLR0913 - the arguments of save, plus the command
         self,
         cls: type[A],
         aggregate_id: str,
         command: Callable[[A], object],
         *,
         metadata: Metadata | None = None,
+        event_ids: Sequence[uuid.UUID] | None = None,
         retries: int = 5,
     ) -> tuple[A, AppendResult | None]:
         """Load, run ``command`` on the aggregate, save; on a conflict, do it all again.
@@ -132,7 +146,7 @@ class Repository:
             aggregate = await self.load(cls, aggregate_id)
             command(aggregate)
             try:
-                return aggregate, await self.save(aggregate, metadata=metadata)
+                return aggregate, await self.save(aggregate, metadata=metadata, event_ids=event_ids)
             except ConcurrencyError:
                 if attempt == retries:
                     raise

@@ -12,7 +12,8 @@ URL that names no usable store). Errors are one line on stderr, never a tracebac
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, NoReturn
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -25,6 +26,7 @@ from eventvault_ledger.demo import DemoReport, run_demo
 __all__ = ["app", "main"]
 
 DEFAULT_DB = "sqlite:///eventvault-demo.db"
+SERVE_DB = "sqlite:///var/eventvault.db"
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -106,6 +108,188 @@ def _redacted(url: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+HostOption = Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")]
+PortOption = Annotated[
+    int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")
+]
+
+
+@app.command()
+def serve(
+    db: DbOption = SERVE_DB,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--tokens",
+            metavar="FILE|SPEC",
+            help="Bearer tokens: a file with one TOKEN:SCOPES[:SUBJECT] per line, or entries separated "
+            "by ';'. Scopes: read, write, admin. Without tokens the server only listens on loopback.",
+        ),
+    ] = None,
+    no_projections: Annotated[
+        bool, typer.Option("--no-projections", help="Do not run projections here (run `eventvault worker`).")
+    ] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed demo accounts when the store is empty.")] = False,
+    cors: Annotated[
+        list[str] | None,
+        typer.Option("--cors", metavar="ORIGIN", help="Allow this browser origin (repeatable)."),
+    ] = None,
+) -> None:
+    """Serve the ledger's HTTP API and dashboard."""
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    from eventvault_ledger.api.app import create_app  # noqa: PLC0415
+    from eventvault_ledger.api.settings import Settings, Token, is_loopback, parse_tokens  # noqa: PLC0415
+
+    parsed: tuple[Token, ...] = ()
+    if tokens is not None:
+        try:
+            parsed = parse_tokens(tokens)
+        except (InvalidInput, OSError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+    if not parsed and not is_loopback(host):
+        _fail(
+            f"refusing to listen on {host} without tokens: anyone who can reach it could move money. "
+            "Pass --tokens, or listen on 127.0.0.1",
+            EXIT_USAGE,
+        )
+    _prepare_sqlite_dir(db)
+    try:
+        eventvault.create_store(db)
+    except (InvalidInput, ModuleNotFoundError) as exc:
+        _fail(_cannot_open(db, exc), EXIT_USAGE)
+    settings = Settings(
+        db=db, tokens=parsed, run_projections=not no_projections, demo=demo, cors_origins=tuple(cors or ())
+    )
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
+@app.command()
+def worker(db: DbOption = SERVE_DB) -> None:
+    """Run the ledger's projections (several workers share them) until interrupted."""
+    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
+
+    async def run() -> None:
+        try:
+            store = await open_store(db)
+        except (InvalidInput, StoreError) as exc:
+            raise _CannotOpen(str(exc)) from exc
+        try:
+            async with ProjectionRunner(store, ledger_projections()) as runner:
+                typer.echo(f"worker {runner.worker_id} running {', '.join(runner.projections)}")
+                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels the run
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except _CannotOpen as exc:
+        _fail(_cannot_open(db, exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        typer.echo("worker stopped")
+
+
+@app.command()
+def projections(db: DbOption = SERVE_DB) -> None:
+    """Show each projection's checkpoint, lag, rate, state and last error."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
+
+    async def run() -> list[Any]:
+        store = await open_store(db)
+        try:
+            runner = ProjectionRunner(store, ledger_projections())
+            await runner.prepare()
+            try:
+                return await runner.status()
+            finally:
+                await runner.stop()
+        finally:
+            await store.close()
+
+    try:
+        statuses = asyncio.run(run())
+    except (InvalidInput, StoreError) as exc:
+        _fail(_cannot_open(db, exc), EXIT_USAGE)
+    table = Table(
+        "projection", "state", "checkpoint", "head", "lag (events)", "lag (s)", "applied", "last error"
+    )
+    for s in statuses:
+        error = "" if s.last_error is None else s.last_error.message
+        table.add_row(
+            s.name,
+            s.state,
+            s.checkpoint,
+            s.head,
+            str(s.lag_events),
+            f"{s.lag_seconds:.1f}",
+            str(s.applied),
+            error,
+        )
+    Console().print(table)
+
+
+@app.command()
+def rebuild(
+    name: Annotated[str, typer.Argument(help="The projection to rebuild.")],
+    db: DbOption = SERVE_DB,
+) -> None:
+    """Rebuild a projection from the start into new tables, then swap them in."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
+
+    async def run() -> bool:
+        store = await open_store(db)
+        try:
+            async with ProjectionRunner(store, ledger_projections()) as runner:
+                if name not in runner.projections:
+                    raise InvalidInput(
+                        f"no projection is named {name!r}; there are {sorted(runner.projections)}"
+                    )
+                progress = await runner.rebuild(name)
+                columns = (
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(),
+                )
+                with Progress(*columns) as bar:
+                    task = bar.add_task(f"rebuilding {name}", total=max(progress.total, 1))
+                    while not await runner.wait_rebuilt(name, timeout=0.2):
+                        status = {s.name: s for s in await runner.status()}[name]
+                        if status.rebuild is None or status.rebuild.state == "failed":
+                            return False
+                        bar.update(task, completed=status.rebuild.done, total=max(status.rebuild.total, 1))
+                    bar.update(task, completed=bar.tasks[0].total)
+                return True
+        finally:
+            await store.close()
+
+    try:
+        ok = asyncio.run(run())
+    except (InvalidInput, StoreError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if not ok:
+        _fail(f"the rebuild of {name} failed: see `eventvault projections`", EXIT_FAILED)
+    typer.echo(f"{name} rebuilt and swapped in")
+
+
+def _prepare_sqlite_dir(db: str) -> None:
+    """Create the folder of a sqlite:/// file, so the default path works on a fresh clone."""
+    parts = urlsplit(db)
+    if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
+        Path(parts.path[1:]).parent.mkdir(parents=True, exist_ok=True)
 
 
 @app.command()

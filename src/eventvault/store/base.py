@@ -378,7 +378,7 @@ class EventStore(abc.ABC):
                 return
             checkpoint = page.checkpoint
 
-    async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:  # noqa: ASYNC109 - running out of time is an answer (False), not an error
+    async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:
         """Wait until the log holds events after ``after``; False if ``timeout`` passed first.
 
         Returns at once if it already does. Appends made through this store wake
@@ -416,6 +416,21 @@ class EventStore(abc.ABC):
         appended, self._appended = self._appended, None
         if appended is not None:
             appended.set()
+
+    async def checkpoint_at(self, position: int) -> Checkpoint | None:
+        """The checkpoint of the event at global ``position``; None if there is none.
+
+        Lets callers that kept only a position (an HTTP client, say) ask whether a
+        reader has passed it, on backends whose order is not position alone.
+        """
+        check_positive_int("position", position, optional=False)
+        self._check_open()
+        return await self._checkpoint_at(position)
+
+    async def _checkpoint_at(self, position: int) -> Checkpoint | None:
+        # Backends without transaction ids: position order is the log order.
+        head = await self._head()
+        return Checkpoint(0, position) if position <= head.position else None
 
     async def head(self) -> Checkpoint:
         """The checkpoint of the last event readers can see (START when empty)."""

@@ -1,0 +1,102 @@
+"""Operations: health, readiness, metrics, projection status and rebuild."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from eventvault import EventVaultError
+from eventvault.projections import ProjectionStatus, RebuildProgress
+from eventvault_ledger.api.problems import Problem
+from eventvault_ledger.api.security import Admin, Reader
+from eventvault_ledger.api.services import Services
+
+__all__ = ["camel", "router"]
+
+router = APIRouter(tags=["operations"])
+
+_CAMEL = re.compile(r"_([a-z])")
+
+
+def camel(value: Any) -> Any:
+    """Snake-case keys to camelCase, recursively."""
+    if isinstance(value, dict):
+        return {_CAMEL.sub(lambda m: m[1].upper(), k): camel(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel(v) for v in value]
+    return value
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def status_json(status: ProjectionStatus) -> dict[str, Any]:
+    """A projection's status as the API shows it."""
+    return camel(asdict(status))  # type: ignore[no-any-return]
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    """Always ok while the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The store answers and the projections run")
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the store is reachable and (if run here) no projection has stopped; else 503."""
+    services = _services(request)
+    try:
+        head = await services.store.head()
+        statuses = await services.runner.status()
+    except EventVaultError as exc:
+        raise Problem(
+            503, "not-ready", "Not ready", f"the store is not reachable: {exc}", {"Retry-After": "1"}
+        ) from None
+    problems = [
+        f"{s.name} is {s.state}"
+        for s in statuses
+        if s.state == "failed" or (services.settings.run_projections and s.state == "stopped")
+    ]
+    if problems:
+        raise Problem(503, "not-ready", "Not ready", "; ".join(problems), {"Retry-After": "5"})
+    return JSONResponse({"status": "ready", "head": str(head), "projections": [s.name for s in statuses]})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Appends, command latency, request latency, projection lag and rate."""
+    services = _services(request)
+    with contextlib.suppress(EventVaultError):  # the scrape answers; the gauges keep their last values
+        services.metrics.projections(await services.runner.status())
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/api/projections", summary="Status of every projection")
+async def projections(request: Request, _: Reader) -> dict[str, Any]:
+    """Checkpoint, head, lag in events and seconds, events/s, state and last error of each projection."""
+    statuses = await _services(request).runner.status()
+    return {"items": [status_json(s) for s in statuses]}
+
+
+@router.post("/api/projections/{name}/rebuild", status_code=202, summary="Rebuild a projection")
+async def rebuild(name: str, request: Request, _: Admin) -> JSONResponse:
+    """Start rebuilding ``name`` into new tables; the old ones serve until the swap."""
+    services = _services(request)
+    if name not in services.runner.projections:
+        raise Problem(404, "projection-not-found", "Unknown projection", f"no projection is named {name!r}")
+    if not services.settings.run_projections:
+        raise Problem(
+            409,
+            "projections-elsewhere",
+            "Projections run elsewhere",
+            "this server runs with --no-projections: rebuild from a worker (eventvault rebuild)",
+        )
+    progress: RebuildProgress = await services.runner.rebuild(name)
+    return JSONResponse(camel(asdict(progress)), status_code=202)

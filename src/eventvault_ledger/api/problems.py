@@ -1,0 +1,151 @@
+"""Errors as ``application/problem+json`` (RFC 9457), with stable ``type`` URIs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eventvault.errors import (
+    AggregateNotFound,
+    ConcurrencyError,
+    EventVaultError,
+    InvalidInput,
+    StoreUnavailable,
+)
+from eventvault_ledger.errors import (
+    AccountIsClosed,
+    AccountNotOpened,
+    InvalidAccountId,
+    LedgerError,
+)
+
+__all__ = ["PROBLEM_BASE", "Problem", "install_problem_handlers", "problem_response"]
+
+log = logging.getLogger("eventvault_ledger.api")
+
+PROBLEM_BASE: Final = "https://eventvault.dev/problems/"
+MEDIA_TYPE: Final = "application/problem+json"
+
+
+class Problem(Exception):
+    """An HTTP error to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    """The problem document of ``problem``."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + problem.code,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        **problem.extra,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            body["requestId"] = request_id
+    return JSONResponse(body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
+
+
+def _ledger_status(exc: LedgerError) -> int:
+    if isinstance(exc, AccountIsClosed):
+        return 409
+    if isinstance(exc, AccountNotOpened | InvalidAccountId):
+        return 404
+    return 422
+
+
+def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one branch per error family
+    """The problem for an exception raised while serving a request."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, InvalidAccountId | AccountNotOpened):
+        return Problem(404, "account-not-found", "Unknown account", "no account has this id")
+    if isinstance(exc, LedgerError):
+        extra: dict[str, Any] = {}
+        for name in ("balance", "requested", "currency"):
+            value = getattr(exc, name, None)
+            if value is not None:
+                extra[name] = str(value)
+        return Problem(_ledger_status(exc), exc.code, exc.title, str(exc), **extra)
+    if isinstance(exc, AggregateNotFound):
+        return Problem(404, "account-not-found", "Unknown account", str(exc))
+    if isinstance(exc, ConcurrencyError):
+        return Problem(409, "concurrent-modification", "The account changed meanwhile", str(exc))
+    if isinstance(exc, InvalidInput):
+        return Problem(422, "validation", "Invalid request", str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return Problem(503, "unavailable", "The store is unavailable", str(exc), {"Retry-After": "1"})
+    if isinstance(exc, EventVaultError):
+        return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
+    return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
+
+
+_HTTP_CODES: Final = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error with a problem document; never leak a stack trace."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors) or "invalid request"
+        return problem_response(Problem(422, "validation", "Invalid request", detail, errors=errors), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
+        headers = dict(exc.headers or {})
+        return problem_response(Problem(exc.status_code, code, title, str(exc.detail), headers), request)
+
+    @app.exception_handler(EventVaultError)
+    async def _eventvault(request: Request, exc: EventVaultError) -> JSONResponse:
+        problem = problem_from(exc)
+        if problem.status >= 500:
+            log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
+        return problem_response(problem, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
+        return problem_response(problem_from(exc), request)

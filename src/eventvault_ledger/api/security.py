@@ -1,0 +1,82 @@
+"""Bearer tokens with scopes, and the request id carried into event metadata."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, Request
+
+from eventvault_ledger.api.problems import Problem
+from eventvault_ledger.api.settings import SCOPES, Token
+
+__all__ = ["Admin", "Principal", "Reader", "Writer", "require"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, and what they may do."""
+
+    actor: str
+    scopes: frozenset[str]
+
+
+ANONYMOUS: Final = Principal("anonymous", SCOPES)
+
+
+def _authenticate(request: Request, tokens: tuple[Token, ...]) -> Principal:
+    if not tokens:
+        return ANONYMOUS  # the server then listens on loopback only (checked at start)
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Problem(
+            401,
+            "unauthorized",
+            "Authentication required",
+            "send Authorization: Bearer <token>",
+            {"WWW-Authenticate": 'Bearer realm="eventvault"'},
+        )
+    credential = credential.strip()
+    for token in tokens:
+        # Constant-time comparison: the time taken says nothing about the secret.
+        if hmac.compare_digest(token.secret.encode(), credential.encode()):
+            return Principal(token.subject, token.scopes)
+    raise Problem(
+        401,
+        "unauthorized",
+        "Authentication required",
+        "the bearer token is not valid",
+        {"WWW-Authenticate": 'Bearer realm="eventvault", error="invalid_token"'},
+    )
+
+
+def require(scope: str) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """A dependency: the caller, who must hold ``scope``."""
+    if scope not in SCOPES:
+        raise ValueError(scope)
+
+    async def dependency(request: Request) -> Principal:
+        principal = _authenticate(request, request.app.state.services.settings.tokens)
+        if scope not in principal.scopes:
+            raise Problem(
+                403,
+                "forbidden",
+                "Not allowed",
+                f"this token lacks the {scope!r} scope",
+                {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
+        request.state.actor = principal.actor
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(require("read"))]
+"""A route parameter: the caller, who may read."""
+Writer = Annotated[Principal, Depends(require("write"))]
+"""A route parameter: the caller, who may send commands."""
+Admin = Annotated[Principal, Depends(require("admin"))]
+"""A route parameter: the caller, who may operate the server."""

@@ -1,0 +1,213 @@
+"""The composition root: one place that wires the store, repository, projections and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from eventvault import EventStore, Repository, open_store
+from eventvault.projections import ProjectionRunner, ProjectionStatus, ReadModels, read_models_for
+from eventvault_ledger.api.problems import PROBLEM_BASE, Problem
+from eventvault_ledger.api.settings import Settings
+
+__all__ = ["IdempotencyStore", "Metrics", "Services"]
+
+log = logging.getLogger("eventvault_ledger.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What an Idempotency-Key has on record."""
+
+    fingerprint: str
+    status: int | None
+    body: str | None
+    headers: dict[str, str]
+    media_type: str | None
+
+
+class IdempotencyStore:
+    """Idempotency keys and the first answer given to each, beside the read models."""
+
+    def __init__(self, db: ReadModels) -> None:
+        self.db = db
+
+    def setup(self) -> None:
+        """Create the table. Idempotent."""
+        with self.db.transaction() as conn:
+            self.db.execute(
+                conn,
+                "CREATE TABLE IF NOT EXISTS ev_idempotency ("
+                " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER, body TEXT,"
+                " headers TEXT, media_type TEXT, created_at DOUBLE PRECISION NOT NULL)",
+            )
+
+    def claim(self, key: str, fingerprint: str) -> Stored:
+        """Record ``key`` for this request unless it is known; return what is on record."""
+        with self.db.transaction() as conn:
+            self.db.execute(
+                conn,
+                "INSERT INTO ev_idempotency (key, fingerprint, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                (key, fingerprint, time.time()),
+            )
+            row = self.db.execute(
+                conn,
+                "SELECT fingerprint, status, body, headers, media_type FROM ev_idempotency WHERE key = ?",
+                (key,),
+            ).fetchone()
+        return Stored(row[0], row[1], row[2], json.loads(row[3]) if row[3] else {}, row[4])
+
+    def _store(self, key: str, status: int, body: str, headers: dict[str, str], media_type: str) -> None:
+        with self.db.transaction() as conn:
+            self.db.execute(
+                conn,
+                "UPDATE ev_idempotency SET status = ?, body = ?, headers = ?, media_type = ? "
+                "WHERE key = ? AND status IS NULL",
+                (status, body, json.dumps(headers), media_type, key),
+            )
+
+    def remember(self, key: str, response: JSONResponse) -> None:
+        """Keep the answer to give again on a retry."""
+        keep = {k: v for k, v in response.headers.items() if k.lower() in ("etag", "location")}
+        self._store(key, response.status_code, bytes(response.body).decode(), keep, "application/json")
+
+    def remember_problem(self, key: str, problem: Problem) -> None:
+        """Keep a refusal (a domain error) to give again on a retry."""
+        body = {
+            "type": PROBLEM_BASE + problem.code,
+            "title": problem.title,
+            "status": problem.status,
+            "detail": problem.detail,
+            **problem.extra,
+        }
+        self._store(key, problem.status, json.dumps(body), {}, "application/problem+json")
+
+
+class Metrics:
+    """Prometheus metrics of one server (its own registry, so tests can make many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "eventvault_commands", "Commands handled", ["command", "outcome"], registry=self.registry
+        )
+        self.command_seconds = Histogram(
+            "eventvault_command_seconds",
+            "Command latency",
+            ["command"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.appends = Counter("eventvault_appends", "Appends to the event store", registry=self.registry)
+        self.requests = Histogram(
+            "eventvault_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.lag_events = Gauge(
+            "eventvault_projection_lag_events",
+            "Events not yet applied",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.lag_seconds = Gauge(
+            "eventvault_projection_lag_seconds",
+            "Age of the oldest event not yet applied",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.rate = Gauge(
+            "eventvault_projection_events_per_second",
+            "Events applied per second",
+            ["projection"],
+            registry=self.registry,
+        )
+        self.failed = Gauge(
+            "eventvault_projection_failed",
+            "1 if the projection stopped on an error",
+            ["projection"],
+            registry=self.registry,
+        )
+
+    def command(self, command: str, outcome: str, seconds: float) -> None:
+        """Count a command and its latency."""
+        self.commands.labels(command, outcome).inc()
+        self.command_seconds.labels(command).observe(seconds)
+        if outcome == "ok":
+            self.appends.inc()
+
+    def projections(self, statuses: list[ProjectionStatus]) -> None:
+        """Refresh the projection gauges."""
+        for s in statuses:
+            self.lag_events.labels(s.name).set(s.lag_events)
+            self.lag_seconds.labels(s.name).set(s.lag_seconds)
+            self.rate.labels(s.name).set(s.events_per_second or 0.0)
+            self.failed.labels(s.name).set(1 if s.state == "failed" else 0)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+class Services:
+    """The running parts of one server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.store: EventStore
+        self.repository: Repository
+        self.db: ReadModels
+        self.runner: ProjectionRunner
+        self.idempotency: IdempotencyStore
+
+    def lock_for(self, key: str) -> asyncio.Lock:
+        """The in-process lock of one aggregate (commands on it run one at a time here)."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def start(self) -> None:
+        """Open the store, set up the read side, seed demo data when asked."""
+        from eventvault_ledger.read_models import projections  # noqa: PLC0415
+
+        self.store = await open_store(self.settings.db)
+        self.repository = Repository(self.store)
+        self.db = read_models_for(self.store)
+        self.runner = ProjectionRunner(self.store, projections(), read_models=self.db)
+        self.idempotency = IdempotencyStore(self.db)
+        await asyncio.to_thread(self.idempotency.setup)
+        await self.runner.prepare()
+        if self.settings.demo:
+            from eventvault_ledger.seed import seed_demo  # noqa: PLC0415
+
+            if await seed_demo(self.repository):
+                log.info("seeded demo accounts")
+        if self.settings.run_projections:
+            await self.runner.start()
+
+    async def stop(self) -> None:
+        """Stop projections and close the store."""
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            await runner.stop()
+        store = getattr(self, "store", None)
+        if store is not None:
+            await store.close()
+
+    def describe(self) -> dict[str, Any]:
+        """A short description for logs."""
+        return {"db": self.settings.db, "projections": self.settings.run_projections}

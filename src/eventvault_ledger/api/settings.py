@@ -1,0 +1,97 @@
+"""Server settings and bearer tokens."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from eventvault.errors import InvalidInput
+
+__all__ = ["SCOPES", "Settings", "Token", "is_loopback", "parse_tokens"]
+
+SCOPES: Final = frozenset({"read", "write", "admin"})
+_TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
+_SUBJECT: Final = re.compile(r"[A-Za-z0-9._@:-]{1,100}")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A bearer token, who it stands for, and what it may do."""
+
+    secret: str
+    subject: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server needs to start; the CLI fills it from its options."""
+
+    db: str = "sqlite:///var/eventvault.db"
+    tokens: tuple[Token, ...] = ()
+    run_projections: bool = True
+    demo: bool = False
+    consistency_timeout: float = 5.0
+    """How long a query with consistentWith waits for the read model."""
+    max_body_bytes: int = 64 * 1024
+    cors_origins: tuple[str, ...] = ()
+    command_retries: int = 50
+    """Conflicts retried inside the server for commands without If-Match."""
+    static_dir: Path | None = None
+    """The built dashboard, served at / when present."""
+    sse_keepalive: float = 15.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_tokens(spec: str) -> tuple[Token, ...]:
+    """Tokens from a file (one per line) or an inline spec (entries separated by ``;``).
+
+    An entry is ``TOKEN:SCOPES[:SUBJECT]`` with SCOPES a comma-separated subset of
+    read, write, admin; in a file, blank lines and ``#`` comments are ignored.
+    Tokens are at least 16 characters.
+    """
+    path = Path(spec)
+    try:
+        is_file = path.is_file()
+    except OSError:
+        is_file = False
+    if is_file:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        where = f"token file {spec}"
+    else:
+        entries = [e.strip() for e in spec.split(";") if e.strip()]
+        where = "--tokens"
+    tokens: list[Token] = []
+    for n, entry in enumerate(entries, start=1):
+        parts = entry.split(":")
+        if len(parts) not in (2, 3):
+            raise InvalidInput(f"{where}, entry {n}: expected TOKEN:SCOPES[:SUBJECT]")
+        secret, scopes_text = parts[0], parts[1]
+        subject = parts[2] if len(parts) == 3 else f"token-{n}"
+        if not _TOKEN.fullmatch(secret):
+            raise InvalidInput(f"{where}, entry {n}: a token is 16-256 URL-safe characters")
+        if not _SUBJECT.fullmatch(subject):
+            raise InvalidInput(f"{where}, entry {n}: a subject is 1-100 of letters, digits and ._@:-")
+        scopes = frozenset(s.strip() for s in scopes_text.split(",") if s.strip())
+        if not scopes or not scopes <= SCOPES:
+            raise InvalidInput(f"{where}, entry {n}: scopes are a comma-separated subset of read,write,admin")
+        tokens.append(Token(secret, subject, scopes))
+    if not tokens:
+        raise InvalidInput(f"{where} holds no token")
+    if len({t.secret for t in tokens}) != len(tokens):
+        raise InvalidInput(f"{where}: the same token appears twice")
+    return tuple(tokens)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
