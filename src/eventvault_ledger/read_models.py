@@ -1,0 +1,287 @@
+"""The ledger's read models: account summaries, transaction histories, currency totals.
+
+One projection, :class:`AccountsProjection`, owns the three tables::
+
+    account_summary       one row per account: owner, currency, balance, counts, status, version
+    account_transactions  one row per deposit or withdrawal, with the balance after it
+    currency_totals       one row per currency: money held, accounts, money moved
+
+They are one projection, not three, because each event changes them together:
+the running balance of a history row is the summary's balance plus the amount,
+and the totals move by what the summary row actually changed. In one projection
+the three tables share one transaction and one checkpoint, so a query never
+sees a history that is ahead of its summary, and a rebuild swaps all three at once.
+
+Every handler is harmless on replay. The summary row holds the stream version
+it has applied; a handler that finds the row at or past its event's version
+does nothing, and since all three tables commit together, that one guard
+covers them all (history rows are also keyed by ``(account_id, version)`` with
+``ON CONFLICT DO NOTHING``, as a second line).
+
+Money never goes through float: amounts and balances are stored as exact
+decimal text at the currency's scale (``"12.50"``, JPY ``"1250"``), and
+arithmetic happens in Python on :class:`~decimal.Decimal`. For the indexed
+balance-range query, ``balance_key`` holds the balance scaled to 4 decimals (the
+most any currency has) as a 20-digit zero-padded integer: balances are never
+negative and at most 10**15, so 10**19 fits, text order equals numeric order,
+and every database compares it exactly (BIGINT would overflow at 9.2 * 10**18).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+from typing import Final
+
+from eventvault.errors import EventVaultError
+from eventvault.projections import Projection, Session, handles
+from eventvault.store.records import RecordedEvent
+from eventvault_ledger.domain import (
+    Account,
+    AccountClosed,
+    AccountOpened,
+    AccountStatus,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    format_money,
+)
+
+__all__ = [
+    "BALANCE_KEY_SCALE",
+    "BALANCE_KEY_WIDTH",
+    "AccountsProjection",
+    "ReadModelInconsistency",
+    "account_id_of",
+    "balance_key",
+    "format_timestamp",
+    "projections",
+]
+
+BALANCE_KEY_SCALE: Final = 4
+"""Decimal places kept by :func:`balance_key`: the most minor units any currency has (CLF, UYW)."""
+
+BALANCE_KEY_WIDTH: Final = 20
+"""Digits of a balance key: 10**15 at 4 decimals is 10**19, 20 digits."""
+
+_STREAM_PREFIX: Final = f"{Account.category}-"
+
+# Sums of balances stay far below 10**30 with 4 decimals; 34 digits make every sum
+# exact whatever the thread's decimal context, and Inexact is trapped so that a
+# rounding that should be impossible fails loudly instead of corrupting a total.
+_MONEY: Final = Context(prec=34, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+_ZERO: Final = Decimal(0)
+
+
+class ReadModelInconsistency(EventVaultError):
+    """The log holds an event the read model cannot place (e.g. a deposit to an account never opened).
+
+    The domain makes this impossible; if it happens, the projection stops on the
+    event (visible in its status) rather than guess.
+    """
+
+
+def balance_key(balance: Decimal) -> str:
+    """The sortable exact key of a balance: 20 zero-padded digits of the balance * 10**4."""
+    scaled = balance.scaleb(BALANCE_KEY_SCALE, context=_MONEY)
+    if not scaled.is_finite() or scaled < 0 or scaled != scaled.to_integral_value():
+        raise ReadModelInconsistency(f"balance {balance} has no key: it must be >= 0 with at most 4 decimals")
+    key = f"{int(scaled):0{BALANCE_KEY_WIDTH}d}"
+    if len(key) > BALANCE_KEY_WIDTH:
+        raise ReadModelInconsistency(f"balance {balance} is beyond the ledger's maximum balance")
+    return key
+
+
+def format_timestamp(moment: datetime) -> str:
+    """An aware datetime as fixed-width ISO 8601 UTC text (``2026-01-31T12:00:00.000000Z``).
+
+    Fixed width (microseconds always present) so that text order is time order.
+    """
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def account_id_of(stream_id: str) -> str:
+    """The account id of an ``account-<id>`` stream."""
+    if not stream_id.startswith(_STREAM_PREFIX):
+        raise ReadModelInconsistency(f"a ledger event in stream {stream_id!r}, which is not an account's")
+    return stream_id[len(_STREAM_PREFIX) :]
+
+
+class AccountsProjection(Projection):
+    """Account summaries, per-account histories with running balances, and totals per currency."""
+
+    name = "accounts"
+    version = 1
+    tables = ("account_summary", "account_transactions", "currency_totals")
+    # currency_totals rows are shared by every account: one partition keeps a single
+    # writer per generation, so the read-modify-write of a total never races.
+    partitions = 1
+    schema = (
+        """CREATE TABLE {account_summary} (
+            account_id          TEXT PRIMARY KEY,
+            owner_name          TEXT NOT NULL,
+            currency            TEXT NOT NULL,
+            balance             TEXT NOT NULL,
+            balance_key         TEXT NOT NULL,
+            transaction_count   BIGINT NOT NULL,
+            last_transaction_at TEXT,
+            status              TEXT NOT NULL,
+            version             BIGINT NOT NULL,
+            opened_at           TEXT NOT NULL
+        )""",
+        # The balance-range query walks this index in order: the range is a prefix
+        # scan and (balance_key, account_id) is also the keyset of its pagination.
+        "CREATE INDEX {account_summary}_by_balance ON {account_summary} (balance_key, account_id)",
+        # The same walk within one currency.
+        "CREATE INDEX {account_summary}_by_currency ON {account_summary} (currency, balance_key, account_id)",
+        """CREATE TABLE {account_transactions} (
+            account_id    TEXT NOT NULL,
+            version       BIGINT NOT NULL,
+            kind          TEXT NOT NULL,
+            amount        TEXT NOT NULL,
+            balance_after TEXT NOT NULL,
+            description   TEXT NOT NULL,
+            recorded_at   TEXT NOT NULL,
+            event_id      TEXT NOT NULL,
+            position      BIGINT NOT NULL,
+            PRIMARY KEY (account_id, version)
+        )""",
+        """CREATE TABLE {currency_totals} (
+            currency          TEXT PRIMARY KEY,
+            total_balance     TEXT NOT NULL,
+            accounts          BIGINT NOT NULL,
+            open_accounts     BIGINT NOT NULL,
+            total_deposited   TEXT NOT NULL,
+            total_withdrawn   TEXT NOT NULL,
+            transaction_count BIGINT NOT NULL
+        )""",
+    )
+
+    @handles(AccountOpened)
+    def _opened(self, db: Session, e: RecordedEvent) -> None:
+        data: AccountOpened = e.data
+        account_id = account_id_of(e.stream_id)
+        zero = format_money(_ZERO, data.currency)
+        inserted = db.execute(
+            "INSERT INTO {account_summary} (account_id, owner_name, currency, balance, balance_key, "
+            "transaction_count, last_transaction_at, status, version, opened_at) "
+            "VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?) ON CONFLICT (account_id) DO NOTHING",
+            (
+                account_id,
+                data.owner_name,
+                data.currency,
+                zero,
+                balance_key(_ZERO),
+                AccountStatus.OPEN.value,
+                e.stream_version,
+                format_timestamp(e.recorded_at),
+            ),
+        )
+        if inserted != 1:
+            return  # a replay: the account and its share of the totals are already counted
+        db.execute(
+            "INSERT INTO {currency_totals} (currency, total_balance, accounts, open_accounts, "
+            "total_deposited, total_withdrawn, transaction_count) VALUES (?, ?, 1, 1, ?, ?, 0) "
+            "ON CONFLICT (currency) DO UPDATE SET accounts = {currency_totals}.accounts + 1, "
+            "open_accounts = {currency_totals}.open_accounts + 1",
+            (data.currency, zero, zero, zero),
+        )
+
+    @handles(MoneyDeposited)
+    def _deposited(self, db: Session, e: RecordedEvent) -> None:
+        data: MoneyDeposited = e.data
+        self._moved(db, e, "deposit", data.amount, data.description)
+
+    @handles(MoneyWithdrawn)
+    def _withdrawn(self, db: Session, e: RecordedEvent) -> None:
+        data: MoneyWithdrawn = e.data
+        self._moved(db, e, "withdrawal", data.amount, data.description)
+
+    def _moved(self, db: Session, e: RecordedEvent, kind: str, amount: Decimal, description: str) -> None:
+        account_id = account_id_of(e.stream_id)
+        row = db.fetchone(
+            "SELECT currency, balance, version FROM {account_summary} WHERE account_id = ?", (account_id,)
+        )
+        if row is None:
+            raise ReadModelInconsistency(
+                f"{e.event_type} v{e.stream_version} of {e.stream_id} for an account never opened"
+            )
+        currency, balance_text, applied = str(row[0]), str(row[1]), int(row[2])
+        if applied >= e.stream_version:
+            return  # a replay: summary, history and totals already hold this event
+        deposit = kind == "deposit"
+        old = Decimal(balance_text)
+        new = _MONEY.add(old, amount) if deposit else _MONEY.subtract(old, amount)
+        if new < 0:
+            raise ReadModelInconsistency(
+                f"{e.event_type} v{e.stream_version} of {e.stream_id} takes the balance below zero "
+                f"({old} - {amount} {currency})"
+            )
+        balance = format_money(new, currency)
+        when = format_timestamp(e.recorded_at)
+        changed = db.execute(
+            "UPDATE {account_summary} SET balance = ?, balance_key = ?, "
+            "transaction_count = transaction_count + 1, last_transaction_at = ?, version = ? "
+            "WHERE account_id = ? AND version < ?",
+            (balance, balance_key(new), when, e.stream_version, account_id, e.stream_version),
+        )
+        if changed != 1:
+            return  # cannot happen after the check above; the guard keeps the totals honest anyway
+        db.execute(
+            "INSERT INTO {account_transactions} (account_id, version, kind, amount, balance_after, "
+            "description, recorded_at, event_id, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (account_id, version) DO NOTHING",
+            (
+                account_id,
+                e.stream_version,
+                kind,
+                format_money(amount, currency),
+                balance,
+                description,
+                when,
+                str(e.event_id),
+                e.position,
+            ),
+        )
+        totals = db.fetchone(
+            "SELECT total_balance, total_deposited, total_withdrawn FROM {currency_totals} "
+            "WHERE currency = ?",
+            (currency,),
+        )
+        if totals is None:
+            raise ReadModelInconsistency(f"no {currency} totals row although {e.stream_id} was opened")
+        total, deposited, withdrawn = (Decimal(str(x)) for x in totals)
+        if deposit:
+            total, deposited = _MONEY.add(total, amount), _MONEY.add(deposited, amount)
+        else:
+            total, withdrawn = _MONEY.subtract(total, amount), _MONEY.add(withdrawn, amount)
+        db.execute(
+            "UPDATE {currency_totals} SET total_balance = ?, total_deposited = ?, total_withdrawn = ?, "
+            "transaction_count = transaction_count + 1 WHERE currency = ?",
+            (
+                format_money(total, currency),
+                format_money(deposited, currency),
+                format_money(withdrawn, currency),
+                currency,
+            ),
+        )
+
+    @handles(AccountClosed)
+    def _closed(self, db: Session, e: RecordedEvent) -> None:
+        account_id = account_id_of(e.stream_id)
+        row = db.fetchone("SELECT currency FROM {account_summary} WHERE account_id = ?", (account_id,))
+        if row is None:
+            raise ReadModelInconsistency(f"AccountClosed of {e.stream_id} for an account never opened")
+        changed = db.execute(
+            "UPDATE {account_summary} SET status = ?, version = ? WHERE account_id = ? AND version < ?",
+            (AccountStatus.CLOSED.value, e.stream_version, account_id, e.stream_version),
+        )
+        if changed == 1:
+            db.execute(
+                "UPDATE {currency_totals} SET open_accounts = open_accounts - 1 WHERE currency = ?",
+                (str(row[0]),),
+            )
+
+
+def projections() -> list[Projection]:
+    """The ledger's projections, as a ProjectionRunner takes them."""
+    return [AccountsProjection()]
