@@ -1,0 +1,19 @@
+"""The event store contract on postgresql://: every store of a test shares one fresh schema."""
+
+from __future__ import annotations
+
+import pytest_asyncio
+
+from eventvault.store.postgres import PostgresEventStore
+from eventvault.testing.contract import EventStoreContract, opened_stores
+
+
+class TestPostgresStore(EventStoreContract):
+    """The whole contract, on a schema created for each test and dropped after it."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self, pg_url, schema):
+        async with opened_stores(
+            lambda registry: PostgresEventStore(pg_url, registry=registry, schema=schema, pool_max=5)
+        ) as factory:
+            yield factory
