@@ -56,6 +56,8 @@ BOOKKEEPING: Final = (
         error_tx    BIGINT,
         error_pos   BIGINT,
         error_event TEXT,
+        error_type  TEXT,
+        error_stream TEXT,
         PRIMARY KEY (name, generation, part)
     )""",
     # Workers announce themselves per projection so partitions are shared fairly.
@@ -67,7 +69,15 @@ BOOKKEEPING: Final = (
     )""",
 )
 
+# Columns added after the first release of the bookkeeping tables: added in place
+# to databases made before them (CREATE TABLE IF NOT EXISTS leaves those alone).
+ADDED_COLUMNS: Final = (
+    ("ev_partition", "error_type", "TEXT"),
+    ("ev_partition", "error_stream", "TEXT"),
+)
+
 _QMARK = re.compile(r"\?")
+_SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
 
 
 class ReadModels:
@@ -105,6 +115,10 @@ class ReadModels:
     def sql(self, text: str) -> str:
         """``text`` with ``?`` placeholders in this dialect."""
         return text
+
+    def columns(self, conn: Any, table: str) -> set[str]:
+        """The column names of ``table`` (empty if it does not exist)."""
+        raise NotImplementedError
 
     def connection(self) -> Any:
         """This thread's connection (made on first use)."""
@@ -156,9 +170,8 @@ class ReadModels:
         """Rows of a read-only query, in a transaction of its own."""
         try:
             conn = self.connection()
+            # Autocommit on both drivers: the query is a transaction of its own.
             rows = list(conn.execute(self.sql(sql), params).fetchall())
-            if self.dialect == "postgresql":
-                conn.execute("COMMIT")
         except Exception as exc:
             if self.is_driver_error(exc):
                 mapped = self.map_error(exc)
@@ -169,10 +182,17 @@ class ReadModels:
         return rows
 
     def setup(self) -> None:
-        """Create the bookkeeping tables. Idempotent."""
+        """Create (or bring up to date) the bookkeeping tables. Idempotent."""
         with self.transaction() as conn:
-            for statement in BOOKKEEPING:
-                self.execute(conn, statement)
+            self.create_bookkeeping(conn)
+
+    def create_bookkeeping(self, conn: Any) -> None:
+        """Create the bookkeeping tables, or add the columns older ones miss, in ``conn``'s transaction."""
+        for statement in BOOKKEEPING:
+            self.execute(conn, statement)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in self.columns(conn, table):
+                self.execute(conn, f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close every connection this object made."""
@@ -210,6 +230,9 @@ class SQLiteReadModels(ReadModels):
     def is_driver_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
 
+    def columns(self, conn: Any, table: str) -> set[str]:
+        return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+
     def map_error(self, exc: BaseException) -> StoreError:
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and (
@@ -227,6 +250,11 @@ class PostgresReadModels(ReadModels):
 
     def __init__(self, conninfo: str, *, schema: str = "eventvault") -> None:
         super().__init__()
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            # It is spliced into SQL as an identifier: only plain names get there.
+            raise InvalidInput(
+                f"a read-model schema is lower case letters, digits and '_' (not pg_...), got {schema!r}"
+            )
         self.conninfo = conninfo
         self.schema = schema
 
@@ -240,12 +268,29 @@ class PostgresReadModels(ReadModels):
         import psycopg  # noqa: PLC0415 - only PostgreSQL users need psycopg
 
         conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-        conn.execute(f'SET search_path TO "{self.schema}"')
+        try:
+            exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone()
+            if exists is None:
+                # Two processes creating it at once: IF NOT EXISTS can still fail
+                # with a unique violation in the loser; the schema is there then.
+                with contextlib.suppress(psycopg.errors.UniqueViolation):
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'SET search_path TO "{self.schema}"')
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _begin(self, conn: Any) -> None:
         conn.execute("BEGIN")
+
+    def columns(self, conn: Any, table: str) -> set[str]:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s",
+            (table,),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
 
     def is_driver_error(self, exc: BaseException) -> bool:
         import psycopg  # noqa: PLC0415

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventvault.errors import EventTypeError
+from eventvault.store.base import MAX_PAGE
 
 if TYPE_CHECKING:
     from eventvault.projections._db import ReadModels
@@ -51,11 +52,13 @@ class Session:
     old ones). Placeholders are ``?`` on every database.
     """
 
-    def __init__(self, db: ReadModels, conn: Any, names: Mapping[str, str]) -> None:
+    def __init__(self, db: ReadModels, conn: Any, names: Mapping[str, str], *, generation: int = 0) -> None:
         self._db = db
         self._conn = conn
         self._names = names
         self._cache: dict[str, str] = {}
+        self.generation = generation
+        """The generation of the tables this batch writes (a rebuild writes a new one)."""
 
     def _sql(self, text: str) -> str:
         sql = self._cache.get(text)
@@ -123,6 +126,12 @@ class Projection:
                 raise EventTypeError(f"table name {table!r} must be lower case letters, digits, '_'")
         if not isinstance(cls.partitions, int) or not 1 <= cls.partitions <= 1024:
             raise EventTypeError(f"{cls.__name__}.partitions must be an int in 1..1024")
+        if (
+            isinstance(cls.batch_size, bool)
+            or not isinstance(cls.batch_size, int)
+            or not 1 <= cls.batch_size <= MAX_PAGE
+        ):
+            raise EventTypeError(f"{cls.__name__}.batch_size must be an int in 1..{MAX_PAGE}")
 
     @classmethod
     def handled_types(cls) -> tuple[type, ...]:

@@ -5,6 +5,13 @@ each, a worker task reads the global log from its checkpoint and applies pages
 of events in transactions that also move the checkpoint, so a crash anywhere
 never loses or double-applies an event.
 
+Waking up: an append through the same store object wakes the workers at once;
+appends by other processes are seen through the store's own mechanism
+(LISTEN/NOTIFY on PostgreSQL) and, on SQLite, by polling ``PRAGMA data_version``
+on a connection of the runner's own (cheap: it reads a counter in shared
+memory, no table). Behind both there is always the timed poll of
+``wait_for_events``, so a missed hint only delays.
+
 Scale-out: a projection's streams are split into partitions by a stable hash of
 the stream id. Workers (in any number of processes, on any machines that share
 the database) hold leases on partitions in the database. Every takeover bumps
@@ -21,14 +28,17 @@ import logging
 import math
 import os
 import socket
+import sqlite3
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Self, TypeVar
 
-from eventvault.errors import EventVaultError, InvalidInput, StoreError
+from eventvault.errors import EventVaultError, InvalidInput, StoreError, StoreUnavailable
 from eventvault.projections._db import ReadModels, read_models_for
 from eventvault.projections._projection import Projection, Session, partition_of
 from eventvault.store.base import EventStore
@@ -38,19 +48,27 @@ __all__ = ["ProjectionError", "ProjectionRunner", "ProjectionStatus", "RebuildPr
 
 log = logging.getLogger("eventvault.projections")
 
-State = Literal["starting", "catching_up", "live", "idle", "failed", "stopped"]
+T = TypeVar("T")
+State = Literal["starting", "catching_up", "live", "idle", "retrying", "failed", "stopped"]
 _ADVISORY_KEY: Final = 0x6576_7072  # "evpr": serializes projection DDL on PostgreSQL
+_MAX_BACKOFF: Final = 5.0
+_WAIT_FOR_POLL: Final = 0.25  # wait_for re-reads checkpoints this often (progress made elsewhere)
 
 
 @dataclass(frozen=True, slots=True)
 class ProjectionError:
-    """Why a projection stopped: the event it could not apply and the error."""
+    """Why a projection stopped (or is retrying): the event it could not apply and the error.
+
+    For a database error that is being retried, the event fields are None.
+    """
 
     message: str
     position: int | None
     checkpoint: str | None
     event_id: str | None
     at: float | None
+    event_type: str | None = None
+    stream_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +105,16 @@ class ProjectionStatus:
     owned_partitions: tuple[int, ...]
     last_error: ProjectionError | None
     rebuild: RebuildProgress | None
+    workers: tuple[str, ...] = ()
+    """The workers (in any process) holding a live lease on a partition."""
 
 
 class _Fenced(Exception):
     """Another worker took a partition over: this worker's batch was rolled back."""
+
+
+class _Abandoned(Exception):
+    """The generation this rebuild was building is gone (another rebuild replaced it)."""
 
 
 class _HandlerFailed(Exception):
@@ -111,19 +135,79 @@ class _Rate:
     def add(self, n: int) -> None:
         now = time.monotonic()
         self.samples.append((now, n))
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
         while self.samples and self.samples[0][0] < now - self.window:
             self.samples.popleft()
 
     def value(self) -> float:
-        if not self.samples:
-            return 0.0
         now = time.monotonic()
-        while self.samples and self.samples[0][0] < now - self.window:
-            self.samples.popleft()
+        self._trim(now)
         if not self.samples:
             return 0.0
         span = max(now - self.samples[0][0], 1.0)
         return sum(n for _, n in self.samples) / span
+
+
+class _Signal:
+    """A wake-up for asyncio waiters that is never lost: take :meth:`waiter` before checking."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def waiter(self) -> asyncio.Event:
+        return self._event
+
+    def fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+
+class _DataVersionWatcher:
+    """Notices commits made to a SQLite file by other connections (other processes too).
+
+    ``PRAGMA data_version`` changes on a connection whenever another connection
+    commits to the file; reading it touches no table, so polling it often costs
+    next to nothing. Every change fires ``on_change`` (from this thread).
+    """
+
+    def __init__(self, path: str, interval: float, on_change: Callable[[], None]) -> None:
+        self.path = path
+        self.interval = interval
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="eventvault-data-version", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _main(self) -> None:
+        conn: sqlite3.Connection | None = None
+        last: int | None = None
+        # A wait on the stop event, not a sleep: stop() ends it at once.
+        while not self._stop.wait(self.interval):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                log.debug("data_version watcher on %s: %s", self.path, exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                continue
+            # The first reading fires too: a commit made before it was noticed by nobody.
+            if version != last:
+                self.on_change()
+            last = version
+        if conn is not None:
+            conn.close()
 
 
 def _cp(row_tx: int, row_pos: int) -> Checkpoint:
@@ -148,12 +232,13 @@ class _Worker:
         self.rate = _Rate()
         self.task: asyncio.Task[None] | None = None
         self.last_lease_sync = -math.inf
-        registry = runner.store.codec.registry
-        self.handlers = {registry.of_class(c).name: h for c, h in self.cls._handlers.items()}  # noqa: SLF001
+        self.handlers = runner.handlers_of(projection)
         self.types = tuple(self.handlers)
+        # One thread (so one connection) per worker: its batches never wait for
+        # another projection's, and a slow handler blocks only its own projection.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eventvault-{self.cls.name}")
         # rebuild progress
         self.started = time.monotonic()
-        self.total = 0
         self.swapped = False
 
     @property
@@ -163,99 +248,169 @@ class _Worker:
     def checkpoint(self) -> Checkpoint:
         return min(self.cps.values()) if self.cps else START
 
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
     # -- the loop -------------------------------------------------------------
 
     async def run(self) -> None:
-        r = self.runner
+        try:
+            await self._run()
+        except Exception as exc:
+            # A bug (ours or a backend's), not a handler failure: say so, never die silently.
+            log.exception("%s: the worker crashed", self.name)
+            self.error = ProjectionError(
+                f"the worker crashed: {type(exc).__name__}: {exc}", None, None, None, time.time()
+            )
+            self.state = "failed"
+        finally:
+            # Give the partitions back so other workers take them at once, not
+            # after the lease expires.
+            with contextlib.suppress(Exception):
+                await self._db(self._release_all)
+            self.executor.shutdown(wait=False)
+            if self.state != "failed":
+                self.state = "stopped"
+
+    async def _run(self) -> None:
         backoff = 0.05
-        while not r.stopping.is_set():
+        while not self.runner.stopping.is_set():
             try:
-                now = time.monotonic()
-                if now - self.last_lease_sync >= r.lease_seconds / 3 or not self.owned:
-                    await asyncio.to_thread(self._sync_leases)
-                    self.last_lease_sync = time.monotonic()
-                    if self.rebuild and self.swapped:
-                        return
-                if not self.owned:
-                    self.state = "idle"
-                    await self._pause(r.lease_seconds / 3)
-                    continue
-                cp = self.checkpoint()
-                page = await r.store.read_all(cp, limit=self.cls.batch_size, event_types=self.types)
-                if page.checkpoint == cp:
-                    self.state = "live"
-                    if self.rebuild and await asyncio.to_thread(self._try_swap):
-                        return
-                    await r.store.wait_for_events(cp, timeout=min(r.idle_wait, r.lease_seconds / 3))
-                    continue
-                self.state = "catching_up"
-                if not await self._apply_page(list(page.events), page.checkpoint):
-                    return  # failed: the error is recorded
+                if not await self._step():
+                    return
                 backoff = 0.05
             except _Fenced:
                 log.info("%s: a partition was taken over; resyncing leases", self.name)
                 self.owned.clear()
                 self.last_lease_sync = -math.inf
+            except _Abandoned as exc:
+                self.error = ProjectionError(str(exc), None, None, None, time.time())
+                self.state = "failed"
+                self.owned.clear()
+                return
             except EventVaultError as exc:
+                # The database or the store, not an event: retry without limit, visibly.
                 log.warning("%s: %s; retrying in %.2fs", self.name, exc, backoff)
+                self.state = "retrying"
+                self.error = ProjectionError(f"{type(exc).__name__}: {exc}", None, None, None, time.time())
                 self.owned.clear()
                 self.last_lease_sync = -math.inf
                 await self._pause(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self.state = "stopped"
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _step(self) -> bool:
+        """Renew leases when due, then apply one page or wait for one. False: this worker is done."""
+        r = self.runner
+        changed = r.changed.waiter()  # taken before reading: a wake-up meanwhile is not lost
+        if time.monotonic() - self.last_lease_sync >= r.lease_seconds / 3 or not self.owned:
+            await self._db(self._sync_leases)
+            self.last_lease_sync = time.monotonic()
+            if self.rebuild and self.swapped:
+                return False
+        if not self.owned:
+            self.state = "idle"
+            await self._idle(None, changed)
+            return True
+        cp = self.checkpoint()
+        page = await r.store.read_all(cp, limit=self.cls.batch_size, event_types=self.types)
+        if page.checkpoint == cp:
+            self.state = "live"
+            self.error = None
+            if self.rebuild and await self._db(self._try_swap):
+                r.after_swap(self.name)
+                return False
+            await self._idle(cp, changed)
+            return True
+        self.state = "catching_up"
+        if not await self._apply_page(list(page.events), page.checkpoint):
+            return False  # failed for good: the error is recorded
+        self.error = None
+        return True
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self.runner.stopping.wait()
 
-    async def _apply_page(self, events: list[RecordedEvent], end: Checkpoint) -> bool:
+    async def _idle(self, cp: Checkpoint | None, changed: asyncio.Event) -> None:
+        """Wait for new events (after ``cp``), a hint that the database changed, the lease timer or stop."""
+        r = self.runner
+        timeout = min(r.idle_wait, r.lease_seconds / 3)
+        waits: list[Coroutine[Any, Any, Any]] = [r.stopping.wait(), changed.wait()]
+        if cp is not None:
+            waits.append(r.store.wait_for_events(cp, timeout=timeout))
+        tasks = [asyncio.ensure_future(w) for w in waits]
         try:
-            await asyncio.to_thread(self._apply, events, end)
+            # With a store wait, it ends itself at `timeout`: cancelling it in the middle
+            # of its query (the outer timeout winning the race) would waste a connection.
+            limit = timeout if cp is None else timeout + 5.0
+            done, _ = await asyncio.wait(tasks, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for t in done:
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                raise exc
+
+    async def _apply_page(self, events: list[RecordedEvent], end: Checkpoint) -> bool:
+        """Apply a page; a failing event is retried alone, with backoff. False: it failed for good."""
+        try:
+            await self._db(self._apply, events, end)
         except _HandlerFailed as failed:
             first = failed
         else:
             return True
-        # Commit what came before the failing event, then retry it alone with backoff.
         i = first.index
         if i > 0:
-            await asyncio.to_thread(self._apply, events[:i], events[i - 1].checkpoint)
-        event = events[i]
+            # Commit the events before the failing one; the next page starts with it.
+            with contextlib.suppress(_HandlerFailed):
+                await self._db(self._apply, events[:i], events[i - 1].checkpoint)
+            return True
+        event = events[0]
         delay = self.runner.retry_delay
         for _ in range(self.runner.retries):
+            self.state = "retrying"
+            self.error = self._error_of(first)
+            log.warning("%s: %s; retrying that event in %.2fs", self.name, self.error.message, delay)
             await self._pause(delay)
             if self.runner.stopping.is_set():
                 return True
             try:
-                await asyncio.to_thread(self._apply, [event], event.checkpoint)
+                await self._db(self._apply, [event], event.checkpoint)
             except _HandlerFailed as again:
                 first = again
             else:
+                self.state = "catching_up"
+                self.error = None
                 return True
-            delay *= 4
-        await asyncio.to_thread(self._record_failure, first)
+            delay = min(delay * 2, 30.0)
+        await self._db(self._record_failure, first)
         return False
 
-    # -- database work (worker threads) ----------------------------------------
+    @staticmethod
+    def _error_of(failed: _HandlerFailed) -> ProjectionError:
+        e = failed.event
+        return ProjectionError(
+            f"{failed} (event {e.event_type} v{e.stream_version} of {e.stream_id})",
+            e.position,
+            str(e.checkpoint),
+            str(e.event_id),
+            time.time(),
+            e.event_type,
+            e.stream_id,
+        )
+
+    # -- database work (the worker's thread) -------------------------------------
 
     def _apply(self, events: list[RecordedEvent], end: Checkpoint) -> None:
         db = self.runner.db
         parts = self.cls.partitions
         counts = dict.fromkeys(self.owned, 0)
         with db.transaction() as conn:
-            # Fence first: confirm (and, on PostgreSQL, lock) every partition we write
-            # for, so a takeover or a rebuild's swap either waits for this batch or
-            # makes it fail here, before any read-model row is touched.
-            for p, token in self.owned.items():
-                n = db.execute(
-                    conn,
-                    "UPDATE ev_partition SET token = token "
-                    "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
-                    (self.name, self.generation, p, token),
-                ).rowcount
-                if n != 1:
-                    raise _Fenced(p)
-            session = Session(db, conn, self.cls.physical_names(self.generation))
+            self._fence(conn)
+            session = Session(db, conn, self.cls.physical_names(self.generation), generation=self.generation)
             for i, e in enumerate(events):
                 p = partition_of(e.stream_id, parts) if parts > 1 else 0
                 if p not in self.owned or e.checkpoint <= self.cps[p]:
@@ -266,139 +421,202 @@ class _Worker:
                 try:
                     handler(self.projection, session, e)
                 except Exception as exc:
+                    if db.is_driver_error(exc) and isinstance(db.map_error(exc), StoreUnavailable):
+                        raise  # the database went away, not the event's fault: retried without limit
                     raise _HandlerFailed(i, e, exc) from exc
                 counts[p] += 1
-            for p, token in self.owned.items():
+            for p in sorted(self.owned):
                 if self.cps[p] >= end:
                     continue
                 db.execute(
                     conn,
                     "UPDATE ev_partition SET cp_tx = ?, cp_pos = ?, applied = applied + ? "
                     "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
-                    (end.tx, end.position, counts[p], self.name, self.generation, p, token),
+                    (end.tx, end.position, counts[p], self.name, self.generation, p, self.owned[p]),
                 )
         for p in self.owned:
             self.cps[p] = max(self.cps[p], end)
         self.rate.add(sum(counts.values()))
         self.runner.notify_progress()
 
+    def _fence(self, conn: Any) -> None:
+        """Raise _Fenced unless every partition this worker holds still carries its token.
+
+        Fence first: confirm (and, on PostgreSQL, lock) every partition we write
+        for, so a takeover or a rebuild's swap either waits for this batch or
+        makes it fail here, before any read-model row is touched. In partition
+        order, like takeovers, so two workers never lock in opposite orders.
+        """
+        db = self.runner.db
+        for p in sorted(self.owned):
+            n = db.execute(
+                conn,
+                "UPDATE ev_partition SET token = token "
+                "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
+                (self.name, self.generation, p, self.owned[p]),
+            ).rowcount
+            if n != 1:
+                raise _Fenced(p)
+
     def _record_failure(self, failed: _HandlerFailed) -> None:
         e = failed.event
         p = partition_of(e.stream_id, self.cls.partitions) if self.cls.partitions > 1 else 0
-        message = f"{failed} (event {e.event_type} v{e.stream_version} of {e.stream_id})"
-        log.error("%s stopped at position %d: %s", self.name, e.position, message)
+        error = self._error_of(failed)
+        log.error("%s stopped at position %d: %s", self.name, e.position, error.message)
         db = self.runner.db
         with db.transaction() as conn:
             db.execute(
                 conn,
                 f"UPDATE ev_partition SET error = ?, error_at = {db.now_sql}, error_tx = ?, error_pos = ?, "
-                "error_event = ?, owner = NULL, expires = 0 "
+                "error_event = ?, error_type = ?, error_stream = ?, owner = NULL, expires = 0 "
                 "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
                 (
-                    message,
+                    error.message,
                     e.tx,
                     e.position,
                     str(e.event_id),
+                    e.event_type,
+                    e.stream_id,
                     self.name,
                     self.generation,
                     p,
                     self.owned.get(p, -1),
                 ),
             )
-        self.error = ProjectionError(message, e.position, str(e.checkpoint), str(e.event_id), time.time())
+        self.error = error
         self.state = "failed"
         self._release_all()
 
     def _release_all(self) -> None:
         db = self.runner.db
-        with contextlib.suppress(StoreError), db.transaction() as conn:
-            for p, token in self.owned.items():
+        with db.transaction() as conn:
+            for p in sorted(self.owned):
                 db.execute(
                     conn,
                     "UPDATE ev_partition SET owner = NULL, expires = 0 "
                     "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
-                    (self.name, self.generation, p, token),
+                    (self.name, self.generation, p, self.owned[p]),
+                )
+            if not self.rebuild:
+                # Gone from the count of live workers: the others take a fair share at once.
+                db.execute(
+                    conn,
+                    "DELETE FROM ev_worker WHERE worker = ? AND name = ?",
+                    (self.runner.worker_id, self.name),
                 )
         self.owned.clear()
 
     def _sync_leases(self) -> None:
         """Renew what we hold, give back what is over our fair share, take free partitions."""
-        r = self.runner
-        db = r.db
-        ttl = r.lease_seconds
+        db = self.runner.db
         with db.transaction() as conn:
             now = float(db.execute(conn, f"SELECT {db.now_sql}").fetchone()[0])
-            if not self.rebuild:
-                row = db.execute(
-                    conn, "SELECT generation FROM ev_projection WHERE name = ?", (self.name,)
-                ).fetchone()
-                active = int(row[0])
-                if active != self.generation:  # a rebuild swapped generations: follow it
-                    self.generation = active
-                    self.owned.clear()
-                    self.cps.clear()
-                db.execute(
-                    conn,
-                    "INSERT INTO ev_worker (worker, name, expires) VALUES (?, ?, ?) "
-                    "ON CONFLICT (worker, name) DO UPDATE SET expires = excluded.expires",
-                    (r.worker_id, self.name, now + ttl),
-                )
-                live = int(
-                    db.execute(
-                        conn,
-                        "SELECT count(*) FROM ev_worker WHERE name = ? AND expires > ?",
-                        (self.name, now),
-                    ).fetchone()[0]
-                )
-                target = math.ceil(self.cls.partitions / max(live, 1))
-            else:
-                target = self.cls.partitions
-            for p, token in list(self.owned.items()):
-                n = db.execute(
-                    conn,
-                    "UPDATE ev_partition SET expires = ? "
-                    "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
-                    (now + ttl, self.name, self.generation, p, token),
-                ).rowcount
-                if n != 1:
-                    del self.owned[p]
-                    self.cps.pop(p, None)
-            for p in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
-                db.execute(
-                    conn,
-                    "UPDATE ev_partition SET owner = NULL, expires = 0 "
-                    "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
-                    (self.name, self.generation, p, self.owned.pop(p)),
-                )
+            target = self._fair_share(conn, now)
+            self._renew(conn, now, target)
+            if len(self.owned) < target:
+                self._take(conn, now, target - len(self.owned))
+            db.execute(
+                conn, "DELETE FROM ev_worker WHERE expires < ?", (now - 10 * self.runner.lease_seconds,)
+            )
+
+    def _fair_share(self, conn: Any, now: float) -> int:
+        """How many partitions this worker should hold; follows a swapped-in generation."""
+        r = self.runner
+        db = r.db
+        active = int(
+            db.execute(conn, "SELECT generation FROM ev_projection WHERE name = ?", (self.name,)).fetchone()[
+                0
+            ]
+        )
+        if self.rebuild:
+            exists = db.execute(
+                conn,
+                "SELECT count(*) FROM ev_partition WHERE name = ? AND generation = ?",
+                (self.name, self.generation),
+            ).fetchone()[0]
+            if not exists or active > self.generation:
+                raise _Abandoned(f"rebuild of generation {self.generation} was replaced by another")
+            return self.cls.partitions
+        if active != self.generation:  # a rebuild swapped generations: follow it
+            self.generation = active
+            self.owned.clear()
+            self.cps.clear()
+        db.execute(
+            conn,
+            "INSERT INTO ev_worker (worker, name, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT (worker, name) DO UPDATE SET expires = excluded.expires",
+            (r.worker_id, self.name, now + r.lease_seconds),
+        )
+        live = int(
+            db.execute(
+                conn, "SELECT count(*) FROM ev_worker WHERE name = ? AND expires > ?", (self.name, now)
+            ).fetchone()[0]
+        )
+        return math.ceil(self.cls.partitions / max(live, 1))
+
+    def _renew(self, conn: Any, now: float, target: int) -> None:
+        """Extend the leases still ours (forget those taken over), give back those above ``target``."""
+        db = self.runner.db
+        for p in sorted(self.owned):
+            n = db.execute(
+                conn,
+                "UPDATE ev_partition SET expires = ? "
+                "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
+                (now + self.runner.lease_seconds, self.name, self.generation, p, self.owned[p]),
+            ).rowcount
+            if n != 1:
+                del self.owned[p]
                 self.cps.pop(p, None)
-            want = target - len(self.owned)
-            if want > 0:
-                free = db.execute(
-                    conn,
-                    "SELECT part FROM ev_partition WHERE name = ? AND generation = ? "
-                    "AND (owner IS NULL OR expires < ?) AND error IS NULL ORDER BY part",
-                    (self.name, self.generation, now),
-                ).fetchall()
-                for (p,) in free[:want]:
-                    row = db.execute(
-                        conn,
-                        "UPDATE ev_partition SET owner = ?, token = token + 1, expires = ? "
-                        "WHERE name = ? AND generation = ? AND part = ? "
-                        "AND (owner IS NULL OR expires < ?) AND error IS NULL "
-                        "RETURNING token, cp_tx, cp_pos",
-                        (r.worker_id, now + ttl, self.name, self.generation, p, now),
-                    ).fetchone()
-                    if row is not None:
-                        self.owned[int(p)] = int(row[0])
-                        self.cps[int(p)] = _cp(row[1], row[2])
-            db.execute(conn, "DELETE FROM ev_worker WHERE expires < ?", (now - 10 * ttl,))
+        for p in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
+            db.execute(
+                conn,
+                "UPDATE ev_partition SET owner = NULL, expires = 0 "
+                "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
+                (self.name, self.generation, p, self.owned.pop(p)),
+            )
+            self.cps.pop(p, None)
+
+    def _take(self, conn: Any, now: float, want: int) -> None:
+        """Take up to ``want`` free partitions, bumping each one's token (which fences its last holder).
+
+        Free: nobody's, expired, or ours from before (a restart under the same
+        worker id, or a lease this worker lost track of after an error).
+        """
+        r = self.runner
+        db = r.db
+        free = db.execute(
+            conn,
+            "SELECT part FROM ev_partition WHERE name = ? AND generation = ? "
+            "AND (owner IS NULL OR expires < ? OR owner = ?) AND error IS NULL ORDER BY part",
+            (self.name, self.generation, now, r.worker_id),
+        ).fetchall()
+        for (p,) in free:
+            if want == 0:
+                return
+            if int(p) in self.owned:
+                continue
+            row = db.execute(
+                conn,
+                "UPDATE ev_partition SET owner = ?, token = token + 1, expires = ? "
+                "WHERE name = ? AND generation = ? AND part = ? "
+                "AND (owner IS NULL OR expires < ? OR owner = ?) AND error IS NULL "
+                "RETURNING token, cp_tx, cp_pos",
+                (r.worker_id, now + r.lease_seconds, self.name, self.generation, p, now, r.worker_id),
+            ).fetchone()
+            if row is not None:
+                self.owned[int(p)] = int(row[0])
+                self.cps[int(p)] = _cp(row[1], row[2])
+                want -= 1
 
     def _try_swap(self) -> bool:
         """Make this rebuilt generation the one queries see, if it has caught up with the live one."""
         db = self.runner.db
         cls = self.cls
+        if len(self.owned) < cls.partitions:
+            return False  # a partition of the new generation is not ours (yet): not complete
         with db.transaction() as conn:
             self.runner.lock_ddl(conn)
+            self._fence(conn)  # still ours: nobody took this rebuild over
             active = int(
                 db.execute(
                     conn, "SELECT generation FROM ev_projection WHERE name = ?", (cls.name,)
@@ -444,7 +662,16 @@ class ProjectionRunner:
     """Runs projections in this process: catch-up, then live, until stopped.
 
     ``read_models`` defaults to the event store's own database. ``worker_id``
-    names this worker in leases (default: host, pid and a random suffix).
+    names this worker in leases (default: host, pid and a random suffix); a
+    worker restarted under the same id takes its partitions back at once,
+    without waiting for its old leases to expire. ``lease_seconds`` is how long
+    a dead worker's partitions wait before others take them. A handler that
+    raises is retried ``retries`` times, ``retry_delay`` seconds apart (doubled
+    each time), then its projection stops with the event and the error in
+    :meth:`status`. An idle worker looks at the log at least every
+    ``idle_wait`` seconds; on a SQLite store, commits by other processes are
+    noticed every ``watch_interval`` seconds (``PRAGMA data_version``; None
+    turns that off).
     """
 
     def __init__(  # noqa: PLR0913 - the knobs of a runner
@@ -458,41 +685,93 @@ class ProjectionRunner:
         retries: int = 3,
         retry_delay: float = 0.1,
         idle_wait: float = 1.0,
+        watch_interval: float | None = 0.05,
     ) -> None:
-        names = [p.name for p in projections]
+        if not isinstance(store, EventStore):
+            raise InvalidInput(f"store must be an EventStore, got {type(store).__name__}")
+        if not isinstance(projections, (list, tuple)):
+            raise InvalidInput("projections is a list of Projection instances")
         if not all(isinstance(p, Projection) and p.name for p in projections):
             raise InvalidInput("projections are Projection instances with a name")
+        names = [p.name for p in projections]
         if len(set(names)) != len(names):
             raise InvalidInput(f"projection names must be unique, got {names}")
-        if not lease_seconds > 0 or not idle_wait > 0 or retries < 0 or not retry_delay >= 0:
-            raise InvalidInput("lease_seconds and idle_wait must be > 0, retries and retry_delay >= 0")
+        for what, value, low in (
+            ("lease_seconds", lease_seconds, 0.0),
+            ("idle_wait", idle_wait, 0.0),
+            ("retry_delay", retry_delay, None),
+            ("watch_interval", 1.0 if watch_interval is None else watch_interval, 0.0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidInput(f"{what} must be a finite number of seconds, got {value!r}")
+            if (low is not None and not value > low) or value < 0:
+                raise InvalidInput(f"{what} must be > 0, got {value!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(f"retries must be an int >= 0, got {retries!r}")
+        if worker_id is not None and (not isinstance(worker_id, str) or not worker_id.strip()):
+            raise InvalidInput(f"worker_id must be a non-empty str, got {worker_id!r}")
         self.store = store
         self.projections = {p.name: p for p in projections}
+        # Resolve event types now: an unregistered event class is an error here, not in a task.
+        self._handlers = {p.name: self._resolve_handlers(p) for p in projections}
         self.db = read_models if read_models is not None else read_models_for(store)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = float(lease_seconds)
         self.retries = retries
-        self.retry_delay = retry_delay
-        self.idle_wait = idle_wait
+        self.retry_delay = float(retry_delay)
+        self.idle_wait = float(idle_wait)
+        self.watch_interval = watch_interval
         self.stopping = asyncio.Event()
         self.workers: dict[str, _Worker] = {}
         self.rebuilds: dict[str, _Worker] = {}
-        self._progress: asyncio.Event | None = None
+        self.changed = _Signal()
+        self._progress = _Signal()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: _DataVersionWatcher | None = None
         self._started = False
 
+    def _resolve_handlers(self, projection: Projection) -> dict[str, Any]:
+        registry = self.store.codec.registry
+        cls = type(projection)
+        handlers = {registry.of_class(c).name: h for c, h in cls._handlers.items()}
+        if not handlers:
+            raise InvalidInput(f"projection {cls.name!r} has no @handles methods: it would never do anything")
+        return handlers
+
+    def handlers_of(self, projection: Projection) -> dict[str, Any]:
+        """Event type name -> handler, for ``projection``."""
+        return self._handlers[projection.name]
+
     # -- lifecycle --------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Create the bookkeeping and any missing read-model tables without running workers.
+
+        For processes that query read models or show status while workers run elsewhere.
+        """
+        self._loop = asyncio.get_running_loop()
+        await self.store.open()
+        await asyncio.to_thread(self._setup)
+        for projection in self.projections.values():
+            await asyncio.to_thread(self._register, projection, clear_errors=False)
 
     async def start(self) -> None:
         """Create missing tables, then start a worker per projection. Idempotent."""
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.changed = _Signal()
+        self._progress = _Signal()
         await self.store.open()
         await asyncio.to_thread(self._setup)
         for name, projection in self.projections.items():
             generation = await asyncio.to_thread(self._register, projection)
             self._start_worker(name, _Worker(self, projection, generation))
+        path = str(getattr(self.store, "path", ""))
+        if self.store.scheme == "sqlite" and self.watch_interval is not None and path not in ("", ":memory:"):
+            self._watcher = _DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
+            self._watcher.start()
         self._started = True
 
     def _start_worker(self, name: str, worker: _Worker) -> None:
@@ -504,9 +783,9 @@ class ProjectionRunner:
         self.stopping.set()
         tasks = [w.task for w in [*self.workers.values(), *self.rebuilds.values()] if w.task]
         await asyncio.gather(*tasks, return_exceptions=True)
-        for w in [*self.workers.values(), *self.rebuilds.values()]:
-            with contextlib.suppress(EventVaultError):
-                await asyncio.to_thread(w._release_all)  # noqa: SLF001
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.stop)
+            self._watcher = None
         await asyncio.to_thread(self.db.close)
         self._started = False
 
@@ -527,12 +806,9 @@ class ProjectionRunner:
     def _setup(self) -> None:
         with self.db.transaction() as conn:
             self.lock_ddl(conn)
-            from eventvault.projections._db import BOOKKEEPING  # noqa: PLC0415
+            self.db.create_bookkeeping(conn)
 
-            for statement in BOOKKEEPING:
-                self.db.execute(conn, statement)
-
-    def _register(self, projection: Projection) -> int:
+    def _register(self, projection: Projection, *, clear_errors: bool = True) -> int:
         """The active generation of ``projection``, creating generation 1 on first sight."""
         cls = type(projection)
         with self.db.transaction() as conn:
@@ -561,11 +837,14 @@ class ProjectionRunner:
                     cls.version,
                     cls.partitions,
                 )
+            if not clear_errors:
+                return generation
             # A restart is the way to retry after a fix: clear recorded failures.
             self.db.execute(
                 conn,
                 "UPDATE ev_partition SET error = NULL, error_at = NULL, error_tx = NULL, error_pos = NULL, "
-                "error_event = NULL WHERE name = ? AND generation = ?",
+                "error_event = NULL, error_type = NULL, error_stream = NULL "
+                "WHERE name = ? AND generation = ? AND error IS NOT NULL",
                 (cls.name, generation),
             )
             return generation
@@ -594,18 +873,33 @@ class ProjectionRunner:
         except StoreError:
             log.warning("%s: could not drop generation %d yet", cls.name, generation, exc_info=True)
 
-    # -- progress and waiting -------------------------------------------------------------
+    # -- wake-ups ------------------------------------------------------------------------
 
     def notify_progress(self) -> None:
         """Called from worker threads after each committed batch."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake)
+            loop.call_soon_threadsafe(self._progress.fire)
 
-    def _wake(self) -> None:
-        event, self._progress = self._progress, None
-        if event is not None:
-            event.set()
+    def _changed_elsewhere(self) -> None:
+        """The data_version watcher saw a commit by another connection (its thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self._fire_changed)
+
+    def _fire_changed(self) -> None:
+        self.changed.fire()
+        self._progress.fire()
+
+    def after_swap(self, name: str) -> None:
+        """A rebuild of ``name`` swapped in: the live worker follows it now, not at its next lease renewal."""
+        live = self.workers.get(name)
+        if live is not None:
+            live.last_lease_sync = -math.inf
+        self._fire_changed()
+
+    # -- waiting ----------------------------------------------------------------------------
 
     async def wait_for(
         self, checkpoint: Checkpoint | str, *, timeout: float, names: Sequence[str] | None = None
@@ -616,6 +910,10 @@ class ProjectionRunner:
         Progress made by workers in other processes is seen by polling.
         """
         target = Checkpoint.parse(checkpoint)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf:
+            raise InvalidInput(f"timeout must be a finite number of seconds >= 0, got {timeout!r}")
+        if isinstance(names, str):
+            raise InvalidInput("names is a list of projection names, not a str")
         wanted = list(self.projections) if names is None else list(names)
         unknown = [n for n in wanted if n not in self.projections]
         if unknown:
@@ -623,16 +921,14 @@ class ProjectionRunner:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if self._progress is None:
-                self._progress = asyncio.Event()
-            progress = self._progress
+            progress = self._progress.waiter()
             if all(cp >= target for cp in (await asyncio.to_thread(self._checkpoints, wanted)).values()):
                 return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(remaining, 0.25)):
+                async with asyncio.timeout(min(remaining, _WAIT_FOR_POLL)):
                     await progress.wait()
 
     def _checkpoints(self, names: Sequence[str]) -> dict[str, Checkpoint]:
@@ -666,24 +962,31 @@ class ProjectionRunner:
                 out.append(self._empty_status(name, head))
                 continue
             generation, version, parts = info["projection"]
+            now = info["now"]
             cps = [_cp(r[1], r[2]) for r in info["partitions"]]
             cp = min(cps) if cps else START
             applied = sum(int(r[3]) for r in info["partitions"])
             errors = [r for r in info["partitions"] if r[4] is not None]
+            holders = tuple(
+                sorted({str(r[9]) for r in info["partitions"] if r[9] is not None and r[10] > now})
+            )
             last_error = None
             if errors:
                 r = errors[0]
                 last_error = ProjectionError(
-                    str(r[4]), int(r[7]), f"{int(r[6])}.{int(r[7])}", r[8], float(r[5])
+                    str(r[4]), int(r[7]), str(_cp(r[6], r[7])), r[8], float(r[5]), r[11], r[12]
                 )
+            running = worker is not None and worker.task is not None and not worker.task.done()
+            lag_events = max(0, head.position - cp.position) if head > cp else 0
             state: State
-            if errors:
+            if errors or (worker is not None and worker.state == "failed"):
                 state = "failed"
-            elif worker is not None:
+            elif running and worker is not None:
                 state = worker.state
+            elif holders:  # run by workers in other processes
+                state = "catching_up" if lag_events else "live"
             else:
                 state = "stopped"
-            lag_events = max(0, head.position - cp.position) if head > cp else 0
             lag_seconds = 0.0
             if head > cp:
                 page = await self.store.read_all(cp, limit=1)
@@ -705,6 +1008,7 @@ class ProjectionRunner:
                     owned_partitions=tuple(sorted(worker.owned)) if worker else (),
                     last_error=last_error or (worker.error if worker else None),
                     rebuild=self._rebuild_progress(rebuild, head),
+                    workers=holders,
                 )
             )
         return out
@@ -730,19 +1034,27 @@ class ProjectionRunner:
 
     def _status_rows(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for name in self.projections:
-            proj = self.db.query(
-                "SELECT generation, version, partitions FROM ev_projection WHERE name = ?", (name,)
-            )
-            if not proj:
-                continue
-            generation = int(proj[0][0])
-            parts = self.db.query(
-                "SELECT part, cp_tx, cp_pos, applied, error, error_at, error_tx, error_pos, error_event "
-                "FROM ev_partition WHERE name = ? AND generation = ? ORDER BY part",
-                (name, generation),
-            )
-            out[name] = {"projection": tuple(int(x) for x in proj[0]), "partitions": parts}
+        try:
+            now = float(self.db.query(f"SELECT {self.db.now_sql}")[0][0])
+            for name in self.projections:
+                proj = self.db.query(
+                    "SELECT generation, version, partitions FROM ev_projection WHERE name = ?", (name,)
+                )
+                if not proj:
+                    continue
+                generation = int(proj[0][0])
+                parts = self.db.query(
+                    "SELECT part, cp_tx, cp_pos, applied, error, error_at, error_tx, error_pos, error_event, "
+                    "owner, expires, error_type, error_stream "
+                    "FROM ev_partition WHERE name = ? AND generation = ? ORDER BY part",
+                    (name, generation),
+                )
+                out[name] = {"projection": tuple(int(x) for x in proj[0]), "partitions": parts, "now": now}
+        except StoreError:
+            if self._started:
+                raise
+            # Never started here and no bookkeeping tables yet: every projection is "starting".
+            return {}
         return out
 
     def _rebuild_progress(self, worker: _Worker | None, head: Checkpoint) -> RebuildProgress | None:
@@ -763,11 +1075,17 @@ class ProjectionRunner:
             done,
             total,
             round(rate, 1),
-            None if eta is None else round(eta, 1),
+            None if eta is None else round(eta, 3),
             None if worker.error is None else worker.error.message,
         )
 
     # -- control --------------------------------------------------------------------------
+
+    def _check_name(self, name: str) -> None:
+        if name not in self.projections:
+            raise InvalidInput(f"unknown projection {name!r}; this runner has {sorted(self.projections)}")
+        if not self._started:
+            raise InvalidInput("start the runner first")
 
     async def rebuild(self, name: str) -> RebuildProgress:
         """Rebuild ``name`` from the start into new tables while the old ones keep serving.
@@ -776,10 +1094,7 @@ class ProjectionRunner:
         in one transaction (queries see the old or the new, never a mix).
         Returns at once; follow the progress in :meth:`status`.
         """
-        if name not in self.projections:
-            raise InvalidInput(f"unknown projection {name!r}; this runner has {sorted(self.projections)}")
-        if not self._started:
-            raise InvalidInput("start the runner before rebuilding")
+        self._check_name(name)
         current = self.rebuilds.get(name)
         head = await self.store.head()
         if current is not None and current.task is not None and not current.task.done():
@@ -787,7 +1102,6 @@ class ProjectionRunner:
         projection = self.projections[name]
         generation = await asyncio.to_thread(self._new_generation, type(projection))
         worker = _Worker(self, projection, generation, rebuild=True)
-        worker.total = head.position
         self.rebuilds[name] = worker
         worker.task = asyncio.create_task(worker.run(), name=f"rebuild {name}")
         return self._progress_of(worker, head)
@@ -808,12 +1122,14 @@ class ProjectionRunner:
             row = self.db.execute(
                 conn, "SELECT max(generation) FROM ev_partition WHERE name = ?", (cls.name,)
             ).fetchone()
-            active = self.db.execute(
-                conn, "SELECT generation FROM ev_projection WHERE name = ?", (cls.name,)
-            ).fetchone()
-            generation = max(int(row[0] or 0), int(active[0])) + 1
+            active = int(
+                self.db.execute(
+                    conn, "SELECT generation FROM ev_projection WHERE name = ?", (cls.name,)
+                ).fetchone()[0]
+            )
+            generation = max(int(row[0] or 0), active) + 1
             # Leftovers of an abandoned rebuild are dropped before building anew.
-            for stale in range(int(active[0]) + 1, generation):
+            for stale in range(active + 1, generation):
                 for physical in cls.physical_names(stale).values():
                     self.db.execute(conn, f"DROP TABLE IF EXISTS {physical}")
                 self.db.execute(
@@ -824,8 +1140,7 @@ class ProjectionRunner:
 
     async def resume(self, name: str) -> None:
         """Clear a failed projection's error and run it again from where it stopped."""
-        if name not in self.projections:
-            raise InvalidInput(f"unknown projection {name!r}; this runner has {sorted(self.projections)}")
+        self._check_name(name)
         worker = self.workers.get(name)
         if worker is not None and worker.task is not None and not worker.task.done():
             return
