@@ -1,0 +1,221 @@
+/**
+ * The HTTP client: every request of the dashboard goes through ``request``.
+ *
+ * Errors come back as ApiError, built from the API's problem documents (RFC 9457);
+ * a command's position is remembered and sent as consistentWith on later reads, so
+ * the user always sees their own writes (read-your-writes).
+ */
+import { getToken } from "./token";
+import type {
+  Account,
+  AccountFilters,
+  AccountState,
+  CommandResult,
+  CurrencyTotal,
+  Page,
+  ProjectionStatus,
+  RebuildProgress,
+  StoredEvent,
+  Transaction,
+} from "./types";
+
+export interface Problem {
+  type?: string;
+  title?: string;
+  status?: number;
+  detail?: string;
+  [extra: string]: unknown;
+}
+
+export class ApiError extends Error {
+  readonly status: number;
+  /** The problem type's last segment ("insufficient-funds"), or "network" / "http-error". */
+  readonly code: string;
+  readonly title: string;
+  readonly detail: string;
+  readonly problem: Problem | null;
+
+  constructor(status: number, code: string, title: string, detail: string, problem: Problem | null = null) {
+    super(detail ? `${title}: ${detail}` : title);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.title = title;
+    this.detail = detail;
+    this.problem = problem;
+  }
+}
+
+type Query = Record<string, string | number | null | undefined>;
+
+export interface RequestOptions {
+  query?: Query;
+  body?: unknown;
+  headers?: Record<string, string>;
+  signal?: AbortSignal | undefined;
+}
+
+export function buildUrl(path: string, query: Query = {}): string {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(query)) {
+    if (value !== null && value !== undefined && value !== "") params.set(name, String(value));
+  }
+  const search = params.toString();
+  return search ? `${path}?${search}` : path;
+}
+
+export function authHeaders(): Record<string, string> {
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function problemOf(response: Response): Promise<ApiError> {
+  const type = response.headers.get("content-type") ?? "";
+  let text = "";
+  try {
+    text = await response.text();
+  } catch {
+    // The body is gone with the connection: the status line is all there is.
+  }
+  if (type.includes("json")) {
+    try {
+      const problem = JSON.parse(text) as Problem;
+      const code = (problem.type ?? "").split("/").filter(Boolean).pop() ?? "http-error";
+      return new ApiError(
+        response.status,
+        code,
+        problem.title ?? (response.statusText || "Request failed"),
+        problem.detail ?? "",
+        problem,
+      );
+    } catch {
+      // Not JSON after all: fall through to the plain-text error.
+    }
+  }
+  return new ApiError(
+    response.status,
+    "http-error",
+    response.statusText || `HTTP ${response.status}`,
+    text.slice(0, 200).trim(),
+  );
+}
+
+export async function request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+  const headers: Record<string, string> = {
+    Accept: "application/json",
+    ...authHeaders(),
+    ...options.headers,
+  };
+  const init: RequestInit = { method, headers };
+  if (options.body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(options.body);
+  }
+  if (options.signal) init.signal = options.signal;
+  let response: Response;
+  try {
+    response = await fetch(buildUrl(path, options.query), init);
+  } catch (error) {
+    if (error instanceof DOMException && error.name === "AbortError") throw error;
+    throw new ApiError(0, "network", "Cannot reach the server", "check that `eventvault serve` is running");
+  }
+  if (!response.ok) throw await problemOf(response);
+  if (response.status === 204) return undefined as T;
+  return (await response.json()) as T;
+}
+
+// -- read-your-writes -----------------------------------------------------------------
+
+let lastWrite: number | null = null;
+
+/** Remember a command's position: reads of the read models wait until they have it. */
+export function noteWrite(position: number): void {
+  lastWrite = lastWrite === null ? position : Math.max(lastWrite, position);
+}
+
+export function consistencyToken(): number | null {
+  return lastWrite;
+}
+
+export function forgetWrites(): void {
+  lastWrite = null;
+}
+
+// -- the endpoints ----------------------------------------------------------------------
+
+const ACCOUNTS = "/api/query/accounts";
+const COMMANDS = "/api/command/accounts";
+
+function account(id: string): string {
+  return `${ACCOUNTS}/${encodeURIComponent(id)}`;
+}
+
+function command(id: string, action: string): string {
+  return `${COMMANDS}/${encodeURIComponent(id)}/${action}`;
+}
+
+function keyed(key: string | undefined): Record<string, string> {
+  return key ? { "Idempotency-Key": key } : {};
+}
+
+export const api = {
+  listAccounts(filters: AccountFilters, cursor: string | null, signal?: AbortSignal): Promise<Page<Account>> {
+    return request("GET", ACCOUNTS, {
+      query: {
+        minBalance: filters.minBalance,
+        maxBalance: filters.maxBalance,
+        currency: filters.currency,
+        limit: 25,
+        cursor,
+        consistentWith: consistencyToken(),
+      },
+      signal,
+    });
+  },
+  account(id: string, signal?: AbortSignal): Promise<Account> {
+    return request("GET", account(id), { query: { consistentWith: consistencyToken() }, signal });
+  },
+  transactions(
+    id: string,
+    options: { order: "asc" | "desc"; cursor?: string | null; limit?: number },
+    signal?: AbortSignal,
+  ): Promise<Page<Transaction>> {
+    return request("GET", `${account(id)}/transactions`, {
+      query: {
+        order: options.order,
+        cursor: options.cursor,
+        limit: options.limit ?? 25,
+        consistentWith: consistencyToken(),
+      },
+      signal,
+    });
+  },
+  // The audit log and time travel read the event log itself: no read model to wait for.
+  events(id: string, cursor: string | null, signal?: AbortSignal): Promise<Page<StoredEvent>> {
+    return request("GET", `${account(id)}/events`, { query: { limit: 20, cursor }, signal });
+  },
+  stateAt(id: string, version: number, signal?: AbortSignal): Promise<AccountState> {
+    return request("GET", `${account(id)}/state`, { query: { version }, signal });
+  },
+  totals(signal?: AbortSignal): Promise<{ items: CurrencyTotal[] }> {
+    return request("GET", "/api/query/totals", { query: { consistentWith: consistencyToken() }, signal });
+  },
+  projections(signal?: AbortSignal): Promise<{ items: ProjectionStatus[] }> {
+    return request("GET", "/api/projections", { signal });
+  },
+  openAccount(body: { ownerName: string; currency: string }, key?: string): Promise<CommandResult> {
+    return request("POST", COMMANDS, { body, headers: keyed(key) });
+  },
+  deposit(id: string, body: { amount: string; description: string }, key?: string): Promise<CommandResult> {
+    return request("POST", command(id, "deposit"), { body, headers: keyed(key) });
+  },
+  withdraw(id: string, body: { amount: string; description: string }, key?: string): Promise<CommandResult> {
+    return request("POST", command(id, "withdraw"), { body, headers: keyed(key) });
+  },
+  close(id: string, key?: string): Promise<CommandResult> {
+    return request("POST", command(id, "close"), { headers: keyed(key) });
+  },
+  rebuild(name: string): Promise<RebuildProgress> {
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/rebuild`);
+  },
+};

@@ -1,0 +1,112 @@
+/** The API's JSON shapes (camelCase), as the ledger's HTTP API documents them. */
+
+export interface Account {
+  accountId: string;
+  ownerName: string;
+  currentBalance: string;
+  currency: string;
+  transactionCount: number;
+  lastTransactionDate: string | null;
+  status: string;
+  version: number;
+  openedAt: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface Transaction {
+  version: number;
+  kind: string;
+  amount: string;
+  balanceAfter: string;
+  description: string;
+  recordedAt: string | null;
+  eventId: string;
+  position: number;
+}
+
+export interface StoredEvent {
+  eventId: string;
+  streamId: string;
+  version: number;
+  position: number;
+  checkpoint: string;
+  eventType: string;
+  schemaVersion: number;
+  occurredAt: string | null;
+  recordedAt: string | null;
+  data: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+}
+
+export interface AccountState {
+  accountId: string;
+  version: number;
+  ownerName: string;
+  currency: string;
+  currentBalance: string;
+  status: string;
+  transactionCount: number;
+}
+
+export interface CurrencyTotal {
+  currency: string;
+  totalBalance: string;
+  accounts: number;
+  openAccounts: number;
+  totalDeposited: string;
+  totalWithdrawn: string;
+  transactionCount: number;
+}
+
+export interface CommandResult {
+  accountId: string;
+  version: number;
+  /** The consistency token: a query with consistentWith=position sees this write. */
+  position: number;
+  checkpoint: string;
+}
+
+export interface RebuildProgress {
+  generation: number;
+  state: string;
+  done: number;
+  total: number;
+  eventsPerSecond: number;
+  etaSeconds: number | null;
+  error: string | null;
+}
+
+export interface ProjectionError {
+  message: string;
+  position: number | null;
+  checkpoint: string | null;
+  eventId: string | null;
+  at: number | null;
+}
+
+export interface ProjectionStatus {
+  name: string;
+  state: string;
+  generation: number;
+  version: number;
+  checkpoint: string;
+  head: string;
+  lagEvents: number;
+  lagSeconds: number;
+  eventsPerSecond: number | null;
+  applied: number;
+  partitions: number;
+  ownedPartitions: number[];
+  lastError: ProjectionError | null;
+  rebuild: RebuildProgress | null;
+}
+
+export interface AccountFilters {
+  minBalance: string;
+  maxBalance: string;
+  currency: string;
+}

@@ -1,0 +1,73 @@
+import { useTransactions } from "../api/queries";
+import { Money } from "./Money";
+import { Empty, ErrorNotice, Loading } from "./Notice";
+import { formatDateTime } from "../lib/time";
+
+export function TransactionHistory({ accountId, currency }: { accountId: string; currency: string }) {
+  const query = useTransactions(accountId);
+  if (query.isPending) return <Loading>Loading transactions…</Loading>;
+  if (query.isError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
+  const items = query.data.pages.flatMap((page) => page.items);
+  if (items.length === 0) return <Empty>No deposits or withdrawals yet.</Empty>;
+  return (
+    <>
+      <div className="table-wrap">
+        <table className="table table-history">
+          <caption className="sr-only">Transactions, newest first</caption>
+          <thead>
+            <tr>
+              <th scope="col" className="num">
+                Version
+              </th>
+              <th scope="col">When</th>
+              <th scope="col">Description</th>
+              <th scope="col" className="num">
+                Amount
+              </th>
+              <th scope="col" className="num">
+                Balance after
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((t) => {
+              const deposit = t.kind === "deposit";
+              return (
+                <tr key={t.eventId}>
+                  <td className="num" data-label="Version">
+                    {t.version}
+                  </td>
+                  <td data-label="When">
+                    <time dateTime={t.recordedAt ?? undefined}>{formatDateTime(t.recordedAt)}</time>
+                  </td>
+                  <td data-label="Description">
+                    {t.description || <span className="muted">{deposit ? "Deposit" : "Withdrawal"}</span>}
+                  </td>
+                  <td className={`num ${deposit ? "credit" : "debit"}`} data-label="Amount">
+                    <span className="sr-only">{deposit ? "deposit of " : "withdrawal of "}</span>
+                    <Money amount={t.amount} currency={currency} sign={deposit ? "+" : "−"} />
+                  </td>
+                  <td className="num" data-label="Balance after">
+                    <Money amount={t.balanceAfter} currency={currency} />
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+      {query.hasNextPage ? (
+        <div className="more">
+          <button
+            type="button"
+            className="button"
+            disabled={query.isFetchingNextPage}
+            onClick={() => void query.fetchNextPage()}
+          >
+            {query.isFetchingNextPage ? "Loading…" : "Older transactions"}
+          </button>
+        </div>
+      ) : null}
+    </>
+  );
+}

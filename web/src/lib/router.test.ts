@@ -1,0 +1,16 @@
+import { href, parseRoute } from "./router";
+
+describe("routes", () => {
+  it("parses the hash routes the dashboard links to", () => {
+    expect(parseRoute("")).toEqual({ name: "accounts" });
+    expect(parseRoute("#/")).toEqual({ name: "accounts" });
+    expect(parseRoute("#/operations")).toEqual({ name: "operations" });
+    expect(parseRoute("#/accounts/abc-1/")).toEqual({ name: "account", id: "abc-1" });
+    expect(parseRoute("#/nowhere")).toEqual({ name: "not-found", path: "/nowhere" });
+  });
+
+  it("builds links that parse back to the same route", () => {
+    const route = { name: "account", id: "a b/c" } as const;
+    expect(parseRoute(href(route))).toEqual(route);
+  });
+});

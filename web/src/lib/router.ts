@@ -1,0 +1,50 @@
+/**
+ * Hash routes (#/accounts/<id>): the API serves one index.html at "/", so deep links
+ * and reloads work without server-side routing.
+ */
+import { useSyncExternalStore } from "react";
+
+export type Route =
+  | { name: "accounts" }
+  | { name: "account"; id: string }
+  | { name: "operations" }
+  | { name: "not-found"; path: string };
+
+export function parseRoute(hash: string): Route {
+  const path = hash.replace(/^#/, "").replace(/\/+$/, "") || "/";
+  if (path === "/" || path === "/accounts") return { name: "accounts" };
+  if (path === "/operations") return { name: "operations" };
+  const match = /^\/accounts\/([^/]+)$/.exec(path);
+  if (match?.[1]) return { name: "account", id: decodeURIComponent(match[1]) };
+  return { name: "not-found", path };
+}
+
+export function href(route: Route): string {
+  switch (route.name) {
+    case "accounts":
+      return "#/";
+    case "account":
+      return `#/accounts/${encodeURIComponent(route.id)}`;
+    case "operations":
+      return "#/operations";
+    case "not-found":
+      return `#${route.path}`;
+  }
+}
+
+export function navigate(route: Route): void {
+  window.location.hash = href(route);
+}
+
+function subscribe(onChange: () => void): () => void {
+  window.addEventListener("hashchange", onChange);
+  return () => window.removeEventListener("hashchange", onChange);
+}
+
+export function useHash(): string {
+  return useSyncExternalStore(subscribe, () => window.location.hash);
+}
+
+export function useRoute(): Route {
+  return parseRoute(useHash());
+}

@@ -1,0 +1,109 @@
+import { screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
+
+import { OperationsPage } from "./OperationsPage";
+import { FakeEventSource, fakeApi, json, problem, projection } from "../test/fakeApi";
+import { renderApp } from "../test/render";
+
+beforeEach(() => FakeEventSource.install());
+
+describe("OperationsPage", () => {
+  it("shows each projection's lag, rate, state and last error", async () => {
+    fakeApi({
+      "GET /api/projections": () =>
+        json({
+          items: [
+            projection(),
+            projection({
+              name: "totals",
+              state: "failed",
+              lagEvents: 1,
+              lastError: {
+                message: "ValueError: bad amount",
+                position: 17,
+                checkpoint: "0.17",
+                eventId: "ev-17",
+                at: 1,
+              },
+            }),
+          ],
+        }),
+    });
+    renderApp(<OperationsPage />);
+    const accounts = await screen.findByRole("article", { name: "accounts" });
+    expect(within(accounts).getByTestId("lag-events")).toHaveTextContent("3 events");
+    expect(accounts).toHaveTextContent("250 ms behind the head");
+    expect(accounts).toHaveTextContent("120.5 events/s");
+    expect(within(accounts).getByText("live")).toHaveClass("badge-good");
+    expect(accounts).toHaveTextContent("none");
+    const totals = screen.getByRole("article", { name: "totals" });
+    expect(within(totals).getByText("failed")).toHaveClass("badge-bad");
+    expect(within(totals).getByRole("alert")).toHaveTextContent(
+      "ValueError: bad amount (at position 17, event ev-17)",
+    );
+  });
+
+  it("starts a rebuild and shows its progress", async () => {
+    let rebuilding = false;
+    const api = fakeApi({
+      "GET /api/projections": () =>
+        json({
+          items: [
+            projection(
+              rebuilding
+                ? {
+                    rebuild: {
+                      generation: 2,
+                      state: "running",
+                      done: 120,
+                      total: 300,
+                      eventsPerSecond: 600,
+                      etaSeconds: 0.3,
+                      error: null,
+                    },
+                  }
+                : {},
+            ),
+          ],
+        }),
+      "POST /api/projections/:name/rebuild": () => {
+        rebuilding = true;
+        return json(
+          {
+            generation: 2,
+            state: "running",
+            done: 0,
+            total: 300,
+            eventsPerSecond: 0,
+            etaSeconds: null,
+            error: null,
+          },
+          202,
+        );
+      },
+    });
+    const user = userEvent.setup();
+    renderApp(<OperationsPage />);
+    await user.click(await screen.findByRole("button", { name: "Rebuild accounts" }));
+    const progress = await screen.findByRole("progressbar");
+    expect(progress).toHaveAttribute("value", "120");
+    expect(progress).toHaveAttribute("max", "300");
+    expect(screen.getByTestId("rebuild-accounts")).toHaveTextContent("120 of 300 events");
+    expect(screen.getByRole("button", { name: "Rebuild accounts" })).toBeDisabled();
+    expect(api.find("POST", "/api/projections/accounts/rebuild")).toHaveLength(1);
+  });
+
+  it("says plainly when the token may not rebuild", async () => {
+    fakeApi({
+      "GET /api/projections": () => json({ items: [projection()] }),
+      "POST /api/projections/:name/rebuild": () =>
+        problem(403, "forbidden", "Not allowed", "this token lacks the 'admin' scope"),
+    });
+    const user = userEvent.setup();
+    renderApp(<OperationsPage />);
+    await user.click(await screen.findByRole("button", { name: "Rebuild accounts" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent(
+      "Not allowed: this token lacks the 'admin' scope. Use a token with that scope.",
+    );
+  });
+});

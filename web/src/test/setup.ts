@@ -1,0 +1,29 @@
+import "@testing-library/jest-dom/vitest";
+import { cleanup } from "@testing-library/react";
+import { afterEach, beforeEach, expect } from "vitest";
+
+import { clearAuthRefusal } from "../api/auth";
+import { forgetWrites } from "../api/client";
+
+// Like the e2e run in Chromium, a component test fails on any console error
+// (React's act() and key warnings included).
+const originalError = console.error;
+let consoleErrors: unknown[][] = [];
+
+beforeEach(() => {
+  consoleErrors = [];
+  console.error = (...args: unknown[]) => {
+    consoleErrors.push(args);
+    originalError(...args);
+  };
+});
+
+afterEach(() => {
+  cleanup();
+  console.error = originalError;
+  window.sessionStorage.clear();
+  window.location.hash = "";
+  forgetWrites();
+  clearAuthRefusal();
+  expect(consoleErrors, "console.error was called").toEqual([]);
+});
