@@ -138,11 +138,19 @@ def serve(
         list[str] | None,
         typer.Option("--cors", metavar="ORIGIN", help="Allow this browser origin (repeatable)."),
     ] = None,
+    consistency_timeout: Annotated[
+        float,
+        typer.Option(
+            "--consistency-timeout",
+            metavar="SECONDS",
+            min=0.0,
+            max=60.0,
+            help="How long a query with consistentWith waits for the read model before answering 503.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve the ledger's HTTP API and dashboard."""
-    import uvicorn  # noqa: PLC0415 - only the server needs it
-
-    from eventvault_ledger.api.app import create_app  # noqa: PLC0415
+    # Only the light settings module before the checks: a refusal answers at once.
     from eventvault_ledger.api.settings import Settings, Token, is_loopback, parse_tokens  # noqa: PLC0415
 
     parsed: tuple[Token, ...] = ()
@@ -162,12 +170,30 @@ def serve(
         eventvault.create_store(db)
     except (InvalidInput, ModuleNotFoundError) as exc:
         _fail(_cannot_open(db, exc), EXIT_USAGE)
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    from eventvault_ledger.api.app import create_app  # noqa: PLC0415
+
     settings = Settings(
-        db=db, tokens=parsed, run_projections=not no_projections, demo=demo, cors_origins=tuple(cors or ())
+        db=db,
+        tokens=parsed,
+        run_projections=not no_projections,
+        demo=demo,
+        cors_origins=tuple(cors or ()),
+        consistency_timeout=consistency_timeout,
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        # Live-update streams never end by themselves: without a bound, a stop would
+        # wait for every open dashboard to go away.
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()
@@ -290,6 +316,27 @@ def _prepare_sqlite_dir(db: str) -> None:
     parts = urlsplit(db)
     if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
         Path(parts.path[1:]).parent.mkdir(parents=True, exist_ok=True)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark against eventsourcing and the raw driver (a checkout's benchmarks/; --help for options)."""
+    import sys  # noqa: PLC0415
+
+    # The harness lives in the checkout, beside src/, not in the installed package.
+    checkout = str(Path(__file__).resolve().parents[2])
+    if Path(checkout, "benchmarks", "__init__.py").is_file() and checkout not in sys.path:
+        sys.path.append(checkout)
+    try:
+        from benchmarks.cli import main as run_bench  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name == "benchmarks":
+            _fail("the benchmarks live in the eventvault repository: run this from a checkout", EXIT_USAGE)
+        _fail(f"the benchmarks need {exc.name!r}: pip install -e '.[bench]'", EXIT_USAGE)
+    raise typer.Exit(run_bench(ctx.args))
 
 
 @app.command()

@@ -7,12 +7,13 @@ import re
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from eventvault import EventVaultError
 from eventvault.projections import ProjectionStatus, RebuildProgress
-from eventvault_ledger.api.problems import Problem
+from eventvault_ledger.api.problems import Problem, known_query_only
+from eventvault_ledger.api.schemas import Health, ProjectionList, Ready, RebuildStarted, problems
 from eventvault_ledger.api.security import Admin, Reader
 from eventvault_ledger.api.services import Services
 
@@ -42,13 +43,18 @@ def status_json(status: ProjectionStatus) -> dict[str, Any]:
     return camel(asdict(status))  # type: ignore[no-any-return]
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", summary="The process is up", response_model=None, responses={200: {"model": Health}})
 async def healthz() -> dict[str, str]:
     """Always ok while the process serves requests."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The store answers and the projections run")
+@router.get(
+    "/readyz",
+    summary="The store answers and the projections run",
+    response_model=None,
+    responses={200: {"model": Ready, "description": "Ready"}, **problems(503)},
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 when the store is reachable and (if run here) no projection has stopped; else 503."""
     services = _services(request)
@@ -69,7 +75,17 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "head": str(head), "projections": [s.name for s in statuses]})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(request: Request) -> Response:
     """Appends, command latency, request latency, projection lag and rate."""
     services = _services(request)
@@ -78,14 +94,30 @@ async def metrics(request: Request) -> Response:
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/api/projections", summary="Status of every projection")
+@router.get(
+    "/api/projections",
+    summary="Status of every projection",
+    dependencies=[Depends(known_query_only)],
+    response_model=None,
+    responses={200: {"model": ProjectionList, "description": "Every projection"}, **problems(401, 403)},
+)
 async def projections(request: Request, _: Reader) -> dict[str, Any]:
     """Checkpoint, head, lag in events and seconds, events/s, state and last error of each projection."""
     statuses = await _services(request).runner.status()
     return {"items": [status_json(s) for s in statuses]}
 
 
-@router.post("/api/projections/{name}/rebuild", status_code=202, summary="Rebuild a projection")
+@router.post(
+    "/api/projections/{name}/rebuild",
+    status_code=202,
+    dependencies=[Depends(known_query_only)],
+    summary="Rebuild a projection",
+    response_model=None,
+    responses={
+        202: {"model": RebuildStarted, "description": "Started"},
+        **problems(401, 403, 404, 409, 413, 422),
+    },
+)
 async def rebuild(name: str, request: Request, _: Admin) -> JSONResponse:
     """Start rebuilding ``name`` into new tables; the old ones serve until the swap."""
     services = _services(request)

@@ -23,8 +23,9 @@ from eventvault_ledger.errors import (
     InvalidAccountId,
     LedgerError,
 )
+from eventvault_ledger.queries import InvalidQuery
 
-__all__ = ["PROBLEM_BASE", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = ["PROBLEM_BASE", "Problem", "install_problem_handlers", "known_query_only", "problem_response"]
 
 log = logging.getLogger("eventvault_ledger.api")
 
@@ -92,9 +93,14 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
                 extra[name] = str(value)
         return Problem(_ledger_status(exc), exc.code, exc.title, str(exc), **extra)
     if isinstance(exc, AggregateNotFound):
-        return Problem(404, "account-not-found", "Unknown account", str(exc))
+        return Problem(
+            404, "account-not-found", "Unknown account", str(exc).replace("account-", "account ", 1)
+        )
     if isinstance(exc, ConcurrencyError):
         return Problem(409, "concurrent-modification", "The account changed meanwhile", str(exc))
+    if isinstance(exc, InvalidQuery):
+        name = _camel(exc.parameter)
+        return Problem(422, "validation", "Invalid request", f"{name}: {exc.detail}", parameter=name)
     if isinstance(exc, InvalidInput):
         return Problem(422, "validation", "Invalid request", str(exc))
     if isinstance(exc, StoreUnavailable):
@@ -102,6 +108,11 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
     if isinstance(exc, EventVaultError):
         return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
     return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 _HTTP_CODES: Final = {
@@ -149,3 +160,40 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
         return problem_response(problem_from(exc), request)
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+async def known_query_only(request: Request) -> None:
+    """A dependency: refuse query parameters the route does not take.
+
+    A misspelt filter (``min_balance`` for ``minBalance``) would otherwise be
+    ignored, and the answer would look right while being the wrong one.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:  # pragma: no cover - every API route has one
+        return
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = _QUERY_NAMES[id(route)] = frozenset(_query_names(dependant))
+    unknown = sorted({k for k in request.query_params if k not in names})
+    if unknown:
+        shown = ", ".join(repr(u[:40]) for u in unknown[:5])
+        expected = ", ".join(sorted(names)) or "none"
+        raise Problem(
+            422,
+            "validation",
+            "Invalid request",
+            f"unknown query parameter(s) {shown}; this route takes: {expected}",
+            parameter=unknown[0][:40],
+        )
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {str(p.alias) for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, cast
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from eventvault import Checkpoint, InvalidCheckpoint
 from eventvault_ledger import queries
-from eventvault_ledger.api.problems import Problem
+from eventvault_ledger.api.problems import Problem, known_query_only
+from eventvault_ledger.api.schemas import (
+    AccountPage,
+    AccountState,
+    AccountSummary,
+    AuditPage,
+    TotalsList,
+    TransactionPage,
+    problems,
+)
 from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services
-from eventvault_ledger.domain import format_money
+from eventvault_ledger.domain import Account, format_money
 
-__all__ = ["account_json", "router"]
+__all__ = ["account_json", "parse_account_id", "parse_place", "router"]
 
-router = APIRouter(prefix="/api/query", tags=["queries"])
+router = APIRouter(prefix="/api/query", tags=["queries"], dependencies=[Depends(known_query_only)])
 
 ConsistentWith = Annotated[
     str | None,
     Query(
         alias="consistentWith",
         max_length=64,
-        description="A position (or checkpoint) a command returned: wait until the read model has passed it.",
+        description="A position (or checkpoint) a command returned: the query waits (bounded) until the "
+        "read model has passed it, else answers 503 with Retry-After.",
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
@@ -66,50 +77,106 @@ async def account_json(services: Services, account_id: str) -> dict[str, Any] | 
     return None if view is None else _account(view)
 
 
+_MAX_SQL_INT: Final = 2**63 - 1  # positions and transaction ids are BIGINT in every store
+
+
+def _invalid(name: str, detail: str) -> Problem:
+    return Problem(422, "validation", "Invalid request", detail, parameter=name)
+
+
+def parse_place(token: str, name: str) -> int | Checkpoint:
+    """A place in the log as a client names it: a position (an int) or a checkpoint token."""
+    token = token.strip()
+    if token.isascii() and token.isdigit():
+        position = int(token)
+        if not 1 <= position <= _MAX_SQL_INT:
+            raise _invalid(name, f"{name} is a position from 1 to {_MAX_SQL_INT}, got {token}")
+        return position
+    try:
+        checkpoint = Checkpoint.parse(token)
+    except InvalidCheckpoint:
+        raise _invalid(name, f"{name} is a position (or checkpoint) a command returned") from None
+    if max(checkpoint.tx, checkpoint.position) > _MAX_SQL_INT:
+        raise _invalid(name, f"{name} is not a checkpoint of this store")
+    return checkpoint
+
+
 async def _consistent(services: Services, token: str | None) -> None:
-    """Wait (bounded) until the read models have passed ``token``; 503 if they have not."""
-    if token is None:
+    """Wait (bounded) until the read models have passed ``token``; 503 if they have not.
+
+    A position not readable in the log yet is waited for as well: on PostgreSQL a
+    committed event becomes readable only once the transactions before it end.
+    """
+    if not token:
         return
-    checkpoint: Checkpoint | None
-    if token.isdigit() and len(token) <= 19:
-        checkpoint = await services.store.checkpoint_at(int(token))
-        if checkpoint is None:
-            raise Problem(
-                422, "validation", "Invalid request", f"consistentWith={token} names no event in the log"
-            )
-    else:
-        try:
-            checkpoint = Checkpoint.parse(token)
-        except InvalidCheckpoint:
-            raise Problem(
-                422, "validation", "Invalid request", "consistentWith is a position a command returned"
-            ) from None
+    place = parse_place(token, "consistentWith")
     timeout = services.settings.consistency_timeout
-    if not await services.runner.wait_for(checkpoint, timeout=timeout):
-        raise Problem(
-            503,
-            "not-consistent-yet",
-            "The read model has not caught up",
-            f"the read model has not reached position {token} within {timeout:g}s; retry shortly",
-            {"Retry-After": "1"},
-        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    checkpoint = place if isinstance(place, Checkpoint) else None
+    while checkpoint is None:
+        checkpoint = await services.store.checkpoint_at(cast("int", place))
+        remaining = deadline - loop.time()
+        if checkpoint is None:
+            if remaining <= 0:
+                raise _not_consistent(token, timeout)
+            await services.store.wait_for_events(await services.store.head(), timeout=remaining)
+    remaining = max(0.0, deadline - loop.time())
+    if not await services.runner.wait_for(checkpoint, timeout=remaining):
+        raise _not_consistent(token, timeout)
 
 
-def _account_id(account_id: str) -> str:
+def _not_consistent(token: str, timeout: float) -> Problem:
+    return Problem(
+        503,
+        "not-consistent-yet",
+        "The read model has not caught up",
+        f"the read model has not reached position {token} within {timeout:g}s; retry shortly",
+        {"Retry-After": "1"},
+    )
+
+
+def parse_account_id(account_id: str) -> str:
+    """The canonical form of an account id from a path; 404 if it cannot be one."""
     try:
         return str(uuid.UUID(account_id))
     except ValueError:
         raise Problem(404, "account-not-found", "Unknown account", "no account has this id") from None
 
 
-async def _existing(services: Services, account_id: str) -> dict[str, Any]:
+async def _current(services: Services, account_id: str) -> dict[str, Any]:
+    """The account's summary, once the read model shows the account's latest event.
+
+    Reads of one account need no consistentWith to see that account's own
+    writes: when the read model trails the account's stream, the query waits
+    for it (briefly). An account the log has and the read model not yet is
+    never answered 404 (it exists): 503 not-consistent-yet if the wait ends.
+    """
+    view = await account_json(services, account_id)
+    latest = await services.store.read_stream(Account.stream_id_for(account_id), backwards=True, limit=1)
+    if not latest:
+        raise Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")
+    if view is not None and view["version"] >= latest[0].stream_version:
+        return view
+    timeout = min(services.settings.consistency_timeout, _IMPLICIT_WAIT)
+    await services.runner.wait_for(latest[0].checkpoint, timeout=timeout)
     view = await account_json(services, account_id)
     if view is None:
-        raise Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")
+        raise _not_consistent(str(latest[0].position), timeout)
     return view
 
 
-@router.get("/accounts", summary="Accounts by balance range, paginated")
+# How long a read of one account waits for its own latest event without being asked
+# to (with consistentWith a query waits the full consistency timeout instead).
+_IMPLICIT_WAIT: Final = 1.0
+
+
+@router.get(
+    "/accounts",
+    summary="Accounts by balance range, paginated",
+    response_model=None,
+    responses={200: {"model": AccountPage, "description": "One page"}, **problems(401, 403, 422, 503)},
+)
 async def list_accounts(
     request: Request,
     _: Reader,
@@ -126,26 +193,43 @@ async def list_accounts(
     page = await asyncio.to_thread(
         queries.list_accounts,
         services.db,
-        min_balance=min_balance,
-        max_balance=max_balance,
-        currency=currency,
+        # An empty parameter (?minBalance=&currency=) is the same as none.
+        min_balance=min_balance or None,
+        max_balance=max_balance or None,
+        currency=currency or None,
         limit=limit,
-        cursor=cursor,
+        cursor=cursor or None,
     )
     return {"items": [_account(v) for v in page.items], "nextCursor": page.next_cursor}
 
 
-@router.get("/accounts/{account_id}", summary="One account")
+@router.get(
+    "/accounts/{account_id}",
+    summary="One account",
+    response_model=None,
+    responses={
+        200: {"model": AccountSummary, "description": "The account"},
+        **problems(401, 403, 404, 422, 503),
+    },
+)
 async def get_account(
     account_id: str, request: Request, _: Reader, consistent_with: ConsistentWith = None
 ) -> dict[str, Any]:
     """The account's summary from the read model."""
     services = _services(request)
     await _consistent(services, consistent_with)
-    return await _existing(services, _account_id(account_id))
+    return await _current(services, parse_account_id(account_id))
 
 
-@router.get("/accounts/{account_id}/transactions", summary="An account's history with running balance")
+@router.get(
+    "/accounts/{account_id}/transactions",
+    summary="An account's history with running balance",
+    response_model=None,
+    responses={
+        200: {"model": TransactionPage, "description": "One page"},
+        **problems(401, 403, 404, 422, 503),
+    },
+)
 async def get_transactions(
     account_id: str,
     request: Request,
@@ -158,14 +242,14 @@ async def get_transactions(
     """Deposits and withdrawals by version, each with the balance right after it."""
     services = _services(request)
     await _consistent(services, consistent_with)
-    account = await _existing(services, _account_id(account_id))
+    account = await _current(services, parse_account_id(account_id))
     currency = account["currency"]
     page = await asyncio.to_thread(
         queries.transactions,
         services.db,
         account["accountId"],
         limit=limit,
-        cursor=cursor,
+        cursor=cursor or None,
         newest_first=order == "desc",
     )
     return {
@@ -186,14 +270,31 @@ async def get_transactions(
     }
 
 
-@router.get("/accounts/{account_id}/events", summary="An account's raw events (the audit log)")
+@router.get(
+    "/accounts/{account_id}/events",
+    summary="An account's raw events (the audit log)",
+    response_model=None,
+    responses={200: {"model": AuditPage, "description": "One page"}, **problems(401, 403, 404, 422)},
+)
 async def get_events(
-    account_id: str, request: Request, _: Reader, limit: Limit = 100, cursor: Cursor = None
+    account_id: str,
+    request: Request,
+    _: Reader,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
-    """Every stored event of the account with its envelope and metadata, from the log itself."""
+    """Every stored event of the account with its envelope and metadata, from the log itself.
+
+    The log is always current: consistentWith is checked but never waited for.
+    """
     services = _services(request)
-    page = await queries.account_events(services.store, _account_id(account_id), limit=limit, cursor=cursor)
-    if not page.items and cursor is None:
+    if consistent_with:
+        parse_place(consistent_with, "consistentWith")
+    page = await queries.account_events(
+        services.store, parse_account_id(account_id), limit=limit, cursor=cursor or None
+    )
+    if not page.items and not cursor:
         raise Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")
     return {
         "items": [
@@ -216,36 +317,58 @@ async def get_events(
     }
 
 
+# An unencoded "+" in a query string arrives as a space: "...T10:00:00 02:00".
+_SPACED_OFFSET: Final = re.compile(r"(T[0-9:.,]+) ([0-9]{2}(?::?[0-9]{2})?)$")
+
+
+def _moment(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", text.strip()))
+    except ValueError:
+        raise _invalid("asOf", "asOf is an ISO 8601 time, e.g. 2026-01-02T03:04:05Z") from None
+    if when.utcoffset() is None:
+        raise _invalid("asOf", "asOf needs a UTC offset, e.g. ...Z or +02:00")
+    return when
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
 
 
-@router.get("/accounts/{account_id}/state", summary="An account replayed to a version or a time")
+@router.get(
+    "/accounts/{account_id}/state",
+    summary="An account replayed to a version or a time",
+    response_model=None,
+    responses={
+        200: {"model": AccountState, "description": "The replayed state"},
+        **problems(401, 403, 404, 422),
+    },
+)
 async def get_state(
     account_id: str,
     request: Request,
     _: Reader,
     version: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     as_of: Annotated[
-        str | None, Query(alias="asOf", max_length=64, description="ISO 8601 with offset")
+        str | None,
+        Query(
+            alias="asOf", max_length=64, description="ISO 8601 with a UTC offset, e.g. 2026-01-02T03:04:05Z"
+        ),
     ] = None,
+    consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
-    """The account as it was at ``version``, or at ``asOf``, replayed from its events (not the read model)."""
+    """The account as it was at ``version``, or at ``asOf``, replayed from its events (not the read model).
+
+    The log is always current: consistentWith is checked but never waited for.
+    """
     services = _services(request)
-    when = None
-    if as_of is not None:
-        try:
-            when = datetime.fromisoformat(as_of)
-        except ValueError:
-            raise Problem(
-                422, "validation", "Invalid request", "asOf is an ISO 8601 time, e.g. 2026-01-02T03:04:05Z"
-            ) from None
-        if when.utcoffset() is None:
-            raise Problem(
-                422, "validation", "Invalid request", "asOf needs a UTC offset, e.g. ...Z or +02:00"
-            )
-    state = await queries.state_at(services.repository, _account_id(account_id), version=version, as_of=when)
+    if consistent_with:
+        parse_place(consistent_with, "consistentWith")
+    when = _moment(as_of) if as_of else None
+    state = await queries.state_at(
+        services.repository, parse_account_id(account_id), version=version, as_of=when
+    )
     return {
         "accountId": state.account_id,
         "version": state.version,
@@ -258,7 +381,12 @@ async def get_state(
     }
 
 
-@router.get("/totals", summary="Totals per currency")
+@router.get(
+    "/totals",
+    summary="Totals per currency",
+    response_model=None,
+    responses={200: {"model": TotalsList, "description": "Totals"}, **problems(401, 403, 422, 503)},
+)
 async def get_totals(request: Request, _: Reader, consistent_with: ConsistentWith = None) -> dict[str, Any]:
     """Total balance, accounts and flows per currency."""
     services = _services(request)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from eventvault_ledger.api.problems import Problem
 from eventvault_ledger.api.settings import SCOPES, Token
@@ -25,13 +26,21 @@ class Principal:
 
 ANONYMOUS: Final = Principal("anonymous", SCOPES)
 
+# Declares the scheme in the OpenAPI document; the checks below are our own, so that
+# every refusal is a problem document with the right WWW-Authenticate challenge.
+_BEARER: Final = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A token given to the server with --tokens; its scopes (read, write, admin) decide "
+    "what it may do. A server started without tokens asks for none (and listens on loopback only).",
+)
 
-def _authenticate(request: Request, tokens: tuple[Token, ...]) -> Principal:
+
+def _authenticate(tokens: tuple[Token, ...], given: HTTPAuthorizationCredentials | None) -> Principal:
     if not tokens:
         return ANONYMOUS  # the server then listens on loopback only (checked at start)
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
+    credential = "" if given is None else given.credentials
+    if not credential.strip():
         raise Problem(
             401,
             "unauthorized",
@@ -53,13 +62,15 @@ def _authenticate(request: Request, tokens: tuple[Token, ...]) -> Principal:
     )
 
 
-def require(scope: str) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency: the caller, who must hold ``scope``."""
     if scope not in SCOPES:
         raise ValueError(scope)
 
-    async def dependency(request: Request) -> Principal:
-        principal = _authenticate(request, request.app.state.services.settings.tokens)
+    async def dependency(
+        request: Request, given: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> Principal:
+        principal = _authenticate(request.app.state.services.settings.tokens, given)
         if scope not in principal.scopes:
             raise Problem(
                 403,

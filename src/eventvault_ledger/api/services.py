@@ -190,14 +190,16 @@ class Services:
         self.runner = ProjectionRunner(self.store, projections(), read_models=self.db)
         self.idempotency = IdempotencyStore(self.db)
         await asyncio.to_thread(self.idempotency.setup)
-        await self.runner.prepare()
+        if self.settings.run_projections:
+            await self.runner.start()
+        else:
+            # Workers run elsewhere; queries still need the read-model tables to exist.
+            await self.runner.prepare()
         if self.settings.demo:
             from eventvault_ledger.seed import seed_demo  # noqa: PLC0415
 
             if await seed_demo(self.repository):
                 log.info("seeded demo accounts")
-        if self.settings.run_projections:
-            await self.runner.start()
 
     async def stop(self) -> None:
         """Stop projections and close the store."""

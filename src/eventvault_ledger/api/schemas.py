@@ -1,0 +1,217 @@
+"""The shapes of request and response bodies, for the OpenAPI document.
+
+Routes build their JSON by hand (money as exact strings, camelCase names), so
+these models are never used to parse or serialize: they describe what the
+routes send, and the schemathesis run checks every response against them.
+Field names are snake_case in Python and camelCase on the wire (aliases).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ERROR_STATUSES",
+    "AccountPage",
+    "AccountState",
+    "AccountSummary",
+    "AuditPage",
+    "CommandResult",
+    "Health",
+    "ProblemDocument",
+    "ProjectionList",
+    "Ready",
+    "RebuildStarted",
+    "TotalsList",
+    "TransactionPage",
+    "problems",
+]
+
+MONEY: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class ProblemDocument(_Doc):
+    """An error, as RFC 9457 describes it; ``type`` is stable, ``detail`` is for people."""
+
+    type: str = Field(description="A stable URI naming the kind of problem (see docs/api.md).")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = Field(None, description="The path of the request.")
+    request_id: str | None = Field(None, description="The request id (also the X-Request-ID header).")
+
+
+class CommandResult(_Doc):
+    """What an accepted command did."""
+
+    account_id: str
+    version: int = Field(description="The account's version after the command (use it in If-Match).")
+    position: int = Field(description="The global position of the event: pass it as consistentWith.")
+    checkpoint: str = Field(
+        description="The same place as an opaque token (also accepted by consistentWith)."
+    )
+
+
+class AccountSummary(_Doc):
+    """An account as the read model holds it."""
+
+    account_id: str
+    owner_name: str
+    current_balance: str = Field(pattern=MONEY, description="With the currency's minor units, e.g. 1.00")
+    currency: str
+    transaction_count: int
+    last_transaction_date: str | None
+    status: str
+    version: int
+    opened_at: str
+
+
+class AccountPage(_Doc):
+    """One page of accounts; ``nextCursor`` continues (null: the last page)."""
+
+    items: list[AccountSummary]
+    next_cursor: str | None
+
+
+class Transaction(_Doc):
+    """A deposit or withdrawal with the balance right after it."""
+
+    version: int
+    kind: str
+    amount: str = Field(pattern=MONEY)
+    balance_after: str = Field(pattern=MONEY)
+    description: str
+    recorded_at: str
+    event_id: str
+    position: int
+
+
+class TransactionPage(_Doc):
+    """One page of an account's history."""
+
+    items: list[Transaction]
+    next_cursor: str | None
+
+
+class AuditEvent(_Doc):
+    """A stored event with its envelope and metadata, straight from the log."""
+
+    event_id: str
+    stream_id: str
+    version: int
+    position: int
+    checkpoint: str
+    event_type: str
+    schema_version: int
+    occurred_at: str
+    recorded_at: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+class AuditPage(_Doc):
+    """One page of an account's events."""
+
+    items: list[AuditEvent]
+    next_cursor: str | None
+
+
+class AccountState(_Doc):
+    """An account replayed from its events up to a version or a time."""
+
+    account_id: str
+    version: int
+    owner_name: str
+    currency: str
+    current_balance: str = Field(pattern=MONEY)
+    status: str
+    transaction_count: int
+    as_of: str | None
+
+
+class CurrencyTotal(_Doc):
+    """Totals of one currency."""
+
+    currency: str
+    total_balance: str = Field(pattern=MONEY)
+    accounts: int
+    open_accounts: int
+    total_deposited: str = Field(pattern=MONEY)
+    total_withdrawn: str = Field(pattern=MONEY)
+    transaction_count: int
+
+
+class TotalsList(_Doc):
+    """Totals per currency."""
+
+    items: list[CurrencyTotal]
+
+
+class ProjectionStatusDoc(_Doc):
+    """The status of one projection."""
+
+    name: str
+    state: str
+    checkpoint: str
+    head: str
+    lag_events: int
+    lag_seconds: float
+    events_per_second: float | None
+    last_error: dict[str, Any] | None
+    rebuild: dict[str, Any] | None
+
+
+class ProjectionList(_Doc):
+    """Every projection's status."""
+
+    items: list[ProjectionStatusDoc]
+
+
+class RebuildStarted(_Doc):
+    """A rebuild under way."""
+
+    generation: int
+    state: str
+    done: int
+    total: int
+
+
+class Health(_Doc):
+    """The process answers."""
+
+    status: str
+
+
+class Ready(_Doc):
+    """The store answers and the projections run."""
+
+    status: str
+    head: str
+    projections: list[str]
+
+
+_DESCRIPTIONS: Final = {
+    401: "No or an unknown bearer token (unauthorized)",
+    403: "The token lacks the scope (forbidden)",
+    404: "Unknown account or resource",
+    409: "The account is closed, or changed too often meanwhile",
+    412: "If-Match names a version the account is no longer at (precondition-failed)",
+    413: "The request body is too large (too-large)",
+    415: "The body is not JSON (unsupported-media-type)",
+    422: "Invalid input, or a ledger rule refused the command",
+    503: "The store or the read model is not ready; see Retry-After",
+}
+
+ERROR_STATUSES: Final = tuple(_DESCRIPTIONS)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries of these error statuses, each a problem document."""
+    return {status: {"model": ProblemDocument, "description": _DESCRIPTIONS[status]} for status in statuses}

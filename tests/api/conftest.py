@@ -1,0 +1,230 @@
+"""HTTP API test setup: the app in-process, on SQLite (a temp file) and on PostgreSQL (a fresh schema).
+
+Every test that takes ``api`` (or ``make_api``) runs once per backend. The
+PostgreSQL runs need the server of ``EVENTVAULT_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``): without it they are skipped,
+and with ``EVENTVAULT_REQUIRE_POSTGRES=1`` (CI) a missing server fails them,
+as in tests/postgres. Helpers reach the tests as fixtures and as methods of
+:class:`Api` (tests import nothing from here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from eventvault import Checkpoint
+from eventvault_ledger.api.app import create_app
+from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.settings import Settings, Token
+from eventvault_ledger.domain import Account
+
+PROBLEM_BASE = "https://eventvault.dev/problems/"
+
+# Secrets are at least 16 characters; each token's subject is what events record as the actor.
+TOKENS = {
+    "reader": Token("reader-token-0123456789", "reader", frozenset({"read"})),
+    "writer": Token("writer-token-0123456789", "writer", frozenset({"read", "write"})),
+    "admin": Token("admin-token-01234567890", "admin", frozenset({"read", "write", "admin"})),
+    "write-only": Token("write-only-token-012345", "write-only", frozenset({"write"})),
+}
+
+
+# -- the PostgreSQL server: there, skipped, or fatal in CI ----------------------------------
+
+_REQUIRED = os.environ.get("EVENTVAULT_REQUIRE_POSTGRES") == "1"
+_problem: list[str] = []
+
+
+def postgres_url() -> str:
+    """The test server's URL."""
+    return os.environ.get("EVENTVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_problem() -> str | None:
+    if not _problem:
+        try:
+            with psycopg.connect(postgres_url(), connect_timeout=3) as conn:
+                version = conn.info.server_version
+            _problem.append("" if version >= 130000 else f"PostgreSQL {version} is older than 13")
+        except psycopg.Error as exc:
+            _problem.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+    return _problem[0] or None
+
+
+def _require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    if _REQUIRED:
+        pytest.fail(f"EVENTVAULT_REQUIRE_POSTGRES=1 but PostgreSQL is unusable: {problem}", pytrace=False)
+    pytest.skip(f"NO POSTGRESQL at {postgres_url()} ({problem}): API tests on PostgreSQL NOT RUN")
+
+
+def _with_schema(url: str, schema: str) -> str:
+    parts = urlsplit(url)
+    query = f"{parts.query}&schema={schema}" if parts.query else f"schema={schema}"
+    return urlunsplit(parts._replace(query=query))
+
+
+def _drop_schema(name: str) -> None:
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A fresh, empty store: a SQLite file of this test, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    _require_postgres()
+    schema = f"evt_api_{uuid.uuid4().hex[:12]}"
+    yield _with_schema(postgres_url(), schema)
+    _drop_schema(schema)
+
+
+# -- the app and a client -------------------------------------------------------------------
+
+
+class Api:
+    """A started app and an in-process client, with the few helpers most tests want."""
+
+    def __init__(self, app: Any, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    # -- plain HTTP --------------------------------------------------------------------
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.get(url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.post(url, **kw)
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def opened(self, owner: str = "Ada Lovelace", currency: str = "EUR", **kw: Any) -> dict[str, Any]:
+        """Open an account; the answer (accountId, version, position, checkpoint)."""
+        r = await self.post("/api/command/accounts", json={"ownerName": owner, "currency": currency}, **kw)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def open(self, owner: str = "Ada Lovelace", currency: str = "EUR", **kw: Any) -> str:
+        """Open an account; its id."""
+        return str((await self.opened(owner, currency, **kw))["accountId"])
+
+    async def deposit(self, account_id: str, amount: Any, **kw: Any) -> httpx.Response:
+        return await self.post(f"/api/command/accounts/{account_id}/deposit", json={"amount": amount}, **kw)
+
+    async def withdraw(self, account_id: str, amount: Any, **kw: Any) -> httpx.Response:
+        return await self.post(f"/api/command/accounts/{account_id}/withdraw", json={"amount": amount}, **kw)
+
+    async def funded(self, amount: str = "100.00", currency: str = "EUR") -> str:
+        """A new account holding ``amount``."""
+        account_id = await self.open(currency=currency)
+        r = await self.deposit(account_id, amount)
+        assert r.status_code == 200, r.text
+        return account_id
+
+    async def account(self, account_id: str, position: int | str | None = None) -> dict[str, Any]:
+        """The account's summary, once the read model has passed ``position`` (or a checkpoint)."""
+        params = {} if position is None else {"consistentWith": position}
+        r = await self.get(f"/api/query/accounts/{account_id}", params=params)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    @staticmethod
+    def latest(answers: list[httpx.Response]) -> str:
+        """The checkpoint of the latest of these accepted commands (log order is not position order)."""
+        accepted = [Checkpoint.parse(r.json()["checkpoint"]) for r in answers if r.status_code < 300]
+        return str(max(accepted))
+
+    # -- the log itself --------------------------------------------------------------------
+
+    async def head(self) -> Checkpoint:
+        """The head of the event log as readers see it (on PostgreSQL it may trail the last commits)."""
+        return await self.services.store.head()
+
+    async def log_size(self) -> int:
+        """How many events the log holds, counted in the database itself.
+
+        The head is no measure of "nothing was appended" on PostgreSQL: it trails
+        commits until every older transaction has ended (see the store's docs).
+        """
+        store = self.services.store
+        if store.scheme == "sqlite":
+            with contextlib.closing(sqlite3.connect(str(store.path))) as conn:  # type: ignore[attr-defined]
+                return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        async with await psycopg.AsyncConnection.connect(postgres_url()) as conn:
+            query = sql.SQL("SELECT count(*) FROM {}.events").format(sql.Identifier(store.schema))  # type: ignore[attr-defined]
+            row = await (await conn.execute(query)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    async def version(self, account_id: str) -> int:
+        """The account stream's version in the log (0: no such stream)."""
+        return await self.services.store.stream_version(Account.stream_id_for(account_id))
+
+    async def events(self, account_id: str) -> list[Any]:
+        """The account's stored events."""
+        return await self.services.store.read_stream(Account.stream_id_for(account_id))
+
+    # -- assertions ------------------------------------------------------------------------
+
+    @staticmethod
+    def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+        """Assert ``response`` is a problem document of ``status`` and type ``code``; its body."""
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json", response.headers
+        body = dict(response.json())
+        assert body["type"] == PROBLEM_BASE + code, body
+        assert body["status"] == status, body
+        assert body["title"], body
+        assert body["detail"], body
+        return body
+
+
+@pytest.fixture
+async def make_api(db_url) -> AsyncIterator[Any]:
+    """Starts apps on this test's store (``make_api(tokens=..., run_projections=...)``), stopped after it."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(*, tokens: tuple[str, ...] = (), **options: Any) -> Api:
+            options.setdefault("sse_keepalive", 0.2)
+            settings = Settings(db=db_url, tokens=tuple(TOKENS[t] for t in tokens), **options)
+            app = create_app(settings)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+            )
+            return Api(app, client)
+
+        yield make
+
+
+@pytest.fixture
+async def api(make_api) -> Api:
+    """The app with projections running and no tokens (everyone may do everything)."""
+    return await make_api()
+
+
+@pytest.fixture
+def tokens() -> dict[str, str]:
+    """The bearer header of each test token: ``tokens["writer"]``."""
+    return {name: f"Bearer {t.secret}" for name, t in TOKENS.items()}

@@ -1,0 +1,159 @@
+"""``eventvault serve`` as a real process on a real socket, and the addresses it refuses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from eventvault_ledger import cli
+
+EVENTVAULT = Path(sys.executable).with_name("eventvault")
+START_DEADLINE = 30.0
+TOKEN = "serve-test-token-0123456789"  # noqa: S105 - a test token, nothing it guards
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _command(*args: str) -> list[str]:
+    if EVENTVAULT.exists():
+        return [str(EVENTVAULT), *args]
+    return [sys.executable, "-m", "eventvault_ledger.cli", *args]
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, *args: str, port: int, host: str = "127.0.0.1") -> Iterator[tuple[str, Path]]:
+    """``eventvault serve ARGS`` running until the block ends; its base URL and its output file."""
+    out = tmp_path / "serve.log"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
+            _command("serve", "--host", host, "--port", str(port), *args),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            # Waiting on another process is inherent here: poll its health with a deadline.
+            deadline = time.monotonic() + START_DEADLINE
+            while True:
+                assert process.poll() is None, out.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, f"no /healthz within {START_DEADLINE}s: {out.read_text()}"
+                time.sleep(0.05)
+            yield base, out
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+    # uvicorn shuts down cleanly, then re-raises the signal so the exit status tells of it.
+    assert code in (0, -signal.SIGTERM), out.read_text()
+    assert "Application shutdown complete" in out.read_text()
+
+
+def test_serve_runs_the_api_on_a_real_socket(tmp_path):
+    """The server starts with --demo, prints its URL, takes commands and queries, and stops on SIGTERM."""
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    with (
+        serving(tmp_path, "--db", db, "--demo", port=port) as (base, out),
+        httpx.Client(base_url=base) as client,
+    ):
+        assert f"http://127.0.0.1:{port}/" in out.read_text()
+        demo = client.get("/api/query/accounts", params={"limit": 100}).json()["items"]
+        opened = client.post("/api/command/accounts", json={"ownerName": "Real Socket", "currency": "EUR"})
+        account_id = opened.json()["accountId"]
+        deposited = client.post(
+            f"/api/command/accounts/{account_id}/deposit",
+            content=b'{"amount": 0.1}',
+            headers={"content-type": "application/json", "X-Request-ID": "over-tcp"},
+        )
+        summary = client.get(
+            f"/api/query/accounts/{account_id}", params={"consistentWith": deposited.json()["position"]}
+        )
+        refused = client.post(f"/api/command/accounts/{account_id}/withdraw", json={"amount": "1.00"})
+        ready = client.get("/readyz")
+
+    assert len(demo) >= 6
+    assert opened.status_code == 201
+    assert deposited.headers["x-request-id"] == "over-tcp"
+    assert (summary.status_code, summary.json()["currentBalance"]) == (200, "0.10")
+    assert (refused.status_code, refused.headers["content-type"]) == (422, "application/problem+json")
+    assert ready.status_code == 200
+
+
+def test_serve_with_tokens_listens_beyond_loopback_and_asks_for_them(tmp_path):
+    """With --tokens the server may listen on 0.0.0.0, and then a call without a token is 401."""
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    everywhere = "0.0.0.0"  # noqa: S104 - listening beyond loopback is the point of the test
+    spec = f"{TOKEN}:read,write:ci"
+    with serving(tmp_path, "--db", db, "--tokens", spec, port=port, host=everywhere) as (base, _):
+        anonymous = httpx.get(f"{base}/api/query/accounts")
+        allowed = httpx.get(f"{base}/api/query/accounts", headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert anonymous.status_code == 401
+    assert allowed.status_code == 200
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_tokens(tmp_path):
+    """Without tokens, --host 0.0.0.0 exits 2 with a one-line reason, before opening or binding anything."""
+    r = subprocess.run(  # noqa: S603
+        _command("serve", "--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 'x.db'}"),  # noqa: S104
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: refusing to listen on 0.0.0.0 without tokens")
+    assert "--tokens" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "::"], "refusing to listen on :: without tokens"),
+        (["--host", "192.0.2.1"], "refusing to listen on 192.0.2.1 without tokens"),
+        (["--host", "example.com"], "refusing to listen on example.com without tokens"),
+        (["--tokens", "short:read"], "a token is 16-256 URL-safe characters"),
+        (["--tokens", "long-enough-token-1234:fly"], "scopes are a comma-separated subset"),
+        (["--db", "nosql://x"], "unknown store scheme"),
+    ],
+)
+def test_serve_refuses_bad_options_with_exit_2(tmp_path, monkeypatch, args, message):
+    """A non-loopback host without tokens, a malformed token spec or store URL: exit 2, a clear message."""
+    monkeypatch.chdir(tmp_path)
+
+    r = CliRunner().invoke(cli.app, ["serve", *args])
+
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr
+    assert "Traceback" not in r.output
