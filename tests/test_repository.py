@@ -289,3 +289,107 @@ async def test_event_ids_must_match_the_pending_events(store: EventStore) -> Non
     with pytest.raises(InvalidInput, match="1 pending"):
         await repo.save(w, event_ids=[uuid.uuid4(), uuid.uuid4()])
     assert await store.stream_version("wallet-w9") == 0
+
+
+# -- the aggregate cache ---------------------------------------------------------------
+
+
+class _ReadSpy:
+    """Records the from_version of every read_stream of a store."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.starts: list[int] = []
+        self._read = store.read_stream
+
+        async def read_stream(stream_id: str, **options: object) -> object:
+            self.starts.append(int(options.get("from_version", 1)))  # type: ignore[call-overload]
+            return await self._read(stream_id, **options)  # type: ignore[arg-type]
+
+        store.read_stream = read_stream  # type: ignore[method-assign]
+
+
+async def test_cached_load_reads_only_the_events_after_the_cached_version(store: EventStore) -> None:
+    """With cache_size, a load after a save starts from the saved state and reads only what follows."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    live = await _wallet_with(repo, 3)
+    spy = _ReadSpy(store)
+    loaded = await repo.load(Wallet, "w1")
+    assert spy.starts == [4]
+    assert (loaded.state(), loaded.version) == (live.state(), 3)
+    assert loaded is not live
+
+
+async def test_cached_aggregate_catches_up_with_other_writers(store: EventStore) -> None:
+    """Events appended by another writer after the cached state are applied on the next load."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 2)
+    other = Repository(store, snapshot_every={Wallet: None})
+    w = await other.load(Wallet, "w1")
+    w.credit(Decimal(5))
+    await other.save(w)
+    loaded = await repo.load(Wallet, "w1")
+    assert (loaded.balance, loaded.credits, loaded.version) == (Decimal("7.20"), 3, 3)
+    w2 = await repo.load(Wallet, "w1")
+    assert w2.state() == loaded.state()
+
+
+async def test_changes_never_saved_do_not_reach_the_cache(store: EventStore) -> None:
+    """A command run on a cached aggregate whose save fails leaves the next load unchanged."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 1)
+    w = await repo.load(Wallet, "w1")
+    w.credit(Decimal(100))
+    w.balance += Decimal(1000)  # even a stray change of state in place
+    await store.append("wallet-w1", [Credited(Decimal(1))], expected_version=1)
+    with pytest.raises(WrongExpectedVersion):
+        await repo.save(w)
+    loaded = await repo.load(Wallet, "w1")
+    assert (loaded.balance, loaded.version) == (Decimal("2.10"), 2)
+
+
+async def test_the_cache_keeps_only_the_most_recently_used(store: EventStore) -> None:
+    """Past cache_size aggregates, the least recently used one is loaded from the log again."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=2)
+    for wallet_id in ("a", "b"):
+        await _wallet_with(repo, 2, wallet_id)
+    await repo.load(Wallet, "a")  # "b" is now the least recently used
+    await _wallet_with(repo, 2, "c")
+    spy = _ReadSpy(store)
+    for wallet_id in ("a", "c", "b"):
+        await repo.load(Wallet, wallet_id)
+    assert spy.starts == [3, 3, 1]
+
+
+async def test_aggregates_with_undeclared_state_are_not_cached(store: EventStore) -> None:
+    """An aggregate whose state is not all declared is replayed from the log on every load."""
+
+    class Sloppy(Wallet):
+        category = "sloppy"
+
+        @applies(Credited)
+        def _credited(self, e: Credited) -> None:
+            self.hidden = e.amount
+
+    repo = Repository(store, snapshot_every={Sloppy: None}, cache_size=10)
+    s = Sloppy("s")
+    s.credit(Decimal(1))
+    await repo.save(s)
+    spy = _ReadSpy(store)
+    loaded = await repo.load(Sloppy, "s")
+    assert spy.starts == [1]
+    assert loaded.hidden == Decimal(1)
+
+
+async def test_loads_of_the_past_ignore_the_cache(store: EventStore) -> None:
+    """load(version=N) gives the state after N events even when a later state is cached."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 4)
+    past = await repo.load(Wallet, "w1", version=2)
+    assert (past.version, past.credits) == (2, 2)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True])
+def test_bad_cache_size_is_refused(store: EventStore, bad: object) -> None:
+    """cache_size must be an int >= 0."""
+    with pytest.raises(InvalidInput, match="cache_size"):
+        Repository(store, cache_size=bad)  # type: ignore[arg-type]

@@ -317,6 +317,40 @@ async def test_a_conflict_in_a_batch_fails_only_its_own_append(store):
     assert [x.data.text for x in page] == ["shared", "c", "a2", "e1", "e2"]
 
 
+async def test_appends_to_one_stream_in_one_batch_follow_each_other(store):
+    """Two appends to one stream in one transaction get consecutive versions and positions."""
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "s", [Noted("1")], ANY),
+            queue_append(store, "t", [Noted("t")], NO_STREAM),
+            queue_append(store, "s", [Noted("2"), Noted("3")], ANY),
+        ]
+    first, other, second = await asyncio.gather(*futures)
+    assert (first.stream_version, first.positions) == (1, (1,))
+    assert (other.stream_version, other.positions) == (1, (2,))
+    assert (second.stream_version, second.positions) == (3, (3, 4))
+    assert [e.data.text for e in await store.read_stream("s")] == ["1", "2", "3"]
+
+
+async def test_an_id_stored_before_fails_only_its_append_in_a_batch_that_otherwise_holds(store):
+    """An event id already in another stream fails its own append; the rest of the batch lands."""
+    taken = NewEvent(Noted("taken"))
+    await store.append("x", [taken], expected_version=NO_STREAM)
+    before = store.stats.transactions
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "y", [Noted("y")], NO_STREAM),
+            queue_append(store, "z", [taken], NO_STREAM),
+            queue_append(store, "w", [Noted("w1"), Noted("w2")], NO_STREAM),
+        ]
+    y, z, w = await outcomes(futures)
+    assert isinstance(z, DuplicateEventId)
+    assert "'x'" in str(z)
+    assert (y.positions, w.positions) == ((2,), (3, 4))
+    assert store.stats.transactions == before + 1
+    assert [await store.stream_version(s) for s in "xyzw"] == [1, 1, 0, 2]
+
+
 async def test_a_failed_commit_fails_every_append_of_the_batch(store, db):
     """If COMMIT fails, every append of the batch fails with a StoreError and none of them is stored."""
     # A deferred foreign key is checked only at COMMIT: an event of stream "poison"
@@ -620,3 +654,107 @@ async def test_processes_writing_their_own_streams(db):
             events = await s.read_stream(f"proc-{me}")
             assert [e.data.text for e in events] == [f"{me}-{i}" for i in range(APPENDS)]
             assert [(e.stream_version, e.position) for e in events] == got[me]
+
+
+# -- a snapshot and the events after it, in one read ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("to_version", "expected"),
+    [
+        (None, (5, [6, 7, 8])),
+        (8, (5, [6, 7, 8])),
+        (6, (5, [6])),
+        (5, (5, [])),
+        (4, (None, [1, 2, 3, 4])),
+    ],
+)
+async def test_snapshot_and_stream_read_together_as_they_would_apart(store, to_version, expected):
+    """load_snapshot_and_stream gives the snapshot load_snapshot would, then the events read_stream would."""
+    memory = create_store("memory://", registry=reg)
+    for s in (store, memory):
+        await s.append("s", [Noted(str(i)) for i in range(1, 9)], expected_version=NO_STREAM)
+        await s.save_snapshot(Snapshot("s", 5, 1, b'{"n":5}', datetime.now(UTC)))
+    for s in (store, memory):
+        snap, events = await s.load_snapshot_and_stream("s", schema_version=1, to_version=to_version)
+        assert (None if snap is None else snap.stream_version, [e.stream_version for e in events]) == expected
+        if snap is not None:
+            assert (snap.state, snap.schema_version) == (b'{"n":5}', 1)
+    await memory.close()
+
+
+async def test_snapshot_and_stream_without_a_usable_snapshot_reads_from_the_start(store):
+    """A snapshot of another schema version is not used: every event of the stream is returned."""
+    await store.append("s", [Noted("1"), Noted("2")], expected_version=NO_STREAM)
+    await store.save_snapshot(Snapshot("s", 2, 1, b"{}", datetime.now(UTC)))
+    snap, events = await store.load_snapshot_and_stream("s", schema_version=2)
+    assert snap is None
+    assert [e.data.text for e in events] == ["1", "2"]
+    assert await store.load_snapshot_and_stream("nothing", schema_version=1) == (None, [])
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "options", "error"),
+    [
+        ("", {"schema_version": 1}, InvalidStreamId),
+        ("s", {"schema_version": 0}, InvalidInput),
+        ("s", {"schema_version": 1, "to_version": -1}, InvalidInput),
+    ],
+)
+async def test_snapshot_and_stream_refuses_bad_arguments(store, stream_id, options, error):
+    """Bad arguments raise a specific InvalidInput before anything is read."""
+    with pytest.raises(error):
+        await store.load_snapshot_and_stream(stream_id, **options)
+
+
+# -- small reads on the caller's thread --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, list(range(1, 151))),
+        ({"backwards": True}, list(range(150, 0, -1))),
+        ({"from_version": 10, "limit": 100}, list(range(10, 110))),
+        ({"to_version": 140, "backwards": True, "limit": 70}, list(range(140, 70, -1))),
+        ({"from_version": 50, "to_version": 60}, list(range(50, 61))),
+    ],
+)
+async def test_streams_longer_than_one_small_read_come_back_whole_and_in_order(store, options, expected):
+    """A stream read past the rows read on the caller's thread continues on a reader thread, seamlessly."""
+    await store.append("long", [Noted(str(i)) for i in range(1, 151)], expected_version=NO_STREAM)
+    events = await store.read_stream("long", **options)
+    assert [e.stream_version for e in events] == expected
+    assert [e.data.text for e in events] == [str(v) for v in expected]
+
+
+async def test_reads_from_several_threads_each_see_every_commit(store):
+    """Reads made from other threads (their own event loops) see appends committed before them."""
+    await store.append("s", [Noted("1")], expected_version=NO_STREAM)
+
+    def elsewhere() -> list[int]:
+        async def read() -> list[int]:
+            return [await store.stream_version("s"), len(await store.read_stream("s"))]
+
+        return asyncio.run(read())
+
+    assert await asyncio.to_thread(elsewhere) == [1, 1]
+    await store.append("s", [Noted("2")], expected_version=1)
+    assert await asyncio.to_thread(elsewhere) == [2, 2]
+    assert [await store.stream_version("s"), (await store.head()).position] == [2, 2]
+
+
+async def test_reads_after_close_raise_store_closed(store):
+    """Every kind of read refuses to run once the store is closed."""
+    await store.append("s", [Noted("a")], expected_version=NO_STREAM)
+    await store.read_stream("s")  # this thread's read connection exists now
+    await store.close()
+    for read in (
+        store.read_stream("s"),
+        store.stream_version("s"),
+        store.head(),
+        store.load_snapshot("s", schema_version=1),
+        store.load_snapshot_and_stream("s", schema_version=1),
+    ):
+        with pytest.raises(StoreClosed):
+            await read

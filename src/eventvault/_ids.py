@@ -6,10 +6,20 @@ import os
 import threading
 import time
 import uuid
+from typing import Final
 
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+# Random bits are read from the OS a few kilobytes at a time: one syscall per
+# 512 ids instead of one per id (about half the cost of an id otherwise).
+_POOL_SIZE: Final = 8 * 512
+_pool = b""
+_pool_at = _POOL_SIZE
+
+_SAFE_UNKNOWN: Final = uuid.SafeUUID.unknown
+_new = object.__new__
+_set = object.__setattr__
 
 
 def uuid7() -> uuid.UUID:
@@ -18,9 +28,12 @@ def uuid7() -> uuid.UUID:
     Ids made in one process are strictly increasing, even within one millisecond
     (the counter of RFC 9562 §6.2, method 1), so B-tree inserts stay at the right edge.
     """
-    global _last_ms, _counter  # noqa: PLW0603 - process-wide monotonic clock state
-    rand_bits = int.from_bytes(os.urandom(8), "big")
+    global _last_ms, _counter, _pool, _pool_at  # noqa: PLW0603 - process-wide monotonic clock state
     with _lock:
+        if _pool_at == _POOL_SIZE:
+            _pool, _pool_at = os.urandom(_POOL_SIZE), 0
+        rand_bits = int.from_bytes(_pool[_pool_at : _pool_at + 8], "big")
+        _pool_at += 8
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms
@@ -33,9 +46,30 @@ def uuid7() -> uuid.UUID:
             ms = _last_ms
         counter = _counter
     rand = rand_bits & 0x3FFF_FFFF_FFFF_FFFF
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-    # Skip UUID.__init__'s argument parsing: the int is already a valid v7 UUID.
-    u = object.__new__(uuid.UUID)
-    object.__setattr__(u, "int", value)
-    object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
+    return uuid_from_int((ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not reuse the parent's random bits (its ids would repeat
+    # the parent's), nor a lock another thread of the parent held at the fork.
+    global _lock, _pool_at  # noqa: PLW0603
+    _lock = threading.Lock()
+    _pool_at = _POOL_SIZE
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def uuid_from_int(value: int) -> uuid.UUID:
+    """The UUID of a 128-bit int known to be valid, without UUID.__init__'s argument parsing."""
+    u = _new(uuid.UUID)
+    _set(u, "int", value)
+    _set(u, "is_safe", _SAFE_UNKNOWN)
     return u
+
+
+def uuid_from_bytes(raw: bytes) -> uuid.UUID:
+    """The UUID of 16 stored bytes (as ``UUID(bytes=raw)``, at a third of the cost)."""
+    if len(raw) != 16:
+        raise ValueError(f"a UUID is 16 bytes, got {len(raw)}")
+    return uuid_from_int(int.from_bytes(raw, "big"))

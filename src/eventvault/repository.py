@@ -3,12 +3,19 @@
 ``load`` = the latest usable snapshot + the events after it. ``save`` appends
 the pending events expecting the version the aggregate was loaded at, and takes
 a snapshot whenever the new version passes a multiple of the type's interval.
+
+With ``cache_size``, the repository also keeps the state of the aggregates it
+loaded or saved last, in this process (encoded, like a snapshot, so a command
+that changes a loaded aggregate and then fails never changes the cache). A load
+then starts from that state and reads only the events after it, so it is as
+current as a full replay, for the price of one short read.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,7 +25,7 @@ import msgspec
 from eventvault.domain import Aggregate, state_fields
 from eventvault.errors import AggregateNotFound, ConcurrencyError, InvalidInput
 from eventvault.store.base import EventStore, check_positive_int
-from eventvault.store.records import AppendResult, Metadata, NewEvent, Snapshot
+from eventvault.store.records import EMPTY_METADATA, AppendResult, Metadata, NewEvent, RecordedEvent, Snapshot
 
 __all__ = ["Repository"]
 
@@ -30,7 +37,11 @@ class Repository:
     """Loads aggregates from their streams and appends what commands recorded.
 
     ``snapshot_every`` overrides the ``snapshot_every`` class attribute per
-    aggregate type (None turns snapshots off for that type).
+    aggregate type (None turns snapshots off for that type). ``cache_size`` is
+    how many aggregates' latest states this repository keeps in memory to start
+    loads from (0, the default, keeps none); like snapshots, it needs the state
+    declared as class annotations, and aggregates with other state are simply
+    not cached.
     """
 
     def __init__(
@@ -38,12 +49,17 @@ class Repository:
         store: EventStore,
         *,
         snapshot_every: Mapping[type[Aggregate], int | None] | None = None,
+        cache_size: int = 0,
     ) -> None:
         self.store = store
         self._every: dict[type[Aggregate], int | None] = dict(snapshot_every or {})
         for cls, every in self._every.items():
             check_positive_int(f"snapshot_every[{cls.__name__}]", every)
+        check_positive_int("cache_size", cache_size, minimum=0, optional=False)
         self._state_types: dict[type[Aggregate], type[msgspec.Struct]] = {}
+        self._cache_size = cache_size
+        # (class, aggregate id) -> (version, encoded state), least recently used first.
+        self._cache: OrderedDict[tuple[type[Aggregate], str], tuple[int, bytes]] = OrderedDict()
 
     def snapshot_interval(self, cls: type[Aggregate]) -> int | None:
         """Events between snapshots for ``cls`` (None: no snapshots)."""
@@ -72,11 +88,8 @@ class Repository:
                 raise AggregateNotFound(f"{stream_id} did not exist at {as_of.isoformat()}")
             version = last[0].stream_version
 
-        aggregate: A | None = None
-        if self.snapshot_interval(cls):
-            aggregate = await self._from_snapshot(cls, aggregate_id, stream_id, version)
-        start = 0 if aggregate is None else aggregate.version
-        events = await self.store.read_stream(stream_id, from_version=start + 1, to_version=version)
+        current = version is None
+        aggregate, events, cached = await self._state_and_events(cls, aggregate_id, stream_id, version)
         if aggregate is None:
             if not events:
                 raise AggregateNotFound(f"{stream_id} has no events")
@@ -86,6 +99,8 @@ class Repository:
                 aggregate._apply(e.data)  # noqa: SLF001 - the replay path, by design
         if version is not None and aggregate.version < version:
             raise AggregateNotFound(f"{stream_id} has no version {version}: it is at {aggregate.version}")
+        if current and self._cache_size and (events or not cached):
+            self._remember(aggregate)
         return aggregate
 
     async def save(
@@ -107,17 +122,23 @@ class Repository:
         pending = aggregate.pending_events
         if not pending:
             return None
-        meta = Metadata() if metadata is None else metadata
         if event_ids is not None and len(event_ids) != len(pending):
             raise InvalidInput(f"{len(event_ids)} event ids given for {len(pending)} pending events")
-        events = (
-            [NewEvent(e, meta) for e in pending]
-            if event_ids is None
-            else [NewEvent(e, meta, event_id) for e, event_id in zip(pending, event_ids, strict=True)]
-        )
+        events: list[object]
+        if event_ids is None and metadata is None:
+            events = list(pending)  # bare events: new ids, no metadata, now
+        else:
+            meta = EMPTY_METADATA if metadata is None else metadata
+            events = (
+                [NewEvent(e, meta) for e in pending]
+                if event_ids is None
+                else [NewEvent(e, meta, event_id) for e, event_id in zip(pending, event_ids, strict=True)]
+            )
         expected = aggregate.version - len(pending)
         result = await self.store.append(aggregate.stream_id, events, expected_version=expected)
         aggregate.mark_saved()
+        if self._cache_size:
+            self._remember(aggregate)
         every = self.snapshot_interval(type(aggregate))
         if every and result.stream_version // every > expected // every:
             try:
@@ -158,7 +179,7 @@ class Repository:
             raise InvalidInput("snapshot an aggregate after saving it, not with pending events")
         cls = type(aggregate)
         fields = state_fields(cls)
-        stray = set(vars(aggregate)) - set(fields) - {"id", "version", "_pending"}
+        stray = set(vars(aggregate)) - set(fields) - _BASE_ATTRIBUTES
         if stray:
             raise InvalidInput(
                 f"{cls.__name__} has state that is not declared as a class annotation: "
@@ -169,24 +190,67 @@ class Repository:
             Snapshot(aggregate.stream_id, aggregate.version, cls.snapshot_schema, state, datetime.now(UTC))
         )
 
-    async def _from_snapshot(
+    async def _state_and_events(
         self, cls: type[A], aggregate_id: str, stream_id: str, version: int | None
-    ) -> A | None:
-        snap = await self.store.load_snapshot(
-            stream_id, schema_version=cls.snapshot_schema, max_version=version
+    ) -> tuple[A | None, list[RecordedEvent], bool]:
+        """A state to start from (None: the start), the events after it, and whether it was cached."""
+        if version is None and self._cache_size:
+            aggregate = self._from_cache(cls, aggregate_id)
+            if aggregate is not None:
+                events = await self.store.read_stream(stream_id, from_version=aggregate.version + 1)
+                return aggregate, events, True
+        if not self.snapshot_interval(cls):
+            return None, await self.store.read_stream(stream_id, to_version=version), False
+        snap, events = await self.store.load_snapshot_and_stream(
+            stream_id, schema_version=cls.snapshot_schema, to_version=version
         )
         if snap is None:
-            return None
-        try:
-            state = msgspec.json.decode(snap.state, type=self._state_type(cls))
-        except msgspec.MsgspecError:
+            return None, events, False
+        aggregate = self._restore(cls, aggregate_id, snap.state, snap.stream_version)
+        if aggregate is None:
             log.warning("ignoring unreadable snapshot of %s at v%d", stream_id, snap.stream_version)
+            return None, await self.store.read_stream(stream_id, to_version=version), False
+        return aggregate, events, False
+
+    def _restore(self, cls: type[A], aggregate_id: str, encoded: bytes, version: int) -> A | None:
+        """An aggregate from its encoded state at ``version``; None if the state does not fit."""
+        try:
+            state = msgspec.json.decode(encoded, type=self._state_type(cls))
+        except msgspec.MsgspecError:
             return None
         aggregate = cls(aggregate_id)
         for name in state.__struct_fields__:
             setattr(aggregate, name, getattr(state, name))
-        aggregate.version = snap.stream_version
+        aggregate.version = version
         return aggregate
+
+    def _from_cache(self, cls: type[A], aggregate_id: str) -> A | None:
+        key = (cls, aggregate_id)
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        self._cache.move_to_end(key)
+        aggregate = self._restore(cls, aggregate_id, entry[1], entry[0])
+        if aggregate is None:  # the class changed shape under the same name: forget it
+            del self._cache[key]
+        return aggregate
+
+    def _remember(self, aggregate: Aggregate) -> None:
+        """Keep the state of ``aggregate`` (saved, at its version) for the next load."""
+        cls = type(aggregate)
+        key = (cls, aggregate.id)
+        if aggregate.pending_events or set(vars(aggregate)) - set(state_fields(cls)) - _BASE_ATTRIBUTES:
+            self._cache.pop(key, None)  # state a cache entry would lose: never start from it
+            return
+        try:
+            encoded = self.store.codec.encode_value(aggregate.state())
+        except (TypeError, ValueError, msgspec.EncodeError):
+            self._cache.pop(key, None)
+            return
+        self._cache[key] = (aggregate.version, encoded)
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def _state_type(self, cls: type[Aggregate]) -> type[msgspec.Struct]:
         st = self._state_types.get(cls)
@@ -196,6 +260,9 @@ class Repository:
                 f"{cls.__name__}State", fields, forbid_unknown_fields=True
             )
         return st
+
+
+_BASE_ATTRIBUTES = frozenset({"id", "version", "_pending"})
 
 
 def _check_id(aggregate_id: object) -> None:

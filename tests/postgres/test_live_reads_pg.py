@@ -101,7 +101,7 @@ async def test_a_burst_of_notifications_wakes_readers_once(open_store, raw, even
     store = await open_store(notify_debounce=0.5)
     await listening(store, eventually)
     before = store._wakes
-    woken = store._wake
+    woken = store._wake_event()
     conn = await raw()
     # Distinct payloads, so PostgreSQL delivers all twenty (it folds identical ones).
     await conn.execute("; ".join(f"NOTIFY \"{store.channel}\", '{i}'" for i in range(20)))

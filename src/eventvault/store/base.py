@@ -11,11 +11,13 @@ import abc
 import asyncio
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple, Self
 
+from eventvault._ids import uuid7
 from eventvault.domain import EventRegistry
 from eventvault.errors import (
     DuplicateEventId,
@@ -29,6 +31,7 @@ from eventvault.errors import (
 from eventvault.store.codec import EventCodec
 from eventvault.store.records import (
     ANY,
+    EMPTY_METADATA,
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
@@ -240,28 +243,31 @@ class EventStore(abc.ABC):
         out: list[PreparedEvent] = []
         seen: set[uuid.UUID] = set()
         encode_event = self.codec.encode_event
+        encode_metadata = self.codec.encode_metadata
         for item in events:
-            e = item if isinstance(item, NewEvent) else NewEvent(item)
-            if not isinstance(e.event_id, uuid.UUID):
-                raise InvalidEvent(f"event_id must be a uuid.UUID, got {e.event_id!r}")
-            if e.event_id in seen:
-                raise InvalidEvent(f"event id {e.event_id} appears twice in one append")
-            seen.add(e.event_id)
-            if not isinstance(e.occurred_at, datetime) or e.occurred_at.utcoffset() is None:
-                raise InvalidEvent(f"occurred_at must be a timezone-aware datetime, got {e.occurred_at!r}")
-            if not isinstance(e.metadata, Metadata):
-                raise InvalidEvent(f"metadata must be a Metadata, got {type(e.metadata).__name__}")
-            name, version, payload = encode_event(e.data)
-            out.append(
-                PreparedEvent(
-                    e.event_id,
-                    name,
-                    version,
-                    payload,
-                    self.codec.encode_metadata(e.metadata),
-                    datetime_to_micros(e.occurred_at),
-                )
-            )
+            if isinstance(item, NewEvent):
+                event_id = item.event_id
+                if not isinstance(event_id, uuid.UUID):
+                    raise InvalidEvent(f"event_id must be a uuid.UUID, got {event_id!r}")
+                if event_id in seen:
+                    raise InvalidEvent(f"event id {event_id} appears twice in one append")
+                occurred_at = item.occurred_at
+                if not isinstance(occurred_at, datetime) or occurred_at.utcoffset() is None:
+                    raise InvalidEvent(f"occurred_at must be a timezone-aware datetime, got {occurred_at!r}")
+                if not isinstance(item.metadata, Metadata):
+                    raise InvalidEvent(f"metadata must be a Metadata, got {type(item.metadata).__name__}")
+                name, version, payload = encode_event(item.data)
+                metadata = encode_metadata(item.metadata)
+                occurred_us = datetime_to_micros(occurred_at)
+            else:
+                # A bare event gets what NewEvent(item) would give it (a new
+                # time-ordered id, no metadata, now), without building one.
+                name, version, payload = encode_event(item)
+                event_id = uuid7()
+                metadata = encode_metadata(EMPTY_METADATA)
+                occurred_us = time.time_ns() // 1000
+            seen.add(event_id)
+            out.append(PreparedEvent(event_id, name, version, payload, metadata, occurred_us))
         if not out:
             raise InvalidEvent("an append needs at least one event")
         return out
@@ -392,11 +398,10 @@ class EventStore(abc.ABC):
         self._check_open()
         loop = asyncio.get_running_loop()
         self._wait_loop = loop
+        await self._prepare_wait()
         deadline = loop.time() + timeout
         while True:
-            if self._appended is None:
-                self._appended = asyncio.Event()
-            appended = self._appended  # taken before the check: a wake-up during it is not lost
+            appended = self._wake_event()  # taken before the check: a wake-up during it is not lost
             if await self.head() > checkpoint:
                 return True
             remaining = deadline - loop.time()
@@ -405,6 +410,16 @@ class EventStore(abc.ABC):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(self.poll_interval, remaining)):
                     await appended.wait()
+
+    async def _prepare_wait(self) -> None:
+        """Backends start what wakes waiters (a LISTEN connection, say) here."""
+        return
+
+    def _wake_event(self) -> asyncio.Event:
+        """The event the next wake-up sets (made on first use)."""
+        if self._appended is None:
+            self._appended = asyncio.Event()
+        return self._appended
 
     def _announce_append(self) -> None:
         """Backends call this after a commit, from any thread: wakes wait_for_events."""
@@ -479,6 +494,34 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None: ...
+
+    async def load_snapshot_and_stream(
+        self, stream_id: str, *, schema_version: int, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """The latest snapshot at or below ``to_version``, and the stream's events after it.
+
+        What :meth:`load_snapshot` (with ``max_version=to_version``) and then
+        :meth:`read_stream` from the snapshot's version would give (from version
+        1 without a snapshot), in one call: a backend may fetch both at once.
+        """
+        check_stream_id(stream_id)
+        check_positive_int("schema_version", schema_version, optional=False)
+        check_positive_int("to_version", to_version, minimum=0)
+        self._check_open()
+        return await self._snapshot_and_stream(stream_id, schema_version, to_version)
+
+    async def _snapshot_and_stream(
+        self, stream_id: str, schema_version: int, to_version: int | None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        snap = await self._load_snapshot(stream_id, schema_version)
+        if snap is not None and to_version is not None and snap.stream_version > to_version:
+            snap = None
+        start = 1 if snap is None else snap.stream_version + 1
+        if to_version is not None and to_version < start:
+            return snap, []
+        return snap, await self._read_stream(
+            stream_id, start, to_version, backwards=False, limit=None, as_of_us=None
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.scheme}{' closed' if self._closed else ''}>"

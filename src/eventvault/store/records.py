@@ -7,12 +7,12 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 
-from eventvault._ids import uuid7
+from eventvault._ids import uuid7, uuid_from_bytes
 from eventvault.errors import InvalidCheckpoint
 
 if TYPE_CHECKING:
@@ -157,8 +157,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def micros_to_datetime(us: int) -> datetime:
     """Microseconds since the Unix epoch to an aware UTC datetime."""
-    from datetime import timedelta  # noqa: PLC0415 - keep the hot import list short
-
     return _EPOCH + timedelta(microseconds=us)
 
 
@@ -179,12 +177,12 @@ class RecordedEvent:
     __slots__ = (
         "_codec",
         "_data",
+        "_event_id",
         "_meta",
         "_meta_raw",
         "_occurred_us",
         "_payload",
         "_recorded_us",
-        "event_id",
         "event_type",
         "position",
         "schema_version",
@@ -193,7 +191,6 @@ class RecordedEvent:
         "tx",
     )
 
-    event_id: uuid.UUID
     stream_id: str
     stream_version: int
     position: int
@@ -204,7 +201,7 @@ class RecordedEvent:
     def __init__(  # noqa: PLR0913, PLR0917 - one argument per envelope field
         self,
         codec: EventCodec,
-        event_id: uuid.UUID,
+        event_id: uuid.UUID | bytes,
         stream_id: str,
         stream_version: int,
         position: int,
@@ -217,7 +214,9 @@ class RecordedEvent:
         tx: int = 0,
     ) -> None:
         self._codec = codec
-        self.event_id = event_id
+        # A backend may hand over the 16 stored bytes: most readers never look at
+        # the id, so it becomes a UUID only when asked for.
+        self._event_id = event_id
         self.stream_id = stream_id
         self.stream_version = stream_version
         self.position = position
@@ -230,6 +229,14 @@ class RecordedEvent:
         self._meta_raw = meta_raw
         self._data: Any = _UNSET
         self._meta: Metadata | None = None
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """The event's id, as written by its appender."""
+        event_id = self._event_id
+        if isinstance(event_id, bytes):
+            event_id = self._event_id = uuid_from_bytes(event_id)
+        return event_id
 
     @property
     def data(self) -> Any:

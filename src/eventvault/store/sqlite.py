@@ -16,8 +16,8 @@ keyword arguments of :func:`~eventvault.store.create_store`:
     :class:`~eventvault.errors.StoreUnavailable`.
 ``readers`` = ``0`` .. ``64`` (default ``4``)
     Read connections, each on its own thread, so reads never queue behind the
-    writer. ``0`` runs reads on the writer's thread (``:memory:`` always does:
-    every connection to ``:memory:`` would be a database of its own).
+    writer. ``0`` runs every read on the writer's thread (``:memory:`` always
+    does: every connection to ``:memory:`` would be a database of its own).
 
 How it works
 ------------
@@ -31,6 +31,11 @@ How it works
   file: ``BEGIN IMMEDIATE`` waits for them up to ``busy_timeout``.
 * **Readers** are separate connections. WAL gives each read statement (or read
   transaction) a snapshot of committed data, and it never waits for the writer.
+  Reads that are small by construction (a stream's first 64 events, a version,
+  the head, a snapshot) run on the calling thread, on a connection of its own
+  that never waits for a lock: the trip to a reader thread and back costs
+  more than such a read. Longer reads, pages of the log, and any read SQLite
+  answers "busy" go to the reader threads.
 * **Gap-safe positions with ``tx = 0``.** SQLite lets one transaction at a time
   write the file (across processes too), and each new event gets position
   ``max(position) + 1`` (SQLite's rowid rule) inside that transaction. A
@@ -94,7 +99,10 @@ from eventvault.store.base import (
     idempotent_result,
 )
 from eventvault.store.records import (
+    ANY,
+    NO_STREAM,
     START,
+    STREAM_EXISTS,
     AppendResult,
     Checkpoint,
     ExpectedVersion,
@@ -230,6 +238,7 @@ _SQL_LOAD_SNAPSHOT: Final = (
 _MAX_INT: Final = 2**63 - 1
 _EMPTY_META: Final = b"{}"
 _IN_CHUNK: Final = 500  # bound parameters per IN (...) list, well under every SQLite's limit
+_INLINE_ROWS: Final = 64  # a read on the caller's thread returns at most this many events
 _MAX_BATCH: Final = 512  # appends per group commit: bounds how long one transaction holds the lock
 
 _SYNCHRONOUS: Final = ("FULL", "EXTRA", "NORMAL")
@@ -243,8 +252,9 @@ _SQLITE_CANTOPEN: Final = 14
 
 # A queued call: (is_write, function, arguments, the caller's future, its loop).
 _Job = tuple[bool, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], asyncio.AbstractEventLoop]
-_Outcome = tuple[asyncio.Future[Any], bool, Any]
+_Outcome = tuple[asyncio.Future[Any] | None, bool, Any]
 _STOP: Final = None
+_NOT_INLINE: Final = object()
 
 
 @dataclass(slots=True)
@@ -282,6 +292,9 @@ class _Conflict(Exception):
 def _settle(outcomes: list[_Outcome]) -> None:
     """Resolve futures on their own loop (runs there, via call_soon_threadsafe)."""
     for fut, ok, value in outcomes:
+        if fut is None:  # not a caller: a wake-up of the store's waiters, to run first
+            value()
+            continue
         if fut.done():  # cancelled while we worked
             continue
         if ok:
@@ -294,6 +307,17 @@ def _post(loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
     # A closed loop raises RuntimeError: its caller is gone, nobody waits any more.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _holds(expected: ExpectedVersion, actual: int) -> bool:
+    """Whether a stream at ``actual`` satisfies ``expected`` (the check of check_version_matches)."""
+    if expected is ANY:
+        return True
+    if expected is STREAM_EXISTS:
+        return actual > 0
+    if expected is NO_STREAM:
+        return actual == 0
+    return actual == expected
 
 
 def _parse_options(options: dict[str, Any]) -> tuple[str, float, int]:
@@ -378,6 +402,9 @@ class SQLiteEventStore(EventStore):
         self._wq: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._rq: queue.SimpleQueue[_Job | None] = self._wq if self.readers == 0 else queue.SimpleQueue()
         self._listeners: tuple[Callable[[Checkpoint], None], ...] = ()
+        # Small reads run on the caller's thread, on a connection of that thread's own.
+        self._inline = threading.local()
+        self._inline_cursors: list[tuple[sqlite3.Cursor, threading.Lock]] = []
         # Writer-thread state for the transaction in progress.
         self._tx_head = 0  # the last position the transaction in progress wrote
         self._now_us = 0
@@ -439,6 +466,11 @@ class SQLiteEventStore(EventStore):
             threads, self._threads = self._threads, []
         for t in threads:
             t.join()
+        with self._lock:
+            inline, self._inline_cursors = self._inline_cursors, []
+        for cur, lock in inline:
+            with lock:  # a read in progress on another thread finishes first
+                cur.connection.close()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: the module's own BEGIN/COMMIT/SAVEPOINT statements
@@ -595,8 +627,10 @@ class SQLiteEventStore(EventStore):
         try:
             cur.execute("BEGIN IMMEDIATE")
             self._now_us = time.time_ns() // 1000
-            single = len(jobs) == 1  # one job: its transaction is its savepoint
-            done = [self._run_write(cur, job, single=single) for job in jobs]
+            done = self._append_together(cur, jobs) if len(jobs) > 1 else None
+            if done is None:
+                single = len(jobs) == 1  # one job: its transaction is its savepoint
+                done = [self._run_write(cur, job, single=single) for job in jobs]
             if conn.in_transaction:  # not when a single job rolled back
                 cur.execute("COMMIT")
                 self.stats.transactions += 1
@@ -616,6 +650,91 @@ class SQLiteEventStore(EventStore):
             return
         self._finish_batch(jobs, done)
 
+    def _append_together(self, cur: sqlite3.Cursor, jobs: list[_Job]) -> list[tuple[bool, Any, int]] | None:
+        """Run a batch of appends that all hold with a few statements in all; None: go one by one.
+
+        Under load a batch is mostly appends to different streams, all at the
+        versions their writers expect. Their stream versions are read with one
+        query and all their rows inserted with one statement, so the writer's
+        work (and its trips in and out of SQLite, each of which must win the
+        GIL back) hardly grows with the batch. A batch with anything else in it
+        (a version that does not hold, which needs the idempotency check; an
+        event id twice; a job that is not an append) returns None before
+        writing anything, and runs one job per savepoint; so does one whose
+        insert breaks a constraint, after this transaction is rolled back.
+        """
+        appends: list[tuple[str, list[PreparedEvent], ExpectedVersion]] = []
+        seen: set[uuid.UUID] = set()
+        for job in jobs:
+            fn, args = job[1], job[2]
+            if getattr(fn, "__func__", None) is not SQLiteEventStore._write_append:
+                return None
+            for e in args[1]:
+                if e.event_id in seen:
+                    return None
+                seen.add(e.event_id)
+            appends.append(args)
+        versions = self._stream_versions(cur, {a[0] for a in appends})
+        now = self._now_us
+        rows: list[tuple[Any, ...]] = []
+        ends: list[tuple[str, int, int]] = []  # stream, its new version, events appended
+        for stream_id, events, expected in appends:
+            version = versions[stream_id]
+            if not _holds(expected, version):
+                return None
+            rows.extend(
+                (
+                    e.event_id.bytes,
+                    stream_id,
+                    version + i,
+                    e.event_type,
+                    e.schema_version,
+                    e.occurred_us,
+                    now,
+                    e.payload,
+                    None if e.metadata == _EMPTY_META else e.metadata,
+                )
+                for i, e in enumerate(events, start=1)
+            )
+            versions[stream_id] = version + len(events)
+            ends.append((stream_id, version + len(events), len(events)))
+        try:
+            cur.executemany(_SQL_INSERT, rows)
+        except sqlite3.IntegrityError:
+            # An id stored before: the one-by-one path tells retries from clashes.
+            # Rolling back loses nothing but this insert (the rest only read).
+            cur.execute("ROLLBACK")
+            cur.execute("BEGIN IMMEDIATE")
+            return None
+        # One INSERT under the write lock numbered its rows max + 1, + 2, ...: the
+        # last position fixes them all, in the order of the jobs.
+        last = cur.execute(_SQL_LAST_POSITION).fetchone()[0]
+        position = last - len(rows)
+        done: list[tuple[bool, Any, int]] = []
+        for stream_id, version, n in ends:
+            positions = tuple(range(position + 1, position + n + 1))
+            position += n
+            done.append((True, AppendResult(stream_id, version, positions, Checkpoint(0, positions[-1])), n))
+        self._tx_head = last
+        return done
+
+    @staticmethod
+    def _stream_versions(cur: sqlite3.Cursor, streams: set[str]) -> dict[str, int]:
+        """The current version of each stream (0 for none), a few hundred per query."""
+        out: dict[str, int] = {}
+        ordered = list(streams)
+        for i in range(0, len(ordered), _IN_CHUNK):
+            chunk = ordered[i : i + _IN_CHUNK]
+            # A correlated max() per stream is one index seek each; max() with
+            # GROUP BY over an IN list would walk every version of every stream.
+            sql = (
+                f"WITH s(id) AS (VALUES {', '.join(['(?)'] * len(chunk))}) "  # noqa: S608 - placeholders only
+                "SELECT id, (SELECT max(stream_version) FROM events WHERE stream_id = s.id) FROM s"
+            )
+            for stream_id, version in cur.execute(sql, chunk):
+                out[stream_id] = version or 0
+        return out
+
     def _finish_batch(self, jobs: list[_Job], done: list[tuple[bool, Any, int]]) -> None:
         """After COMMIT: count, tell the listeners, then resolve the callers' futures."""
         stats = self.stats
@@ -630,7 +749,14 @@ class SQLiteEventStore(EventStore):
             by_loop.setdefault(job[4], []).append((job[3], ok, value))
         if any(events for _, _, events in done):
             # Before the futures: when an append returns, listeners have heard of it.
-            self._notify(Checkpoint(0, self._tx_head))
+            # Waiters on a loop that also gets outcomes are woken by the same
+            # callback, first: one wake-up of that loop per commit, not two.
+            wait_loop = self._wait_loop
+            if wait_loop is not None and wait_loop in by_loop:
+                by_loop[wait_loop].insert(0, (None, True, self._wake_waiters))
+                self._notify(Checkpoint(0, self._tx_head), announce=False)
+            else:
+                self._notify(Checkpoint(0, self._tx_head))
         for loop, outcomes in by_loop.items():
             _post(loop, outcomes)
 
@@ -737,8 +863,9 @@ class SQLiteEventStore(EventStore):
     def _write_snapshot(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> None:
         cur.execute(_SQL_SAVE_SNAPSHOT, row)
 
-    def _notify(self, head: Checkpoint) -> None:
-        self._announce_append()  # wakes this store's wait_for_events
+    def _notify(self, head: Checkpoint, *, announce: bool = True) -> None:
+        if announce:
+            self._announce_append()  # wakes this store's wait_for_events
         for listener in self._listeners:
             try:
                 listener(head)
@@ -879,24 +1006,38 @@ class SQLiteEventStore(EventStore):
         else:
             sql = _SQL_STREAM_AS_OF_BACK if backwards else _SQL_STREAM_AS_OF_FWD
             params = (stream_id, from_version, upper, count, max(min(as_of_us, _MAX_INT), -_MAX_INT))
+        if as_of_us is None and self._inline_ok():
+            head = _INLINE_ROWS if count < 0 else min(count, _INLINE_ROWS)
+            first = self._run_inline(self._read_stream_sync, stream_id, sql, (*params[:3], head))
+            if first is not _NOT_INLINE:
+                if len(first) < head or head == count:
+                    return cast("list[RecordedEvent]", first)
+                # A long stream: the rest comes from a reader thread.
+                last = first[-1].stream_version
+                rest_from, rest_upper = (from_version, last - 1) if backwards else (last + 1, upper)
+                rest_count = -1 if count < 0 else count - head
+                rest = await self._read(
+                    self._read_stream_sync, stream_id, sql, (stream_id, rest_from, rest_upper, rest_count)
+                )
+                return [*first, *rest]
         rows: list[RecordedEvent] = await self._read(self._read_stream_sync, stream_id, sql, params)
         return rows
 
     def _read_stream_sync(
         self, cur: sqlite3.Cursor, stream_id: str, sql: str, params: tuple[Any, ...]
     ) -> list[RecordedEvent]:
-        codec, from_bytes = self.codec, uuid.UUID
+        codec = self.codec
         return [
-            RecordedEvent(
-                codec, from_bytes(bytes=r[0]), stream_id, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
-            )
+            RecordedEvent(codec, r[0], stream_id, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
             for r in cur.execute(sql, params)
         ]
 
     async def _stream_version(self, stream_id: str) -> int:
         _check_text("a stream id", stream_id)
-        version: int = await self._read(self._stream_version_sync, stream_id)
-        return version
+        version = self._run_inline(self._stream_version_sync, stream_id) if self._inline_ok() else _NOT_INLINE
+        if version is _NOT_INLINE:
+            version = await self._read(self._stream_version_sync, stream_id)
+        return cast("int", version)
 
     @staticmethod
     def _stream_version_sync(cur: sqlite3.Cursor, stream_id: str) -> int:
@@ -939,16 +1080,17 @@ class SQLiteEventStore(EventStore):
                 head = cur.execute(_SQL_HEAD).fetchone()[0] or 0
                 checkpoint = Checkpoint(0, max(after, head))
             cur.execute("COMMIT")
-        codec, from_bytes = self.codec, uuid.UUID
+        codec = self.codec
         events = [
-            RecordedEvent(codec, from_bytes(bytes=r[1]), r[2], r[3], r[0], r[4], r[5], r[6], r[7], r[8], r[9])
-            for r in rows
+            RecordedEvent(codec, r[1], r[2], r[3], r[0], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows
         ]
         return LogPage(events, checkpoint)
 
     async def _head(self) -> Checkpoint:
-        position: int = await self._read(self._head_sync)
-        return Checkpoint(0, position) if position else START
+        position = self._run_inline(self._head_sync) if self._inline_ok() else _NOT_INLINE
+        if position is _NOT_INLINE:
+            position = await self._read(self._head_sync)
+        return Checkpoint(0, cast("int", position)) if position else START
 
     @staticmethod
     def _head_sync(cur: sqlite3.Cursor) -> int:
@@ -975,7 +1117,13 @@ class SQLiteEventStore(EventStore):
         _check_text("a stream id", stream_id)
         if schema_version > _MAX_INT:
             return None
-        row = await self._read(self._load_snapshot_sync, stream_id, schema_version)
+        row: Any = (
+            self._run_inline(self._load_snapshot_sync, stream_id, schema_version)
+            if self._inline_ok()
+            else _NOT_INLINE
+        )
+        if row is _NOT_INLINE:
+            row = await self._read(self._load_snapshot_sync, stream_id, schema_version)
         if row is None:
             return None
         stream_version, state, created_us = row
@@ -984,6 +1132,91 @@ class SQLiteEventStore(EventStore):
     @staticmethod
     def _load_snapshot_sync(cur: sqlite3.Cursor, stream_id: str, schema_version: int) -> Any:
         return cur.execute(_SQL_LOAD_SNAPSHOT, (stream_id, schema_version)).fetchone()
+
+    async def _snapshot_and_stream(
+        self, stream_id: str, schema_version: int, to_version: int | None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        # Both in one read (the base class makes two): on this thread when the
+        # events after the snapshot are few, else on a reader thread.
+        _check_text("a stream id", stream_id)
+        upper = _MAX_INT if to_version is None else min(to_version, _MAX_INT)
+        schema = min(schema_version, _MAX_INT)  # no snapshot is stored past 2**63 - 1
+        found: Any = (
+            self._run_inline(self._snapshot_and_stream_sync, stream_id, schema, upper, _INLINE_ROWS)
+            if self._inline_ok()
+            else _NOT_INLINE
+        )
+        if found is _NOT_INLINE or len(found[1]) == _INLINE_ROWS:
+            found = await self._read(self._snapshot_and_stream_sync, stream_id, schema, upper, -1)
+        row, events = found
+        if row is None or schema != schema_version:
+            return None, events
+        version, state, created_us = row
+        return Snapshot(stream_id, version, schema_version, state, micros_to_datetime(created_us)), events
+
+    def _snapshot_and_stream_sync(
+        self, cur: sqlite3.Cursor, stream_id: str, schema_version: int, upper: int, limit: int
+    ) -> tuple[Any, list[RecordedEvent]]:
+        row = cur.execute(_SQL_LOAD_SNAPSHOT, (stream_id, schema_version)).fetchone()
+        if row is not None and row[0] > upper:
+            row = None  # past the version asked for: replay from the start instead
+        start = 1 if row is None else row[0] + 1
+        if upper < start:
+            return row, []
+        return row, self._read_stream_sync(cur, stream_id, _SQL_STREAM_FWD, (stream_id, start, upper, limit))
+
+    # -- small reads on the caller's thread ---------------------------------------
+
+    def _inline_ok(self) -> bool:
+        # With readers=0 (and :memory:) every read shares the writer's connection.
+        return self._opened and self.readers > 0
+
+    def _run_inline(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(cursor, *args)`` on this thread's own read connection; _NOT_INLINE if it is busy.
+
+        A short read costs less than the trip to a reader thread and back (two
+        thread wake-ups and a write to the event loop's self-pipe: about 100 us
+        here, three times the read), so reads that are small by construction run
+        here: a stream's first rows, a version, the head, a snapshot. WAL lets
+        the read proceed while the writer works. The connection never waits for
+        a lock (busy timeout 0): if SQLite answers busy, the caller takes the
+        reader thread instead, so this thread (an event loop) never sleeps.
+        """
+        entry: tuple[sqlite3.Cursor, threading.Lock] | None = getattr(self._inline, "entry", None)
+        if entry is None:
+            entry = self._open_inline()
+            if entry is None:
+                return _NOT_INLINE
+        cur, lock = entry
+        with lock:
+            if self._closed:
+                raise StoreClosed(f"this sqlite store ({self.path}) is closed")
+            try:
+                return fn(cur, *args)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    return _NOT_INLINE
+                raise self._map_error(exc) from exc
+            except sqlite3.Error as exc:
+                raise self._map_error(exc) from exc
+            finally:
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+
+    def _open_inline(self) -> tuple[sqlite3.Cursor, threading.Lock] | None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error:
+            return None  # the reader threads will report what is wrong
+        entry = (conn.cursor(), threading.Lock())
+        with self._lock:
+            if self._closed:
+                conn.close()
+                raise StoreClosed(f"this sqlite store ({self.path}) is closed")
+            self._inline_cursors.append(entry)
+        self._inline.entry = entry
+        return entry
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self.path}{' closed' if self._closed else ''}>"

@@ -1,0 +1,295 @@
+"""Runs the workloads: every contender, every run, one backend after the other.
+
+Within a run of a workload the contenders take turns in an order that rotates
+from run to run, so that a slow moment of a shared machine does not always
+fall on the same one. Each writing run starts on fresh, empty places; reading
+workloads (W3, W4, W6) read the data the first W1 run wrote, and the limit
+reads eventvault's copy of it (the same schema, the same rows).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from benchmarks.backends import Backend, Place, commit_latency
+from benchmarks.ev import EventVault
+from benchmarks.http import percentile, run_http
+from benchmarks.limit import Limit
+from benchmarks.peer import Peer
+from benchmarks.plan import Plan, Sizes, Timing
+from benchmarks.results import Results
+
+__all__ = ["WORKLOADS", "Config", "run_backend"]
+
+WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
+_NEEDS_DATA: Final = frozenset({"W3", "W4", "W6"})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What one benchmark run does."""
+
+    sizes: Sizes = field(default_factory=Sizes)
+    workloads: tuple[str, ...] = WORKLOADS
+    runs: int = 3
+    workdir: Path = Path()
+    keep: bool = False
+    growth: bool = False
+
+
+class _Log:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, message: str) -> None:
+        self.out.write(message + "\n")
+        self.out.flush()
+
+
+@dataclass(slots=True)
+class _Dataset:
+    """W1's first run: what W3, W4 and W6 read."""
+
+    ev_place: Place
+    ev_ids: list[Any]
+    peer_place: Place
+    peer_ids: list[Any]
+
+
+def _rotate(items: Sequence[Any], run: int) -> list[Any]:
+    k = run % len(items)
+    return [*items[k:], *items[:k]]
+
+
+def _expected_total(plan: Plan) -> Decimal:
+    return sum((d.amount for deposits in plan.deposits for d in deposits), Decimal(0))
+
+
+def _same(what: str, values: dict[str, Any]) -> None:
+    """The contenders did the same work: their results agree."""
+    distinct = {repr(v) for v in values.values()}
+    if len(distinct) > 1:
+        raise RuntimeError(f"{what}: the contenders disagree: {values}")
+
+
+class _BackendRun:
+    def __init__(self, backend: Backend, config: Config, results: Results, log: _Log) -> None:
+        self.backend = backend
+        self.config = config
+        self.sizes = config.sizes
+        self.results = results
+        self.log = log
+        self.ev = EventVault(backend, self.sizes)
+        self.peer = Peer(backend, self.sizes)
+        self.limit = Limit(backend, self.sizes, self.ev.prepare)
+        self.plan = Plan.make(self.sizes.accounts, self.sizes.events_per_account)
+        self.dataset: _Dataset | None = None
+        self._places: list[Place] = []
+
+    def record(self, workload: str, unit: str, contender: str, timing: Timing, run: int) -> None:
+        self.results.add(workload, self.backend.name, unit, contender, timing.rate)
+        self.log(
+            f"[{self.backend.name}] {workload:<12} run {run + 1}/{self.config.runs} {contender:<10} "
+            f"{timing.rate:>12,.1f} {unit:<14} ({timing.count} in {timing.seconds:.2f} s)"
+        )
+
+    def fresh(self, label: str) -> Place:
+        place = self.backend.new_place(label)
+        self._places.append(place)
+        return place
+
+    def discard(self, place: Place) -> None:
+        if not self.config.keep:
+            self.backend.drop(place)
+            self._places.remove(place)
+
+    def cleanup(self) -> None:
+        if not self.config.keep:
+            for place in list(self._places):
+                self.backend.drop(place)
+            self._places.clear()
+
+    # -- the workloads --------------------------------------------------------------------
+
+    def w1_w2(self, workload: str, *, per_event: bool) -> None:
+        record = workload in self.config.workloads
+        runs = self.config.runs if record else 1
+        for run in range(runs):
+            ids: dict[str, Any] = {}
+            places: dict[str, Place] = {}
+            for contender in _rotate((self.ev, self.peer, self.limit), run):
+                if not record and contender is self.limit:
+                    continue  # only building W3's data
+                place = self.fresh(f"{workload.lower()}_{contender.name}")
+                timing, ids[contender.name] = contender.write(place, self.plan, per_event=per_event)
+                places[contender.name] = place
+                if contender is self.limit:
+                    _same(
+                        f"{workload} rows the limit wrote",
+                        {
+                            "limit": self.limit.written(place),
+                            "expected": (self.plan.events, _expected_total(self.plan)),
+                        },
+                    )
+                if record:
+                    self.record(workload, "events/s", contender.name, timing, run)
+            keep_data = per_event and self.dataset is None
+            if keep_data:
+                self.dataset = _Dataset(places["eventvault"], ids["eventvault"], places["peer"], ids["peer"])
+            for name, place in places.items():
+                if not (keep_data and name in ("eventvault", "peer")):
+                    self.discard(place)
+
+    def data(self) -> _Dataset:
+        if self.dataset is None:
+            self.w1_w2("W1", per_event=True)
+        assert self.dataset is not None  # noqa: S101 - W1 made it
+        return self.dataset
+
+    def w3(self) -> None:
+        d = self.data()
+        expected = _expected_total(self.plan)
+        for run in range(self.config.runs):
+            totals: dict[str, Any] = {}
+            for contender in _rotate(("eventvault", "peer", "limit"), run):
+                if contender == "eventvault":
+                    timing, totals[contender] = self.ev.load_each(d.ev_place, d.ev_ids)
+                elif contender == "peer":
+                    timing, totals[contender] = self.peer.load_each(d.peer_place, d.peer_ids)
+                else:
+                    streams = [f"bench-{aid}" for aid in d.ev_ids]
+                    timing, totals[contender] = self.limit.load_each(d.ev_place, streams)
+                self.record("W3", "aggregates/s", contender, timing, run)
+            _same("W3 sum of balances", {**totals, "expected": expected})
+
+    def w4(self) -> None:
+        d = self.data()
+        for run in range(self.config.runs):
+            counts: dict[str, Any] = {}
+            for contender in _rotate(("eventvault", "peer", "limit"), run):
+                if contender == "eventvault":
+                    timing, counts[contender] = self.ev.read_log(d.ev_place)
+                elif contender == "peer":
+                    timing, counts[contender] = self.peer.read_log(d.peer_place)
+                else:
+                    timing, counts[contender] = self.limit.read_log(d.ev_place)
+                self.record("W4", "events/s", contender, timing, run)
+            _same("W4 events read", {**counts, "expected": self.plan.events * self.sizes.log_reads})
+
+    def w5(self) -> None:
+        n = self.sizes.long_stream
+        ev_place, peer_place = self.fresh("w5_eventvault"), self.fresh("w5_peer")
+        self.log(f"[{self.backend.name}] W5: writing a stream of {n:,} events for each contender")
+        ev_id = self.ev.build_long(ev_place, n)
+        peer_id = self.peer.build_long(peer_place, n)
+        for snapshot in (False, True):
+            workload = "W5 snapshot" if snapshot else "W5"
+            loads = self.sizes.long_loads * (100 if snapshot else 1)
+            for run in range(self.config.runs):
+                outcomes: dict[str, Any] = {}
+                for contender in _rotate(("eventvault", "peer", "limit"), run):
+                    if contender == "eventvault":
+                        timing, state = self.ev.load_long(ev_place, ev_id, loads, snapshot=snapshot)
+                    elif contender == "peer":
+                        timing, state = self.peer.load_long(peer_place, peer_id, loads, snapshot=snapshot)
+                    else:
+                        timing, state = self.limit.load_long(
+                            ev_place, f"bench-{ev_id}", loads, snapshot=snapshot
+                        )
+                    outcomes[contender] = (int(state[0]), Decimal(str(state[1])))
+                    self.record(workload, "loads/s", contender, timing, run)
+                _same(f"{workload} version and balance", outcomes)
+        self.discard(ev_place)
+        self.discard(peer_place)
+
+    def w6(self) -> None:
+        d = self.data()
+        cents = int(_expected_total(self.plan).scaleb(2))
+        for run in range(self.config.runs):
+            totals: dict[str, Any] = {}
+            for contender in _rotate(("eventvault", "limit"), run):
+                suffix = f"{contender[0]}{run}"
+                if contender == "eventvault":
+                    timing, totals[contender] = self.ev.project(d.ev_place, suffix, self.plan.events)
+                else:
+                    timing, totals[contender] = self.limit.project(d.ev_place, suffix, self.plan.events)
+                totals[contender] = tuple(int(x) for x in totals[contender])
+                self.record("W6", "events/s", contender, timing, run)
+            _same("W6 read model", {**totals, "expected": (self.sizes.accounts, cents)})
+
+    def w7(self) -> None:
+        plan = Plan.make(self.sizes.writers, self.sizes.appends_per_writer, first=1_000_000)
+        for run in range(self.config.runs):
+            for contender in _rotate((self.ev, self.peer, self.limit), run):
+                place = self.fresh(f"w7_{contender.name}")
+                timing = contender.concurrent(place, plan)
+                self.record("W7", "events/s", contender.name, timing, run)
+                self.discard(place)
+
+    def w8(self) -> None:
+        for run in range(self.config.runs):
+            place = self.fresh("w8")
+            log = self.config.workdir / f"w8-{self.backend.name}-{run}.log"
+            result = run_http(
+                self.backend.ev_url(place),
+                self.sizes.clients,
+                self.sizes.requests_per_client,
+                log,
+                noop_first=run % 2 == 1,
+            )
+            self.record("W8", "requests/s", "eventvault", result.deposits, run)
+            self.record("W8", "requests/s", "limit", result.noop, run)
+            for name, q in (("W8 p50", 0.5), ("W8 p99", 0.99)):
+                for contender, timing in (("eventvault", result.deposits), ("limit", result.noop)):
+                    ms = percentile(timing.latencies, q) * 1000
+                    self.results.add(name, self.backend.name, "ms", contender, ms)
+            self.log(
+                f"[{self.backend.name}] W8 latency     run {run + 1}/{self.config.runs} deposits p50 "
+                f"{percentile(result.deposits.latencies, 0.5) * 1000:.1f} ms p99 "
+                f"{percentile(result.deposits.latencies, 0.99) * 1000:.1f} ms; no-op p50 "
+                f"{percentile(result.noop.latencies, 0.5) * 1000:.1f} ms p99 "
+                f"{percentile(result.noop.latencies, 0.99) * 1000:.1f} ms"
+            )
+            self.discard(place)
+
+
+def run_backend(backend: Backend, config: Config, results: Results, out: TextIO = sys.stderr) -> None:
+    """Run the configured workloads on ``backend``, adding every measurement to ``results``."""
+    log = _Log(out)
+    run = _BackendRun(backend, config, results, log)
+    steps: dict[str, Callable[[], None]] = {
+        "W1": lambda: run.w1_w2("W1", per_event=True),
+        "W2": lambda: run.w1_w2("W2", per_event=False),
+        "W3": run.w3,
+        "W4": run.w4,
+        "W5": run.w5,
+        "W6": run.w6,
+        "W7": run.w7,
+        "W8": run.w8,
+    }
+
+    def probe(when: str) -> None:
+        latency = commit_latency(backend)
+        log(
+            f"[{backend.name}] raw commit latency {when}: "
+            f"p50 {latency['p50_ms']} ms, p90 {latency['p90_ms']} ms"
+        )
+        results.add_check({"check": "commit_latency", "backend": backend.name, "when": when, **latency})
+
+    try:
+        probe("before")
+        for workload in WORKLOADS:
+            if workload in config.workloads:
+                steps[workload]()
+        if config.growth:
+            from benchmarks.growth import run_growth  # noqa: PLC0415
+
+            run_growth(backend, config, results, log)
+        probe("after")
+    finally:
+        run.cleanup()

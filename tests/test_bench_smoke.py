@@ -1,0 +1,150 @@
+"""A smoke run of the benchmark harness at tiny sizes: it runs and reports; speed is not judged here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from eventvault_ledger.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"workload", "backend", "unit", "eventvault", "peer", "limit"}
+WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W5 snapshot", "W6", "W7", "W8", "W8 p50", "W8 p99"}
+NO_PEER = {"W6", "W8", "W8 p50", "W8 p99"}
+
+
+def _postgres_url() -> str:
+    return os.environ.get("EVENTVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_up() -> bool:
+    try:
+        with psycopg.connect(_postgres_url(), connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "benchmarks", "--tiny", "--runs", "1", "--workdir", str(tmp_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _objects(out: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def _check_workloads(objects: list[dict[str, object]], backend: str) -> None:
+    rows = [o for o in objects if "workload" in o and "check" not in o]
+    assert {r["workload"] for r in rows} == WORKLOADS
+    for row in rows:
+        assert set(row) == KEYS, row
+        assert row["backend"] == backend
+        assert isinstance(row["unit"], str)
+        assert row["unit"]
+        assert isinstance(row["eventvault"], float)
+        assert row["eventvault"] > 0
+        assert isinstance(row["limit"], float)
+        assert row["limit"] > 0
+        if row["workload"] in NO_PEER:
+            assert row["peer"] is None
+        else:
+            assert isinstance(row["peer"], float)
+            assert row["peer"] > 0
+    targets = [o for o in objects if "target" in o]
+    assert {t["backend"] for t in targets} == {backend}
+    assert all(set(t) == {"target", "backend", "ratio", "required", "met"} for t in targets)
+    assert len(targets) >= 9
+
+
+def test_sqlite_run_prints_one_object_per_workload(tmp_path):
+    """Every workload W1-W8 on SQLite yields one JSON object with the documented keys."""
+    objects = _objects(_bench(tmp_path, "--backend", "sqlite", "--json"))
+    _check_workloads(objects, "sqlite")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL server: the PostgreSQL smoke run is NOT RUN")
+def test_postgres_run_prints_one_object_per_workload(tmp_path):
+    """Every workload on PostgreSQL yields one JSON object with the documented keys; its database goes."""
+    before = _bench_databases()
+    out = _bench(tmp_path, "--backend", "postgresql", "--postgres", _postgres_url(), "--json")
+    _check_workloads(_objects(out), "postgresql")
+    assert _bench_databases() <= before
+
+
+def _bench_databases() -> set[str]:
+    with psycopg.connect(_postgres_url()) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'eventvault_bench_%'"
+        ).fetchall()
+    return {str(name) for (name,) in rows}
+
+
+def test_growth_check_reports_rates_ratios_and_memory(tmp_path):
+    """The cost-growth check reports W1 and W3 at both sizes and the memory of reading the whole log."""
+    objects = _objects(_bench(tmp_path, "--growth-only", "--json"))
+    growth = [o for o in objects if o.get("check") == "growth"]
+    assert {g["workload"] for g in growth} == {"W1", "W3"}
+    for g in growth:
+        assert g["baseline"] > 0
+        assert g["rate"] > 0
+        assert g["ratio"] > 0
+    (memory,) = [o for o in objects if o.get("check") == "memory"]
+    assert memory["events"] >= 300
+    assert memory["rss_growth_mb"] >= 0
+
+
+def test_table_output_names_every_contender(tmp_path):
+    """Without --json the run prints a table with a column per contender and the targets below it."""
+    out = _bench(tmp_path, "--workload", "W4")
+    assert out.returncode == 0, out.stderr[-3000:]
+    header = out.stdout.splitlines()[0].split()
+    assert header[:6] == ["workload", "backend", "unit", "eventvault", "peer", "limit"]
+    assert "W4 eventvault / W4 peer" in out.stdout
+
+
+def test_bad_sizes_are_refused_before_anything_runs(tmp_path):
+    """A size or run count below 1 exits with usage status 2 and a message, creating no database."""
+    out = _bench(tmp_path, "--runs", "0")
+    assert out.returncode == 2
+    assert "must be at least 1" in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_postgres_backend_needs_a_server_url(tmp_path):
+    """Asking for PostgreSQL without a server URL exits with usage status 2 and says what is missing."""
+    env = {k: v for k, v in os.environ.items() if k != "EVENTVAULT_BENCH_POSTGRES"}
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "benchmarks", "--backend", "postgresql", "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "--postgres URL" in out.stderr
+
+
+def test_eventvault_bench_command_hands_its_arguments_to_the_harness():
+    """``eventvault bench`` passes its arguments through: --help shows the harness's options."""
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0
+    assert "--workload" in result.output
+    assert "--postgres" in result.output
