@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from eventvault import AppendResult, Metadata, WrongExpectedVersion
-from eventvault_ledger.api.problems import Problem, known_query_only, problem_from
+from eventvault_ledger.api.problems import Problem, known_query_only, parse_account_id, problem_from
 from eventvault_ledger.api.schemas import CommandResult, problems
 from eventvault_ledger.api.security import Principal, Writer
 from eventvault_ledger.api.services import Services
@@ -139,13 +139,6 @@ def _if_match(header: str | None) -> int | None:
     if m is None:
         raise _invalid('If-Match is the account version, e.g. If-Match: "3"', field="If-Match")
     return int(m[1])
-
-
-def _account_id(account_id: str) -> str:
-    try:
-        return str(uuid.UUID(account_id))
-    except ValueError:
-        raise Problem(404, "account-not-found", "Unknown account", "no account has this id") from None
 
 
 def _metadata(request: Request, principal: Principal, key: str | None) -> Metadata:
@@ -465,7 +458,7 @@ async def _move_money(
     if_match_header: str | None,
     key: str | None,
 ) -> JSONResponse:
-    account_id = _account_id(account_id)
+    account_id = parse_account_id(account_id)
     body = await _json_object(request, frozenset({"amount", "description"}))
     raw_amount = _amount(body)
     description = _text(body, "description", required=False)
@@ -533,7 +526,7 @@ async def close(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     """Close an account at a zero balance; 422 account-not-empty otherwise, 409 if already closed."""
-    account_id = _account_id(account_id)
+    account_id = parse_account_id(account_id)
     return await _command(
         request,
         principal,

@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from eventvault import Checkpoint, EventVaultError
-from eventvault_ledger.api.problems import Problem, known_query_only
-from eventvault_ledger.api.query_routes import account_json, parse_account_id, parse_place
+from eventvault_ledger.api.problems import Problem, known_query_only, parse_account_id
+from eventvault_ledger.api.query_routes import account_json, parse_place
 from eventvault_ledger.api.schemas import problems
 from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -99,7 +100,7 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
     if isinstance(exc, ConcurrencyError):
         return Problem(409, "concurrent-modification", "The account changed meanwhile", str(exc))
     if isinstance(exc, InvalidQuery):
-        name = _camel(exc.parameter)
+        name = camel_name(exc.parameter)
         return Problem(422, "validation", "Invalid request", f"{name}: {exc.detail}", parameter=name)
     if isinstance(exc, InvalidInput):
         return Problem(422, "validation", "Invalid request", str(exc))
@@ -110,9 +111,18 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
     return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
 
 
-def _camel(name: str) -> str:
+def camel_name(name: str) -> str:
+    """A snake_case name in camelCase, as the API's JSON and parameters spell it."""
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def parse_account_id(account_id: str) -> str:
+    """The canonical form of an account id from a path; 404 if it cannot be one."""
+    try:
+        return str(uuid.UUID(account_id))
+    except ValueError:
+        raise Problem(404, "account-not-found", "Unknown account", "no account has this id") from None
 
 
 _HTTP_CODES: Final = {

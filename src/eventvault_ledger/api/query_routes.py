@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, cast
@@ -13,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from eventvault import Checkpoint, InvalidCheckpoint
 from eventvault_ledger import queries
-from eventvault_ledger.api.problems import Problem, known_query_only
+from eventvault_ledger.api.problems import Problem, camel_name, known_query_only, parse_account_id
 from eventvault_ledger.api.schemas import (
     AccountPage,
     AccountState,
@@ -134,14 +133,6 @@ def _not_consistent(token: str, timeout: float) -> Problem:
         f"the read model has not reached position {token} within {timeout:g}s; retry shortly",
         {"Retry-After": "1"},
     )
-
-
-def parse_account_id(account_id: str) -> str:
-    """The canonical form of an account id from a path; 404 if it cannot be one."""
-    try:
-        return str(uuid.UUID(account_id))
-    except ValueError:
-        raise Problem(404, "account-not-found", "Unknown account", "no account has this id") from None
 
 
 async def _current(services: Services, account_id: str) -> dict[str, Any]:
@@ -308,8 +299,8 @@ async def get_events(
                 "schemaVersion": e.schema_version,
                 "occurredAt": _iso(e.occurred_at),
                 "recordedAt": _iso(e.recorded_at),
-                "data": {_camel(k): v for k, v in e.data.items()},
-                "metadata": {_camel(k): v for k, v in e.metadata.items()},
+                "data": {camel_name(k): v for k, v in e.data.items()},
+                "metadata": {camel_name(k): v for k, v in e.metadata.items()},
             }
             for e in page.items
         ],
@@ -329,11 +320,6 @@ def _moment(text: str) -> datetime:
     if when.utcoffset() is None:
         raise _invalid("asOf", "asOf needs a UTC offset, e.g. ...Z or +02:00")
     return when
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 @router.get(
