@@ -365,6 +365,24 @@ def _check_text(what: str, text: str, error: type[InvalidInput] = InvalidStreamI
             raise error(f"{what} must be valid Unicode (no lone surrogates): {text!r}") from None
 
 
+def _rows(stream_id: str, version: int, events: Sequence[PreparedEvent], now: int) -> list[tuple[Any, ...]]:
+    """The ``events`` table rows of an append to ``stream_id``, which is at ``version``."""
+    return [
+        (
+            e.event_id.bytes,
+            stream_id,
+            version + i,
+            e.event_type,
+            e.schema_version,
+            e.occurred_us,
+            now,
+            e.payload,
+            None if e.metadata == _EMPTY_META else e.metadata,
+        )
+        for i, e in enumerate(events, start=1)
+    ]
+
+
 class SQLiteEventStore(EventStore):
     """An event store in one SQLite file (see the module documentation for options)."""
 
@@ -682,20 +700,7 @@ class SQLiteEventStore(EventStore):
             version = versions[stream_id]
             if not _holds(expected, version):
                 return None
-            rows.extend(
-                (
-                    e.event_id.bytes,
-                    stream_id,
-                    version + i,
-                    e.event_type,
-                    e.schema_version,
-                    e.occurred_us,
-                    now,
-                    e.payload,
-                    None if e.metadata == _EMPTY_META else e.metadata,
-                )
-                for i, e in enumerate(events, start=1)
-            )
+            rows.extend(_rows(stream_id, version, events, now))
             versions[stream_id] = version + len(events)
             ends.append((stream_id, version + len(events), len(events)))
         try:
@@ -790,40 +795,10 @@ class SQLiteEventStore(EventStore):
         n = len(events)
         try:
             if n == 1:
-                e = events[0]
-                cur.execute(
-                    _SQL_INSERT,
-                    (
-                        e.event_id.bytes,
-                        stream_id,
-                        version + 1,
-                        e.event_type,
-                        e.schema_version,
-                        e.occurred_us,
-                        now,
-                        e.payload,
-                        None if e.metadata == _EMPTY_META else e.metadata,
-                    ),
-                )
+                cur.execute(_SQL_INSERT, _rows(stream_id, version, events, now)[0])
                 last = cast("int", cur.lastrowid)  # set by every INSERT
             else:
-                cur.executemany(
-                    _SQL_INSERT,
-                    [
-                        (
-                            e.event_id.bytes,
-                            stream_id,
-                            version + i,
-                            e.event_type,
-                            e.schema_version,
-                            e.occurred_us,
-                            now,
-                            e.payload,
-                            None if e.metadata == _EMPTY_META else e.metadata,
-                        )
-                        for i, e in enumerate(events, start=1)
-                    ],
-                )
+                cur.executemany(_SQL_INSERT, _rows(stream_id, version, events, now))
                 # The rows of one executemany under the write lock got consecutive
                 # rowids (each max + 1), so the last one fixes them all.
                 last = cur.execute(_SQL_LAST_POSITION).fetchone()[0]
