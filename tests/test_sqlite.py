@@ -41,6 +41,7 @@ from eventvault import (
     event,
 )
 from eventvault.store.records import START, AppendResult
+from eventvault.store import sqlite as sqlite_module
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
 
 reg = EventRegistry()
@@ -149,7 +150,8 @@ async def test_busy_timeout_option_in_seconds(db):
         ("busy_timeout=nan", ["busy_timeout"]),
         ("readers=many", ["readers", "0 to 64", "'many'"]),
         ("readers=65", ["readers", "'65'"]),
-        ("frobnicate=1", ["'frobnicate'", "busy_timeout, readers, synchronous"]),
+        ("writer=fast", ["writer", "auto, thread", "'fast'"]),
+        ("frobnicate=1", ["'frobnicate'", "busy_timeout, readers, synchronous, writer"]),
     ],
 )
 def test_bad_option_rejected_before_touching_the_file(db, query, words):
@@ -284,6 +286,98 @@ async def test_concurrent_appends_land_in_fewer_transactions(store):
     assert store.stats.appends == 100
     assert store.stats.transactions < 50
     assert sorted(r.positions[0] for r in results) == list(range(1, 101))
+
+
+# -- where a commit runs (writer=auto | thread) ------------------------------------------
+
+
+def committing_threads(store: SQLiteEventStore) -> list[str]:
+    """The names of the threads that commit the store's next transactions, in order."""
+    names: list[str] = []
+    store.add_commit_listener(lambda head: names.append(threading.current_thread().name))
+    return names
+
+
+async def test_with_fast_commits_appends_commit_on_the_loops_thread(store):
+    """writer=auto: a lone append, and a group of concurrent ones, commit right on the event loop's thread."""
+    here = threading.current_thread().name
+    threads = committing_threads(store)
+    first = await store.append("s-0", [Noted("0")], expected_version=NO_STREAM)
+    results = await asyncio.gather(
+        *(store.append(f"s-{i}", [Noted(str(i))], expected_version=NO_STREAM) for i in range(1, 11))
+    )
+    assert threads == [here, here]  # the ten concurrent appends are one group, one transaction
+    assert store.stats.inline_transactions == store.stats.transactions == 2
+    assert first.positions == (1,)
+    assert sorted(r.positions[0] for r in results) == list(range(2, 12))
+    assert [e.stream_id for e in await store.read_all()] == [f"s-{i}" for i in range(11)]
+
+
+async def test_writer_thread_option_keeps_every_commit_off_the_loop(db):
+    """writer=thread: every transaction commits on the writer thread."""
+    async with create_store(sqlite_url(db, "writer=thread"), registry=reg) as s:
+        assert isinstance(s, SQLiteEventStore)
+        threads = committing_threads(s)
+        await s.append("s-0", [Noted("0")], expected_version=NO_STREAM)
+        await asyncio.gather(*(s.append(f"s-{i}", [Noted("x")], expected_version=NO_STREAM) for i in (1, 2)))
+        assert threads
+        assert all(name == "eventvault-sqlite-writer" for name in threads)
+        assert s.stats.inline_transactions == 0
+        assert (await s.head()).position == 3
+
+
+async def test_slow_commits_go_to_the_writer_thread(store, monkeypatch):
+    """While commits take longer than the inline limit, writer=auto hands them to the writer thread."""
+    threads = committing_threads(store)
+    await store.append("s-0", [Noted("0")], expected_version=NO_STREAM)
+    monkeypatch.setattr(sqlite_module, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
+    await store.append("s-0", [Noted("1")], expected_version=1)
+    await asyncio.gather(*(store.append(f"s-{i}", [Noted("x")], expected_version=NO_STREAM) for i in (1, 2)))
+    assert threads[0] == threading.current_thread().name
+    assert threads[1:] and all(name == "eventvault-sqlite-writer" for name in threads[1:])
+    assert store.stats.inline_transactions == 1
+
+
+async def test_the_loop_never_waits_for_another_process_lock(db):
+    """With the write lock held elsewhere, an append waits on the writer thread; the loop runs on."""
+    async with create_store(sqlite_url(db, "busy_timeout=30"), registry=reg) as s:
+        assert isinstance(s, SQLiteEventStore)
+        await s.append("s-0", [Noted("0")], expected_version=NO_STREAM)  # commits are fast: inline
+        with contextlib.closing(raw(db)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            appending = asyncio.create_task(s.append("s-1", [Noted("1")], expected_version=NO_STREAM))
+            for _ in range(5):  # had the loop's thread waited for the lock, the task would be done or failed
+                await asyncio.sleep(0)
+            assert not appending.done()
+            other.execute("COMMIT")
+            result = await appending
+        assert result.positions == (2,)
+        assert s.stats.inline_transactions == 1
+        # The next append is quick again, and the busy timeout is back for the writer thread.
+        assert (await s.append("s-2", [Noted("2")], expected_version=NO_STREAM)).positions == (3,)
+        assert await on_writer(s, pragma("busy_timeout")) == 30000
+
+
+async def test_a_lone_append_whose_commit_fails_is_not_stored(store, db):
+    """COMMIT failing on the loop's thread fails that append with a StoreError; the store goes on."""
+    with contextlib.closing(raw(db)) as c:
+        c.executescript(
+            """
+            CREATE TABLE poison_parent (id INTEGER PRIMARY KEY);
+            CREATE TABLE poison_child (
+                parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED
+            );
+            CREATE TRIGGER poison AFTER INSERT ON events WHEN NEW.stream_id = 'poison'
+            BEGIN INSERT INTO poison_child VALUES (42); END;
+            """
+        )
+    await on_writer(store, lambda cur: cur.execute("PRAGMA foreign_keys = ON"))
+    with pytest.raises(StoreError, match="FOREIGN KEY") as info:
+        await store.append("poison", [Noted("p")], expected_version=NO_STREAM)
+    assert not isinstance(info.value, sqlite3.Error)
+    assert await store.head() == START
+    assert (await store.append("good", [Noted("g")], expected_version=NO_STREAM)).positions == (1,)
+    assert store.stats.inline_transactions == 1
 
 
 async def test_a_conflict_in_a_batch_fails_only_its_own_append(store):

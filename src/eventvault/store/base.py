@@ -28,10 +28,9 @@ from eventvault.errors import (
     StoreClosed,
     WrongExpectedVersion,
 )
-from eventvault.store.codec import EventCodec
+from eventvault.store.codec import EMPTY_METADATA_JSON, EventCodec
 from eventvault.store.records import (
     ANY,
-    EMPTY_METADATA,
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
@@ -241,11 +240,19 @@ class EventStore(abc.ABC):
         if isinstance(events, (str, bytes, NewEvent)) or not isinstance(events, Iterable):
             raise InvalidEvent("events must be a list of events, not a single value")
         out: list[PreparedEvent] = []
-        seen: set[uuid.UUID] = set()
+        seen: set[uuid.UUID] = set()  # the ids given; new ones never repeat
         encode_event = self.codec.encode_event
         encode_metadata = self.codec.encode_metadata
+        now_us = 0
         for item in events:
-            if isinstance(item, NewEvent):
+            if type(item) is not NewEvent and not isinstance(item, NewEvent):
+                # A bare event gets what NewEvent(item) would give it (a new
+                # time-ordered id, no metadata, now), without building one.
+                name, version, payload = encode_event(item)
+                if not now_us:
+                    now_us = time.time_ns() // 1000
+                out.append(PreparedEvent(uuid7(), name, version, payload, EMPTY_METADATA_JSON, now_us))
+            else:
                 event_id = item.event_id
                 if not isinstance(event_id, uuid.UUID):
                     raise InvalidEvent(f"event_id must be a uuid.UUID, got {event_id!r}")
@@ -257,17 +264,17 @@ class EventStore(abc.ABC):
                 if not isinstance(item.metadata, Metadata):
                     raise InvalidEvent(f"metadata must be a Metadata, got {type(item.metadata).__name__}")
                 name, version, payload = encode_event(item.data)
-                metadata = encode_metadata(item.metadata)
-                occurred_us = datetime_to_micros(occurred_at)
-            else:
-                # A bare event gets what NewEvent(item) would give it (a new
-                # time-ordered id, no metadata, now), without building one.
-                name, version, payload = encode_event(item)
-                event_id = uuid7()
-                metadata = encode_metadata(EMPTY_METADATA)
-                occurred_us = time.time_ns() // 1000
-            seen.add(event_id)
-            out.append(PreparedEvent(event_id, name, version, payload, metadata, occurred_us))
+                seen.add(event_id)
+                out.append(
+                    PreparedEvent(
+                        event_id,
+                        name,
+                        version,
+                        payload,
+                        encode_metadata(item.metadata),
+                        datetime_to_micros(occurred_at),
+                    )
+                )
         if not out:
             raise InvalidEvent("an append needs at least one event")
         return out

@@ -17,9 +17,10 @@ from eventvault.domain import EventRegistry, default_registry
 from eventvault.errors import DecodeError, EventTypeError, InvalidEvent
 from eventvault.store.records import EMPTY_METADATA, Metadata
 
-__all__ = ["EventCodec"]
+__all__ = ["EMPTY_METADATA_JSON", "EventCodec"]
 
-_EMPTY_META_BYTES: Final = b"{}"
+EMPTY_METADATA_JSON: Final = b"{}"
+"""The stored JSON of empty metadata."""
 
 
 class EventCodec:
@@ -86,12 +87,12 @@ class EventCodec:
     def encode_metadata(self, meta: Metadata) -> bytes:
         """JSON of ``meta`` (``{}`` when empty)."""
         if meta is EMPTY_METADATA:
-            return _EMPTY_META_BYTES
+            return EMPTY_METADATA_JSON
         return self._encoder.encode(meta)
 
     def decode_metadata(self, raw: bytes | None) -> Metadata:
         """Metadata from its stored JSON."""
-        if not raw or raw == _EMPTY_META_BYTES:
+        if not raw or raw == EMPTY_METADATA_JSON:
             return EMPTY_METADATA
         try:
             return self._meta_decoder.decode(raw)

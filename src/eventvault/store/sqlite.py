@@ -18,13 +18,23 @@ keyword arguments of :func:`~eventvault.store.create_store`:
     Read connections, each on its own thread, so reads never queue behind the
     writer. ``0`` runs every read on the writer's thread (``:memory:`` always
     does: every connection to ``:memory:`` would be a database of its own).
+``writer`` = ``auto`` (default) | ``thread``
+    ``auto`` commits a group of appends on the event loop's own thread when the
+    writer thread is idle and this store's recent commits took under 1 ms (a
+    fast disk), and hands it to the writer thread otherwise. ``thread`` always
+    hands appends to the writer thread, so the event loop never waits for a
+    commit, however short.
 
 How it works
 ------------
-* **One writer.** A dedicated thread owns the only write connection. Appends
-  are put on its queue; it takes every append waiting at that moment and runs
-  them in ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside its
-  own ``SAVEPOINT``. A conflict (wrong expected version, an event id stored
+* **One writer.** One write connection, used by one thread at a time. The
+  appends made while the event loop runs its ready tasks are gathered into
+  ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside its own
+  ``SAVEPOINT``. While commits are fast and the writer thread idle, that
+  transaction runs right there on the loop's thread (two thread hand-offs cost
+  more than a commit on a fast disk); otherwise, and whenever another process
+  holds the write lock, a dedicated writer thread runs it, taking every append
+  waiting in its queue at that moment. A conflict (wrong expected version, an event id stored
   elsewhere) rolls back only its savepoint and fails only its own append. A
   caller's future is resolved only after ``COMMIT`` succeeded; if ``COMMIT``
   fails, every append of the batch fails. Other processes may write the same
@@ -63,6 +73,7 @@ it: it may still land (a retry with the same event ids is safe either way).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -244,7 +255,9 @@ _MAX_BATCH: Final = 512  # appends per group commit: bounds how long one transac
 _SYNCHRONOUS: Final = ("FULL", "EXTRA", "NORMAL")
 _MAX_READERS: Final = 64
 _MAX_BUSY_TIMEOUT: Final = 3600.0
-_OPTIONS: Final = ("busy_timeout", "readers", "synchronous")
+_OPTIONS: Final = ("busy_timeout", "readers", "synchronous", "writer")
+_WRITERS: Final = ("auto", "thread")
+_INLINE_COMMIT_US: Final = 1000.0  # writer=auto commits on the loop's thread while commits take less
 
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
@@ -255,6 +268,7 @@ _Job = tuple[bool, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], asy
 _Outcome = tuple[asyncio.Future[Any] | None, bool, Any]
 _STOP: Final = None
 _NOT_INLINE: Final = object()
+_NO_CALLBACKS: Final = collections.deque[Any]()  # an asyncio loop's ready queue when empty
 
 
 @dataclass(slots=True)
@@ -263,6 +277,8 @@ class SQLiteStats:
 
     transactions: int = 0
     """Write transactions committed."""
+    inline_transactions: int = 0
+    """Of those, the ones committed on an event loop's thread (``writer=auto``)."""
     appends: int = 0
     """Appends those transactions stored (idempotent retries write nothing and are not counted)."""
     events: int = 0
@@ -304,6 +320,9 @@ def _settle(outcomes: list[_Outcome]) -> None:
 
 
 def _post(loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
+    if loop is asyncio._get_running_loop():  # noqa: SLF001 - public in asyncio.events; a group run inline
+        _settle(outcomes)
+        return
     # A closed loop raises RuntimeError: its caller is gone, nobody waits any more.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, outcomes)
@@ -320,7 +339,7 @@ def _holds(expected: ExpectedVersion, actual: int) -> bool:
     return actual == expected
 
 
-def _parse_options(options: dict[str, Any]) -> tuple[str, float, int]:
+def _parse_options(options: dict[str, Any]) -> tuple[str, float, int, str]:
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise InvalidStoreURL(
@@ -343,7 +362,10 @@ def _parse_options(options: dict[str, Any]) -> tuple[str, float, int]:
     count = -1 if isinstance(readers, float) else _as_number(readers, int)
     if not 0 <= count <= _MAX_READERS:
         raise InvalidStoreURL(f"readers is an int from 0 to {_MAX_READERS}, got {readers!r}")
-    return sync.upper(), seconds, int(count)
+    writer = options.get("writer", "auto")
+    if writer not in _WRITERS:
+        raise InvalidStoreURL(f"writer must be one of {', '.join(_WRITERS)}, got {writer!r}")
+    return sync.upper(), seconds, int(count), writer
 
 
 def _as_number(value: object, kind: type[float | int]) -> float:
@@ -402,7 +424,7 @@ class SQLiteEventStore(EventStore):
         self._memory = path == ":memory:"
         self.path = path if self._memory else str(Path(path).resolve())
         """The database file (absolute), or ``:memory:``."""
-        self.synchronous, self.busy_timeout, self.readers = _parse_options(options)
+        self.synchronous, self.busy_timeout, self.readers, self.writer = _parse_options(options)
         if self._memory and "readers" in options and self.readers:
             raise InvalidStoreURL(
                 "readers must be 0 for sqlite:///:memory: (each connection to :memory: is a database "
@@ -423,7 +445,14 @@ class SQLiteEventStore(EventStore):
         # Small reads run on the caller's thread, on a connection of that thread's own.
         self._inline = threading.local()
         self._inline_cursors: list[tuple[sqlite3.Cursor, threading.Lock]] = []
-        # Writer-thread state for the transaction in progress.
+        # The write connection: used by the writer thread, or by an event loop's
+        # thread for a group committed there, never by two at once (_wlock).
+        self._wlock = threading.Lock()
+        self._wcur: sqlite3.Cursor | None = None
+        self._wait_locks = True  # its busy timeout: True = busy_timeout, False = 0
+        self._commit_us = 0.0  # moving average of how long COMMIT takes
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # writer=auto: the next group
+        # State of the transaction in progress.
         self._tx_head = 0  # the last position the transaction in progress wrote
         self._now_us = 0
 
@@ -490,11 +519,13 @@ class SQLiteEventStore(EventStore):
             with lock:  # a read in progress on another thread finishes first
                 cur.connection.close()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, shared: bool = False) -> sqlite3.Connection:
         # isolation_level=None: the module's own BEGIN/COMMIT/SAVEPOINT statements
         # are the only transaction control; sqlite3 must not insert its own.
         # timeout sets SQLite's busy timeout: wait for other processes' locks.
-        return sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        return sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=not shared
+        )
 
     def _map_error(self, exc: sqlite3.Error) -> StoreError:
         code = getattr(exc, "sqlite_errorcode", None)
@@ -587,18 +618,22 @@ class SQLiteEventStore(EventStore):
     def _writer_main(self, ready: concurrent.futures.Future[None]) -> None:
         conn: sqlite3.Connection | None = None
         try:
-            conn = self._connect()
+            conn = self._connect(shared=True)
             self._setup_writer(conn)
         except BaseException as exc:  # noqa: BLE001 - handed to open(), which raises it
             if conn is not None:
                 conn.close()
             ready.set_exception(self._map_error(exc) if isinstance(exc, sqlite3.Error) else exc)
             return
+        cur = conn.cursor()
+        self._wcur = cur
         ready.set_result(None)
         try:
-            self._writer_loop(conn, conn.cursor())
+            self._writer_loop(conn, cur)
         finally:
-            conn.close()
+            with self._wlock:  # a group committing on a loop's thread finishes first
+                self._wcur = None
+                conn.close()
 
     def _writer_loop(self, conn: sqlite3.Connection, cur: sqlite3.Cursor) -> None:
         while True:
@@ -606,20 +641,27 @@ class SQLiteEventStore(EventStore):
             if self._closed:
                 self._fail_closed(batch)
             elif batch:
-                writes = []
-                for job in batch:
-                    if job[0]:
-                        writes.append(job)
-                    else:
-                        # Reads that share the writer's connection (readers=0) run
-                        # outside any write transaction: they must never see
-                        # writes that are not committed yet.
-                        self._run_read(cur, job)
-                writes = [job for job in writes if not job[3].cancelled()]
-                if writes:
-                    self._commit_batch(conn, cur, writes)
+                with self._wlock:
+                    self._run_batch(conn, cur, batch)
             if stop:
                 return
+
+    def _run_batch(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[_Job]) -> None:
+        if not self._wait_locks:
+            cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._wait_locks = True
+        writes = []
+        for job in batch:
+            if job[0]:
+                writes.append(job)
+            else:
+                # Reads that share the writer's connection (readers=0) run
+                # outside any write transaction: they must never see
+                # writes that are not committed yet.
+                self._run_read(cur, job)
+        writes = [job for job in writes if not job[3].cancelled()]
+        if writes:
+            self._commit_batch(conn, cur, writes)
 
     def _take_batch(self) -> tuple[list[_Job], bool]:
         """Wait for a job, then take every job already waiting: the group of one commit."""
@@ -640,18 +682,28 @@ class SQLiteEventStore(EventStore):
         for job in jobs:
             _post(job[4], [(job[3], False, StoreClosed(f"this sqlite store ({self.path}) is closed"))])
 
-    def _commit_batch(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, jobs: list[_Job]) -> None:
-        """Run ``jobs`` in one transaction, each in its own savepoint, and commit once."""
+    def _commit_batch(
+        self, conn: sqlite3.Connection, cur: sqlite3.Cursor, jobs: list[_Job], *, inline: bool = False
+    ) -> bool:
+        """Run ``jobs`` in one transaction, each in its own savepoint, and commit once.
+
+        Returns False, having done nothing, when ``inline`` and another process
+        holds the write lock (the inline path never waits for it).
+        """
         try:
-            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if inline and getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY:
+                    return False
+                raise
             self._now_us = time.time_ns() // 1000
             done = self._append_together(cur, jobs) if len(jobs) > 1 else None
             if done is None:
                 single = len(jobs) == 1  # one job: its transaction is its savepoint
                 done = [self._run_write(cur, job, single=single) for job in jobs]
             if conn.in_transaction:  # not when a single job rolled back
-                cur.execute("COMMIT")
-                self.stats.transactions += 1
+                self._commit(cur, inline=inline)
         except Exception as exc:  # every caller of the batch gets it
             # The batch is lost as a whole: whatever failed (the lock, the disk,
             # COMMIT itself) may have undone the earlier savepoints too.
@@ -665,8 +717,17 @@ class SQLiteEventStore(EventStore):
             for job in jobs:
                 error = self._map_error(exc) if isinstance(exc, sqlite3.Error) else exc
                 _post(job[4], [(job[3], False, error)])
-            return
+            return True
         self._finish_batch(jobs, done)
+        return True
+
+    def _commit(self, cur: sqlite3.Cursor, *, inline: bool) -> None:
+        """COMMIT, timed: writer=auto keeps commits off the event loop while they are slow."""
+        started = time.perf_counter()
+        cur.execute("COMMIT")
+        self._commit_us += ((time.perf_counter() - started) * 1e6 - self._commit_us) * 0.2
+        self.stats.transactions += 1
+        self.stats.inline_transactions += inline
 
     def _append_together(self, cur: sqlite3.Cursor, jobs: list[_Job]) -> list[tuple[bool, Any, int]] | None:
         """Run a batch of appends that all hold with a few statements in all; None: go one by one.
@@ -851,7 +912,8 @@ class SQLiteEventStore(EventStore):
         """Call ``listener(head)`` after each transaction of this store that stored events.
 
         ``head`` is the checkpoint of the last event that transaction committed.
-        The listener runs on the writer thread before the appends return, so it
+        The listener runs on the thread that committed (the writer thread, or an
+        event loop's thread with ``writer=auto``) before the appends return, so it
         must be quick, must not block and must not call the store; to wake
         asyncio code, hand over with ``loop.call_soon_threadsafe``. Exceptions are
         logged. Commits made by other processes are not seen: a follower of the
@@ -956,10 +1018,120 @@ class SQLiteEventStore(EventStore):
         _check_text("a stream id", stream_id)
         if not self._opened:
             await self.open()
-        result: AppendResult = await self._submit(
-            self._wq, self._write_append, (stream_id, events, expected), write=True
-        )
+        if self.writer == "thread":
+            result: AppendResult = await self._submit(
+                self._wq, self._write_append, (stream_id, events, expected), write=True
+            )
+            return result
+        # writer=auto: join the group this loop commits once its ready tasks have run.
+        loop = asyncio.get_running_loop()
+        group = self._pending.get(loop)
+        if group is None and getattr(loop, "_ready", None) == _NO_CALLBACKS:
+            # Nothing else is ready to run on this loop, so no other append could
+            # join a group: commit this one alone, now, if that is quick.
+            done = self._append_alone(loop, stream_id, events, expected)
+            if done is not None:
+                return done
+        fut = loop.create_future()
+        job: _Job = (True, self._write_append, (stream_id, events, expected), fut, loop)
+        if group is not None:
+            group.append(job)
+        else:
+            self._pending[loop] = [job]
+            loop.call_soon(self._commit_group, loop)
+        return cast("AppendResult", await fut)
+
+    def _append_alone(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+    ) -> AppendResult | None:
+        """One append in a transaction of its own, on this thread; None: take the general path.
+
+        The general path (a group) is taken when commits are slow, the writer
+        thread is busy, another process holds the write lock, or the append
+        conflicts (the group path tells an idempotent retry from a conflict).
+        """
+        if (
+            self._commit_us >= _INLINE_COMMIT_US
+            or not self._wq.empty()
+            or not self._wlock.acquire(blocking=False)
+        ):
+            return None
+        try:
+            cur = self._inline_writer_cursor()
+            if cur is None:
+                return None
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY:
+                    return None
+                raise self._map_error(exc) from exc
+            try:
+                self._now_us = time.time_ns() // 1000
+                result = self._write_append(cur, stream_id, events, expected)
+                self._commit(cur, inline=True)
+            except _Conflict:
+                cur.execute("ROLLBACK")
+                return None
+            except BaseException as exc:
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._map_error(exc) from exc
+                raise
+        finally:
+            self._wlock.release()
+        stats = self.stats
+        stats.appends += 1
+        stats.events += len(events)
+        stats.largest_batch = stats.largest_batch or 1
+        if self._wait_loop is loop:
+            self._wake_waiters()
+            self._notify(result.checkpoint, announce=False)
+        else:
+            self._notify(result.checkpoint)
         return result
+
+    def _inline_writer_cursor(self) -> sqlite3.Cursor | None:
+        """The write connection's cursor, set never to wait for other processes; None once closed.
+
+        Call holding ``_wlock``.
+        """
+        cur = self._wcur
+        if cur is None or self._closed:
+            return None
+        if self._wait_locks:  # an event loop's thread never sleeps on another process's lock
+            cur.execute("PRAGMA busy_timeout = 0")
+            self._wait_locks = False
+        return cur
+
+    def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the appends this loop gathered: here if that is quick, else on the writer thread."""
+        jobs = [job for job in self._pending.pop(loop) if not job[3].cancelled()]
+        if not jobs:
+            return
+        if (
+            self._commit_us < _INLINE_COMMIT_US
+            and not self._closed
+            and self._wq.empty()
+            and self._wlock.acquire(blocking=False)
+        ):
+            try:
+                cur = self._inline_writer_cursor()
+                if cur is not None and self._commit_batch(cur.connection, cur, jobs, inline=True):
+                    return
+            finally:
+                self._wlock.release()
+        with self._lock:  # nothing may enter the queue after close() put STOP in it
+            if not self._closed:
+                for job in jobs:
+                    self._wq.put(job)
+                return
+        self._fail_closed(jobs)
 
     async def _read_stream(  # noqa: PLR0913, PLR0917 - the signature EventStore defines
         self,
