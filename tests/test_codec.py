@@ -138,3 +138,68 @@ def test_an_int_in_a_decimal_field_is_stored_as_a_decimal_string(codec: EventCod
     at = datetime(2026, 1, 1, tzinfo=UTC)
     _, _, payload = codec.encode_event(Paid(2, at))  # type: ignore[arg-type]
     assert b'"amount":"2"' in payload
+
+
+@dataclass(frozen=True)
+class Plain:
+    """Only plain fields: the codec checks these by their values' exact types."""
+
+    amount: Decimal
+    cents: int
+    flag: bool
+    text: str
+
+
+class PlainStruct(msgspec.Struct, frozen=True):
+    cents: int
+    text: str
+
+
+@pytest.fixture
+def plain_codec() -> EventCodec:
+    reg = EventRegistry()
+    reg.register(Plain, "Plain")
+    reg.register(PlainStruct, "PlainStruct")
+    return EventCodec(reg)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        Plain(Decimal("0.10"), -(2**63), flag=True, text="hé"),
+        Plain(Decimal("-0"), 2**100, flag=False, text=""),
+        Plain(Decimal("1.000"), -(2**100), flag=False, text="\u2028"),
+        Plain(Decimal("1E+2"), 0, flag=False, text="x"),
+        PlainStruct(7, "seven"),
+    ],
+)
+def test_plain_events_are_stored_exactly_as_the_round_trip_would(plain_codec: EventCodec, obj: Any) -> None:
+    """The exact-type check accepts what the round trip accepts, with the same bytes, and reads back equal."""
+    name, version, payload = plain_codec.encode_event(obj)
+    checked = EventCodec(plain_codec.registry)
+    checked._encoding[type(obj)] = (name, version, checked._decoder(type(obj)), lambda _obj: False)
+    assert checked.encode_event(obj) == (name, version, payload)  # the same through the round trip
+    assert plain_codec.decode_event(name, version, payload) == obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "words"),
+    [
+        (Plain(0.5, 1, flag=True, text="x"), "where a Decimal belongs"),  # type: ignore[arg-type]
+        (Plain(Decimal(1), cents=True, flag=True, text="x"), "does not match"),  # a bool is not an int
+        (Plain(Decimal(1), "1", flag=True, text="x"), "does not match"),  # type: ignore[arg-type]
+        (Plain(Decimal(1), 1, flag=1, text="x"), "does not match"),  # an int is not a bool
+        (Plain(Decimal(1), 1, flag=True, text=None), "does not match"),  # type: ignore[arg-type]
+        (PlainStruct(1.5, "x"), "does not match"),  # type: ignore[arg-type]
+    ],
+)
+def test_plain_events_with_wrong_values_are_refused(plain_codec: EventCodec, obj: Any, words: str) -> None:
+    """A value of another type than its field's is refused, not stored."""
+    with pytest.raises(InvalidEvent, match=words):
+        plain_codec.encode_event(obj)
+
+
+def test_an_int_in_a_plain_decimal_field_is_stored_as_a_decimal_string(plain_codec: EventCodec) -> None:
+    """A value of a near type takes the round trip, which stores the field's own form."""
+    _, _, payload = plain_codec.encode_event(Plain(2, 1, flag=True, text="x"))  # type: ignore[arg-type]
+    assert b'"amount":"2"' in payload
