@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -345,6 +345,71 @@ async def test_changes_never_saved_do_not_reach_the_cache(store: EventStore) -> 
         await repo.save(w)
     loaded = await repo.load(Wallet, "w1")
     assert (loaded.balance, loaded.version) == (Decimal("2.10"), 2)
+
+
+async def test_cached_update_reads_nothing_before_its_save(store: EventStore) -> None:
+    """update() on a cached aggregate runs the command on the cached state; the store checks the version."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 2)
+    spy = _ReadSpy(store)
+    wallet, result = await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)))
+    assert spy.starts == []
+    assert result is not None
+    assert (result.stream_version, wallet.balance) == (3, Decimal("3.20"))
+    assert (await repo.load(Wallet, "w1")).balance == Decimal("3.20")
+
+
+async def _credit_elsewhere(store: EventStore, amount: Decimal) -> None:
+    """Another writer (its own repository, no cache) moves wallet w1 on."""
+    other = Repository(store, snapshot_every={Wallet: None})
+    await other.update(Wallet, "w1", lambda w: w.credit(amount))
+
+
+async def test_cached_update_behind_another_writer_reloads_without_spending_a_retry(
+    store: EventStore,
+) -> None:
+    """A stale cached state conflicts at the save; the command runs again on the loaded one (retries=0)."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 1)
+    await _credit_elsewhere(store, Decimal(5))
+    wallet, result = await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)), retries=0)
+    assert result is not None
+    assert (result.stream_version, wallet.balance, wallet.credits) == (3, Decimal("7.10"), 3)
+    assert [e.data.amount for e in await store.read_stream("wallet-w1")] == [Decimal("1.10"), 5, 1]
+
+
+def _spend(amount: Decimal) -> Callable[[Wallet], None]:
+    """A command that refuses to spend more than the balance (recorded as a negative credit)."""
+
+    def command(w: Wallet) -> None:
+        if w.balance < amount:
+            raise ValueError(f"balance {w.balance} is below {amount}")
+        w.credit(-amount)
+
+    return command
+
+
+async def test_cached_update_refused_on_a_stale_state_runs_on_the_current_one(store: EventStore) -> None:
+    """A command that refuses the cached state is run again on the loaded state, where it may succeed."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 1)
+    await _credit_elsewhere(store, Decimal(5))
+    wallet, result = await repo.update(Wallet, "w1", _spend(Decimal(6)))
+    assert result is not None
+    assert (result.stream_version, wallet.balance) == (3, Decimal("0.10"))
+
+
+async def test_cached_update_refused_on_the_current_state_raises_and_writes_nothing(
+    store: EventStore,
+) -> None:
+    """A refusal that holds on the loaded state reaches the caller; nothing is appended."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 1)
+    spy = _ReadSpy(store)
+    with pytest.raises(ValueError, match="below 6"):
+        await repo.update(Wallet, "w1", _spend(Decimal(6)))
+    assert spy.starts == [2]  # the refusal of the cached state was checked against the store
+    assert await store.stream_version("wallet-w1") == 1
 
 
 async def test_the_cache_keeps_only_the_most_recently_used(store: EventStore) -> None:

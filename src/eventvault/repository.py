@@ -161,17 +161,37 @@ class Repository:
 
         Domain errors from the command propagate at once; after ``retries``
         conflicts in a row the last ConcurrencyError propagates.
+
+        With a cache (``cache_size``), an aggregate this repository saved or
+        loaded before is not read first: the command runs on its cached state
+        and the save expects the cached version, which the store checks. If
+        another writer moved the stream on, that save conflicts, and the
+        aggregate is loaded and the command run again; if the command refuses
+        the cached state, it runs again on the loaded one before its error
+        counts. Neither costs one of the ``retries``.
         """
         check_positive_int("retries", retries, minimum=0, optional=False)
-        for attempt in range(retries + 1):
-            aggregate = await self.load(cls, aggregate_id)
-            command(aggregate)
+        aggregate = self._from_cache(cls, aggregate_id) if self._cache_size else None
+        conflicts = 0
+        while True:
+            cached = aggregate is not None
+            if aggregate is not None:
+                try:
+                    command(aggregate)
+                except Exception:  # noqa: BLE001 - perhaps only stale: decided on the loaded state
+                    aggregate = None
+                    cached = False
+            if aggregate is None:
+                aggregate = await self.load(cls, aggregate_id)
+                command(aggregate)
             try:
                 return aggregate, await self.save(aggregate, metadata=metadata, event_ids=event_ids)
             except ConcurrencyError:
-                if attempt == retries:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                if not cached:
+                    if conflicts == retries:
+                        raise
+                    conflicts += 1
+                aggregate = None
 
     async def snapshot(self, aggregate: Aggregate) -> None:
         """Save a snapshot of ``aggregate`` now (its pending events must be saved)."""

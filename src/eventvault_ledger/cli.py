@@ -148,6 +148,16 @@ def serve(
             help="How long a query with consistentWith waits for the read model before answering 503.",
         ),
     ] = 5.0,
+    account_cache: Annotated[
+        int,
+        typer.Option(
+            "--account-cache",
+            metavar="N",
+            min=0,
+            help="Accounts whose latest state this process keeps in memory (0: none); a command then "
+            "reads only the events recorded after it.",
+        ),
+    ] = 10_000,
 ) -> None:
     """Serve the ledger's HTTP API and dashboard."""
     # Only the light settings module before the checks: a refusal answers at once.
@@ -181,6 +191,7 @@ def serve(
         demo=demo,
         cors_origins=tuple(cors or ()),
         consistency_timeout=consistency_timeout,
+        account_cache=account_cache,
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")

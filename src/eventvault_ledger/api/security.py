@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from eventvault_ledger.api.problems import Problem
 from eventvault_ledger.api.settings import SCOPES, Token
 
-__all__ = ["Admin", "Principal", "Reader", "Writer", "require"]
+__all__ = ["Admin", "Principal", "Reader", "Writer", "allowed", "require"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +36,9 @@ _BEARER: Final = HTTPBearer(
 )
 
 
-def _authenticate(tokens: tuple[Token, ...], given: HTTPAuthorizationCredentials | None) -> Principal:
+def _authenticate(tokens: tuple[Token, ...], credential: str) -> Principal:
     if not tokens:
         return ANONYMOUS  # the server then listens on loopback only (checked at start)
-    credential = "" if given is None else given.credentials
     if not credential.strip():
         raise Problem(
             401,
@@ -70,7 +69,9 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def dependency(
         request: Request, given: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
     ) -> Principal:
-        principal = _authenticate(request.app.state.services.settings.tokens, given)
+        principal = _authenticate(
+            request.app.state.services.settings.tokens, "" if given is None else given.credentials
+        )
         if scope not in principal.scopes:
             raise Problem(
                 403,
@@ -83,6 +84,28 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
         return principal
 
     return dependency
+
+
+def allowed(tokens: tuple[Token, ...], authorization: str | None, scope: str) -> Principal | None:
+    """The caller of ``authorization`` (the header's value) if it holds ``scope``; None otherwise.
+
+    It accepts exactly what :func:`require` accepts (the header read as HTTPBearer
+    reads it) and raises nothing: where it answers None, ``require`` refuses, and
+    gives the refusal its problem document.
+    """
+    if not tokens:
+        return ANONYMOUS if scope in ANONYMOUS.scopes else None
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if not scheme or not credential or scheme.lower() != "bearer":
+        return None
+    try:
+        principal = _authenticate(tokens, credential)
+    except Problem:
+        return None
+    return principal if scope in principal.scopes else None
 
 
 Reader = Annotated[Principal, Depends(require("read"))]

@@ -185,7 +185,7 @@ class Services:
         from eventvault_ledger.read_models import projections  # noqa: PLC0415
 
         self.store = await open_store(self.settings.db)
-        self.repository = Repository(self.store)
+        self.repository = Repository(self.store, cache_size=self.settings.account_cache)
         self.db = read_models_for(self.store)
         self.runner = ProjectionRunner(self.store, projections(), read_models=self.db)
         self.idempotency = IdempotencyStore(self.db)

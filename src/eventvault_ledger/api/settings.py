@@ -40,6 +40,10 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     command_retries: int = 50
     """Conflicts retried inside the server for commands without If-Match."""
+    account_cache: int = 10_000
+    """Accounts whose latest state the server keeps in memory (0: none). A command
+    starts from that state and reads only the events recorded after it, so other
+    processes writing the same store are still seen; a few hundred bytes each."""
     static_dir: Path | None = None
     """The built dashboard, served at / when present."""
     sse_keepalive: float = 15.0
