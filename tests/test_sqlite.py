@@ -111,6 +111,25 @@ def queue_append(
     )
 
 
+async def poison_commits(store: SQLiteEventStore, db: Path) -> None:
+    """Make every COMMIT of a transaction that appended to stream "poison" fail.
+
+    A deferred foreign key is checked only at COMMIT, so the whole transaction fails there.
+    """
+    with contextlib.closing(raw(db)) as c:
+        c.executescript(
+            """
+            CREATE TABLE poison_parent (id INTEGER PRIMARY KEY);
+            CREATE TABLE poison_child (
+                parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED
+            );
+            CREATE TRIGGER poison AFTER INSERT ON events WHEN NEW.stream_id = 'poison'
+            BEGIN INSERT INTO poison_child VALUES (42); END;
+            """
+        )
+    await on_writer(store, lambda cur: cur.execute("PRAGMA foreign_keys = ON"))
+
+
 async def outcomes(futures: Iterable[asyncio.Future[Any]]) -> list[Any]:
     return await asyncio.gather(*futures, return_exceptions=True)
 
@@ -361,18 +380,7 @@ async def test_the_loop_never_waits_for_another_process_lock(db):
 
 async def test_a_lone_append_whose_commit_fails_is_not_stored(store, db):
     """COMMIT failing on the loop's thread fails that append with a StoreError; the store goes on."""
-    with contextlib.closing(raw(db)) as c:
-        c.executescript(
-            """
-            CREATE TABLE poison_parent (id INTEGER PRIMARY KEY);
-            CREATE TABLE poison_child (
-                parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED
-            );
-            CREATE TRIGGER poison AFTER INSERT ON events WHEN NEW.stream_id = 'poison'
-            BEGIN INSERT INTO poison_child VALUES (42); END;
-            """
-        )
-    await on_writer(store, lambda cur: cur.execute("PRAGMA foreign_keys = ON"))
+    await poison_commits(store, db)
     with pytest.raises(StoreError, match="FOREIGN KEY") as info:
         await store.append("poison", [Noted("p")], expected_version=NO_STREAM)
     assert not isinstance(info.value, sqlite3.Error)
@@ -448,20 +456,7 @@ async def test_an_id_stored_before_fails_only_its_append_in_a_batch_that_otherwi
 
 async def test_a_failed_commit_fails_every_append_of_the_batch(store, db):
     """If COMMIT fails, every append of the batch fails with a StoreError and none of them is stored."""
-    # A deferred foreign key is checked only at COMMIT: an event of stream "poison"
-    # makes the whole transaction's COMMIT fail.
-    with contextlib.closing(raw(db)) as c:
-        c.executescript(
-            """
-            CREATE TABLE poison_parent (id INTEGER PRIMARY KEY);
-            CREATE TABLE poison_child (
-                parent INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED
-            );
-            CREATE TRIGGER poison AFTER INSERT ON events WHEN NEW.stream_id = 'poison'
-            BEGIN INSERT INTO poison_child VALUES (42); END;
-            """
-        )
-    await on_writer(store, lambda cur: cur.execute("PRAGMA foreign_keys = ON"))
+    await poison_commits(store, db)
     before = store.stats.transactions
     async with writer_held(store):
         futures = [

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from eventvault import ANY, EventRegistry, NewEvent, event
 from eventvault.store.postgres import PostgresEventStore
-from eventvault.store.records import AppendResult, ExpectedVersion
+from eventvault.store.records import START, AppendResult, Checkpoint, ExpectedVersion
 
 T = TypeVar("T")
 
@@ -286,3 +286,29 @@ def held(raw, store):
         return await HeldAppend(on or store, await raw()).begin(take_xid=take_xid)
 
     return make
+
+
+@pytest.fixture
+def start_waiting(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[asyncio.Task[bool]]]:
+    """A 60-second wait_for_events (after START, or `after`) started once it has looked at the head.
+
+    From then on only a wake-up or the poll can end the wait early: an append
+    made later cannot be found by the first look. Tests give it far less time
+    than 60 seconds, so running into its timeout (and a last look) fails them.
+    """
+
+    async def start(store: PostgresEventStore, after: Checkpoint = START) -> asyncio.Task[bool]:
+        looked = asyncio.Event()
+        head = store.head
+
+        async def head_then_tell() -> Checkpoint:
+            result = await head()
+            looked.set()
+            return result
+
+        monkeypatch.setattr(store, "head", head_then_tell)
+        task = asyncio.create_task(store.wait_for_events(after, timeout=60))
+        await looked.wait()
+        return task
+
+    return start

@@ -21,57 +21,36 @@ async def _is_listening(store) -> bool:
     return store._listening
 
 
-async def start_waiting(store, monkeypatch) -> asyncio.Task:
-    """Start a 60-second wait_for_events(START); return once it has looked at the head and waits.
-
-    From then on only a wake-up or the poll can end the wait early: an append
-    made later cannot be found by the first look. Tests give it far less time
-    than 60 seconds, so running into its timeout (and a last look) fails them.
-    """
-    looked = asyncio.Event()
-    head = store.head
-
-    async def head_then_tell():
-        result = await head()
-        looked.set()
-        return result
-
-    monkeypatch.setattr(store, "head", head_then_tell)
-    task = asyncio.create_task(store.wait_for_events(START, timeout=60))
-    await looked.wait()
-    return task
-
-
 async def test_a_notification_wakes_a_waiting_reader_long_before_its_poll(
-    open_store, notes, eventually, monkeypatch
+    open_store, notes, eventually, start_waiting
 ):
     """With a one-minute poll, only the append's notification can end the wait within 20 seconds."""
     reader = await open_store(poll_interval=60)
     writer = await open_store()
     await listening(reader, eventually)
-    waiting = await start_waiting(reader, monkeypatch)
+    waiting = await start_waiting(reader)
     result = await writer.append("s", notes("a"), expected_version=NO_STREAM)
     async with asyncio.timeout(20):
         assert await waiting is True
     assert await reader.head() == result.checkpoint
 
 
-async def test_without_notifications_a_reader_is_only_delayed_by_its_poll(open_store, notes, monkeypatch):
+async def test_without_notifications_a_reader_is_only_delayed_by_its_poll(open_store, notes, start_waiting):
     """With notifications off on both sides, the timed poll alone finds a new event."""
     reader = await open_store(notify=False, poll_interval=0.05)
     writer = await open_store(notify=False)
-    waiting = await start_waiting(reader, monkeypatch)
+    waiting = await start_waiting(reader)
     await writer.append("s", notes("a"), expected_version=NO_STREAM)
     async with asyncio.timeout(20):
         assert await waiting is True
     assert reader._listener is None  # it never listened: the poll did it
 
 
-async def test_an_append_through_the_store_wakes_its_own_waiters_at_once(open_store, notes, monkeypatch):
+async def test_an_append_through_the_store_wakes_its_own_waiters_at_once(open_store, notes, start_waiting):
     """With notifications off and an hour-long poll, a local append still ends a local wait."""
     store = await open_store(notify=False)
     store.poll_interval = 3600  # as for every store: the attribute is the poll
-    waiting = await start_waiting(store, monkeypatch)
+    waiting = await start_waiting(store)
     await store.append("s", notes("a"), expected_version=NO_STREAM)
     async with asyncio.timeout(20):
         assert await waiting is True
@@ -111,7 +90,7 @@ async def test_a_burst_of_notifications_wakes_readers_once(open_store, raw, even
 
 
 async def test_the_listener_reconnects_after_its_connection_is_killed(
-    open_store, notes, raw, eventually, monkeypatch
+    open_store, notes, raw, eventually, start_waiting
 ):
     """A terminated LISTEN connection is replaced, and notifications wake readers again (poll: a minute)."""
     app = f"evt-listener-{uuid.uuid4().hex[:8]}"
@@ -135,7 +114,7 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
 
     await eventually(listeners, lambda n: n == 1, what="a new LISTEN connection")
     await eventually(lambda: _is_listening(reader), bool, what="the listener to be back")
-    waiting = await start_waiting(reader, monkeypatch)
+    waiting = await start_waiting(reader)
     await writer.append("s", notes("a"), expected_version=NO_STREAM)
     async with asyncio.timeout(20):
         assert await waiting is True

@@ -104,7 +104,7 @@ async def test_a_cancelled_append_is_cancelled_on_the_server_and_the_store_goes_
 
 
 async def test_one_connection_serves_concurrent_calls_and_notifications(
-    open_store, notes, eventually, monkeypatch
+    open_store, notes, eventually, start_waiting
 ):
     """With pool_max=1 the connection kept aside between calls is handed on: no call times out."""
     reader = await open_store(poll_interval=60)
@@ -121,18 +121,8 @@ async def test_one_connection_serves_concurrent_calls_and_notifications(
     # A one-minute poll: once the reader has looked at the head, only the
     # writer's notification, sent over the same one connection between its
     # appends, can end the wait within 20 seconds.
-    head = await reader.head()
-    looked = asyncio.Event()
     read_head = reader.head
-
-    async def head_then_tell():
-        result = await read_head()
-        looked.set()
-        return result
-
-    monkeypatch.setattr(reader, "head", head_then_tell)
-    waiting = asyncio.create_task(reader.wait_for_events(head, timeout=60))
-    await looked.wait()
+    waiting = await start_waiting(reader, after=await read_head())
     last = None
     for i in range(20):
         last = await writer.append("steady", notes(f"{i}"), expected_version=ANY)
