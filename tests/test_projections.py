@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,6 +181,62 @@ class Gated(Totals):
             self.reached.set()
             assert self.gate.wait(30), "the test never opened the gate"
         super()._added(db, e)
+
+
+class Buffered(Projection):
+    """Keeps a batch's sums in Session.batch and writes them in end_batch, one row per batch in ``batches``.
+
+    ``begin_batch`` reads, in one query, the totals of the streams its events
+    touch. A batch whose events include ``poison`` fails in end_batch, which
+    names no event.
+    """
+
+    name = "buffered"
+    tables = ("bsums", "batches")
+    schema = (
+        "CREATE TABLE {bsums} (stream TEXT PRIMARY KEY, total INTEGER NOT NULL, version INTEGER NOT NULL)",
+        "CREATE TABLE {batches} (first_pos INTEGER PRIMARY KEY, events INTEGER NOT NULL)",
+    )
+    batch_size = 10
+
+    def __init__(self, poison: int | None = None) -> None:
+        self.poison = poison
+        self.fixed = False
+
+    def begin_batch(self, db: Session, events: Sequence[RecordedEvent]) -> None:
+        assert db.batch == {}, "a batch starts with an empty memory"
+        streams = sorted({e.stream_id for e in events})
+        marks = ", ".join("?" * len(streams))
+        found = db.fetchall(
+            f"SELECT stream, total, version FROM {{bsums}} WHERE stream IN ({marks})",  # noqa: S608 - marks only
+            streams,
+        )
+        db.batch["sums"] = {r[0]: [int(r[1]), int(r[2])] for r in found}
+        db.batch["events"] = [e.position for e in events]
+        db.batch["seen"] = []
+
+    @handles(Added)
+    def _added(self, db: Session, e: RecordedEvent) -> None:
+        total = db.batch["sums"].setdefault(e.stream_id, [0, 0])
+        if total[1] < e.stream_version:
+            total[0] += e.data.n
+            total[1] = e.stream_version
+        db.batch["seen"].append(e.data.n)
+
+    def end_batch(self, db: Session) -> None:
+        assert len(db.batch["seen"]) == len(db.batch["events"]), "every handler ran between begin and end"
+        if self.poison in db.batch["seen"] and not self.fixed:
+            raise ValueError(f"cannot write a batch holding {self.poison}")
+        changed = db.executemany(
+            "INSERT INTO {bsums} (stream, total, version) VALUES (?, ?, ?) ON CONFLICT (stream) DO UPDATE "
+            "SET total = excluded.total, version = excluded.version",
+            [(stream, t, v) for stream, (t, v) in db.batch["sums"].items()],
+        )
+        assert changed == len(db.batch["sums"])
+        db.execute(
+            "INSERT INTO {batches} (first_pos, events) VALUES (?, ?)",
+            (db.batch["events"][0], len(db.batch["events"])),
+        )
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
@@ -398,6 +454,84 @@ async def test_events_are_applied_in_batches_with_one_checkpoint_write_each(
         noted = await store.append("n-1", [Noted("x")], expected_version=NO_STREAM)
         assert await runner.wait_for(noted.checkpoint, timeout=10)
     db.close()
+
+
+async def test_begin_batch_and_end_batch_run_once_per_batch_in_its_transaction(
+    url: str, store: EventStore
+) -> None:
+    """begin_batch gets the batch's events, handlers keep rows in Session.batch, end_batch writes them."""
+    await fill(store, 3, 8)  # 24 events, batches of 10: 10, 10, 4
+    projection = Buffered()
+    async with ProjectionRunner(store, [projection]) as runner:
+        assert await runner.catch_up(timeout=10)
+        assert sorted(rows(runner, "SELECT stream, total, version FROM bsums")) == [
+            (f"s-{s}", 36, 8) for s in range(3)
+        ]
+        assert rows(runner, "SELECT first_pos, events FROM batches ORDER BY first_pos") == [
+            (1, 10),
+            (11, 10),
+            (21, 4),
+        ]
+        # Live appends: the next batch reads the totals the earlier ones wrote.
+        result = await store.append("s-0", [Added(100)], expected_version=8)
+        assert await runner.wait_for(result.checkpoint, timeout=10)
+        assert rows(runner, "SELECT total, version FROM bsums WHERE stream = 's-0'") == [(136, 9)]
+        assert (await status_of(runner, "buffered")).applied == 25
+
+
+async def test_a_failing_end_batch_is_narrowed_to_its_event_one_transaction_each(store: EventStore) -> None:
+    """A batch whose end fails is applied again one event per transaction: the culprit is the one named."""
+    for n in range(20):
+        await store.append("p-1", [Added(n)], expected_version=ANY)
+    poison = (await store.read_stream("p-1", from_version=14, to_version=14))[0]
+    projection = Buffered(poison=13)
+    runner = ProjectionRunner(store, [projection], retries=1, retry_delay=0.01)
+    async with runner:
+        task = runner.workers["buffered"].task
+        assert task is not None
+        await asyncio.wait({task}, timeout=10)
+        assert task.done(), "the failed projection's worker should have stopped"
+        status = await status_of(runner, "buffered")
+        assert status.state == "failed"
+        error = status.last_error
+        assert error is not None
+        assert (error.position, error.event_id) == (poison.position, str(poison.event_id))
+        assert "ValueError: cannot write a batch holding 13" in error.message
+        # Everything before the poison is applied (the first batch whole, then one by one).
+        assert status.checkpoint == str(Checkpoint(0, poison.position - 1))
+        assert rows(runner, "SELECT total, version FROM bsums") == [(sum(range(13)), 13)]
+        assert rows(runner, "SELECT first_pos, events FROM batches ORDER BY first_pos") == [
+            (1, 10),
+            *[(p, 1) for p in range(11, poison.position)],
+        ]
+
+        projection.fixed = True
+        await runner.resume("buffered")
+        assert await runner.catch_up(timeout=10)
+        assert rows(runner, "SELECT total, version FROM bsums") == [(sum(range(20)), 20)]
+
+
+async def test_session_executemany_counts_every_row_it_changed(url: str) -> None:
+    """Session.executemany runs a statement per tuple and adds up the rows changed; no tuples, no run."""
+    db = open_read_models(url)
+    try:
+        with db.transaction() as conn:
+            session = Session(db, conn, {"t": "t_plain"})
+            session.execute("CREATE TABLE {t} (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+            assert (
+                session.executemany("INSERT INTO {t} (k, v) VALUES (?, ?)", [(k, 0) for k in range(5)]) == 5
+            )
+            assert session.executemany("UPDATE {t} SET v = 1 WHERE k = ?", [(1,), (3,), (99,)]) == 2
+            assert session.executemany("UPDATE {t} SET v = 2", []) == 0
+            assert session.fetchall("SELECT k, v FROM {t} ORDER BY k") == [
+                (0, 0),
+                (1, 1),
+                (2, 0),
+                (3, 1),
+                (4, 0),
+            ]
+    finally:
+        db.close()
 
 
 async def test_replaying_events_through_an_idempotent_handler_changes_nothing(

@@ -429,6 +429,82 @@ async def test_each_event_applied_twice_in_a_row_builds_what_the_runner_built(ru
         fresh.close()
 
 
+def replay_as_one_batch(
+    db: ReadModels, names: dict[str, str], events: Sequence[RecordedEvent], times: int
+) -> None:
+    """Apply every event ``times`` times in a row as a runner's batch does: begin, handlers, end."""
+    projection = AccountsProjection()
+    with db.transaction() as conn:
+        session = Session(db, conn, names)
+        projection.begin_batch(session, [e for e in events for _ in range(times)])
+        for e in events:
+            handler = AccountsProjection.handler_for(type(e.data))
+            assert handler is not None
+            for _ in range(times):
+                handler(projection, session, e)
+        projection.end_batch(session)
+
+
+def fresh_tables(path: str) -> tuple[SQLiteReadModels, dict[str, str]]:
+    """Empty tables of the ledger's projection in a new SQLite file."""
+    fresh = SQLiteReadModels(path)
+    names = AccountsProjection.physical_names(1)
+    with fresh.transaction() as conn:
+        for statement in AccountsProjection.schema:
+            fresh.execute(conn, statement.format_map(names))
+    return fresh, names
+
+
+@pytest.mark.parametrize("times", [1, 2])
+async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(runner, repo, store, tmp_path, times):
+    """One batch of every event (each once, or twice in a row) equals the runner's tables.
+
+    The log has accounts opened after other accounts' deposits, a close after
+    deposits and withdrawals of the same batch, and moves in two currencies.
+    """
+    ada, _ = await open_account(repo, "Ada", "EUR", "+10.00", "-2.50", "+0.01")
+    await open_account(repo, "Bob", "CLF", "+3.1415", "-0.0001")
+    await move_money(repo, ada, "+1.00")
+    await empty_and_close(repo, ada)
+    _, result = await open_account(repo, "Cy", "EUR", "+5.05")
+    await synced(runner, result)
+
+    fresh, names = fresh_tables(str(tmp_path / "fresh.db"))
+    try:
+        replay_as_one_batch(fresh, names, await all_events(store), times=times)
+        assert dump(fresh, names) == dump(runner)
+    finally:
+        fresh.close()
+
+
+async def test_a_batch_whose_summary_moved_under_it_fails_instead_of_moving_the_totals(repo, store, tmp_path):
+    """end_batch writes a summary only past the version it read; a row moved meanwhile fails the batch."""
+    account_id, _ = await open_account(repo, "Ada", "EUR")
+    fresh, names = fresh_tables(str(tmp_path / "fresh.db"))
+    try:
+        replay_as_one_batch(fresh, names, await all_events(store), times=1)
+        await move_money(repo, account_id, "+1.00")
+        (moved,) = await store.read_stream(Account.stream_id_for(account_id), from_version=2)
+        projection = AccountsProjection()
+        handler = AccountsProjection.handler_for(MoneyDeposited)
+        assert handler is not None
+
+        def apply_with_the_summary_moved_meanwhile() -> None:
+            with fresh.transaction() as conn:
+                session = Session(fresh, conn, names)
+                projection.begin_batch(session, [moved])
+                handler(projection, session, moved)
+                conn.execute(f"UPDATE {names['account_summary']} SET version = 5")  # noqa: S608 - a table name
+                projection.end_batch(session)
+
+        with pytest.raises(ReadModelInconsistency, match="changed under the batch"):
+            apply_with_the_summary_moved_meanwhile()
+        assert fresh.query(f"SELECT count(*) FROM {names['account_transactions']}") == [(0,)]  # noqa: S608
+        assert fresh.query(f"SELECT balance, version FROM {names['account_summary']}") == [("0.00", 1)]  # noqa: S608
+    finally:
+        fresh.close()
+
+
 async def test_a_deposit_for_an_account_never_opened_stops_the_handler(store, tmp_path):
     """An event the read model cannot place raises ReadModelInconsistency instead of guessing."""
     stream = Account.stream_id_for(str(uuid.uuid4()))

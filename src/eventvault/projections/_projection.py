@@ -59,6 +59,9 @@ class Session:
         self._cache: dict[str, str] = {}
         self.generation = generation
         """The generation of the tables this batch writes (a rebuild writes a new one)."""
+        self.batch: dict[str, Any] = {}
+        """Memory that lives as long as this batch: rows handlers keep between events, for
+        :meth:`Projection.end_batch` to write. It goes with the batch, committed or not."""
 
     def _sql(self, text: str) -> str:
         sql = self._cache.get(text)
@@ -70,6 +73,20 @@ class Session:
         """Run a statement; returns the number of rows it changed."""
         cur = self._conn.execute(self._sql(sql), params)
         return int(cur.rowcount)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
+        """Run a statement once per parameter tuple; returns the number of rows they changed in all.
+
+        On PostgreSQL the statements go to the server together, in one round trip.
+        """
+        if not params:
+            return 0
+        cur = self._conn.cursor()
+        try:
+            cur.executemany(self._sql(sql), params)
+            return int(cur.rowcount)
+        finally:
+            cur.close()
 
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
@@ -132,6 +149,23 @@ class Projection:
             or not 1 <= cls.batch_size <= MAX_PAGE
         ):
             raise EventTypeError(f"{cls.__name__}.batch_size must be an int in 1..{MAX_PAGE}")
+
+    def begin_batch(self, db: Session, events: Sequence[RecordedEvent]) -> None:
+        """Called before a batch's handlers, in its transaction, with the events they will get.
+
+        Override it to read in one query what the handlers of many events need
+        (keeping it in :attr:`Session.batch`). The default does nothing.
+        """
+
+    def end_batch(self, db: Session) -> None:
+        """Called after a batch's handlers, in its transaction, before its checkpoint moves.
+
+        Override it to write what the handlers kept in :attr:`Session.batch`
+        (:meth:`Session.executemany` writes many rows in one round trip). If it
+        (or :meth:`begin_batch`) raises, the batch rolls back and its events are
+        applied again one per transaction, so that the event at fault is the
+        one a failure names. The default does nothing.
+        """
 
     @classmethod
     def handled_types(cls) -> tuple[type, ...]:

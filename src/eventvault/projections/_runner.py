@@ -118,11 +118,20 @@ class _Abandoned(Exception):
 
 
 class _HandlerFailed(Exception):
-    def __init__(self, index: int, event: RecordedEvent, cause: BaseException) -> None:
+    """A handler raised on ``event``, at ``index`` in the batch.
+
+    With ``whole_batch``, the projection's begin_batch or end_batch raised: that
+    names no event, and ``event`` is the batch's first.
+    """
+
+    def __init__(
+        self, index: int, event: RecordedEvent, cause: BaseException, *, whole_batch: bool = False
+    ) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.index = index
         self.event = event
         self.cause = cause
+        self.whole_batch = whole_batch
 
 
 class _Rate:
@@ -362,6 +371,8 @@ class _Worker:
             first = failed
         else:
             return True
+        if first.whole_batch and len(events) > 1:
+            return await self._apply_one_by_one(events)
         i = first.index
         if i > 0:
             # Commit the events before the failing one; the next page starts with it.
@@ -389,6 +400,18 @@ class _Worker:
         await self._db(self._record_failure, first)
         return False
 
+    async def _apply_one_by_one(self, events: list[RecordedEvent]) -> bool:
+        """Apply ``events`` one per transaction (a failure of their batch named none of them).
+
+        The one that fails alone is retried and recorded like any failing event.
+        """
+        for e in events:
+            if self.runner.stopping.is_set():
+                return True
+            if not await self._apply_page([e], e.checkpoint):
+                return False
+        return True
+
     @staticmethod
     def _error_of(failed: _HandlerFailed) -> ProjectionError:
         e = failed.event
@@ -406,18 +429,14 @@ class _Worker:
 
     def _apply(self, events: list[RecordedEvent], end: Checkpoint) -> None:
         db = self.runner.db
-        parts = self.cls.partitions
         counts = dict.fromkeys(self.owned, 0)
+        todo = self._todo(events)
         with db.transaction() as conn:
             self._fence(conn)
             session = Session(db, conn, self.cls.physical_names(self.generation), generation=self.generation)
-            for i, e in enumerate(events):
-                p = partition_of(e.stream_id, parts) if parts > 1 else 0
-                if p not in self.owned or e.checkpoint <= self.cps[p]:
-                    continue
-                handler = self.handlers.get(e.event_type)
-                if handler is None:
-                    continue
+            if todo:
+                self._batch_hook(self.projection.begin_batch, session, [t[1] for t in todo], todo[0])
+            for i, e, handler, p in todo:
                 try:
                     handler(self.projection, session, e)
                 except Exception as exc:
@@ -425,6 +444,8 @@ class _Worker:
                         raise  # the database went away, not the event's fault: retried without limit
                     raise _HandlerFailed(i, e, exc) from exc
                 counts[p] += 1
+            if todo:
+                self._batch_hook(self.projection.end_batch, session, None, todo[0])
             for p in sorted(self.owned):
                 if self.cps[p] >= end:
                     continue
@@ -438,6 +459,38 @@ class _Worker:
             self.cps[p] = max(self.cps[p], end)
         self.rate.add(sum(counts.values()))
         self.runner.notify_progress()
+
+    def _todo(self, events: list[RecordedEvent]) -> list[tuple[int, RecordedEvent, Any, int]]:
+        """(index, event, handler, partition) of the events of a batch this worker applies."""
+        parts = self.cls.partitions
+        todo = []
+        for i, e in enumerate(events):
+            p = partition_of(e.stream_id, parts) if parts > 1 else 0
+            if p not in self.owned or e.checkpoint <= self.cps[p]:
+                continue
+            handler = self.handlers.get(e.event_type)
+            if handler is not None:
+                todo.append((i, e, handler, p))
+        return todo
+
+    def _batch_hook(
+        self,
+        hook: Callable[..., None],
+        session: Session,
+        events: list[RecordedEvent] | None,
+        first: tuple[int, RecordedEvent, Any, int],
+    ) -> None:
+        """Run the projection's begin_batch (with ``events``) or end_batch; a failure is the batch's."""
+        db = self.runner.db
+        try:
+            if events is None:
+                hook(session)
+            else:
+                hook(session, events)
+        except Exception as exc:
+            if db.is_driver_error(exc) and isinstance(db.map_error(exc), StoreUnavailable):
+                raise
+            raise _HandlerFailed(first[0], first[1], exc, whole_batch=True) from exc
 
     def _fence(self, conn: Any) -> None:
         """Raise _Fenced unless every partition this worker holds still carries its token.

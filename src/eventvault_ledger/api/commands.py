@@ -234,6 +234,17 @@ def _metadata(request: Request, principal: Principal, key: str | None) -> Metada
     )
 
 
+# The encoder JSONResponse builds on every call, built once (the same bytes).
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+class _Answer(JSONResponse):
+    """A JSON answer rendered as JSONResponse renders it, without making an encoder per response."""
+
+    def render(self, content: Any) -> bytes:
+        return _ENCODE(content).encode("utf-8")
+
+
 def _accepted(result: AppendResult, account_id: str, status: int = 200) -> JSONResponse:
     body = {
         "accountId": account_id,
@@ -244,7 +255,7 @@ def _accepted(result: AppendResult, account_id: str, status: int = 200) -> JSONR
     headers = {"ETag": f'"{result.stream_version}"'}
     if status == 201:
         headers["Location"] = f"/api/query/accounts/{account_id}"
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _Answer(body, status_code=status, headers=headers)
 
 
 # -- idempotency -------------------------------------------------------------------------

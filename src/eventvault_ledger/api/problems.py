@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any, Final
 
@@ -117,8 +118,13 @@ def camel_name(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+_CANONICAL_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def parse_account_id(account_id: str) -> str:
     """The canonical form of an account id from a path; 404 if it cannot be one."""
+    if _CANONICAL_ID.fullmatch(account_id):
+        return account_id  # already what str(uuid.UUID(...)) gives
     try:
         return str(uuid.UUID(account_id))
     except ValueError:

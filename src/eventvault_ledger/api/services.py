@@ -132,6 +132,7 @@ class Metrics:
             ["projection"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.failed = Gauge(
             "eventvault_projection_failed",
             "1 if the projection stopped on an error",
@@ -141,8 +142,15 @@ class Metrics:
 
     def command(self, command: str, outcome: str, seconds: float) -> None:
         """Count a command and its latency."""
-        self.commands.labels(command, outcome).inc()
-        self.command_seconds.labels(command).observe(seconds)
+        children = self._children.get((command, outcome))
+        if children is None:
+            # labels() takes a lock and builds its key on every call: look each pair up once.
+            children = self._children[command, outcome] = (
+                self.commands.labels(command, outcome),
+                self.command_seconds.labels(command),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if outcome == "ok":
             self.appends.inc()
 
