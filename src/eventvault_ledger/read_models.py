@@ -22,7 +22,8 @@ Deposits and withdrawals are applied a batch at a time: the summaries of the
 batch's accounts are read in one query before its handlers run, each handler
 moves the balance it keeps in the batch's memory, and the changed summaries,
 the new history rows and the changed totals are written once, at the end of the
-batch (three statements sent together), instead of five statements per event.
+batch (a statement per table, and one per currency for the totals), instead of
+five statements per event.
 The version guard then runs on the remembered summary, and again in the
 UPDATE's ``WHERE``: a summary that does not take its write fails the batch.
 
