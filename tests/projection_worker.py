@@ -192,7 +192,7 @@ async def progress_past(db: ReadModels, position: int, workers: list[Worker], *,
         await asyncio.sleep(0.002)
 
 
-async def kill_repeatedly(  # noqa: PLR0913 - the knobs of the experiment
+async def kill_repeatedly(
     db: ReadModels,
     args: Sequence[str],
     *,

@@ -429,22 +429,6 @@ async def test_each_event_applied_twice_in_a_row_builds_what_the_runner_built(ru
         fresh.close()
 
 
-def replay_as_one_batch(
-    db: ReadModels, names: dict[str, str], events: Sequence[RecordedEvent], times: int
-) -> None:
-    """Apply every event ``times`` times in a row as a runner's batch does: begin, handlers, end."""
-    projection = AccountsProjection()
-    with db.transaction() as conn:
-        session = Session(db, conn, names)
-        projection.begin_batch(session, [e for e in events for _ in range(times)])
-        for e in events:
-            handler = AccountsProjection.handler_for(type(e.data))
-            assert handler is not None
-            for _ in range(times):
-                handler(projection, session, e)
-        projection.end_batch(session)
-
-
 def fresh_tables(path: str) -> tuple[SQLiteReadModels, dict[str, str]]:
     """Empty tables of the ledger's projection in a new SQLite file."""
     fresh = SQLiteReadModels(path)
@@ -456,7 +440,9 @@ def fresh_tables(path: str) -> tuple[SQLiteReadModels, dict[str, str]]:
 
 
 @pytest.mark.parametrize("times", [1, 2])
-async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(runner, repo, store, tmp_path, times):
+async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(
+    runner, repo, store, tmp_path, times, replay_as_one_batch
+):
     """One batch of every event (each once, or twice in a row) equals the runner's tables.
 
     The log has accounts opened after other accounts' deposits, a close after
@@ -477,7 +463,9 @@ async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(runner, r
         fresh.close()
 
 
-async def test_a_batch_whose_summary_moved_under_it_fails_instead_of_moving_the_totals(repo, store, tmp_path):
+async def test_a_batch_whose_summary_moved_under_it_fails_instead_of_moving_the_totals(
+    repo, store, tmp_path, replay_as_one_batch
+):
     """end_batch writes a summary only past the version it read; a row moved meanwhile fails the batch."""
     account_id, _ = await open_account(repo, "Ada", "EUR")
     fresh, names = fresh_tables(str(tmp_path / "fresh.db"))

@@ -109,7 +109,7 @@ def database(pg_url):
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-async def test_an_append_whose_outcome_is_unknown_says_so_and_its_retry_lands_once(  # noqa: PLR0913, PLR0917
+async def test_an_append_whose_outcome_is_unknown_says_so_and_its_retry_lands_once(
     database, open_store, pg_url, raw, notes, eventually
 ):
     """A connection lost for good: StoreUnavailable says the outcome is unknown; a retry lands once."""

@@ -7,16 +7,15 @@ must come back exactly, and a batch must build what event-by-event handling buil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from eventvault import Repository, default_registry
-from eventvault.projections import ProjectionRunner, Session
+from eventvault.projections import ProjectionRunner
 from eventvault.projections._db import PostgresReadModels
-from eventvault.store.records import AppendResult, RecordedEvent
+from eventvault.store.records import AppendResult
 from eventvault_ledger.domain import Account
 from eventvault_ledger.queries import currency_totals, get_account, transactions
 from eventvault_ledger.read_models import AccountsProjection, projections
@@ -69,22 +68,6 @@ def dump(db: Any, names: dict[str, str] | None = None) -> dict[str, list[tuple[A
     return {t: db.query(f"SELECT * FROM {names[t]} ORDER BY 1, 2") for t in TABLES}  # noqa: S608
 
 
-def replay_as_one_batch(
-    db: PostgresReadModels, names: dict[str, str], events: Sequence[RecordedEvent], times: int
-) -> None:
-    """Apply every event ``times`` times in a row as a runner's batch does: begin, handlers, end."""
-    projection = AccountsProjection()
-    with db.transaction() as conn:
-        session = Session(db, conn, names)
-        projection.begin_batch(session, list(events))
-        for e in events:
-            handler = AccountsProjection.handler_for(type(e.data))
-            assert handler is not None
-            for _ in range(times):
-                handler(projection, session, e)
-        projection.end_batch(session)
-
-
 async def test_every_text_of_a_batch_comes_back_exactly(store, schema, read_models):
     """Descriptions with quotes, backslashes, placeholders and non-ASCII come back as they were sent."""
     repo = Repository(store)
@@ -132,7 +115,7 @@ async def test_every_text_of_a_batch_comes_back_exactly(store, schema, read_mode
 
 @pytest.mark.parametrize("times", [1, 2])
 async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(
-    store, schema, new_schema, read_models, times
+    store, schema, new_schema, read_models, times, replay_as_one_batch
 ):
     """One batch of every event (each once, or twice in a row) equals the runner's tables."""
     repo = Repository(store)
