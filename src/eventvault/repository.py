@@ -119,14 +119,14 @@ class Repository:
         """
         if not isinstance(aggregate, Aggregate):
             raise InvalidInput(f"save takes an Aggregate, got {type(aggregate).__name__}")
-        pending = aggregate.pending_events
+        pending = aggregate._pending  # noqa: SLF001 - read here, replaced (not changed) by mark_saved
         if not pending:
             return None
         if event_ids is not None and len(event_ids) != len(pending):
             raise InvalidInput(f"{len(event_ids)} event ids given for {len(pending)} pending events")
         events: list[object]
         if event_ids is None and metadata is None:
-            events = list(pending)  # bare events: new ids, no metadata, now
+            events = pending  # bare events: new ids, no metadata, now (encoded before any await)
         else:
             meta = EMPTY_METADATA if metadata is None else metadata
             events = (

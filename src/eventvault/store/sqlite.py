@@ -73,7 +73,6 @@ it: it may still land (a retry with the same event ids is safe either way).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -106,7 +105,6 @@ from eventvault.store.base import (
     EventStore,
     Found,
     PreparedEvent,
-    check_version_matches,
     idempotent_result,
 )
 from eventvault.store.records import (
@@ -268,7 +266,6 @@ _Job = tuple[bool, Callable[..., Any], tuple[Any, ...], asyncio.Future[Any], asy
 _Outcome = tuple[asyncio.Future[Any] | None, bool, Any]
 _STOP: Final = None
 _NOT_INLINE: Final = object()
-_NO_CALLBACKS: Final = collections.deque[Any]()  # an asyncio loop's ready queue when empty
 
 
 @dataclass(slots=True)
@@ -848,10 +845,8 @@ class SQLiteEventStore(EventStore):
         self, cur: sqlite3.Cursor, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult:
         version = cur.execute(_SQL_VERSION, (stream_id,)).fetchone()[0] or 0
-        try:
-            check_version_matches(stream_id, expected, version)
-        except WrongExpectedVersion as exc:
-            raise _Conflict(stream_id, events, exc) from None
+        if version != expected and not _holds(expected, version):
+            raise _Conflict(stream_id, events, WrongExpectedVersion(stream_id, expected, version))
         now = self._now_us
         n = len(events)
         try:
@@ -1015,7 +1010,7 @@ class SQLiteEventStore(EventStore):
     async def _append(
         self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult:
-        _check_text("a stream id", stream_id)
+        # check_stream_id (EventStore.append) has refused ids SQLite cannot store.
         if not self._opened:
             await self.open()
         if self.writer == "thread":
@@ -1026,7 +1021,7 @@ class SQLiteEventStore(EventStore):
         # writer=auto: join the group this loop commits once its ready tasks have run.
         loop = asyncio.get_running_loop()
         group = self._pending.get(loop)
-        if group is None and getattr(loop, "_ready", None) == _NO_CALLBACKS:
+        if group is None and not getattr(loop, "_ready", True):
             # Nothing else is ready to run on this loop, so no other append could
             # join a group: commit this one alone, now, if that is quick.
             done = self._append_alone(loop, stream_id, events, expected)
@@ -1085,16 +1080,20 @@ class SQLiteEventStore(EventStore):
                 raise
         finally:
             self._wlock.release()
+        self._committed_alone(loop, result, len(events))
+        return result
+
+    def _committed_alone(self, loop: asyncio.AbstractEventLoop, result: AppendResult, events: int) -> None:
+        """Count an append committed alone on ``loop``'s thread and tell who listens."""
         stats = self.stats
         stats.appends += 1
-        stats.events += len(events)
+        stats.events += events
         stats.largest_batch = stats.largest_batch or 1
         if self._wait_loop is loop:
             self._wake_waiters()
             self._notify(result.checkpoint, announce=False)
-        else:
+        elif self._wait_loop is not None or self._listeners:
             self._notify(result.checkpoint)
-        return result
 
     def _inline_writer_cursor(self) -> sqlite3.Cursor | None:
         """The write connection's cursor, set never to wait for other processes; None once closed.
