@@ -163,6 +163,7 @@ async def test_url_query_parameters_configure_the_store(pg_url, schema, raw, not
         pytest.param({"poll_interval": True}, "poll_interval must be a number", id="bool poll"),
         pytest.param({"notify": "maybe"}, "notify must be true or false", id="bad bool"),
         pytest.param({"notify_debounce": "-0.1"}, "notify_debounce must be", id="negative debounce"),
+        pytest.param({"append_concurrency": "0"}, "append_concurrency must be >= 1", id="no appends"),
         pytest.param({"sslmode": 1.5}, "libpq option sslmode must be a str", id="bad libpq value"),
     ],
 )

@@ -38,7 +38,9 @@ that statement fail and nothing else; the idempotency check then runs on the
 conflict path only (see :func:`~eventvault.store.base.idempotent_result`).
 The store runs it as a statement prepared on each of its connections, through
 libpq directly (see ``_execute_prepared``), and one event goes in scalar
-parameters rather than arrays.
+parameters rather than arrays. While ``append_concurrency`` appends are in
+flight, the appends made meanwhile wait and then go together: their statements
+in one pipeline, one transaction, one round trip (see ``_append_group``).
 
 Wake-ups
 --------
@@ -57,7 +59,8 @@ Options (URL query parameters or keyword arguments)
 ---------------------------------------------------
 ``schema`` (default ``eventvault``), ``pool_min`` (1), ``pool_max`` (10),
 ``pool_timeout`` (5.0 s to wait for a connection), ``poll_interval`` (1.0 s),
-``notify`` (true), ``notify_debounce`` (0.005 s), and any libpq connection
+``notify`` (true), ``notify_debounce`` (0.005 s), ``append_concurrency`` (2),
+and any libpq connection
 parameter (``sslmode``, ``connect_timeout``, ``application_name``, ...).
 """
 
@@ -126,6 +129,8 @@ _XID8_OID: Final = 5069
 # Versions above this are never used; it stands for "no upper bound" in SQL.
 _NO_LIMIT: Final = 2**62
 _MAX_CONFLICT_ROUNDS: Final = 5
+# The most appends one transaction carries when appends wait for one another.
+_GROUP_MAX: Final = 64
 # How long one pooled connection may stay kept aside for the next call (see _release).
 _SPARE_SECONDS: Final = 10.0
 
@@ -148,6 +153,7 @@ class _Options:
     poll_interval: float = 1.0
     notify: bool = True
     notify_debounce: float = 0.005
+    append_concurrency: int = 2
 
 
 _OWN_KEYS: Final = frozenset(_Options.__dataclass_fields__)
@@ -224,6 +230,9 @@ def _parse_options(options: Mapping[str, Any]) -> tuple[_Options, dict[str, Any]
         notify=_as_bool("notify", options.get("notify", defaults.notify)),
         notify_debounce=_as_float(
             "notify_debounce", options.get("notify_debounce", defaults.notify_debounce), positive=False
+        ),
+        append_concurrency=_as_int(
+            "append_concurrency", options.get("append_concurrency", defaults.append_concurrency), 1
         ),
     )
     if parsed.pool_min > parsed.pool_max:
@@ -680,6 +689,22 @@ def _int8(data: bytes | None) -> int:
     return int.from_bytes(data, "big", signed=True)
 
 
+def _encoded(values: Sequence[str | int | bytes | None], encoding: str) -> list[bytes | None]:
+    return [v if v is None or isinstance(v, bytes) else str(v).encode(encoding) for v in values]
+
+
+def _append_result(stream_id: str, res: pq.abc.PGresult) -> AppendResult | None:
+    """An append statement's result (None: it was refused)."""
+    rows = res.ntuples
+    if not rows:
+        return None
+    get = res.get_value
+    positions = tuple([_int8(get(i, 0)) for i in range(rows)])
+    return AppendResult(
+        stream_id, _int8(get(rows - 1, 2)), positions, Checkpoint(_int8(get(rows - 1, 1)), positions[-1])
+    )
+
+
 def _one_result(results: list[pq.abc.PGresult], status: pq.ExecStatus, encoding: str) -> pq.abc.PGresult:
     """The result of the one command sent, or its error raised as psycopg raises it."""
     for res in results:
@@ -756,6 +781,55 @@ async def _results(conn: Conn) -> list[pq.abc.PGresult]:
         raise
 
 
+async def _collect_pipeline(pgconn: pq.abc.PGconn, commands: int) -> list[list[pq.abc.PGresult]]:
+    """Send a pipeline of ``commands`` and a sync, and gather each command's results, up to the sync."""
+    loop = asyncio.get_running_loop()
+    try:
+        fileno = pgconn.socket
+        while pgconn.flush():
+            await _ready(loop, fileno, write=True)
+        gathered: list[list[pq.abc.PGresult]] = []
+        current: list[pq.abc.PGresult] = []
+        while True:
+            if pgconn.is_busy():
+                await _ready(loop, fileno, write=False)
+                pgconn.consume_input()
+                continue
+            res = pgconn.get_result()
+            if res is None:
+                if current:  # the end of one command's results
+                    gathered.append(current)
+                    current = []
+                    continue
+                if pgconn.status == pq.ConnStatus.BAD:
+                    raise psycopg.OperationalError(
+                        f"the connection was lost mid-pipeline: {pgconn.get_error_message()}"
+                    )
+                # Nothing more to read yet.
+                await _ready(loop, fileno, write=False)
+                pgconn.consume_input()
+            elif res.status == pq.ExecStatus.PIPELINE_SYNC:
+                if len(gathered) != commands or current:  # pragma: no cover - libpq's protocol
+                    raise psycopg.InterfaceError(
+                        f"a pipeline of {commands} commands answered {len(gathered)} before its sync"
+                    )
+                return gathered
+            else:
+                current.append(res)
+    except OSError as exc:  # the socket went away under the loop
+        raise psycopg.OperationalError(f"connection socket closed: {exc}") from exc
+
+
+class _Waiting(NamedTuple):
+    """An append waiting to go with others in one transaction (see ``_append_group``)."""
+
+    stream_id: str
+    statement: _Prepared
+    values: _AppendValues
+    done: asyncio.Future[AppendResult | None]
+    """Its result; None when it must run alone (refused, or the group failed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class HorizonLag:
     """How far the readable log trails what is committed (see ``docs/postgres.md``)."""
@@ -817,6 +891,9 @@ class PostgresEventStore(EventStore):
         self._spare: Conn | None = None  # a pooled connection kept aside for the next call
         self._spare_conn: Conn | None = None  # the connection last kept aside, until _spare_until
         self._spare_until = 0.0
+        self._appending = 0  # appends in flight on the store's connections (see _append)
+        self._waiting: list[_Waiting] = []  # appends waiting to go as one group
+        self._groups: set[asyncio.Task[None]] = set()
 
     @property
     def conninfo(self) -> str:
@@ -861,6 +938,9 @@ class PostgresEventStore(EventStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._wake_all()
+        # Groups of appends in flight finish (their callers wait for them); appends
+        # still waiting run alone and find the store closed.
+        await asyncio.gather(*self._groups, return_exceptions=True)
         if self._pool is not None:
             spare, self._spare, self._spare_conn = self._spare, None, None
             if spare is not None:
@@ -1076,15 +1156,111 @@ class PostgresEventStore(EventStore):
     async def _append(
         self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult:
+        """Append alone, or, while ``append_concurrency`` appends are in flight, with others.
+
+        An append that finds that many in flight waits; when one of them
+        finishes, every append then waiting goes in one transaction (see
+        :meth:`_append_group`). An append refused there, or one whose group
+        failed, runs alone after all, which reports what went wrong.
+        """
         query = self._append_query(expected, events)
         values = _append_values(stream_id, events, expected)
-        result = await self._run(
-            f"append to {stream_id!r}",
-            lambda conn: self._append_rounds(conn, stream_id, events, expected, query, values, own=True),
-            writes=True,
-        )
+        if self._appending >= self._options.append_concurrency and not self._closed:
+            waiting = _Waiting(
+                stream_id, self._sql.prepared[query], values, asyncio.get_running_loop().create_future()
+            )
+            self._waiting.append(waiting)
+            done = await waiting.done
+            if done is not None:
+                return done
+        self._appending += 1
+        try:
+            result = await self._run(
+                f"append to {stream_id!r}",
+                lambda conn: self._append_rounds(conn, stream_id, events, expected, query, values, own=True),
+                writes=True,
+            )
+        finally:
+            self._appending -= 1
+            if self._waiting:
+                self._start_groups()
         self._hint_appended()
         return result
+
+    def _start_groups(self) -> None:
+        """Send the waiting appends, in groups of up to ``_GROUP_MAX``, while fewer than the limit run."""
+        while self._waiting and self._appending < self._options.append_concurrency:
+            group = [w for w in self._waiting[:_GROUP_MAX] if not w.done.done()]
+            del self._waiting[:_GROUP_MAX]
+            if group:
+                self._appending += 1
+                task = asyncio.get_running_loop().create_task(self._append_group(group))
+                self._groups.add(task)
+                task.add_done_callback(self._groups.discard)
+
+    async def _append_group(self, group: list[_Waiting]) -> None:
+        """Run a group of appends as one transaction: one round trip, one commit.
+
+        The appends' statements go in one pipeline ended by a single sync,
+        which PostgreSQL runs as one transaction; they lock their streams' rows
+        in the order of the stream ids, as every group does, so that two groups
+        never wait for each other in a cycle. A refused append (its expected
+        version does not hold) inserts nothing and the others commit; any error
+        rolls the whole transaction back, and every append of the group then
+        runs alone (an append of the group whose outcome a lost connection left
+        unknown is safe to run again: the retry finds its event ids stored).
+        """
+        results: list[AppendResult | None] = [None] * len(group)
+        try:
+            pool = self._pool
+            if pool is not None and not self._closed:
+                conn = await self._acquire(pool)
+                try:
+                    results = await self._pipeline(conn, group)
+                finally:
+                    await self._release(pool, conn)
+        except Exception as exc:  # noqa: BLE001 - each append then runs alone and reports it
+            log.debug("a group of %d appends failed (%s); each runs alone", len(group), _reason(exc))
+        finally:
+            self._appending -= 1
+            if any(results):
+                self._hint_appended()
+            for waiting, result in zip(group, results, strict=True):
+                if not waiting.done.done():
+                    waiting.done.set_result(result)
+            if self._waiting:
+                self._start_groups()
+
+    async def _pipeline(self, conn: Conn, group: list[_Waiting]) -> list[AppendResult | None]:
+        """Each append's result in one transaction (None: refused); all None if it failed."""
+        async with conn.lock:
+            state = self._conn_state(conn)
+            for statement in {w.statement for w in group}:
+                await self._prepare(conn, state, statement)
+            order = sorted(range(len(group)), key=lambda i: group[i].stream_id)
+            pgconn = conn.pgconn
+            pgconn.enter_pipeline_mode()
+            try:
+                for i in order:
+                    statement, values = group[i].statement, group[i].values
+                    pgconn.send_query_prepared(
+                        statement.name,
+                        _encoded(values, state.encoding),
+                        param_formats=statement.formats,
+                        result_format=pq.Format.BINARY,
+                    )
+                pgconn.pipeline_sync()
+                answers = await _collect_pipeline(pgconn, len(group))
+                pgconn.exit_pipeline_mode()
+            except BaseException:
+                # Mid-pipeline the connection cannot be handed back as it is.
+                pgconn.finish()
+                raise
+        results: list[AppendResult | None] = [None] * len(group)
+        for i, answer in zip(order, answers, strict=True):
+            res = _one_result(answer, pq.ExecStatus.TUPLES_OK, state.encoding)
+            results[i] = _append_result(group[i].stream_id, res)
+        return results
 
     async def append_on(
         self, conn: Conn, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
@@ -1168,14 +1344,8 @@ class PostgresEventStore(EventStore):
         self, conn: Conn, stream_id: str, query: bytes, values: _AppendValues
     ) -> AppendResult | None:
         """The append as the store's own prepared statement (None: it was refused)."""
-        res = await self._execute_prepared(conn, self._sql.prepared[query], values)
-        rows = res.ntuples
-        if not rows:
-            return None
-        get = res.get_value
-        positions = tuple([_int8(get(i, 0)) for i in range(rows)])
-        return AppendResult(
-            stream_id, _int8(get(rows - 1, 2)), positions, Checkpoint(_int8(get(rows - 1, 1)), positions[-1])
+        return _append_result(
+            stream_id, await self._execute_prepared(conn, self._sql.prepared[query], values)
         )
 
     async def _execute_prepared(
@@ -1192,24 +1362,31 @@ class PostgresEventStore(EventStore):
         Errors are psycopg's, as its cursor raises them.
         """
         async with conn.lock:
-            state = self._conn_states.get(conn)
-            if state is None:
-                state = self._conn_states[conn] = _ConnState(conn.info.encoding)
-            encoding = state.encoding
-            pgconn = conn.pgconn
-            if statement.name not in state.prepared:
-                pgconn.send_prepare(statement.name, statement.text, param_types=statement.types)
-                # Already there: an earlier call prepared it but was interrupted before the answer.
-                with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
-                    _one_result(await _results(conn), pq.ExecStatus.COMMAND_OK, encoding)
-                state.prepared.add(statement.name)
-            pgconn.send_query_prepared(
+            state = self._conn_state(conn)
+            await self._prepare(conn, state, statement)
+            conn.pgconn.send_query_prepared(
                 statement.name,
-                [v if v is None or isinstance(v, bytes) else str(v).encode(encoding) for v in values],
+                _encoded(values, state.encoding),
                 param_formats=statement.formats,
                 result_format=pq.Format.BINARY,
             )
-            return _one_result(await _results(conn), statement.status, encoding)
+            return _one_result(await _results(conn), statement.status, state.encoding)
+
+    def _conn_state(self, conn: Conn) -> _ConnState:
+        state = self._conn_states.get(conn)
+        if state is None:
+            state = self._conn_states[conn] = _ConnState(conn.info.encoding)
+        return state
+
+    @staticmethod
+    async def _prepare(conn: Conn, state: _ConnState, statement: _Prepared) -> None:
+        """Prepare ``statement`` on ``conn`` (whose lock the caller holds) unless it is already."""
+        if statement.name not in state.prepared:
+            conn.pgconn.send_prepare(statement.name, statement.text, param_types=statement.types)
+            # Already there: an earlier call prepared it but was interrupted before the answer.
+            with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
+                _one_result(await _results(conn), pq.ExecStatus.COMMAND_OK, state.encoding)
+            state.prepared.add(statement.name)
 
     async def _resolve_conflict(
         self, conn: Conn, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
