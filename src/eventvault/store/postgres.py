@@ -82,7 +82,8 @@ import psycopg
 import psycopg.errors
 from psycopg import pq, sql
 from psycopg.abc import Buffer
-from psycopg.adapt import Loader
+from psycopg.abc import Transformer as RowLoader
+from psycopg.adapt import Loader, Transformer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -333,6 +334,8 @@ class _Statements:
     lookup_ids: bytes
     stream_version: bytes
     read_stream: dict[tuple[bool, bool], bytes]
+    read_stream_prepared: dict[tuple[bool, bool], _Prepared]
+    """The same reads, as the store prepares them on its own connections."""
     read_all: bytes
     read_all_filtered: bytes
     head: bytes
@@ -420,9 +423,14 @@ _APPEND_ONE_TYPES: Final = (25, 20, 20, 0, 25, 0, 0, 17, 17)
 _APPEND_ONE_FORMATS: Final = (0, 0, 0, 0, 0, 0, 0, 1, 1)
 
 
-def _positional(query: bytes) -> bytes:
-    """``query`` with its ``%(name)s`` placeholders as ``$n``, numbered as in _APPEND_PARAMS."""
-    for number, name in enumerate(_APPEND_PARAMS, start=1):
+# A stream read's parameters, likewise: the stream id, then int8s (limit may be NULL: none).
+_READ_PARAMS: Final = ("stream_id", "from", "to", "as_of", "limit")
+_READ_TYPES: Final = (25, 20, 20, 20, 20)
+
+
+def _positional(query: bytes, names: tuple[str, ...] = _APPEND_PARAMS) -> bytes:
+    """``query`` with its ``%(name)s`` placeholders as ``$n``, numbered as in ``names``."""
+    for number, name in enumerate(names, start=1):
         query = query.replace(b"%(" + name.encode() + b")s", b"$%d" % number)
     if b"%" in query:  # pragma: no cover - the statements above use no other placeholder
         raise AssertionError(f"unexpected placeholder left in {query!r}")
@@ -515,6 +523,19 @@ def _statements(schema: str) -> _Statements:
         .format(s=s)
         .as_bytes(None),
         read_stream=read_stream,
+        read_stream_prepared={
+            (backwards, as_of): _Prepared(
+                b"eventvault_read_stream"
+                + (b"_backwards" if backwards else b"")
+                + (b"_as_of" if as_of else b""),
+                # all typed, used or not, so that one list of values fits all four
+                _positional(query, _READ_PARAMS),
+                _READ_TYPES,
+                None,
+                pq.ExecStatus.TUPLES_OK,
+            )
+            for (backwards, as_of), query in read_stream.items()
+        },
         read_all=sql.SQL(
             "SELECT {cols} FROM {s}.events WHERE {where} ORDER BY tx_id, position LIMIT %(limit)s"
         )
@@ -681,6 +702,8 @@ class _ConnState:
     """The connection's client encoding, as a Python codec name."""
     prepared: set[bytes] = field(default_factory=set)
     """The names of the store's statements prepared on it."""
+    rows: RowLoader | None = None
+    """Loads rows of its results with the connection's loaders (made on first use)."""
 
 
 def _int8(data: bytes | None) -> int:
@@ -1450,21 +1473,29 @@ class PostgresEventStore(EventStore):
         limit: int | None,
         as_of_us: int | None,
     ) -> list[RecordedEvent]:
-        query = self._sql.read_stream[backwards, as_of_us is not None]
-        params = {
-            "stream_id": stream_id,
-            "from": from_version,
-            "to": _NO_LIMIT if to_version is None else to_version,
-            "as_of": as_of_us,
-            "limit": limit,
-        }
+        statement = self._sql.read_stream_prepared[backwards, as_of_us is not None]
+        values = (stream_id, from_version, _NO_LIMIT if to_version is None else to_version, as_of_us, limit)
 
         async def op(conn: Conn) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(query, params, binary=True)
-            return await cur.fetchall()
+            return await self._rows(conn, statement, values)
 
         rows = await self._run(f"read_stream({stream_id!r})", op)
         return [self._record(r) for r in rows]
+
+    async def _rows(
+        self, conn: Conn, statement: _Prepared, values: Sequence[str | int | bytes | None]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one of the store's prepared queries, loaded as psycopg's cursor would."""
+        res = await self._execute_prepared(conn, statement, values)
+        state = self._conn_state(conn)
+        rows = state.rows
+        if rows is None:
+            rows = state.rows = Transformer(conn)
+        rows.set_pgresult(res)
+        try:
+            return rows.load_rows(0, res.ntuples, tuple)
+        finally:
+            rows.set_pgresult(None)
 
     async def _stream_version(self, stream_id: str) -> int:
         async def op(conn: Conn) -> int:
