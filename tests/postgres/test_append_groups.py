@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from eventvault import ANY, NO_STREAM
-from eventvault.errors import DuplicateEventId, WrongExpectedVersion
+from eventvault.errors import DuplicateEventId, StoreClosed, WrongExpectedVersion
 from eventvault.store.records import AppendResult
 
 
@@ -196,3 +196,23 @@ async def test_many_concurrent_writers_share_transactions(open_store, notes):
     assert len(log) == 320
     for i in range(32):
         assert [e.data.text for e in await store.read_stream(f"w{i}")] == [f"{i}-{k}" for k in range(10)]
+
+
+async def test_closing_the_store_while_appends_wait_makes_none_of_them(blocked, open_store, notes):
+    """Appends waiting for a group when the store closes raise StoreClosed; nothing of them lands."""
+    store = blocked.store
+    waiting = [
+        asyncio.create_task(store.append(f"late{i}", notes("x"), expected_version=NO_STREAM))
+        for i in range(3)
+    ]
+    await _until_waiting(store, 3)
+    closing = asyncio.create_task(store.close())
+    first = await blocked.release()
+    await closing
+    assert first.stream_version == 3
+    for task in waiting:
+        with pytest.raises(StoreClosed):
+            await task
+    reader = await open_store()
+    assert [await reader.stream_version(f"late{i}") for i in range(3)] == [0, 0, 0]
+    assert [e.data.text for e in await reader.read_stream("blocker")] == ["made", "held", "first"]
