@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -458,3 +459,28 @@ def test_bad_cache_size_is_refused(store: EventStore, bad: object) -> None:
     """cache_size must be an int >= 0."""
     with pytest.raises(InvalidInput, match="cache_size"):
         Repository(store, cache_size=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cache_size", [0, 10])
+async def test_a_command_run_again_after_it_landed_leaves_the_state_as_stored(
+    store: EventStore, cache_size: int
+) -> None:
+    """The same event ids on an aggregate loaded after they landed: the first result, and no double state."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=cache_size)
+    await _wallet_with(repo, 1)
+    ids = [uuid.uuid4()]
+
+    def credit(w: Wallet) -> None:
+        w.credit(Decimal(5))
+
+    first_state, first = await repo.update(Wallet, "w1", credit, event_ids=ids)
+    again_state, again = await repo.update(Wallet, "w1", credit, event_ids=ids)  # loaded after it landed
+
+    assert again == first
+    assert (again_state.balance, again_state.version) == (first_state.balance, 2) == (Decimal("6.10"), 2)
+    assert await store.stream_version("wallet-w1") == 2
+    # The next command starts from the stored state, not from one that holds the credit twice.
+    w, result = await repo.update(Wallet, "w1", credit)
+    assert result is not None
+    assert (w.balance, w.version, result.stream_version) == (Decimal("11.10"), 3, 3)
+    assert (await Repository(store).load(Wallet, "w1")).balance == Decimal("11.10")

@@ -116,6 +116,10 @@ class Repository:
         ``event_ids`` (one per pending event) make a retried command idempotent:
         derive them from the command's idempotency key, and a second save of
         the same command returns the first one's result instead of appending.
+        If the aggregate was loaded after that first save landed, the command
+        ran on a state that already held its events: the result's
+        ``stream_version`` then differs from ``aggregate.version``, and the
+        aggregate should be loaded again (:meth:`update` does).
         """
         if not isinstance(aggregate, Aggregate):
             raise InvalidInput(f"save takes an Aggregate, got {type(aggregate).__name__}")
@@ -137,6 +141,12 @@ class Repository:
         expected = aggregate.version - len(pending)
         result = await self.store.append(aggregate.stream_id, events, expected_version=expected)
         aggregate.mark_saved()
+        if result.stream_version != aggregate.version:
+            # The events were stored already, by an earlier save that landed (the
+            # store answered with that save's result), and this aggregate was loaded
+            # after it: its state has them twice. Never start from it again.
+            self._cache.pop((type(aggregate), aggregate.id), None)
+            return result
         if self._cache_size:
             self._remember(aggregate)
         every = self.snapshot_interval(type(aggregate))
@@ -185,13 +195,18 @@ class Repository:
                 aggregate = await self.load(cls, aggregate_id)
                 command(aggregate)
             try:
-                return aggregate, await self.save(aggregate, metadata=metadata, event_ids=event_ids)
+                result = await self.save(aggregate, metadata=metadata, event_ids=event_ids)
             except ConcurrencyError:
                 if not cached:
                     if conflicts == retries:
                         raise
                     conflicts += 1
                 aggregate = None
+                continue
+            if result is not None and result.stream_version != aggregate.version:
+                # A retry of a command that had landed: the state as it landed.
+                aggregate = await self.load(cls, aggregate_id, version=result.stream_version)
+            return aggregate, result
 
     async def snapshot(self, aggregate: Aggregate) -> None:
         """Save a snapshot of ``aggregate`` now (its pending events must be saved)."""
