@@ -158,6 +158,15 @@ def serve(
             "reads only the events recorded after it.",
         ),
     ] = 10_000,
+    idempotency_ttl: Annotated[
+        float,
+        typer.Option(
+            "--idempotency-ttl",
+            metavar="SECONDS",
+            min=0.0,
+            help="How long an Idempotency-Key and its first answer are kept, at least (0: forever).",
+        ),
+    ] = 86_400.0,
 ) -> None:
     """Serve the ledger's HTTP API and dashboard."""
     # Only the light settings module before the checks: a refusal answers at once.
@@ -192,6 +201,7 @@ def serve(
         cors_origins=tuple(cors or ()),
         consistency_timeout=consistency_timeout,
         account_cache=account_cache,
+        idempotency_ttl=idempotency_ttl,
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 
 def _key(value: str) -> dict[str, str]:
@@ -195,3 +196,27 @@ async def test_if_match_on_an_unknown_account_is_404(api):
     """If-Match does not hide that the account does not exist."""
     r = await api.deposit("00000000-0000-0000-0000-000000000000", "1.00", headers={"If-Match": "1"})
     api.problem(r, 404, "account-not-found")
+
+
+async def test_an_expired_key_is_forgotten_and_a_retry_after_it_still_lands_once(api):
+    """Keys expire; a retry after that runs the command anew, and its events' ids still land it once."""
+    account_id = await api.funded("10.00")
+    first = await api.deposit(account_id, "2.50", headers=_key("dep-expiring"))
+    size = await api.log_size()
+    keys = api.app.state.services.idempotency
+
+    assert await asyncio.to_thread(keys.expire, time.time() - 3600) == 0  # too young to go
+    assert await asyncio.to_thread(keys.expire, time.time() + 1) >= 1
+    again = await api.deposit(account_id, "2.50", headers=_key("dep-expiring"))
+
+    assert again.status_code == 200
+    assert "idempotent-replayed" not in again.headers  # answered anew, not from the record
+    assert await api.log_size() == size
+    assert await api.version(account_id) == 3
+    assert again.json() == first.json()
+    # The account is as the events say, in the server's cache too: 12.50, not 15.00.
+    api.problem(await api.withdraw(account_id, "12.51"), 422, "insufficient-funds")
+    assert (await api.withdraw(account_id, "12.50")).status_code == 200
+    replayed = await api.deposit(account_id, "2.50", headers=_key("dep-expiring"))
+    assert replayed.headers["idempotent-replayed"] == "true"  # recorded again
+    assert replayed.json() == first.json()

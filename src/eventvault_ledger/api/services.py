@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -49,6 +50,15 @@ class IdempotencyStore:
                 " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER, body TEXT,"
                 " headers TEXT, media_type TEXT, created_at DOUBLE PRECISION NOT NULL)",
             )
+            self.db.execute(
+                conn, "CREATE INDEX IF NOT EXISTS ev_idempotency_created ON ev_idempotency (created_at)"
+            )
+
+    def expire(self, before: float) -> int:
+        """Forget the keys recorded before ``before`` (seconds since the epoch); how many there were."""
+        with self.db.transaction() as conn:
+            cur = self.db.execute(conn, "DELETE FROM ev_idempotency WHERE created_at < ?", (before,))
+            return max(int(cur.rowcount), 0)
 
     def claim(self, key: str, fingerprint: str) -> Stored:
         """Record ``key`` for this request unless it is known; return what is on record."""
@@ -179,6 +189,8 @@ class Services:
         self.db: ReadModels
         self.runner: ProjectionRunner
         self.idempotency: IdempotencyStore
+        self._expiry: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def lock_for(self, key: str) -> asyncio.Lock:
         """The in-process lock of one aggregate (commands on it run one at a time here)."""
@@ -198,6 +210,8 @@ class Services:
         self.runner = ProjectionRunner(self.store, projections(), read_models=self.db)
         self.idempotency = IdempotencyStore(self.db)
         await asyncio.to_thread(self.idempotency.setup)
+        if self.settings.idempotency_ttl > 0:
+            self._expiry = asyncio.create_task(self._expire_keys(self.settings.idempotency_ttl))
         if self.settings.run_projections:
             await self.runner.start()
         else:
@@ -209,8 +223,26 @@ class Services:
             if await seed_demo(self.repository):
                 log.info("seeded demo accounts")
 
+    async def _expire_keys(self, ttl: float) -> None:
+        """Forget idempotency keys older than ``ttl``, now and every quarter of it (at most hourly)."""
+        while not self._stopping.is_set():
+            try:
+                gone = await asyncio.to_thread(self.idempotency.expire, time.time() - ttl)
+            except Exception:  # the next round tries again; requests are unaffected
+                log.exception("expiring idempotency keys failed")
+            else:
+                if gone:
+                    log.info("forgot %d idempotency keys older than %gs", gone, ttl)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), min(ttl / 4, 3600.0))
+
     async def stop(self) -> None:
         """Stop projections and close the store."""
+        if self._expiry is not None:
+            # Not cancelled: a deletion running in its thread finishes before the
+            # read models' connections close under it.
+            self._stopping.set()
+            await self._expiry
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.stop()

@@ -44,6 +44,9 @@ class Settings:
     """Accounts whose latest state the server keeps in memory (0: none). A command
     starts from that state and reads only the events recorded after it, so other
     processes writing the same store are still seen; a few hundred bytes each."""
+    idempotency_ttl: float = 86_400.0
+    """Seconds an Idempotency-Key and its answer are kept at least (0: forever).
+    Expired keys are removed within a quarter of this (at most an hour) after."""
     static_dir: Path | None = None
     """The built dashboard, served at / when present."""
     sse_keepalive: float = 15.0
