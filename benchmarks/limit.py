@@ -3,8 +3,9 @@
 It writes the very rows eventvault writes, into tables made by eventvault's own
 migrations, at the same durability: on SQLite WAL with ``synchronous=FULL``
 and ``BEGIN IMMEDIATE``; on PostgreSQL an autocommit statement per append, as
-eventvault does. An append checks the expected version the way eventvault does
-(SQLite: ``max(stream_version)`` in the transaction; PostgreSQL: the
+eventvault does; W6's read model at the durability of eventvault's read models
+(``synchronous=NORMAL``, ``synchronous_commit=off``). An append checks the
+expected version the way eventvault does (SQLite: ``max(stream_version)`` in the transaction; PostgreSQL: the
 ``streams`` row bumped in the same statement as the insert), because that check
 is what makes it an event store append. Reads run eventvault's SELECTs (the
 same columns, the same order, on PostgreSQL the same visibility horizon) and
@@ -463,6 +464,9 @@ class Limit:
         watch = Stopwatch()
         if isinstance(self.backend, SQLiteBackend):
             conn = self.backend.connect(place)
+            # The durability eventvault's read models commit at by default: derived
+            # data, atomic but not waiting for the disk (read_models_for, durable=False).
+            conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 cur = conn.cursor()
                 with watch.running():
@@ -486,6 +490,7 @@ class Limit:
         with self.backend.connect() as reader, self.backend.connect(autocommit=False) as writer:
             rcur, wcur = reader.cursor(), writer.cursor()
             wcur.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(place.schema)))
+            wcur.execute("SET synchronous_commit = off")  # as eventvault's read models, above
             writer.commit()
             with watch.running():
                 for ddl in model.ddl():

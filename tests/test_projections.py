@@ -1047,3 +1047,17 @@ async def test_read_model_databases_refuse_what_they_cannot_serve() -> None:
         open_read_models("mysql://db/x")
     with pytest.raises(InvalidInput, match="schema"):
         PostgresReadModels("postgresql://nowhere/db", schema='x"; DROP TABLE events; --')
+
+
+@pytest.mark.parametrize(("durable", "synchronous"), [(False, 1), (True, 2)])
+def test_sqlite_read_models_wait_for_the_disk_only_when_durable(tmp_path, durable, synchronous):
+    """Derived data commits without a sync by default (NORMAL); durable=True syncs every commit (FULL)."""
+    db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}", durable=durable)
+    try:
+        with db.transaction() as conn:
+            assert db.execute(conn, "PRAGMA synchronous").fetchone()[0] == synchronous
+            db.execute(conn, "CREATE TABLE t (x INTEGER)")
+            db.execute(conn, "INSERT INTO t VALUES (1)")
+        assert db.query("SELECT x FROM t") == [(1,)]  # committed and visible either way
+    finally:
+        db.close()

@@ -275,3 +275,13 @@ async def test_state_replayed_to_each_version_matches_the_history(runner, repo):
         state = await state_at(repo, account.id, version=version)
         assert state.balance == history.get(version, 0)
     assert get_account(runner, account.id).balance == account.balance
+
+
+@pytest.mark.parametrize(("durable", "setting"), [(False, "off"), (True, "on")])
+def test_postgres_read_models_wait_for_the_wal_flush_only_when_durable(pg_url, schema, durable, setting):
+    """Derived data commits asynchronously by default; durable=True waits for the flush."""
+    db = PostgresReadModels(pg_url, schema=schema, durable=durable)
+    try:
+        assert db.query("SHOW synchronous_commit") == [(setting,)]
+    finally:
+        db.close()

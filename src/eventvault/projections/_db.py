@@ -210,16 +210,20 @@ class SQLiteReadModels(ReadModels):
     dialect = "sqlite"
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
 
-    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 5.0, durable: bool = False) -> None:
         super().__init__()
         self.path = path
         self.busy_timeout = busy_timeout
+        self.durable = durable
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        # Not durable: a commit is atomic and visible at once but does not wait for
+        # the disk (WAL, synchronous=NORMAL); the next durable commit in the file,
+        # such as the store's next append, carries it to the disk.
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
         return conn
 
     def _begin(self, conn: sqlite3.Connection) -> None:
@@ -248,7 +252,7 @@ class PostgresReadModels(ReadModels):
     dialect = "postgresql"
     now_sql = "extract(epoch from clock_timestamp())::float8"
 
-    def __init__(self, conninfo: str, *, schema: str = "eventvault") -> None:
+    def __init__(self, conninfo: str, *, schema: str = "eventvault", durable: bool = False) -> None:
         super().__init__()
         if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
             # It is spliced into SQL as an identifier: only plain names get there.
@@ -257,6 +261,7 @@ class PostgresReadModels(ReadModels):
             )
         self.conninfo = conninfo
         self.schema = schema
+        self.durable = durable
 
     def sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)
@@ -276,6 +281,10 @@ class PostgresReadModels(ReadModels):
                 with contextlib.suppress(psycopg.errors.UniqueViolation):
                     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET search_path TO "{self.schema}"')
+            if not self.durable:
+                # A commit is atomic and visible at once, and does not wait for its
+                # WAL flush (a crash of the server may lose the last ones).
+                conn.execute("SET synchronous_commit = off")
         except BaseException:
             conn.close()
             raise
@@ -305,26 +314,38 @@ class PostgresReadModels(ReadModels):
         return StoreError(f"read models in schema {self.schema}: {exc}")
 
 
-def read_models_for(store: EventStore) -> ReadModels:
-    """The read-model database beside ``store``'s log: the same SQLite file or PostgreSQL schema."""
+def read_models_for(store: EventStore, *, durable: bool = False) -> ReadModels:
+    """The read-model database beside ``store``'s log: the same SQLite file or PostgreSQL schema.
+
+    Read models are derived from the log, so by default their commits do not
+    wait for the disk (``durable=False``): each commit is atomic and visible at
+    once, and a crash of the machine (or of the PostgreSQL server) can lose
+    only the last ones, with the checkpoint they moved, so the projection
+    applies those events again. ``durable=True`` makes every commit wait.
+    """
     if store.scheme == "sqlite":
         path = str(getattr(store, "path", ""))
         if not path or path == ":memory:":
             raise InvalidInput("read models need a SQLite file: a :memory: store cannot share its database")
-        return SQLiteReadModels(path)
+        return SQLiteReadModels(path, durable=durable)
     if store.scheme == "postgresql":
         conninfo = getattr(store, "conninfo", None)
         if not isinstance(conninfo, str):
             raise InvalidInput("this PostgreSQL store does not expose its conninfo")
-        return PostgresReadModels(conninfo, schema=str(getattr(store, "schema", "eventvault")))
+        return PostgresReadModels(
+            conninfo, schema=str(getattr(store, "schema", "eventvault")), durable=durable
+        )
     raise InvalidInput(
         f"a {store.scheme}:// store has no SQL database for read models: pass read_models="
         "open_read_models('sqlite:///read-models.db')"
     )
 
 
-def open_read_models(url: str) -> ReadModels:
-    """A read-model database of its own: ``sqlite:///path.db`` or ``postgresql://...?schema=name``."""
+def open_read_models(url: str, *, durable: bool = False) -> ReadModels:
+    """A read-model database of its own: ``sqlite:///path.db`` or ``postgresql://...?schema=name``.
+
+    ``durable`` as in :func:`read_models_for`.
+    """
     if not isinstance(url, str):
         raise InvalidStoreURL(f"a read-model URL is a str, got {type(url).__name__}")
     parts = urlsplit(url)
@@ -334,9 +355,9 @@ def open_read_models(url: str) -> ReadModels:
         path = parts.path.removeprefix("/")
         if not path or path == ":memory:":
             raise InvalidStoreURL(f"{url!r}: read models need a SQLite file that other connections can open")
-        return SQLiteReadModels(path)
+        return SQLiteReadModels(path, durable=durable)
     if scheme in ("postgresql", "postgres"):
         schema = query.pop("schema", "eventvault")
         conninfo = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
-        return PostgresReadModels(conninfo, schema=schema)
+        return PostgresReadModels(conninfo, schema=schema, durable=durable)
     raise InvalidStoreURL(f"{url!r}: read models live in sqlite:/// or postgresql:// databases")
