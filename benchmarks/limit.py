@@ -5,9 +5,9 @@ migrations, at the same durability: on SQLite WAL with ``synchronous=FULL``
 and ``BEGIN IMMEDIATE``; on PostgreSQL an autocommit statement per append, as
 eventvault does; W6's read model at the durability of eventvault's read models
 (``synchronous=NORMAL``, ``synchronous_commit=off``). An append checks the
-expected version the way eventvault does (SQLite: ``max(stream_version)`` in the transaction; PostgreSQL: the
-``streams`` row bumped in the same statement as the insert), because that check
-is what makes it an event store append. Reads run eventvault's SELECTs (the
+expected version the way eventvault does (SQLite: ``max(stream_version)`` in
+the transaction; PostgreSQL: the ``streams`` row bumped in the same statement
+as the insert), because that check is what makes it an event store append. Reads run eventvault's SELECTs (the
 same columns, the same order, on PostgreSQL the same visibility horizon) and
 decode the JSON with msgspec straight into the event classes: no envelope
 objects, no registry, no checks. Nothing here is a product; it only sets the bar.
