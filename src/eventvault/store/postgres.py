@@ -333,9 +333,8 @@ class _Statements:
     """The statements the store prepares on its own connections: each append, the notify."""
     lookup_ids: bytes
     stream_version: bytes
-    read_stream: dict[tuple[bool, bool], bytes]
-    read_stream_prepared: dict[tuple[bool, bool], _Prepared]
-    """The same reads, as the store prepares them on its own connections."""
+    read_stream: dict[tuple[bool, bool], _Prepared]
+    """Stream reads by (backwards, as_of), as the store prepares them on its own connections."""
     read_all: bytes
     read_all_filtered: bytes
     head: bytes
@@ -522,8 +521,7 @@ def _statements(schema: str) -> _Statements:
         stream_version=sql.SQL("SELECT version FROM {s}.streams WHERE stream_id = %s")
         .format(s=s)
         .as_bytes(None),
-        read_stream=read_stream,
-        read_stream_prepared={
+        read_stream={
             (backwards, as_of): _Prepared(
                 b"eventvault_read_stream"
                 + (b"_backwards" if backwards else b"")
@@ -1473,7 +1471,7 @@ class PostgresEventStore(EventStore):
         limit: int | None,
         as_of_us: int | None,
     ) -> list[RecordedEvent]:
-        statement = self._sql.read_stream_prepared[backwards, as_of_us is not None]
+        statement = self._sql.read_stream[backwards, as_of_us is not None]
         values = (stream_id, from_version, _NO_LIMIT if to_version is None else to_version, as_of_us, limit)
 
         async def op(conn: Conn) -> list[tuple[Any, ...]]:
