@@ -20,18 +20,6 @@ WORKLOADS = {"W1", "W2", "W3", "W4", "W5", "W5 snapshot", "W6", "W7", "W8", "W8 
 NO_PEER = {"W6", "W8", "W8 p50", "W8 p99"}
 
 
-def _postgres_url() -> str:
-    return os.environ.get("EVENTVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_up() -> bool:
-    try:
-        with psycopg.connect(_postgres_url(), connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
-
-
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our interpreter, our module
         [sys.executable, "-m", "benchmarks", "--tiny", "--runs", "1", "--workdir", str(tmp_path), *args],
@@ -78,17 +66,16 @@ def test_sqlite_run_prints_one_object_per_workload(tmp_path):
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL server: the PostgreSQL smoke run is NOT RUN")
-def test_postgres_run_prints_one_object_per_workload(tmp_path):
+def test_postgres_run_prints_one_object_per_workload(tmp_path, postgres_server):
     """Every workload on PostgreSQL yields one JSON object with the documented keys; its database goes."""
-    before = _bench_databases()
-    out = _bench(tmp_path, "--backend", "postgresql", "--postgres", _postgres_url(), "--json")
+    before = _bench_databases(postgres_server.url)
+    out = _bench(tmp_path, "--backend", "postgresql", "--postgres", postgres_server.url, "--json")
     _check_workloads(_objects(out), "postgresql")
-    assert _bench_databases() <= before
+    assert _bench_databases(postgres_server.url) <= before
 
 
-def _bench_databases() -> set[str]:
-    with psycopg.connect(_postgres_url()) as conn:
+def _bench_databases(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE 'eventvault_bench_%'"
         ).fetchall()

@@ -1,10 +1,9 @@
 """HTTP API test setup: the app in-process, on SQLite (a temp file) and on PostgreSQL (a fresh schema).
 
 Every test that takes ``api`` (or ``make_api``) runs once per backend. The
-PostgreSQL runs need the server of ``EVENTVAULT_TEST_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``): without it they are skipped,
-and with ``EVENTVAULT_REQUIRE_POSTGRES=1`` (CI) a missing server fails them,
-as in tests/postgres. Helpers reach the tests as fixtures and as methods of
+PostgreSQL runs use the run's own server (tests/conftest.py): without one they
+are skipped, and with ``EVENTVAULT_REQUIRE_POSTGRES=1`` (CI) a missing server
+fails them, as in tests/postgres. Helpers reach the tests as fixtures and as methods of
 :class:`Api` (tests import nothing from here).
 """
 
@@ -40,35 +39,12 @@ TOKENS = {
 }
 
 
-# -- the PostgreSQL server: there, skipped, or fatal in CI ----------------------------------
-
-_REQUIRED = os.environ.get("EVENTVAULT_REQUIRE_POSTGRES") == "1"
-_problem: list[str] = []
+# -- the PostgreSQL server: the run's own (tests/conftest.py) ------------------------------
 
 
 def postgres_url() -> str:
-    """The test server's URL."""
-    return os.environ.get("EVENTVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_problem() -> str | None:
-    if not _problem:
-        try:
-            with psycopg.connect(postgres_url(), connect_timeout=3) as conn:
-                version = conn.info.server_version
-            _problem.append("" if version >= 130000 else f"PostgreSQL {version} is older than 13")
-        except psycopg.Error as exc:
-            _problem.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
-    return _problem[0] or None
-
-
-def _require_postgres() -> None:
-    problem = _postgres_problem()
-    if problem is None:
-        return
-    if _REQUIRED:
-        pytest.fail(f"EVENTVAULT_REQUIRE_POSTGRES=1 but PostgreSQL is unusable: {problem}", pytrace=False)
-    pytest.skip(f"NO POSTGRESQL at {postgres_url()} ({problem}): API tests on PostgreSQL NOT RUN")
+    """The test server's URL (set by the ``postgres_server`` fixture)."""
+    return os.environ["EVENTVAULT_TEST_POSTGRES_URL"]
 
 
 def _with_schema(url: str, schema: str) -> str:
@@ -88,7 +64,7 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    _require_postgres()
+    request.getfixturevalue("postgres_server")  # skips, or fails in CI, without a server
     schema = f"evt_api_{uuid.uuid4().hex[:12]}"
     yield _with_schema(postgres_url(), schema)
     _drop_schema(schema)

@@ -1,10 +1,9 @@
-"""PostgreSQL test setup: find the server, give each test its own schema, clean up.
+"""PostgreSQL test setup: give each test its own schema, clean up.
 
-The server is ``EVENTVAULT_TEST_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``; the tests need a superuser, to
-terminate backends and create databases). Without a server these tests are
-skipped, loudly (a banner at the end of the run); with
-``EVENTVAULT_REQUIRE_POSTGRES=1`` (CI) a missing server fails every one of them.
+The server is the run's own (see tests/conftest.py: a private cluster, or
+``EVENTVAULT_TEST_POSTGRES_URL``); the tests need a superuser, to terminate
+backends and create databases. Without a server these tests are skipped,
+loudly; with ``EVENTVAULT_REQUIRE_POSTGRES=1`` (CI) a missing server fails them.
 
 Tests import nothing from here (pytest runs with ``--import-mode=importlib``):
 the event types and helpers reach them as fixtures.
@@ -13,6 +12,7 @@ the event types and helpers reach them as fixtures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from eventvault import ANY, EventRegistry, NewEvent, event
 from eventvault.store.postgres import PostgresEventStore
@@ -31,28 +32,11 @@ from eventvault.store.records import START, AppendResult, Checkpoint, ExpectedVe
 T = TypeVar("T")
 
 _HERE = Path(__file__).parent
-_REQUIRED = os.environ.get("EVENTVAULT_REQUIRE_POSTGRES") == "1"
-_problem: list[str] = []  # why the server is unusable ("" if it is fine), once looked at
 
 
 def postgres_url() -> str:
-    """The server the tests use."""
-    return os.environ.get("EVENTVAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-# -- the server: there, skipped loudly, or fatal in CI ----------------------------------
-
-
-def _server_problem() -> str | None:
-    """None if the test server answers, else why not (looked up once per run)."""
-    if not _problem:
-        try:
-            with psycopg.connect(postgres_url(), connect_timeout=3) as conn:
-                version = conn.info.server_version
-            _problem.append("" if version >= 130000 else f"PostgreSQL {version} is older than 13 (no xid8)")
-        except psycopg.Error as exc:
-            _problem.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
-    return _problem[0] or None
+    """The test server's URL (set by the ``postgres_server`` fixture before any test here runs)."""
+    return os.environ["EVENTVAULT_TEST_POSTGRES_URL"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,31 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _postgres_server() -> None:
+def _postgres_server(postgres_server) -> None:
     """Skip (locally) or fail (EVENTVAULT_REQUIRE_POSTGRES=1) when the server is not there."""
-    problem = _server_problem()
-    if problem is None:
-        return
-    where = postgres_url()
-    if _REQUIRED:
-        pytest.fail(
-            f"EVENTVAULT_REQUIRE_POSTGRES=1 but PostgreSQL at {where} is unusable: {problem}",
-            pytrace=False,
-        )
-    pytest.skip(f"NO POSTGRESQL at {where} ({problem}): PostgreSQL store tests NOT RUN")
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say it again at the very end of the run, where nobody can miss it."""
-    if _problem and _problem[0] and not _REQUIRED:
-        terminalreporter.section("PostgreSQL tests skipped", sep="!", yellow=True, bold=True)
-        terminalreporter.line(
-            f"No usable PostgreSQL at {postgres_url()}: {_problem[0]}.\n"
-            "The postgresql:// store was NOT tested. Start a server or set "
-            "EVENTVAULT_TEST_POSTGRES_URL; CI sets EVENTVAULT_REQUIRE_POSTGRES=1 to make this an error.",
-            yellow=True,
-            bold=True,
-        )
 
 
 # -- event types -----------------------------------------------------------------------
@@ -187,9 +148,20 @@ def schema(new_schema) -> str:
 
 
 @pytest.fixture
-def pg_url() -> str:
+def database(pg_url):
+    """A database of this test's own on the server, dropped (connections and all) after it."""
+    name = f"evt_test_db_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
     """The test server's URL."""
-    return postgres_url()
+    return str(postgres_server.url)
 
 
 @pytest.fixture
@@ -248,6 +220,8 @@ class HeldAppend:
         """Start the transaction; with ``take_xid`` it gets its transaction id at once."""
         await self.conn.execute("BEGIN")
         if take_xid:
+            # An event writer takes the writers' lock before it has an id.
+            await self.store.declare_writer(self.conn)
             cur = await self.conn.execute("SELECT pg_current_xact_id()::text")
             row = await cur.fetchone()
             assert row is not None
@@ -312,3 +286,72 @@ def start_waiting(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[as
         return task
 
     return start
+
+
+# -- other programs on the same cluster -----------------------------------------------------
+
+
+async def _someone_elses_table(conn: psycopg.AsyncConnection, schema: str) -> sql.Composed:
+    table = sql.Identifier(schema, "someone_elses_table")
+    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    await conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (x int)").format(table))
+    return sql.SQL("INSERT INTO {} VALUES (1)").format(table)
+
+
+@pytest.fixture
+def unrelated_transaction(raw, pg_url, database, new_schema):
+    """Opens a write transaction that writes no events (it holds a transaction id), open until the test ends.
+
+    ``"another database"`` writes a table in another database of the cluster;
+    ``"same database"`` a table of its own beside the stores' schemas. Returns
+    the connection and the transaction's id.
+    """
+
+    async def hold(where: str) -> tuple[psycopg.AsyncConnection, int]:
+        url = make_conninfo(pg_url, dbname=database) if where == "another database" else pg_url
+        conn = await raw(url)
+        insert = await _someone_elses_table(conn, new_schema())
+        await conn.execute("BEGIN")
+        await conn.execute(insert)
+        cur = await conn.execute("SELECT pg_current_xact_id()::text")
+        row = await cur.fetchone()
+        assert row is not None
+        return conn, int(row[0])
+
+    return hold
+
+
+@pytest.fixture
+def busy_cluster(unrelated_transaction, raw, pg_url, database, new_schema):
+    """Other programs writing to the cluster, for as long as the block using it runs.
+
+    A long write transaction stays open in another database and in the same
+    database (on tables that are not the store's), and short write transactions
+    commit one after another in both places, until the block ends.
+    """
+
+    @contextlib.asynccontextmanager
+    async def busy():
+        stop = asyncio.Event()
+        commits = [0]
+
+        async def churn(url: str) -> None:
+            conn = await raw(url)
+            insert = await _someone_elses_table(conn, new_schema())
+            while not stop.is_set():
+                async with conn.transaction():
+                    await conn.execute(insert)
+                commits[0] += 1
+
+        places = [make_conninfo(pg_url, dbname=database), pg_url]
+        for where in ("another database", "same database"):
+            await unrelated_transaction(where)
+        tasks = [asyncio.create_task(churn(url)) for url in places]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        assert commits[0] > 0, "the other programs never committed anything"
+
+    return busy

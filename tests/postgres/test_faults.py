@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -98,17 +94,6 @@ async def _pids(conn: psycopg.AsyncConnection, query: str) -> list[int]:
     return [r[0] for r in await cur.fetchall()]
 
 
-@pytest.fixture
-def database(pg_url):
-    """A database of this test's own, dropped (connections and all) after it."""
-    name = f"evt_test_db_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 async def test_an_append_whose_outcome_is_unknown_says_so_and_its_retry_lands_once(
     database, open_store, pg_url, raw, notes, eventually
 ):
@@ -156,25 +141,6 @@ async def test_an_append_whose_outcome_is_unknown_says_so_and_its_retry_lands_on
 # -- a real restart ----------------------------------------------------------------------
 
 
-def _server_ctl() -> list[str] | None:
-    """The command that stops/starts the test server: EVENTVAULT_TEST_POSTGRES_CTL, or pg_ctlcluster."""
-    if command := os.environ.get("EVENTVAULT_TEST_POSTGRES_CTL"):
-        return command.split()
-    clusters = Path("/etc/postgresql")
-    if shutil.which("pg_ctlcluster") and clusters.is_dir():
-        versions = sorted((p.name for p in clusters.iterdir() if (p / "main").is_dir()), key=float)
-        if versions:
-            return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
-    return None
-
-
-async def _ctl(ctl: list[str], action: str) -> None:
-    done = await asyncio.to_thread(
-        subprocess.run, [*ctl, action], capture_output=True, check=False, text=True
-    )
-    assert done.returncode == 0, f"{' '.join([*ctl, action])} failed: {done.stderr}"
-
-
 async def _server_up(url: str) -> bool:
     try:
         conn = await psycopg.AsyncConnection.connect(url, connect_timeout=2)
@@ -182,26 +148,6 @@ async def _server_up(url: str) -> bool:
         return False
     await conn.close()
     return True
-
-
-@pytest.fixture
-async def server_ctl(pg_url, eventually):
-    """The server's stop/start command; the server is running again after the test, whatever happened."""
-    ctl = _server_ctl()
-    message = None
-    if ctl is None:
-        message = "no way to stop and start the test server (set EVENTVAULT_TEST_POSTGRES_CTL)"
-    elif os.environ.get("EVENTVAULT_TEST_SKIP_RESTART") == "1":
-        # For a server shared with others at work: stopping it breaks their sessions.
-        message = "EVENTVAULT_TEST_SKIP_RESTART=1: the server is not stopped and restarted"
-    if message is not None:
-        if os.environ.get("EVENTVAULT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    yield ctl
-    if not await _server_up(pg_url):
-        await _ctl(ctl, "start")
-        await eventually(lambda: _server_up(pg_url), bool, within=60, what="the server to come back")
 
 
 class Writer:
@@ -245,25 +191,30 @@ class Writer:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
 async def test_a_server_restart_fails_calls_clearly_then_the_store_works_and_lost_nothing(
-    open_store, notes, server_ctl, pg_url, eventually
+    open_store, notes, private_cluster, eventually, mode
 ):
-    """While the server is down calls raise StoreUnavailable; then the same store works, and lost nothing."""
-    store = await open_store(pool_timeout=0.5, pool_min=2)
+    """While the server is down calls raise StoreUnavailable; then the same store works, and lost nothing.
+
+    The server is this test's own, stopped as an operator would (fast) or as a crash would (immediate).
+    """
+    pg_url = private_cluster.url()
+    store = await open_store(pg_url, pool_timeout=0.5, pool_min=2)
     writer = Writer(store, notes)
     acknowledged, failures = writer.acknowledged, writer.failures
     task = asyncio.create_task(writer.run())
     try:
         async with asyncio.timeout(120):
             await writer.until(lambda: len(acknowledged) >= 20)
-            await _ctl(server_ctl, "stop")
+            await asyncio.to_thread(private_cluster.stop, mode)
             await writer.until(lambda: len(failures) >= 3)
             with pytest.raises(
                 StoreUnavailable, match=r"read_all: no connection to PostgreSQL at .* within 0\.5s"
             ):
                 await store.read_all()
             before_start = len(acknowledged)
-            await _ctl(server_ctl, "start")
+            await asyncio.to_thread(private_cluster.start)
             await eventually(
                 lambda: _server_up(pg_url), bool, within=60, what="the server to accept connections"
             )

@@ -8,6 +8,7 @@ that break a position-ordered log happen for certain instead of by luck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import re
@@ -59,8 +60,15 @@ async def follow(store, stop: asyncio.Event, expected: list[uuid.UUID]) -> list[
         await store.wait_for_events(checkpoint, timeout=0.5)
 
 
-async def test_eight_writers_with_long_and_short_transactions_and_two_followers(open_store, held, notes):
-    """8 writers (4 with long transactions, some rolled back), 2 followers: each sees every event once."""
+@pytest.mark.parametrize("cluster", ["quiet", "busy"])
+async def test_eight_writers_with_long_and_short_transactions_and_two_followers(
+    open_store, held, notes, cluster, busy_cluster
+):
+    """8 writers (4 with long transactions, some rolled back), 2 followers: each sees every event once.
+
+    On a busy cluster other programs keep write transactions open and commit
+    others, in another database and in the same one, while the writers race.
+    """
     writer_store = await open_store(pool_max=8, poll_interval=0.05)
     readers = [await open_store(poll_interval=0.05) for _ in range(2)]
     progress = Progress()
@@ -104,7 +112,8 @@ async def test_eight_writers_with_long_and_short_transactions_and_two_followers(
         await long
         stop.set()
 
-    async with asyncio.timeout(120):
+    others = busy_cluster() if cluster == "busy" else contextlib.nullcontext()
+    async with asyncio.timeout(120), others:
         _, views = await asyncio.gather(
             write_all(), asyncio.gather(*(follow(r, stop, committed) for r in readers))
         )

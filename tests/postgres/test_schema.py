@@ -49,17 +49,18 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(open_store, raw, no
 
 
 async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
-    """A schema one migration behind gets the missing step on open, and keeps its events."""
+    """A schema migrations behind gets the missing steps on open, and keeps its events."""
     first = await open_store()
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     await first.close()
     conn = await raw()
-    # Make it a version-1 schema again: without the step that version 2 adds.
+    # Make it a version-1 schema again: without what versions 2 and 3 add.
     await conn.execute(f"DROP INDEX {first.schema}.events_position")
-    await conn.execute(f"DELETE FROM {first.schema}.schema_migrations WHERE version = 2")  # noqa: S608
+    await conn.execute(f"DROP FUNCTION {first.schema}.read_horizon()")
+    await conn.execute(f"DELETE FROM {first.schema}.schema_migrations WHERE version > 1")  # noqa: S608
     again = await open_store()
     versions = await rows(conn, f"SELECT version FROM {first.schema}.schema_migrations ORDER BY 1")  # noqa: S608
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.events_position"]) == [
         (True,)
     ]

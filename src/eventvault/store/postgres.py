@@ -122,7 +122,7 @@ log = logging.getLogger("eventvault.store.postgres")
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this code creates and understands."""
 
 _SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
@@ -246,7 +246,73 @@ def _parse_options(options: Mapping[str, Any]) -> tuple[_Options, dict[str, Any]
 # -- SQL -----------------------------------------------------------------------
 
 
-def _migrations(s: sql.Identifier) -> list[tuple[int, str, list[sql.Composed]]]:
+# The writers' lock: every transaction that writes events holds it (shared, until it
+# ends), taken before its first write, so a transaction that does not hold it has
+# never written an event (see read_horizon below and docs/decisions/0018). A pair of
+# int4 keys: the first names eventvault's writers, the second the schema.
+_WRITERS_CLASS: Final = 0x65765772  # "evWr"
+
+
+def _writers_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"eventvault writers {schema}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def _take_writers_lock(schema: str) -> sql.Composed:
+    return sql.SQL("pg_advisory_xact_lock_shared({}, {})").format(
+        sql.Literal(_WRITERS_CLASS), sql.Literal(_writers_key(schema))
+    )
+
+
+def _holds_writers_lock(schema: str, who: sql.Composable) -> sql.Composed:
+    """A condition on a pg_locks row (``who`` names it): it is the writers' lock of ``schema`` here."""
+    return sql.SQL(
+        "{who}.locktype = 'advisory' AND {who}.classid = {cls} AND {who}.objid = {key} "
+        "AND {who}.objsubid = 2 "
+        "AND {who}.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+    ).format(who=who, cls=sql.Literal(_WRITERS_CLASS), key=sql.Literal(_writers_key(schema)))
+
+
+def _read_horizon_function(s: sql.Identifier, schema: str) -> sql.Composed:
+    # STABLE, not VOLATILE: its statements then run in the calling statement's
+    # snapshot (a volatile function takes a new one per statement), so the
+    # horizon is computed from the very snapshot the caller reads rows with.
+    return sql.SQL(
+        """
+        CREATE OR REPLACE FUNCTION {s}.read_horizon() RETURNS xid8
+        LANGUAGE plpgsql STABLE AS $fn$
+        DECLARE
+            snap pg_snapshot := pg_current_snapshot();
+            writers xid[];
+            horizon xid8;
+        BEGIN
+            -- Nothing committed is held back by the oldest running transaction:
+            -- the plain horizon loses nothing, and costs one index probe.
+            IF NOT EXISTS (SELECT 1 FROM {s}.events WHERE tx_id >= pg_snapshot_xmin(snap)) THEN
+                RETURN pg_snapshot_xmin(snap);
+            END IF;
+            -- Then, after the snapshot was taken: the transactions holding the
+            -- writers' lock, from one look at the lock table (the lock and the
+            -- transaction id rows of one transaction share its virtualtransaction).
+            WITH locks AS MATERIALIZED (
+                SELECT locktype, database, classid, objid, objsubid, virtualtransaction, transactionid
+                FROM pg_catalog.pg_locks)
+            SELECT array_agg(t.transactionid) INTO writers
+            FROM locks AS a JOIN locks AS t ON t.virtualtransaction = a.virtualtransaction
+            WHERE {holds} AND t.locktype = 'transactionid';
+            -- And after that look: a transaction that was running in the snapshot
+            -- is left out only if it still runs and holds no writers' lock. One
+            -- that ended in between may have written events the snapshot cannot
+            -- see, so it counts, as every lock holder does.
+            SELECT min(x) INTO horizon FROM pg_snapshot_xip(snap) AS x
+            WHERE x::xid = ANY(writers) OR pg_xact_status(x) IS DISTINCT FROM 'in progress';
+            RETURN coalesce(horizon, pg_snapshot_xmax(snap));
+        END
+        $fn$"""
+    ).format(s=s, holds=_holds_writers_lock(schema, sql.Identifier("a")))
+
+
+def _migrations(s: sql.Identifier, schema: str) -> list[tuple[int, str, list[sql.Composed]]]:
     """Each schema version: its number, a description and the statements that make it."""
     return [
         (
@@ -313,6 +379,11 @@ def _migrations(s: sql.Identifier) -> list[tuple[int, str, list[sql.Composed]]]:
                 sql.SQL("CREATE UNIQUE INDEX events_position ON {s}.events (position)").format(s=s),
             ],
         ),
+        (
+            3,
+            "read_horizon(): readers wait only for transactions that write events",
+            [_read_horizon_function(s, schema)],
+        ),
     ]
 
 
@@ -320,7 +391,11 @@ _EVENT_COLUMNS: Final = sql.SQL(
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
     "occurred_us, recorded_us, data, metadata, tx_id"
 )
-_HORIZON: Final = sql.SQL("(SELECT pg_snapshot_xmin(pg_current_snapshot()))")
+
+
+def _horizon(s: sql.Identifier) -> sql.Composed:
+    """The read horizon, once per statement (an uncorrelated subquery runs once)."""
+    return sql.SQL("(SELECT {s}.read_horizon())").format(s=s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,9 +419,10 @@ class _Statements:
     load_snapshot: bytes
     notify: bytes
     horizon_lag: bytes
+    declare_writer: bytes
 
 
-def _append_sql(s: sql.Identifier, bump: sql.Composable, *, single: bool) -> bytes:
+def _append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable, *, single: bool) -> bytes:
     # One statement: lock and bump the stream row (`bump` returns nothing when the
     # expected version does not hold), then insert the events numbered from it.
     # clock_timestamp() is read once, in the RETURNING of the bump, i.e. after the
@@ -362,7 +438,7 @@ def _append_sql(s: sql.Identifier, bump: sql.Composable, *, single: bool) -> byt
         return (
             sql.SQL(
                 """
-                WITH bump AS ({bump}
+                WITH {writer}, bump AS ({bump}
                     RETURNING version, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us)
                 INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type,
                                         schema_version, occurred_us, recorded_us, data, metadata)
@@ -371,13 +447,13 @@ def _append_sql(s: sql.Identifier, bump: sql.Composable, *, single: bool) -> byt
                 FROM bump
                 RETURNING position, tx_id::text::int8, stream_version"""
             )
-            .format(s=s, bump=bump)
+            .format(s=s, writer=writer, bump=bump)
             .as_bytes(None)
         )
     return (
         sql.SQL(
             """
-            WITH bump AS ({bump}
+            WITH {writer}, bump AS ({bump}
                 RETURNING version, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us),
             ins AS (
                 INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type,
@@ -393,7 +469,7 @@ def _append_sql(s: sql.Identifier, bump: sql.Composable, *, single: bool) -> byt
                 RETURNING position, tx_id, stream_version)
             SELECT position, tx_id::text::int8, stream_version FROM ins ORDER BY position"""
         )
-        .format(s=s, bump=bump)
+        .format(s=s, writer=writer, bump=bump)
         .as_bytes(None)
     )
 
@@ -446,8 +522,12 @@ _NOTIFY: Final = b"SELECT set_config('synchronous_commit', 'off', true), pg_noti
 @cache
 def _statements(schema: str) -> _Statements:
     s = sql.Identifier(schema)
+    # The writers' lock comes first: every bump reads the one row of `writer`, so
+    # the lock is held before the statement writes anything (and so before the
+    # transaction has an id to leave in tx_id).
+    writer = sql.SQL("writer AS MATERIALIZED (SELECT {lock})").format(lock=_take_writers_lock(schema))
     insert_stream = sql.SQL(
-        "INSERT INTO {s}.streams AS st (stream_id, version) VALUES (%(stream_id)s, %(n)s)"
+        "INSERT INTO {s}.streams AS st (stream_id, version) SELECT %(stream_id)s, %(n)s FROM writer"
     ).format(s=s)
     read_stream: dict[tuple[bool, bool], bytes] = {}
     for backwards in (False, True):
@@ -476,22 +556,22 @@ def _statements(schema: str) -> _Statements:
             )
     page_where = sql.SQL(
         "(tx_id, position) > (%(tx)s::xid8, %(position)s::int8) AND tx_id < {horizon}"
-    ).format(horizon=_HORIZON)
+    ).format(horizon=_horizon(s))
     bumps = {
         "new": sql.SQL("{} ON CONFLICT (stream_id) DO NOTHING").format(insert_stream),
         "any": sql.SQL(
             "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version"
         ).format(insert_stream),
         "exact": sql.SQL(
-            "UPDATE {s}.streams SET version = version + %(n)s "
+            "UPDATE {s}.streams SET version = version + %(n)s FROM writer "
             "WHERE stream_id = %(stream_id)s AND version = %(expected)s"
         ).format(s=s),
         "exists": sql.SQL(
-            "UPDATE {s}.streams SET version = version + %(n)s WHERE stream_id = %(stream_id)s"
+            "UPDATE {s}.streams SET version = version + %(n)s FROM writer WHERE stream_id = %(stream_id)s"
         ).format(s=s),
     }
     appends = {
-        (kind, single): _append_sql(s, bump, single=single)
+        (kind, single): _append_sql(s, writer, bump, single=single)
         for kind, bump in bumps.items()
         for single in (False, True)
     }
@@ -544,7 +624,7 @@ def _statements(schema: str) -> _Statements:
         # can move the checkpoint past the events it filtered out, and no further.
         read_all_filtered=sql.SQL(
             """
-            WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+            WITH horizon AS MATERIALIZED (SELECT {s}.read_horizon() AS xmin),
             page AS (
                 SELECT {cols} FROM {s}.events
                 WHERE (tx_id, position) > (%(tx)s::xid8, %(position)s::int8)
@@ -564,11 +644,11 @@ def _statements(schema: str) -> _Statements:
             "SELECT tx_id, position FROM {s}.events WHERE tx_id < {horizon} "
             "ORDER BY tx_id DESC, position DESC LIMIT 1"
         )
-        .format(s=s, horizon=_HORIZON)
+        .format(s=s, horizon=_horizon(s))
         .as_bytes(None),
         # Only a readable event has a checkpoint yet: below the horizon, as in read_all.
         checkpoint_at=sql.SQL("SELECT tx_id FROM {s}.events WHERE position = %s AND tx_id < {horizon}")
-        .format(s=s, horizon=_HORIZON)
+        .format(s=s, horizon=_horizon(s))
         .as_bytes(None),
         max_tx=sql.SQL("SELECT (SELECT max(tx_id) FROM {s}.events), pg_snapshot_xmax(pg_current_snapshot())")
         .format(s=s)
@@ -590,17 +670,34 @@ def _statements(schema: str) -> _Statements:
         .format(s=s)
         .as_bytes(None),
         notify=_NOTIFY,
+        # The transaction holding the horizon, if one does: the event writer whose
+        # id the horizon is (an id below the snapshot's xmax is a running one).
         horizon_lag=sql.SQL(
             """
-            SELECT (SELECT count(*) FROM {s}.events WHERE tx_id >= {horizon}),
+            WITH h AS MATERIALIZED (
+                SELECT {s}.read_horizon() AS xmin, pg_snapshot_xmax(pg_current_snapshot()) AS xmax)
+            SELECT (SELECT count(*) FROM {s}.events WHERE tx_id >= h.xmin),
                    a.pid, a.state, a.datname,
-                   extract(epoch FROM clock_timestamp() - a.xact_start)::float8
-            FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-                SELECT pid, state, datname, xact_start FROM pg_stat_activity
-                WHERE backend_xid IS NOT NULL
-                ORDER BY age(backend_xid) DESC LIMIT 1) AS a ON true"""
+                   extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.xact_start
+            FROM h LEFT JOIN pg_catalog.pg_stat_activity AS a
+                ON h.xmin < h.xmax AND a.backend_xid = h.xmin::xid"""
         )
-        .format(s=s, horizon=_HORIZON)
+        .format(s=s)
+        .as_bytes(None),
+        # Joins the caller's transaction to the writers (append_on): false, and no
+        # lock taken, when it already has a transaction id but not the lock, i.e.
+        # it wrote before it was declared a writer (CASE runs only the branch chosen).
+        declare_writer=sql.SQL(
+            """
+            SELECT CASE
+                WHEN pg_current_xact_id_if_assigned() IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_locks AS l
+                    WHERE l.pid = pg_backend_pid() AND l.granted AND {holds})
+                THEN false
+                ELSE (SELECT true FROM (SELECT {lock}) AS taken)
+            END"""
+        )
+        .format(holds=_holds_writers_lock(schema, sql.Identifier("l")), lock=_take_writers_lock(schema))
         .as_bytes(None),
     )
 
@@ -853,18 +950,24 @@ class _Waiting(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class HorizonLag:
-    """How far the readable log trails what is committed (see ``docs/postgres.md``)."""
+    """How far the readable log trails what is committed (see ``docs/postgres.md``).
+
+    Only a transaction that writes events (it holds the schema's writers' lock)
+    can hold readers back; one elsewhere in the cluster, or on other tables, cannot.
+    """
 
     pending_events: int
-    """Committed events readers cannot see yet: an older transaction is still open."""
+    """Committed events readers cannot see yet: an older event writer is still open."""
     oldest_xact_pid: int | None
-    """The server process of the oldest transaction holding an id (None: there is none)."""
+    """The server process of the event-writing transaction holding them back (None: there is none)."""
     oldest_xact_state: str | None
     """Its state in pg_stat_activity (``idle in transaction`` is the usual culprit)."""
     oldest_xact_database: str | None
-    """The database it runs in: the horizon is cluster-wide."""
+    """The database it runs in (the store's own)."""
     oldest_xact_seconds: float | None
     """How long that transaction has been open."""
+    oldest_xact_started: datetime | None = None
+    """When that transaction began."""
 
 
 # -- the store -----------------------------------------------------------------
@@ -1030,7 +1133,7 @@ class PostgresEventStore(EventStore):
             ).format(s)
         )
         current = await self._schema_version(conn)
-        for version, description, statements in _migrations(s):
+        for version, description, statements in _migrations(s, self.schema):
             if version <= current:
                 continue
             for statement in statements:
@@ -1297,10 +1400,43 @@ class PostgresEventStore(EventStore):
         become readable once that transaction commits, and until then it holds
         the horizon for every reader; no notification is sent for them, so
         waiting readers find them by their poll.
+
+        Such a transaction must be an event writer before it writes anything:
+        call :meth:`declare_writer` first, or make this append its first write.
+        One that wrote other rows first is refused with :class:`StoreError`
+        (readers may already have read past its transaction id).
         """
+        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            await self.declare_writer(conn)
         query = self._append_query(expected, events)
         values = _append_values(stream_id, events, expected)
         return await self._append_rounds(conn, stream_id, events, expected, query, values, own=False)
+
+    async def declare_writer(self, conn: Conn) -> None:
+        """Make the transaction open on ``conn`` an event writer, until it ends.
+
+        Call it first in a transaction that will append with :meth:`append_on`,
+        before the transaction writes anything. Readers wait for an event writer
+        (its events become readable, in order, when it commits) and for nothing
+        else: a transaction elsewhere in the cluster, or one writing only other
+        tables, never holds them back. A writer takes the schema's writers'
+        lock (a shared transaction-level advisory lock) before its first write,
+        which is how readers tell it apart; see docs/decisions/0018.
+
+        Raises :class:`StoreError` if the transaction already wrote something
+        without being a writer: readers may have read past its transaction id,
+        so events it wrote now could be skipped. Roll it back and start again
+        with this call first.
+        """
+        cur = await conn.execute(self._sql.declare_writer)
+        row = await cur.fetchone()
+        if row is None or not row[0]:
+            raise StoreError(
+                f"{self._target}: this transaction wrote before it was declared an event writer, so "
+                "readers may already be past its transaction id; call declare_writer(conn) first in "
+                "the transaction, before anything in it writes (docs/postgres.md, 'Appending in your "
+                "own transaction')"
+            )
 
     def _append_query(self, expected: ExpectedVersion, events: list[PreparedEvent]) -> bytes:
         if expected is NO_STREAM or expected == 0:
@@ -1646,7 +1782,7 @@ class PostgresEventStore(EventStore):
         row = await self._run("read_horizon_lag", op)
         if row is None:  # pragma: no cover - the query always returns one row
             return HorizonLag(0, None, None, None, None)
-        return HorizonLag(int(row[0]), row[1], row[2], row[3], row[4])
+        return HorizonLag(int(row[0]), row[1], row[2], row[3], row[4], row[5])
 
     def __repr__(self) -> str:
         return f"<PostgresEventStore {self._target}{' closed' if self._closed else ''}>"
