@@ -685,6 +685,44 @@ async def test_a_store_error_is_retried_without_limit_and_shown_meanwhile(
         assert status.last_error is None
 
 
+async def test_status_is_live_without_the_old_error_as_soon_as_catch_up_returns(
+    store: EventStore, monkeypatch
+) -> None:
+    """After a store error, catch_up returning means status says live, error cleared: no window between."""
+    head = await fill(store, 1, 3)
+    read_all = store.read_all
+    failed = False
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise StoreUnavailable("the database is away (test)")
+        return await read_all(*args, **kwargs)
+
+    monkeypatch.setattr(store, "read_all", fails_once)
+    runner = ProjectionRunner(store, [Totals()], retry_delay=0.01)
+    # Hold the worker's thread right after its batch committed: the worker
+    # itself has not seen its success yet when the database already shows it.
+    committed, release = threading.Event(), threading.Event()
+    notify = runner.notify_progress
+
+    def hold_after_commit() -> None:
+        notify()
+        committed.set()
+        release.wait(60)
+
+    monkeypatch.setattr(runner, "notify_progress", hold_after_commit)
+    async with runner:
+        try:
+            assert await runner.catch_up(timeout=30)
+            assert committed.is_set()
+            status = await status_of(runner, "totals")
+            assert (status.state, status.last_error, status.checkpoint) == ("live", None, str(head))
+        finally:
+            release.set()
+
+
 # -- status and read-your-writes ----------------------------------------------------------------
 
 

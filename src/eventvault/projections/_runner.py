@@ -1036,6 +1036,10 @@ class ProjectionRunner:
                 state = "failed"
             elif running and worker is not None:
                 state = worker.state
+                # Caught up by what the database says, as wait_for and catch_up see it:
+                # live at once, not when the worker next looks at the log.
+                if state in ("starting", "catching_up", "retrying") and head <= cp:
+                    state = "live"
             elif holders:  # run by workers in other processes
                 state = "catching_up" if lag_events else "live"
             else:
@@ -1059,7 +1063,7 @@ class ProjectionRunner:
                     applied=applied,
                     partitions=parts,
                     owned_partitions=tuple(sorted(worker.owned)) if worker else (),
-                    last_error=last_error or (worker.error if worker else None),
+                    last_error=last_error or (worker.error if worker and state != "live" else None),
                     rebuild=self._rebuild_progress(rebuild, head),
                     workers=holders,
                 )
