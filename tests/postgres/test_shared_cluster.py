@@ -22,6 +22,7 @@ from eventvault import ANY, NO_STREAM, EventRegistry, NewEvent, StoreError, even
 from eventvault.projections import Projection, ProjectionRunner, Session, handles
 from eventvault.projections._db import PostgresReadModels
 from eventvault.store.records import START, RecordedEvent
+from eventvault_ledger.api.services import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,13 @@ async def test_a_transaction_that_writes_no_events_holds_no_reader_back(
 
 
 async def test_an_event_writer_holding_the_horizon_is_named_not_the_unrelated_one(
-    store, unrelated_transaction, held
+    store, unrelated_transaction, held, pg_url, schema
 ):
-    """With an unrelated transaction open and an event writer idle, the lag names the writer."""
+    """With an unrelated transaction open and an event writer idle, the lag names the writer.
+
+    The store, the projections' status and the service's metrics all say so.
+    """
+    db_of_test = PostgresReadModels(pg_url, schema=schema)
     await unrelated_transaction("same database")
     first = await store.append("first", [NewEvent(Ticked(1))], expected_version=NO_STREAM)
     idle = await held()
@@ -135,9 +140,23 @@ async def test_an_event_writer_holding_the_horizon_is_named_not_the_unrelated_on
     assert lag.oldest_xact_seconds is not None
     assert lag.oldest_xact_seconds >= 0
 
-    await idle.commit()
-    assert [e.data.n for e in await store.read_all(first.checkpoint)] == [2, 3]
-    assert (await store.read_horizon_lag()).pending_events == 0
+    # The projections' status and the service's metrics say the same.
+    async with ProjectionRunner(store, [Ticks()], read_models=db_of_test) as runner:
+        statuses = await runner.status()
+        held = [s.held_back for s in statuses]
+        assert [(h.pending_events, h.oldest_xact_pid, h.oldest_xact_started) for h in held if h] == [
+            (1, idle.pid, lag.oldest_xact_started)
+        ]
+        metrics = Metrics()
+        metrics.projections(statuses)
+        text = metrics.render().decode()
+        assert "eventvault_store_pending_events 1.0" in text
+        assert "eventvault_store_horizon_holder_seconds 0.0" not in text
+
+        await idle.commit()
+        assert [e.data.n for e in await store.read_all(first.checkpoint)] == [2, 3]
+        assert (await store.read_horizon_lag()).pending_events == 0
+        assert [s.held_back for s in await runner.status()] == [None]
 
 
 async def test_a_transaction_that_wrote_before_declaring_itself_a_writer_may_not_append(

@@ -42,7 +42,7 @@ from eventvault.errors import EventVaultError, InvalidInput, StoreError, StoreUn
 from eventvault.projections._db import ReadModels, read_models_for
 from eventvault.projections._projection import Projection, Session, partition_of
 from eventvault.store.base import EventStore
-from eventvault.store.records import START, Checkpoint, RecordedEvent
+from eventvault.store.records import START, Checkpoint, HorizonLag, RecordedEvent
 
 __all__ = ["ProjectionError", "ProjectionRunner", "ProjectionStatus", "RebuildProgress"]
 
@@ -107,6 +107,8 @@ class ProjectionStatus:
     rebuild: RebuildProgress | None
     workers: tuple[str, ...] = ()
     """The workers (in any process) holding a live lease on a partition."""
+    held_back: HorizonLag | None = None
+    """Committed events no reader can see yet, and the event writer holding them (PostgreSQL); else None."""
 
 
 class _Fenced(Exception):
@@ -1005,6 +1007,8 @@ class ProjectionRunner:
     async def status(self) -> list[ProjectionStatus]:
         """The status of every projection of this runner (as the database says, plus local rates)."""
         head = await self.store.head()
+        horizon = await self.store.read_horizon_lag()
+        held_back = horizon if horizon.pending_events else None
         rows = await asyncio.to_thread(self._status_rows)
         out = []
         for name in self.projections:
@@ -1066,6 +1070,7 @@ class ProjectionRunner:
                     last_error=last_error or (worker.error if worker and state != "live" else None),
                     rebuild=self._rebuild_progress(rebuild, head),
                     workers=holders,
+                    held_back=held_back,
                 )
             )
         return out

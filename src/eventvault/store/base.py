@@ -36,6 +36,7 @@ from eventvault.store.records import (
     AppendResult,
     Checkpoint,
     ExpectedVersion,
+    HorizonLag,
     LogPage,
     Metadata,
     NewEvent,
@@ -461,6 +462,15 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def _head(self) -> Checkpoint: ...
+
+    async def read_horizon_lag(self) -> HorizonLag:
+        """How many committed events readers cannot see yet, and the transaction holding them back.
+
+        Only PostgreSQL can lag (an event writer still open holds back the events
+        committed after it); the other backends show every commit at once.
+        """
+        self._check_open()
+        return HorizonLag(0, None, None, None, None)
 
     # -- snapshots -----------------------------------------------------------
 

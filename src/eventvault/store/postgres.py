@@ -110,6 +110,7 @@ from eventvault.store.records import (
     AppendResult,
     Checkpoint,
     ExpectedVersion,
+    HorizonLag,
     LogPage,
     RecordedEvent,
     Snapshot,
@@ -948,28 +949,6 @@ class _Waiting(NamedTuple):
     """Its result; None when it must run alone (refused, or the group failed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class HorizonLag:
-    """How far the readable log trails what is committed (see ``docs/postgres.md``).
-
-    Only a transaction that writes events (it holds the schema's writers' lock)
-    can hold readers back; one elsewhere in the cluster, or on other tables, cannot.
-    """
-
-    pending_events: int
-    """Committed events readers cannot see yet: an older event writer is still open."""
-    oldest_xact_pid: int | None
-    """The server process of the event-writing transaction holding them back (None: there is none)."""
-    oldest_xact_state: str | None
-    """Its state in pg_stat_activity (``idle in transaction`` is the usual culprit)."""
-    oldest_xact_database: str | None
-    """The database it runs in (the store's own)."""
-    oldest_xact_seconds: float | None
-    """How long that transaction has been open."""
-    oldest_xact_started: datetime | None = None
-    """When that transaction began."""
-
-
 # -- the store -----------------------------------------------------------------
 
 
@@ -1772,7 +1751,7 @@ class PostgresEventStore(EventStore):
     # -- monitoring ------------------------------------------------------------------------
 
     async def read_horizon_lag(self) -> HorizonLag:
-        """How many committed events readers cannot see yet, and the transaction holding them back."""
+        """How many committed events readers cannot see yet, and the event writer holding them back."""
 
         async def op(conn: Conn) -> tuple[Any, ...] | None:
             cur = await conn.execute(self._sql.horizon_lag)

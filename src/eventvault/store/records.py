@@ -25,6 +25,7 @@ __all__ = [
     "AppendResult",
     "Checkpoint",
     "ExpectedVersion",
+    "HorizonLag",
     "LogPage",
     "Metadata",
     "NewEvent",
@@ -319,3 +320,26 @@ class Snapshot:
     schema_version: int
     state: bytes
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HorizonLag:
+    """How far the readable log trails what is committed (:meth:`EventStore.read_horizon_lag`).
+
+    On PostgreSQL an event writer whose transaction is still open holds back the
+    events committed after it (see ``docs/postgres.md``); a transaction elsewhere
+    in the cluster, or on other tables, never does. Other backends never lag.
+    """
+
+    pending_events: int
+    """Committed events readers cannot see yet: an older event writer is still open."""
+    oldest_xact_pid: int | None
+    """The server process of the event-writing transaction holding them back (None: there is none)."""
+    oldest_xact_state: str | None
+    """Its state in pg_stat_activity (``idle in transaction`` is the usual culprit)."""
+    oldest_xact_database: str | None
+    """The database it runs in (the store's own)."""
+    oldest_xact_seconds: float | None
+    """How long that transaction has been open."""
+    oldest_xact_started: datetime | None = None
+    """When that transaction began."""

@@ -166,6 +166,7 @@ class ProjectionStatusDoc(_Doc):
     events_per_second: float | None
     last_error: dict[str, Any] | None
     rebuild: dict[str, Any] | None
+    held_back: dict[str, Any] | None = None
 
 
 class ProjectionList(_Doc):

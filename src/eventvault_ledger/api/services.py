@@ -149,6 +149,16 @@ class Metrics:
             ["projection"],
             registry=self.registry,
         )
+        self.pending_events = Gauge(
+            "eventvault_store_pending_events",
+            "Committed events no reader can see yet: an event writer is still open (PostgreSQL)",
+            registry=self.registry,
+        )
+        self.holder_seconds = Gauge(
+            "eventvault_store_horizon_holder_seconds",
+            "How long the event writer holding readers back has been open (0: none)",
+            registry=self.registry,
+        )
 
     def command(self, command: str, outcome: str, seconds: float) -> None:
         """Count a command and its latency."""
@@ -171,6 +181,9 @@ class Metrics:
             self.lag_seconds.labels(s.name).set(s.lag_seconds)
             self.rate.labels(s.name).set(s.events_per_second or 0.0)
             self.failed.labels(s.name).set(1 if s.state == "failed" else 0)
+        held = next((s.held_back for s in statuses if s.held_back is not None), None)
+        self.pending_events.set(held.pending_events if held else 0)
+        self.holder_seconds.set((held.oldest_xact_seconds or 0.0) if held else 0.0)
 
     def render(self) -> bytes:
         """The text exposition format."""
