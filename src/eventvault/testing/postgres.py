@@ -81,10 +81,11 @@ def find_bindir() -> Path | None:
     candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True))
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).resolve().parent)
-    for bindir in candidates:
-        if all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
-            return bindir
-    return None
+    return next((bindir for bindir in candidates if _has_binaries(bindir)), None)
+
+
+def _has_binaries(bindir: Path) -> bool:
+    return all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))
 
 
 def _free_port() -> int:
@@ -119,10 +120,11 @@ class PostgresCluster:
         base: Path | None = None,
     ) -> None:
         found = bindir or find_bindir()
-        if found is None:
+        if found is None or not _has_binaries(found):
+            where = f" in {bindir}" if bindir else ""
             raise ClusterUnavailable(
-                "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found: install PostgreSQL "
-                "(Debian: apt-get install postgresql) or set EVENTVAULT_PG_BINDIR"
+                f"no PostgreSQL server binaries (initdb, pg_ctl, postgres) found{where}: install "
+                "PostgreSQL (Debian: apt-get install postgresql) or set EVENTVAULT_PG_BINDIR"
             )
         self.bindir = found
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
