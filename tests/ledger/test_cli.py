@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import re
 import signal
 import socket
@@ -244,7 +245,7 @@ def test_a_missing_folder_is_an_error_that_explains_the_fourth_slash(runner, tmp
     assert list(tmp_path.iterdir()) == []
 
 
-SHARED = ["serve", "worker", "projections", ["rebuild", "account_summaries"]]
+SHARED = ["serve", "worker", "projections", ["rebuild", "accounts"]]
 
 
 @pytest.mark.parametrize("command", SHARED, ids=lambda c: c if isinstance(c, str) else c[0])
@@ -484,3 +485,97 @@ def test_a_real_server_logs_one_line_per_request_only_at_info(tmp_path, level):
     assert '"GET /api/query/accounts?limit=5 HTTP/1.1" 200 ' in list_line
     assert '"GET /api/query/accounts/nobody HTTP/1.1" 404 ' in missing_line
     assert "Application shutdown complete" in log
+
+
+@pytest.mark.parametrize(
+    ("value", "url", "shown"),
+    [
+        ("ledger.db", "sqlite:///{here}/ledger.db", "{here}/ledger.db"),
+        (
+            "sqlite:///ledger.db?synchronous=NORMAL",
+            "sqlite:///{here}/ledger.db?synchronous=NORMAL",
+            "{here}/ledger.db",
+        ),
+        ("sqlite:////{here}/abs.db", "sqlite:///{here}/abs.db", "{here}/abs.db"),
+        ("memory://", "memory://", "memory://"),
+        (
+            "postgresql://ada:s3cret@db/ledger",
+            "postgresql://ada:s3cret@db/ledger",
+            "postgresql://ada:***@db/ledger",
+        ),
+    ],
+)
+def test_db_values_name_the_store_they_open_and_what_is_printed(tmp_path, monkeypatch, value, url, shown):
+    """A plain path or a URL gives the URL the store opens (files made absolute) and the text shown."""
+    monkeypatch.chdir(tmp_path)
+    here = str(tmp_path).removeprefix("/")
+    db = cli._resolve_db(value.format(here=here))
+    assert db.url == url.format(here=tmp_path)
+    assert db.shown == shown.format(here=tmp_path)
+
+
+def test_only_the_default_db_gets_its_folder_made(tmp_path, monkeypatch):
+    """The default's missing folder is created (a fresh checkout works); any other is an error."""
+    monkeypatch.chdir(tmp_path)
+    db = cli._resolve_db("sqlite:///var/x.db", default="sqlite:///var/x.db")
+    assert db.shown == str(tmp_path / "var" / "x.db")
+    assert (tmp_path / "var").is_dir()
+    with pytest.raises(cli._CannotOpen, match="does not exist"):
+        cli._resolve_db("sqlite:///other/x.db", default="sqlite:///var/x.db")
+    assert not (tmp_path / "other").exists()
+
+
+def test_projections_on_a_file_print_its_path_and_the_table(runner, tmp_path):
+    """`eventvault projections --db FILE` names the absolute file, then shows each projection."""
+    db = tmp_path / "ledger.db"
+    result = runner.invoke(cli.app, ["projections", "--db", str(db)], env=ENV)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"store: {db}"
+    assert "accounts" in result.stdout
+
+
+# The access log, in-process.
+
+
+async def _answer(scope, receive, send):
+    await send({"type": "http.response.start", "status": 201, "headers": [(b"x-request-id", b"rid-7")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def _crash(scope, receive, send):
+    raise RuntimeError("boom")
+
+
+async def _get(app, path):
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as http:
+        return await http.get(path)
+
+
+async def test_access_log_writes_one_line_per_request_with_its_id(caplog):
+    """At INFO a request is one line: client, request line, status, bytes, time and request id."""
+    caplog.set_level(logging.INFO, logger="eventvault_ledger.access")
+    answer = await _get(serving.AccessLog(_answer), "/api/query/accounts?limit=2")
+    assert answer.status_code == 201
+    [record] = [r for r in caplog.records if r.name == "eventvault_ledger.access"]
+    line = record.getMessage()
+    assert re.fullmatch(
+        r'127\.0\.0\.1:\d+ "GET /api/query/accounts\?limit=2 HTTP/1\.1" 201 5B \d+\.\dms request rid-7', line
+    ), line
+
+
+async def test_access_log_counts_an_app_that_raised_as_500(caplog):
+    """A request the app failed before answering is logged as the 500 the server sends."""
+    caplog.set_level(logging.INFO, logger="eventvault_ledger.access")
+    answer = await _get(serving.AccessLog(_crash), "/x")
+    assert answer.status_code == 500
+    [record] = [r for r in caplog.records if r.name == "eventvault_ledger.access"]
+    assert '"GET /x HTTP/1.1" 500 0B' in record.getMessage()
+    assert record.getMessage().endswith(" request -")
+
+
+async def test_access_log_is_silent_above_info(caplog):
+    """At WARNING (the default level) the access log writes nothing."""
+    caplog.set_level(logging.WARNING, logger="eventvault_ledger.access")
+    await _get(serving.AccessLog(_answer), "/")
+    assert [r for r in caplog.records if r.name == "eventvault_ledger.access"] == []
