@@ -283,7 +283,7 @@ def _redacted(url: str) -> str:
 
 HostOption = Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")]
 PortOption = Annotated[
-    int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")
+    int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free one).")
 ]
 
 
