@@ -25,7 +25,8 @@ from benchmarks.plan import Timing
 
 __all__ = ["HttpResult", "run_http"]
 
-_READY_MARK = b"Uvicorn running on"
+# `eventvault serve` prints this once its socket listens; the app may still be starting.
+_READY_MARK = b"eventvault ledger on http://"
 _START_TIMEOUT = 60.0
 
 
@@ -99,7 +100,7 @@ def _free_port() -> int:
 
 
 async def _start_server(db: str, port: int, log: Path) -> asyncio.subprocess.Process:
-    """Start ``eventvault serve`` and return once uvicorn says the application started."""
+    """Start ``eventvault serve`` and return once it answers ``/healthz``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -128,11 +129,25 @@ async def _start_server(db: str, port: int, log: Path) -> asyncio.subprocess.Pro
     except TimeoutError:
         pass
     await asyncio.to_thread(log.write_bytes, bytes(seen))
-    if _READY_MARK not in seen:
+    if _READY_MARK not in seen or not await _healthy(port):
         await _stop_server(proc)
         tail = bytes(seen[-2000:]).decode(errors="replace")
         raise RuntimeError(f"the ledger server did not start (log: {log}):\n{tail}")
     return proc
+
+
+async def _healthy(port: int) -> bool:
+    """Whether the server answers /healthz. It listens already: the request waits out its startup."""
+    probe = _Client("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(_START_TIMEOUT):
+            await probe.open()
+            status, _ = await probe.request("GET", "/healthz")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        await probe.close()
+    return status == 200
 
 
 async def _drain(proc: asyncio.subprocess.Process, log: Path) -> None:

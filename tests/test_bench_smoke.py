@@ -103,6 +103,10 @@ def test_table_output_names_every_contender(tmp_path):
     header = out.stdout.splitlines()[0].split()
     assert header[:6] == ["workload", "backend", "unit", "eventvault", "peer", "limit"]
     assert "W4 eventvault / W4 peer" in out.stdout
+    # Tiny sizes are not what the targets are set for: each verdict is shown, none judged.
+    assert "NOT JUDGED: the targets are set for the default sizes" in out.stdout
+    assert "MISSED" not in out.stdout
+    assert "its ratios are shown, not judged" in out.stderr
 
 
 def test_bad_sizes_are_refused_before_anything_runs(tmp_path):

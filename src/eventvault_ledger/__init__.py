@@ -3,7 +3,8 @@
 - :mod:`eventvault_ledger.domain` — events, the Account aggregate, money rules.
 - :mod:`eventvault_ledger.errors` — one error class per business rule.
 - :mod:`eventvault_ledger.currencies` — ISO 4217 codes and minor units.
-- :mod:`eventvault_ledger.cli` — the ``eventvault`` command (``demo``, ``version``).
+- :mod:`eventvault_ledger.cli` — the ``eventvault`` command (``demo``, ``serve``, ``worker``, ...);
+  :mod:`eventvault_ledger.console` starts it, :mod:`eventvault_ledger.serving` runs the server.
 """
 
 from eventvault_ledger.domain import (

@@ -1,32 +1,44 @@
 """The ``eventvault`` command line.
 
-``eventvault demo [--db URL]`` runs the ledger walk-through against a store;
-``eventvault version`` prints the version. Each command is a thin function
-here: the work lives in its own module (:mod:`eventvault_ledger.demo`), so a
-server command can join them without this module growing.
+``eventvault demo`` runs the ledger walk-through, ``serve`` the HTTP API and
+dashboard, ``worker`` the projections, ``projections`` and ``rebuild`` look
+after them, ``bench`` runs a checkout's benchmarks. Each command is a thin
+function here: the work lives in its own module (:mod:`eventvault_ledger.demo`,
+:mod:`eventvault_ledger.serving`, the API package).
+
+``--db`` takes a store URL or a plain path to a SQLite file. In a URL,
+``sqlite:///ledger.db`` is relative to the current folder and
+``sqlite:////var/lib/ev.db`` absolute (the fourth slash starts the path): a
+command prints the absolute path it opened, and a folder that does not exist
+is an error, never created behind the user's back (except the default's).
 
 Exit codes: 0 success, 1 the command failed, 2 bad usage (including a --db
-URL that names no usable store). Errors are one line on stderr, never a traceback.
+that names no usable store, or a port already in use). Errors are one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Final, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 
 import eventvault
-from eventvault import EventVaultError, InvalidInput, StoreError, open_store
+from eventvault import EventStore, EventVaultError, InvalidInput, StoreError, open_store
 from eventvault_ledger.demo import DemoReport, run_demo
 
 __all__ = ["app", "main"]
 
-DEFAULT_DB = "sqlite:///eventvault-demo.db"
 SERVE_DB = "sqlite:///var/eventvault.db"
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: Final = get_args(LogLevel)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -36,16 +48,53 @@ app = typer.Typer(
     help="eventvault: event sourcing and CQRS for Python, with an accounts ledger built on it.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    # Click's plain help: Typer's Rich panels print a "<bool>" type beside every flag.
+    rich_markup_mode=None,
     # Rich tracebacks print local variables, which may hold connection strings.
     pretty_exceptions_enable=False,
 )
 
+_FILE_FORMS = (
+    "a SQLite file as a path (./ledger.db, /var/lib/ev.db) or a URL (sqlite:///relative.db is "
+    "under the current folder, sqlite:////absolute.db starts at /)"
+)
+DemoDbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="PATH|URL",
+        help=f"The event store: {_FILE_FORMS}, memory://, or postgresql://user@host/db. "
+        "Default: a new SQLite file in a fresh temporary folder, so each run starts empty.",
+        show_default=False,
+    ),
+]
 DbOption = Annotated[
     str,
     typer.Option(
         "--db",
-        metavar="URL",
-        help="The event store: sqlite:///path.db, memory:// or postgresql://user@host/db.",
+        metavar="PATH|URL",
+        help=f"The event store: {_FILE_FORMS}, or postgresql://user@host/db. Its folder must exist "
+        "(the default's is created).",
+    ),
+]
+LogLevelOption = Annotated[
+    LogLevel,
+    typer.Option(
+        "--log-level",
+        metavar="LEVEL",
+        case_sensitive=False,
+        help=f"Log messages of this level and above: {', '.join(LOG_LEVELS)}.",
+    ),
+]
+ServeLogLevelOption = Annotated[
+    LogLevel,
+    typer.Option(
+        "--log-level",
+        metavar="LEVEL",
+        case_sensitive=False,
+        help=f"Log messages of this level and above: {', '.join(LOG_LEVELS)}. At info and below, "
+        "also one line per HTTP request with its request id (the access log).",
     ),
 ]
 
@@ -55,40 +104,162 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"eventvault {eventvault.__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """eventvault: event sourcing and CQRS for Python, with an accounts ledger built on it."""
+
+
 @app.command()
-def demo(db: DbOption = DEFAULT_DB) -> None:
+def demo(db: DemoDbOption = None) -> None:
     """Open accounts, move money, then replay every account from the log and check it."""
     console = Console(highlight=False)
+    fresh = db is None
+    if db is None:
+        db = str(Path(tempfile.mkdtemp(prefix="eventvault-demo-")) / "demo.db")
     try:
-        report = asyncio.run(_demo(db, console))
+        store = _resolve_db(db)
+        report = asyncio.run(_demo(store, console))
     except _CannotOpen as exc:
-        _fail(_cannot_open(db, exc), EXIT_USAGE)
+        _fail(str(exc), EXIT_USAGE)
     except EventVaultError as exc:
         _fail(f"the demo failed: {str(exc).replace(db, _redacted(db))}", EXIT_FAILED)
     if not report.ok:
         _fail(f"replayed state differs from live state for {', '.join(report.mismatched)}", EXIT_FAILED)
+    if fresh:
+        console.print(
+            f"The events stay in {store.shown}; `eventvault serve --db {store.shown}` shows them "
+            "in the dashboard.",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 class _CannotOpen(Exception):
-    """The --db URL names no store this process can open."""
+    """The --db names no store this process can open; the message is the whole error line."""
 
 
-async def _demo(db: str, console: Console) -> DemoReport:
+@dataclass(frozen=True, slots=True)
+class _Db:
+    """The store a --db names."""
+
+    url: str
+    """What :func:`eventvault.open_store` opens (a SQLite path made absolute)."""
+    shown: str
+    """What to print: the file's absolute path, or the URL without its password."""
+    shared: bool = True
+    """Whether other connections and processes can open it (not so in-memory stores)."""
+
+
+_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _resolve_db(value: str, *, default: str | None = None) -> _Db:
+    """The store ``value`` names: a URL, or a plain path to a SQLite file.
+
+    A SQLite file's folder must exist; only the command's own ``default`` gets
+    its folder made, so that it works on a fresh checkout.
+    """
+    if not _URL.match(value):
+        if not value.strip():
+            raise _CannotOpen("cannot open the store: --db is empty")
+        path, query = Path(value).expanduser(), ""
+    else:
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:
+            raise _CannotOpen(_cannot_open(value, exc)) from exc
+        scheme = parts.scheme.lower()
+        if scheme == "memory" or (scheme == "sqlite" and parts.path == "/:memory:"):
+            return _Db(value, value, shared=False)
+        if scheme != "sqlite" or parts.netloc or parts.path in ("", "/"):
+            # Not a file: the store itself checks the URL (and says what is wrong with it).
+            return _Db(value, _redacted(value))
+        path, query = Path(parts.path.removeprefix("/")), parts.query
+    absolute = path.resolve()
+    folder = absolute.parent
+    if not folder.is_dir():
+        if value == default:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            raise _CannotOpen(_missing_folder(value, path, folder))
+    return _Db(f"sqlite:///{absolute}" + (f"?{query}" if query else ""), str(absolute))
+
+
+def _missing_folder(value: str, path: Path, folder: Path) -> str:
+    message = f"cannot open the store {_redacted(value)}: the folder {folder} does not exist"
+    if value.startswith("sqlite:///") and not path.is_absolute() and Path("/", path).parent.is_dir():
+        # The classic slip: sqlite:///tmp/x.db is tmp/x.db here, not /tmp/x.db.
+        message += (
+            f"; sqlite:///{path} is relative to the current folder, for /{path} "
+            f"write sqlite:////{path} or just /{path}"
+        )
+    return message
+
+
+def _shared_store(value: str, command: str, *, default: str | None = SERVE_DB) -> _Db:
+    """The store of a command that shares it with other processes and keeps read models beside it."""
     try:
-        store = await open_store(db)
+        db = _resolve_db(value, default=default)
+    except _CannotOpen as exc:
+        _fail(str(exc), EXIT_USAGE)
+    if not db.shared:
+        _fail(
+            f"eventvault {command} cannot use {value}, a store that lives inside one process: "
+            f"{_WHY_SHARED[command]}. Pass a SQLite file (--db ./ledger.db) "
+            "or a postgresql:// URL",
+            EXIT_USAGE,
+        )
+    return db
+
+
+_WHY_SHARED: Final = {
+    "serve": "the server keeps its read models in a SQL database beside the events",
+    "worker": "a worker shares the store with servers and workers in other processes",
+    "projections": "the projections keep their read models in a SQL database beside the events",
+    "rebuild": "the projections keep their read models in a SQL database beside the events",
+}
+
+
+async def _open(db: _Db) -> EventStore:
+    try:
+        return await open_store(db.url)
     except (InvalidInput, StoreError) as exc:
-        raise _CannotOpen(str(exc)) from exc
+        raise _CannotOpen(_cannot_open(db.url, exc)) from exc
     except ModuleNotFoundError as exc:
         # A backend whose driver is an optional extra that is not installed.
-        raise _CannotOpen(f"its backend needs the missing module {exc.name!r}") from exc
+        raise _CannotOpen(_cannot_open(db.url, _missing_driver(exc))) from exc
+
+
+def _missing_driver(exc: ModuleNotFoundError) -> str:
+    if (exc.name or "").startswith("psycopg"):
+        return (
+            f"its backend needs {exc.name}, which comes with the postgres extra: "
+            "pip install 'eventvault[postgres]'"
+        )
+    return f"its backend needs the missing module {exc.name!r}"
+
+
+async def _demo(db: _Db, console: Console) -> DemoReport:
+    store = await _open(db)
     try:
-        console.print(f"eventvault demo, store: {_redacted(db)}", markup=False)
+        console.print(f"eventvault demo, store: {db.shown}", markup=False)
         return await run_demo(store, console)
     finally:
         await store.close()
 
 
-def _cannot_open(db: str, exc: BaseException) -> str:
+def _cannot_open(db: str, exc: BaseException | str) -> str:
     # Store errors may quote the URL: show it without its password, and only once.
     text = " ".join(str(exc).split())
     shown = _redacted(db)
@@ -112,7 +283,7 @@ def _redacted(url: str) -> str:
 
 HostOption = Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")]
 PortOption = Annotated[
-    int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")
+    int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free one).")
 ]
 
 
@@ -167,10 +338,14 @@ def serve(
             help="How long an Idempotency-Key and its first answer are kept, at least (0: forever).",
         ),
     ] = 86_400.0,
+    log_level: ServeLogLevelOption = "warning",
 ) -> None:
     """Serve the ledger's HTTP API and dashboard."""
     # Only the light settings module before the checks: a refusal answers at once.
-    from eventvault_ledger.api.settings import Settings, Token, is_loopback, parse_tokens  # noqa: PLC0415
+    try:
+        from eventvault_ledger.api.settings import Settings, Token, is_loopback, parse_tokens  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        _fail(_needs_server_extra(exc), EXIT_FAILED)
 
     parsed: tuple[Token, ...] = ()
     if tokens is not None:
@@ -184,17 +359,23 @@ def serve(
             "Pass --tokens, or listen on 127.0.0.1",
             EXIT_USAGE,
         )
-    _prepare_sqlite_dir(db)
+    store = _shared_store(db, "serve")
     try:
-        eventvault.create_store(db)
-    except (InvalidInput, ModuleNotFoundError) as exc:
-        _fail(_cannot_open(db, exc), EXIT_USAGE)
-    import uvicorn  # noqa: PLC0415 - only the server needs it
+        eventvault.create_store(store.url)
+    except InvalidInput as exc:
+        _fail(_cannot_open(store.url, exc), EXIT_USAGE)
+    except ModuleNotFoundError as exc:
+        _fail(_cannot_open(store.url, _missing_driver(exc)), EXIT_USAGE)
+    try:
+        import uvicorn  # noqa: F401, PLC0415 - only the server needs these; serving.run uses it
 
-    from eventvault_ledger.api.app import create_app  # noqa: PLC0415
+        from eventvault_ledger import serving  # noqa: PLC0415
+        from eventvault_ledger.api.app import create_app  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        _fail(_needs_server_extra(exc), EXIT_FAILED)
 
     settings = Settings(
-        db=db,
+        db=store.url,
         tokens=parsed,
         run_projections=not no_projections,
         demo=demo,
@@ -203,34 +384,39 @@ def serve(
         account_cache=account_cache,
         idempotency_ttl=idempotency_ttl,
     )
-    shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-        # Live-update streams never end by themselves: without a bound, a stop would
-        # wait for every open dashboard to go away.
-        timeout_graceful_shutdown=5,
+    # Bound before the app starts: a port in use is this one line, not a started app that cannot listen.
+    try:
+        sock = serving.listen(host, port)
+    except serving.PortUnavailable as exc:
+        _fail(str(exc), EXIT_USAGE)
+    with sock:
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"eventvault ledger on http://{shown}:{sock.getsockname()[1]}/  (store: {store.shown})")
+        serving.run(create_app(settings), sock, log_level=log_level.lower())
+
+
+def _needs_server_extra(exc: ModuleNotFoundError) -> str:
+    return (
+        f"eventvault serve needs {(exc.name or '').partition('.')[0]}, which comes with the server extra: "
+        "pip install 'eventvault[server]'"
     )
 
 
 @app.command()
-def worker(db: DbOption = SERVE_DB) -> None:
+def worker(db: DbOption = SERVE_DB, log_level: LogLevelOption = "warning") -> None:
     """Run the ledger's projections (several workers share them) until interrupted."""
     from eventvault.projections import ProjectionRunner  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
 
+    where = _shared_store(db, "worker")
+    _configure_logging(log_level)
+
     async def run() -> None:
-        try:
-            store = await open_store(db)
-        except (InvalidInput, StoreError) as exc:
-            raise _CannotOpen(str(exc)) from exc
+        store = await _open(where)
         try:
             async with ProjectionRunner(store, ledger_projections()) as runner:
-                typer.echo(f"worker {runner.worker_id} running {', '.join(runner.projections)}")
+                running = ", ".join(runner.projections)
+                typer.echo(f"worker {runner.worker_id} running {running}  (store: {where.shown})")
                 await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels the run
         finally:
             await store.close()
@@ -238,7 +424,7 @@ def worker(db: DbOption = SERVE_DB) -> None:
     try:
         asyncio.run(run())
     except _CannotOpen as exc:
-        _fail(_cannot_open(db, exc), EXIT_USAGE)
+        _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         typer.echo("worker stopped")
 
@@ -251,8 +437,10 @@ def projections(db: DbOption = SERVE_DB) -> None:
     from eventvault.projections import ProjectionRunner  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
 
+    where = _shared_store(db, "projections")
+
     async def run() -> list[Any]:
-        store = await open_store(db)
+        store = await _open(where)
         try:
             runner = ProjectionRunner(store, ledger_projections())
             await runner.prepare()
@@ -265,8 +453,11 @@ def projections(db: DbOption = SERVE_DB) -> None:
 
     try:
         statuses = asyncio.run(run())
+    except _CannotOpen as exc:
+        _fail(str(exc), EXIT_USAGE)
     except (InvalidInput, StoreError) as exc:
-        _fail(_cannot_open(db, exc), EXIT_USAGE)
+        _fail(_cannot_open(where.url, exc), EXIT_USAGE)
+    typer.echo(f"store: {where.shown}")
     table = Table(
         "projection", "state", "checkpoint", "head", "lag (events)", "lag (s)", "applied", "last error"
     )
@@ -287,7 +478,12 @@ def projections(db: DbOption = SERVE_DB) -> None:
 
 @app.command()
 def rebuild(
-    name: Annotated[str, typer.Argument(help="The projection to rebuild.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME", help="The projection to rebuild (`eventvault projections` lists them)."
+        ),
+    ],
     db: DbOption = SERVE_DB,
 ) -> None:
     """Rebuild a projection from the start into new tables, then swap them in."""
@@ -296,8 +492,11 @@ def rebuild(
     from eventvault.projections import ProjectionRunner  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
 
+    where = _shared_store(db, "rebuild")
+
     async def run() -> bool:
-        store = await open_store(db)
+        store = await _open(where)
+        typer.echo(f"store: {where.shown}")
         try:
             async with ProjectionRunner(store, ledger_projections()) as runner:
                 if name not in runner.projections:
@@ -325,6 +524,8 @@ def rebuild(
 
     try:
         ok = asyncio.run(run())
+    except _CannotOpen as exc:
+        _fail(str(exc), EXIT_USAGE)
     except (InvalidInput, StoreError) as exc:
         _fail(str(exc), EXIT_USAGE)
     if not ok:
@@ -332,11 +533,12 @@ def rebuild(
     typer.echo(f"{name} rebuilt and swapped in")
 
 
-def _prepare_sqlite_dir(db: str) -> None:
-    """Create the folder of a sqlite:/// file, so the default path works on a fresh clone."""
-    parts = urlsplit(db)
-    if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
-        Path(parts.path[1:]).parent.mkdir(parents=True, exist_ok=True)
+def _configure_logging(level: str) -> None:
+    import logging.config  # noqa: PLC0415
+
+    from eventvault_ledger.serving import logging_config  # noqa: PLC0415
+
+    logging.config.dictConfig(logging_config(level.lower()))
 
 
 @app.command(
@@ -357,7 +559,7 @@ def bench(ctx: typer.Context) -> None:
         if exc.name == "benchmarks":
             _fail("the benchmarks live in the eventvault repository: run this from a checkout", EXIT_USAGE)
         _fail(f"the benchmarks need {exc.name!r}: pip install -e '.[bench]'", EXIT_USAGE)
-    raise typer.Exit(run_bench(ctx.args))
+    raise typer.Exit(run_bench(ctx.args, prog="eventvault bench"))
 
 
 @app.command()

@@ -41,7 +41,8 @@ def serving(tmp_path: Path, *args: str, port: int, host: str = "127.0.0.1") -> I
     out = tmp_path / "serve.log"
     with out.open("wb") as sink:
         process = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
-            _command("serve", "--host", host, "--port", str(port), *args),
+            # At info: uvicorn's start and stop lines, which the checks below read.
+            _command("serve", "--host", host, "--port", str(port), "--log-level", "info", *args),
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
