@@ -184,7 +184,10 @@ class PostgresCluster:
             )
 
     def _init(self) -> None:
-        root = Path(tempfile.mkdtemp(prefix="eventvault-pg-", dir=self._base))
+        # Run as another user, the server must reach its folder: /tmp is open to
+        # all, a test's own temporary folder (TMPDIR) often is not.
+        base = self._base or (Path("/tmp") if self._user is not None else None)  # noqa: S108
+        root = Path(tempfile.mkdtemp(prefix="eventvault-pg-", dir=base))
         self.root = root
         if self._user is not None:
             os.chown(root, self._user.pw_uid, self._user.pw_gid)
