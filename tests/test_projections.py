@@ -56,6 +56,10 @@ from eventvault.store.records import START, RecordedEvent
 
 T = TypeVar("T")
 reg = EventRegistry()
+# How long a wait may take before the test gives up: generous, so a machine busy
+# with other work slows these tests down without failing them. Every wait ends as
+# soon as its condition holds.
+WAIT = 60.0
 
 
 @event("proj.Added", registry=reg)
@@ -253,7 +257,7 @@ async def store(url: str) -> AsyncIterator[EventStore]:
         yield s
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = 10.0) -> T:
+async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = WAIT) -> T:
     """Poll ``probe`` until ``done`` (``within`` seconds at most), or fail.
 
     Only for state that timers or other threads move (a lease taken, a worker gone
@@ -347,13 +351,13 @@ async def test_catches_up_on_the_log_then_applies_new_events_live(store: EventSt
     """Events already in the log are applied at start; each later append is applied as it comes."""
     head = await fill(store, 5, 6)
     async with ProjectionRunner(store, [Totals()]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         assert sorted(rows(runner, "SELECT stream, total, version FROM totals")) == [
             (f"s-{s}", 21, 6) for s in range(5)
         ]
         assert (await status_of(runner, "totals")).checkpoint == str(head)
         result = await store.append("s-0", [Added(100)], expected_version=6)
-        assert await runner.wait_for(result.checkpoint, timeout=10)
+        assert await runner.wait_for(result.checkpoint, timeout=WAIT)
         assert rows(runner, "SELECT total, version FROM totals WHERE stream = 's-0'") == [(121, 7)]
 
 
@@ -369,10 +373,10 @@ async def test_an_append_through_the_store_wakes_an_idle_worker(backend: str, tm
         )
         async with runner:
             first = await store.append("s-1", [Added(1)], expected_version=NO_STREAM)
-            assert await runner.wait_for(first.checkpoint, timeout=10)
+            assert await runner.wait_for(first.checkpoint, timeout=WAIT)
             await until_state(runner, "totals", "live")  # waiting: only a wake-up can end it now
             second = await store.append("s-1", [Added(2)], expected_version=1)
-            assert await runner.wait_for(second.checkpoint, timeout=10)
+            assert await runner.wait_for(second.checkpoint, timeout=WAIT)
             assert rows(runner, "SELECT total FROM totals") == [(3,)]
 
 
@@ -388,10 +392,10 @@ async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_ve
         cp = await append_in_another_process(url, "x-1", 5)
         assert not await runner.wait_for(cp, timeout=0.5)
     async with ProjectionRunner(store, [Totals()], **hour) as runner:
-        assert await runner.wait_for(cp, timeout=10)  # the catch-up at start
+        assert await runner.wait_for(cp, timeout=WAIT)  # the catch-up at start
         await until_state(runner, "totals", "live")
         cp = await append_in_another_process(url, "x-1", 7)
-        assert await runner.wait_for(cp, timeout=10)
+        assert await runner.wait_for(cp, timeout=WAIT)
         assert rows(runner, "SELECT total FROM totals") == [(12,)]
 
 
@@ -425,7 +429,7 @@ async def test_rows_and_checkpoint_commit_together_when_the_checkpoint_write_fai
         assert rows(runner, "SELECT count(*) FROM applied") == [(0,)]
         with db.transaction() as conn:
             conn.execute("DROP TRIGGER fail_checkpoint")
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         assert sorted(rows(runner, "SELECT stream, total FROM sums")) == [("s-0", 15), ("s-1", 15)]
         assert rows(runner, "SELECT count(*) FROM applied") == [(10,)]
         assert (await status_of(runner, "sums")).last_error is None
@@ -446,13 +450,13 @@ async def test_events_are_applied_in_batches_with_one_checkpoint_write_each(
             "BEGIN INSERT INTO cp_log VALUES (NEW.name, NEW.cp_pos); END"
         )
     async with ProjectionRunner(store, [Batched()]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         logged = [r[0] for r in rows(runner, "SELECT pos FROM cp_log WHERE name = 'batched' ORDER BY rowid")]
         assert logged == [*range(10, 100, 10), 95]
         assert rows(runner, "SELECT total FROM sums") == [(95 * 96 // 2,)]
         # Events no handler wants still move the checkpoint past them.
         noted = await store.append("n-1", [Noted("x")], expected_version=NO_STREAM)
-        assert await runner.wait_for(noted.checkpoint, timeout=10)
+        assert await runner.wait_for(noted.checkpoint, timeout=WAIT)
     db.close()
 
 
@@ -463,7 +467,7 @@ async def test_begin_batch_and_end_batch_run_once_per_batch_in_its_transaction(
     await fill(store, 3, 8)  # 24 events, batches of 10: 10, 10, 4
     projection = Buffered()
     async with ProjectionRunner(store, [projection]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         assert sorted(rows(runner, "SELECT stream, total, version FROM bsums")) == [
             (f"s-{s}", 36, 8) for s in range(3)
         ]
@@ -474,7 +478,7 @@ async def test_begin_batch_and_end_batch_run_once_per_batch_in_its_transaction(
         ]
         # Live appends: the next batch reads the totals the earlier ones wrote.
         result = await store.append("s-0", [Added(100)], expected_version=8)
-        assert await runner.wait_for(result.checkpoint, timeout=10)
+        assert await runner.wait_for(result.checkpoint, timeout=WAIT)
         assert rows(runner, "SELECT total, version FROM bsums WHERE stream = 's-0'") == [(136, 9)]
         assert (await status_of(runner, "buffered")).applied == 25
 
@@ -489,7 +493,7 @@ async def test_a_failing_end_batch_is_narrowed_to_its_event_one_transaction_each
     async with runner:
         task = runner.workers["buffered"].task
         assert task is not None
-        await asyncio.wait({task}, timeout=10)
+        await asyncio.wait({task}, timeout=WAIT)
         assert task.done(), "the failed projection's worker should have stopped"
         status = await status_of(runner, "buffered")
         assert status.state == "failed"
@@ -507,7 +511,7 @@ async def test_a_failing_end_batch_is_narrowed_to_its_event_one_transaction_each
 
         projection.fixed = True
         await runner.resume("buffered")
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         assert rows(runner, "SELECT total, version FROM bsums") == [(sum(range(20)), 20)]
 
 
@@ -540,14 +544,14 @@ async def test_replaying_events_through_an_idempotent_handler_changes_nothing(
     """Handlers guarded by the stream version make a replay harmless: the rows stay the same."""
     await fill(store, 3, 4)
     async with ProjectionRunner(store, [Totals()]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         before = sorted(rows(runner, "SELECT * FROM totals"))
     db = open_read_models(url)
     with db.transaction() as conn:
         conn.execute("UPDATE ev_partition SET cp_tx = 0, cp_pos = 0 WHERE name = 'totals'")
     db.close()
     async with ProjectionRunner(store, [Totals()]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         assert sorted(rows(runner, "SELECT * FROM totals")) == before
         assert (await status_of(runner, "totals")).applied == 24  # every event went through twice
 
@@ -568,10 +572,10 @@ async def test_a_poison_event_stops_only_its_projection_visibly_and_resume_conti
     async with runner:
         task = runner.workers["fragile"].task
         assert task is not None
-        await asyncio.wait({task}, timeout=10)
+        await asyncio.wait({task}, timeout=WAIT)
         assert task.done(), "the failed projection's worker should have stopped"
         head = await store.head()
-        assert await runner.wait_for(head, timeout=10, names=["totals"])  # the other one goes on
+        assert await runner.wait_for(head, timeout=WAIT, names=["totals"])  # the other one goes on
 
         status = await status_of(runner, "fragile")
         assert status.state == "failed"
@@ -598,12 +602,12 @@ async def test_a_poison_event_stops_only_its_projection_visibly_and_resume_conti
 
         # Never a silent skip: later events do not move it past the poison.
         later = await store.append("p-2", [Added(1)], expected_version=NO_STREAM)
-        assert await runner.wait_for(later.checkpoint, timeout=10, names=["totals"])
+        assert await runner.wait_for(later.checkpoint, timeout=WAIT, names=["totals"])
         assert not await runner.wait_for(later.checkpoint, timeout=0.3, names=["fragile"])
 
         fragile.fixed = True
         await runner.resume("fragile")
-        assert await runner.wait_for(later.checkpoint, timeout=10, names=["fragile"])
+        assert await runner.wait_for(later.checkpoint, timeout=WAIT, names=["fragile"])
         assert rows(runner, "SELECT count(*), count(DISTINCT position) FROM seen") == [(21, 21)]
         status = await status_of(runner, "fragile")
         assert status.state != "failed"
@@ -616,7 +620,7 @@ async def test_prepare_makes_tables_runs_nothing_and_keeps_recorded_failures(sto
     async with ProjectionRunner(store, [Fragile(poison=13)], retries=0) as runner:
         task = runner.workers["fragile"].task
         assert task is not None
-        await asyncio.wait({task}, timeout=10)
+        await asyncio.wait({task}, timeout=WAIT)
     monitor = ProjectionRunner(store, [Fragile(poison=13), Totals()])
     await monitor.prepare()
     try:
@@ -645,7 +649,7 @@ async def test_a_worker_crash_is_shown_as_failed_never_silent(store: EventStore,
     async with ProjectionRunner(store, [Totals()]) as runner:
         task = runner.workers["totals"].task
         assert task is not None
-        await asyncio.wait({task}, timeout=10)
+        await asyncio.wait({task}, timeout=WAIT)
         status = await status_of(runner, "totals")
         assert status.state == "failed"
         assert status.last_error is not None
@@ -674,13 +678,13 @@ async def test_a_store_error_is_retried_without_limit_and_shown_meanwhile(
 
     monkeypatch.setattr(store, "read_all", flaky)
     async with ProjectionRunner(store, [Totals()]) as runner:
-        await asyncio.wait_for(second_call.wait(), timeout=10)
+        await asyncio.wait_for(second_call.wait(), timeout=WAIT)
         status = await status_of(runner, "totals")
         assert status.state == "retrying"
         assert status.last_error is not None
         assert "the database is away (test)" in status.last_error.message
         release.set()
-        assert await runner.wait_for(head, timeout=10)
+        assert await runner.wait_for(head, timeout=WAIT)
         status = await until_state(runner, "totals", "live")
         assert status.last_error is None
 
@@ -730,7 +734,7 @@ async def test_status_reports_checkpoint_head_lag_rate_state_and_error(store: Ev
     """Status gives checkpoint, head, lag in events and seconds, events/s, state and error, running or not."""
     head = await fill(store, 4, 10)
     async with ProjectionRunner(store, [Totals()]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         status = await until_state(runner, "totals", "live")
         assert (status.checkpoint, status.head, status.lag_events, status.lag_seconds) == (
             str(head),
@@ -778,7 +782,7 @@ async def test_wait_for_is_true_once_passed_false_when_time_is_up(store: EventSt
     """wait_for answers True once the projection passed the checkpoint, False when the bounded time is up."""
     result = await store.append("s-1", [Added(1)], expected_version=NO_STREAM)
     async with ProjectionRunner(store, [Totals()]) as runner:
-        assert await runner.wait_for(result.checkpoint, timeout=10)
+        assert await runner.wait_for(result.checkpoint, timeout=WAIT)
         assert await runner.wait_for(str(result.checkpoint), timeout=0)
         ahead = Checkpoint(0, result.checkpoint.position + 1)
         loop = asyncio.get_running_loop()
@@ -843,7 +847,7 @@ async def test_rebuild_reports_progress_serves_old_tables_and_swaps_atomically(
     await fill(store, 100, 10)
     projection = Gated()
     async with ProjectionRunner(store, [projection]) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
         before = sorted(rows(runner, "SELECT * FROM totals"))
         assert len(before) == 100
 
@@ -884,7 +888,7 @@ async def test_rebuild_reports_progress_serves_old_tables_and_swaps_atomically(
 
         # The live worker follows the new generation.
         result = await store.append("s-0", [Added(1000)], expected_version=10)
-        assert await runner.wait_for(result.checkpoint, timeout=10)
+        assert await runner.wait_for(result.checkpoint, timeout=WAIT)
         assert rows(runner, "SELECT total FROM totals WHERE stream = 's-0'") == [(1055,)]
 
 
@@ -931,7 +935,7 @@ async def test_two_runners_share_partitions_and_apply_every_event_exactly_once(
                 lambda o: sorted(map(str, o.values())) == ["a", "a", "b", "b"],
             )
             head = await fill(store, 40, 5)
-            assert await a.wait_for(head, timeout=10)
+            assert await a.wait_for(head, timeout=WAIT)
             applied = rows(a, "SELECT event_id, part, worker FROM applied")
             assert len(applied) == 200
             assert {r[0] for r in applied} == {str(e.event_id) async for e in store.iter_all()}
@@ -942,7 +946,7 @@ async def test_two_runners_share_partitions_and_apply_every_event_exactly_once(
         # b gave its partitions back and left the worker count: a takes them all.
         await eventually(lambda: asyncio.to_thread(owners, url, "sums4"), lambda o: set(o.values()) == {"a"})
         head = await fill(store, 40, 1, prefix="more")
-        assert await a.wait_for(head, timeout=10)
+        assert await a.wait_for(head, timeout=WAIT)
         assert rows(a, "SELECT count(*), count(DISTINCT event_id) FROM applied") == [(240, 240)]
         assert rows(a, "SELECT DISTINCT worker FROM applied WHERE position > 200") == [("a",)]
         assert sorted(rows(a, "SELECT stream, total FROM sums")) == sorted(
@@ -958,7 +962,7 @@ async def test_a_worker_whose_partition_was_taken_over_cannot_commit(
     a = ProjectionRunner(store, [Sums("a")], worker_id="a", lease_seconds=3600)
     b = ProjectionRunner(store, [Sums("b")], worker_id="b", lease_seconds=1.5)
     async with a:
-        assert await a.wait_for(first.checkpoint, timeout=10)
+        assert await a.wait_for(first.checkpoint, timeout=WAIT)
         token = a.workers["sums"].owned[0]
         # a is presumed dead (its lease ran out) though it runs on: b takes the partition.
         with sqlite3.connect(sqlite_path(url)) as conn:
@@ -970,7 +974,7 @@ async def test_a_worker_whose_partition_was_taken_over_cannot_commit(
             assert a.workers["sums"].owned == {0: token}  # a does not know yet
             with caplog.at_level("INFO", logger="eventvault.projections"):
                 second = await store.append("f-1", [Added(2)], expected_version=1)
-                assert await b.wait_for(second.checkpoint, timeout=10)
+                assert await b.wait_for(second.checkpoint, timeout=WAIT)
                 # a was woken by the same append and tried: its batch was fenced.
                 await eventually(lambda: asyncio.sleep(0, a.workers["sums"].owned), lambda owned: owned == {})
             assert any("taken over" in r.getMessage() for r in caplog.records)
@@ -987,7 +991,7 @@ async def test_a_stop_gives_leases_back_and_a_restart_under_the_same_id_reclaims
     """Stopping frees partitions; a crash's leases hold off others until expiry, not the same worker id."""
     head = await fill(store, 2, 2)
     async with ProjectionRunner(store, [Sums4("w1")], worker_id="w1", lease_seconds=3600) as runner:
-        assert await runner.catch_up(timeout=10)
+        assert await runner.catch_up(timeout=WAIT)
     assert set(owners(url, "sums4").values()) == {None}
     with sqlite3.connect(sqlite_path(url)) as conn:
         assert conn.execute("SELECT count(*) FROM ev_worker").fetchone() == (0,)
@@ -998,7 +1002,7 @@ async def test_a_stop_gives_leases_back_and_a_restart_under_the_same_id_reclaims
     async with ProjectionRunner(store, [Sums4("w2")], worker_id="w2", lease_seconds=3600) as other:
         assert not await other.wait_for(later, timeout=0.3)
     async with ProjectionRunner(store, [Sums4("w1")], worker_id="w1", lease_seconds=3600) as runner:
-        assert await runner.wait_for(later, timeout=10)
+        assert await runner.wait_for(later, timeout=WAIT)
         assert runner.workers["sums4"].checkpoint() >= later > head
 
 

@@ -47,7 +47,7 @@ async def test_an_append_wakes_a_waiter(store: EventStore) -> None:
     await asyncio.sleep(0)  # let the waiter start waiting (ordering only, not timing)
     assert not waiter.done()
     await store.append("t-1", [Tick(2)], expected_version=1)
-    assert await asyncio.wait_for(waiter, timeout=10)
+    assert await asyncio.wait_for(waiter, timeout=60)
 
 
 @pytest.mark.parametrize("timeout", [-1, "1", None, True])
