@@ -24,5 +24,9 @@ export default defineConfig({
     include: ["src/**/*.test.{ts,tsx}"],
     restoreMocks: true,
     env: { TZ: "UTC" },
+    // Generous bounds, so a machine busy with other work slows the tests down
+    // without failing them: each wait still ends as soon as its condition holds.
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
   },
 });

@@ -12,8 +12,8 @@ import contextlib
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from eventvault.errors import InvalidInput, InvalidStoreURL, StoreError, StoreUnavailable
@@ -76,6 +76,7 @@ ADDED_COLUMNS: Final = (
     ("ev_partition", "error_stream", "TEXT"),
 )
 
+T = TypeVar("T")
 _QMARK = re.compile(r"\?")
 _SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
 
@@ -90,6 +91,8 @@ class ReadModels:
     dialect: str = ""
     #: SQL for "now" in seconds since the epoch, on the database's clock.
     now_sql: str = ""
+    #: Whether every commit waits for the disk (else only ``transaction(durable=True)``).
+    durable: bool = False
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -145,22 +148,68 @@ class ReadModels:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """A write transaction on this thread's connection: commit, or roll back on error."""
+    def _lost(self, conn: Any) -> bool:  # noqa: ARG002 - a backend with connections overrides it
+        """Whether ``conn`` is gone (the server restarted or ended it): worth one fresh try."""
+        return False
+
+    def _begin_durable(self, conn: Any) -> None:
+        """Begin a write transaction whose commit waits for the disk."""
+        raise NotImplementedError
+
+    def _end_durable(self, conn: Any) -> None:
+        """After that transaction ended: back to commits that do not wait."""
+
+    def _fresh_on_loss(self, first: Callable[[Any], T]) -> T:
+        """``first(conn)`` on this thread's connection; once more on a new one if that one was dead.
+
+        Only for a first round trip, where nothing has happened yet: a pooled
+        connection that died while idle (the server restarted) costs a retry,
+        never an error.
+        """
         conn = self.connection()
         try:
-            self._begin(conn)
+            return first(conn)
+        except Exception as exc:
+            if not (self.is_driver_error(exc) and self._lost(conn)):
+                raise
+            self.drop_connection()
+            return first(self.connection())
+
+    @contextlib.contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[Any]:
+        """A write transaction on this thread's connection: commit, or roll back on error.
+
+        With ``durable`` the commit waits for the disk even when these read
+        models do not (``durable=False`` at construction): for rows that must
+        survive a crash of the database, such as an answer about to be sent.
+        """
+        wait = durable and not self.durable
+        conn: Any = None
+        try:
+            conn = self._fresh_on_loss(self._begun_durable if wait else self._begun)
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
             if self.is_driver_error(exc):
                 if isinstance(self.map_error(exc), StoreUnavailable):
                     self.drop_connection()
                 raise self.map_error(exc) from exc
             raise
+        finally:
+            if wait and conn is not None:
+                with contextlib.suppress(Exception):
+                    self._end_durable(conn)
+
+    def _begun(self, conn: Any) -> Any:
+        self._begin(conn)
+        return conn
+
+    def _begun_durable(self, conn: Any) -> Any:
+        self._begin_durable(conn)
+        return conn
 
     def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run ``sql`` (``?`` placeholders) on ``conn``; returns the cursor."""
@@ -169,9 +218,8 @@ class ReadModels:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query, in a transaction of its own."""
         try:
-            conn = self.connection()
             # Autocommit on both drivers: the query is a transaction of its own.
-            rows = list(conn.execute(self.sql(sql), params).fetchall())
+            rows = self._fresh_on_loss(lambda conn: list(conn.execute(self.sql(sql), params).fetchall()))
         except Exception as exc:
             if self.is_driver_error(exc):
                 mapped = self.map_error(exc)
@@ -230,6 +278,16 @@ class SQLiteReadModels(ReadModels):
         # IMMEDIATE: take the write lock now, so a batch never fails half-way
         # on a lock upgrade (SQLITE_BUSY in the middle of a deferred transaction).
         conn.execute("BEGIN IMMEDIATE")
+
+    def _begin_durable(self, conn: sqlite3.Connection) -> None:
+        # The setting applies to the connection's next commits (and may not change
+        # inside a transaction): FULL syncs the WAL at the commit, and with it all
+        # that was written to it before.
+        conn.execute("PRAGMA synchronous = FULL")
+        self._begin(conn)
+
+    def _end_durable(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA synchronous = NORMAL")
 
     def is_driver_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
@@ -292,6 +350,13 @@ class PostgresReadModels(ReadModels):
 
     def _begin(self, conn: Any) -> None:
         conn.execute("BEGIN")
+
+    def _begin_durable(self, conn: Any) -> None:
+        self._begin(conn)
+        conn.execute("SET LOCAL synchronous_commit = on")  # this transaction only
+
+    def _lost(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
 
     def columns(self, conn: Any, table: str) -> set[str]:
         rows = conn.execute(

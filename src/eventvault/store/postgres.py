@@ -133,6 +133,8 @@ _NO_LIMIT: Final = 2**62
 _MAX_CONFLICT_ROUNDS: Final = 5
 # The most appends one transaction carries when appends wait for one another.
 _GROUP_MAX: Final = 64
+# How long a call waits for a connection while the server is known to be away.
+_OUTAGE_TIMEOUT: Final = 0.5
 # How long one pooled connection may stay kept aside for the next call (see _release).
 _SPARE_SECONDS: Final = 10.0
 
@@ -997,6 +999,10 @@ class PostgresEventStore(EventStore):
         self._appending = 0  # appends in flight on the store's connections (see _append)
         self._waiting: list[_Waiting] = []  # appends waiting to go as one group
         self._groups: set[asyncio.Task[None]] = set()
+        # Set when no connection could be had or a retried one died too; cleared
+        # by the next call that succeeds (see _run).
+        self._unreachable = False
+        self._outage_timeout = min(self._options.pool_timeout, _OUTAGE_TIMEOUT)
 
     @property
     def conninfo(self) -> str:
@@ -1174,28 +1180,49 @@ class PostgresEventStore(EventStore):
             raise StoreClosed(f"this {self.scheme} store is closed")
         retrying = False
         while True:
+            conn = await self._connection_for(what, pool, writes=writes, retrying=retrying)
             try:
-                conn = await self._acquire(pool)
-            except PoolClosed:
-                raise StoreClosed(f"this {self.scheme} store is closed") from None
-            except PoolTimeout as exc:
-                raise self._unavailable(what, exc, writes=writes, unknown=writes and retrying) from exc
-            try:
-                return await op(conn)
+                result = await op(conn)
             except psycopg.Error as exc:
-                if not _lost(conn):
-                    if writes and retrying:  # the first attempt's outcome is still unknown
-                        raise self._unavailable(what, exc, writes=True, unknown=True) from exc
-                    raise self._error(what, exc) from exc
-                if retrying:
-                    raise self._unavailable(what, exc, writes=writes, unknown=writes) from exc
+                self._raise_unless_lost_once(what, conn, exc, writes=writes, retrying=retrying)
+                self._unreachable = True  # until a call succeeds: others wait briefly meanwhile
                 log.warning("%s: connection to %s lost (%s); retrying once", what, self._target, _reason(exc))
+            else:
+                self._unreachable = False
+                return result
             finally:
                 await self._release(pool, conn)
             retrying = True
             await pool.check()
 
-    async def _acquire(self, pool: AsyncConnectionPool[Conn]) -> Conn:
+    async def _connection_for(
+        self, what: str, pool: AsyncConnectionPool[Conn], *, writes: bool, retrying: bool
+    ) -> Conn:
+        # While the server is known to be away, or right after a connection
+        # died, waiting the whole pool_timeout for a connection only delays
+        # the answer: wait briefly, then say it is unavailable.
+        timeout = self._outage_timeout if (self._unreachable or retrying) else None
+        try:
+            return await self._acquire(pool, timeout)
+        except PoolClosed:
+            raise StoreClosed(f"this {self.scheme} store is closed") from None
+        except PoolTimeout as exc:
+            self._unreachable = True
+            raise self._unavailable(what, exc, writes=writes, unknown=writes and retrying) from exc
+
+    def _raise_unless_lost_once(
+        self, what: str, conn: Conn, exc: psycopg.Error, *, writes: bool, retrying: bool
+    ) -> None:
+        """Raise the error ``exc`` maps to, unless the connection died and a first retry is due."""
+        if not _lost(conn):
+            if writes and retrying:  # the first attempt's outcome is still unknown
+                raise self._unavailable(what, exc, writes=True, unknown=True) from exc
+            raise self._error(what, exc) from exc
+        if retrying:
+            self._unreachable = True
+            raise self._unavailable(what, exc, writes=writes, unknown=writes) from exc
+
+    async def _acquire(self, pool: AsyncConnectionPool[Conn], timeout: float | None = None) -> Conn:
         """A connection for one call: the spare one if it is free, else one from the pool.
 
         Each call gets a connection of its own, as from the pool, and gives it
@@ -1207,7 +1234,19 @@ class PostgresEventStore(EventStore):
             self._spare = None
             return conn
         try:
-            return await pool.getconn()
+            if timeout is not None:
+                return await pool.getconn(timeout)
+            try:
+                return await pool.getconn(self._outage_timeout)
+            except PoolTimeout:
+                # All taken for a while: wait out pool_timeout in slices, and give up
+                # early if meanwhile another call found the server gone.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self._options.pool_timeout - self._outage_timeout
+                while not self._unreachable and (left := deadline - loop.time()) > 0:
+                    with contextlib.suppress(PoolTimeout):
+                        return await pool.getconn(min(left, self._outage_timeout))
+                raise
         except BaseException:
             self._users -= 1
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from dataclasses import asdict
 from typing import Any
@@ -20,6 +21,7 @@ from eventvault_ledger.api.services import Services
 __all__ = ["camel", "router"]
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("eventvault_ledger.api")
 
 _CAMEL = re.compile(r"_([a-z])")
 
@@ -62,8 +64,10 @@ async def readyz(request: Request) -> JSONResponse:
         head = await services.store.head()
         statuses = await services.runner.status()
     except EventVaultError as exc:
+        # What went wrong names hosts and driver errors: the log has it, the caller does not.
+        log.warning("readyz: the store is not reachable: %s", exc)
         raise Problem(
-            503, "not-ready", "Not ready", f"the store is not reachable: {exc}", {"Retry-After": "1"}
+            503, "not-ready", "Not ready", "the store is not reachable", {"Retry-After": "1"}
         ) from None
     problems = [
         f"{s.name} is {s.state}"

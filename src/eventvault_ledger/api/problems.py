@@ -106,7 +106,16 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
     if isinstance(exc, InvalidInput):
         return Problem(422, "validation", "Invalid request", str(exc))
     if isinstance(exc, StoreUnavailable):
-        return Problem(503, "unavailable", "The store is unavailable", str(exc), {"Retry-After": "1"})
+        # The store's own words name hosts, schemas and driver errors: they go to
+        # the log (with the request id), never to the caller.
+        return Problem(
+            503,
+            "unavailable",
+            "The store is unavailable",
+            "the event store cannot be reached right now; retry after Retry-After seconds "
+            "(a command retried with the same Idempotency-Key is applied at most once)",
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, EventVaultError):
         return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
     return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
@@ -168,7 +177,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(EventVaultError)
     async def _eventvault(request: Request, exc: EventVaultError) -> JSONResponse:
         problem = problem_from(exc)
-        if problem.status >= 500:
+        if isinstance(exc, StoreUnavailable):
+            log.warning("request %s: %s", getattr(request.state, "request_id", "?"), exc)
+        elif problem.status >= 500:
             log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
         return problem_response(problem, request)
 

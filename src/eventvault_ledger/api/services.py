@@ -36,7 +36,11 @@ class Stored:
 
 
 class IdempotencyStore:
-    """Idempotency keys and the first answer given to each, beside the read models."""
+    """Idempotency keys and the first answer given to each, beside the read models.
+
+    Its commits wait for the disk even though the read models' do not: an answer
+    is kept before it is sent, and must outlive a crash as the events do.
+    """
 
     def __init__(self, db: ReadModels) -> None:
         self.db = db
@@ -62,7 +66,7 @@ class IdempotencyStore:
 
     def claim(self, key: str, fingerprint: str) -> Stored:
         """Record ``key`` for this request unless it is known; return what is on record."""
-        with self.db.transaction() as conn:
+        with self.db.transaction(durable=True) as conn:
             self.db.execute(
                 conn,
                 "INSERT INTO ev_idempotency (key, fingerprint, created_at) VALUES (?, ?, ?) "
@@ -77,7 +81,9 @@ class IdempotencyStore:
         return Stored(row[0], row[1], row[2], json.loads(row[3]) if row[3] else {}, row[4])
 
     def _store(self, key: str, status: int, body: str, headers: dict[str, str], media_type: str) -> None:
-        with self.db.transaction() as conn:
+        # Durable before the answer is sent, as the event log is: a refusal given
+        # once stays the answer to that key after a crash of the database.
+        with self.db.transaction(durable=True) as conn:
             self.db.execute(
                 conn,
                 "UPDATE ev_idempotency SET status = ?, body = ?, headers = ?, media_type = ? "

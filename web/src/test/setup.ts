@@ -1,9 +1,13 @@
 import "@testing-library/jest-dom/vitest";
-import { cleanup } from "@testing-library/react";
+import { cleanup, configure } from "@testing-library/react";
 import { afterEach, beforeEach, expect } from "vitest";
 
 import { clearAuthRefusal } from "../api/auth";
 import { forgetWrites } from "../api/client";
+
+// findBy* and waitFor return as soon as their condition holds; the bound only
+// decides when a test gives up, so it is generous (a loaded machine is slow).
+configure({ asyncUtilTimeout: 20_000 });
 
 // Like the e2e run in Chromium, a component test fails on any console error
 // (React's act() and key warnings included).

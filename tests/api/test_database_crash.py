@@ -1,0 +1,113 @@
+"""The ledger on a PostgreSQL server that crashes: durable refusals, fast 503s, a clean recovery.
+
+The server is this test's own (``private_cluster``), stopped as a crash would
+(``pg_ctl stop -m immediate``) right after an answer was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from eventvault_ledger.api.app import create_app
+from eventvault_ledger.api.settings import Settings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+ROUNDS = 20
+WAIT = 60.0  # generous: the server restarts, the app reconnects
+
+
+@pytest.fixture
+async def ledger(private_cluster) -> AsyncIterator[httpx.AsyncClient]:
+    """The app (projections running) on the private server, and a client for it."""
+    url = private_cluster.create_database("ledger")
+    app = create_app(Settings(db=url, consistency_timeout=10))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        yield client
+
+
+async def _ready(client: httpx.AsyncClient) -> None:
+    """Wait (bounded) until /readyz says the app can serve again."""
+    deadline = time.monotonic() + WAIT
+    while (await client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, "the app never became ready after the restart"
+        await asyncio.sleep(0.05)  # polling another process (the server), not ordering our own tasks
+
+
+async def _command(client: httpx.AsyncClient, path: str, body: dict[str, Any], key: str | None = None) -> Any:
+    headers = {"Idempotency-Key": key} if key else {}
+    return await client.post(f"/api/command/accounts{path}", json=body, headers=headers)
+
+
+def _refusal(body: dict[str, Any]) -> dict[str, Any]:
+    """What a refusal says (not where or when it was answered)."""
+    return {k: body[k] for k in ("type", "detail", "balance", "requested", "currency")}
+
+
+async def test_a_refused_keyed_command_stays_refused_after_the_database_crashes(ledger, private_cluster):
+    """20 rounds: a 422 for a keyed withdrawal, a crash at once, a deposit, the retry: still that 422."""
+    for round_ in range(ROUNDS):
+        opened = await _command(ledger, "", {"ownerName": f"Round {round_}", "currency": "EUR"})
+        assert opened.status_code == 201, opened.text
+        account = opened.json()["accountId"]
+        assert (await _command(ledger, f"/{account}/deposit", {"amount": "10.00"})).status_code == 200
+        key = str(uuid.uuid4())
+        refused = await _command(ledger, f"/{account}/withdraw", {"amount": "100.00"}, key)
+        assert refused.status_code == 422, refused.text
+
+        await asyncio.to_thread(private_cluster.crash)
+        await asyncio.to_thread(private_cluster.start)
+        await _ready(ledger)
+
+        # Back: the first command after the restart works (no dead pooled connection fails it) ...
+        funded = await _command(ledger, f"/{account}/deposit", {"amount": "1000.00"})
+        assert funded.status_code == 200, (round_, funded.text)
+        # ... and the retry of the refused command gets the refusal it got, not a withdrawal.
+        again = await _command(ledger, f"/{account}/withdraw", {"amount": "100.00"}, key)
+        assert again.status_code == 422, (round_, again.text)
+        assert _refusal(again.json()) == _refusal(refused.json()), round_
+        summary = await ledger.get(f"/api/query/accounts/{account}")
+        assert summary.json()["currentBalance"] == "1010.00"
+
+
+async def test_while_the_database_is_down_commands_and_readyz_answer_503_at_once(ledger, private_cluster):
+    """During an outage: 503 (with Retry-After, without driver text) fast; after it, everything works."""
+    opened = await _command(ledger, "", {"ownerName": "Ada", "currency": "EUR"})
+    account = opened.json()["accountId"]
+    await asyncio.to_thread(private_cluster.crash)
+    try:
+        timings = []
+        for _ in range(5):
+            for send in (
+                lambda: _command(ledger, f"/{account}/deposit", {"amount": "1.00"}),
+                lambda: ledger.get("/readyz"),
+            ):
+                started = time.monotonic()
+                r = await send()
+                timings.append(time.monotonic() - started)
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"].isdigit()
+                detail = r.json()["detail"]
+                for leak in ("psycopg", "127.0.0.1", "schema", "connection", "PostgreSQL at"):
+                    assert leak not in detail, detail
+        # The store's pool would wait 5 s for a connection; an outage answers well before.
+        assert max(timings) < 3.0, timings
+    finally:
+        await asyncio.to_thread(private_cluster.start)
+    await _ready(ledger)
+    statuses = [
+        (await _command(ledger, f"/{account}/deposit", {"amount": "1.00"})).status_code for _ in range(5)
+    ]
+    assert statuses == [200] * 5
+    summary = await ledger.get(f"/api/query/accounts/{account}")
+    assert summary.json()["currentBalance"] == "5.00"
