@@ -7,10 +7,16 @@ describe("routes", () => {
     expect(parseRoute("#/operations")).toEqual({ name: "operations" });
     expect(parseRoute("#/accounts/abc-1/")).toEqual({ name: "account", id: "abc-1" });
     expect(parseRoute("#/nowhere")).toEqual({ name: "not-found", path: "/nowhere" });
+    expect(parseRoute("#/?currency=EUR&order=desc")).toEqual({
+      name: "accounts",
+      query: "currency=EUR&order=desc",
+    });
   });
 
   it("builds links that parse back to the same route", () => {
     const route = { name: "account", id: "a b/c" } as const;
     expect(parseRoute(href(route))).toEqual(route);
+    const list = { name: "accounts", query: "search=grace%20h" } as const;
+    expect(parseRoute(href(list))).toEqual(list);
   });
 });

@@ -1,9 +1,14 @@
 import "@testing-library/jest-dom/vitest";
-import { cleanup } from "@testing-library/react";
+import { cleanup, configure } from "@testing-library/react";
 import { afterEach, beforeEach, expect } from "vitest";
 
 import { clearAuthRefusal } from "../api/auth";
 import { forgetWrites } from "../api/client";
+import { resetReach } from "../api/reach";
+
+// findBy* and waitFor wait for a condition; on a busy machine the default second is
+// too short a bound for a page's first render.
+configure({ asyncUtilTimeout: 5000 });
 
 // Like the e2e run in Chromium, a component test fails on any console error
 // (React's act() and key warnings included).
@@ -25,5 +30,6 @@ afterEach(() => {
   window.location.hash = "";
   forgetWrites();
   clearAuthRefusal();
+  resetReach();
   expect(consoleErrors, "console.error was called").toEqual([]);
 });
