@@ -229,6 +229,18 @@ def test_time_travel_by_date_csv_and_newest_events_first(
     assert ",'=1+1," in lines[2]  # a spreadsheet shows it, never runs it
 
 
+def test_an_unknown_account_is_asked_for_once(page: Page, server: Server, console: ConsoleWatch) -> None:
+    """A link to an account that does not exist says so, after one request for it and none for its panels."""
+    console.allow(404, "/api/query/accounts/")
+    missing = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.url) if f"/accounts/{missing}" in r.url else None)
+    page.goto(f"{server.url}/#/accounts/{missing}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("No such account")
+    expect(page.get_by_test_id("live-state")).to_have_text("Live")
+    assert len(reads) == 1, reads
+
+
 def test_closing_needs_an_empty_account_and_leaves_no_dead_forms(page: Page, server: Server) -> None:
     """The close button waits, with its reason, until the balance is zero; a closed account has no forms."""
     account_id, _ = server.open_account("Evelyn Boyd", "USD", ("deposit", "3.00", "seed"))

@@ -1,4 +1,4 @@
-import { href, parseRoute } from "./router";
+import { href, listRoute, parseRoute, rememberListQuery } from "./router";
 
 describe("routes", () => {
   it("parses the hash routes the dashboard links to", () => {
@@ -18,5 +18,12 @@ describe("routes", () => {
     expect(parseRoute(href(route))).toEqual(route);
     const list = { name: "accounts", query: "search=grace%20h" } as const;
     expect(parseRoute(href(list))).toEqual(list);
+  });
+
+  it("remembers the list's filters for the way back to it", () => {
+    rememberListQuery("currency=EUR");
+    expect(href(listRoute())).toBe("#/?currency=EUR");
+    rememberListQuery("");
+    expect(href(listRoute())).toBe("#/");
   });
 });

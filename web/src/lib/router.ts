@@ -34,6 +34,17 @@ export function href(route: Route): string {
   }
 }
 
+let lastListQuery = "";
+
+/** The list's filters last shown, so "All accounts" goes back to the same list. */
+export function rememberListQuery(query: string): void {
+  lastListQuery = query;
+}
+
+export function listRoute(): Route {
+  return lastListQuery ? { name: "accounts", query: lastListQuery } : { name: "accounts" };
+}
+
 export function navigate(route: Route): void {
   window.location.hash = href(route);
 }

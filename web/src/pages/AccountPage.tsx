@@ -13,12 +13,12 @@ import { ErrorNotice, Loading } from "../components/Notice";
 import { TimeTravel } from "../components/TimeTravel";
 import { TransactionHistory } from "../components/TransactionHistory";
 import { minorUnitsOf } from "../lib/money";
-import { href } from "../lib/router";
+import { href, listRoute } from "../lib/router";
 import { formatDateTime, formatRelative } from "../lib/time";
 
 function Back() {
   return (
-    <a className="back" href={href({ name: "accounts" })}>
+    <a className="back" href={href(listRoute())}>
       ← All accounts
     </a>
   );

@@ -1,4 +1,4 @@
-import { type FormEvent, useId, useMemo, useRef, useState } from "react";
+import { type FormEvent, useEffect, useId, useMemo, useRef, useState } from "react";
 
 import { useLive } from "../api/LiveProvider";
 import { describeError } from "../api/problems";
@@ -9,7 +9,7 @@ import { Money } from "../components/Money";
 import { Empty, ErrorNotice, Loading } from "../components/Notice";
 import { newKey } from "../lib/ids";
 import { checkBound, compareDecimal } from "../lib/money";
-import { href, navigate, useRoute } from "../lib/router";
+import { href, navigate, rememberListQuery, useRoute } from "../lib/router";
 import { formatDateTime, formatRelative } from "../lib/time";
 
 const NO_FILTERS: AccountFilters = { minBalance: "", maxBalance: "", currency: "", search: "", order: "asc" };
@@ -426,6 +426,7 @@ export function AccountsPage() {
   const route = useRoute();
   const query = route.name === "accounts" ? (route.query ?? "") : "";
   const filters = useMemo(() => filtersOf(query), [query]);
+  useEffect(() => rememberListQuery(query), [query]);
   const [opening, setOpening] = useState(false);
   const totals = useTotals();
   const openButton = useRef<HTMLButtonElement>(null);
