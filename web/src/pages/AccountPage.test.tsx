@@ -361,13 +361,12 @@ describe("AccountPage", () => {
     ledger();
     const user = userEvent.setup();
     const blobs: Blob[] = [];
-    vi.stubGlobal(
-      "URL",
-      Object.assign(URL, {
-        createObjectURL: (blob: Blob) => (blobs.push(blob), "blob:csv"),
-        revokeObjectURL: () => undefined,
-      }),
-    );
+    // jsdom has no object URLs: these two stand in for the browser's, for this test only.
+    Object.defineProperty(URL, "createObjectURL", {
+      configurable: true,
+      value: (blob: Blob) => (blobs.push(blob), "blob:csv"),
+    });
+    Object.defineProperty(URL, "revokeObjectURL", { configurable: true, value: () => undefined });
     const clicked = vi.spyOn(HTMLAnchorElement.prototype, "click").mockImplementation(() => undefined);
     renderApp(<AccountPage id={ACCOUNT_ID} />);
     await user.click(await screen.findByRole("button", { name: "Download CSV" }));
@@ -379,5 +378,7 @@ describe("AccountPage", () => {
     });
     expect(text.split("\r\n")[1]).toBe("2,2026-01-02T10:00:00Z,deposit,42.00,EUR,42.00,salary,event-2,11");
     clicked.mockRestore();
+    Reflect.deleteProperty(URL, "createObjectURL");
+    Reflect.deleteProperty(URL, "revokeObjectURL");
   });
 });
