@@ -886,10 +886,23 @@ async def test_rebuild_reports_progress_serves_old_tables_and_swaps_atomically(
         assert "totals__g2" in tables
         assert "totals__g1" not in tables  # the old generation is dropped after the swap
 
+        finished = status.rebuild
+        assert (finished.done, finished.total, finished.eta_seconds) == (1000, 1000, None)
+
         # The live worker follows the new generation.
         result = await store.append("s-0", [Added(1000)], expected_version=10)
         assert await runner.wait_for(result.checkpoint, timeout=WAIT)
         assert rows(runner, "SELECT total FROM totals WHERE stream = 's-0'") == [(1055,)]
+        # A finished rebuild stays as it finished: its total no longer follows the head, nor its rate time.
+        assert (await status_of(runner, "gated")).rebuild == finished
+
+        # A rebuild by another process (as `eventvault rebuild` does) replaces the one run here:
+        # the status shows the generation that serves, not this runner's old rebuild.
+        async with ProjectionRunner(store, [Gated()]) as elsewhere:
+            assert (await elsewhere.rebuild("gated")).generation == 3
+            assert await elsewhere.wait_rebuilt("gated", timeout=30)
+        status = await eventually(lambda: status_of(runner, "gated"), lambda s: s.generation == 3)
+        assert status.rebuild is None
 
 
 async def test_rebuild_and_resume_refuse_unknown_projections_and_a_stopped_runner(store: EventStore) -> None:

@@ -228,24 +228,65 @@ def list_accounts(  # noqa: PLR0913 - the filters of the listing
     min_balance: Decimal | int | str | None = None,
     max_balance: Decimal | int | str | None = None,
     currency: str | None = None,
+    search: str | None = None,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
+    highest_first: bool = False,
 ) -> Page[AccountView]:
     """Accounts with ``min_balance <= balance <= max_balance``, by balance then account id.
 
     Bounds are exact decimals (a Decimal, an int or plain text like ``"12.50"``)
     and either may be left out. ``currency`` keeps one currency's accounts.
-    Keyset pagination over an index: every page costs the same however deep,
-    and a walk over unchanged data sees each matching account exactly once (an
-    account whose balance changes during a walk may move across the cursor).
+    ``search`` keeps the accounts whose owner name contains it (ignoring case)
+    or whose id starts with it. Lowest balance first, or highest with
+    ``highest_first``. Keyset pagination over an index: every page costs the
+    same however deep, and a walk over unchanged data sees each matching
+    account exactly once (an account whose balance changes during a walk may
+    move across the cursor).
     """
     n = _limit(limit)
+    if not isinstance(highest_first, bool):
+        raise InvalidQuery("highest_first", f"must be a bool, got {highest_first!r}")
     where: list[str] = []
     params: list[Any] = []
+    if search is not None:
+        where.append(r"(lower(owner_name) LIKE ? ESCAPE '\' OR account_id LIKE ? ESCAPE '\')")
+        params.extend(_search_patterns(search))
     if currency is not None:
         minor_units(currency, allow_withdrawn=True)  # UnknownCurrency, with a clear message
         where.append("currency = ?")
         params.append(currency)
+    _balance_range(min_balance, max_balance, where, params)
+    # A cursor of one direction is refused by the other ("a" ascending, "d" descending).
+    kind = "d" if highest_first else "a"
+    if cursor is not None:
+        parts = _decode_cursor(cursor, kind)
+        if len(parts) != 2 or not _KEY.fullmatch(parts[0]):
+            raise _bad_cursor()
+        key, after_id = parts
+        where.append(f"(balance_key, account_id) {'<' if highest_first else '>'} (?, ?)")
+        params.extend((key, _cursor_account_id(after_id)))
+    # Only constant fragments are joined here; every value is a parameter.
+    sql = _SELECT_SUMMARY
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += (
+        " ORDER BY balance_key DESC, account_id DESC"
+        if highest_first
+        else " ORDER BY balance_key, account_id"
+    )
+    sql += " LIMIT ?"
+    rows = db.query(sql, (*params, n + 1))
+    items = tuple(_account(r) for r in rows[:n])
+    next_cursor = None
+    if len(rows) > n:
+        last = rows[n - 1]
+        next_cursor = _encode_cursor(kind, str(last[9]), str(last[0]))
+    return Page(items, next_cursor)
+
+
+def _balance_range(min_balance: object, max_balance: object, where: list[str], params: list[Any]) -> None:
+    """Add the balance bounds (either may be None) to a listing's WHERE clauses."""
     low = None if min_balance is None else _amount("min_balance", min_balance)
     high = None if max_balance is None else _amount("max_balance", max_balance)
     if low is not None and high is not None and low > high:
@@ -256,25 +297,6 @@ def list_accounts(  # noqa: PLR0913 - the filters of the listing
     if high is not None:
         where.append("balance_key <= ?")
         params.append(_key_of_bound(high, ROUND_FLOOR))
-    if cursor is not None:
-        parts = _decode_cursor(cursor, "a")
-        if len(parts) != 2 or not _KEY.fullmatch(parts[0]):
-            raise _bad_cursor()
-        key, after_id = parts
-        where.append("(balance_key, account_id) > (?, ?)")
-        params.extend((key, _cursor_account_id(after_id)))
-    # Only constant fragments are joined here; every value is a parameter.
-    sql = _SELECT_SUMMARY
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY balance_key, account_id LIMIT ?"
-    rows = db.query(sql, (*params, n + 1))
-    items = tuple(_account(r) for r in rows[:n])
-    next_cursor = None
-    if len(rows) > n:
-        last = rows[n - 1]
-        next_cursor = _encode_cursor("a", str(last[9]), str(last[0]))
-    return Page(items, next_cursor)
 
 
 def transactions(
@@ -350,15 +372,29 @@ async def account_events(
     *,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
+    newest_first: bool = False,
 ) -> Page[AuditEvent]:
-    """The audit trail: every stored event of the account, oldest first, from the log itself.
+    """The audit trail: every stored event of the account, from the log itself.
 
-    An account with no events gives an empty page.
+    Oldest first, or newest first with ``newest_first``. An account with no
+    events gives an empty page.
     """
     aid = _account_id(account_id)
     n = _limit(limit)
-    after = 0 if cursor is None else _version_cursor(cursor, "e")
-    events = await store.read_stream(Account.stream_id_for(aid), from_version=after + 1, limit=n + 1)
+    if not isinstance(newest_first, bool):
+        raise InvalidQuery("newest_first", f"must be a bool, got {newest_first!r}")
+    stream = Account.stream_id_for(aid)
+    if newest_first:
+        before = None if cursor is None else _version_cursor(cursor, "E")
+        if before == 1:
+            events = []
+        else:
+            events = await store.read_stream(
+                stream, to_version=None if before is None else before - 1, backwards=True, limit=n + 1
+            )
+    else:
+        after = 0 if cursor is None else _version_cursor(cursor, "e")
+        events = await store.read_stream(stream, from_version=after + 1, limit=n + 1)
     items = tuple(
         AuditEvent(
             event_id=e.event_id,
@@ -375,7 +411,9 @@ async def account_events(
         )
         for e in events[:n]
     )
-    next_cursor = _encode_cursor("e", str(items[-1].version)) if len(events) > n else None
+    next_cursor = (
+        _encode_cursor("E" if newest_first else "e", str(items[-1].version)) if len(events) > n else None
+    )
     return Page(items, next_cursor)
 
 
@@ -454,6 +492,21 @@ def _account_id(account_id: object) -> str:
     except ValueError:
         shown = repr(account_id) if len(account_id) <= 40 else f"{account_id[:40]!r}..."
         raise InvalidAccountId(f"an account id is a UUID, got {shown}") from None
+
+
+_MAX_SEARCH: Final = 200
+_LIKE_SPECIAL: Final = re.compile(r"([\\%_])")
+
+
+def _search_patterns(search: object) -> tuple[str, str]:
+    """LIKE patterns for ``search``: anywhere in the owner name (lower-cased), at the start of the id."""
+    if not isinstance(search, str):
+        raise InvalidQuery("search", f"is text, got {type(search).__name__}")
+    text = search.strip()
+    if not text or len(text) > _MAX_SEARCH:
+        raise InvalidQuery("search", f"is 1 to {_MAX_SEARCH} characters of an owner name or an account id")
+    escaped = _LIKE_SPECIAL.sub(r"\\\1", text)
+    return f"%{escaped.lower()}%", f"{escaped.lower()}%"
 
 
 def _limit(limit: object) -> int:

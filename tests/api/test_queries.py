@@ -84,6 +84,26 @@ async def test_accounts_by_balance_range_and_currency(api):
     assert await listed(currency="GBP") == []
 
 
+async def test_accounts_highest_first_and_by_search(api):
+    """order=desc lists the highest balance first; search matches the owner's name or an id prefix."""
+    made = await _accounts(api)
+    owner = await api.open("Grace Hopper", "EUR")
+    await api.account(owner)
+
+    async def listed(**params):
+        r = await api.get("/api/query/accounts", params=params)
+        assert r.status_code == 200, r.text
+        return [a["accountId"] for a in r.json()["items"]]
+
+    eur = [made["EUR 20.00"], made["EUR 10.00"], made["EUR 5.00"], owner]
+    assert await listed(currency="EUR", order="desc") == eur
+    assert await listed(search="hopp") == [owner]
+    assert await listed(search=made["USD 15.00"][:-4]) == [made["USD 15.00"]]
+    assert await listed(search="  ") == await listed()  # blank is no search
+    body = api.problem(await api.get("/api/query/accounts", params={"order": "up"}), 422, "validation")
+    assert "order" in body["detail"]
+
+
 async def test_pages_of_accounts_follow_next_cursor_to_the_end(api):
     """Limit and cursor walk every account exactly once, and the last page has nextCursor null."""
     made = await _accounts(api)
@@ -171,6 +191,8 @@ async def test_events_are_the_raw_audit_log_with_metadata(api):
     assert {e["metadata"]["actor"] for e in items} == {"anonymous"}
     assert all(e["streamId"] == f"account-{account_id}" for e in items)
     assert all(e["recordedAt"].endswith("Z") and e["occurredAt"].endswith("Z") for e in items)
+    newest = (await api.get(f"/api/query/accounts/{account_id}/events", params={"order": "desc"})).json()
+    assert [e["version"] for e in newest["items"]] == [2, 1]
 
 
 async def test_state_at_a_version_or_a_time_is_replayed_from_the_log(api):

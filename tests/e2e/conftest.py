@@ -13,23 +13,31 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-import httpx
 import pytest
-from e2e_support import ADMIN_TOKEN, READ_TOKEN, ConsoleWatch, Server, in_ci
+from e2e_support import (
+    ADMIN_TOKEN,
+    READ_TOKEN,
+    ConsoleWatch,
+    Restartable,
+    Server,
+    db_url,
+    free_port,
+    in_ci,
+    start_server,
+    stop_server,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 ROOT = Path(__file__).resolve().parents[2]
-# Screenshots go to var/screenshots; EVENTVAULT_SCREENSHOTS=docs/img refreshes the ones the docs show.
+# Screenshots go to var/screenshots (not under version control); EVENTVAULT_SCREENSHOTS=docs/img
+# refreshes the ones the docs show.
 SCREENSHOTS = Path(os.environ.get("EVENTVAULT_SCREENSHOTS", ROOT / "var" / "screenshots"))
 CHROMIUM_ARGS = [
     "--headless",
@@ -40,7 +48,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-START_DEADLINE = 30.0
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -93,46 +100,24 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _serve(tmp: Path, *extra: str, token: str | None = None) -> Iterator[Server]:
-    port = _free_port()
-    db = tmp / "e2e.db"
-    log_path = tmp / "server.log"
-    executable = Path(sys.executable).with_name("eventvault")
-    command = [str(executable), "serve", "--demo", "--db", f"sqlite:///{db}", "--port", str(port), *extra]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
+    process = start_server(tmp, port, *extra)
     try:
-        # Waiting on another process to listen is inherent: poll /healthz until a deadline.
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"eventvault serve exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"eventvault serve was not up within {START_DEADLINE:g}s:\n{log_path.read_text()}"
-                )
-            time.sleep(0.05)
-        yield Server(url, token)
+        yield Server(f"http://127.0.0.1:{port}", token, db=db_url(tmp))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_server(process)
+
+
+@pytest.fixture
+def restartable(dashboard_built: None, tmp_path: Path) -> Iterator[Restartable]:
+    """A server of this test's own, which the test may stop and start again."""
+    handle = Restartable(tmp_path)
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +165,6 @@ def phone(browser: Browser, console: ConsoleWatch) -> Iterator[Page]:
 
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
-    """Where the run saves its screenshots (docs/img/, shown by the README and docs)."""
+    """Where the run saves its screenshots: var/screenshots/, or $EVENTVAULT_SCREENSHOTS (docs/img/)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS

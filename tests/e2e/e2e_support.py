@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 
 if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage
+
+START_DEADLINE = 30.0
 
 # Secrets of a throwaway server that lives for one test module.
 READ_TOKEN = "e2e-reader-token-0123456789"  # noqa: S105
@@ -31,6 +39,8 @@ class Server:
 
     url: str
     token: str | None = None
+    db: str | None = None
+    """The database URL the server runs on (for a CLI command against the same store)."""
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {}
@@ -60,6 +70,9 @@ class Server:
 
 
 _FAILED_LOAD = re.compile(r"status of (\d{3})")
+_REFUSED = re.compile(
+    r"ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING"
+)
 
 
 @dataclass
@@ -74,11 +87,19 @@ class ConsoleWatch:
     errors: list[str] = field(default_factory=list)
     allowed: list[tuple[int, str]] = field(default_factory=list)
 
+    unreachable_ok: bool = False
+
     def allow(self, status: int, url_part: str) -> None:
         self.allowed.append((status, url_part))
 
+    def allow_unreachable(self) -> None:
+        """Connections refused from now on are expected (the test stopped the server)."""
+        self.unreachable_ok = True
+
     def on_console(self, message: ConsoleMessage) -> None:
         if message.type != "error":
+            return
+        if self.unreachable_ok and _REFUSED.search(message.text):
             return
         url = str(message.location.get("url", ""))
         status = _FAILED_LOAD.search(message.text)
@@ -88,3 +109,68 @@ class ConsoleWatch:
 
     def on_page_error(self, error: Any) -> None:
         self.errors.append(f"uncaught: {error}")
+
+
+# -- the server process ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(tmp: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """`eventvault serve --demo` on ``port`` over tmp/e2e.db, once it answers /healthz."""
+    log_path = tmp / "server.log"
+    executable = Path(sys.executable).with_name("eventvault")
+    command = [str(executable), "serve", "--demo", "--db", db_url(tmp), "--port", str(port), *extra]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    url = f"http://127.0.0.1:{port}"
+    # Waiting on another process to listen is inherent: poll /healthz until a deadline.
+    deadline = time.monotonic() + START_DEADLINE
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"eventvault serve exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(process)
+            pytest.fail(f"eventvault serve was not up within {START_DEADLINE:g}s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def db_url(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'e2e.db'}"
+
+
+class Restartable:
+    """A server a test can stop and start again, on the same port over the same database."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.server = Server(f"http://127.0.0.1:{self.port}", db=db_url(tmp))
+
+    def start(self) -> None:
+        self.process = start_server(self.tmp, self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_server(self.process)
+            self.process = None

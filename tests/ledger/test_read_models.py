@@ -352,6 +352,40 @@ async def test_balance_range_without_bounds_lists_every_account(runner, many_acc
     assert ids == expected(many_accounts)
 
 
+@pytest.mark.parametrize("limit", [1, 3, 500])
+async def test_highest_first_walks_the_same_accounts_in_reverse(runner, many_accounts, limit):
+    """highest_first lists the range from the highest balance down (ties by id, reversed), each once."""
+    pages = walk(runner, limit, currency="EUR", min_balance="1", highest_first=True)
+    ids = [i for page in pages for i in page]
+    assert ids == expected(many_accounts, low=Decimal(1), currency="EUR")[::-1]
+    ascending = list_accounts(runner, limit=1)
+    assert ascending.next_cursor is not None
+    with pytest.raises(InvalidCursor):  # a cursor walks only the direction that made it
+        list_accounts(runner, cursor=ascending.next_cursor, highest_first=True)
+
+
+async def test_search_matches_part_of_the_owner_name_or_the_start_of_the_id(runner, repo):
+    """Search finds owners by any part of the name in any case, and accounts by an id prefix; % is literal."""
+    grace, _ = await open_account(repo, "Grace Hopper", "USD", "+5.00")
+    other_grace, _ = await open_account(repo, "grace HOPPER", "EUR")
+    _, result = await open_account(repo, "100% Ada", "EUR", "+1.00")
+    await synced(runner, result)
+
+    def found(search: str) -> set[str]:
+        ids = [i for page in walk(runner, 2, search=search) for i in page]
+        return {view.owner_name for view in (get_account(runner, i) for i in ids) if view is not None}
+
+    assert found("hopper") == {"Grace Hopper", "grace HOPPER"}
+    assert found("E HO") == {"Grace Hopper", "grace HOPPER"}
+    assert found(grace[:-6].upper()) == {"Grace Hopper"}  # v7 ids share their first digits
+    assert found(other_grace) == {"grace HOPPER"}
+    assert found("0%") == {"100% Ada"}
+    assert found("_") == set()
+    assert [a.owner_name for a in list_accounts(runner, search="hopper", currency="USD").items] == [
+        "Grace Hopper"
+    ]
+
+
 async def test_balance_bounds_are_exact_not_rounded_outwards(runner, many_accounts):
     """A bound between two representable balances excludes the balance just outside it."""
     assert expected(many_accounts, Decimal("4.9999"), Decimal("4.9999")) != []
@@ -622,6 +656,24 @@ async def test_account_events_are_the_raw_log_with_envelopes_and_metadata(repo, 
     assert (await account_events(store, str(uuid.uuid4()))).items == ()
 
 
+async def test_account_events_newest_first_page_back_to_the_opening(repo, store):
+    """newest_first lists the same events from the latest down, paged, the last page ending at version 1."""
+    ada, _ = await open_account(repo, "Ada", "EUR", "+10.00", "-2.50", "+1.00")
+    pages = []
+    cursor = None
+    while True:
+        page = await account_events(store, ada, limit=3, cursor=cursor, newest_first=True)
+        pages.append([e.version for e in page.items])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages == [[4, 3, 2], [1]]
+    first = await account_events(store, ada, limit=1, newest_first=True)
+    with pytest.raises(InvalidCursor):  # a newest-first cursor does not walk oldest first
+        await account_events(store, ada, cursor=first.next_cursor)
+    assert (await account_events(store, str(uuid.uuid4()), newest_first=True)).items == ()
+
+
 async def test_transactions_page_in_version_order_both_ways(runner, repo):
     """The history pages oldest first, or newest first, each version exactly once."""
     ada, result = await open_account(repo, "Ada", "EUR", *[f"+{n}.00" for n in range(1, 11)])
@@ -686,6 +738,10 @@ GOOD_KEY = balance_key(Decimal(5))
         ({"cursor": cursor_of(f"a|{GOOD_KEY}|not-a-uuid")}, InvalidCursor, "not a cursor"),
         ({"cursor": cursor_of(f"a|{GOOD_KEY}|{GOOD_ID.upper()}")}, InvalidCursor, "not a cursor"),
         ({"cursor": cursor_of(f"a|{GOOD_KEY}|{GOOD_ID}|x")}, InvalidCursor, "not a cursor"),
+        ({"highest_first": "yes"}, InvalidQuery, "highest_first: must be a bool"),
+        ({"search": ""}, InvalidQuery, "search: is 1 to 200 characters"),
+        ({"search": "x" * 201}, InvalidQuery, "search: is 1 to 200 characters"),
+        ({"search": 7}, InvalidQuery, "search: is text"),
     ],
 )
 def test_bad_list_arguments_are_refused_before_any_query(kwargs, error, message):

@@ -186,6 +186,19 @@ async def test_balance_range_pages_walk_every_match_once_in_order(runner, many_a
     )
     assert walk(runner, 2, max_balance="4.99999") == expected(many_accounts, Decimal(0), Decimal("4.99999"))
     assert walk(runner, 2, currency="USD") == expected(many_accounts, Decimal(0), Decimal(10**15), "USD")
+    everything = expected(many_accounts, Decimal(0), Decimal(10**15))
+    assert walk(runner, 2, highest_first=True) == everything[::-1]
+    # Search: part of the owner's name in any case ("EUR 1" is an owner here), or an id prefix.
+    assert walk(runner, 2, search="eur 1") == [i for i in everything if i in _owned(runner, "EUR 1")]
+    some = everything[0]
+    assert walk(runner, 2, search=some[:-3].upper()) == [some]
+    assert walk(runner, 2, search="%") == []
+
+
+def _owned(db: Any, owner: str) -> set[str]:
+    return {
+        str(r[0]) for r in db.query("SELECT account_id FROM account_summary WHERE owner_name = ?", (owner,))
+    }
 
 
 async def test_range_query_uses_the_indexes(runner, many_accounts, read_models):

@@ -62,9 +62,11 @@ describe("App", () => {
       "GET /api/query/accounts": () => json({ items: [account()], nextCursor: null }),
       "GET /api/query/totals": () => json({ items: [] }),
     });
+    FakeEventSource.install({ autoOpen: false });
     vi.useFakeTimers({ shouldAdvanceTime: true });
     try {
       renderApp(<App />);
+      act(() => FakeEventSource.latest().open());
       await screen.findByRole("link", { name: "Alan Turing" });
       act(() => FakeEventSource.latest().fail());
       expect(screen.getByTestId("live-state")).toHaveTextContent("Reconnecting…");
@@ -73,6 +75,47 @@ describe("App", () => {
       });
       act(() => FakeEventSource.latest().fail());
       expect(screen.getByTestId("live-state")).toHaveTextContent("Polling");
+      act(() => FakeEventSource.latest().open());
+      expect(screen.getByTestId("live-state")).toHaveTextContent("Live");
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("says the server is unreachable instead of polling over old data, and recovers by itself", async () => {
+    let up = true;
+    const answer = vi.fn(async (input: RequestInfo | URL) => {
+      if (!up) throw new TypeError("Failed to fetch");
+      const path = new URL(String(input), "http://dashboard.test").pathname;
+      return path === "/api/query/totals"
+        ? json({ items: [] })
+        : json({ items: [account({ currentBalance: up ? "42.00" : "0" })], nextCursor: null });
+    });
+    vi.stubGlobal("fetch", answer);
+    FakeEventSource.install({ autoOpen: false });
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      renderApp(<App />);
+      act(() => FakeEventSource.latest().open());
+      await screen.findByRole("link", { name: "Alan Turing" });
+      up = false;
+      act(() => FakeEventSource.latest().fail());
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(1000);
+      });
+      act(() => FakeEventSource.latest().fail()); // polling now, and the polls fail
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(6000);
+      });
+      expect(screen.getByTestId("live-state")).toHaveTextContent("Server unreachable, retrying");
+      expect(screen.getByTestId("unreachable")).toHaveTextContent("The server cannot be reached.");
+      expect(screen.getByRole("link", { name: "Alan Turing" })).toBeInTheDocument(); // the old data stays
+
+      up = true;
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(6000); // the next poll gets an answer
+      });
+      expect(screen.queryByTestId("unreachable")).not.toBeInTheDocument();
       act(() => FakeEventSource.latest().open());
       expect(screen.getByTestId("live-state")).toHaveTextContent("Live");
     } finally {

@@ -251,6 +251,8 @@ class _Worker:
         # rebuild progress
         self.started = time.monotonic()
         self.swapped = False
+        self.finished: RebuildProgress | None = None
+        """The progress as it stood at the swap: a finished rebuild's total and rate stop there."""
 
     @property
     def name(self) -> str:
@@ -708,6 +710,7 @@ class _Worker:
             )
         self.owned.clear()
         self.swapped = True
+        self.finished = self.runner.progress_at_swap(self)
         self.runner.drop_generation(cls, active)
         log.info("%s: generation %d now serves (rebuilt from the start)", cls.name, self.generation)
         return True
@@ -1068,7 +1071,7 @@ class ProjectionRunner:
                     partitions=parts,
                     owned_partitions=tuple(sorted(worker.owned)) if worker else (),
                     last_error=last_error or (worker.error if worker and state != "live" else None),
-                    rebuild=self._rebuild_progress(rebuild, head),
+                    rebuild=self._rebuild_progress(rebuild, head, generation),
                     workers=holders,
                     held_back=held_back,
                 )
@@ -1119,10 +1122,28 @@ class ProjectionRunner:
             return {}
         return out
 
-    def _rebuild_progress(self, worker: _Worker | None, head: Checkpoint) -> RebuildProgress | None:
-        return None if worker is None else self._progress_of(worker, head)
+    def _rebuild_progress(
+        self, worker: _Worker | None, head: Checkpoint, active: int
+    ) -> RebuildProgress | None:
+        # A rebuild run here that a newer generation (rebuilt elsewhere, say by the CLI)
+        # has replaced since is history: the status shows the generation that serves.
+        if worker is None or (worker.generation < active and not self._running(worker)):
+            return None
+        return self._progress_of(worker, head)
+
+    @staticmethod
+    def _running(worker: _Worker) -> bool:
+        return worker.task is not None and not worker.task.done()
+
+    def progress_at_swap(self, worker: _Worker) -> RebuildProgress:
+        """A rebuild's final progress, taken as it swaps in: everything up to its checkpoint, done."""
+        done = worker.checkpoint().position
+        elapsed = max(time.monotonic() - worker.started, 1e-6)
+        return RebuildProgress(worker.generation, "done", done, done, round(done / elapsed, 1), None)
 
     def _progress_of(self, worker: _Worker, head: Checkpoint) -> RebuildProgress:
+        if worker.finished is not None:
+            return worker.finished
         done = worker.checkpoint().position
         total = max(head.position, done)
         elapsed = max(time.monotonic() - worker.started, 1e-6)

@@ -174,6 +174,13 @@ async def list_accounts(
     min_balance: Annotated[str | None, Query(alias="minBalance", max_length=40)] = None,
     max_balance: Annotated[str | None, Query(alias="maxBalance", max_length=40)] = None,
     currency: Annotated[str | None, Query(max_length=3)] = None,
+    search: Annotated[
+        str | None,
+        Query(max_length=200, description="Part of the owner's name (any case), or the start of the id."),
+    ] = None,
+    order: Annotated[
+        str, Query(pattern="^(asc|desc)$", description="By balance: lowest or highest first.")
+    ] = "asc",
     limit: Limit = 50,
     cursor: Cursor = None,
     consistent_with: ConsistentWith = None,
@@ -188,8 +195,10 @@ async def list_accounts(
         min_balance=min_balance or None,
         max_balance=max_balance or None,
         currency=currency or None,
+        search=(search or "").strip() or None,
         limit=limit,
         cursor=cursor or None,
+        highest_first=order == "desc",
     )
     return {"items": [_account(v) for v in page.items], "nextCursor": page.next_cursor}
 
@@ -273,6 +282,7 @@ async def get_events(
     _: Reader,
     limit: Limit = 100,
     cursor: Cursor = None,
+    order: Annotated[str, Query(pattern="^(asc|desc)$", description="Oldest or newest first.")] = "asc",
     consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
     """Every stored event of the account with its envelope and metadata, from the log itself.
@@ -283,7 +293,11 @@ async def get_events(
     if consistent_with:
         parse_place(consistent_with, "consistentWith")
     page = await queries.account_events(
-        services.store, parse_account_id(account_id), limit=limit, cursor=cursor or None
+        services.store,
+        parse_account_id(account_id),
+        limit=limit,
+        cursor=cursor or None,
+        newest_first=order == "desc",
     )
     if not page.items and not cursor:
         raise Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")

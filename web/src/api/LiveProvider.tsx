@@ -1,11 +1,11 @@
 import { useQueryClient } from "@tanstack/react-query";
-import { type ReactNode, createContext, useContext, useEffect, useRef, useState } from "react";
+import { type ReactNode, createContext, useContext, useEffect, useMemo, useRef, useState } from "react";
 
 import { useRoute } from "../lib/router";
 import { useAuthRefused } from "./auth";
 import { type LiveState, connectLive } from "./live";
-import { POLL_MS, PollingContext } from "./polling";
-import { invalidateAccount, keys } from "./queries";
+import { POLL_MS, ReadsContext, STREAM_GRACE_MS } from "./polling";
+import { applyLiveAccount } from "./queries";
 import { useToken } from "./token";
 import type { Account } from "./types";
 
@@ -41,6 +41,20 @@ export function LiveProvider({
   const [recent, setRecent] = useState<ReadonlySet<string>>(new Set());
   const [announcement, setAnnouncement] = useState("");
   const lastListAnnouncement = useRef(0);
+  // Reads start once the stream is open (or has failed, or is slow to open); from
+  // then on they stay on.
+  const [readsOn, setReadsOn] = useState(false);
+  const readsOnRef = useRef(false);
+  readsOnRef.current = readsOn;
+
+  useEffect(() => {
+    if (state !== "connecting") setReadsOn(true);
+  }, [state]);
+
+  useEffect(() => {
+    const timer = setTimeout(() => setReadsOn(true), STREAM_GRACE_MS);
+    return () => clearTimeout(timer);
+  }, []);
 
   useEffect(() => {
     if (refused) {
@@ -49,10 +63,7 @@ export function LiveProvider({
     }
     const timers = new Set<ReturnType<typeof setTimeout>>();
     const onAccount = (account: Account): void => {
-      client.setQueryData<Account>(keys.account(account.accountId), (old) =>
-        old === undefined || account.version >= old.version ? account : old,
-      );
-      void invalidateAccount(client, account.accountId);
+      applyLiveAccount(client, account);
       setRecent((old) => new Set(old).add(account.accountId));
       const timer = setTimeout(() => {
         timers.delete(timer);
@@ -79,7 +90,11 @@ export function LiveProvider({
       token,
       onAccount,
       onState: setState,
-      onResync: () => void client.invalidateQueries(),
+      // Reads made after the stream opened miss nothing; only reads from before (a
+      // reconnect, or a stream slow to open the first time) are made again.
+      onResync: (first) => {
+        if (!first || readsOnRef.current) void client.invalidateQueries();
+      },
     });
     return () => {
       disconnect();
@@ -87,14 +102,20 @@ export function LiveProvider({
     };
   }, [client, token, refused, url]);
 
+  const live = useMemo(() => ({ state, recent }), [state, recent]);
+  const polling = state === "polling";
+  const reads = useMemo(
+    () => ({ poll: polling ? POLL_MS : (false as const), ready: readsOn }),
+    [polling, readsOn],
+  );
   return (
-    <LiveContext.Provider value={{ state, recent }}>
-      <PollingContext.Provider value={state === "polling" ? POLL_MS : false}>
+    <LiveContext.Provider value={live}>
+      <ReadsContext.Provider value={reads}>
         {children}
         <div className="sr-only" role="status" aria-live="polite" data-testid="live-announcer">
           {announcement}
         </div>
-      </PollingContext.Provider>
+      </ReadsContext.Provider>
     </LiveContext.Provider>
   );
 }

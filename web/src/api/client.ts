@@ -5,6 +5,7 @@
  * a command's position is remembered and sent as consistentWith on later reads, so
  * the user always sees their own writes (read-your-writes).
  */
+import { noteAnswered, noteUnreachable } from "./reach";
 import { getToken } from "./token";
 import type {
   Account,
@@ -117,8 +118,12 @@ export async function request<T>(method: string, path: string, options: RequestO
     response = await fetch(buildUrl(path, options.query), init);
   } catch (error) {
     if (error instanceof DOMException && error.name === "AbortError") throw error;
+    noteUnreachable();
     throw new ApiError(0, "network", "Cannot reach the server", "check that `eventvault serve` is running");
   }
+  // A proxy's "bad gateway" or "gateway timeout" means the server behind it is not answering.
+  if (response.status === 502 || response.status === 504) noteUnreachable();
+  else noteAnswered();
   if (!response.ok) throw await problemOf(response);
   if (response.status === 204) return undefined as T;
   return (await response.json()) as T;
@@ -165,6 +170,8 @@ export const api = {
         minBalance: filters.minBalance,
         maxBalance: filters.maxBalance,
         currency: filters.currency,
+        search: filters.search.trim(),
+        order: filters.order === "desc" ? "desc" : undefined,
         limit: 25,
         cursor,
         consistentWith: consistencyToken(),
@@ -192,10 +199,15 @@ export const api = {
   },
   // The audit log and time travel read the event log itself: no read model to wait for.
   events(id: string, cursor: string | null, signal?: AbortSignal): Promise<Page<StoredEvent>> {
-    return request("GET", `${account(id)}/events`, { query: { limit: 20, cursor }, signal });
+    return request("GET", `${account(id)}/events`, { query: { order: "desc", limit: 20, cursor }, signal });
   },
-  stateAt(id: string, version: number, signal?: AbortSignal): Promise<AccountState> {
-    return request("GET", `${account(id)}/state`, { query: { version }, signal });
+  /** The account replayed to a version, or to a moment (ISO 8601 with an offset). */
+  stateAt(
+    id: string,
+    at: { version: number } | { asOf: string },
+    signal?: AbortSignal,
+  ): Promise<AccountState> {
+    return request("GET", `${account(id)}/state`, { query: { ...at }, signal });
   },
   totals(signal?: AbortSignal): Promise<{ items: CurrencyTotal[] }> {
     return request("GET", "/api/query/totals", { query: { consistentWith: consistencyToken() }, signal });

@@ -7,6 +7,7 @@
  * state goes to "polling", and the caller polls the read models until it is back.
  */
 import { buildUrl } from "./client";
+import { noteAnswered, noteUnreachable } from "./reach";
 import { SseParser } from "./sse";
 import type { Account } from "./types";
 
@@ -17,8 +18,11 @@ export interface LiveOptions {
   token: string | null;
   onAccount: (account: Account) => void;
   onState: (state: LiveState) => void;
-  /** After a reconnect: refetch what may have changed while disconnected. */
-  onResync?: () => void;
+  /**
+   * On each open: refetch what may have changed before the stream started (``first``
+   * tells the first open of this connection from a reconnect).
+   */
+  onResync?: (first: boolean) => void;
   /** Failed attempts in a row before falling back to polling. */
   fallbackAfter?: number;
   /** Milliseconds to wait before attempt ``n`` (1-based) of reconnecting. */
@@ -60,7 +64,8 @@ export function connectLive(options: LiveOptions): () => void {
   const opened = (): void => {
     // The stream starts at the head of the log (or resumes after lastId): whatever
     // changed before that, since the read models were fetched, is refetched.
-    options.onResync?.();
+    noteAnswered();
+    options.onResync?.(!everOpened);
     everOpened = true;
     failures = 0;
     options.onState("live");
@@ -98,9 +103,12 @@ export function connectLive(options: LiveOptions): () => void {
     teardown = () => controller.abort();
     const headers: Record<string, string> = { Accept: "text/event-stream", Authorization: `Bearer ${token}` };
     if (lastId) headers["Last-Event-ID"] = lastId;
+    let answered = false;
     void (async () => {
       try {
         const response = await fetch(options.url, { headers, signal: controller.signal, cache: "no-store" });
+        answered = true;
+        noteAnswered();
         if (response.status === 401 || response.status === 403) {
           // A new token is needed: retrying with this one cannot help.
           teardown = () => undefined;
@@ -123,7 +131,9 @@ export function connectLive(options: LiveOptions): () => void {
         }
         retry(); // the server ended the stream (restart, deploy): come back
       } catch {
-        if (!controller.signal.aborted) retry();
+        if (controller.signal.aborted) return;
+        if (!answered) noteUnreachable(); // no answer at all, not a stream cut short
+        retry();
       }
     })();
   };

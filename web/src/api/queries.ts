@@ -1,9 +1,10 @@
 /**
  * Server state through TanStack Query: one hook per read, one per command.
  *
- * Commands remember their position (noteWrite) before invalidating, so the refetch
- * carries consistentWith and shows the write at once; live changes from the SSE
- * stream invalidate the same keys (see LiveProvider).
+ * Commands remember their position (noteWrite) before refreshing, so the refetch
+ * carries consistentWith and shows the write at once. A write is refreshed once:
+ * the command and the live event of the same write (see LiveProvider) share one
+ * round of refetches, and a live event refreshes only what it touched.
  */
 import {
   type QueryClient,
@@ -16,8 +17,8 @@ import {
 import { useContext } from "react";
 
 import { api, noteWrite } from "./client";
-import { PollingContext } from "./polling";
-import type { AccountFilters, CommandResult, Transaction } from "./types";
+import { ReadsContext } from "./polling";
+import type { Account, AccountFilters, AccountState, CommandResult, Transaction } from "./types";
 
 export const keys = {
   accountLists: ["accounts"] as const,
@@ -27,62 +28,172 @@ export const keys = {
   series: (id: string) => ["series", id] as const,
   events: (id: string) => ["events", id] as const,
   state: (id: string, version: number) => ["state", id, version] as const,
+  stateAsOf: (id: string, asOf: string) => ["state-as-of", id, asOf] as const,
   totals: ["totals"] as const,
   projections: ["projections"] as const,
 };
 
-/** Everything a change to account ``id`` may have made stale. */
-export function invalidateAccount(client: QueryClient, id: string): Promise<unknown> {
-  return Promise.all([
-    client.invalidateQueries({ queryKey: keys.account(id) }),
-    client.invalidateQueries({ queryKey: keys.transactions(id) }),
-    client.invalidateQueries({ queryKey: keys.series(id) }),
-    client.invalidateQueries({ queryKey: keys.events(id) }),
-    client.invalidateQueries({ queryKey: keys.accountLists }),
-    client.invalidateQueries({ queryKey: keys.totals }),
-  ]);
+/** The chart's points: the oldest transactions first, at most ``SERIES_LIMIT`` of them. */
+export const SERIES_LIMIT = 2000;
+
+export interface Series {
+  items: Transaction[];
+  /** More transactions exist than the chart holds. */
+  truncated: boolean;
 }
 
-function usePolling(): number | false {
-  return useContext(PollingContext);
+// Per query client: the highest version of each account a refresh round has started for.
+const refreshedUpTo = new WeakMap<QueryClient, Map<string, number>>();
+
+function refreshed(client: QueryClient): Map<string, number> {
+  let versions = refreshedUpTo.get(client);
+  if (versions === undefined) {
+    versions = new Map();
+    refreshedUpTo.set(client, versions);
+  }
+  return versions;
+}
+
+function observed(client: QueryClient, key: readonly unknown[]): boolean {
+  return (client.getQueryCache().find({ queryKey: key, exact: true })?.getObserversCount() ?? 0) > 0;
+}
+
+/**
+ * Add the transactions after the chart's last point up to ``version``, instead of
+ * reading the whole series again; a series nobody shows is only marked stale.
+ */
+async function extendSeries(client: QueryClient, id: string, version: number): Promise<unknown> {
+  const key = keys.series(id);
+  const cached = client.getQueryData<Series>(key);
+  const last = cached?.items.at(-1)?.version ?? 1;
+  const missing = version - last;
+  if (cached === undefined || cached.truncated || !observed(client, key) || missing > 500) {
+    return client.invalidateQueries({ queryKey: key });
+  }
+  if (missing <= 0) return undefined;
+  try {
+    const page = await api.transactions(id, { order: "desc", limit: missing });
+    client.setQueryData<Series>(key, (old) => {
+      if (old === undefined) return old;
+      const tail = old.items.at(-1)?.version ?? 1;
+      const added = page.items.filter((t) => t.version > tail).reverse();
+      const items = [...old.items, ...added];
+      return items.length > SERIES_LIMIT
+        ? { items: items.slice(0, SERIES_LIMIT), truncated: true }
+        : { items, truncated: old.truncated };
+    });
+    return undefined;
+  } catch {
+    return client.invalidateQueries({ queryKey: key });
+  }
+}
+
+export interface Change {
+  /** The account's summary after the change, when known (a live event carries it). */
+  account?: Account;
+  /** The summary the page had before, to tell which parts changed. */
+  previous?: Account | undefined;
+}
+
+/**
+ * Refresh what a change of account ``id`` up to ``version`` made stale, once per
+ * version: null when a round for this version (or a later one) already started.
+ */
+export function refreshAccount(
+  client: QueryClient,
+  id: string,
+  version: number,
+  change: Change = {},
+): Promise<unknown> | null {
+  const versions = refreshed(client);
+  if ((versions.get(id) ?? 0) >= version) return null;
+  versions.set(id, version);
+  const { account, previous } = change;
+  const rounds: Promise<unknown>[] = [];
+  if (account === undefined) rounds.push(client.invalidateQueries({ queryKey: keys.account(id) }));
+  // A change that moved no money (closing) leaves the history and the chart as they are.
+  const moved =
+    account === undefined || previous === undefined || account.transactionCount !== previous.transactionCount;
+  if (moved) {
+    rounds.push(client.invalidateQueries({ queryKey: keys.transactions(id) }));
+    rounds.push(extendSeries(client, id, version));
+  }
+  rounds.push(client.invalidateQueries({ queryKey: keys.events(id) }));
+  rounds.push(client.invalidateQueries({ queryKey: keys.accountLists }));
+  rounds.push(client.invalidateQueries({ queryKey: keys.totals }));
+  return Promise.all(rounds);
+}
+
+/** A live event: the summary goes straight into the cache, then what it touched is refreshed. */
+export function applyLiveAccount(client: QueryClient, account: Account): void {
+  const key = keys.account(account.accountId);
+  const previous = client.getQueryData<Account>(key);
+  client.setQueryData<Account>(key, (old) =>
+    old === undefined || account.version >= old.version ? account : old,
+  );
+  void refreshAccount(client, account.accountId, account.version, { account, previous });
+}
+
+function useReads() {
+  return useContext(ReadsContext);
 }
 
 export function useAccounts(filters: AccountFilters) {
+  const { poll, ready } = useReads();
   return useInfiniteQuery({
     queryKey: keys.accounts(filters),
     queryFn: ({ pageParam, signal }) => api.listAccounts(filters, pageParam, signal),
     initialPageParam: null as string | null,
     getNextPageParam: (page) => page.nextCursor,
     placeholderData: keepPreviousData,
-    refetchInterval: usePolling(),
+    refetchInterval: poll,
+    enabled: ready,
   });
 }
 
 export function useAccount(id: string) {
+  const { poll, ready } = useReads();
   return useQuery({
     queryKey: keys.account(id),
     queryFn: ({ signal }) => api.account(id, signal),
-    refetchInterval: usePolling(),
+    refetchInterval: poll,
+    enabled: ready,
   });
 }
 
 export function useTransactions(id: string) {
+  const { poll, ready } = useReads();
   return useInfiniteQuery({
     queryKey: keys.transactions(id),
     queryFn: ({ pageParam, signal }) => api.transactions(id, { order: "desc", cursor: pageParam }, signal),
     initialPageParam: null as string | null,
     getNextPageParam: (page) => page.nextCursor,
-    refetchInterval: usePolling(),
+    refetchInterval: poll,
+    enabled: ready,
   });
 }
 
-/** The chart's points: the oldest transactions first, at most ``SERIES_LIMIT`` of them. */
-export const SERIES_LIMIT = 2000;
+/** Every transaction of the account, oldest first, page by page (the CSV export). */
+export async function allTransactions(id: string): Promise<Transaction[]> {
+  const items: Transaction[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await api.transactions(id, { order: "asc", cursor, limit: 500 });
+    items.push(...page.items);
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return items;
+}
 
-export function useBalanceSeries(id: string) {
+/**
+ * The chart's series. ``enabled`` is false until the account is known: a missing
+ * account is then asked for once, not once per panel.
+ */
+export function useBalanceSeries(id: string, enabled: boolean) {
+  const { poll, ready } = useReads();
   return useQuery({
     queryKey: keys.series(id),
-    queryFn: async ({ signal }) => {
+    queryFn: async ({ signal }): Promise<Series> => {
       const items: Transaction[] = [];
       let cursor: string | null = null;
       do {
@@ -90,37 +201,62 @@ export function useBalanceSeries(id: string) {
         items.push(...page.items);
         cursor = page.nextCursor;
       } while (cursor !== null && items.length < SERIES_LIMIT);
-      return { items, truncated: cursor !== null };
+      return {
+        items: items.slice(0, SERIES_LIMIT),
+        truncated: cursor !== null || items.length > SERIES_LIMIT,
+      };
     },
-    refetchInterval: usePolling(),
+    refetchInterval: poll,
+    enabled: ready && enabled,
   });
 }
 
+/** The account's events as stored, newest first. */
 export function useEvents(id: string) {
+  const { poll, ready } = useReads();
   return useInfiniteQuery({
     queryKey: keys.events(id),
     queryFn: ({ pageParam, signal }) => api.events(id, pageParam, signal),
     initialPageParam: null as string | null,
     getNextPageParam: (page) => page.nextCursor,
-    refetchInterval: usePolling(),
+    refetchInterval: poll,
+    enabled: ready,
   });
 }
 
 export function useStateAt(id: string, version: number | null) {
   return useQuery({
     queryKey: keys.state(id, version ?? 0),
-    queryFn: ({ signal }) => api.stateAt(id, version ?? 1, signal),
+    queryFn: ({ signal }) => api.stateAt(id, { version: version ?? 1 }, signal),
     enabled: version !== null,
     placeholderData: keepPreviousData,
     staleTime: Number.POSITIVE_INFINITY, // the past does not change
   });
 }
 
+/** The account as it was at a moment (ISO 8601 with an offset); null asks nothing. */
+export function useStateAsOf(id: string, asOf: string | null) {
+  const client = useQueryClient();
+  return useQuery({
+    queryKey: keys.stateAsOf(id, asOf ?? ""),
+    queryFn: async ({ signal }): Promise<AccountState> => {
+      const state = await api.stateAt(id, { asOf: asOf ?? "" }, signal);
+      // The same state by its version: the slider, moved there, asks nothing more.
+      client.setQueryData(keys.state(id, state.version), state);
+      return state;
+    },
+    enabled: asOf !== null,
+    staleTime: Number.POSITIVE_INFINITY,
+  });
+}
+
 export function useTotals() {
+  const { poll, ready } = useReads();
   return useQuery({
     queryKey: keys.totals,
     queryFn: ({ signal }) => api.totals(signal),
-    refetchInterval: usePolling(),
+    refetchInterval: poll,
+    enabled: ready,
   });
 }
 
@@ -140,8 +276,9 @@ function useCommand<V>(run: (variables: V) => Promise<CommandResult>) {
     mutationFn: run,
     onSuccess: async (result) => {
       noteWrite(result.position);
-      // Awaited: the form stays busy until the page shows the write.
-      await invalidateAccount(client, result.accountId);
+      // Awaited: the form stays busy until the page shows the write (unless the live
+      // event of this write came first and is refreshing it already).
+      await refreshAccount(client, result.accountId, result.version);
     },
   });
 }

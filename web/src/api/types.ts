@@ -45,6 +45,8 @@ export interface StoredEvent {
 export interface AccountState {
   accountId: string;
   version: number;
+  /** The time asked for with asOf, as sent; null when asked by version. */
+  asOf?: string | null;
   ownerName: string;
   currency: string;
   currentBalance: string;
@@ -109,4 +111,8 @@ export interface AccountFilters {
   minBalance: string;
   maxBalance: string;
   currency: string;
+  /** Part of the owner's name, or the start of the account id. */
+  search: string;
+  /** By balance: lowest or highest first. */
+  order: "asc" | "desc";
 }

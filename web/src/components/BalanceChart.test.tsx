@@ -29,4 +29,17 @@ describe("BalanceChart", () => {
     expect(chart.querySelector(".chart-selected")).toHaveAttribute("data-version", "2");
     expect(chart.querySelectorAll(".chart-dot")).toHaveLength(3);
   });
+
+  it("labels a one-point chart once, under its point", () => {
+    render(
+      <BalanceChart
+        currency="EUR"
+        selectedVersion={null}
+        points={[{ version: 1, balance: "0.00", at: "2026-01-01T00:00:00Z" }]}
+      />,
+    );
+    const chart = screen.getByRole("img", { name: /Balance over time/ });
+    expect(chart.querySelectorAll(".chart-axis-label")).toHaveLength(1);
+    expect(chart).toHaveAccessibleName("Balance over time (EUR) 0.00 EUR at version 1.");
+  });
 });

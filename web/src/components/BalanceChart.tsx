@@ -69,13 +69,15 @@ export function BalanceChart({
     selectedVersion === null ? -1 : points.findLastIndex((p) => p.version <= selectedVersion);
   const selected = selectedIndex >= 0 ? points[selectedIndex] : undefined;
   const summary =
-    first && last
-      ? [
-          `From ${first.balance} ${currency} at version ${first.version}`,
-          `to ${last.balance} ${currency} at version ${last.version};`,
-          `highest ${highest.balance} ${currency}.`,
-        ].join(" ")
-      : "";
+    points.length === 1 && first
+      ? `${first.balance} ${currency} at version ${first.version}.`
+      : first && last
+        ? [
+            `From ${first.balance} ${currency} at version ${first.version}`,
+            `to ${last.balance} ${currency} at version ${last.version};`,
+            `highest ${highest.balance} ${currency}.`,
+          ].join(" ")
+        : "";
 
   return (
     <figure className="chart">
@@ -115,12 +117,21 @@ export function BalanceChart({
             <circle cx={x(selectedIndex)} cy={y(values[selectedIndex] ?? 0)} r={6} />
           </g>
         ) : null}
-        <text x={PAD.left} y={H - 8} className="chart-axis-label">
-          {first ? `v${first.version} · ${formatDateTime(first.at)}` : ""}
-        </text>
-        <text x={W - PAD.right} y={H - 8} textAnchor="end" className="chart-axis-label">
-          {last ? `v${last.version} · ${formatDateTime(last.at)}` : ""}
-        </text>
+        {points.length === 1 && first ? (
+          // One point sits in the middle: one label under it, not the same one at both ends.
+          <text x={x(0)} y={H - 8} textAnchor="middle" className="chart-axis-label">
+            {`v${first.version} · ${formatDateTime(first.at)}`}
+          </text>
+        ) : (
+          <>
+            <text x={PAD.left} y={H - 8} className="chart-axis-label">
+              {first ? `v${first.version} · ${formatDateTime(first.at)}` : ""}
+            </text>
+            <text x={W - PAD.right} y={H - 8} textAnchor="end" className="chart-axis-label">
+              {last ? `v${last.version} · ${formatDateTime(last.at)}` : ""}
+            </text>
+          </>
+        )}
       </svg>
     </figure>
   );

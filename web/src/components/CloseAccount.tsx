@@ -1,11 +1,11 @@
-import { useRef, useState } from "react";
+import { useId, useRef, useState } from "react";
 
 import { describeError } from "../api/problems";
 import { useCloseAccount } from "../api/queries";
 import { newKey } from "../lib/ids";
 import { compareDecimal } from "../lib/money";
 
-/** Closing takes a second, deliberate click; the ledger refuses it while money remains. */
+/** Closing takes a second, deliberate click, and only an empty account can be closed. */
 export function CloseAccount({
   accountId,
   balance,
@@ -21,19 +21,24 @@ export function CloseAccount({
   const [confirming, setConfirming] = useState(false);
   const confirmButton = useRef<HTMLButtonElement>(null);
   const startButton = useRef<HTMLButtonElement>(null);
+  const id = useId();
 
   if (closed) {
-    return <p className="hint">This account is closed. Its history stays in the log for good.</p>;
+    return (
+      <p className="hint" role="status">
+        This account is closed. Its history stays in the log for good.
+      </p>
+    );
   }
   const empty = compareDecimal(balance, "0") === 0;
   return (
     <div className="close-account">
-      <p className="hint">
+      <p className="hint" id={`${id}-reason`}>
         {empty
           ? "The balance is zero: the account can be closed. A closed account takes no more commands."
-          : `The account still holds ${balance} ${currency}; the ledger closes only empty accounts.`}
+          : `The account still holds ${balance} ${currency}: withdraw it all first, since the ledger closes only empty accounts.`}
       </p>
-      {confirming ? (
+      {confirming && empty ? (
         <div className="confirm" role="group" aria-label="Confirm closing">
           <button
             ref={confirmButton}
@@ -60,6 +65,8 @@ export function CloseAccount({
           ref={startButton}
           type="button"
           className="button button-danger-outline"
+          disabled={!empty}
+          aria-describedby={`${id}-reason`}
           onClick={() => {
             close.reset();
             setConfirming(true);

@@ -79,16 +79,16 @@ function EventItem({ event }: { event: StoredEvent }) {
   );
 }
 
-/** The account's stream as stored: every event with its envelope, oldest first. */
+/** The account's stream as stored: every event with its envelope, newest first. */
 export function EventTimeline({ accountId }: { accountId: string }) {
   const query = useEvents(accountId);
   if (query.isPending) return <Loading>Loading events…</Loading>;
-  if (query.isError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
+  if (query.isLoadingError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
   const events = query.data.pages.flatMap((page) => page.items);
   if (events.length === 0) return <Empty>No events.</Empty>;
   return (
     <>
-      <ol className="timeline" aria-label="Events, oldest first">
+      <ol className="timeline" aria-label="Events, newest first">
         {events.map((e) => (
           <EventItem key={e.eventId} event={e} />
         ))}
@@ -101,7 +101,7 @@ export function EventTimeline({ accountId }: { accountId: string }) {
             disabled={query.isFetchingNextPage}
             onClick={() => void query.fetchNextPage()}
           >
-            {query.isFetchingNextPage ? "Loading…" : "Later events"}
+            {query.isFetchingNextPage ? "Loading…" : "Older events"}
           </button>
         </div>
       ) : null}

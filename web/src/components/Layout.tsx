@@ -3,7 +3,9 @@ import { type ReactNode, useEffect, useRef, useState } from "react";
 import { useLive } from "../api/LiveProvider";
 import { useAuthRefused } from "../api/auth";
 import type { LiveState } from "../api/live";
+import { useReach } from "../api/reach";
 import { useToken } from "../api/token";
+import { formatTime } from "../lib/time";
 import { type Route, href } from "../lib/router";
 import { TokenPanel } from "./TokenPanel";
 
@@ -18,14 +20,48 @@ const LIVE_TEXT: Record<LiveState, { label: string; title: string }> = {
   unauthorized: { label: "Token needed", title: "The server refused the live stream: paste a token" },
 };
 
+const UNREACHABLE = {
+  label: "Server unreachable, retrying",
+  title: "The server does not answer: what the page shows is not refreshing; it retries by itself",
+};
+
+/** Whether the page shows data it cannot refresh: the stream is down and the server silent. */
+function useUnreachable(): boolean {
+  const { state } = useLive();
+  const { reachable } = useReach();
+  return !reachable && state !== "live" && state !== "unauthorized";
+}
+
 function LiveIndicator() {
   const { state } = useLive();
-  const text = LIVE_TEXT[state];
+  const unreachable = useUnreachable();
+  const text = unreachable ? UNREACHABLE : LIVE_TEXT[state];
   return (
-    <span className={`live live-${state}`} title={text.title} data-testid="live-state">
+    <span
+      className={`live live-${unreachable ? "unreachable" : state}`}
+      title={text.title}
+      data-testid="live-state"
+    >
       <span className="live-dot" aria-hidden="true" />
       {text.label}
     </span>
+  );
+}
+
+function UnreachableBanner() {
+  const unreachable = useUnreachable();
+  const { lastAnswer } = useReach();
+  if (!unreachable) return null;
+  return (
+    <div className="banner banner-warn" role="status" data-testid="unreachable">
+      <p>
+        <strong>The server cannot be reached.</strong>{" "}
+        {lastAnswer === null
+          ? "Nothing could be loaded yet."
+          : `What you see is as of ${formatTime(lastAnswer)} and may be out of date.`}{" "}
+        Retrying by itself; the page refreshes once the server answers.
+      </p>
+    </div>
   );
 }
 
@@ -120,6 +156,7 @@ export function Layout({ route, children }: { route: Route; children: ReactNode 
           </button>
         </div>
       ) : null}
+      <UnreachableBanner />
       <main id="main" ref={main} tabIndex={-1} className="main">
         {children}
       </main>

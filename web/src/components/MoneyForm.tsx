@@ -4,7 +4,7 @@ import { describeError } from "../api/problems";
 import { type MoveKind, useMoveMoney } from "../api/queries";
 import { ApiError } from "../api/client";
 import { newKey } from "../lib/ids";
-import { checkAmount } from "../lib/money";
+import { checkAmount, withUnits } from "../lib/money";
 
 const WORDS: Record<MoveKind, { title: string; verb: string; busy: string; done: string }> = {
   deposit: { title: "Deposit", verb: "Deposit", busy: "Depositing…", done: "Deposited" },
@@ -17,13 +17,11 @@ export function MoneyForm({
   kind,
   currency,
   units,
-  closed,
 }: {
   accountId: string;
   kind: MoveKind;
   currency: string;
   units: number | null;
-  closed: boolean;
 }) {
   const words = WORDS[kind];
   const move = useMoveMoney(accountId, kind);
@@ -49,7 +47,7 @@ export function MoneyForm({
       { amount: checked.value, description: description.trim(), key: newKey() },
       {
         onSuccess: () => {
-          setDone(`${words.done} ${checked.value} ${currency}.`);
+          setDone(`${words.done} ${withUnits(checked.value, units)} ${currency}.`);
           setAmount("");
           setDescription("");
         },
@@ -82,7 +80,6 @@ export function MoneyForm({
           inputMode="decimal"
           autoComplete="off"
           value={amount}
-          disabled={closed}
           aria-invalid={amountMessage ? true : undefined}
           aria-describedby={describedBy}
           onChange={(e) => setAmount(e.target.value)}
@@ -106,11 +103,10 @@ export function MoneyForm({
           autoComplete="off"
           maxLength={500}
           value={description}
-          disabled={closed}
           onChange={(e) => setDescription(e.target.value)}
         />
       </div>
-      <button type="submit" className="button button-primary" disabled={closed || move.isPending}>
+      <button type="submit" className="button button-primary" disabled={move.isPending}>
         {move.isPending ? words.busy : words.verb}
       </button>
       {formMessage ? (

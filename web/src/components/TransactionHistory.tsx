@@ -1,16 +1,50 @@
-import { useTransactions } from "../api/queries";
+import { useState } from "react";
+
+import { describeError } from "../api/problems";
+import { allTransactions, useTransactions } from "../api/queries";
+import { download, transactionsCsv } from "../lib/csv";
+import { formatDateTime } from "../lib/time";
 import { Money } from "./Money";
 import { Empty, ErrorNotice, Loading } from "./Notice";
-import { formatDateTime } from "../lib/time";
+
+/** Every transaction (not only the pages shown) as a CSV file. */
+function ExportCsv({ accountId, currency }: { accountId: string; currency: string }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const run = async (): Promise<void> => {
+    setBusy(true);
+    setError(null);
+    try {
+      download(`transactions-${accountId}.csv`, transactionsCsv(await allTransactions(accountId), currency));
+    } catch (failure) {
+      setError(describeError(failure));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="export">
+      <button type="button" className="button button-small" disabled={busy} onClick={() => void run()}>
+        {busy ? "Preparing CSV…" : "Download CSV"}
+      </button>
+      {error ? (
+        <p className="form-error" role="alert">
+          {error}
+        </p>
+      ) : null}
+    </div>
+  );
+}
 
 export function TransactionHistory({ accountId, currency }: { accountId: string; currency: string }) {
   const query = useTransactions(accountId);
   if (query.isPending) return <Loading>Loading transactions…</Loading>;
-  if (query.isError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
+  if (query.isLoadingError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
   const items = query.data.pages.flatMap((page) => page.items);
   if (items.length === 0) return <Empty>No deposits or withdrawals yet.</Empty>;
   return (
     <>
+      <ExportCsv accountId={accountId} currency={currency} />
       <div className="table-wrap">
         <table className="table table-history">
           <caption className="sr-only">Transactions, newest first</caption>

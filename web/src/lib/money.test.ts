@@ -1,4 +1,4 @@
-import { checkAmount, checkBound, compareDecimal, minorUnitsOf } from "./money";
+import { checkAmount, checkBound, compareDecimal, minorUnitsOf, withUnits } from "./money";
 
 describe("compareDecimal", () => {
   it("compares decimal strings exactly, beyond what a float can hold", () => {
@@ -50,5 +50,16 @@ describe("checkBound", () => {
     expect(checkBound("100.5")).toEqual({ ok: true, value: "100.5" });
     expect(checkBound("-1")).toMatchObject({ ok: false });
     expect(checkBound("1,5")).toEqual({ ok: false, message: "Use a dot for decimals, e.g. 100.50." });
+  });
+});
+
+describe("withUnits", () => {
+  it("writes an amount with the currency's decimals, as the ledger echoes it", () => {
+    expect(withUnits("10", 2)).toBe("10.00");
+    expect(withUnits("10.5", 2)).toBe("10.50");
+    expect(withUnits("10.25", 2)).toBe("10.25");
+    expect(withUnits("1.5", 3)).toBe("1.500");
+    expect(withUnits("500", 0)).toBe("500");
+    expect(withUnits("7", null)).toBe("7");
   });
 });

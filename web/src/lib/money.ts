@@ -84,3 +84,13 @@ export function checkBound(raw: string): Checked {
 export function toChartNumber(amount: string): number {
   return Number(amount);
 }
+
+/**
+ * ``amount`` written with the currency's ``units`` decimals, as the ledger shows it:
+ * "10" becomes "10.00" in EUR. Text only (padding zeros), never arithmetic.
+ */
+export function withUnits(amount: string, units: number | null): string {
+  if (units === null || units === 0) return amount;
+  const [whole = "0", fraction = ""] = amount.split(".");
+  return fraction.length >= units ? amount : `${whole}.${fraction.padEnd(units, "0")}`;
+}

@@ -5,14 +5,16 @@
 import { useSyncExternalStore } from "react";
 
 export type Route =
-  | { name: "accounts" }
+  /** ``query``: the list's filters, as the hash carries them ("currency=EUR&order=desc"). */
+  | { name: "accounts"; query?: string }
   | { name: "account"; id: string }
   | { name: "operations" }
   | { name: "not-found"; path: string };
 
 export function parseRoute(hash: string): Route {
-  const path = hash.replace(/^#/, "").replace(/\/+$/, "") || "/";
-  if (path === "/" || path === "/accounts") return { name: "accounts" };
+  const [rawPath = "", query = ""] = hash.replace(/^#/, "").split("?", 2);
+  const path = rawPath.replace(/\/+$/, "") || "/";
+  if (path === "/" || path === "/accounts") return query ? { name: "accounts", query } : { name: "accounts" };
   if (path === "/operations") return { name: "operations" };
   const match = /^\/accounts\/([^/]+)$/.exec(path);
   if (match?.[1]) return { name: "account", id: decodeURIComponent(match[1]) };
@@ -22,7 +24,7 @@ export function parseRoute(hash: string): Route {
 export function href(route: Route): string {
   switch (route.name) {
     case "accounts":
-      return "#/";
+      return route.query ? `#/?${route.query}` : "#/";
     case "account":
       return `#/accounts/${encodeURIComponent(route.id)}`;
     case "operations":
@@ -30,6 +32,17 @@ export function href(route: Route): string {
     case "not-found":
       return `#${route.path}`;
   }
+}
+
+let lastListQuery = "";
+
+/** The list's filters last shown, so "All accounts" goes back to the same list. */
+export function rememberListQuery(query: string): void {
+  lastListQuery = query;
+}
+
+export function listRoute(): Route {
+  return lastListQuery ? { name: "accounts", query: lastListQuery } : { name: "accounts" };
 }
 
 export function navigate(route: Route): void {

@@ -5,6 +5,7 @@ const precise = new Intl.DateTimeFormat(undefined, {
   dateStyle: "medium",
   timeStyle: "medium",
 });
+const clock = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
 
 function parse(iso: string | null | undefined): Date | null {
@@ -47,4 +48,9 @@ export function formatDuration(seconds: number | null | undefined): string {
   if (seconds < 120) return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
   if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
   return `${Math.round(seconds / 3600)} h`;
+}
+
+/** A moment's time of day (ms since the epoch), as in "as of 10:42:07". */
+export function formatTime(ms: number): string {
+  return clock.format(new Date(ms));
 }

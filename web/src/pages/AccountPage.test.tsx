@@ -72,27 +72,41 @@ function ledger(start: Partial<Account> = {}) {
         ],
         nextCursor: null,
       }),
-    "GET /api/query/accounts/:id/state": (call) =>
-      json({
+    "GET /api/query/accounts/:id/state": (call) => {
+      const asOf = call.query.get("asOf");
+      if (asOf !== null && asOf < (state.openedAt ?? "")) {
+        return problem(404, "account-not-found", "Unknown account", "no account then");
+      }
+      // A moment lands on version 2 (the deposit) in this ledger.
+      const version = call.query.get("version") ?? "2";
+      return json({
         accountId: ACCOUNT_ID,
-        version: Number(call.query.get("version")),
+        version: Number(version),
         ownerName: "Alan Turing",
         currency: "EUR",
-        currentBalance: call.query.get("version") === "1" ? "0.00" : "42.00",
+        currentBalance: version === "1" ? "0.00" : "42.00",
         status: "open",
-        transactionCount: Number(call.query.get("version")) - 1,
-      }),
+        transactionCount: Number(version) - 1,
+        asOf,
+      });
+    },
     "POST /api/command/accounts/:id/deposit": (call) =>
       move("deposit", (call.body as { amount: string }).amount),
     "POST /api/command/accounts/:id/withdraw": (call) =>
       move("withdraw", (call.body as { amount: string }).amount),
-    "POST /api/command/accounts/:id/close": () =>
-      problem(422, "account-not-empty", "Account not empty", "still holds money", {
-        balance: state.currentBalance,
-        currency: state.currency,
-      }),
+    "POST /api/command/accounts/:id/close": () => {
+      if (Number(state.currentBalance) !== 0) {
+        return problem(422, "account-not-empty", "Account not empty", "still holds money", {
+          balance: state.currentBalance,
+          currency: state.currency,
+        });
+      }
+      position += 1;
+      state = { ...state, status: "closed", version: state.version + 1 };
+      return json({ accountId: ACCOUNT_ID, version: state.version, position, checkpoint: `0.${position}` });
+    },
   });
-  return { api, current: () => state };
+  return { api, current: () => state, history };
 }
 
 function balanceCard(): HTMLElement {
@@ -162,13 +176,25 @@ describe("AccountPage", () => {
     expect(api.find("POST", /deposit$/)).toHaveLength(0);
   });
 
-  it("disables the forms of a closed account and says why", async () => {
+  it("shows a closed account without forms that could not be used", async () => {
     ledger({ status: "closed", currentBalance: "0.00" });
     renderApp(<AccountPage id={ACCOUNT_ID} />);
     await screen.findByRole("heading", { level: 1, name: /Alan Turing/ });
-    expect(screen.getAllByText(/This account is closed/)[0]).toBeInTheDocument();
-    expect(within(form("Deposit")).getByRole("button", { name: "Deposit" })).toBeDisabled();
-    expect(within(form("Withdraw")).getByLabelText("Amount (EUR)")).toBeDisabled();
+    expect(screen.getByText(/This account is closed: it takes no more/)).toBeInTheDocument();
+    expect(screen.queryByRole("form", { name: "Deposit" })).not.toBeInTheDocument();
+    expect(screen.queryByRole("form", { name: "Withdraw" })).not.toBeInTheDocument();
+    expect(screen.queryByRole("button", { name: /Close account/ })).not.toBeInTheDocument();
+  });
+
+  it("echoes an amount in the currency's format", async () => {
+    ledger();
+    const user = userEvent.setup();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("heading", { level: 1, name: /Alan Turing/ });
+    const deposit = form("Deposit");
+    await user.type(within(deposit).getByLabelText("Amount (EUR)"), "10");
+    await user.click(within(deposit).getByRole("button", { name: "Deposit" }));
+    expect(await within(deposit).findByRole("status")).toHaveTextContent("Deposited 10.00 EUR.");
   });
 
   it("draws the balance over time and moves the time-travel slider to an older version", async () => {
@@ -200,15 +226,35 @@ describe("AccountPage", () => {
     expect(timeline).toHaveTextContent("req-7");
   });
 
-  it("asks before closing and shows the ledger's refusal while money remains", async () => {
-    ledger();
+  it("keeps the close button disabled, with the reason, while money remains", async () => {
+    const { api } = ledger();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    const close = await screen.findByRole("button", { name: "Close account…" });
+    expect(close).toBeDisabled();
+    expect(close).toHaveAccessibleDescription(
+      "The account still holds 42.00 EUR: withdraw it all first, since the ledger closes only empty accounts.",
+    );
+    expect(api.find("POST", /close$/)).toHaveLength(0);
+  });
+
+  it("withdraws the rest, asks before closing, then shows the account closed with no forms left", async () => {
+    const { api } = ledger();
     const user = userEvent.setup();
     renderApp(<AccountPage id={ACCOUNT_ID} />);
-    await user.click(await screen.findByRole("button", { name: "Close account…" }));
+    await screen.findByRole("heading", { level: 1, name: /Alan Turing/ });
+    const withdraw = form("Withdraw");
+    await user.type(within(withdraw).getByLabelText("Amount (EUR)"), "42");
+    await user.click(within(withdraw).getByRole("button", { name: "Withdraw" }));
+    expect(await within(withdraw).findByRole("status")).toHaveTextContent("Withdrew 42.00 EUR.");
+    const close = await screen.findByRole("button", { name: "Close account…" });
+    await waitFor(() => expect(close).toBeEnabled());
+    await user.click(close);
     await user.click(screen.getByRole("button", { name: "Yes, close it" }));
-    expect(await screen.findByRole("alert")).toHaveTextContent(
-      "The account still holds 42.00 EUR: withdraw it all before closing the account.",
-    );
+    expect(await screen.findByText(/This account is closed: it takes no more/)).toBeInTheDocument();
+    expect(screen.queryByRole("form", { name: "Withdraw" })).not.toBeInTheDocument();
+    expect(screen.queryByText("Withdrew 42.00 EUR.")).not.toBeInTheDocument(); // no stale success
+    expect(screen.getByText(/Its history stays in the log/)).toBeInTheDocument();
+    expect(api.find("POST", /close$/)).toHaveLength(1);
   });
 
   it("shows a change pushed over the live stream without a reload, and announces it", async () => {
@@ -225,12 +271,114 @@ describe("AccountPage", () => {
     expect(screen.getByTestId("live-announcer")).toHaveTextContent("Alan Turing: balance now 99.00 EUR.");
   });
 
-  it("says so when no account has the id", async () => {
-    fakeApi({
+  it("says so when no account has the id, having asked once", async () => {
+    const api = fakeApi({
       "GET /api/query/accounts/:id": () => problem(404, "account-not-found", "Unknown account", "no account"),
     });
     renderApp(<AccountPage id="nope" />);
     expect(await screen.findByRole("heading", { name: "No such account" })).toBeInTheDocument();
     expect(screen.getByRole("alert")).toHaveTextContent("No account has this id.");
+    expect(api.calls.map((c) => c.path)).toEqual(["/api/query/accounts/nope"]);
+  });
+
+  it("refetches once per command: the live event of the same write starts nothing more", async () => {
+    const { api } = ledger();
+    const user = userEvent.setup();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("table", { name: /Transactions/ });
+    await screen.findByRole("img", { name: /Balance over time/ });
+    const before = api.calls.length;
+    const deposit = form("Deposit");
+    await user.type(within(deposit).getByLabelText("Amount (EUR)"), "8");
+    await user.click(within(deposit).getByRole("button", { name: "Deposit" }));
+    await within(deposit).findByText("Deposited 8.00 EUR.");
+    act(() => {
+      FakeEventSource.latest().emit("account", account({ currentBalance: "50.00", version: 3 }), "0.21");
+    });
+    await waitFor(() =>
+      expect(screen.getByRole("img", { name: /Balance over time/ })).toHaveAttribute("data-points", "3"),
+    );
+    const after = api.calls.slice(before).map((c) => `${c.method} ${c.path}?${c.query.toString()}`);
+    const reads = after.filter((c) => c.startsWith("GET"));
+    expect(reads.filter((c) => c.includes(`/accounts/${ACCOUNT_ID}?`))).toHaveLength(1);
+    expect(reads.filter((c) => c.includes("/transactions?order=desc&limit=25"))).toHaveLength(1);
+    expect(reads.filter((c) => c.includes("/events?"))).toHaveLength(1);
+    // The chart gets the one new transaction, not its whole series again.
+    expect(reads.filter((c) => c.includes("order=asc"))).toHaveLength(0);
+    expect(reads.filter((c) => c.includes("/transactions?order=desc&limit=1&"))).toHaveLength(1);
+  });
+
+  it("refreshes only what a live event touched", async () => {
+    const { api } = ledger();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("table", { name: /Transactions/ });
+    await screen.findByRole("img", { name: /Balance over time/ });
+    await screen.findByRole("list", { name: /Events/ });
+    const before = api.calls.length;
+    // Closed elsewhere: a new version, no money moved.
+    act(() => {
+      FakeEventSource.latest().emit("account", account({ status: "closed", version: 3 }), "0.30");
+    });
+    await screen.findByText(/This account is closed: it takes no more/);
+    await waitFor(() => expect(api.calls.length).toBeGreaterThan(before));
+    const reads = api.calls.slice(before).map((c) => c.path);
+    expect(reads).toEqual([`/api/query/accounts/${ACCOUNT_ID}/events`]);
+  });
+
+  it("lists the events newest first", async () => {
+    const { api } = ledger();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("list", { name: "Events, newest first" });
+    expect(api.find("GET", /\/events$/)[0]?.query.get("order")).toBe("desc");
+  });
+
+  it("travels to a moment: the state then, and the slider at its version", async () => {
+    const { api } = ledger({ version: 3, transactionCount: 2, currentBalance: "52.00" });
+    const user = userEvent.setup();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("img", { name: /Balance over time/ });
+    const field = screen.getByLabelText("Or go to a moment");
+    fireEvent.change(field, { target: { value: "2026-01-02T10:30:00" } });
+    await user.click(screen.getByRole("button", { name: "Go" }));
+    expect(await screen.findByTestId("time-travel-when")).toHaveTextContent("the account was at version 2");
+    const asked = api.find("GET", /\/state$/)[0];
+    expect(asked?.query.get("asOf")).toBe(new Date("2026-01-02T10:30:00").toISOString());
+    expect(screen.getByRole("slider", { name: "Time travel" })).toHaveValue("2");
+    expect(screen.getByTestId("time-travel-state")).toHaveTextContent("42.00 EUR");
+  });
+
+  it("says when the moment is before the account was opened", async () => {
+    ledger();
+    const user = userEvent.setup();
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("img", { name: /Balance over time/ });
+    fireEvent.change(screen.getByLabelText("Or go to a moment"), { target: { value: "2020-01-01T00:00" } });
+    await user.click(screen.getByRole("button", { name: "Go" }));
+    expect(await screen.findByTestId("time-travel-when")).toHaveTextContent("the account did not exist yet");
+  });
+
+  it("exports every transaction as CSV", async () => {
+    ledger();
+    const user = userEvent.setup();
+    const blobs: Blob[] = [];
+    // jsdom has no object URLs: these two stand in for the browser's, for this test only.
+    Object.defineProperty(URL, "createObjectURL", {
+      configurable: true,
+      value: (blob: Blob) => (blobs.push(blob), "blob:csv"),
+    });
+    Object.defineProperty(URL, "revokeObjectURL", { configurable: true, value: () => undefined });
+    const clicked = vi.spyOn(HTMLAnchorElement.prototype, "click").mockImplementation(() => undefined);
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await user.click(await screen.findByRole("button", { name: "Download CSV" }));
+    await waitFor(() => expect(clicked).toHaveBeenCalled());
+    const text = await new Promise<string>((resolve) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result));
+      reader.readAsText(blobs[0] as Blob);
+    });
+    expect(text.split("\r\n")[1]).toBe("2,2026-01-02T10:00:00Z,deposit,42.00,EUR,42.00,salary,event-2,11");
+    clicked.mockRestore();
+    Reflect.deleteProperty(URL, "createObjectURL");
+    Reflect.deleteProperty(URL, "revokeObjectURL");
   });
 });

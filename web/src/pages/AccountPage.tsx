@@ -13,12 +13,12 @@ import { ErrorNotice, Loading } from "../components/Notice";
 import { TimeTravel } from "../components/TimeTravel";
 import { TransactionHistory } from "../components/TransactionHistory";
 import { minorUnitsOf } from "../lib/money";
-import { href } from "../lib/router";
+import { href, listRoute } from "../lib/router";
 import { formatDateTime, formatRelative } from "../lib/time";
 
 function Back() {
   return (
-    <a className="back" href={href({ name: "accounts" })}>
+    <a className="back" href={href(listRoute())}>
       ← All accounts
     </a>
   );
@@ -26,7 +26,8 @@ function Back() {
 
 export function AccountPage({ id }: { id: string }) {
   const account = useAccount(id);
-  const series = useBalanceSeries(id);
+  // Asked for once the account is known: an unknown id is asked about once, not per panel.
+  const series = useBalanceSeries(id, account.isSuccess);
   const { recent } = useLive();
   const [travel, setTravel] = useState<number | null>(null);
 
@@ -66,7 +67,7 @@ export function AccountPage({ id }: { id: string }) {
       </div>
     );
   }
-  if (account.isError) {
+  if (account.isLoadingError) {
     const missing = account.error instanceof ApiError && account.error.status === 404;
     return (
       <div className="page">
@@ -127,30 +128,19 @@ export function AccountPage({ id }: { id: string }) {
           </h2>
           {closed ? (
             <p className="notice">This account is closed: it takes no more deposits or withdrawals.</p>
-          ) : null}
-          <div className="money-forms">
-            <MoneyForm
-              accountId={a.accountId}
-              kind="deposit"
-              currency={a.currency}
-              units={units}
-              closed={closed}
-            />
-            <MoneyForm
-              accountId={a.accountId}
-              kind="withdraw"
-              currency={a.currency}
-              units={units}
-              closed={closed}
-            />
-          </div>
+          ) : (
+            <div className="money-forms">
+              <MoneyForm accountId={a.accountId} kind="deposit" currency={a.currency} units={units} />
+              <MoneyForm accountId={a.accountId} kind="withdraw" currency={a.currency} units={units} />
+            </div>
+          )}
         </section>
 
         <section className="card" aria-labelledby="chart-title">
           <h2 id="chart-title" className="card-title">
             Balance over time
           </h2>
-          {series.isError ? (
+          {series.isLoadingError ? (
             <ErrorNotice error={series.error} onRetry={() => void series.refetch()} />
           ) : series.isPending ? (
             <Loading>Loading the history…</Loading>

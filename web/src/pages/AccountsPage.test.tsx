@@ -62,8 +62,11 @@ describe("AccountsPage", () => {
     renderApp(<AccountsPage />);
     const table = await screen.findByRole("table", { name: /accounts/i });
     const rows = within(table).getAllByRole("row").slice(1);
-    expect(rows).toHaveLength(2);
-    const grace = rows[1] as HTMLElement;
+    // Grouped by currency (no currency chosen): a heading row, then its accounts.
+    expect(rows.map((r) => r.className === "group-row")).toEqual([true, false, true, false]);
+    expect(rows[2]).toHaveTextContent("USD");
+    const grace = rows[3] as HTMLElement;
+    expect(grace).toHaveTextContent("01a2185b-1d9c-728b-a2f4-000000000002"); // the id column
     expect(within(grace).getByRole("link", { name: "Grace Hopper" })).toHaveAttribute(
       "href",
       "#/accounts/01a2185b-1d9c-728b-a2f4-000000000002",
@@ -72,7 +75,7 @@ describe("AccountsPage", () => {
     expect(grace).toHaveTextContent("USD");
     expect(grace).toHaveTextContent("4");
     expect(grace).toHaveTextContent("Closed");
-    expect(within(rows[0] as HTMLElement).getByText(/ago|yesterday|Jan/)).toHaveAttribute(
+    expect(within(rows[1] as HTMLElement).getByText(/ago|yesterday|Jan/)).toHaveAttribute(
       "datetime",
       "2026-01-02T10:00:00Z",
     );
@@ -102,12 +105,63 @@ describe("AccountsPage", () => {
     renderApp(<AccountsPage />);
     await screen.findByRole("table");
     const before = api.find("GET", "/api/query/accounts").length;
+    await user.selectOptions(await screen.findByLabelText("Currency"), "EUR");
     await user.type(screen.getByLabelText("Min balance"), "100");
     await user.type(screen.getByLabelText("Max balance"), "99.99");
     await user.click(screen.getByRole("button", { name: "Apply" }));
     expect(await screen.findByRole("alert")).toHaveTextContent("The maximum is below the minimum.");
     expect(screen.getByLabelText("Max balance")).toHaveAttribute("aria-invalid", "true");
     expect(api.find("GET", "/api/query/accounts")).toHaveLength(before);
+  });
+
+  it("refuses a balance range without a currency, without asking the API", async () => {
+    const api = server();
+    const user = userEvent.setup();
+    renderApp(<AccountsPage />);
+    await screen.findByRole("table");
+    const before = api.find("GET", "/api/query/accounts").length;
+    await user.type(screen.getByLabelText("Min balance"), "100");
+    await user.click(screen.getByRole("button", { name: "Apply" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("Choose a currency to filter by balance");
+    expect(api.find("GET", "/api/query/accounts")).toHaveLength(before);
+  });
+
+  it("keeps search, currency, range and order in the URL, and reads them back from it", async () => {
+    const api = server();
+    const user = userEvent.setup();
+    renderApp(<AccountsPage />);
+    await screen.findByRole("table");
+    await user.type(screen.getByLabelText("Search"), " grace ");
+    await user.selectOptions(screen.getByLabelText("Currency"), "USD");
+    await user.selectOptions(screen.getByLabelText("Order"), "desc");
+    await user.type(screen.getByLabelText("Min balance"), "5");
+    await user.click(screen.getByRole("button", { name: "Apply" }));
+    await waitFor(() =>
+      expect(window.location.hash).toBe("#/?search=grace&currency=USD&minBalance=5&order=desc"),
+    );
+    await waitFor(() => {
+      const last = api.find("GET", "/api/query/accounts").at(-1);
+      expect(last?.query.get("search")).toBe("grace");
+      expect(last?.query.get("order")).toBe("desc");
+      expect(last?.query.get("currency")).toBe("USD");
+      expect(last?.query.get("minBalance")).toBe("5");
+    });
+    const table = screen.getByRole("table", { name: /highest balance first/ });
+    expect(within(table).queryByText("USD", { selector: ".group-row th" })).not.toBeInTheDocument();
+  });
+
+  it("opens with the filters of the URL and fetches the list and the totals once", async () => {
+    window.location.hash = "#/?currency=EUR&maxBalance=50&search=ada";
+    const api = server();
+    renderApp(<AccountsPage />);
+    await screen.findByRole("table");
+    expect(screen.getByLabelText("Search")).toHaveValue("ada");
+    expect(screen.getByLabelText("Max balance")).toHaveValue("50");
+    await waitFor(() => expect(screen.getByLabelText("Currency")).toHaveValue("EUR"));
+    const lists = api.find("GET", "/api/query/accounts");
+    expect(lists).toHaveLength(1);
+    expect(lists[0]?.query.toString()).toBe("maxBalance=50&currency=EUR&search=ada&limit=25");
+    expect(api.find("GET", "/api/query/totals")).toHaveLength(1);
   });
 
   it("opens an account and goes to its page", async () => {

@@ -1,18 +1,54 @@
-import { type FormEvent, useId, useRef, useState } from "react";
+import { type FormEvent, useEffect, useId, useMemo, useRef, useState } from "react";
 
 import { useLive } from "../api/LiveProvider";
 import { describeError } from "../api/problems";
 import { useAccounts, useOpenAccount, useTotals } from "../api/queries";
-import type { AccountFilters, CurrencyTotal } from "../api/types";
+import type { Account, AccountFilters, CurrencyTotal } from "../api/types";
 import { AccountStatus } from "../components/Badge";
 import { Money } from "../components/Money";
 import { Empty, ErrorNotice, Loading } from "../components/Notice";
 import { newKey } from "../lib/ids";
 import { checkBound, compareDecimal } from "../lib/money";
-import { href, navigate } from "../lib/router";
+import { href, navigate, rememberListQuery, useRoute } from "../lib/router";
 import { formatDateTime, formatRelative } from "../lib/time";
 
-const NO_FILTERS: AccountFilters = { minBalance: "", maxBalance: "", currency: "" };
+const NO_FILTERS: AccountFilters = { minBalance: "", maxBalance: "", currency: "", search: "", order: "asc" };
+
+/**
+ * The list's filters as the URL carries them (#/?currency=EUR&minBalance=10&order=desc),
+ * so a filtered list can be linked, reloaded and gone back to. What is not valid is
+ * dropped, as are balance bounds without a currency (100 is not the same sum in EUR
+ * and JPY).
+ */
+export function filtersOf(query: string | undefined): AccountFilters {
+  const params = new URLSearchParams(query ?? "");
+  const currency = /^[A-Z]{3}$/.test(params.get("currency") ?? "") ? (params.get("currency") ?? "") : "";
+  const bound = (name: string): string => {
+    const checked = checkBound(params.get(name) ?? "");
+    return currency && checked.ok ? checked.value : "";
+  };
+  return {
+    minBalance: bound("minBalance"),
+    maxBalance: bound("maxBalance"),
+    currency,
+    search: (params.get("search") ?? "").trim().slice(0, 200),
+    order: params.get("order") === "desc" ? "desc" : "asc",
+  };
+}
+
+export function queryOf(filters: AccountFilters): string {
+  const params = new URLSearchParams();
+  if (filters.search) params.set("search", filters.search);
+  if (filters.currency) params.set("currency", filters.currency);
+  if (filters.minBalance) params.set("minBalance", filters.minBalance);
+  if (filters.maxBalance) params.set("maxBalance", filters.maxBalance);
+  if (filters.order === "desc") params.set("order", "desc");
+  return params.toString();
+}
+
+function filtered(filters: AccountFilters): boolean {
+  return Boolean(filters.minBalance || filters.maxBalance || filters.currency || filters.search);
+}
 const COMMON_CURRENCIES = [
   "EUR",
   "USD",
@@ -60,9 +96,11 @@ function Filters({
   currencies: string[];
   onChange: (filters: AccountFilters) => void;
 }) {
+  const [search, setSearch] = useState(value.search);
   const [min, setMin] = useState(value.minBalance);
   const [max, setMax] = useState(value.maxBalance);
   const [currency, setCurrency] = useState(value.currency);
+  const [order, setOrder] = useState(value.order);
   const [errors, setErrors] = useState<{ min?: string; max?: string }>({});
   const id = useId();
 
@@ -76,21 +114,60 @@ function Filters({
     if (low.ok && high.ok && low.value && high.value && compareDecimal(low.value, high.value) > 0) {
       next.max = "The maximum is below the minimum.";
     }
+    if (!currency && ((low.ok && low.value) || (high.ok && high.value))) {
+      next.min = "Choose a currency to filter by balance: 100 is not the same sum in EUR and in JPY.";
+    }
     setErrors(next);
     if (next.min || next.max || !low.ok || !high.ok) return;
-    onChange({ minBalance: low.value, maxBalance: high.value, currency });
+    onChange({ minBalance: low.value, maxBalance: high.value, currency, search: search.trim(), order });
   };
 
   const reset = (): void => {
+    setSearch("");
     setMin("");
     setMax("");
     setCurrency("");
+    setOrder("asc");
     setErrors({});
     onChange(NO_FILTERS);
   };
 
   return (
     <form className="filters" onSubmit={submit} aria-label="Filter accounts" noValidate>
+      <div className="field field-search">
+        <label htmlFor={`${id}-search`}>Search</label>
+        <input
+          id={`${id}-search`}
+          type="search"
+          autoComplete="off"
+          maxLength={200}
+          placeholder="Owner name or account id"
+          value={search}
+          onChange={(e) => setSearch(e.target.value)}
+        />
+      </div>
+      <div className="field">
+        <label htmlFor={`${id}-currency`}>Currency</label>
+        <select id={`${id}-currency`} value={currency} onChange={(e) => setCurrency(e.target.value)}>
+          <option value="">All currencies</option>
+          {currencies.map((c) => (
+            <option key={c} value={c}>
+              {c}
+            </option>
+          ))}
+        </select>
+      </div>
+      <div className="field">
+        <label htmlFor={`${id}-order`}>Order</label>
+        <select
+          id={`${id}-order`}
+          value={order}
+          onChange={(e) => setOrder(e.target.value === "desc" ? "desc" : "asc")}
+        >
+          <option value="asc">Lowest balance first</option>
+          <option value="desc">Highest balance first</option>
+        </select>
+      </div>
       <div className="field">
         <label htmlFor={`${id}-min`}>Min balance</label>
         <input
@@ -126,17 +203,6 @@ function Filters({
             {errors.max}
           </p>
         ) : null}
-      </div>
-      <div className="field">
-        <label htmlFor={`${id}-currency`}>Currency</label>
-        <select id={`${id}-currency`} value={currency} onChange={(e) => setCurrency(e.target.value)}>
-          <option value="">All currencies</option>
-          {currencies.map((c) => (
-            <option key={c} value={c}>
-              {c}
-            </option>
-          ))}
-        </select>
       </div>
       <div className="field-actions">
         <button type="submit" className="button button-primary">
@@ -242,29 +308,69 @@ function OpenAccountForm({ onClose }: { onClose: () => void }) {
   );
 }
 
+function AccountRow({ account: a, flash }: { account: Account; flash: boolean }) {
+  return (
+    <tr className={flash ? "flash" : undefined}>
+      <th scope="row" data-label="Owner">
+        <a href={href({ name: "account", id: a.accountId })}>{a.ownerName}</a>
+      </th>
+      <td data-label="Account id">
+        <span className="account-id">{a.accountId}</span>
+      </td>
+      <td className="num" data-label="Balance">
+        <span className="money-amount">{a.currentBalance}</span>
+      </td>
+      <td data-label="Currency">{a.currency}</td>
+      <td className="num" data-label="Transactions">
+        {a.transactionCount}
+      </td>
+      <td data-label="Last activity">
+        <time dateTime={a.lastTransactionDate ?? undefined} title={formatDateTime(a.lastTransactionDate)}>
+          {formatRelative(a.lastTransactionDate)}
+        </time>
+      </td>
+      <td data-label="Status">
+        <AccountStatus status={a.status} />
+      </td>
+    </tr>
+  );
+}
+
+const COLUMNS = 7;
+
+/**
+ * The accounts by balance. Balances in different currencies do not compare, so with
+ * no currency chosen the rows are grouped by currency, each group by balance.
+ */
 function AccountsTable({ filters }: { filters: AccountFilters }) {
   const query = useAccounts(filters);
   const { recent } = useLive();
   if (query.isPending) return <Loading>Loading accounts…</Loading>;
-  if (query.isError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
+  if (query.isLoadingError) return <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />;
   const accounts = query.data.pages.flatMap((page) => page.items);
   if (accounts.length === 0) {
     return (
       <Empty>
-        {filters.minBalance || filters.maxBalance || filters.currency
-          ? "No account matches these filters."
-          : "No accounts yet: open the first one."}
+        {filtered(filters) ? "No account matches these filters." : "No accounts yet: open the first one."}
       </Empty>
     );
   }
+  const order = filters.order === "desc" ? "highest balance first" : "lowest balance first";
+  const groups = new Map<string, Account[]>();
+  for (const a of accounts) groups.set(a.currency, [...(groups.get(a.currency) ?? []), a]);
+  const grouped = filters.currency === "";
   return (
     <>
       <div className="table-wrap">
         <table className="table table-accounts" aria-busy={query.isFetching}>
-          <caption className="sr-only">Accounts, by balance</caption>
+          <caption className="sr-only">
+            Accounts, {order}
+            {grouped ? ", by currency" : ""}
+          </caption>
           <thead>
             <tr>
               <th scope="col">Owner</th>
+              <th scope="col">Account id</th>
               <th scope="col" className="num">
                 Balance
               </th>
@@ -276,33 +382,28 @@ function AccountsTable({ filters }: { filters: AccountFilters }) {
               <th scope="col">Status</th>
             </tr>
           </thead>
-          <tbody>
-            {accounts.map((a) => (
-              <tr key={a.accountId} className={recent.has(a.accountId) ? "flash" : undefined}>
-                <th scope="row" data-label="Owner">
-                  <a href={href({ name: "account", id: a.accountId })}>{a.ownerName}</a>
-                </th>
-                <td className="num" data-label="Balance">
-                  <span className="money-amount">{a.currentBalance}</span>
-                </td>
-                <td data-label="Currency">{a.currency}</td>
-                <td className="num" data-label="Transactions">
-                  {a.transactionCount}
-                </td>
-                <td data-label="Last activity">
-                  <time
-                    dateTime={a.lastTransactionDate ?? undefined}
-                    title={formatDateTime(a.lastTransactionDate)}
-                  >
-                    {formatRelative(a.lastTransactionDate)}
-                  </time>
-                </td>
-                <td data-label="Status">
-                  <AccountStatus status={a.status} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
+          {grouped ? (
+            [...groups.entries()]
+              .sort(([x], [y]) => x.localeCompare(y))
+              .map(([currency, rows]) => (
+                <tbody key={currency} data-currency={currency}>
+                  <tr className="group-row">
+                    <th scope="colgroup" colSpan={COLUMNS}>
+                      {currency}
+                    </th>
+                  </tr>
+                  {rows.map((a) => (
+                    <AccountRow key={a.accountId} account={a} flash={recent.has(a.accountId)} />
+                  ))}
+                </tbody>
+              ))
+          ) : (
+            <tbody>
+              {accounts.map((a) => (
+                <AccountRow key={a.accountId} account={a} flash={recent.has(a.accountId)} />
+              ))}
+            </tbody>
+          )}
         </table>
       </div>
       {query.hasNextPage ? (
@@ -322,11 +423,16 @@ function AccountsTable({ filters }: { filters: AccountFilters }) {
 }
 
 export function AccountsPage() {
-  const [filters, setFilters] = useState<AccountFilters>(NO_FILTERS);
+  const route = useRoute();
+  const query = route.name === "accounts" ? (route.query ?? "") : "";
+  const filters = useMemo(() => filtersOf(query), [query]);
+  useEffect(() => rememberListQuery(query), [query]);
   const [opening, setOpening] = useState(false);
   const totals = useTotals();
   const openButton = useRef<HTMLButtonElement>(null);
-  const currencies = (totals.data?.items ?? []).map((t) => t.currency);
+  const known = (totals.data?.items ?? []).map((t) => t.currency);
+  const currencies =
+    filters.currency && !known.includes(filters.currency) ? [...known, filters.currency] : known;
 
   return (
     <div className="page">
@@ -354,14 +460,20 @@ export function AccountsPage() {
           }}
         />
       ) : null}
-      {totals.isError ? null : <Totals items={totals.data?.items ?? []} />}
+      {totals.isLoadingError ? null : <Totals items={totals.data?.items ?? []} />}
       <section className="card" aria-labelledby="list-title">
         <div className="card-head">
           <h2 id="list-title" className="card-title">
             All accounts
           </h2>
         </div>
-        <Filters value={filters} currencies={currencies} onChange={setFilters} />
+        {/* Keyed by the URL: going back to other filters shows them in the form too. */}
+        <Filters
+          key={query}
+          value={filters}
+          currencies={currencies}
+          onChange={(next) => navigate({ name: "accounts", query: queryOf(next) })}
+        />
         <AccountsTable filters={filters} />
       </section>
     </div>

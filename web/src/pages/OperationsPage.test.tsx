@@ -106,4 +106,33 @@ describe("OperationsPage", () => {
       "Not allowed: this token lacks the 'admin' scope. Use a token with that scope.",
     );
   });
+
+  it("shows a finished rebuild with its final rate, and not one a newer generation replaced", async () => {
+    const done = {
+      state: "done",
+      done: 300,
+      total: 300,
+      eventsPerSecond: 750,
+      etaSeconds: null,
+      error: null,
+    };
+    fakeApi({
+      "GET /api/projections": () =>
+        json({
+          items: [
+            projection({ generation: 2, rebuild: { generation: 2, ...done } }),
+            // Rebuilt since by `eventvault rebuild` in another process: generation 5 serves.
+            projection({ name: "totals", generation: 5, rebuild: { generation: 3, ...done } }),
+          ],
+        }),
+    });
+    renderApp(<OperationsPage />);
+    const accounts = await screen.findByRole("article", { name: "accounts" });
+    expect(within(accounts).getByTestId("rebuild-accounts")).toHaveTextContent(
+      "300 of 300 events at 750 events/s; generation 2 serves",
+    );
+    const totals = screen.getByRole("article", { name: "totals" });
+    expect(within(totals).queryByTestId("rebuild-totals")).not.toBeInTheDocument();
+    expect(totals).toHaveTextContent("5 (schema v1)");
+  });
 });

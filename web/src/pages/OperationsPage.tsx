@@ -12,7 +12,10 @@ function rate(value: number | null): string {
 
 function Rebuild({ projection }: { projection: ProjectionStatus }) {
   const rebuild = useRebuild();
-  const progress = projection.rebuild;
+  // A rebuild this server ran that a newer generation has replaced since (one rebuilt
+  // elsewhere, by `eventvault rebuild`) is history: the card shows what serves.
+  const progress =
+    projection.rebuild && projection.rebuild.generation >= projection.generation ? projection.rebuild : null;
   const running = progress?.state === "running";
   const label = `Rebuild ${projection.name}`;
   return (
@@ -43,7 +46,9 @@ function Rebuild({ projection }: { projection: ProjectionStatus }) {
             {progress.done.toLocaleString()} of {progress.total.toLocaleString()} events
             {progress.state === "running"
               ? ` · ${rate(progress.eventsPerSecond)} · ${formatDuration(progress.etaSeconds)} left`
-              : ""}
+              : progress.state === "done"
+                ? ` at ${rate(progress.eventsPerSecond)}; generation ${progress.generation} serves`
+                : ""}
           </span>
           {progress.error ? (
             <p className="form-error" role="alert">
@@ -152,7 +157,7 @@ export function OperationsPage() {
       </div>
       {query.isPending ? (
         <Loading>Loading projection status…</Loading>
-      ) : query.isError ? (
+      ) : query.isLoadingError ? (
         <ErrorNotice error={query.error} onRetry={() => void query.refetch()} />
       ) : query.data.items.length === 0 ? (
         <Empty>No projection runs against this store.</Empty>

@@ -79,9 +79,17 @@ export class FakeEventSource {
   onerror: ((event: Event) => void) | null = null;
   private listeners = new Map<string, ((event: MessageEvent<string>) => void)[]>();
 
+  /** Whether a new source opens by itself (as a reachable server's stream does). */
+  static autoOpen = true;
+
   constructor(url: string) {
     this.url = url;
     FakeEventSource.instances.push(this);
+    if (FakeEventSource.autoOpen) {
+      queueMicrotask(() => {
+        if (this.readyState === FakeEventSource.CONNECTING) this.open();
+      });
+    }
   }
 
   static latest(): FakeEventSource {
@@ -90,8 +98,9 @@ export class FakeEventSource {
     return last;
   }
 
-  static install(): void {
+  static install({ autoOpen = true }: { autoOpen?: boolean } = {}): void {
     FakeEventSource.instances = [];
+    FakeEventSource.autoOpen = autoOpen;
     vi.stubGlobal("EventSource", FakeEventSource);
   }
 
@@ -104,6 +113,7 @@ export class FakeEventSource {
   }
 
   open(): void {
+    if (this.readyState === FakeEventSource.OPEN) return;
     this.readyState = FakeEventSource.OPEN;
     this.onopen?.(new Event("open"));
   }

@@ -4,6 +4,11 @@ import { afterEach, beforeEach, expect } from "vitest";
 
 import { clearAuthRefusal } from "../api/auth";
 import { forgetWrites } from "../api/client";
+import { resetReach } from "../api/reach";
+
+// findBy* and waitFor wait for a condition; on a busy machine the default second is
+// too short a bound for a page's first render.
+configure({ asyncUtilTimeout: 5000 });
 
 // findBy* and waitFor return as soon as their condition holds; the bound only
 // decides when a test gives up, so it is generous (a loaded machine is slow).
@@ -29,5 +34,6 @@ afterEach(() => {
   window.location.hash = "";
   forgetWrites();
   clearAuthRefusal();
+  resetReach();
   expect(consoleErrors, "console.error was called").toEqual([]);
 });
