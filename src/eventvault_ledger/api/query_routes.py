@@ -26,7 +26,7 @@ from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services
 from eventvault_ledger.domain import Account, format_money
 
-__all__ = ["account_json", "parse_account_id", "parse_place", "router"]
+__all__ = ["READ_HEADERS", "account_json", "parse_account_id", "parse_place", "router"]
 
 router = APIRouter(prefix="/api/query", tags=["queries"], dependencies=[Depends(known_query_only)])
 
@@ -208,6 +208,8 @@ ACCOUNT_VERSION: Final = "X-Account-Version"
 """The account stream's version when the read was made."""
 READ_MODEL_VERSION: Final = "X-Read-Model-Version"
 """The version the read model had of the account (0: none yet)."""
+READ_HEADERS: Final = (READ_SOURCE, ACCOUNT_VERSION, READ_MODEL_VERSION)
+"""The headers that say where a read of one account came from (exposed to cross-origin dashboards)."""
 
 _FROM_LOG: Final = {
     READ_SOURCE: {"description": "log: read from the event log itself", "schema": {"type": "string"}},

@@ -10,6 +10,7 @@ import type {
   Account,
   AccountFilters,
   AccountState,
+  CatchingUp,
   CommandResult,
   CurrencyTotal,
   Page,
@@ -53,6 +54,8 @@ export interface RequestOptions {
   body?: unknown;
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
+  /** Called with the headers of a successful answer, before its body is read. */
+  onHeaders?: (headers: Headers) => void;
 }
 
 export function buildUrl(path: string, query: Query = {}): string {
@@ -120,6 +123,7 @@ export async function request<T>(method: string, path: string, options: RequestO
     throw new ApiError(0, "network", "Cannot reach the server", "check that `eventvault serve` is running");
   }
   if (!response.ok) throw await problemOf(response);
+  options.onHeaders?.(response.headers);
   if (response.status === 204) return undefined as T;
   return (await response.json()) as T;
 }
@@ -139,6 +143,17 @@ export function consistencyToken(): number | null {
 
 export function forgetWrites(): void {
   lastWrite = null;
+}
+
+/** Where a read of one account came from, when the read model trailed its stream; else null. */
+export function catchingUpOf(headers: Headers): CatchingUp | null {
+  const source = headers.get("X-Read-Source");
+  if (source === null || source === "read-model") return null;
+  return {
+    source,
+    accountVersion: Number(headers.get("X-Account-Version") ?? 0),
+    readModelVersion: Number(headers.get("X-Read-Model-Version") ?? 0),
+  };
 }
 
 // -- the endpoints ----------------------------------------------------------------------
@@ -172,8 +187,16 @@ export const api = {
       signal,
     });
   },
-  account(id: string, signal?: AbortSignal): Promise<Account> {
-    return request("GET", account(id), { query: { consistentWith: consistencyToken() }, signal });
+  async account(id: string, signal?: AbortSignal): Promise<Account> {
+    let catchingUp: CatchingUp | null = null;
+    const found = await request<Account>("GET", account(id), {
+      query: { consistentWith: consistencyToken() },
+      signal,
+      onHeaders: (headers) => {
+        catchingUp = catchingUpOf(headers);
+      },
+    });
+    return catchingUp ? { ...found, catchingUp } : found;
   },
   transactions(
     id: string,
