@@ -18,14 +18,15 @@ own :class:`~eventvault_ledger.errors.InvalidAccountId` and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
@@ -34,9 +35,17 @@ import msgspec
 from eventvault.errors import InvalidInput
 from eventvault.repository import Repository
 from eventvault.store.base import EventStore
-from eventvault.store.records import Metadata
+from eventvault.store.records import Metadata, RecordedEvent
 from eventvault_ledger.currencies import minor_units
-from eventvault_ledger.domain import MAX_BALANCE, Account, AccountStatus
+from eventvault_ledger.domain import (
+    MAX_BALANCE,
+    Account,
+    AccountClosed,
+    AccountOpened,
+    AccountStatus,
+    MoneyDeposited,
+    MoneyWithdrawn,
+)
 from eventvault_ledger.errors import InvalidAccountId
 from eventvault_ledger.read_models import BALANCE_KEY_SCALE, BALANCE_KEY_WIDTH
 
@@ -47,14 +56,19 @@ __all__ = [
     "AccountView",
     "AuditEvent",
     "CurrencyTotals",
+    "CurrentAccount",
     "InvalidCursor",
     "InvalidQuery",
     "Page",
     "QuerySource",
+    "ReadSource",
     "TransactionKind",
     "TransactionView",
     "account_events",
+    "caught_up",
     "currency_totals",
+    "current_account",
+    "current_transactions",
     "get_account",
     "list_accounts",
     "state_at",
@@ -299,17 +313,19 @@ def _balance_range(min_balance: object, max_balance: object, where: list[str], p
         params.append(_key_of_bound(high, ROUND_FLOOR))
 
 
-def transactions(
+def transactions(  # noqa: PLR0913 - the options of the listing
     db: QuerySource,
     account_id: str | uuid.UUID,
     *,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
     newest_first: bool = False,
+    through_version: int | None = None,
 ) -> Page[TransactionView]:
     """An account's deposits and withdrawals by version (oldest first unless ``newest_first``).
 
-    An account with no transactions, or unknown to the read model, gives an empty page.
+    ``through_version`` keeps those up to that version of the account. An
+    account with no transactions, or unknown to the read model, gives an empty page.
     """
     aid = _account_id(account_id)
     n = _limit(limit)
@@ -320,6 +336,11 @@ def transactions(
         "SELECT account_id, version, kind, amount, balance_after, description, recorded_at, "
         "event_id, position FROM account_transactions WHERE account_id = ?"
     )
+    if through_version is not None:
+        if isinstance(through_version, bool) or not isinstance(through_version, int):
+            raise InvalidQuery("through_version", f"must be an int, got {through_version!r}")
+        sql += " AND version <= ?"
+        params.append(through_version)
     if cursor is not None:
         sql += " AND version < ?" if newest_first else " AND version > ?"
         params.append(_version_cursor(cursor, "t"))
@@ -361,6 +382,164 @@ def currency_totals(db: QuerySource) -> list[CurrencyTotals]:
         )
         for r in rows
     ]
+
+
+# -- the read model caught up by the log --------------------------------------------------
+
+
+class ReadSource(enum.StrEnum):
+    """Where an answer about one account came from."""
+
+    READ_MODEL = "read-model"
+    """The read model alone: it had the account's latest event."""
+    READ_MODEL_AND_LOG = "read-model+log"
+    """The read model's rows, then the account's later events replayed from the log."""
+    LOG = "log"
+    """The log alone: the read model had nothing of the account yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentAccount:
+    """An account as its stream has it now: the read model's summary moved on by the log's later events.
+
+    The read model is a snapshot of the account at ``read_model_version``; the
+    events recorded after it are read from the log and applied here, as the
+    projection will apply them. So the answer is never older than the stream.
+    """
+
+    account: AccountView
+    """The summary at the stream's latest version."""
+    read_model_version: int
+    """The version the read model's summary was at (0: it had no summary of the account)."""
+    tail: tuple[TransactionView, ...]
+    """The deposits and withdrawals recorded after ``read_model_version``, oldest first."""
+
+    @property
+    def stream_version(self) -> int:
+        """The account stream's version when it was read (the version of ``account``)."""
+        return self.account.version
+
+    @property
+    def source(self) -> ReadSource:
+        """Where the answer came from."""
+        if self.read_model_version >= self.account.version:
+            return ReadSource.READ_MODEL
+        return ReadSource.READ_MODEL_AND_LOG if self.read_model_version else ReadSource.LOG
+
+
+def caught_up(
+    view: AccountView | None, account_id: str, events: Sequence[RecordedEvent]
+) -> tuple[AccountView | None, list[TransactionView]]:
+    """``view`` (None: no summary yet) moved on by the account's later ``events``, oldest first.
+
+    The same fold as the summary projection's, in memory: the summary after the
+    last event, and each deposit or withdrawal with the balance right after it.
+    Events the summary already holds (a version at or below its own) are skipped.
+    """
+    moved: list[TransactionView] = []
+    for e in events:
+        data = e.data
+        if view is not None and e.stream_version <= view.version:
+            continue
+        when = e.recorded_at.astimezone(UTC)
+        if isinstance(data, AccountOpened):
+            view = AccountView(
+                account_id=account_id,
+                owner_name=data.owner_name,
+                currency=data.currency,
+                balance=Decimal(0),
+                transaction_count=0,
+                last_transaction_at=None,
+                status=AccountStatus.OPEN,
+                version=e.stream_version,
+                opened_at=when,
+            )
+            continue
+        if view is None:
+            break  # a stream that does not start with AccountOpened is no account
+        if isinstance(data, MoneyDeposited | MoneyWithdrawn):
+            deposit = isinstance(data, MoneyDeposited)
+            balance = view.balance + data.amount if deposit else view.balance - data.amount
+            moved.append(
+                TransactionView(
+                    account_id=account_id,
+                    version=e.stream_version,
+                    kind=TransactionKind.DEPOSIT if deposit else TransactionKind.WITHDRAWAL,
+                    amount=data.amount,
+                    balance_after=balance,
+                    description=data.description,
+                    recorded_at=when,
+                    event_id=e.event_id,
+                    position=e.position,
+                )
+            )
+            view = replace(
+                view,
+                balance=balance,
+                transaction_count=view.transaction_count + 1,
+                last_transaction_at=when,
+                version=e.stream_version,
+            )
+        elif isinstance(data, AccountClosed):
+            view = replace(view, status=AccountStatus.CLOSED, version=e.stream_version)
+        else:
+            view = replace(view, version=e.stream_version)
+    return view, moved
+
+
+async def current_account(
+    db: QuerySource, store: EventStore, account_id: str | uuid.UUID
+) -> CurrentAccount | None:
+    """The account as its stream has it now; None if the log has no such account.
+
+    Reads the read model's summary, then the account's events after its version
+    from the log (none, when the read model is current): the read model is never
+    waited for, and its lag never shows.
+    """
+    aid = _account_id(account_id)
+    view = await asyncio.to_thread(get_account, db, aid)
+    known = 0 if view is None else view.version
+    events = await store.read_stream(Account.stream_id_for(aid), from_version=known + 1)
+    latest, tail = caught_up(view, aid, events)
+    if latest is None:
+        return None
+    return CurrentAccount(latest, known, tuple(tail))
+
+
+def current_transactions(
+    db: QuerySource,
+    current: CurrentAccount,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    newest_first: bool = False,
+) -> Page[TransactionView]:
+    """A page of the account's transactions as of ``current``: the read model's, then the log's tail.
+
+    Pages and cursors are those of :func:`transactions`.
+    """
+    n = _limit(limit)
+    aid = current.account.account_id
+    known = current.read_model_version
+    after = None if cursor is None else _version_cursor(cursor, "t")
+    if not newest_first:
+        page = transactions(db, aid, limit=n, cursor=cursor, through_version=known)
+        if page.next_cursor is not None or not current.tail:
+            return page
+        rows = [*page.items, *(t for t in current.tail if after is None or t.version > after)]
+        more = len(rows) > n
+    else:
+        rows = [t for t in reversed(current.tail) if after is None or t.version < after]
+        if known:
+            # One row more than the page holds when the tail fills it: it tells whether more follow.
+            room = max(n - len(rows), 1)
+            older = transactions(db, aid, limit=room, cursor=cursor, newest_first=True, through_version=known)
+            rows.extend(older.items)
+            more = len(rows) > n or older.next_cursor is not None
+        else:
+            more = len(rows) > n
+    items = tuple(rows[:n])
+    return Page(items, _encode_cursor("t", str(items[-1].version)) if more else None)
 
 
 # -- queries of the log -------------------------------------------------------------------

@@ -120,10 +120,16 @@ class Api:
 
     async def account(self, account_id: str, position: int | str | None = None) -> dict[str, Any]:
         """The account's summary, once the read model has passed ``position`` (or a checkpoint)."""
-        params = {} if position is None else {"consistentWith": position}
-        r = await self.get(f"/api/query/accounts/{account_id}", params=params)
+        if position is not None:
+            await self.settled(position)
+        r = await self.get(f"/api/query/accounts/{account_id}")
         assert r.status_code == 200, r.text
         return dict(r.json())
+
+    async def settled(self, position: int | str) -> None:
+        """Wait until the read models have passed ``position`` (a query across accounts waits for it)."""
+        r = await self.get("/api/query/totals", params={"consistentWith": position})
+        assert r.status_code == 200, r.text
 
     @staticmethod
     def latest(answers: list[httpx.Response]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -269,16 +270,12 @@ async def test_consistent_with_on_log_queries_is_checked_but_never_waited_for(ma
 
 
 async def test_a_position_the_read_model_has_not_reached_is_503_then_served_once_it_has(make_api):
-    """With projections stopped, consistentWith is 503 with Retry-After; once a worker catches up, 200."""
+    """Projections stopped: a listing or totals with consistentWith is 503; once a worker catches up, 200."""
     idle = await make_api(run_projections=False, consistency_timeout=0.2)
     account_id = await idle.open()
     position = (await idle.deposit(account_id, "7.00")).json()["position"]
 
-    for url in (
-        f"/api/query/accounts/{account_id}",
-        "/api/query/accounts",
-        f"/api/query/accounts/{account_id}/transactions",
-    ):
+    for url in ("/api/query/accounts", "/api/query/totals"):
         r = await idle.get(url, params={"consistentWith": position})
         api_problem = idle.problem(r, 503, "not-consistent-yet")
         assert r.headers["retry-after"].isdigit(), r.headers
@@ -286,37 +283,127 @@ async def test_a_position_the_read_model_has_not_reached_is_503_then_served_once
 
     await make_api()  # a worker: another server on the same store that runs the projections
 
-    summary = await idle.account(account_id, position)
-    assert summary["currentBalance"] == "7.00"
+    listed = await idle.get("/api/query/accounts", params={"consistentWith": position})
+    assert [a["currentBalance"] for a in listed.json()["items"]] == ["7.00"]
 
 
-async def test_a_position_beyond_the_log_is_503_not_stale_data(make_api):
-    """A position no event has yet cannot be passed: 503, never an answer that may be stale."""
-    api = await make_api(consistency_timeout=0.2)
+SINGLE_ACCOUNT_QUERIES = ("", "/transactions", "/events", "/state")
+ALL_QUERIES = (
+    *(f"/api/query/accounts/{{id}}{s}" for s in SINGLE_ACCOUNT_QUERIES),
+    "/api/query/accounts",
+    "/api/query/totals",
+)
+
+
+async def test_a_position_beyond_the_head_of_the_log_is_422_at_once(make_api):
+    """No event has such a position, and waiting cannot give it one: 422 at once, not a 503 later."""
+    api = await make_api(consistency_timeout=3600)  # a query that waited would hold the test for an hour
     account_id = await api.open()
+    head = (await api.deposit(account_id, "1.00")).json()
 
-    r = await api.get(f"/api/query/accounts/{account_id}", params={"consistentWith": 10_000})
+    async with asyncio.timeout(60):
+        for url in ALL_QUERIES:
+            for token in (head["position"] + 1_000, f"0.{head['position'] + 1_000}"):
+                if api.services.store.scheme == "postgresql" and "." in str(token):
+                    continue  # a PostgreSQL checkpoint names a transaction as well: made below
+                r = await api.get(url.format(id=account_id), params={"consistentWith": token})
+                body = api.problem(r, 422, "validation")
+                assert body["parameter"] == "consistentWith", body
+                assert f"position {head['position']}" in body["detail"], body
+            # A checkpoint of another store: its transaction is not the one of the event at that position.
+            tx, position = head["checkpoint"].split(".")
+            foreign = f"{int(tx) + 7}.{position}"
+            body = api.problem(
+                await api.get(url.format(id=account_id), params={"consistentWith": foreign}),
+                422,
+                "validation",
+            )
+            assert body["parameter"] == "consistentWith", body
 
-    api.problem(r, 503, "not-consistent-yet")
 
-
-async def test_a_read_of_one_account_waits_for_its_own_latest_event(make_api):
-    """Without consistentWith, GET of an account the read model lacks is 503 (it exists), then current."""
+async def test_a_read_of_one_account_is_served_from_the_log_when_the_read_model_has_nothing(make_api):
+    """Projections stopped: the account's summary, history, events and state come from its log, marked so."""
     idle = await make_api(run_projections=False, consistency_timeout=0.2)
     account_id = await idle.open()
     await idle.deposit(account_id, "2.50")
+    await idle.withdraw(account_id, "1.00")
 
-    for suffix in ("", "/transactions"):
+    summary = await idle.get(f"/api/query/accounts/{account_id}")
+    history = await idle.get(f"/api/query/accounts/{account_id}/transactions")
+
+    assert summary.status_code == 200, summary.text
+    assert (summary.json()["currentBalance"], summary.json()["version"]) == ("1.50", 3)
+    assert summary.json()["transactionCount"] == 2
+    assert [t["balanceAfter"] for t in history.json()["items"]] == ["2.50", "1.50"]
+    for r in (summary, history):
+        assert r.headers["x-read-source"] == "log"
+        assert (r.headers["x-account-version"], r.headers["x-read-model-version"]) == ("3", "0")
+    for suffix in ("/events", "/state"):
         r = await idle.get(f"/api/query/accounts/{account_id}{suffix}")
-        idle.problem(r, 503, "not-consistent-yet")
-        assert r.headers["retry-after"].isdigit()
+        assert (r.status_code, r.headers["x-read-source"], r.headers["x-account-version"]) == (
+            200,
+            "log",
+            "3",
+        )
+    # consistentWith is checked, and needs no waiting: the answer already holds every write before it.
+    checked = await idle.get(f"/api/query/accounts/{account_id}", params={"consistentWith": 1})
+    assert checked.json() == summary.json()
 
+
+async def test_a_read_model_that_trails_is_caught_up_from_the_log_and_matches_the_projection(make_api):
+    """The read model stopped at version 2: reads add the log's later events, as the projection will."""
+    worker = await make_api()
+    idle = await make_api(run_projections=False)
+    account_id = await worker.open(currency="JPY")
+    await worker.settled((await worker.deposit(account_id, "1000")).json()["position"])
+    await worker.services.runner.stop()  # the read model holds the account at version 2 from now on
+    answers = [
+        await idle.deposit(account_id, "500"),
+        await idle.withdraw(account_id, "300"),
+        await idle.deposit(account_id, "20"),
+    ]
+    url = f"/api/query/accounts/{account_id}"
+
+    async def reads() -> dict[str, object]:
+        """Everything a client can read of the account, with the transactions in pages both ways."""
+        read: dict[str, object] = {"summary": await idle.get(url)}
+        for order in ("asc", "desc"):
+            pages, params = [], {"limit": 2, "order": order}
+            while True:
+                page = await idle.get(url + "/transactions", params=params)
+                assert page.status_code == 200, page.text
+                pages.append(page)
+                if page.json()["nextCursor"] is None:
+                    break
+                params["cursor"] = page.json()["nextCursor"]
+            read[order] = pages
+        return read
+
+    trailing = await reads()
     await make_api()  # a worker catches the read model up
-    summary = (await idle.get(f"/api/query/accounts/{account_id}")).json()
-    history = (await idle.get(f"/api/query/accounts/{account_id}/transactions")).json()
+    await idle.settled(idle.latest(answers))
+    current = await reads()
 
-    assert (summary["currentBalance"], summary["version"]) == ("2.50", 2)
-    assert [t["balanceAfter"] for t in history["items"]] == ["2.50"]
+    summary = trailing["summary"]
+    assert (summary.json()["currentBalance"], summary.json()["version"]) == ("1220", 5)
+    assert summary.headers["x-read-source"] == "read-model+log"
+    assert (summary.headers["x-account-version"], summary.headers["x-read-model-version"]) == ("5", "2")
+    assert current["summary"].headers["x-read-source"] == "read-model"
+    assert current["summary"].headers["x-read-model-version"] == "5"
+    asc = [t for page in trailing["asc"] for t in page.json()["items"]]
+    desc = [t for page in trailing["desc"] for t in page.json()["items"]]
+    assert [(t["version"], t["balanceAfter"]) for t in asc] == [
+        (2, "1000"),
+        (3, "1500"),
+        (4, "1200"),
+        (5, "1220"),
+    ]
+    assert desc == asc[::-1]
+    assert [t["position"] for t in asc[1:]] == [a.json()["position"] for a in answers]
+    # What the reads built from the log is what the projection wrote, field by field, page by page.
+    assert summary.json() == current["summary"].json()
+    for order in ("asc", "desc"):
+        assert [p.json() for p in trailing[order]] == [p.json() for p in current[order]]
 
 
 async def test_empty_query_parameters_are_the_same_as_none(api):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import uuid
 
 import pytest
 
@@ -151,8 +153,104 @@ async def test_malformed_command_headers_are_422(api, header, value):
         headers={header: value.encode("utf-8") if not value.isascii() else value},
     )
 
-    api.problem(r, 422, "validation")
+    body = api.problem(r, 422, "validation")
+    assert body["parameter"] == header, body
+    assert not _REGEX.search(body["detail"]), body  # words, not the pattern behind them
+    assert body["detail"].startswith(header), body
+    if header == "If-Match":
+        assert 'a version number like "3"' in body["detail"], body
     assert await api.log_size() == size
+
+
+_REGEX = re.compile(r"[\^$\\]|\{\d|\[[^\]]*-")  # ^, $, a backslash, {1, or [a-z]: a pattern's marks
+_SNAKE = re.compile(r"\b[a-z]+_[a-z_]+\b")
+
+# (path after /api/query/accounts, parameters, the parameter to blame, words its detail holds)
+BAD_QUERY_PARAMETERS = [
+    ("", {"limit": "ten"}, "limit", "limit must be a whole number"),
+    ("", {"limit": "0"}, "limit", "limit must be at least 1"),
+    ("", {"limit": "501"}, "limit", "limit must be at most 500"),
+    ("", {"currency": "EURO"}, "currency", "currency must be at most 3 characters"),
+    ("", {"minBalance": "10", "maxBalance": "5"}, "minBalance", "10 is greater than maxBalance 5"),
+    ("", {"maxBalance": "-1"}, "maxBalance", "not an amount"),
+    ("", {"maxBalance": "1" * 41}, "maxBalance", "maxBalance must be at most 40 characters"),
+    ("", {"cursor": "zz"}, "cursor", "not a cursor this listing returned"),
+    ("", {"consistentWith": "soon"}, "consistentWith", "position (or checkpoint) a command returned"),
+    ("/{id}/transactions", {"order": "up"}, "order", "order must be asc or desc"),
+    ("/{id}/transactions", {"limit": "-3"}, "limit", "limit must be at least 1"),
+    ("/{id}/state", {"version": "two"}, "version", "version must be a whole number"),
+    ("/{id}/state", {"version": 1, "asOf": "2030-01-01T00:00:00Z"}, "version", "give version or asOf"),
+    ("/{id}/state", {"asOf": "soon"}, "asOf", "asOf is an ISO 8601 time"),
+    ("/{id}/state", {"asOf": "1" * 65}, "asOf", "asOf must be at most 64 characters"),
+    ("/{id}/events", {"cursor": "x" * 513}, "cursor", "cursor must be at most 512 characters"),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "parameter", "words"), BAD_QUERY_PARAMETERS)
+async def test_a_bad_query_parameter_is_named_as_the_api_spells_it_in_words(
+    api, path, params, parameter, words
+):
+    """422 validation with ``parameter`` in camelCase, and a sentence: no as_of, no query.limit, no regex."""
+    account_id = await api.open()
+
+    r = await api.get("/api/query/accounts" + path.format(id=account_id), params=params)
+
+    body = api.problem(r, 422, "validation")
+    assert body["parameter"] == parameter, body
+    assert words in body["detail"], body
+    assert not _SNAKE.search(body["detail"]), body
+    assert not _REGEX.search(body["detail"]), body
+    assert "query." not in body["detail"], body
+
+
+async def test_an_unknown_query_parameter_or_body_field_is_named(api):
+    """A misspelt parameter is blamed as ``parameter``, an unknown body field as ``field``."""
+    account_id = await api.funded("1.00")
+    size = await api.log_size()
+
+    unknown = api.problem(
+        await api.get("/api/query/accounts", params={"max_balance": "5"}), 422, "validation"
+    )
+    opened = await api.post("/api/command/accounts", json={"ownerName": "A", "currency": "EUR", "balance": 1})
+    deposit = await api.post(f"/api/command/accounts/{account_id}/deposit", json={"amount": "1", "memo": "x"})
+    close = await api.post(f"/api/command/accounts/{account_id}/close", json={"reason": "moving"})
+
+    assert unknown["parameter"] == "max_balance"
+    assert "maxBalance" in unknown["detail"]
+    for r, field in ((opened, "balance"), (deposit, "memo"), (close, "reason")):
+        body = api.problem(r, 422, "validation")
+        assert body["field"] == field, body
+        assert f"unknown field(s): {field!r}" in body["detail"], body
+    assert await api.log_size() == size
+
+
+async def test_close_takes_no_body_or_an_empty_object_and_refuses_anything_else(api):
+    """Close refuses unknown fields and non-objects like the other commands; no body and {} both close."""
+    bare, empty = await api.open(), await api.open()
+    size = await api.log_size()
+
+    for content in (b'{"force": true}', b"[]", b"null", b"{bad"):
+        r = await api.post(f"/api/command/accounts/{bare}/close", content=content, headers=JSON)
+        api.problem(r, 422, "validation")
+    assert await api.log_size() == size
+
+    assert (await api.post(f"/api/command/accounts/{bare}/close")).status_code == 200
+    assert (await api.post(f"/api/command/accounts/{empty}/close", json={})).status_code == 200
+    assert await api.log_size() == size + 2
+
+
+@pytest.mark.parametrize("command", ["deposit", "withdraw", "close"])
+async def test_a_command_on_an_unknown_account_says_no_account_like_the_queries(api, command):
+    """404 account-not-found with the detail the queries give: "no account <id>"."""
+    missing = str(uuid.uuid4())
+    body = {} if command == "close" else {"amount": "1.00"}
+
+    refused = api.problem(
+        await api.post(f"/api/command/accounts/{missing}/{command}", json=body), 404, "account-not-found"
+    )
+    queried = api.problem(await api.get(f"/api/query/accounts/{missing}"), 404, "account-not-found")
+
+    assert refused["detail"] == queried["detail"] == f"no account {missing}"
 
 
 def _junk(rng: random.Random, depth: int = 0) -> object:  # noqa: PLR0911 - one return per kind

@@ -63,9 +63,7 @@ class Server:
                 moved.raise_for_status()
                 position = moved.json()["position"]
             # The read model has it before any page asks (a fresh page knows no position).
-            http.get(
-                f"/api/query/accounts/{account_id}", params={"consistentWith": position}
-            ).raise_for_status()
+            http.get("/api/query/totals", params={"consistentWith": position}).raise_for_status()
         return account_id, position
 
 

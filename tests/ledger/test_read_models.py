@@ -24,11 +24,14 @@ from eventvault.store.records import AppendResult, NewEvent, RecordedEvent
 from eventvault_ledger.domain import Account, AccountStatus, MoneyDeposited
 from eventvault_ledger.errors import InvalidAccountId, UnknownCurrency
 from eventvault_ledger.queries import (
+    CurrentAccount,
     InvalidCursor,
     InvalidQuery,
     TransactionKind,
     account_events,
     currency_totals,
+    current_account,
+    current_transactions,
     get_account,
     list_accounts,
     state_at,
@@ -842,3 +845,72 @@ def test_timestamps_are_fixed_width_utc_text():
     shifted = datetime(2026, 1, 2, 5, 4, 5, 7, tzinfo=timezone(timedelta(hours=2)))
     assert format_timestamp(shifted) == "2026-01-02T03:04:05.000007Z"
     assert datetime.fromisoformat(format_timestamp(shifted)) == shifted
+
+
+# -- the read model caught up by the log ---------------------------------------------------------
+
+
+class Renamed:
+    """A query source over the physical tables of ``names`` (queries name the logical ones)."""
+
+    def __init__(self, db: ReadModels, names: dict[str, str]) -> None:
+        self.db = db
+        self.names = names
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        for logical, physical in self.names.items():
+            sql = re.sub(rf"\b{logical}\b", physical, sql)
+        return self.db.query(sql, params)
+
+
+def walk_history(db: Any, current: CurrentAccount, *, limit: int, newest_first: bool) -> list[Any]:
+    """Every transaction of ``current``, page by page."""
+    seen: list[Any] = []
+    cursor = None
+    while True:
+        page = current_transactions(db, current, limit=limit, cursor=cursor, newest_first=newest_first)
+        assert len(page.items) <= limit
+        seen += page.items
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
+async def test_an_account_caught_up_from_any_version_of_its_read_model_is_what_the_projection_writes(
+    store, repo, tmp_path
+):
+    """With the read model at each version of the account in turn, the summary and every page equal it all."""
+    account_id, _ = await open_account(repo, "Ada", "CLF", "+3.1415", "-0.0001", "+10", "-13.1414", "+2")
+    await empty_and_close(repo, account_id)
+    events = await store.read_stream(Account.stream_id_for(account_id))
+    full, names = fresh_tables(str(tmp_path / "full.db"))
+    try:
+        replay_into(full, names, events, times=1)
+        expected = get_account(Renamed(full, names), account_id)
+        history = list(transactions(Renamed(full, names), account_id, limit=500).items)
+    finally:
+        full.close()
+    assert expected is not None
+    assert (expected.status, expected.version, len(history)) == (AccountStatus.CLOSED, len(events), 6)
+
+    for held in range(len(events) + 1):
+        part, names = fresh_tables(str(tmp_path / f"held-{held}.db"))
+        try:
+            replay_into(part, names, events[:held], times=1)
+            db = Renamed(part, names)
+            current = await current_account(db, store, account_id)
+            assert current is not None
+            assert current.account == expected, held
+            assert current.read_model_version == held
+            assert current.source == (
+                "read-model" if held == len(events) else "read-model+log" if held else "log"
+            )
+            for limit in (1, 2, 4, 500):
+                assert walk_history(db, current, limit=limit, newest_first=False) == history, (held, limit)
+                assert walk_history(db, current, limit=limit, newest_first=True) == history[::-1], (
+                    held,
+                    limit,
+                )
+        finally:
+            part.close()
+    assert await current_account(Renamed(part, names), store, str(uuid.uuid4())) is None

@@ -189,7 +189,8 @@ async def _json_object(request: Request, allowed: frozenset[str]) -> dict[str, A
     unknown = sorted(set(data) - allowed)
     if unknown:
         shown = ", ".join(repr(u[:40]) for u in unknown[:5])
-        raise _invalid(f"unknown field(s): {shown}; expected {', '.join(sorted(allowed))}")
+        expected = f"expected {', '.join(sorted(allowed))}" if allowed else "this command takes none"
+        raise _invalid(f"unknown field(s): {shown}; {expected}", field=unknown[0][:40])
     return data
 
 
@@ -220,7 +221,7 @@ def _if_match(header: str | None) -> int | None:
         return None
     m = _IF_MATCH.fullmatch(header)
     if m is None:
-        raise _invalid('If-Match is the account version, e.g. If-Match: "3"', field="If-Match")
+        raise _invalid('If-Match must be a version number like "3", or *', parameter="If-Match")
     return int(m[1])
 
 
@@ -300,7 +301,9 @@ async def _idempotent(
     if key is None:
         return await handler(None)
     if not _KEY.fullmatch(key):
-        raise _invalid("Idempotency-Key is 1-200 visible ASCII characters", field="Idempotency-Key")
+        raise _invalid(
+            "Idempotency-Key must be 1-200 visible ASCII characters (no spaces)", parameter="Idempotency-Key"
+        )
     keyed = _Keyed(principal, key)
     canonical = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
     request_text = f"{request.method} {request.url.path}\n{request.headers.get('if-match', '')}\n{canonical}"
@@ -611,6 +614,16 @@ async def withdraw(
     summary="Close an account",
     response_model=None,
     responses={200: {"model": CommandResult, "description": "Closed"}, **_COMMAND_ERRORS},
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "additionalProperties": False, "maxProperties": 0}
+                }
+            },
+        }
+    },
 )
 async def close(
     account_id: str,
@@ -619,8 +632,13 @@ async def close(
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> JSONResponse:
-    """Close an account at a zero balance; 422 account-not-empty otherwise, 409 if already closed."""
+    """Close an account at a zero balance; 422 account-not-empty otherwise, 409 if already closed.
+
+    It takes no body, or an empty JSON object: any field is refused, as on the other commands.
+    """
     account_id = parse_account_id(account_id)
+    if (await request.body()).strip():
+        await _json_object(request, frozenset())
     return await _command(
         request,
         principal,

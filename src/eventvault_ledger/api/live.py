@@ -72,7 +72,13 @@ async def _start(services: Services, last_event_id: str | None) -> Checkpoint:
         return place
     found = await services.store.checkpoint_at(place)
     if found is None:
-        raise Problem(422, "validation", "Invalid request", "Last-Event-ID names no event of this stream")
+        raise Problem(
+            422,
+            "validation",
+            "Invalid request",
+            "Last-Event-ID names no event of this stream",
+            parameter="Last-Event-ID",
+        )
     return found
 
 

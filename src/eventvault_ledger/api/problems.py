@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -27,7 +28,14 @@ from eventvault_ledger.errors import (
 )
 from eventvault_ledger.queries import InvalidQuery
 
-__all__ = ["PROBLEM_BASE", "Problem", "install_problem_handlers", "known_query_only", "problem_response"]
+__all__ = [
+    "PROBLEM_BASE",
+    "Problem",
+    "install_problem_handlers",
+    "known_query_only",
+    "problem_response",
+    "validation_problem",
+]
 
 log = logging.getLogger("eventvault_ledger.api")
 
@@ -95,14 +103,16 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
                 extra[name] = str(value)
         return Problem(_ledger_status(exc), exc.code, exc.title, str(exc), **extra)
     if isinstance(exc, AggregateNotFound):
-        return Problem(
-            404, "account-not-found", "Unknown account", str(exc).replace("account-", "account ", 1)
-        )
+        text = str(exc)
+        none = _NO_EVENTS.fullmatch(text)
+        detail = f"no account {none[1]}" if none else text.replace("account-", "account ", 1)
+        return Problem(404, "account-not-found", "Unknown account", detail)
     if isinstance(exc, ConcurrencyError):
         return Problem(409, "concurrent-modification", "The account changed meanwhile", str(exc))
     if isinstance(exc, InvalidQuery):
         name = camel_name(exc.parameter)
-        return Problem(422, "validation", "Invalid request", f"{name}: {exc.detail}", parameter=name)
+        detail = _PYTHON_NAMES.sub(lambda m: camel_name(m[0]), exc.detail)
+        return Problem(422, "validation", "Invalid request", f"{name}: {detail}", parameter=name)
     if isinstance(exc, InvalidInput):
         return Problem(422, "validation", "Invalid request", str(exc))
     if isinstance(exc, StoreUnavailable):
@@ -119,6 +129,11 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
     if isinstance(exc, EventVaultError):
         return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
     return Problem(500, "internal", "Internal error", "the server failed; the request id is in the logs")
+
+
+_NO_EVENTS: Final = re.compile(r"account-(\S+) has no events")
+# The queries' Python parameters that their messages name; the API spells them in camelCase.
+_PYTHON_NAMES: Final = re.compile(r"\b(?:min_balance|max_balance|as_of|newest_first|through_version)\b")
 
 
 def camel_name(name: str) -> str:
@@ -161,12 +176,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors) or "invalid request"
-        return problem_response(Problem(422, "validation", "Invalid request", detail, errors=errors), request)
+        return problem_response(validation_problem(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -187,6 +197,57 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
         return problem_response(problem_from(exc), request)
+
+
+# What a parameter whose form is checked by a pattern must look like, in words.
+_FORMS: Final = {
+    "If-Match": 'If-Match must be a version number like "3" (3 and W/"3" work too), or *',
+    "Idempotency-Key": "Idempotency-Key must be 1-200 visible ASCII characters (no spaces)",
+    "order": "order must be asc or desc",
+}
+_KINDS: Final = {"query": "parameter", "header": "parameter", "path": "parameter", "cookie": "parameter"}
+
+
+def validation_problem(errors: Sequence[Any]) -> Problem:
+    """The problem of FastAPI's validation errors, in words, naming what is to blame.
+
+    Each error becomes a sentence about the parameter (a query parameter, a
+    header, a path segment) or body field by its name in the API, never a
+    regular expression; ``parameter`` or ``field`` names the first one.
+    """
+    described: list[dict[str, str]] = []
+    for error in errors:
+        location = tuple(str(p) for p in error.get("loc", ()))
+        kind = location[0] if location else "body"
+        name = ".".join(location[1:]) or kind
+        member = _KINDS.get(kind, "field")
+        described.append({"location": kind, member: name, "message": _sentence(name, error)})
+    detail = "; ".join(e["message"] for e in described) or "invalid request"
+    problem = Problem(422, "validation", "Invalid request", detail, errors=described)
+    if described:  # the first one to blame, as on every other validation problem
+        problem.extra.update((k, v) for k, v in described[0].items() if k in ("parameter", "field"))
+    return problem
+
+
+def _sentence(name: str, error: Any) -> str:  # noqa: PLR0911 - one sentence per kind of error
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return f"{name} is required"
+    if kind == "string_pattern_mismatch":
+        return _FORMS.get(name, f"{name} is not in the form this API takes (see /openapi.json)")
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{name} must be a whole number"
+    if kind == "greater_than_equal":
+        return f"{name} must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"{name} must be at most {ctx.get('le')}"
+    if kind == "string_too_long":
+        return f"{name} must be at most {ctx.get('max_length')} characters"
+    if kind == "string_too_short":
+        return f"{name} must be at least {ctx.get('min_length')} characters"
+    message = str(error.get("msg", "is invalid"))
+    return f"{name}: {message[:1].lower()}{message[1:]}"
 
 
 _QUERY_NAMES: dict[int, frozenset[str]] = {}

@@ -6,11 +6,11 @@ import asyncio
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from eventvault import Checkpoint, InvalidCheckpoint
+from eventvault import Checkpoint, EventStore, InvalidCheckpoint
 from eventvault_ledger import queries
 from eventvault_ledger.api.problems import Problem, camel_name, known_query_only, parse_account_id
 from eventvault_ledger.api.schemas import (
@@ -26,7 +26,7 @@ from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services
 from eventvault_ledger.domain import Account, format_money
 
-__all__ = ["account_json", "parse_account_id", "parse_place", "router"]
+__all__ = ["READ_HEADERS", "account_json", "parse_account_id", "parse_place", "router"]
 
 router = APIRouter(prefix="/api/query", tags=["queries"], dependencies=[Depends(known_query_only)])
 
@@ -35,8 +35,9 @@ ConsistentWith = Annotated[
     Query(
         alias="consistentWith",
         max_length=64,
-        description="A position (or checkpoint) a command returned: the query waits (bounded) until the "
-        "read model has passed it, else answers 503 with Retry-After.",
+        description="A position (or checkpoint) a command returned. Listings and totals wait (bounded) "
+        "until the read model has passed it, else answer 503 with Retry-After; reads of one account, "
+        "never older than its stream, only check it. One that names no event is 422.",
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
@@ -100,26 +101,56 @@ def parse_place(token: str, name: str) -> int | Checkpoint:
     return checkpoint
 
 
-async def _consistent(services: Services, token: str | None) -> None:
-    """Wait (bounded) until the read models have passed ``token``; 503 if they have not.
+async def _place(services: Services, token: str) -> tuple[int, Checkpoint | None]:
+    """The position and checkpoint of the event ``token`` names (None: committed, not readable yet).
 
-    A position not readable in the log yet is waited for as well: on PostgreSQL a
-    committed event becomes readable only once the transactions before it end.
+    422 if no event has it and waiting cannot give it one: a position beyond the
+    head of the log (or between two events), or a checkpoint of another store.
+    On PostgreSQL a committed event becomes readable only once the transactions
+    before it end: while some are pending, a position ahead of the head may be one.
     """
+    place = parse_place(token, "consistentWith")
+    position = place if isinstance(place, int) else place.position
+    store = services.store
+    found = await store.checkpoint_at(position)
+    if found is None and not await _pending(store):
+        found = await store.checkpoint_at(position)  # it may have become readable meanwhile
+        if found is None:
+            head = await store.head()
+            raise _invalid(
+                "consistentWith",
+                f"consistentWith {token} names no event: the log's head is at position {head.position}; "
+                "pass the position or checkpoint a command returned",
+            )
+    if found is not None and isinstance(place, Checkpoint) and found != place:
+        raise _invalid("consistentWith", f"consistentWith {token} is not a checkpoint of this store")
+    return position, found
+
+
+async def _pending(store: EventStore) -> bool:
+    """Whether the store holds committed events that readers cannot see yet (PostgreSQL's horizon)."""
+    horizon_lag = getattr(store, "read_horizon_lag", None)
+    if horizon_lag is None:
+        return False  # the other stores make an event readable as they commit it
+    lag = await horizon_lag()
+    return int(lag.pending_events) > 0
+
+
+async def _consistent(services: Services, token: str | None) -> None:
+    """Wait (bounded) until the read models have passed ``token``; 503 if they have not."""
     if not token:
         return
-    place = parse_place(token, "consistentWith")
+    position, checkpoint = await _place(services, token)
     timeout = services.settings.consistency_timeout
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    checkpoint = place if isinstance(place, Checkpoint) else None
+    store = services.store
     while checkpoint is None:
-        checkpoint = await services.store.checkpoint_at(cast("int", place))
         remaining = deadline - loop.time()
-        if checkpoint is None:
-            if remaining <= 0:
-                raise _not_consistent(token, timeout)
-            await services.store.wait_for_events(await services.store.head(), timeout=remaining)
+        if remaining <= 0:
+            raise _not_consistent(token, timeout)
+        await store.wait_for_events(await store.head(), timeout=remaining)
+        checkpoint = await store.checkpoint_at(position)
     remaining = max(0.0, deadline - loop.time())
     if not await services.runner.wait_for(checkpoint, timeout=remaining):
         raise _not_consistent(token, timeout)
@@ -135,31 +166,71 @@ def _not_consistent(token: str, timeout: float) -> Problem:
     )
 
 
-async def _current(services: Services, account_id: str) -> dict[str, Any]:
-    """The account's summary, once the read model shows the account's latest event.
+async def _checked(services: Services, token: str | None) -> None:
+    """Check consistentWith on a read of one account, never waiting for it.
 
-    Reads of one account need no consistentWith to see that account's own
-    writes: when the read model trails the account's stream, the query waits
-    for it (briefly). An account the log has and the read model not yet is
-    never answered 404 (it exists): 503 not-consistent-yet if the wait ends.
+    Such a read reflects the account's stream as it is when it is made, so any
+    place a command returned before it has been passed already.
     """
-    view = await account_json(services, account_id)
-    latest = await services.store.read_stream(Account.stream_id_for(account_id), backwards=True, limit=1)
-    if not latest:
-        raise Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")
-    if view is not None and view["version"] >= latest[0].stream_version:
-        return view
-    timeout = min(services.settings.consistency_timeout, _IMPLICIT_WAIT)
-    await services.runner.wait_for(latest[0].checkpoint, timeout=timeout)
-    view = await account_json(services, account_id)
-    if view is None:
-        raise _not_consistent(str(latest[0].position), timeout)
-    return view
+    if token:
+        await _place(services, token)
 
 
-# How long a read of one account waits for its own latest event without being asked
-# to (with consistentWith a query waits the full consistency timeout instead).
-_IMPLICIT_WAIT: Final = 1.0
+def _unknown(account_id: str) -> Problem:
+    return Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")
+
+
+async def _current(services: Services, account_id: str, response: Response) -> queries.CurrentAccount:
+    """The account as its stream has it now, with the headers that say where it came from.
+
+    The read model's summary, moved on by the account's events it does not have
+    yet, read from the log: never older than the stream, never a false 404.
+    """
+    current = await queries.current_account(services.db, services.store, account_id)
+    if current is None:
+        raise _unknown(account_id)
+    _source(response, current.source, current.stream_version, current.read_model_version)
+    return current
+
+
+def _source(
+    response: Response, source: str, stream_version: int, read_model_version: int | None = None
+) -> None:
+    response.headers[READ_SOURCE] = source
+    response.headers[ACCOUNT_VERSION] = str(stream_version)
+    if read_model_version is not None:
+        response.headers[READ_MODEL_VERSION] = str(read_model_version)
+
+
+READ_SOURCE: Final = "X-Read-Source"
+"""Where a read of one account came from: read-model, read-model+log or log."""
+ACCOUNT_VERSION: Final = "X-Account-Version"
+"""The account stream's version when the read was made."""
+READ_MODEL_VERSION: Final = "X-Read-Model-Version"
+"""The version the read model had of the account (0: none yet)."""
+READ_HEADERS: Final = (READ_SOURCE, ACCOUNT_VERSION, READ_MODEL_VERSION)
+"""The headers that say where a read of one account came from (exposed to cross-origin dashboards)."""
+
+_FROM_LOG: Final = {
+    READ_SOURCE: {"description": "log: read from the event log itself", "schema": {"type": "string"}},
+    ACCOUNT_VERSION: {
+        "description": "The account stream's version when the read was made",
+        "schema": {"type": "integer"},
+    },
+}
+_FROM_READ_MODEL: Final = {
+    READ_SOURCE: {
+        "description": "read-model (it had the account's latest event), read-model+log (its rows, then "
+        "the account's later events replayed from the log) or log (it had none of the account yet)",
+        "schema": {"type": "string", "enum": [str(s) for s in queries.ReadSource]},
+    },
+    ACCOUNT_VERSION: _FROM_LOG[ACCOUNT_VERSION],
+    READ_MODEL_VERSION: {
+        "description": "The version the read model had of the account (0: none yet); below "
+        "X-Account-Version, the rest came from the log",
+        "schema": {"type": "integer"},
+    },
+}
 
 
 @router.get(
@@ -208,17 +279,22 @@ async def list_accounts(
     summary="One account",
     response_model=None,
     responses={
-        200: {"model": AccountSummary, "description": "The account"},
+        200: {"model": AccountSummary, "description": "The account", "headers": _FROM_READ_MODEL},
         **problems(401, 403, 404, 422, 503),
     },
 )
 async def get_account(
-    account_id: str, request: Request, _: Reader, consistent_with: ConsistentWith = None
+    account_id: str,
+    request: Request,
+    response: Response,
+    _: Reader,
+    consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
-    """The account's summary from the read model."""
+    """The account's summary: the read model's, moved on by any later events of the account from the log."""
     services = _services(request)
-    await _consistent(services, consistent_with)
-    return await _current(services, parse_account_id(account_id))
+    await _checked(services, consistent_with)
+    current = await _current(services, parse_account_id(account_id), response)
+    return _account(current.account)
 
 
 @router.get(
@@ -226,7 +302,7 @@ async def get_account(
     summary="An account's history with running balance",
     response_model=None,
     responses={
-        200: {"model": TransactionPage, "description": "One page"},
+        200: {"model": TransactionPage, "description": "One page", "headers": _FROM_READ_MODEL},
         **problems(401, 403, 404, 422, 503),
     },
 )
@@ -234,20 +310,24 @@ async def get_transactions(
     account_id: str,
     request: Request,
     _: Reader,
+    response: Response,
     limit: Limit = 100,
     cursor: Cursor = None,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
     consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
-    """Deposits and withdrawals by version, each with the balance right after it."""
+    """Deposits and withdrawals by version, each with the balance right after it.
+
+    The read model's rows, then those of any later events of the account, from the log.
+    """
     services = _services(request)
-    await _consistent(services, consistent_with)
-    account = await _current(services, parse_account_id(account_id))
-    currency = account["currency"]
+    await _checked(services, consistent_with)
+    current = await _current(services, parse_account_id(account_id), response)
+    currency = current.account.currency
     page = await asyncio.to_thread(
-        queries.transactions,
+        queries.current_transactions,
         services.db,
-        account["accountId"],
+        current,
         limit=limit,
         cursor=cursor or None,
         newest_first=order == "desc",
@@ -274,11 +354,15 @@ async def get_transactions(
     "/accounts/{account_id}/events",
     summary="An account's raw events (the audit log)",
     response_model=None,
-    responses={200: {"model": AuditPage, "description": "One page"}, **problems(401, 403, 404, 422)},
+    responses={
+        200: {"model": AuditPage, "description": "One page", "headers": _FROM_LOG},
+        **problems(401, 403, 404, 422),
+    },
 )
 async def get_events(
     account_id: str,
     request: Request,
+    response: Response,
     _: Reader,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -290,17 +374,15 @@ async def get_events(
     The log is always current: consistentWith is checked but never waited for.
     """
     services = _services(request)
-    if consistent_with:
-        parse_place(consistent_with, "consistentWith")
+    await _checked(services, consistent_with)
+    aid = parse_account_id(account_id)
     page = await queries.account_events(
-        services.store,
-        parse_account_id(account_id),
-        limit=limit,
-        cursor=cursor or None,
-        newest_first=order == "desc",
+        services.store, aid, limit=limit, cursor=cursor or None, newest_first=order == "desc"
     )
-    if not page.items and not cursor:
-        raise Problem(404, "account-not-found", "Unknown account", f"no account {account_id}")
+    stream_version = await services.store.stream_version(Account.stream_id_for(aid))
+    if not stream_version:
+        raise _unknown(aid)
+    _source(response, queries.ReadSource.LOG, stream_version)
     return {
         "items": [
             {
@@ -341,13 +423,14 @@ def _moment(text: str) -> datetime:
     summary="An account replayed to a version or a time",
     response_model=None,
     responses={
-        200: {"model": AccountState, "description": "The replayed state"},
+        200: {"model": AccountState, "description": "The replayed state", "headers": _FROM_LOG},
         **problems(401, 403, 404, 422),
     },
 )
 async def get_state(
     account_id: str,
     request: Request,
+    response: Response,
     _: Reader,
     version: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     as_of: Annotated[
@@ -363,12 +446,12 @@ async def get_state(
     The log is always current: consistentWith is checked but never waited for.
     """
     services = _services(request)
-    if consistent_with:
-        parse_place(consistent_with, "consistentWith")
+    await _checked(services, consistent_with)
     when = _moment(as_of) if as_of else None
-    state = await queries.state_at(
-        services.repository, parse_account_id(account_id), version=version, as_of=when
-    )
+    aid = parse_account_id(account_id)
+    state = await queries.state_at(services.repository, aid, version=version, as_of=when)
+    stream_version = await services.store.stream_version(Account.stream_id_for(aid))
+    _source(response, queries.ReadSource.LOG, max(stream_version, state.version))
     return {
         "accountId": state.account_id,
         "version": state.version,

@@ -11,6 +11,7 @@ import type {
   Account,
   AccountFilters,
   AccountState,
+  CatchingUp,
   CommandResult,
   CurrencyTotal,
   Page,
@@ -54,6 +55,8 @@ export interface RequestOptions {
   body?: unknown;
   headers?: Record<string, string>;
   signal?: AbortSignal | undefined;
+  /** Called with the headers of a successful answer, before its body is read. */
+  onHeaders?: (headers: Headers) => void;
 }
 
 export function buildUrl(path: string, query: Query = {}): string {
@@ -125,6 +128,7 @@ export async function request<T>(method: string, path: string, options: RequestO
   if (response.status === 502 || response.status === 504) noteUnreachable();
   else noteAnswered();
   if (!response.ok) throw await problemOf(response);
+  options.onHeaders?.(response.headers);
   if (response.status === 204) return undefined as T;
   return (await response.json()) as T;
 }
@@ -144,6 +148,17 @@ export function consistencyToken(): number | null {
 
 export function forgetWrites(): void {
   lastWrite = null;
+}
+
+/** Where a read of one account came from, when the read model trailed its stream; else null. */
+export function catchingUpOf(headers: Headers): CatchingUp | null {
+  const source = headers.get("X-Read-Source");
+  if (source === null || source === "read-model") return null;
+  return {
+    source,
+    accountVersion: Number(headers.get("X-Account-Version") ?? 0),
+    readModelVersion: Number(headers.get("X-Read-Model-Version") ?? 0),
+  };
 }
 
 // -- the endpoints ----------------------------------------------------------------------
@@ -179,8 +194,16 @@ export const api = {
       signal,
     });
   },
-  account(id: string, signal?: AbortSignal): Promise<Account> {
-    return request("GET", account(id), { query: { consistentWith: consistencyToken() }, signal });
+  async account(id: string, signal?: AbortSignal): Promise<Account> {
+    let catchingUp: CatchingUp | null = null;
+    const found = await request<Account>("GET", account(id), {
+      query: { consistentWith: consistencyToken() },
+      signal,
+      onHeaders: (headers) => {
+        catchingUp = catchingUpOf(headers);
+      },
+    });
+    return catchingUp ? { ...found, catchingUp } : found;
   },
   transactions(
     id: string,

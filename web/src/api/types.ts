@@ -10,6 +10,18 @@ export interface Account {
   status: string;
   version: number;
   openedAt: string | null;
+  /** Set on a read of one account that the read model trailed (from its X-Read-* headers). */
+  catchingUp?: CatchingUp;
+}
+
+/** A read of one account served past the read model: its later events came from the log. */
+export interface CatchingUp {
+  /** "read-model+log" (the read model's rows, then the log's) or "log" (the log alone). */
+  source: string;
+  /** The account stream's version when it was read (the version shown). */
+  accountVersion: number;
+  /** The version the read model had of the account (0: none yet). */
+  readModelVersion: number;
 }
 
 export interface Page<T> {

@@ -7,7 +7,7 @@ import { ACCOUNT_ID, FakeEventSource, account, fakeApi, json, problem, transacti
 import { renderApp } from "../test/render";
 
 /** A small in-memory ledger behind the fake API: commands change what queries answer. */
-function ledger(start: Partial<Account> = {}) {
+function ledger(start: Partial<Account> = {}, readHeaders: Record<string, string> = {}) {
   let state = account(start);
   let position = 20;
   const history = [transaction()];
@@ -41,7 +41,10 @@ function ledger(start: Partial<Account> = {}) {
     return json({ accountId: ACCOUNT_ID, version: state.version, position, checkpoint: `0.${position}` });
   };
   const api = fakeApi({
-    "GET /api/query/accounts/:id": () => json(state),
+    "GET /api/query/accounts/:id": () =>
+      new Response(JSON.stringify(state), {
+        headers: { "content-type": "application/json", ...readHeaders },
+      }),
     "GET /api/query/accounts/:id/transactions": (call) =>
       json({
         items: call.query.get("order") === "desc" ? [...history].reverse() : history,
@@ -126,6 +129,24 @@ describe("AccountPage", () => {
     expect(await screen.findByRole("heading", { level: 1, name: /Alan Turing/ })).toBeInTheDocument();
     expect(balanceCard()).toHaveTextContent("42.00 EUR");
     expect(screen.getByText("Transactions", { selector: ".stat-label" }).nextSibling).toHaveTextContent("1");
+  });
+
+  it("says plainly when the read model trails the account", async () => {
+    ledger(
+      { version: 5 },
+      { "X-Read-Source": "read-model+log", "X-Account-Version": "5", "X-Read-Model-Version": "2" },
+    );
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    expect(await screen.findByTestId("catching-up", {}, { timeout: 10_000 })).toHaveTextContent(
+      "Catching up: the read model has this account at version 2; version 5 is shown",
+    );
+  });
+
+  it("shows no catching-up notice for an account the read model has", async () => {
+    ledger({}, { "X-Read-Source": "read-model", "X-Account-Version": "3", "X-Read-Model-Version": "3" });
+    renderApp(<AccountPage id={ACCOUNT_ID} />);
+    await screen.findByRole("heading", { level: 1, name: /Alan Turing/ }, { timeout: 10_000 });
+    expect(screen.queryByTestId("catching-up")).toBeNull();
   });
 
   it("deposits, then shows the new balance by reading at the command's position", async () => {

@@ -94,6 +94,13 @@ export function AccountPage({ id }: { id: string }) {
           </p>
         </div>
       </div>
+      {a.catchingUp ? (
+        <p className="notice" role="status" data-testid="catching-up">
+          {a.catchingUp.readModelVersion === 0
+            ? `Catching up: the read model has not reached this account yet; version ${a.catchingUp.accountVersion} is shown from the event log.`
+            : `Catching up: the read model has this account at version ${a.catchingUp.readModelVersion}; version ${a.catchingUp.accountVersion} is shown, its later events read from the event log.`}
+        </p>
+      ) : null}
 
       <section aria-label="Summary">
         <ul className="stat-grid">
