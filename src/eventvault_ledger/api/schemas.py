@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "ERROR_STATUSES",
+    "PROBLEM_REF",
     "AccountPage",
     "AccountState",
     "AccountSummary",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 MONEY: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+PROBLEM_REF: Final = "#/components/schemas/ProblemDocument"
 
 
 class _Doc(BaseModel):
