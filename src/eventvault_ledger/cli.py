@@ -167,15 +167,68 @@ def serve(
             help="How long an Idempotency-Key and its first answer are kept, at least (0: forever).",
         ),
     ] = 86_400.0,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            metavar="FILE|TOKEN",
+            help="A token good for /metrics only (a file holding it, or the token); with --tokens, "
+            "/metrics takes it or an admin token.",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            metavar="N",
+            min=1,
+            help="Connections served at once (live streams count); beyond, new requests get 503.",
+        ),
+    ] = 1000,
+    keep_alive_timeout: Annotated[
+        int,
+        typer.Option(
+            "--keep-alive-timeout",
+            metavar="SECONDS",
+            min=1,
+            help="How long an idle connection is kept open between requests.",
+        ),
+    ] = 5,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="How long a request body may take to arrive whole (408 after that).",
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve the ledger's HTTP API and dashboard."""
     # Only the light settings module before the checks: a refusal answers at once.
-    from eventvault_ledger.api.settings import Settings, Token, is_loopback, parse_tokens  # noqa: PLC0415
+    from eventvault_ledger.api.settings import (  # noqa: PLC0415
+        Settings,
+        Token,
+        is_loopback,
+        parse_metrics_token,
+        parse_tokens,
+    )
 
     parsed: tuple[Token, ...] = ()
     if tokens is not None:
         try:
             parsed = parse_tokens(tokens)
+        except (InvalidInput, OSError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+    scrape_token: str | None = None
+    if metrics_token is not None:
+        if not parsed:
+            _fail(
+                "--metrics-token needs --tokens: without tokens every endpoint is open (on loopback)",
+                EXIT_USAGE,
+            )
+        try:
+            scrape_token = parse_metrics_token(metrics_token)
         except (InvalidInput, OSError) as exc:
             _fail(str(exc), EXIT_USAGE)
     if not parsed and not is_loopback(host):
@@ -202,6 +255,8 @@ def serve(
         consistency_timeout=consistency_timeout,
         account_cache=account_cache,
         idempotency_ttl=idempotency_ttl,
+        metrics_token=scrape_token,
+        body_timeout=body_timeout,
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")
@@ -214,6 +269,10 @@ def serve(
         # Live-update streams never end by themselves: without a bound, a stop would
         # wait for every open dashboard to go away.
         timeout_graceful_shutdown=5,
+        # Bounded work per caller: connections at once, idle time between requests, and
+        # (the body limits are the app's) headers no larger than h11's 16 KiB default.
+        limit_concurrency=max_connections,
+        timeout_keep_alive=keep_alive_timeout,
     )
 
 
