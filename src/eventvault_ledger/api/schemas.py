@@ -203,6 +203,7 @@ _DESCRIPTIONS: Final = {
     401: "No or an unknown bearer token (unauthorized)",
     403: "The token lacks the scope (forbidden)",
     404: "Unknown account or resource",
+    408: "The body did not arrive in time (request-timeout)",
     409: "The account is closed, or changed too often meanwhile",
     412: "If-Match names a version the account is no longer at (precondition-failed)",
     413: "The request body is too large (too-large)",
