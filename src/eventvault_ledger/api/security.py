@@ -11,6 +11,7 @@ is looked at first. The caller it finds is kept in the request's state;
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ class Guard:
     def _principal(self, scope: Scope) -> Principal:
         if not self.tokens:
             client = scope.get("client")
-            if client is None or not is_loopback(str(client[0])):
+            if client is None or not _from_loopback(str(client[0])):
                 raise Problem(
                     403,
                     "loopback-only",
@@ -144,6 +145,10 @@ class Guard:
                 return _METRICS
             return authorize({"state": {"principal": authenticate(self.tokens, authorization)}}, "admin")
         return _PUBLIC
+
+
+# Most requests come from a few addresses: read each once (bounded, whoever sends them).
+_from_loopback: Final = functools.lru_cache(maxsize=1024)(is_loopback)
 
 
 def _authorization(scope: Scope) -> str | None:
