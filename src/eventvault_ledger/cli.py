@@ -269,8 +269,8 @@ def serve(
         # Live-update streams never end by themselves: without a bound, a stop would
         # wait for every open dashboard to go away.
         timeout_graceful_shutdown=5,
-        # Bounded work per caller: connections at once, idle time between requests, and
-        # (the body limits are the app's) headers no larger than h11's 16 KiB default.
+        # Bounded work per caller: connections at once and idle time between requests
+        # (the body's size and time limits are the app's own).
         limit_concurrency=max_connections,
         timeout_keep_alive=keep_alive_timeout,
     )
