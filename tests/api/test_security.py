@@ -76,6 +76,18 @@ async def test_without_tokens_the_app_serves_only_loopback_clients(tmp_path, cli
         assert size == 0
 
 
+async def test_with_tokens_any_address_is_served_with_a_token(make_api, tokens):
+    """With tokens the loopback rule gives way to the tokens: another machine's caller with one is served."""
+    api = await make_api(tokens=("reader",))
+    transport = httpx.ASGITransport(app=api.app, client=("203.0.113.7", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        allowed = await http.get("/api/query/accounts", headers=_as(tokens, "reader"))
+        anonymous = await http.get("/api/query/accounts")
+
+    assert allowed.status_code == 200, allowed.text
+    api.problem(anonymous, 401, "unauthorized")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -262,7 +274,7 @@ def test_a_token_without_subject_is_known_by_its_secret_not_its_place():
     assert (named.subject, named.id) == ("ops", forward[a].id)
 
 
-async def test_the_actor_of_a_subject_less_token_is_its_identity(make_api, tmp_path):
+async def test_the_actor_of_a_subject_less_token_is_its_identity(make_api):
     """Events recorded with a token given without a subject name the token's derived identity."""
     api = await make_api()
     (token,) = parse_tokens("anonymous-ish-token-0123:read,write")
