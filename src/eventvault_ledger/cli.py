@@ -24,7 +24,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, NoReturn, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
 import typer
@@ -33,6 +33,9 @@ from rich.console import Console
 import eventvault
 from eventvault import EventStore, EventVaultError, InvalidInput, StoreError, open_store
 from eventvault_ledger.demo import DemoReport, run_demo
+
+if TYPE_CHECKING:
+    from eventvault_ledger.api.settings import Token
 
 __all__ = ["app", "main"]
 
@@ -338,21 +341,52 @@ def serve(
             help="How long an Idempotency-Key and its first answer are kept, at least (0: forever).",
         ),
     ] = 86_400.0,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            metavar="FILE|TOKEN",
+            help="A token good for /metrics only (a file holding it, or the token); with --tokens, "
+            "/metrics takes it or an admin token.",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            metavar="N",
+            min=1,
+            help="Connections served at once (live streams count); beyond, new requests get 503.",
+        ),
+    ] = 1000,
+    keep_alive_timeout: Annotated[
+        int,
+        typer.Option(
+            "--keep-alive-timeout",
+            metavar="SECONDS",
+            min=1,
+            help="How long an idle connection is kept open between requests.",
+        ),
+    ] = 5,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="How long a request body may take to arrive whole (408 after that).",
+        ),
+    ] = 30.0,
     log_level: ServeLogLevelOption = "warning",
 ) -> None:
     """Serve the ledger's HTTP API and dashboard."""
     # Only the light settings module before the checks: a refusal answers at once.
     try:
-        from eventvault_ledger.api.settings import Settings, Token, is_loopback, parse_tokens  # noqa: PLC0415
+        from eventvault_ledger.api.settings import Settings, is_loopback  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         _fail(_needs_server_extra(exc), EXIT_FAILED)
 
-    parsed: tuple[Token, ...] = ()
-    if tokens is not None:
-        try:
-            parsed = parse_tokens(tokens)
-        except (InvalidInput, OSError) as exc:
-            _fail(str(exc), EXIT_USAGE)
+    parsed, scrape_token = _serve_tokens(tokens, metrics_token)
     if not parsed and not is_loopback(host):
         _fail(
             f"refusing to listen on {host} without tokens: anyone who can reach it could move money. "
@@ -383,6 +417,8 @@ def serve(
         consistency_timeout=consistency_timeout,
         account_cache=account_cache,
         idempotency_ttl=idempotency_ttl,
+        metrics_token=scrape_token,
+        body_timeout=body_timeout,
     )
     # Bound before the app starts: a port in use is this one line, not a started app that cannot listen.
     try:
@@ -392,7 +428,35 @@ def serve(
     with sock:
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"eventvault ledger on http://{shown}:{sock.getsockname()[1]}/  (store: {store.shown})")
-        serving.run(create_app(settings), sock, log_level=log_level.lower())
+        serving.run(
+            create_app(settings),
+            sock,
+            log_level=log_level.lower(),
+            max_connections=max_connections,
+            keep_alive_timeout=keep_alive_timeout,
+        )
+
+
+def _serve_tokens(tokens: str | None, metrics_token: str | None) -> tuple[tuple[Token, ...], str | None]:
+    """The bearer tokens of --tokens and the scrape token of --metrics-token; exit 2 on a bad one."""
+    from eventvault_ledger.api.settings import parse_metrics_token, parse_tokens  # noqa: PLC0415
+
+    parsed: tuple[Token, ...] = ()
+    if tokens is not None:
+        try:
+            parsed = parse_tokens(tokens)
+        except (InvalidInput, OSError) as exc:
+            _fail(str(exc), EXIT_USAGE)
+    if metrics_token is None:
+        return parsed, None
+    if not parsed:
+        _fail(
+            "--metrics-token needs --tokens: without tokens every endpoint is open (on loopback)", EXIT_USAGE
+        )
+    try:
+        return parsed, parse_metrics_token(metrics_token)
+    except (InvalidInput, OSError) as exc:
+        _fail(str(exc), EXIT_USAGE)
 
 
 def _needs_server_extra(exc: ModuleNotFoundError) -> str:

@@ -83,9 +83,12 @@ _MONEY: Final = Context(prec=34, traps=[InvalidOperation, DivisionByZero, Overfl
 _AMOUNT_TEXT: Final = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _MAX_AMOUNT_TEXT: Final = 64
 
-# Control characters, lone surrogates (they cannot be encoded as UTF-8) and the
-# Unicode line and paragraph separators: none belongs in a one-line label.
-_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Control characters, lone surrogates (they cannot be encoded as UTF-8), the Unicode
+# line and paragraph separators, and format characters (Cf: the bidirectional
+# embeddings, overrides and isolates U+202A-U+202E and U+2066-U+2069, the zero-width
+# space, joiners and no-break space, the soft hyphen): none belongs in a one-line
+# label, and the invisible ones let one name pass for another ("Ada" + U+202E + ...).
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp", "Cf"})
 
 
 # -- events ------------------------------------------------------------------
@@ -338,7 +341,10 @@ def _check_text(
         raise error(f"{what} is a str, got {type(value).__name__}")
     for ch in value:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
-            raise error(f"{what} must not hold control characters or line breaks; found {ch!r}")
+            raise error(
+                f"{what} must not hold control, invisible or text-direction characters, "
+                f"or line breaks; found U+{ord(ch):04X}"
+            )
     # NFC first, so that equal-looking names are equal strings and the length
     # limit counts what a reader sees rather than how it happened to be typed.
     text = unicodedata.normalize("NFC", value).strip()

@@ -127,7 +127,14 @@ class AccessLog:
             )
 
 
-def run(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
+def run(
+    app: ASGIApp,
+    sock: socket.socket,
+    *,
+    log_level: str,
+    max_connections: int = 1000,
+    keep_alive_timeout: int = 5,
+) -> None:
     """Serve ``app`` on the listening ``sock`` until interrupted (Ctrl-C or SIGTERM)."""
     import uvicorn  # noqa: PLC0415 - heavy, and only serving needs it
 
@@ -139,5 +146,9 @@ def run(app: ASGIApp, sock: socket.socket, *, log_level: str) -> None:
         # Live-update streams never end by themselves: without a bound, a stop would
         # wait for every open dashboard to go away.
         timeout_graceful_shutdown=5,
+        # Bounded work per caller: connections at once and idle time between requests
+        # (the body's size and time limits are the app's own).
+        limit_concurrency=max_connections,
+        timeout_keep_alive=keep_alive_timeout,
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+SCRAPE = "scrape-token-0123456789"
+
 
 @pytest.fixture
 async def secured(make_api):
@@ -82,10 +84,35 @@ async def test_each_scope_allows_exactly_its_calls(secured, tokens):
     ).status_code == 202
 
 
-async def test_operations_endpoints_need_no_token(secured):
-    """/healthz, /readyz, /metrics and /openapi.json need no token: probes and scrapers have none."""
-    for url in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+async def test_probes_and_documents_need_no_token(secured):
+    """/healthz, /readyz (GET and HEAD), /openapi.json and /docs need no token: probes have none."""
+    for url in ("/healthz", "/readyz", "/openapi.json", "/docs"):
         assert (await secured.get(url)).status_code == 200, url
+    for url in ("/healthz", "/readyz"):
+        assert (await secured.client.head(url)).status_code == 200, url
+
+
+async def test_metrics_need_an_admin_token_or_the_metrics_token(make_api, tokens):
+    """With tokens, /metrics is 401 without one, 403 for a token without admin; admin or metrics token 200."""
+    api = await make_api(tokens=("reader", "admin"), metrics_token=SCRAPE)
+
+    api.problem(await api.get("/metrics"), 401, "unauthorized")
+    api.problem(await api.get("/metrics", headers=_as(tokens, "reader")), 403, "forbidden")
+    api.problem(
+        await api.get("/metrics", headers={"Authorization": "Bearer not-the-scrape-token-00"}),
+        401,
+        "unauthorized",
+    )
+    assert (await api.get("/metrics", headers=_as(tokens, "admin"))).status_code == 200
+    scraped = await api.get("/metrics", headers={"Authorization": f"Bearer {SCRAPE}"})
+    assert scraped.status_code == 200
+    assert "eventvault_appends_total" in scraped.text
+    # The metrics token is good for /metrics only.
+    api.problem(
+        await api.get("/api/query/accounts", headers={"Authorization": f"Bearer {SCRAPE}"}),
+        401,
+        "unauthorized",
+    )
 
 
 async def test_the_actor_and_request_id_of_each_command_are_in_its_event(secured, tokens):
@@ -162,7 +189,10 @@ async def test_a_body_over_the_limit_is_413_and_records_nothing(make_api):
         headers={"content-type": "application/json"},
     )
 
-    api.problem(declared, 413, "too-large")
-    api.problem(streamed, 413, "too-large")
+    for refused in (declared, streamed):
+        body = api.problem(refused, 413, "too-large")
+        assert body["requestId"] == refused.headers["x-request-id"], body
+        assert body["instance"] == f"/api/command/accounts/{account_id}/deposit"
+        assert len(refused.headers.get_list("x-request-id")) == 1, refused.headers
     assert "content-length" not in streamed.request.headers
     assert await api.log_size() == size

@@ -112,8 +112,9 @@ async def test_rebuild_on_a_server_without_projections_is_409(make_api):
     api.problem(await api.post("/api/projections/accounts/rebuild"), 409, "projections-elsewhere")
 
 
-async def test_the_openapi_document_describes_commands_queries_and_problems(api):
+async def test_the_openapi_document_describes_commands_queries_and_problems(make_api):
     """/openapi.json lists every route, the bearer scheme and the problem document of errors."""
+    api = await make_api(tokens=("admin",))
     doc = (await api.get("/openapi.json")).json()
 
     for path in (
@@ -139,8 +140,32 @@ async def test_the_openapi_document_describes_commands_queries_and_problems(api)
     assert deposit["responses"]["412"]["content"]["application/problem+json"]["schema"]["$ref"].endswith(
         "/ProblemDocument"
     )
-    assert {p["name"] for p in deposit["parameters"]} >= {"Idempotency-Key", "If-Match"}
+    assert {p["name"] for p in deposit["parameters"]} >= {"account_id", "Idempotency-Key", "If-Match"}
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+    for open_path in ("/healthz", "/readyz"):
+        assert "security" not in doc["paths"][open_path]["get"], open_path
+        assert "401" not in doc["paths"][open_path]["get"]["responses"], open_path
+
+
+async def test_without_tokens_the_document_asks_for_none(api):
+    """A server without tokens declares no bearer scheme and no 401 anywhere: it asks nobody for one."""
+    doc = (await api.get("/openapi.json")).json()
+
+    assert "securitySchemes" not in doc.get("components", {})
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert "security" not in operation, (method, path)
+            assert "401" not in operation["responses"], (method, path)
+
+
+async def test_healthz_and_readyz_answer_head(make_api):
+    """Probes may use HEAD: /healthz and /readyz answer 200 without a token."""
+    api = await make_api(tokens=("reader",))
+
+    for url in ("/healthz", "/readyz"):
+        r = await api.client.head(url)
+        assert r.status_code == 200, (url, r.text)
 
 
 async def test_unknown_paths_and_methods_are_problems_too(api):

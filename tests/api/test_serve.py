@@ -158,3 +158,62 @@ def test_serve_refuses_bad_options_with_exit_2(tmp_path, monkeypatch, args, mess
     assert r.exit_code == 2, r.output
     assert message in r.stderr
     assert "Traceback" not in r.output
+
+
+def test_a_body_far_over_the_limit_gets_a_readable_413_over_a_real_socket(tmp_path):
+    """A 10 MB deposit body is answered 413 too-large as a problem document, not a connection reset."""
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    spec = f"{TOKEN}:read,write:ci"
+
+    with serving(tmp_path, "--db", db, "--tokens", spec, port=port) as (base, _):
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+            account_id = client.post(
+                "/api/command/accounts", json={"ownerName": "Big Body", "currency": "EUR"}
+            ).json()["accountId"]
+            big = b'{"amount": "1.00", "description": "' + b"x" * 10_000_000 + b'"}'
+            r = client.post(
+                f"/api/command/accounts/{account_id}/deposit",
+                content=big,
+                headers={"content-type": "application/json", "X-Request-ID": "too-big-1"},
+            )
+            after = client.get(f"/api/query/accounts/{account_id}")
+            head = client.head("/healthz")
+
+    assert r.status_code == 413, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers.get_list("x-request-id") == ["too-big-1"]
+    body = r.json()
+    assert body["type"] == "https://eventvault.dev/problems/too-large"
+    assert body["requestId"] == "too-big-1"
+    assert (after.status_code, after.json()["version"]) == (200, 1)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["x-content-type-options"] == "nosniff"
+
+
+def test_serve_refuses_a_metrics_token_without_tokens(tmp_path, monkeypatch):
+    """--metrics-token alone means nothing (without tokens all is open on loopback): exit 2, one line."""
+    monkeypatch.chdir(tmp_path)
+
+    r = CliRunner().invoke(cli.app, ["serve", "--metrics-token", "scrape-token-0123456789"])
+
+    assert r.exit_code == 2, r.output
+    assert "--metrics-token needs --tokens" in r.stderr
+
+
+def test_serve_takes_a_metrics_token_for_metrics(tmp_path):
+    """With --tokens and --metrics-token (a file), /metrics takes that token and refuses none."""
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    scrape = tmp_path / "metrics-token"
+    scrape.write_text("scrape-token-0123456789\n", encoding="utf-8")
+
+    with serving(
+        tmp_path, "--db", db, "--tokens", f"{TOKEN}:read", "--metrics-token", str(scrape), port=port
+    ) as (base, _):
+        anonymous = httpx.get(f"{base}/metrics")
+        scraped = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"})
+
+    assert anonymous.status_code == 401
+    assert scraped.status_code == 200

@@ -381,3 +381,24 @@ def test_token_flow_on_a_secured_server(page: Page, secured_server: Server, cons
     expect(page.get_by_role("alert")).to_have_text(
         "Not allowed: this token lacks the 'admin' scope. Use a token with that scope."
     )
+
+
+def test_the_dashboard_runs_under_its_content_security_policy(page: Page, server: Server) -> None:
+    """The served policy allows no inline script and no framing, and the dashboard works under it.
+
+    Chromium reports each blocked script, style or connection as a console error,
+    which fails the test (the page fixture's console watch).
+    """
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    response = page.goto(server.url)
+
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    expect(page.get_by_role("link", name="Grace Hopper").first).to_be_visible()
+    expect(page.get_by_test_id("live-state")).to_have_text("Live")
+    assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 0
+    assert violations == []

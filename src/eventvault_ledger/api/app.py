@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,8 +17,15 @@ from starlette.types import Scope
 
 import eventvault
 from eventvault_ledger.api import commands, live, ops, query_routes
-from eventvault_ledger.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, TimingMiddleware
+from eventvault_ledger.api.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    TimingMiddleware,
+)
 from eventvault_ledger.api.problems import MEDIA_TYPE, install_problem_handlers
+from eventvault_ledger.api.schemas import PROBLEM_REF, CommandResult, ProblemDocument
+from eventvault_ledger.api.security import Guard
 from eventvault_ledger.api.services import Services
 from eventvault_ledger.api.settings import Settings
 
@@ -28,8 +35,14 @@ DASHBOARD = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ledger's HTTP application for ``settings`` (the store opens when the app starts)."""
+    """The ledger's HTTP application for ``settings`` (the store opens when the app starts).
+
+    However it is served (``eventvault serve``, or uvicorn given this factory),
+    an app without tokens answers only requests from this machine.
+    """
     settings = settings or Settings()
+    if settings.metrics_token is not None and not settings.tokens:
+        raise ValueError("a metrics token needs tokens: without them every endpoint is open on loopback")
     services = Services(settings)
 
     @asynccontextmanager
@@ -51,15 +64,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         static_url="/docs/assets",
+        # A redirect to the path with(out) its slash would be built from the Host header.
+        redirect_slashes=False,
     )
     app.state.services = services
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.openapi = _openapi(app, settings)  # type: ignore[method-assign]
     install_problem_handlers(app)
 
     def observe(method: str, route: str, status: int, seconds: float) -> None:
         services.metrics.requests.labels(method, route, str(status)).observe(seconds)
 
-    app.add_middleware(TimingMiddleware, observe=observe)
+    # Outermost last: a request meets the request id, the timing, the security headers,
+    # CORS (which answers preflights itself), the guard (loopback without tokens; a
+    # token for /api), then the body limits, and only then the routes.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(Guard, tokens=settings.tokens, metrics_token=settings.metrics_token)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -68,10 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match", "X-Request-ID"],
             expose_headers=["ETag", "X-Request-ID", "Location", *query_routes.READ_HEADERS],
         )
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(TimingMiddleware, observe=observe)
     app.add_middleware(RequestIdMiddleware)
 
-    app.include_router(commands.router)
+    app.router.routes.extend(commands.routes)
     app.include_router(live.router)  # before the query routes: /accounts/changes is not an account id
     app.include_router(query_routes.router)
     app.include_router(ops.router)
@@ -101,8 +121,8 @@ class _Dashboard(Mount):
 _API_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 
 
-def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The OpenAPI document, with every error answered as application/problem+json."""
+def _openapi(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document: every error a problem document, the commands, the bearer scheme if asked."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -113,18 +133,51 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 description=DESCRIPTION,
                 routes=app.routes,
             )
-            for operations in document.get("paths", {}).values():
+            document["paths"] = {**commands.openapi_paths(), **document.get("paths", {})}
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (CommandResult, ProblemDocument):
+                schemas.setdefault(model.__name__, _schema(model))
+            for path, operations in document["paths"].items():
                 for operation in operations.values():
+                    _secure(operation, path, settings)
                     for status, response in operation.get("responses", {}).items():
                         if status[:1] in "45":
-                            response["content"] = {MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}}
+                            response["content"] = {MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}}}
+            if settings.tokens:
+                document["components"]["securitySchemes"] = {"bearer": _BEARER}
             app.openapi_schema = document
         return app.openapi_schema
 
     return openapi
 
 
-_PROBLEM_REF = "#/components/schemas/ProblemDocument"
+def _schema(model: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = model.model_json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    return schema
+
+
+def _secure(operation: dict[str, Any], path: str, settings: Settings) -> None:
+    """Declare the bearer token where the server asks for one, and its refusals; nowhere else."""
+    responses = operation.setdefault("responses", {})
+    guarded = path.startswith("/api/") or path == "/metrics"
+    if settings.tokens and guarded:
+        operation["security"] = [{"bearer": []}]
+        responses.setdefault("401", {"description": "No or an unknown bearer token (unauthorized)"})
+        responses.setdefault("403", {"description": "The token lacks the scope (forbidden)"})
+    else:
+        # Without tokens nobody is asked for one (everything is open, on loopback only).
+        responses.pop("401", None)
+        responses.pop("403", None)
+
+
+_BEARER: Final = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A token given to the server with --tokens; its scopes (read, write, admin) decide "
+    "what it may do. /metrics takes an admin token or the --metrics-token.",
+}
 
 DESCRIPTION = """\
 Commands (`/api/command/...`) append events and answer with the account's new

@@ -16,138 +16,89 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from fastapi.telemetry import get_telemetry_data
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from eventvault import AppendResult, Metadata, WrongExpectedVersion
-from eventvault_ledger.api.problems import Problem, known_query_only, parse_account_id, problem_from
-from eventvault_ledger.api.schemas import CommandResult, problems
-from eventvault_ledger.api.security import Principal, Writer, allowed
+from eventvault_ledger.api.problems import Problem, parse_account_id, problem_from
+from eventvault_ledger.api.schemas import PROBLEM_REF, problems
+from eventvault_ledger.api.security import Principal, authorize
 from eventvault_ledger.api.services import Services
 from eventvault_ledger.currencies import ACTIVE
-from eventvault_ledger.domain import MAX_AMOUNT, Account, parse_amount
+from eventvault_ledger.domain import (
+    MAX_AMOUNT,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_OWNER_NAME_LENGTH,
+    Account,
+    parse_amount,
+)
 from eventvault_ledger.errors import LedgerError
 
-__all__ = ["router"]
+__all__ = ["PREFIX", "openapi_paths", "routes"]
 
 _NAMESPACE: Final = uuid.UUID("6f0c8f7e-3f7b-4c55-9a55-6576656e7476")  # ids derived from idempotency keys
 _KEY_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
 _KEY: Final = re.compile(_KEY_PATTERN)
-_IF_MATCH_PATTERN: Final = r'^\s*(\*|(W/)?"?[0-9]{1,18}"?)\s*$'
-_IF_MATCH: Final = re.compile(r'\s*(?:W/)?"?(\d{1,18})"?\s*')
+_IF_MATCH_PATTERN: Final = r'^\s*(\*|(W/)?"?([0-9]{1,18})"?)\s*$'
+_IF_MATCH: Final = re.compile(_IF_MATCH_PATTERN)
 _AMOUNT_TEXT_MAX: Final = 64
-_AMOUNT_PATTERN: Final = r"^\s*[+-]?[0-9]+(\.[0-9]+)?\s*$"  # what parse_amount reads; the rules come after
+# What parse_amount reads, and positive: at least one digit that is not zero. The
+# currency's minor units are a rule of the account, checked after (422 invalid-amount).
+_AMOUNT_PATTERN: Final = r"^\s*\+?(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)\s*$"
 # How far back in an account's stream a refused, keyed command looks for its own
 # event (a first attempt that landed but whose answer was never kept: a crash, or
 # a retry that reached another server process meanwhile).
 _REPLAY_WINDOW: Final = 1000
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=_KEY_PATTERN,
-        description="Makes the command safe to retry: a retry with the same key and body gets the first "
-        "answer and records nothing more. 1-200 visible ASCII characters.",
-    ),
-]
-IfMatch = Annotated[
-    str | None,
-    Header(
-        alias="If-Match",
-        pattern=_IF_MATCH_PATTERN,
-        description='Run only if the account is at this version (e.g. "3" or 3, as the ETag); '
-        "412 otherwise. * means any version.",
-    ),
-]
+PREFIX: Final = "/api/command"
+
+# The commands are plain Starlette routes: each reads its request itself, with the
+# one scope check every route uses (security.authorize), and no dependency solving,
+# which would cost more than the rest of the framework's work on a deposit. The
+# OpenAPI document describes them by hand (openapi_paths, at the end).
 
 
-class _CommandRoute(APIRoute):
-    """A command route that skips FastAPI's dependency solving for the requests it can read alone.
-
-    Solving a command's dependencies (the unknown-query check, the token, two
-    validated headers) costs more than the rest of the framework's work on the
-    request. A request with no query string, a token allowed to write (or none
-    needed), and at most one of each command header, every one of them well
-    formed, goes straight to the endpoint with the values the dependencies would
-    have given it. Anything else takes FastAPI's own path, so every refusal
-    (401, 403, an unknown query parameter, a malformed header) is the one it
-    gives. The route's declaration, and so the OpenAPI document, is unchanged.
-    Every command takes a Writer, so the token is checked for the write scope;
-    with FastAPI's telemetry on, requests take its path, which records them.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        standard = super().get_route_handler()
-        endpoint = self.endpoint
-        takes = frozenset(inspect.signature(endpoint).parameters)
-        if not takes <= _LEAN_PARAMETERS:  # pragma: no cover - every command route takes these only
-            return standard
-
-        async def handler(request: Request) -> Response:
-            arguments = _lean_arguments(request, takes)
-            if arguments is None or get_telemetry_data() is not None:
-                return await standard(request)
-            response: Response = await endpoint(**arguments)
-            return response
-
-        return handler
-
-
-_LEAN_PARAMETERS: Final = frozenset({"request", "principal", "account_id", "idempotency_key", "if_match"})
-_LEAN_HEADERS: Final = frozenset({b"authorization", b"idempotency-key", b"if-match"})
-# Well-formed If-Match values, in the ASCII whitespace every regex engine agrees on;
-# anything else goes through FastAPI's own validation of _IF_MATCH_PATTERN.
-_PLAIN_IF_MATCH: Final = re.compile(r'[ \t]*(?:\*|(?:W/)?"?[0-9]{1,18}"?)[ \t]*')
-
-
-def _lean_arguments(request: Request, takes: frozenset[str]) -> dict[str, Any] | None:
-    """The endpoint's arguments, as its dependencies would give them; None to let them decide."""
-    scope = request.scope
-    if scope.get("query_string"):
-        return None  # known_query_only refuses every query parameter of a command
-    found: dict[bytes, str] = {}
-    for name, value in scope["headers"]:
-        if name in _LEAN_HEADERS:
-            if name in found:
-                return None
-            found[name] = value.decode("latin-1")
-    principal = allowed(request.app.state.services.settings.tokens, found.get(b"authorization"), "write")
-    if principal is None:
-        return None
-    key = found.get(b"idempotency-key")
+def _headers(request: Request) -> tuple[str | None, str | None]:
+    """The Idempotency-Key and If-Match of a command, each given at most once; 422 otherwise."""
+    key: str | None = None
+    if_match: str | None = None
+    for name, value in request.scope["headers"]:
+        if name == b"idempotency-key":
+            if key is not None:
+                raise _invalid("send one Idempotency-Key header", parameter="Idempotency-Key")
+            key = value.decode("latin-1")
+        elif name == b"if-match":
+            if if_match is not None:
+                raise _invalid("send one If-Match header", parameter="If-Match")
+            if_match = value.decode("latin-1")
     if key is not None and not _KEY.fullmatch(key):
-        return None
-    arguments: dict[str, Any] = {"request": request, "principal": principal, "idempotency_key": key}
-    if "if_match" in takes:
-        if_match = found.get(b"if-match")
-        if if_match is not None and not _PLAIN_IF_MATCH.fullmatch(if_match):
-            return None
-        arguments["if_match"] = if_match
-    request.state.actor = principal.actor
-    if "account_id" in takes:
-        arguments["account_id"] = scope["path_params"]["account_id"]
-    return arguments
+        raise _invalid(
+            "Idempotency-Key must be 1-200 visible ASCII characters (no spaces)", parameter="Idempotency-Key"
+        )
+    return key, if_match
 
 
-router = APIRouter(
-    prefix="/api/command",
-    tags=["commands"],
-    dependencies=[Depends(known_query_only)],
-    route_class=_CommandRoute,
-)
+def _start(request: Request) -> tuple[Principal, str | None, str | None]:
+    """The caller, who may write, and the command's headers; a command takes no query parameter."""
+    principal = authorize(request.scope, "write")
+    if request.scope["query_string"]:
+        names = sorted({k[:40] for k in request.query_params})
+        shown = ", ".join(repr(n) for n in names[:5])
+        raise _invalid(
+            f"unknown query parameter(s) {shown}; this route takes: none", parameter=names[0] if names else ""
+        )
+    key, if_match = _headers(request)
+    return principal, key, if_match
 
 
 def _services(request: Request) -> Services:
@@ -217,12 +168,12 @@ def _amount(data: dict[str, Any]) -> str | Decimal:
 
 
 def _if_match(header: str | None) -> int | None:
-    if header is None or header.strip() == "*":
+    if header is None:
         return None
     m = _IF_MATCH.fullmatch(header)
     if m is None:
         raise _invalid('If-Match must be a version number like "3", or *', parameter="If-Match")
-    return int(m[1])
+    return None if m[3] is None else int(m[3])
 
 
 def _metadata(request: Request, principal: Principal, key: str | None) -> Metadata:
@@ -267,11 +218,12 @@ class _Keyed:
 
     def __init__(self, principal: Principal, key: str) -> None:
         self.key = key
-        # Scoped per caller: two clients that happen to pick the same key neither see
-        # each other's answers nor have their commands taken for each other's retries.
-        # A space joins them: it is in neither a subject nor a key, and unlike NUL
+        # Scoped per token (its id, derived from the secret, never from its subject or its
+        # place in the token file): two callers that happen to pick the same key neither
+        # see each other's answers nor have their commands taken for each other's retries.
+        # A space joins them: it is in neither a token id nor a key, and unlike NUL
         # PostgreSQL text can hold it.
-        self.scoped = f"{principal.actor} {key}"
+        self.scoped = f"{principal.key} {key}"
 
     def event_ids(self, count: int = 1) -> list[uuid.UUID]:
         return [uuid.uuid5(_NAMESPACE, f"{self.scoped}\x00{i}") for i in range(count)]
@@ -300,10 +252,6 @@ async def _idempotent(
     services = _services(request)
     if key is None:
         return await handler(None)
-    if not _KEY.fullmatch(key):
-        raise _invalid(
-            "Idempotency-Key must be 1-200 visible ASCII characters (no spaces)", parameter="Idempotency-Key"
-        )
     keyed = _Keyed(principal, key)
     canonical = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
     request_text = f"{request.method} {request.url.path}\n{request.headers.get('if-match', '')}\n{canonical}"
@@ -360,54 +308,29 @@ async def _landed(services: Services, account_id: str, event_id: uuid.UUID) -> A
 
 # -- commands ------------------------------------------------------------------------------
 
-_COMMAND_ERRORS: Final = problems(401, 403, 404, 409, 412, 413, 415, 422, 503)
+
+def _limited(value: str, name: str, limit: int, code: str, title: str) -> str:
+    # As the OpenAPI document says: the text as sent is at most ``limit`` characters
+    # (the account then counts it again, normalised and stripped).
+    if len(value) > limit:
+        raise Problem(
+            422, code, title, f"{name} has at most {limit} characters, got {len(value)}", field=name
+        )
+    return value
 
 
-@router.post(
-    "/accounts",
-    status_code=201,
-    summary="Open an account",
-    response_model=None,
-    responses={
-        201: {"model": CommandResult, "description": "Opened"},
-        **problems(401, 403, 413, 415, 422, 503),
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["ownerName", "currency"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "ownerName": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "1-200 characters, no control characters",
-                                "example": "Ada Lovelace",
-                            },
-                            "currency": {
-                                "type": "string",
-                                "enum": sorted(ACTIVE),
-                                "description": "An active ISO 4217 code",
-                                "example": "EUR",
-                            },
-                        },
-                    }
-                }
-            },
-        }
-    },
-)
-async def open_account(
-    request: Request, principal: Writer, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+async def open_account(request: Request) -> Response:
     """Open an account; answers 201 with its id, version 1 and the position of its first event."""
+    principal, idempotency_key, _ = _start(request)
     services = _services(request)
     body = await _json_object(request, frozenset({"ownerName", "currency"}))
-    owner = _text(body, "ownerName", required=True)
+    owner = _limited(
+        _text(body, "ownerName", required=True),
+        "ownerName",
+        MAX_OWNER_NAME_LENGTH,
+        "invalid-owner-name",
+        "Invalid owner name",
+    )
     currency = _text(body, "currency", required=True)
 
     async def handler(keyed: _Keyed | None) -> JSONResponse:
@@ -427,42 +350,6 @@ async def open_account(
         return _accepted(result, account.id, 201)
 
     return await _idempotent(request, principal, idempotency_key, body, handler)
-
-
-def _money_body(example: str) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["amount"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "amount": {
-                                "oneOf": [
-                                    {
-                                        "type": "string",
-                                        "pattern": _AMOUNT_PATTERN,
-                                        "maxLength": _AMOUNT_TEXT_MAX,
-                                        "example": example,
-                                    },
-                                    {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)},
-                                ],
-                                "description": "A positive decimal with at most the currency's minor units, "
-                                "as a string or a JSON number (read exactly, never through a float)",
-                            },
-                            "description": {
-                                "type": "string",
-                                "description": "At most 500 characters, no control characters",
-                            },
-                        },
-                    }
-                }
-            },
-        }
-    }
 
 
 async def _command(
@@ -547,18 +434,18 @@ def _stale(expected: int, actual: int) -> Problem:
     )
 
 
-async def _move_money(
-    request: Request,
-    principal: Principal,
-    account_id: str,
-    kind: str,
-    if_match_header: str | None,
-    key: str | None,
-) -> JSONResponse:
-    account_id = parse_account_id(account_id)
+async def _move_money(request: Request, kind: str) -> Response:
+    principal, key, if_match_header = _start(request)
+    account_id = parse_account_id(request.path_params["account_id"])
     body = await _json_object(request, frozenset({"amount", "description"}))
     raw_amount = _amount(body)
-    description = _text(body, "description", required=False)
+    description = _limited(
+        _text(body, "description", required=False),
+        "description",
+        MAX_DESCRIPTION_LENGTH,
+        "invalid-description",
+        "Invalid description",
+    )
     if_match = _if_match(if_match_header)
 
     def command(account: Account) -> None:
@@ -573,70 +460,23 @@ async def _move_money(
     )
 
 
-@router.post(
-    "/accounts/{account_id}/deposit",
-    summary="Deposit money",
-    response_model=None,
-    responses={200: {"model": CommandResult, "description": "Deposited"}, **_COMMAND_ERRORS},
-    openapi_extra=_money_body("10.00"),
-)
-async def deposit(
-    account_id: str,
-    request: Request,
-    principal: Writer,
-    idempotency_key: IdempotencyKey = None,
-    if_match: IfMatch = None,
-) -> JSONResponse:
+async def deposit(request: Request) -> Response:
     """Pay money into an account."""
-    return await _move_money(request, principal, account_id, "deposit", if_match, idempotency_key)
+    return await _move_money(request, "deposit")
 
 
-@router.post(
-    "/accounts/{account_id}/withdraw",
-    summary="Withdraw money",
-    response_model=None,
-    responses={200: {"model": CommandResult, "description": "Withdrawn"}, **_COMMAND_ERRORS},
-    openapi_extra=_money_body("5.00"),
-)
-async def withdraw(
-    account_id: str,
-    request: Request,
-    principal: Writer,
-    idempotency_key: IdempotencyKey = None,
-    if_match: IfMatch = None,
-) -> JSONResponse:
+async def withdraw(request: Request) -> Response:
     """Pay money out of an account; 422 insufficient-funds if the balance is smaller."""
-    return await _move_money(request, principal, account_id, "withdraw", if_match, idempotency_key)
+    return await _move_money(request, "withdraw")
 
 
-@router.post(
-    "/accounts/{account_id}/close",
-    summary="Close an account",
-    response_model=None,
-    responses={200: {"model": CommandResult, "description": "Closed"}, **_COMMAND_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object", "additionalProperties": False, "maxProperties": 0}
-                }
-            },
-        }
-    },
-)
-async def close(
-    account_id: str,
-    request: Request,
-    principal: Writer,
-    idempotency_key: IdempotencyKey = None,
-    if_match: IfMatch = None,
-) -> JSONResponse:
+async def close(request: Request) -> Response:
     """Close an account at a zero balance; 422 account-not-empty otherwise, 409 if already closed.
 
     It takes no body, or an empty JSON object: any field is refused, as on the other commands.
     """
-    account_id = parse_account_id(account_id)
+    principal, key, if_match = _start(request)
+    account_id = parse_account_id(request.path_params["account_id"])
     if (await request.body()).strip():
         await _json_object(request, frozenset())
     return await _command(
@@ -646,6 +486,233 @@ async def close(
         account_id,
         Account.close,
         if_match=_if_match(if_match),
-        key=idempotency_key,
+        key=key,
         body={},
     )
+
+
+routes: Final = [
+    Route(f"{PREFIX}/accounts", open_account, methods=["POST"], name="open_account"),
+    Route(f"{PREFIX}/accounts/{{account_id}}/deposit", deposit, methods=["POST"], name="deposit"),
+    Route(f"{PREFIX}/accounts/{{account_id}}/withdraw", withdraw, methods=["POST"], name="withdraw"),
+    Route(f"{PREFIX}/accounts/{{account_id}}/close", close, methods=["POST"], name="close"),
+]
+"""The command routes, for the app's router."""
+
+
+# -- the OpenAPI document of the commands ----------------------------------------------------
+
+# What the account refuses in a name or a description (as the domain does, by Unicode
+# category: control, line and paragraph separators, format characters), as ranges of
+# code points; tests/api check them against unicodedata. Lone surrogates, refused too,
+# are left out: they are no characters (UTF-8 cannot carry them) and most regex engines
+# cannot name them.
+REFUSED_RANGES: Final = (
+    (0x0, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD),
+    (0x70F, 0x70F), (0x890, 0x891), (0x8E2, 0x8E2), (0x180E, 0x180E), (0x200B, 0x200F),
+    (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x13438),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)  # fmt: skip
+# The white space str.strip() removes that is not refused anyway: a name of only these is blank.
+BLANK: Final = r"\u0020\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+
+
+def _char(code: int) -> str:
+    # BMP code points as \uXXXX (ECMA-262 and Python read them alike); others as themselves.
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+
+_REFUSED: Final = "".join(_char(a) if a == b else f"{_char(a)}-{_char(b)}" for a, b in REFUSED_RANGES)
+# (?!\n) before the end: Python's $ also matches before a final line break, which
+# ECMA-262's does not; with it, both dialects read these patterns alike.
+OWNER_NAME_PATTERN: Final = f"^[^{_REFUSED}]*[^{_REFUSED}{BLANK}][^{_REFUSED}]*(?!\\n)$"
+DESCRIPTION_PATTERN: Final = f"^[^{_REFUSED}]*(?!\\n)$"
+
+
+def _result(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"ETag": {"description": "The account's new version", "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommandResult"}}},
+    }
+
+
+_KEY_PARAMETER: Final = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes the command safe to retry: a retry with the same key and body gets the first "
+    "answer and records nothing more. 1-200 visible ASCII characters.",
+    "schema": {"type": "string", "pattern": _KEY_PATTERN},
+}
+_IF_MATCH_PARAMETER: Final = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'Run only if the account is at this version (e.g. "3" or 3, as the ETag); '
+    "412 otherwise. * means any version.",
+    "schema": {"type": "string", "pattern": _IF_MATCH_PATTERN},
+}
+_ACCOUNT_PARAMETER: Final = {
+    "name": "account_id",
+    "in": "path",
+    "required": True,
+    "description": "The account's id (a UUID)",
+    "schema": {"type": "string", "title": "Account Id"},
+}
+
+
+def _operation(
+    endpoint: Callable[..., Any],
+    summary: str,
+    parameters: list[dict[str, Any]],
+    responses: dict[str, Any],
+    errors: tuple[int, ...],
+    body: dict[str, Any] | None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "tags": ["commands"],
+        "summary": summary,
+        "description": (endpoint.__doc__ or "").strip(),
+        "operationId": endpoint.__name__,
+        "parameters": parameters,
+        "responses": {
+            **responses,
+            **{
+                str(status): {
+                    "description": entry["description"],
+                    "content": {"application/json": {"schema": {"$ref": PROBLEM_REF}}},
+                }
+                for status, entry in problems(*errors).items()
+            },
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            # A body whose fields are all optional may be left out (close takes none).
+            "required": bool(body.get("required")),
+            "content": {"application/json": {"schema": body}},
+        }
+    return operation
+
+
+def _money_body(example: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["amount"],
+        "additionalProperties": False,
+        "properties": {
+            "amount": {
+                "oneOf": [
+                    {
+                        "type": "string",
+                        "pattern": _AMOUNT_PATTERN,
+                        "maxLength": _AMOUNT_TEXT_MAX,
+                        "example": example,
+                    },
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)},
+                ],
+                "description": "A positive decimal with at most the currency's minor units and at most "
+                f"{MAX_AMOUNT:,} per operation, as a string or a JSON number (read exactly, never through "
+                "a float)",
+            },
+            "description": {
+                "type": "string",
+                "maxLength": MAX_DESCRIPTION_LENGTH,
+                "pattern": DESCRIPTION_PATTERN,
+                "description": f"At most {MAX_DESCRIPTION_LENGTH} characters; no control, invisible or "
+                "text-direction characters",
+            },
+        },
+    }
+
+
+_MONEY_ERRORS: Final = (401, 403, 404, 408, 409, 412, 413, 415, 422, 503)
+
+
+def openapi_paths() -> dict[str, dict[str, Any]]:
+    """The commands' entries of the OpenAPI document's ``paths``."""
+    money = [_ACCOUNT_PARAMETER, _KEY_PARAMETER, _IF_MATCH_PARAMETER]
+    open_body = {
+        "type": "object",
+        "required": ["ownerName", "currency"],
+        "additionalProperties": False,
+        "properties": {
+            "ownerName": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_OWNER_NAME_LENGTH,
+                "pattern": OWNER_NAME_PATTERN,
+                "description": f"1-{MAX_OWNER_NAME_LENGTH} characters, not all blank; no control, "
+                "invisible or text-direction characters",
+                "example": "Ada Lovelace",
+            },
+            "currency": {
+                "type": "string",
+                "enum": sorted(ACTIVE),
+                "description": "An active ISO 4217 code",
+                "example": "EUR",
+            },
+        },
+    }
+    return {
+        f"{PREFIX}/accounts": {
+            "post": _operation(
+                open_account,
+                "Open an account",
+                [_KEY_PARAMETER],
+                {
+                    "201": {
+                        **_result("Opened"),
+                        "links": {
+                            name: {
+                                "operationId": name,
+                                "parameters": {"account_id": "$response.body#/accountId"},
+                            }
+                            for name in ("deposit", "withdraw", "close")
+                        },
+                        "headers": {
+                            "ETag": {"description": "The account's version", "schema": {"type": "string"}},
+                            "Location": {
+                                "description": "The account's query path",
+                                "schema": {"type": "string"},
+                            },
+                        },
+                    }
+                },
+                (401, 403, 408, 413, 415, 422, 503),
+                open_body,
+            )
+        },
+        f"{PREFIX}/accounts/{{account_id}}/deposit": {
+            "post": _operation(
+                deposit,
+                "Deposit money",
+                money,
+                {"200": _result("Deposited")},
+                _MONEY_ERRORS,
+                _money_body("10.00"),
+            )
+        },
+        f"{PREFIX}/accounts/{{account_id}}/withdraw": {
+            "post": _operation(
+                withdraw,
+                "Withdraw money",
+                money,
+                {"200": _result("Withdrawn")},
+                _MONEY_ERRORS,
+                _money_body("5.00"),
+            )
+        },
+        f"{PREFIX}/accounts/{{account_id}}/close": {
+            "post": _operation(
+                close,
+                "Close an account",
+                [_ACCOUNT_PARAMETER, _KEY_PARAMETER, _IF_MATCH_PARAMETER],
+                {"200": _result("Closed")},
+                _MONEY_ERRORS,
+                {"type": "object", "additionalProperties": False, "maxProperties": 0},
+            )
+        },
+    }

@@ -45,12 +45,16 @@ def status_json(status: ProjectionStatus) -> dict[str, Any]:
     return camel(asdict(status))  # type: ignore[no-any-return]
 
 
+# Probes may ask with HEAD: the same answers, without a body (the routes are the GET ones,
+# kept out of the OpenAPI document, which lists each operation once).
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", summary="The process is up", response_model=None, responses={200: {"model": Health}})
 async def healthz() -> dict[str, str]:
     """Always ok while the process serves requests."""
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     summary="The store answers and the projections run",
@@ -91,7 +95,10 @@ async def readyz(request: Request) -> JSONResponse:
     },
 )
 async def metrics(request: Request) -> Response:
-    """Appends, command latency, request latency, projection lag and rate."""
+    """Appends, command latency, request latency, projection lag and rate.
+
+    With tokens configured it takes an admin token or the metrics token (the guard checks).
+    """
     services = _services(request)
     with contextlib.suppress(EventVaultError):  # the scrape answers; the gauges keep their last values
         services.metrics.projections(await services.runner.status())

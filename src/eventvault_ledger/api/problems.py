@@ -24,6 +24,8 @@ from eventvault_ledger.errors import (
     AccountIsClosed,
     AccountNotOpened,
     InvalidAccountId,
+    InvalidDescription,
+    InvalidOwnerName,
     LedgerError,
 )
 from eventvault_ledger.queries import InvalidQuery
@@ -81,6 +83,12 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
     return JSONResponse(body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers)
 
 
+_FIELDS: Final[dict[type[LedgerError], str]] = {
+    InvalidOwnerName: "ownerName",
+    InvalidDescription: "description",
+}
+
+
 def _ledger_status(exc: LedgerError) -> int:
     if isinstance(exc, AccountIsClosed):
         return 409
@@ -101,6 +109,9 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
             value = getattr(exc, name, None)
             if value is not None:
                 extra[name] = str(value)
+        field = _FIELDS.get(type(exc))
+        if field is not None:
+            extra["field"] = field
         return Problem(_ledger_status(exc), exc.code, exc.title, str(exc), **extra)
     if isinstance(exc, AggregateNotFound):
         text = str(exc)
@@ -162,6 +173,7 @@ _HTTP_CODES: Final = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
+    408: ("request-timeout", "Request timeout"),
     413: ("too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
 }

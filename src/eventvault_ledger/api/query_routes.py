@@ -30,11 +30,19 @@ __all__ = ["READ_HEADERS", "account_json", "parse_account_id", "parse_place", "r
 
 router = APIRouter(prefix="/api/query", tags=["queries"], dependencies=[Depends(known_query_only)])
 
+# A position (1 to 10^18 - 1) or a checkpoint token (two such numbers), or nothing (the same
+# as no parameter): what parse_place takes, in the OpenAPI document too (FastAPI does not
+# check it: parse_place does, in words). (?!\n): Python's $ also matches before a final
+# line break, ECMA-262's does not.
+PLACE_PATTERN: Final = r"^(\s*(0*[1-9][0-9]{0,17}|(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17}))\s*)?(?!\n)$"
+_PLACE: Final = re.compile(PLACE_PATTERN)
+
 ConsistentWith = Annotated[
     str | None,
     Query(
         alias="consistentWith",
         max_length=64,
+        json_schema_extra={"pattern": PLACE_PATTERN},
         description="A position (or checkpoint) a command returned. Listings and totals wait (bounded) "
         "until the read model has passed it, else answer 503 with Retry-After; reads of one account, "
         "never older than its stream, only check it. One that names no event is 422.",
@@ -86,6 +94,8 @@ def _invalid(name: str, detail: str) -> Problem:
 
 def parse_place(token: str, name: str) -> int | Checkpoint:
     """A place in the log as a client names it: a position (an int) or a checkpoint token."""
+    if not token or not _PLACE.fullmatch(token):
+        raise _invalid(name, f"{name} is a position (or checkpoint) a command returned")
     token = token.strip()
     if token.isascii() and token.isdigit():
         position = int(token)

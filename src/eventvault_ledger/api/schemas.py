@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "ERROR_STATUSES",
+    "PROBLEM_REF",
     "AccountPage",
     "AccountState",
     "AccountSummary",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 MONEY: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+PROBLEM_REF: Final = "#/components/schemas/ProblemDocument"
 
 
 class _Doc(BaseModel):
@@ -202,6 +204,7 @@ _DESCRIPTIONS: Final = {
     401: "No or an unknown bearer token (unauthorized)",
     403: "The token lacks the scope (forbidden)",
     404: "Unknown account or resource",
+    408: "The body did not arrive in time (request-timeout)",
     409: "The account is closed, or changed too often meanwhile",
     412: "If-Match names a version the account is no longer at (precondition-failed)",
     413: "The request body is too large (too-large)",
