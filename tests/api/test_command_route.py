@@ -26,11 +26,11 @@ async def test_plain_commands_with_every_header_form(api):
     ("query", "headers", "answer", "blamed"),
     [
         ("?x=1", [], (422, "validation"), ("parameter", "x")),
-        ("", [("If-Match", "abc")], (422, "validation"), ("field", "If-Match")),
-        ("", [("If-Match", "null")], (422, "validation"), ("field", "If-Match")),
-        ("", [("Idempotency-Key", "has space")], (422, "validation"), ("field", "Idempotency-Key")),
+        ("", [("If-Match", "abc")], (422, "validation"), ("parameter", "If-Match")),
+        ("", [("If-Match", "null")], (422, "validation"), ("parameter", "If-Match")),
+        ("", [("Idempotency-Key", "has space")], (422, "validation"), ("parameter", "Idempotency-Key")),
         ("", [("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")], (422, "validation"), None),
-        ("", [("If-Match", "1"), ("If-Match", "2")], (422, "validation"), ("field", "If-Match")),
+        ("", [("If-Match", "1"), ("If-Match", "2")], (422, "validation"), ("parameter", "If-Match")),
         # White space beyond ASCII around a version is white space all the same (version 2).
         ("", [("If-Match", "\u00a01")], (412, "precondition-failed"), None),
     ],

@@ -88,8 +88,9 @@ async def test_accounts_by_balance_range_and_currency(api):
 async def test_accounts_highest_first_and_by_search(api):
     """order=desc lists the highest balance first; search matches the owner's name or an id prefix."""
     made = await _accounts(api)
-    owner = await api.open("Grace Hopper", "EUR")
-    await api.account(owner)
+    opened = await api.opened("Grace Hopper", "EUR")
+    owner = opened["accountId"]
+    await api.account(owner, opened["position"])  # the listing has it once the read model does
 
     async def listed(**params):
         r = await api.get("/api/query/accounts", params=params)

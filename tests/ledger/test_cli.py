@@ -313,7 +313,7 @@ def test_serve_prints_the_url_with_the_bound_port_and_the_absolute_store(runner,
     """Port 0 takes a free port, and the start line names it and the absolute database path."""
     seen = {}
 
-    def fake_run(app, sock, *, log_level):
+    def fake_run(app, sock, *, log_level, **limits):
         seen.update(port=sock.getsockname()[1], log_level=log_level, listening=sock.fileno() >= 0)
 
     monkeypatch.chdir(tmp_path)
