@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from eventvault.errors import InvalidInput, InvalidStoreURL, StoreError, StoreUnavailable
+from eventvault.errors import InvalidInput, InvalidStoreURL, StorageFull, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from eventvault.store.base import EventStore
@@ -76,8 +76,14 @@ ADDED_COLUMNS: Final = (
     ("ev_partition", "error_stream", "TEXT"),
 )
 
+_SQLITE_FULL: Final = 13  # the primary result code of "database or disk is full"
 _QMARK = re.compile(r"\?")
 _SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
+
+
+def _broken(error: StoreError) -> bool:
+    """Whether the connection that raised ``error`` is worth dropping (a full disk leaves it sound)."""
+    return isinstance(error, StoreUnavailable) and not isinstance(error, StorageFull)
 
 
 class ReadModels:
@@ -157,9 +163,10 @@ class ReadModels:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             if self.is_driver_error(exc):
-                if isinstance(self.map_error(exc), StoreUnavailable):
+                mapped = self.map_error(exc)
+                if _broken(mapped):
                     self.drop_connection()
-                raise self.map_error(exc) from exc
+                raise mapped from exc
             raise
 
     def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -175,7 +182,7 @@ class ReadModels:
         except Exception as exc:
             if self.is_driver_error(exc):
                 mapped = self.map_error(exc)
-                if isinstance(mapped, StoreUnavailable):
+                if _broken(mapped):
                     self.drop_connection()
                 raise mapped from exc
             raise
@@ -239,6 +246,9 @@ class SQLiteReadModels(ReadModels):
 
     def map_error(self, exc: BaseException) -> StoreError:
         text = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+            return StorageFull(f"read models at {self.path}: the disk is full ({text}); nothing was written")
         if isinstance(exc, sqlite3.OperationalError) and (
             "locked" in text or "busy" in text or "unable to open" in text
         ):
@@ -309,6 +319,8 @@ class PostgresReadModels(ReadModels):
     def map_error(self, exc: BaseException) -> StoreError:
         import psycopg  # noqa: PLC0415
 
+        if isinstance(exc, psycopg.errors.DiskFull):
+            return StorageFull(f"read models in schema {self.schema}: the database's disk is full ({exc})")
         if isinstance(exc, psycopg.OperationalError):
             return StoreUnavailable(f"read models in schema {self.schema}: {exc}")
         return StoreError(f"read models in schema {self.schema}: {exc}")

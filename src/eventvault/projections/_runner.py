@@ -458,6 +458,13 @@ class _Worker:
         for p in self.owned:
             self.cps[p] = max(self.cps[p], end)
         self.rate.add(sum(counts.values()))
+        # Committed: what kept this worker from writing (a full disk, a lost
+        # connection, a failing event now applied) is over. Said before anyone is
+        # told of the progress, so a status read then never shows the old error.
+        # (The worker's coroutine is suspended on this call: nothing else writes these.)
+        self.error = None
+        if self.state == "retrying":
+            self.state = "catching_up"
         self.runner.notify_progress()
 
     def _todo(self, events: list[RecordedEvent]) -> list[tuple[int, RecordedEvent, Any, int]]:
@@ -1035,7 +1042,8 @@ class ProjectionRunner:
             if errors or (worker is not None and worker.state == "failed"):
                 state = "failed"
             elif running and worker is not None:
-                state = worker.state
+                # A worker between two pages says "catching_up"; with nothing left to apply it is live.
+                state = "live" if worker.state == "catching_up" and not lag_events else worker.state
             elif holders:  # run by workers in other processes
                 state = "catching_up" if lag_events else "live"
             else:
