@@ -101,6 +101,14 @@ class ReadModels:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        # Connections are closed only while no thread uses one: every transaction
+        # and query counts itself in, close() waits for the count to drop to zero
+        # and holds new uses back until it is done (a sqlite3 connection closed
+        # under a statement running on another thread crashes the process).
+        self._idle = threading.Condition(self._lock)
+        self._uses = 0
+        self._closing = False
+        self._depth = threading.local()  # this thread's uses in progress (nested ones pass)
         self._sql_cache: dict[str, str] = {}
 
     # Subclasses connect, map errors and begin write transactions.
@@ -152,22 +160,43 @@ class ReadModels:
                 conn.close()
 
     @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Count this thread in as using its connection (close() waits for it)."""
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._idle:
+                while self._closing:
+                    self._idle.wait()
+                self._uses += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._idle:
+                    self._uses -= 1
+                    if self._uses == 0:
+                        self._idle.notify_all()
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """A write transaction on this thread's connection: commit, or roll back on error."""
-        conn = self.connection()
-        try:
-            self._begin(conn)
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            if self.is_driver_error(exc):
-                mapped = self.map_error(exc)
-                if _broken(mapped):
-                    self.drop_connection()
-                raise mapped from exc
-            raise
+        with self._in_use():
+            conn = self.connection()
+            try:
+                self._begin(conn)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                if self.is_driver_error(exc):
+                    mapped = self.map_error(exc)
+                    if _broken(mapped):
+                        self.drop_connection()
+                    raise mapped from exc
+                raise
 
     def execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run ``sql`` (``?`` placeholders) on ``conn``; returns the cursor."""
@@ -176,9 +205,10 @@ class ReadModels:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query, in a transaction of its own."""
         try:
-            conn = self.connection()
-            # Autocommit on both drivers: the query is a transaction of its own.
-            rows = list(conn.execute(self.sql(sql), params).fetchall())
+            with self._in_use():
+                conn = self.connection()
+                # Autocommit on both drivers: the query is a transaction of its own.
+                rows = list(conn.execute(self.sql(sql), params).fetchall())
         except Exception as exc:
             if self.is_driver_error(exc):
                 mapped = self.map_error(exc)
@@ -202,13 +232,29 @@ class ReadModels:
                 self.execute(conn, f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
-        """Close every connection this object made."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-        self._local = threading.local()
+        """Close every connection this object made, once no thread is using one.
+
+        Transactions and queries in progress on other threads finish first; those
+        that start meanwhile wait for the close, then open new connections (so a
+        runner can be started again). The owner of a read-model database closes
+        it after stopping everything that uses it, then nothing reopens it.
+        """
+        with self._idle:
+            while self._closing:  # another close is at work: this one waits for it
+                self._idle.wait()
+            self._closing = True
+            try:
+                while self._uses:
+                    self._idle.wait()
+                conns, self._all = self._all, []
+                self._local = threading.local()
+                # Under the lock, so no use starts before every connection is closed.
+                for conn in conns:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            finally:
+                self._closing = False
+                self._idle.notify_all()
 
 
 class SQLiteReadModels(ReadModels):
