@@ -12,7 +12,11 @@ URL that names no usable store). Errors are one line on stderr, never a tracebac
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -205,33 +209,89 @@ def serve(
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"eventvault ledger on http://{shown}:{port}/  (store: {_redacted(db)})")
-    uvicorn.run(
-        create_app(settings),
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application,
         host=host,
         port=port,
         log_level="info",
         access_log=False,
-        # Live-update streams never end by themselves: without a bound, a stop would
-        # wait for every open dashboard to go away.
+        # A bound for requests still running when a stop begins (live streams end at once).
         timeout_graceful_shutdown=5,
     )
+    _Server(config, application.state.services.begin_stop_threadsafe).run()
+
+
+class _Server:
+    """A uvicorn server that tells the app as soon as SIGINT/SIGTERM asks it to stop.
+
+    uvicorn ends the open connections only after their responses complete, and
+    a live-update stream never completes by itself: told at once, the app ends
+    its streams and the server stops in a moment, not at the graceful timeout
+    with a cancelled task's traceback.
+    """
+
+    def __init__(self, config: Any, on_exit: Callable[[], None]) -> None:
+        import uvicorn  # noqa: PLC0415 - only the server needs it
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                super().handle_exit(sig, frame)
+                on_exit()
+
+        self.server = Server(config)
+
+    def run(self) -> None:
+        # After its graceful stop uvicorn raises the signal again, with the handler
+        # it found: for SIGINT, the default one ends the process as interrupted,
+        # without a KeyboardInterrupt unwinding (and finalizing) everything first.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        self.server.run()
+
+
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        "--lease-seconds",
+        metavar="SECONDS",
+        min=1.0,
+        max=3600.0,
+        help="How long a partition stays this worker's between renewals: another worker takes over a "
+        "dead worker's partitions after it (a worker that stops gives them back at once).",
+    ),
+]
 
 
 @app.command()
-def worker(db: DbOption = SERVE_DB) -> None:
-    """Run the ledger's projections (several workers share them) until interrupted."""
+def worker(db: DbOption = SERVE_DB, lease_seconds: LeaseOption = 10.0) -> None:
+    """Run the ledger's projections (several workers share them) until SIGINT or SIGTERM."""
     from eventvault.projections import ProjectionRunner  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
+
+    _log_to_stderr()
 
     async def run() -> None:
         try:
             store = await open_store(db)
         except (InvalidInput, StoreError) as exc:
             raise _CannotOpen(str(exc)) from exc
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # A stop, not a kill: the runner gives its partitions back, so the other
+            # workers take them at once instead of after the lease.
+            loop.add_signal_handler(sig, stop.set)
         try:
-            async with ProjectionRunner(store, ledger_projections()) as runner:
-                typer.echo(f"worker {runner.worker_id} running {', '.join(runner.projections)}")
-                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels the run
+            runner = ProjectionRunner(store, ledger_projections(), lease_seconds=lease_seconds)
+            async with runner:
+                _worker_log.info(
+                    "worker %s running %s (leases of %gs)",
+                    runner.worker_id,
+                    ", ".join(runner.projections),
+                    lease_seconds,
+                )
+                await stop.wait()
+                _worker_log.info("worker %s stopping", runner.worker_id)
         finally:
             await store.close()
 
@@ -239,8 +299,15 @@ def worker(db: DbOption = SERVE_DB) -> None:
         asyncio.run(run())
     except _CannotOpen as exc:
         _fail(_cannot_open(db, exc), EXIT_USAGE)
-    except KeyboardInterrupt:
-        typer.echo("worker stopped")
+    typer.echo("worker stopped")
+
+
+_worker_log = logging.getLogger("eventvault_ledger.worker")
+
+
+def _log_to_stderr() -> None:
+    """Log INFO lines (takeovers, retries, failures) to stderr, unless logging is set up already."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @app.command()

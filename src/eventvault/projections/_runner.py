@@ -549,6 +549,8 @@ class _Worker:
 
     def _release_all(self) -> None:
         db = self.runner.db
+        if self.owned:
+            log.info("%s: giving back partitions %s", self.name, sorted(self.owned))
         with db.transaction() as conn:
             for p in sorted(self.owned):
                 db.execute(
@@ -646,11 +648,11 @@ class _Worker:
         db = r.db
         free = db.execute(
             conn,
-            "SELECT part FROM ev_partition WHERE name = ? AND generation = ? "
+            "SELECT part, owner, expires FROM ev_partition WHERE name = ? AND generation = ? "
             "AND (owner IS NULL OR expires < ? OR owner = ?) AND error IS NULL ORDER BY part",
             (self.name, self.generation, now, r.worker_id),
         ).fetchall()
-        for (p,) in free:
+        for p, owner, expires in free:
             if want == 0:
                 return
             if int(p) in self.owned:
@@ -667,6 +669,16 @@ class _Worker:
                 self.owned[int(p)] = int(row[0])
                 self.cps[int(p)] = _cp(row[1], row[2])
                 want -= 1
+                if owner is not None and owner != r.worker_id:
+                    log.info(
+                        "%s: took partition %d over from %s, whose lease expired %.1fs ago",
+                        self.name,
+                        p,
+                        owner,
+                        now - float(expires),
+                    )
+                else:
+                    log.info("%s: took partition %d (given back or never held)", self.name, p)
 
     def _try_swap(self) -> bool:
         """Make this rebuilt generation the one queries see, if it has caught up with the live one."""

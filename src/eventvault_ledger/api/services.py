@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from eventvault import EventStore, Repository, StoreError, StoreUnavailable, open_store
+from eventvault import Checkpoint, EventStore, Repository, StoreError, StoreUnavailable, open_store
 from eventvault.projections import ProjectionRunner, ProjectionStatus, ReadModels, read_models_for
 from eventvault_ledger.api.problems import PROBLEM_BASE, Problem
 from eventvault_ledger.api.settings import Settings
@@ -206,6 +206,7 @@ class Services:
         self._stopping = asyncio.Event()
         self.closing = asyncio.Event()
         """Set when the server begins to stop: live streams end at once on it."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def lock_for(self, key: str) -> asyncio.Lock:
         """The in-process lock of one aggregate (commands on it run one at a time here)."""
@@ -219,6 +220,7 @@ class Services:
         """Open the store, set up the read side, seed demo data when asked."""
         from eventvault_ledger.read_models import projections  # noqa: PLC0415
 
+        self._loop = asyncio.get_running_loop()
         self.store = await open_store(self.settings.db)
         self.repository = Repository(self.store, cache_size=self.settings.account_cache)
         self.db = read_models_for(self.store)
@@ -258,6 +260,29 @@ class Services:
     def begin_stop(self) -> None:
         """The server is about to stop: end live streams now (they would hold the stop up)."""
         self.closing.set()
+
+    def begin_stop_threadsafe(self) -> None:
+        """:meth:`begin_stop` from another thread or a signal handler (a no-op before start)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self.begin_stop)
+
+    async def wait_for_events(self, after: Checkpoint, *, timeout: float) -> bool:
+        """The store's ``wait_for_events``, cut short (False) when the server begins to stop."""
+        if self.closing.is_set():
+            return False
+        waiting = asyncio.ensure_future(self.store.wait_for_events(after, timeout=timeout))
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await asyncio.wait((waiting, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        return waiting.result() if not waiting.cancelled() else False
 
     async def stop(self) -> None:
         """Stop everything that uses the databases, then close them, in that order.
