@@ -12,6 +12,7 @@ URL that names no usable store). Errors are one line on stderr, never a tracebac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -219,34 +220,29 @@ def serve(
         # A bound for requests still running when a stop begins (live streams end at once).
         timeout_graceful_shutdown=5,
     )
-    _Server(config, application.state.services.begin_stop_threadsafe).run()
+    _serve_until_signalled(config, application.state.services.begin_stop_threadsafe)
 
 
-class _Server:
-    """A uvicorn server that tells the app as soon as SIGINT/SIGTERM asks it to stop.
+def _serve_until_signalled(config: Any, on_exit: Callable[[], None]) -> None:
+    """Run a uvicorn server that calls ``on_exit`` as soon as SIGINT/SIGTERM asks it to stop.
 
-    uvicorn ends the open connections only after their responses complete, and
+    uvicorn ends the open connections only once their responses complete, and
     a live-update stream never completes by itself: told at once, the app ends
     its streams and the server stops in a moment, not at the graceful timeout
     with a cancelled task's traceback.
     """
+    import uvicorn  # noqa: PLC0415 - only the server needs it
 
-    def __init__(self, config: Any, on_exit: Callable[[], None]) -> None:
-        import uvicorn  # noqa: PLC0415 - only the server needs it
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            on_exit()
 
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                super().handle_exit(sig, frame)
-                on_exit()
-
-        self.server = Server(config)
-
-    def run(self) -> None:
-        # After its graceful stop uvicorn raises the signal again, with the handler
-        # it found: for SIGINT, the default one ends the process as interrupted,
-        # without a KeyboardInterrupt unwinding (and finalizing) everything first.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        self.server.run()
+    # After its graceful stop uvicorn raises the signal again, with the handler it
+    # found: for SIGINT the default one ends the process as interrupted, without a
+    # KeyboardInterrupt unwinding (and finalizing) everything first.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    Server(config).run()
 
 
 LeaseOption = Annotated[
@@ -279,8 +275,10 @@ def worker(db: DbOption = SERVE_DB, lease_seconds: LeaseOption = 10.0) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             # A stop, not a kill: the runner gives its partitions back, so the other
-            # workers take them at once instead of after the lease.
-            loop.add_signal_handler(sig, stop.set)
+            # workers take them at once instead of after the lease. (Where the loop
+            # takes no signal handlers, Ctrl-C still cancels the run, with the same effect.)
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
         try:
             runner = ProjectionRunner(store, ledger_projections(), lease_seconds=lease_seconds)
             async with runner:
@@ -299,6 +297,8 @@ def worker(db: DbOption = SERVE_DB, lease_seconds: LeaseOption = 10.0) -> None:
         asyncio.run(run())
     except _CannotOpen as exc:
         _fail(_cannot_open(db, exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
     typer.echo("worker stopped")
 
 

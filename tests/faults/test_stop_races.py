@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,7 @@ def test_a_use_that_starts_during_a_close_waits_for_it_and_gets_a_fresh_connecti
 @pytest.mark.slow
 def test_the_app_starts_and_stops_200_times_under_sweeps_projections_and_queries(tmp_path):
     """200 starts and stops with the sweep, the runner, queries and commands all busy: the process lives."""
+    started = time.monotonic()
     done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
         [sys.executable, str(CHURN), str(tmp_path), str(ROUNDS)],
         capture_output=True,
@@ -89,3 +91,5 @@ def test_the_app_starts_and_stops_200_times_under_sweeps_projections_and_queries
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr[-4000:]}"
     assert done.stdout.strip() == f"{ROUNDS} rounds", done.stdout
     assert "Traceback" not in done.stderr, done.stderr[-4000:]
+    took = time.monotonic() - started
+    print(f"\nfigures: {ROUNDS} starts and stops, exit 0, in {took:.0f}s")  # noqa: T201 - docs/reliability.md
