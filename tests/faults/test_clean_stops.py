@@ -149,3 +149,33 @@ def test_a_worker_stopped_by_sigterm_gives_its_lease_back_and_another_takes_over
         assert "Traceback" not in out, out
     assert _owner(db) is None  # the second gave it back too
     print(f"\nfigures: taken over {took_over_in:.2f}s after SIGTERM (lease {lease:g}s)")  # noqa: T201 - docs
+
+
+@pytest.mark.slow
+def test_a_worker_killed_outright_is_taken_over_after_its_lease_and_the_takeover_is_logged(
+    tmp_path, eventvault
+):
+    """SIGKILL gives nothing back: the other worker waits out the lease, takes over, and says from whom."""
+    db = tmp_path / "ledger.db"
+    url = f"sqlite:///{db}"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    with _started(eventvault("worker", "--db", url, "--lease-seconds", "2"), first_log, tmp_path) as first:
+        _wait("the first worker holding the partition", lambda: _owner(db), first, first_log)
+        holder = _owner(db)
+        with _started(
+            eventvault("worker", "--db", url, "--lease-seconds", "2"), second_log, tmp_path
+        ) as second:
+            _wait("the second worker announced", lambda: len(_workers(db)) == 2, second, second_log)
+            first.kill()
+            first.wait()
+            _wait(
+                "the second worker holding the partition",
+                lambda: _owner(db) not in (None, holder),
+                second,
+                second_log,
+            )
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=DEADLINE) == 0, second_log.read_text()
+
+    second_out = second_log.read_text()
+    assert f"took partition 0 over from {holder}, whose lease expired" in second_out, second_out

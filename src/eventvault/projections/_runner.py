@@ -669,7 +669,11 @@ class _Worker:
                 self.owned[int(p)] = int(row[0])
                 self.cps[int(p)] = _cp(row[1], row[2])
                 want -= 1
-                if owner is not None and owner != r.worker_id:
+                if owner is None:
+                    log.info("%s: took partition %d (free)", self.name, p)
+                elif owner == r.worker_id:
+                    log.info("%s: took partition %d back (held under this worker id before)", self.name, p)
+                else:
                     log.info(
                         "%s: took partition %d over from %s, whose lease expired %.1fs ago",
                         self.name,
@@ -677,8 +681,6 @@ class _Worker:
                         owner,
                         now - float(expires),
                     )
-                else:
-                    log.info("%s: took partition %d (given back or never held)", self.name, p)
 
     def _try_swap(self) -> bool:
         """Make this rebuilt generation the one queries see, if it has caught up with the live one."""
