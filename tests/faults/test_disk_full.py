@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from eventvault import StorageFull
 from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings
 
@@ -164,3 +165,34 @@ async def test_a_full_disk_answers_507_keeps_reads_and_recovers_without_a_restar
         f"\nfigures: while full {dict(answers)}; first command accepted {accepting:.2f}s after space "
         f"was freed, projection live {caught_up:.2f}s after; acknowledged {sum(ledger.acked.values())}"
     )
+
+
+async def test_a_keyed_command_whose_answer_cannot_be_kept_still_succeeds_and_its_retry_appends_nothing(
+    tmp_path, monkeypatch
+):
+    """The disk fills after the append, before its answer is kept: 200; a retry lands on the same event."""
+    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'ledger.db'}"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ledger") as client,
+    ):
+        ledger = Ledger(client)
+        assert (await ledger.open("Ada")).status_code == 201
+        account_id = ledger.accounts[0]
+        idempotency = app.state.services.idempotency
+        keep = idempotency._store
+
+        def full(*args: Any) -> None:
+            raise StorageFull("the disk is full (test)")
+
+        monkeypatch.setattr(idempotency, "_store", full)
+        first = await ledger.deposit(account_id, key="k")
+        monkeypatch.setattr(idempotency, "_store", keep)
+        retry = await ledger.deposit(account_id, key="k")
+        replay = await ledger.deposit(account_id, key="k")
+
+        assert first.status_code == 200, first.text
+        assert (retry.status_code, retry.json()) == (200, first.json())
+        assert (replay.status_code, replay.json()) == (200, first.json())
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert len(await app.state.services.store.read_stream(f"account-{account_id}")) == 2
