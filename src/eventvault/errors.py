@@ -22,6 +22,7 @@ never escape: each backend maps them at its edge to the most specific class here
     ├── DecodeError                  stored bytes that cannot become the registered type
     ├── StoreError                   the backend failed
     │   ├── StoreUnavailable         cannot reach the database now; safe to retry later
+    │   │   └── StorageFull          the database's disk is full: nothing written; retry once freed
     │   ├── StoreClosed              the store was closed by its owner
     │   └── SchemaVersionError       the database schema is newer than this code
     └── DomainError                  a business rule refused a command (subclass per rule)
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidStoreURL",
     "InvalidStreamId",
     "SchemaVersionError",
+    "StorageFull",
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
@@ -140,6 +142,15 @@ class StoreError(EventVaultError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached now (connection lost, server down, busy)."""
+
+
+class StorageFull(StoreUnavailable):
+    """The database's disk (or quota) is full: the write was not made.
+
+    SQLite's ``SQLITE_FULL`` and PostgreSQL's ``disk_full`` (SQLSTATE 53100).
+    A transient condition like any :class:`StoreUnavailable`: the same call
+    succeeds once space is freed, with no restart.
+    """
 
 
 class StoreClosed(StoreError):

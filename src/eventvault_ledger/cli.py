@@ -20,7 +20,10 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,12 +431,14 @@ def serve(
     with sock:
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"eventvault ledger on http://{shown}:{sock.getsockname()[1]}/  (store: {store.shown})")
+        application = create_app(settings)
         serving.run(
-            create_app(settings),
+            application,
             sock,
             log_level=log_level.lower(),
             max_connections=max_connections,
             keep_alive_timeout=keep_alive_timeout,
+            on_exit=application.state.services.begin_stop_threadsafe,
         )
 
 
@@ -466,9 +471,24 @@ def _needs_server_extra(exc: ModuleNotFoundError) -> str:
     )
 
 
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        "--lease-seconds",
+        metavar="SECONDS",
+        min=1.0,
+        max=3600.0,
+        help="How long a partition stays this worker's between renewals: another worker takes over a "
+        "dead worker's partitions after it (a worker that stops gives them back at once).",
+    ),
+]
+
+
 @app.command()
-def worker(db: DbOption = SERVE_DB, log_level: LogLevelOption = "warning") -> None:
-    """Run the ledger's projections (several workers share them) until interrupted."""
+def worker(
+    db: DbOption = SERVE_DB, lease_seconds: LeaseOption = 10.0, log_level: LogLevelOption = "info"
+) -> None:
+    """Run the ledger's projections (several workers share them) until SIGINT or SIGTERM."""
     from eventvault.projections import ProjectionRunner  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
 
@@ -477,11 +497,22 @@ def worker(db: DbOption = SERVE_DB, log_level: LogLevelOption = "warning") -> No
 
     async def run() -> None:
         store = await _open(where)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # A stop, not a kill: the runner gives its partitions back, so the other
+            # workers take them at once instead of after the lease. (Where the loop
+            # takes no signal handlers, Ctrl-C still cancels the run, with the same effect.)
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
         try:
-            async with ProjectionRunner(store, ledger_projections()) as runner:
+            runner = ProjectionRunner(store, ledger_projections(), lease_seconds=lease_seconds)
+            async with runner:
                 running = ", ".join(runner.projections)
                 typer.echo(f"worker {runner.worker_id} running {running}  (store: {where.shown})")
-                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels the run
+                _worker_log.info("worker %s: leases of %gs", runner.worker_id, lease_seconds)
+                await stop.wait()
+                _worker_log.info("worker %s stopping", runner.worker_id)
         finally:
             await store.close()
 
@@ -490,7 +521,11 @@ def worker(db: DbOption = SERVE_DB, log_level: LogLevelOption = "warning") -> No
     except _CannotOpen as exc:
         _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
-        typer.echo("worker stopped")
+        pass
+    typer.echo("worker stopped")
+
+
+_worker_log = logging.getLogger("eventvault_ledger.worker")
 
 
 @app.command()

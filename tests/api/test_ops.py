@@ -38,6 +38,23 @@ async def test_readyz_is_503_when_this_server_should_run_projections_and_does_no
     api.problem(await api.get("/readyz"), 503, "not-ready")
 
 
+async def test_queries_and_keyed_commands_still_answer_after_the_runner_stopped_under_them(make_api):
+    """The runner stops (closing its read-model connections) while the sweep runs: reads and keys go on."""
+    api = await make_api(idempotency_ttl=1e-6)  # the sweep runs without pause
+    account_id = await api.open()
+    await api.account(account_id, (await api.deposit(account_id, "10.00")).json()["checkpoint"])
+
+    await api.services.runner.stop()
+    r = await api.deposit(account_id, "1.00", headers={"Idempotency-Key": "after-the-stop"})
+    again = await api.deposit(account_id, "1.00", headers={"Idempotency-Key": "after-the-stop"})
+
+    assert r.status_code == 200, r.text
+    assert (again.status_code, again.json()) == (200, r.json())
+    listing = await api.get("/api/query/accounts")
+    assert listing.status_code == 200, listing.text
+    assert account_id in {a["accountId"] for a in listing.json()["items"]}
+
+
 async def test_metrics_are_prometheus_text_with_appends_latency_lag_and_rate(api):
     """/metrics has commands, appends, command and request latency, projection lag and rate."""
     account_id = await api.open()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from eventvault.errors import InvalidInput, InvalidStoreURL, StoreError, StoreUnavailable
+from eventvault.errors import InvalidInput, InvalidStoreURL, StorageFull, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from eventvault.store.base import EventStore
@@ -77,8 +77,14 @@ ADDED_COLUMNS: Final = (
 )
 
 T = TypeVar("T")
+_SQLITE_FULL: Final = 13  # the primary result code of "database or disk is full"
 _QMARK = re.compile(r"\?")
 _SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
+
+
+def _broken(error: StoreError) -> bool:
+    """Whether the connection that raised ``error`` is worth dropping (a full disk leaves it sound)."""
+    return isinstance(error, StoreUnavailable) and not isinstance(error, StorageFull)
 
 
 class ReadModels:
@@ -98,6 +104,14 @@ class ReadModels:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+        # Connections are closed only while no thread uses one: every transaction
+        # and query counts itself in, close() waits for the count to drop to zero
+        # and holds new uses back until it is done (a sqlite3 connection closed
+        # under a statement running on another thread crashes the process).
+        self._idle = threading.Condition(self._lock)
+        self._uses = 0
+        self._closing = False
+        self._depth = threading.local()  # this thread's uses in progress (nested ones pass)
         self._sql_cache: dict[str, str] = {}
 
     # Subclasses connect, map errors and begin write transactions.
@@ -148,6 +162,26 @@ class ReadModels:
             with contextlib.suppress(Exception):
                 conn.close()
 
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Count this thread in as using its connection (close() waits for it)."""
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._idle:
+                while self._closing:
+                    self._idle.wait()
+                self._uses += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._idle:
+                    self._uses -= 1
+                    if self._uses == 0:
+                        self._idle.notify_all()
+
     def _lost(self, conn: Any) -> bool:  # noqa: ARG002 - a backend with connections overrides it
         """Whether ``conn`` is gone (the server restarted or ended it): worth one fresh try."""
         return False
@@ -184,24 +218,26 @@ class ReadModels:
         survive a crash of the database, such as an answer about to be sent.
         """
         wait = durable and not self.durable
-        conn: Any = None
-        try:
-            conn = self._fresh_on_loss(self._begun_durable if wait else self._begun)
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-            if self.is_driver_error(exc):
-                if isinstance(self.map_error(exc), StoreUnavailable):
-                    self.drop_connection()
-                raise self.map_error(exc) from exc
-            raise
-        finally:
-            if wait and conn is not None:
-                with contextlib.suppress(Exception):
-                    self._end_durable(conn)
+        with self._in_use():
+            conn: Any = None
+            try:
+                conn = self._fresh_on_loss(self._begun_durable if wait else self._begun)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                if self.is_driver_error(exc):
+                    mapped = self.map_error(exc)
+                    if _broken(mapped):
+                        self.drop_connection()
+                    raise mapped from exc
+                raise
+            finally:
+                if wait and conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._end_durable(conn)
 
     def _begun(self, conn: Any) -> Any:
         self._begin(conn)
@@ -218,12 +254,13 @@ class ReadModels:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query, in a transaction of its own."""
         try:
-            # Autocommit on both drivers: the query is a transaction of its own.
-            rows = self._fresh_on_loss(lambda conn: list(conn.execute(self.sql(sql), params).fetchall()))
+            with self._in_use():
+                # Autocommit on both drivers: the query is a transaction of its own.
+                rows = self._fresh_on_loss(lambda conn: list(conn.execute(self.sql(sql), params).fetchall()))
         except Exception as exc:
             if self.is_driver_error(exc):
                 mapped = self.map_error(exc)
-                if isinstance(mapped, StoreUnavailable):
+                if _broken(mapped):
                     self.drop_connection()
                 raise mapped from exc
             raise
@@ -243,13 +280,29 @@ class ReadModels:
                 self.execute(conn, f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
-        """Close every connection this object made."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-        self._local = threading.local()
+        """Close every connection this object made, once no thread is using one.
+
+        Transactions and queries in progress on other threads finish first; those
+        that start meanwhile wait for the close, then open new connections (so a
+        runner can be started again). The owner of a read-model database closes
+        it after stopping everything that uses it, then nothing reopens it.
+        """
+        with self._idle:
+            while self._closing:  # another close is at work: this one waits for it
+                self._idle.wait()
+            self._closing = True
+            try:
+                while self._uses:
+                    self._idle.wait()
+                conns, self._all = self._all, []
+                self._local = threading.local()
+                # Under the lock, so no use starts before every connection is closed.
+                for conn in conns:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            finally:
+                self._closing = False
+                self._idle.notify_all()
 
 
 class SQLiteReadModels(ReadModels):
@@ -297,6 +350,9 @@ class SQLiteReadModels(ReadModels):
 
     def map_error(self, exc: BaseException) -> StoreError:
         text = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+            return StorageFull(f"read models at {self.path}: the disk is full ({text}); nothing was written")
         if isinstance(exc, sqlite3.OperationalError) and (
             "locked" in text or "busy" in text or "unable to open" in text
         ):
@@ -374,6 +430,8 @@ class PostgresReadModels(ReadModels):
     def map_error(self, exc: BaseException) -> StoreError:
         import psycopg  # noqa: PLC0415
 
+        if isinstance(exc, psycopg.errors.DiskFull):
+            return StorageFull(f"read models in schema {self.schema}: the database's disk is full ({exc})")
         if isinstance(exc, psycopg.OperationalError):
             return StoreUnavailable(f"read models in schema {self.schema}: {exc}")
         return StoreError(f"read models in schema {self.schema}: {exc}")

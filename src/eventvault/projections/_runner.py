@@ -462,6 +462,13 @@ class _Worker:
         for p in self.owned:
             self.cps[p] = max(self.cps[p], end)
         self.rate.add(sum(counts.values()))
+        # Committed: what kept this worker from writing (a full disk, a lost
+        # connection, a failing event now applied) is over. Said before anyone is
+        # told of the progress, so a status read then never shows the old error.
+        # (The worker's coroutine is suspended on this call: nothing else writes these.)
+        self.error = None
+        if self.state == "retrying":
+            self.state = "catching_up"
         self.runner.notify_progress()
 
     def _todo(self, events: list[RecordedEvent]) -> list[tuple[int, RecordedEvent, Any, int]]:
@@ -546,6 +553,8 @@ class _Worker:
 
     def _release_all(self) -> None:
         db = self.runner.db
+        if self.owned:
+            log.info("%s: giving back partitions %s", self.name, sorted(self.owned))
         with db.transaction() as conn:
             for p in sorted(self.owned):
                 db.execute(
@@ -643,11 +652,11 @@ class _Worker:
         db = r.db
         free = db.execute(
             conn,
-            "SELECT part FROM ev_partition WHERE name = ? AND generation = ? "
+            "SELECT part, owner, expires FROM ev_partition WHERE name = ? AND generation = ? "
             "AND (owner IS NULL OR expires < ? OR owner = ?) AND error IS NULL ORDER BY part",
             (self.name, self.generation, now, r.worker_id),
         ).fetchall()
-        for (p,) in free:
+        for p, owner, expires in free:
             if want == 0:
                 return
             if int(p) in self.owned:
@@ -664,6 +673,18 @@ class _Worker:
                 self.owned[int(p)] = int(row[0])
                 self.cps[int(p)] = _cp(row[1], row[2])
                 want -= 1
+                if owner is None:
+                    log.info("%s: took partition %d (free)", self.name, p)
+                elif owner == r.worker_id:
+                    log.info("%s: took partition %d back (held under this worker id before)", self.name, p)
+                else:
+                    log.info(
+                        "%s: took partition %d over from %s, whose lease expired %.1fs ago",
+                        self.name,
+                        p,
+                        owner,
+                        now - float(expires),
+                    )
 
     def _try_swap(self) -> bool:
         """Make this rebuilt generation the one queries see, if it has caught up with the live one."""

@@ -59,8 +59,9 @@ How it works
   than this code raises :class:`~eventvault.errors.SchemaVersionError`.
 * **Errors.** No ``sqlite3`` exception leaves this module: a busy/locked database
   and a file that cannot be opened become :class:`~eventvault.errors.StoreUnavailable`
-  (retry later), anything else :class:`~eventvault.errors.StoreError` with
-  SQLite's message.
+  (retry later), a full disk (``SQLITE_FULL``) :class:`~eventvault.errors.StorageFull`
+  (retry once space is freed), anything else :class:`~eventvault.errors.StoreError`
+  with SQLite's message.
 
 * **Live wake-ups.** :meth:`SQLiteEventStore.add_commit_listener` registers a
   callback told the new head after each commit of this store (not of other
@@ -96,6 +97,7 @@ from eventvault.errors import (
     InvalidStoreURL,
     InvalidStreamId,
     SchemaVersionError,
+    StorageFull,
     StoreClosed,
     StoreError,
     StoreUnavailable,
@@ -259,6 +261,7 @@ _INLINE_COMMIT_US: Final = 1000.0  # writer=auto commits on the loop's thread wh
 
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
+_SQLITE_FULL: Final = 13
 _SQLITE_CANTOPEN: Final = 14
 
 # A queued call: (is_write, function, arguments, the caller's future, its loop).
@@ -537,6 +540,12 @@ class SQLiteEventStore(EventStore):
             )
         elif primary == _SQLITE_CANTOPEN:
             err = StoreUnavailable(f"cannot open SQLite database file {self.path}: {message}")
+        elif primary == _SQLITE_FULL:
+            # The transaction was rolled back whole: nothing of it is in the file, and
+            # the same append succeeds once space is freed.
+            err = StorageFull(
+                f"the disk of SQLite database {self.path} is full ({message}); nothing was written"
+            )
         else:
             err = StoreError(f"SQLite failed on {self.path}: {message}")
         err.__cause__ = exc

@@ -89,10 +89,13 @@ async def _changes(
     yield b"retry: 2000\n\n"
     checkpoint = start
     try:
-        while not await request.is_disconnected():
+        # The server stopping ends the stream at once (the client reconnects from its
+        # last event id): an open stream would otherwise hold the stop up.
+        while not services.closing.is_set() and not await request.is_disconnected():
             page = await services.store.read_all(checkpoint, limit=_PAGE, event_types=ACCOUNT_EVENTS)
             if page.checkpoint == checkpoint:
-                if not await services.store.wait_for_events(checkpoint, timeout=settings.sse_keepalive):
+                woken = await services.wait_for_events(checkpoint, timeout=settings.sse_keepalive)
+                if not woken and not services.closing.is_set():
                     yield b": keep-alive\n\n"
                 continue
             latest: dict[str, Checkpoint] = {}

@@ -18,6 +18,8 @@ from eventvault.errors import (
     ConcurrencyError,
     EventVaultError,
     InvalidInput,
+    StorageFull,
+    StoreClosed,
     StoreUnavailable,
 )
 from eventvault_ledger.errors import (
@@ -97,7 +99,7 @@ def _ledger_status(exc: LedgerError) -> int:
     return 422
 
 
-def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one branch per error family
+def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911, PLR0912 - one branch per error family
     """The problem for an exception raised while serving a request."""
     if isinstance(exc, Problem):
         return exc
@@ -126,6 +128,25 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911 - one br
         return Problem(422, "validation", "Invalid request", f"{name}: {detail}", parameter=name)
     if isinstance(exc, InvalidInput):
         return Problem(422, "validation", "Invalid request", str(exc))
+    if isinstance(exc, StorageFull):
+        # 507 with Retry-After: the request was fine and nothing of it was written;
+        # the same request succeeds once space is freed (no restart needed).
+        return Problem(
+            507,
+            "storage-full",
+            "Insufficient storage",
+            "the database's disk is full: nothing was written; retry once space is freed",
+            {"Retry-After": "5"},
+        )
+    if isinstance(exc, StoreClosed):
+        # A request still running while the server stops: it may be retried elsewhere or later.
+        return Problem(
+            503,
+            "unavailable",
+            "The server is stopping",
+            "the server is stopping; retry",
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, StoreUnavailable):
         # The store's own words name hosts, schemas and driver errors: they go to
         # the log (with the request id), never to the caller.
@@ -199,8 +220,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(EventVaultError)
     async def _eventvault(request: Request, exc: EventVaultError) -> JSONResponse:
         problem = problem_from(exc)
-        if isinstance(exc, StoreUnavailable):
-            log.warning("request %s: %s", getattr(request.state, "request_id", "?"), exc)
+        if isinstance(exc, StoreUnavailable | StoreClosed):
+            # Known conditions (an unreachable database, a full disk, a server stopping),
+            # not bugs: one line with the request id (and the store's words), no stack.
+            log.warning("request %s refused: %s", getattr(request.state, "request_id", "?"), exc)
         elif problem.status >= 500:
             log.error("request %s failed", getattr(request.state, "request_id", "?"), exc_info=exc)
         return problem_response(problem, request)

@@ -8,13 +8,14 @@ import json
 import logging
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from eventvault import EventStore, Repository, open_store
+from eventvault import Checkpoint, EventStore, Repository, StoreError, StoreUnavailable, open_store
 from eventvault.projections import ProjectionRunner, ProjectionStatus, ReadModels, read_models_for
 from eventvault_ledger.api.problems import PROBLEM_BASE, Problem
 from eventvault_ledger.api.settings import Settings
@@ -92,9 +93,18 @@ class IdempotencyStore:
             )
 
     def remember(self, key: str, response: JSONResponse) -> None:
-        """Keep the answer to give again on a retry."""
+        """Keep the answer to give again on a retry.
+
+        The command's events are in the log by now, so failing to keep its answer
+        (a full disk, the database gone) must not turn a success into an error:
+        it is logged, and a retry of the key runs the command again, which
+        lands on the same event ids (derived from the key) and appends nothing.
+        """
         keep = {k: v for k, v in response.headers.items() if k.lower() in ("etag", "location")}
-        self._store(key, response.status_code, bytes(response.body).decode(), keep, "application/json")
+        try:
+            self._store(key, response.status_code, bytes(response.body).decode(), keep, "application/json")
+        except StoreError as exc:
+            log.warning("the answer to a keyed command was not kept (a retry finds its events): %s", exc)
 
     def remember_problem(self, key: str, problem: Problem) -> None:
         """Keep a refusal (a domain error) to give again on a retry."""
@@ -209,7 +219,13 @@ class Services:
         self.runner: ProjectionRunner
         self.idempotency: IdempotencyStore
         self._expiry: asyncio.Task[None] | None = None
+        # The sweep's own thread, so that stop() can join it: a deletion still running
+        # on a connection when the read models close would crash the process.
+        self._sweeper: ThreadPoolExecutor | None = None
         self._stopping = asyncio.Event()
+        self.closing = asyncio.Event()
+        """Set when the server begins to stop: live streams end at once on it."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def lock_for(self, key: str) -> asyncio.Lock:
         """The in-process lock of one aggregate (commands on it run one at a time here)."""
@@ -223,6 +239,7 @@ class Services:
         """Open the store, set up the read side, seed demo data when asked."""
         from eventvault_ledger.read_models import projections  # noqa: PLC0415
 
+        self._loop = asyncio.get_running_loop()
         self.store = await open_store(self.settings.db)
         self.repository = Repository(self.store, cache_size=self.settings.account_cache)
         self.db = read_models_for(self.store)
@@ -230,6 +247,7 @@ class Services:
         self.idempotency = IdempotencyStore(self.db)
         await asyncio.to_thread(self.idempotency.setup)
         if self.settings.idempotency_ttl > 0:
+            self._sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventvault-key-expiry")
             self._expiry = asyncio.create_task(self._expire_keys(self.settings.idempotency_ttl))
         if self.settings.run_projections:
             await self.runner.start()
@@ -244,9 +262,12 @@ class Services:
 
     async def _expire_keys(self, ttl: float) -> None:
         """Forget idempotency keys older than ``ttl``, now and every quarter of it (at most hourly)."""
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
-                gone = await asyncio.to_thread(self.idempotency.expire, time.time() - ttl)
+                gone = await loop.run_in_executor(self._sweeper, self.idempotency.expire, time.time() - ttl)
+            except StoreUnavailable as exc:  # a full disk, the database away: the next round tries again
+                log.warning("expiring idempotency keys failed: %s", exc)
             except Exception:  # the next round tries again; requests are unaffected
                 log.exception("expiring idempotency keys failed")
             else:
@@ -255,19 +276,59 @@ class Services:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), min(ttl / 4, 3600.0))
 
+    def begin_stop(self) -> None:
+        """The server is about to stop: end live streams now (they would hold the stop up)."""
+        self.closing.set()
+
+    def begin_stop_threadsafe(self) -> None:
+        """:meth:`begin_stop` from another thread or a signal handler (a no-op before start)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(self.begin_stop)
+
+    async def wait_for_events(self, after: Checkpoint, *, timeout: float) -> bool:
+        """The store's ``wait_for_events``, cut short (False) when the server begins to stop."""
+        if self.closing.is_set():
+            return False
+        waiting = asyncio.ensure_future(self.store.wait_for_events(after, timeout=timeout))
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await asyncio.wait((waiting, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+        return waiting.result() if not waiting.cancelled() else False
+
     async def stop(self) -> None:
-        """Stop projections and close the store."""
+        """Stop everything that uses the databases, then close them, in that order.
+
+        A read-model connection is closed only once nothing can use it: the sweep
+        is stopped and its thread joined, the projection runner stopped, and the
+        queries still running on other threads finished (ReadModels.close waits
+        for them).
+        """
+        self.begin_stop()
+        self._stopping.set()
         if self._expiry is not None:
-            # Not cancelled: a deletion running in its thread finishes before the
-            # read models' connections close under it.
-            self._stopping.set()
-            await self._expiry
+            # Not cancelled: a deletion running in its thread finishes first.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        if self._sweeper is not None:
+            await asyncio.to_thread(self._sweeper.shutdown, wait=True)
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.stop()
         store = getattr(self, "store", None)
         if store is not None:
             await store.close()
+        db = getattr(self, "db", None)
+        if db is not None:
+            # The runner closed it too; this catches a query that reopened one meanwhile.
+            await asyncio.to_thread(db.close)
 
     def describe(self) -> dict[str, Any]:
         """A short description for logs."""
