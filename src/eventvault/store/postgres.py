@@ -15,17 +15,22 @@ a time. This store keeps writers concurrent instead:
 
 * every row records ``pg_current_xact_id()`` (xid8) of the transaction that
   wrote it, in ``tx_id``;
-* a reader only returns rows with ``tx_id < pg_snapshot_xmin(pg_current_snapshot())``.
-  Every transaction with an id below that horizon has finished, so the set of
-  rows below it is final: nothing can still commit there;
+* every transaction that writes events holds the schema's writers' lock (a
+  shared transaction-level advisory lock), taken before its first write;
+* a reader only returns rows with ``tx_id`` below the read horizon: the oldest
+  transaction still running that holds that lock (``read_horizon()``, created
+  by the schema's migrations; decision 0018 says why the order of its reads is
+  safe). Every event writer below it has finished, so the set of rows below it
+  is final: nothing can still commit there;
 * the log is ordered, and checkpoints compare, by ``(tx_id, position)``. A
   checkpoint is below the horizon of the read that produced it, so every row
   that commits later sorts after it. Ordering by position alone would not be
   safe, because a transaction with a low id can insert (and get positions) after
   one with a higher id has committed.
 
-The price: a transaction that holds an id for long (a long or idle-in-transaction
-writer anywhere in the cluster) holds the horizon back, and readers wait for it.
+The price: an event writer that stays open (a stuck append, an ``append_on``
+transaction left idle) holds the horizon back, and readers wait for it; a
+transaction elsewhere in the cluster, or on other tables, does not.
 They are delayed, never wrong. See ``docs/postgres.md``.
 
 Writers
