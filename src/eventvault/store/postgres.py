@@ -96,6 +96,7 @@ from eventvault.domain import EventRegistry
 from eventvault.errors import (
     InvalidStoreURL,
     SchemaVersionError,
+    StorageFull,
     StoreClosed,
     StoreError,
     StoreUnavailable,
@@ -1155,6 +1156,11 @@ class PostgresEventStore(EventStore):
     def _error(self, what: str, exc: psycopg.Error) -> StoreError:
         """The eventvault error for a psycopg error on a live connection."""
         reason = _reason(exc)
+        if isinstance(exc, psycopg.errors.DiskFull):
+            return StorageFull(
+                f"{what}: {self._target}'s disk is full ({reason}); nothing was written, "
+                "retry once space is freed"
+            )
         if isinstance(exc, psycopg.errors.QueryCanceled):
             return StoreUnavailable(
                 f"{what}: PostgreSQL cancelled the statement ({reason}); nothing was written, retry later"
