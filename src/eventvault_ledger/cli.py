@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -241,7 +242,8 @@ def _serve_until_signalled(config: Any, on_exit: Callable[[], None]) -> None:
     # After its graceful stop uvicorn raises the signal again, with the handler it
     # found: for SIGINT the default one ends the process as interrupted, without a
     # KeyboardInterrupt unwinding (and finalizing) everything first.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if threading.current_thread() is threading.main_thread():  # only there can it set handlers
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     Server(config).run()
 
 
