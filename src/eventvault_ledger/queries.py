@@ -674,6 +674,7 @@ def _account_id(account_id: object) -> str:
 
 
 _MAX_SEARCH: Final = 200
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _LIKE_SPECIAL: Final = re.compile(r"([\\%_])")
 
 
@@ -684,6 +685,8 @@ def _search_patterns(search: object) -> tuple[str, str]:
     text = search.strip()
     if not text or len(text) > _MAX_SEARCH:
         raise InvalidQuery("search", f"is 1 to {_MAX_SEARCH} characters of an owner name or an account id")
+    if _CONTROL.search(text):
+        raise InvalidQuery("search", "holds a control character; no owner name or account id has one")
     escaped = _LIKE_SPECIAL.sub(r"\\\1", text)
     return f"%{escaped.lower()}%", f"{escaped.lower()}%"
 

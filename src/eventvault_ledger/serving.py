@@ -15,6 +15,7 @@ import errno
 import logging
 import signal
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -172,5 +173,6 @@ def run(  # noqa: PLR0913 - the app, its socket, and uvicorn's settings
     # After its graceful stop uvicorn raises the signal again, with the handler it
     # found: for SIGINT the default one ends the process as interrupted, without a
     # KeyboardInterrupt unwinding (and finalizing) everything first.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if threading.current_thread() is threading.main_thread():  # only there can it set handlers
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     Server(config).run(sockets=[sock])

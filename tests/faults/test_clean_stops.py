@@ -53,7 +53,9 @@ def test_the_server_stops_at_once_with_live_streams_open_and_no_traceback(tmp_pa
     """Three open SSE streams: a signal ends them and the server exits well before the graceful bound."""
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    command = eventvault("serve", "--db", f"sqlite:///{tmp_path / 'ledger.db'}", "--port", str(port))
+    command = eventvault(
+        "serve", "--db", f"sqlite:///{tmp_path / 'ledger.db'}", "--port", str(port), "--log-level", "info"
+    )
     with _started(command, log, tmp_path) as server:
         _wait("/healthz", lambda: _healthy(base), server, log)
         opened: list[str] = []

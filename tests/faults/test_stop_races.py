@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eventvault.projections._db import SQLiteReadModels
+from eventvault.projections import open_read_models
 
 CHURN = Path(__file__).with_name("app_churn.py")
 ROUNDS = 200
@@ -19,7 +19,7 @@ JOIN = 30.0  # generous: only a deadlock would need it
 
 def test_close_waits_for_a_transaction_running_on_another_thread(tmp_path):
     """ReadModels.close() returns only after a transaction in progress elsewhere has ended, then closes."""
-    db = SQLiteReadModels(str(tmp_path / "rm.db"))
+    db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
     inside, release = threading.Event(), threading.Event()
     rows: list[int] = []
 
@@ -50,7 +50,7 @@ def test_close_waits_for_a_transaction_running_on_another_thread(tmp_path):
 
 def test_a_use_that_starts_during_a_close_waits_for_it_and_gets_a_fresh_connection(tmp_path):
     """A query begun while close() waits runs after the close, on a new connection, not a closed one."""
-    db = SQLiteReadModels(str(tmp_path / "rm.db"))
+    db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:

@@ -745,6 +745,7 @@ GOOD_KEY = balance_key(Decimal(5))
         ({"search": ""}, InvalidQuery, "search: is 1 to 200 characters"),
         ({"search": "x" * 201}, InvalidQuery, "search: is 1 to 200 characters"),
         ({"search": 7}, InvalidQuery, "search: is text"),
+        ({"search": "a\x00b"}, InvalidQuery, "search: holds a control character"),
     ],
 )
 def test_bad_list_arguments_are_refused_before_any_query(kwargs, error, message):

@@ -285,7 +285,7 @@ class ReadModels:
         Transactions and queries in progress on other threads finish first; those
         that start meanwhile wait for the close, then open new connections (so a
         runner can be started again). The owner of a read-model database closes
-        it after stopping everything that uses it, then nothing reopens it.
+        it after stopping everything that uses it, so that nothing reopens it.
         """
         with self._idle:
             while self._closing:  # another close is at work: this one waits for it
