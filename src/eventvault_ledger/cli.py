@@ -359,7 +359,8 @@ def serve(
             "--max-connections",
             metavar="N",
             min=1,
-            help="Connections served at once (live streams count); beyond, new requests get 503.",
+            help="Connections (or requests) served at once, live streams included; beyond, new "
+            "requests get 503 (uvicorn's limit_concurrency).",
         ),
     ] = 1000,
     keep_alive_timeout: Annotated[

@@ -217,3 +217,21 @@ def test_serve_takes_a_metrics_token_for_metrics(tmp_path):
 
     assert anonymous.status_code == 401
     assert scraped.status_code == 200
+
+
+def test_serve_bounds_the_connections_it_holds(tmp_path):
+    """With --max-connections 2, a live stream and more callers at once: the ones beyond get 503."""
+    port = _free_port()
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    with (
+        serving(tmp_path, "--db", db, "--max-connections", "2", port=port) as (base, _),
+        contextlib.ExitStack() as held,
+    ):
+        stream = held.enter_context(httpx.stream("GET", f"{base}/api/query/accounts/changes", timeout=30))
+        first = next(stream.iter_lines())
+        callers = [held.enter_context(httpx.Client(base_url=base, timeout=30)) for _ in range(4)]
+        statuses = [caller.get("/healthz").status_code for caller in callers]
+
+    assert (stream.status_code, first[:6]) == (200, "retry:")
+    assert 503 in statuses, statuses
