@@ -727,6 +727,26 @@ async def test_status_is_live_without_the_old_error_as_soon_as_catch_up_returns(
             release.set()
 
 
+async def test_a_batch_the_database_lost_is_applied_again_not_built_upon(url: str, store: EventStore) -> None:
+    """Read models lose their last commits in a crash of the database: the worker resumes from what it kept.
+
+    The loss is made by hand (rows and checkpoint back to before the batch, as a
+    crash rolls back a commit that never reached the disk) while the worker idles
+    with the later checkpoint in memory; the next batch must not build on it.
+    """
+    await fill(store, 2, 5)
+    db = open_read_models(url)
+    async with ProjectionRunner(store, [Totals()]) as runner:
+        assert await runner.catch_up(timeout=WAIT)
+        with db.transaction() as conn:
+            conn.execute("DELETE FROM totals__g1")  # the serving generation's table (totals is its view)
+            conn.execute("UPDATE ev_partition SET cp_tx = 0, cp_pos = 0 WHERE name = 'totals'")
+        later = await store.append("s-0", [Added(100)], expected_version=5)
+        assert await runner.wait_for(later.checkpoint, timeout=WAIT)
+        assert sorted(rows(runner, "SELECT stream, total FROM totals")) == [("s-0", 115), ("s-1", 15)]
+    db.close()
+
+
 # -- status and read-your-writes ----------------------------------------------------------------
 
 

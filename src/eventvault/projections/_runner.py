@@ -293,7 +293,11 @@ class _Worker:
                     return
                 backoff = 0.05
             except _Fenced:
-                log.info("%s: a partition was taken over; resyncing leases", self.name)
+                log.info(
+                    "%s: a partition was taken over, or its checkpoint is not where this worker left it; "
+                    "resyncing leases and checkpoints",
+                    self.name,
+                )
                 self.owned.clear()
                 self.last_lease_sync = -math.inf
             except _Abandoned as exc:
@@ -504,20 +508,25 @@ class _Worker:
             raise _HandlerFailed(first[0], first[1], exc, whole_batch=True) from exc
 
     def _fence(self, conn: Any) -> None:
-        """Raise _Fenced unless every partition this worker holds still carries its token.
+        """Raise _Fenced unless every partition this worker holds still carries its token and checkpoint.
 
         Fence first: confirm (and, on PostgreSQL, lock) every partition we write
         for, so a takeover or a rebuild's swap either waits for this batch or
         makes it fail here, before any read-model row is touched. In partition
         order, like takeovers, so two workers never lock in opposite orders.
+        The checkpoint must be where this worker left it too: read models that
+        commit without waiting for the disk can lose their last batches in a
+        crash of the database, and then the worker starts again from the
+        checkpoint the database kept, not from the one it remembers.
         """
         db = self.runner.db
         for p in sorted(self.owned):
+            cp = self.cps[p]
             n = db.execute(
                 conn,
                 "UPDATE ev_partition SET token = token "
-                "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
-                (self.name, self.generation, p, self.owned[p]),
+                "WHERE name = ? AND generation = ? AND part = ? AND token = ? AND cp_tx = ? AND cp_pos = ?",
+                (self.name, self.generation, p, self.owned[p], cp.tx, cp.position),
             ).rowcount
             if n != 1:
                 raise _Fenced(p)
