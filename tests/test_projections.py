@@ -712,8 +712,8 @@ async def test_status_is_live_without_the_old_error_as_soon_as_catch_up_returns(
     notify = runner.notify_progress
 
     def hold_after_commit() -> None:
+        committed.set()  # before anyone is told: the loop may look at once
         notify()
-        committed.set()
         release.wait(60)
 
     monkeypatch.setattr(runner, "notify_progress", hold_after_commit)

@@ -228,10 +228,8 @@ class ReadModels:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.execute("ROLLBACK")
-                if self.is_driver_error(exc):
-                    mapped = self.map_error(exc)
-                    if _broken(mapped):
-                        self.drop_connection()
+                mapped = self._mapped(exc)
+                if mapped is not None:
                     raise mapped from exc
                 raise
             finally:
@@ -258,13 +256,20 @@ class ReadModels:
                 # Autocommit on both drivers: the query is a transaction of its own.
                 rows = self._fresh_on_loss(lambda conn: list(conn.execute(self.sql(sql), params).fetchall()))
         except Exception as exc:
-            if self.is_driver_error(exc):
-                mapped = self.map_error(exc)
-                if _broken(mapped):
-                    self.drop_connection()
+            mapped = self._mapped(exc)
+            if mapped is not None:
                 raise mapped from exc
             raise
         return rows
+
+    def _mapped(self, exc: BaseException) -> StoreError | None:
+        """The eventvault error for a driver error (None for any other); drops a broken connection."""
+        if not self.is_driver_error(exc):
+            return None
+        mapped = self.map_error(exc)
+        if _broken(mapped):
+            self.drop_connection()
+        return mapped
 
     def setup(self) -> None:
         """Create (or bring up to date) the bookkeeping tables. Idempotent."""
