@@ -214,8 +214,25 @@ def items(*names: str) -> list[NewEvent]:
     return [NewEvent(ItemAdded(n)) for n in names]
 
 
+async def settled(store: EventStore, within: float = 60.0) -> None:
+    """Wait until every committed event is readable.
+
+    On PostgreSQL a read may trail the commits for a moment (a transaction that
+    ended while the read was being made holds its horizon; see docs/postgres.md):
+    delayed, never wrong. Tests that compare the whole log with what they wrote
+    wait for it first; the other backends never trail.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (lag := await store.read_horizon_lag()).pending_events:
+        if loop.time() > deadline:
+            raise AssertionError(f"committed events still not readable after {within}s: {lag}")
+        await asyncio.sleep(0.01)  # polling the database, not ordering our own tasks
+
+
 async def full_log(store: EventStore) -> list[RecordedEvent]:
-    """The whole global log, read in pages from the start."""
+    """The whole global log, read in pages from the start, once every committed event is readable."""
+    await settled(store)
     return [e async for e in store.iter_all()]
 
 
@@ -757,6 +774,7 @@ class EventStoreContract:
         assert await store.head() == START
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)
         result = await store.append(OTHER, items("b", "c"), expected_version=NO_STREAM)
+        await settled(store)
         assert await store.head() == result.checkpoint == (await full_log(store))[-1].checkpoint
 
     # -- streams -----------------------------------------------------------------------
