@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import sqlite3
 import threading
@@ -68,6 +69,12 @@ async def store(db: Path) -> AsyncIterator[SQLiteEventStore]:
     assert isinstance(s, SQLiteEventStore)
     async with s:
         yield s
+
+
+@pytest.fixture
+def fast_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit counts as quick for writer=auto, however loaded the machine is."""
+    monkeypatch.setattr(sqlite_module, "_INLINE_COMMIT_US", math.inf)
 
 
 def raw(db: Path) -> sqlite3.Connection:
@@ -317,7 +324,7 @@ def committing_threads(store: SQLiteEventStore) -> list[str]:
     return names
 
 
-async def test_with_fast_commits_appends_commit_on_the_loops_thread(store):
+async def test_with_fast_commits_appends_commit_on_the_loops_thread(store, fast_commits):
     """writer=auto: a lone append, and a group of concurrent ones, commit right on the event loop's thread."""
     here = threading.current_thread().name
     threads = committing_threads(store)
@@ -358,7 +365,7 @@ async def test_slow_commits_go_to_the_writer_thread(store, monkeypatch):
     assert store.stats.inline_transactions == 1
 
 
-async def test_the_loop_never_waits_for_another_process_lock(db):
+async def test_the_loop_never_waits_for_another_process_lock(db, fast_commits):
     """With the write lock held elsewhere, an append waits on the writer thread; the loop runs on."""
     async with create_store(sqlite_url(db, "busy_timeout=30"), registry=reg) as s:
         assert isinstance(s, SQLiteEventStore)
@@ -378,7 +385,7 @@ async def test_the_loop_never_waits_for_another_process_lock(db):
         assert await on_writer(s, pragma("busy_timeout")) == 30000
 
 
-async def test_a_lone_append_whose_commit_fails_is_not_stored(store, db):
+async def test_a_lone_append_whose_commit_fails_is_not_stored(store, db, fast_commits):
     """COMMIT failing on the loop's thread fails that append with a StoreError; the store goes on."""
     await poison_commits(store, db)
     with pytest.raises(StoreError, match="FOREIGN KEY") as info:

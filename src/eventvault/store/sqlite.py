@@ -319,6 +319,9 @@ def _settle(outcomes: list[_Outcome]) -> None:
             fut.set_exception(value)
 
 
+_Post = tuple[asyncio.AbstractEventLoop, list[_Outcome]]  # outcomes for one loop
+
+
 def _post(loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
     if loop is asyncio._get_running_loop():  # noqa: SLF001 - public in asyncio.events; a group run inline
         _settle(outcomes)
@@ -449,6 +452,9 @@ class SQLiteEventStore(EventStore):
         # thread for a group committed there, never by two at once (_wlock).
         self._wlock = threading.Lock()
         self._wcur: sqlite3.Cursor | None = None
+        # The writer thread resolves callers' futures only once it has let go of
+        # _wlock, so a caller it wakes finds the write connection free (_resolve).
+        self._held = threading.local()
         self._wait_locks = True  # its busy timeout: True = busy_timeout, False = 0
         self._commit_us = 0.0  # moving average of how long COMMIT takes
         self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # writer=auto: the next group
@@ -647,8 +653,17 @@ class SQLiteEventStore(EventStore):
             if self._closed:
                 self._fail_closed(batch)
             elif batch:
-                with self._wlock:
-                    self._run_batch(conn, cur, batch)
+                held: list[_Post] = []
+                try:
+                    with self._wlock:
+                        self._held.posts = held
+                        try:
+                            self._run_batch(conn, cur, batch)
+                        finally:
+                            self._held.posts = None
+                finally:
+                    for loop, outcomes in held:
+                        _post(loop, outcomes)
             if stop:
                 return
 
@@ -683,6 +698,14 @@ class SQLiteEventStore(EventStore):
                 return batch, True
             batch.append(job)
         return batch, False
+
+    def _resolve(self, loop: asyncio.AbstractEventLoop, outcomes: list[_Outcome]) -> None:
+        """Hand ``outcomes`` to ``loop``: at once, or after the writer thread's batch."""
+        held: list[_Post] | None = getattr(self._held, "posts", None)
+        if held is None:
+            _post(loop, outcomes)
+        else:
+            held.append((loop, outcomes))
 
     def _fail_closed(self, jobs: list[_Job]) -> None:
         for job in jobs:
@@ -722,7 +745,7 @@ class SQLiteEventStore(EventStore):
                 log.error("the SQLite writer failed a batch", exc_info=exc)  # noqa: TRY400 - exc_info given
             for job in jobs:
                 error = self._map_error(exc) if isinstance(exc, sqlite3.Error) else exc
-                _post(job[4], [(job[3], False, error)])
+                self._resolve(job[4], [(job[3], False, error)])
             return True
         self._finish_batch(jobs, done)
         return True
@@ -830,7 +853,7 @@ class SQLiteEventStore(EventStore):
             else:
                 self._notify(Checkpoint(0, self._tx_head))
         for loop, outcomes in by_loop.items():
-            _post(loop, outcomes)
+            self._resolve(loop, outcomes)
 
     def _run_write(self, cur: sqlite3.Cursor, job: _Job, *, single: bool) -> tuple[bool, Any, int]:
         """Run one write job: (succeeded, its result or error, events it stored)."""
@@ -983,7 +1006,7 @@ class SQLiteEventStore(EventStore):
                     cur.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.warning("ending a read transaction failed", exc_info=True)
-        _post(loop, [outcome])
+        self._resolve(loop, [outcome])
 
     # -- submitting ------------------------------------------------------------
 
