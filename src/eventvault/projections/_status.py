@@ -2,7 +2,8 @@
 
 The database has each partition's checkpoint, lease and recorded failure, as
 every process sees them; the worker of this process (if any) adds its state
-(:mod:`eventvault.projections._states`), its rate and the partitions it holds.
+(:mod:`eventvault.projections._states`), its rate and the partitions it holds,
+and a rebuild run here its progress.
 """
 
 from __future__ import annotations
