@@ -18,12 +18,8 @@
 
 from eventvault.projections._db import ReadModels, open_read_models, read_models_for
 from eventvault.projections._projection import Projection, Session, handles, partition_of
-from eventvault.projections._runner import (
-    ProjectionError,
-    ProjectionRunner,
-    ProjectionStatus,
-    RebuildProgress,
-)
+from eventvault.projections._runner import ProjectionRunner
+from eventvault.projections._status import ProjectionError, ProjectionStatus, RebuildProgress
 
 __all__ = [
     "Projection",
