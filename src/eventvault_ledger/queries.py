@@ -32,10 +32,7 @@ from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
-from eventvault.errors import InvalidInput
-from eventvault.repository import Repository
-from eventvault.store.base import EventStore
-from eventvault.store.records import Metadata, RecordedEvent
+from eventvault import EventStore, InvalidInput, Metadata, RecordedEvent, Repository
 from eventvault_ledger.currencies import minor_units
 from eventvault_ledger.domain import (
     MAX_BALANCE,
