@@ -33,7 +33,7 @@ from eventvault import AppendResult, Metadata, WrongExpectedVersion
 from eventvault_ledger.api.problems import Problem, parse_account_id, problem_from
 from eventvault_ledger.api.schemas import PROBLEM_REF, problems
 from eventvault_ledger.api.security import Principal, authorize
-from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.services import Services, services_of
 from eventvault_ledger.currencies import ACTIVE
 from eventvault_ledger.domain import (
     MAX_AMOUNT,
@@ -63,8 +63,10 @@ _REPLAY_WINDOW: Final = 1000
 PREFIX: Final = "/api/command"
 
 # The commands are plain Starlette routes: each reads its request itself, with the
-# one scope check every route uses (security.authorize), and no dependency solving,
-# which would cost more than the rest of the framework's work on a deposit. The
+# one scope check every route uses (security.authorize), the services through the
+# function behind every other route's ServicesDep (services.services_of), and no
+# dependency solving, which would cost more than the rest of the framework's work on
+# a deposit. The
 # OpenAPI document describes them by hand (openapi_paths, at the end).
 
 
@@ -99,11 +101,6 @@ def _start(request: Request) -> tuple[Principal, str | None, str | None]:
         )
     key, if_match = _headers(request)
     return principal, key, if_match
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 # -- request bodies ------------------------------------------------------------------
@@ -249,7 +246,7 @@ async def _idempotent(
     ``recover`` is asked, when a keyed command is refused, whether an earlier
     attempt of it already landed (its answer then is the first one).
     """
-    services = _services(request)
+    services = services_of(request)
     if key is None:
         return await handler(None)
     keyed = _Keyed(principal, key)
@@ -322,7 +319,7 @@ def _limited(value: str, name: str, limit: int, code: str, title: str) -> str:
 async def open_account(request: Request) -> Response:
     """Open an account; answers 201 with its id, version 1 and the position of its first event."""
     principal, idempotency_key, _ = _start(request)
-    services = _services(request)
+    services = services_of(request)
     body = await _json_object(request, frozenset({"ownerName", "currency"}))
     owner = _limited(
         _text(body, "ownerName", required=True),
@@ -364,7 +361,7 @@ async def _command(
     body: dict[str, Any],
 ) -> JSONResponse:
     """Run a command on an existing account, once per key, against If-Match or retried on conflicts."""
-    services = _services(request)
+    services = services_of(request)
 
     async def handler(keyed: _Keyed | None) -> JSONResponse:
         started = time.perf_counter()
