@@ -768,8 +768,8 @@ GOOD_KEY = balance_key(Decimal(5))
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"limit": 0}, InvalidQuery, "limit: must be from 1 to 500, got 0"),
-        ({"limit": 501}, InvalidQuery, "limit: must be from 1 to 500, got 501"),
+        ({"limit": 0}, InvalidQuery, "limit: must be an int from 1 to 500, got 0"),
+        ({"limit": 501}, InvalidQuery, "limit: must be an int from 1 to 500, got 501"),
         ({"limit": True}, InvalidQuery, "limit: must be an int"),
         ({"limit": "10"}, InvalidQuery, "limit: must be an int"),
         ({"min_balance": 1.5}, InvalidQuery, "min_balance: .*not a float"),
@@ -819,7 +819,7 @@ def test_query_errors_are_invalid_input_naming_the_parameter():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit": 0}, "limit: must be from 1"),
+        ({"limit": 0}, "limit: must be an int from 1"),
         ({"cursor": cursor_of(f"a|{GOOD_KEY}|{GOOD_ID}")}, "not a cursor"),
         ({"cursor": cursor_of("t|0")}, "not a cursor"),
         ({"cursor": cursor_of("t|x")}, "not a cursor"),

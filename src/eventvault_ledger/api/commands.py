@@ -42,15 +42,14 @@ from eventvault_ledger.domain import (
     Account,
     parse_amount,
 )
-from eventvault_ledger.errors import LedgerError
+from eventvault_ledger.errors import LedgerError, VersionMismatch
+from eventvault_ledger.numbers import IF_MATCH_PATTERN, check_expected_version, parse_if_match
 
 __all__ = ["PREFIX", "openapi_paths", "routes"]
 
 _NAMESPACE: Final = uuid.UUID("6f0c8f7e-3f7b-4c55-9a55-6576656e7476")  # ids derived from idempotency keys
 _KEY_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
 _KEY: Final = re.compile(_KEY_PATTERN)
-_IF_MATCH_PATTERN: Final = r'^\s*(\*|(W/)?"?([0-9]{1,18})"?)\s*$'
-_IF_MATCH: Final = re.compile(_IF_MATCH_PATTERN)
 _AMOUNT_TEXT_MAX: Final = 64
 # What parse_amount reads, and positive: at least one digit that is not zero. The
 # currency's minor units are a rule of the account, checked after (422 invalid-amount).
@@ -164,15 +163,6 @@ def _amount(data: dict[str, Any]) -> str | Decimal:
     return value
 
 
-def _if_match(header: str | None) -> int | None:
-    if header is None:
-        return None
-    m = _IF_MATCH.fullmatch(header)
-    if m is None:
-        raise _invalid('If-Match must be a version number like "3", or *', parameter="If-Match")
-    return None if m[3] is None else int(m[3])
-
-
 def _metadata(request: Request, principal: Principal, key: str | None) -> Metadata:
     request_id = str(request.state.request_id)
     return Metadata(
@@ -278,7 +268,7 @@ async def _idempotent(
             landed = None
             if (
                 recover is not None
-                and isinstance(exc, LedgerError | Problem)
+                and isinstance(exc, LedgerError | Problem | VersionMismatch)
                 and problem.status in (409, 412, 422)
             ):
                 landed = await recover(keyed)
@@ -409,26 +399,15 @@ async def _execute(
             )
         else:
             account = await services.repository.load(Account, account_id)
-            if account.version != if_match:
-                raise _stale(if_match, account.version)
+            check_expected_version(if_match, account.version)
             command(account)
             try:
                 result = await services.repository.save(account, metadata=metadata, event_ids=event_ids)
-            except WrongExpectedVersion as exc:
-                raise _stale(if_match, exc.actual) from None
+            except WrongExpectedVersion as exc:  # another writer got there between the load and the save
+                raise VersionMismatch(if_match, exc.actual) from None
     if result is None:  # pragma: no cover - every command records one event
         raise Problem(500, "internal", "Internal error", "the command recorded nothing")
     return result
-
-
-def _stale(expected: int, actual: int) -> Problem:
-    return Problem(
-        412,
-        "precondition-failed",
-        "The account changed",
-        f"If-Match asked for version {expected}, but the account is at version {actual}",
-        currentVersion=actual,
-    )
 
 
 async def _move_money(request: Request, kind: str) -> Response:
@@ -443,7 +422,7 @@ async def _move_money(request: Request, kind: str) -> Response:
         "invalid-description",
         "Invalid description",
     )
-    if_match = _if_match(if_match_header)
+    if_match = parse_if_match(if_match_header)
 
     def command(account: Account) -> None:
         amount = parse_amount(raw_amount, account.currency)
@@ -482,7 +461,7 @@ async def close(request: Request) -> Response:
         "close",
         account_id,
         Account.close,
-        if_match=_if_match(if_match),
+        if_match=parse_if_match(if_match),
         key=key,
         body={},
     )
@@ -549,7 +528,7 @@ _IF_MATCH_PARAMETER: Final = {
     "required": False,
     "description": 'Run only if the account is at this version (e.g. "3" or 3, as the ETag); '
     "412 otherwise. * means any version.",
-    "schema": {"type": "string", "pattern": _IF_MATCH_PATTERN},
+    "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
 }
 _ACCOUNT_PARAMETER: Final = {
     "name": "account_id",

@@ -25,6 +25,7 @@ from eventvault_ledger.api.schemas import (
 from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services, ServicesDep
 from eventvault_ledger.domain import Account, format_money
+from eventvault_ledger.numbers import MAX_LIMIT, MAX_SQL_INT, MAX_VERSION_ASKED, parse_position
 
 __all__ = ["READ_HEADERS", "account_json", "parse_account_id", "parse_place", "router"]
 
@@ -48,7 +49,7 @@ ConsistentWith = Annotated[
         "never older than its stream, only check it. One that names no event is 422.",
     ),
 ]
-Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(max_length=512, description="nextCursor of the previous page.")]
 
 
@@ -80,9 +81,6 @@ async def account_json(services: Services, account_id: str) -> dict[str, Any] | 
     return None if view is None else _account(view)
 
 
-_MAX_SQL_INT: Final = 2**63 - 1  # positions and transaction ids are BIGINT in every store
-
-
 def _invalid(name: str, detail: str) -> Problem:
     return Problem(422, "validation", "Invalid request", detail, parameter=name)
 
@@ -92,16 +90,14 @@ def parse_place(token: str, name: str) -> int | Checkpoint:
     if not token or not _PLACE.fullmatch(token):
         raise _invalid(name, f"{name} is a position (or checkpoint) a command returned")
     token = token.strip()
-    if token.isascii() and token.isdigit():
-        position = int(token)
-        if not 1 <= position <= _MAX_SQL_INT:
-            raise _invalid(name, f"{name} is a position from 1 to {_MAX_SQL_INT}, got {token}")
+    position = parse_position(token, name)
+    if position is not None:
         return position
     try:
         checkpoint = Checkpoint.parse(token)
     except InvalidCheckpoint:
         raise _invalid(name, f"{name} is a position (or checkpoint) a command returned") from None
-    if max(checkpoint.tx, checkpoint.position) > _MAX_SQL_INT:
+    if max(checkpoint.tx, checkpoint.position) > MAX_SQL_INT:
         raise _invalid(name, f"{name} is not a checkpoint of this store")
     return checkpoint
 
@@ -433,7 +429,7 @@ async def get_state(
     services: ServicesDep,
     response: Response,
     _: Reader,
-    version: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION_ASKED)] = None,
     as_of: Annotated[
         str | None,
         Query(

@@ -47,7 +47,7 @@ class Services:
         runner: ProjectionRunner,
         metrics: Metrics,
     ) -> None:
-        # Made by open() only, on the running loop: it starts what it builds here.
+        # Only open() makes one, on the running loop, and starts it before handing it out.
         self.settings = settings
         self.store = store
         self.repository = Repository(store, cache_size=settings.account_cache)
