@@ -59,6 +59,7 @@ def test_the_domain_contract_names_every_other_toolkit_module() -> None:
 VIOLATIONS = [
     ("toolkit-knows-no-service", "eventvault/repository.py", "import eventvault_ledger.domain"),
     ("toolkit-layers", "eventvault/store/base.py", "import eventvault.projections"),
+    ("service-layers", "eventvault_ledger/domain.py", "import eventvault_ledger.api.services"),
     ("domain-only-errors", "eventvault/domain.py", "import eventvault._ids"),
     ("domain-only-errors", "eventvault/domain.py", "import sqlite3"),
     ("backends-independent", "eventvault/store/memory.py", "import eventvault.store.sqlite"),
