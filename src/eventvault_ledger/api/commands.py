@@ -65,8 +65,7 @@ PREFIX: Final = "/api/command"
 # one scope check every route uses (security.authorize), the services through the
 # function behind every other route's ServicesDep (services.services_of), and no
 # dependency solving, which would cost more than the rest of the framework's work on
-# a deposit. The
-# OpenAPI document describes them by hand (openapi_paths, at the end).
+# a deposit. The OpenAPI document describes them by hand (openapi_paths, at the end).
 
 
 def _headers(request: Request) -> tuple[str | None, str | None]:
