@@ -38,6 +38,7 @@ from eventvault.projections import (
     partition_of,
 )
 from eventvault.store.records import START, Checkpoint, RecordedEvent
+from eventvault.testing import DEADLINE, eventually_async
 
 REGISTRY = EventRegistry()
 
@@ -170,14 +171,15 @@ class Worker:
             raise AssertionError(f"a worker exited with {self.proc.returncode}:\n{self.log.read_text()}")
 
 
-async def progress_past(db: ReadModels, position: int, workers: list[Worker], *, within: float = 20.0) -> int:
+async def progress_past(
+    db: ReadModels, position: int, workers: list[Worker], *, within: float = DEADLINE
+) -> int:
     """Poll the checkpoint rows until every partition passed ``position``; return the position then.
 
     Fails at once if the projection recorded an error or a worker died.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
+
+    async def probe() -> int:
         now = (await asyncio.to_thread(checkpoint, db)).position
         if now > position:
             return now
@@ -186,10 +188,12 @@ async def progress_past(db: ReadModels, position: int, workers: list[Worker], *,
             raise AssertionError(f"the projection failed: {errors}")
         for w in workers:
             w.assert_alive()
-        if loop.time() > deadline:
-            raise AssertionError(f"no progress past {position} in {within}s (at {now})")
-        # A bounded poll of other processes' progress, never a way to order our own tasks.
-        await asyncio.sleep(0.002)
+        return now
+
+    # A bounded poll of other processes' progress, never a way to order our own tasks.
+    return await eventually_async(
+        probe, lambda now: now > position, within=within, what=f"progress past {position}"
+    )
 
 
 async def kill_repeatedly(

@@ -8,8 +8,15 @@ from typing import Any
 
 import pytest
 
-from eventvault import Aggregate, EventRegistry, EventTypeError, InvalidEvent, UnknownEventType, applies
-from eventvault._ids import uuid7
+from eventvault import (
+    Aggregate,
+    EventRegistry,
+    EventTypeError,
+    InvalidEvent,
+    UnknownEventType,
+    applies,
+    uuid7,
+)
 from eventvault.domain import event, upcaster
 
 

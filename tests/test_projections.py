@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from eventvault.projections import (
 )
 from eventvault.projections._db import PostgresReadModels
 from eventvault.store.records import START, RecordedEvent
+from eventvault.testing import eventually_async
 
 T = TypeVar("T")
 reg = EventRegistry()
@@ -257,29 +258,12 @@ async def store(url: str) -> AsyncIterator[EventStore]:
         yield s
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = WAIT) -> T:
-    """Poll ``probe`` until ``done`` (``within`` seconds at most), or fail.
-
-    Only for state that timers or other threads move (a lease taken, a worker gone
-    idle after a read on the store's thread); our own steps are ordered by awaits.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if loop.time() > deadline:
-            pytest.fail(f"gave up after {within}s: last saw {value!r}")
-        await asyncio.sleep(0.01)
-
-
 async def status_of(runner: ProjectionRunner, name: str) -> ProjectionStatus:
     return next(s for s in await runner.status() if s.name == name)
 
 
 async def until_state(runner: ProjectionRunner, name: str, state: str) -> ProjectionStatus:
-    return await eventually(lambda: status_of(runner, name), lambda s: s.state == state)
+    return await eventually_async(lambda: status_of(runner, name), lambda s: s.state == state)
 
 
 async def fill(store: EventStore, streams: int, per_stream: int, *, prefix: str = "s") -> Checkpoint:
@@ -417,7 +401,7 @@ async def test_rows_and_checkpoint_commit_together_when_the_checkpoint_write_fai
         conn.execute(trigger)
     projection = Sums()
     async with ProjectionRunner(store, [projection], retry_delay=0.01) as runner:
-        status = await eventually(
+        status = await eventually_async(
             lambda: status_of(runner, "sums"),
             lambda s: s.state == "retrying" and s.last_error is not None and projection.calls >= 10,
         )
@@ -921,7 +905,7 @@ async def test_rebuild_reports_progress_serves_old_tables_and_swaps_atomically(
         async with ProjectionRunner(store, [Gated()]) as elsewhere:
             assert (await elsewhere.rebuild("gated")).generation == 3
             assert await elsewhere.wait_rebuilt("gated", timeout=30)
-        status = await eventually(lambda: status_of(runner, "gated"), lambda s: s.generation == 3)
+        status = await eventually_async(lambda: status_of(runner, "gated"), lambda s: s.generation == 3)
         assert status.rebuild is None
 
 
@@ -963,7 +947,7 @@ async def test_two_runners_share_partitions_and_apply_every_event_exactly_once(
     async with a:
         await b.start()
         try:
-            split = await eventually(
+            split = await eventually_async(
                 lambda: asyncio.to_thread(owners, url, "sums4"),
                 lambda o: sorted(map(str, o.values())) == ["a", "a", "b", "b"],
             )
@@ -977,7 +961,9 @@ async def test_two_runners_share_partitions_and_apply_every_event_exactly_once(
         finally:
             await b.stop()
         # b gave its partitions back and left the worker count: a takes them all.
-        await eventually(lambda: asyncio.to_thread(owners, url, "sums4"), lambda o: set(o.values()) == {"a"})
+        await eventually_async(
+            lambda: asyncio.to_thread(owners, url, "sums4"), lambda o: set(o.values()) == {"a"}
+        )
         head = await fill(store, 40, 1, prefix="more")
         assert await a.wait_for(head, timeout=WAIT)
         assert rows(a, "SELECT count(*), count(DISTINCT event_id) FROM applied") == [(240, 240)]
@@ -1002,14 +988,16 @@ async def test_a_worker_whose_partition_was_taken_over_cannot_commit(
             conn.execute("UPDATE ev_partition SET expires = 0 WHERE name = 'sums'")
         conn.close()
         async with b:
-            await eventually(lambda: asyncio.to_thread(owners, url, "sums"), lambda o: o == {0: "b"})
+            await eventually_async(lambda: asyncio.to_thread(owners, url, "sums"), lambda o: o == {0: "b"})
             assert b.workers["sums"].owned == {0: token + 1}
             assert a.workers["sums"].owned == {0: token}  # a does not know yet
             with caplog.at_level("INFO", logger="eventvault.projections"):
                 second = await store.append("f-1", [Added(2)], expected_version=1)
                 assert await b.wait_for(second.checkpoint, timeout=WAIT)
                 # a was woken by the same append and tried: its batch was fenced.
-                await eventually(lambda: asyncio.sleep(0, a.workers["sums"].owned), lambda owned: owned == {})
+                await eventually_async(
+                    lambda: asyncio.sleep(0, a.workers["sums"].owned), lambda owned: owned == {}
+                )
             assert any("taken over" in r.getMessage() for r in caplog.records)
             assert rows(a, "SELECT position, worker FROM applied ORDER BY position") == [
                 (first.checkpoint.position, "a"),

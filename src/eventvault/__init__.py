@@ -4,6 +4,7 @@ State is an append-only log of events; aggregates are rebuilt by replaying
 their stream; projections turn the log into read models.
 """
 
+from eventvault._ids import uuid7
 from eventvault.domain import (
     Aggregate,
     EventRegistry,
@@ -99,4 +100,5 @@ __all__ = [
     "event",
     "open_store",
     "upcaster",
+    "uuid7",
 ]

@@ -408,7 +408,7 @@ def serve(
         import uvicorn  # noqa: F401, PLC0415 - only the server needs these; serving.run uses it
 
         from eventvault_ledger import serving  # noqa: PLC0415
-        from eventvault_ledger.api.app import create_app  # noqa: PLC0415
+        from eventvault_ledger.api.app import begin_stop_threadsafe, create_app  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         _fail(_needs_server_extra(exc), EXIT_FAILED)
 
@@ -439,7 +439,7 @@ def serve(
             log_level=log_level.lower(),
             max_connections=max_connections,
             keep_alive_timeout=keep_alive_timeout,
-            on_exit=application.state.services.begin_stop_threadsafe,
+            on_exit=lambda: begin_stop_threadsafe(application),
         )
 
 

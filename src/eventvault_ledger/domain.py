@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Final, Self
 
-from eventvault._ids import uuid7
-from eventvault.domain import Aggregate, applies, event
+from eventvault import Aggregate, applies, event, uuid7
 from eventvault_ledger.currencies import check_currency, minor_units
 from eventvault_ledger.errors import (
     AccountIsClosed,

@@ -1,4 +1,4 @@
-"""The ledger's business-rule errors, one class per rule.
+"""The ledger's errors: a class per business rule, and the two ways a request itself is refused.
 
 All derive from :class:`LedgerError`, itself an :class:`eventvault.DomainError`,
 so ``except DomainError`` catches them with the toolkit's own. Each class has a
@@ -21,6 +21,13 @@ nothing.
         ├── AccountNotOpened         a command on an account that has no AccountOpened yet
         ├── AccountIsClosed          any command on a closed account
         └── AccountNotEmpty          closing an account whose balance is not zero
+
+    eventvault.InvalidInput
+    └── InvalidQuery                 an argument (a query's, a header's) out of range or
+                                     malformed; ``parameter`` names it
+    eventvault.ConcurrencyError
+    └── VersionMismatch              the account is not at the version a command expected
+                                     (If-Match); carries both
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from eventvault.errors import DomainError
+from eventvault.errors import ConcurrencyError, DomainError, InvalidInput
 
 __all__ = [
     "AccountIsClosed",
@@ -40,8 +47,10 @@ __all__ = [
     "InvalidAmount",
     "InvalidDescription",
     "InvalidOwnerName",
+    "InvalidQuery",
     "LedgerError",
     "UnknownCurrency",
+    "VersionMismatch",
 ]
 
 
@@ -166,3 +175,31 @@ class AccountNotEmpty(LedgerError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.account_id, self.balance, self.currency))
+
+
+class InvalidQuery(InvalidInput):
+    """A query argument (or a header) is not acceptable; ``parameter`` names it."""
+
+    code: ClassVar[str] = "invalid-query"
+    """Stable machine-readable name (the HTTP problem ``type``)."""
+    title: ClassVar[str] = "Invalid query parameter"
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        self.detail = message
+        super().__init__(f"{parameter}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.parameter, self.detail))
+
+
+class VersionMismatch(ConcurrencyError):
+    """A command expected the account at one version and found it at another; nothing was recorded."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"the command expected the account at version {expected}; it is at version {actual}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.expected, self.actual))

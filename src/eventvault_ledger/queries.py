@@ -28,14 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
-from eventvault.errors import InvalidInput
-from eventvault.repository import Repository
-from eventvault.store.base import EventStore
-from eventvault.store.records import Metadata, RecordedEvent
+from eventvault import EventStore, Metadata, RecordedEvent, Repository
 from eventvault_ledger.currencies import minor_units
 from eventvault_ledger.domain import (
     MAX_BALANCE,
@@ -46,7 +43,8 @@ from eventvault_ledger.domain import (
     MoneyDeposited,
     MoneyWithdrawn,
 )
-from eventvault_ledger.errors import InvalidAccountId
+from eventvault_ledger.errors import InvalidAccountId, InvalidQuery
+from eventvault_ledger.numbers import MAX_LIMIT, MAX_SQL_INT, check_int, check_limit, parse_whole_number
 from eventvault_ledger.read_models import BALANCE_KEY_SCALE, BALANCE_KEY_WIDTH
 
 __all__ = [
@@ -78,34 +76,16 @@ __all__ = [
 T = TypeVar("T")
 
 DEFAULT_LIMIT: Final = 50
-MAX_LIMIT: Final = 500
 
 _AMOUNT_TEXT: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _MAX_AMOUNT_TEXT: Final = 64
 _MAX_CURSOR: Final = 200
 _CURSOR_TEXT: Final = re.compile(r"[A-Za-z0-9_-]+")
 _KEY: Final = re.compile(rf"[0-9]{{{BALANCE_KEY_WIDTH}}}")
-_VERSION: Final = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_KEY: Final = 10**BALANCE_KEY_WIDTH - 1
 
 
 # -- errors -----------------------------------------------------------------------------
-
-
-class InvalidQuery(InvalidInput):
-    """A query argument is not acceptable; ``parameter`` names it."""
-
-    code: ClassVar[str] = "invalid-query"
-    """Stable machine-readable name (the HTTP problem ``type``)."""
-    title: ClassVar[str] = "Invalid query parameter"
-
-    def __init__(self, parameter: str, message: str) -> None:
-        self.parameter = parameter
-        self.detail = message
-        super().__init__(f"{parameter}: {message}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.parameter, self.detail))
 
 
 class InvalidCursor(InvalidQuery):
@@ -258,7 +238,7 @@ def list_accounts(  # noqa: PLR0913 - the filters of the listing
     account exactly once (an account whose balance changes during a walk may
     move across the cursor).
     """
-    n = _limit(limit)
+    n = check_limit(limit)
     if not isinstance(highest_first, bool):
         raise InvalidQuery("highest_first", f"must be a bool, got {highest_first!r}")
     where: list[str] = []
@@ -328,7 +308,7 @@ def transactions(  # noqa: PLR0913 - the options of the listing
     account with no transactions, or unknown to the read model, gives an empty page.
     """
     aid = _account_id(account_id)
-    n = _limit(limit)
+    n = check_limit(limit)
     if not isinstance(newest_first, bool):
         raise InvalidQuery("newest_first", f"must be a bool, got {newest_first!r}")
     params: list[Any] = [aid]
@@ -337,10 +317,8 @@ def transactions(  # noqa: PLR0913 - the options of the listing
         "event_id, position FROM account_transactions WHERE account_id = ?"
     )
     if through_version is not None:
-        if isinstance(through_version, bool) or not isinstance(through_version, int):
-            raise InvalidQuery("through_version", f"must be an int, got {through_version!r}")
         sql += " AND version <= ?"
-        params.append(through_version)
+        params.append(check_int(through_version, "through_version", low=0))
     if cursor is not None:
         sql += " AND version < ?" if newest_first else " AND version > ?"
         params.append(_version_cursor(cursor, "t"))
@@ -518,7 +496,7 @@ def current_transactions(
 
     Pages and cursors are those of :func:`transactions`.
     """
-    n = _limit(limit)
+    n = check_limit(limit)
     aid = current.account.account_id
     known = current.read_model_version
     after = None if cursor is None else _version_cursor(cursor, "t")
@@ -559,7 +537,7 @@ async def account_events(
     events gives an empty page.
     """
     aid = _account_id(account_id)
-    n = _limit(limit)
+    n = check_limit(limit)
     if not isinstance(newest_first, bool):
         raise InvalidQuery("newest_first", f"must be a bool, got {newest_first!r}")
     stream = Account.stream_id_for(aid)
@@ -611,8 +589,8 @@ async def state_at(
     aid = _account_id(account_id)
     if version is not None and as_of is not None:
         raise InvalidQuery("version", "give version or as_of, not both")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
-        raise InvalidQuery("version", f"must be an int >= 1, got {version!r}")
+    if version is not None:
+        check_int(version, "version")
     if as_of is not None and (not isinstance(as_of, datetime) or as_of.utcoffset() is None):
         raise InvalidQuery("as_of", f"must be a timezone-aware datetime, got {as_of!r}")
     account = await repository.load(Account, aid, version=version, as_of=as_of)
@@ -691,14 +669,6 @@ def _search_patterns(search: object) -> tuple[str, str]:
     return f"%{escaped.lower()}%", f"{escaped.lower()}%"
 
 
-def _limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise InvalidQuery("limit", f"must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidQuery("limit", f"must be from 1 to {MAX_LIMIT}, got {limit}")
-    return limit
-
-
 def _amount(parameter: str, value: object) -> Decimal:
     """A balance bound read exactly (never through float): >= 0, finite."""
     if isinstance(value, float):
@@ -773,6 +743,7 @@ def _cursor_account_id(text: str) -> str:
 
 def _version_cursor(cursor: object, kind: str) -> int:
     parts = _decode_cursor(cursor, kind)
-    if len(parts) != 1 or not _VERSION.fullmatch(parts[0]):
+    version = parse_whole_number(parts[0]) if len(parts) == 1 else None
+    if version is None or not 1 <= version <= MAX_SQL_INT:
         raise _bad_cursor()
-    return int(parts[0])
+    return version

@@ -45,9 +45,8 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Any, Final
 
-from eventvault.errors import EventVaultError
+from eventvault import EventVaultError, RecordedEvent
 from eventvault.projections import Projection, Session, handles
-from eventvault.store.records import RecordedEvent
 from eventvault_ledger.domain import (
     Account,
     AccountClosed,

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from eventvault.testing import eventually_async
 from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings
 
@@ -39,10 +40,13 @@ async def ledger(private_cluster) -> AsyncIterator[httpx.AsyncClient]:
 
 async def _ready(client: httpx.AsyncClient) -> None:
     """Wait (bounded) until /readyz says the app can serve again."""
-    deadline = time.monotonic() + WAIT
-    while (await client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, "the app never became ready after the restart"
-        await asyncio.sleep(0.05)  # polling another process (the server), not ordering our own tasks
+    # Polling another process (the server), not ordering our own tasks.
+    await eventually_async(
+        lambda: client.get("/readyz"),
+        lambda r: r.status_code == 200,
+        within=WAIT,
+        what="the app ready again after the restart",
+    )
 
 
 async def _command(client: httpx.AsyncClient, path: str, body: dict[str, Any], key: str | None = None) -> Any:

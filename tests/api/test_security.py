@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
+from eventvault.testing import eventually
 from eventvault_ledger.api import commands
 from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings, Token, parse_tokens
@@ -128,14 +128,14 @@ def _uvicorn_factory(tmp_path: Path, port: int) -> Iterator[None]:
             env={**os.environ, "NO_COLOR": "1"},
         )
         try:
-            deadline = time.monotonic() + START_DEADLINE
-            while True:
+
+            def up() -> bool:
                 assert process.poll() is None, out.read_text()
                 with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"no /healthz within {START_DEADLINE}s: {out.read_text()}"
-                time.sleep(0.05)  # polling another process's start, with a deadline
+                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+                return False
+
+            eventually(up, within=START_DEADLINE, what=lambda: f"/healthz: {out.read_text()}")
             yield
         finally:
             process.send_signal(signal.SIGTERM)

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from eventvault.testing import eventually
 from eventvault_ledger import cli
 
 EVENTVAULT = Path(sys.executable).with_name("eventvault")
@@ -51,14 +51,13 @@ def serving(tmp_path: Path, *args: str, port: int, host: str = "127.0.0.1") -> I
         base = f"http://127.0.0.1:{port}"
         try:
             # Waiting on another process is inherent here: poll its health with a deadline.
-            deadline = time.monotonic() + START_DEADLINE
-            while True:
+            def up() -> bool:
                 assert process.poll() is None, out.read_text()
                 with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"no /healthz within {START_DEADLINE}s: {out.read_text()}"
-                time.sleep(0.05)
+                    return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+                return False
+
+            eventually(up, within=START_DEADLINE, what=lambda: f"/healthz: {out.read_text()}")
             yield base, out
         finally:
             process.send_signal(signal.SIGTERM)

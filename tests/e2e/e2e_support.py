@@ -5,18 +5,20 @@ A module of its own (not conftest.py), so test modules can import it by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+from eventvault.testing import eventually
 
 if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage
@@ -127,20 +129,21 @@ def start_server(tmp: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
+
     # Waiting on another process to listen is inherent: poll /healthz until a deadline.
-    deadline = time.monotonic() + START_DEADLINE
-    while True:
+    def up() -> bool:
         if process.poll() is not None:
             pytest.fail(f"eventvault serve exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(process)
-            pytest.fail(f"eventvault serve was not up within {START_DEADLINE:g}s:\n{log_path.read_text()}")
-        time.sleep(0.05)
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        return False
+
+    try:
+        eventually(up, within=START_DEADLINE, what="eventvault serve up")
+    except AssertionError as exc:
+        stop_server(process)
+        pytest.fail(f"{exc}:\n{log_path.read_text()}")
+    return process
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

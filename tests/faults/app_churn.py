@@ -47,10 +47,9 @@ async def _read_your_writes(services: Services) -> bool:
 
 
 async def _services_round(db: Path, n: int) -> None:
-    services = Services(_settings(db))
+    services = await Services.open(_settings(db))
     in_flight: list[asyncio.Task[Any]] = []
     try:
-        await services.start()
         account = Account.open("Ada", "EUR")
         await services.repository.save(account)
         account_id = str(account.id)

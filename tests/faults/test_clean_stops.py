@@ -15,16 +15,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-DEADLINE = 60.0  # for a busy machine; the waits below end as soon as their condition holds
+from eventvault.testing import DEADLINE, eventually  # generous; a wait ends as soon as its condition holds
+
 GRACEFUL = 5.0  # the server's graceful-shutdown bound: a stop held up by open streams takes this long
 
 
 def _wait(what: str, check: Callable[[], object], process: subprocess.Popen[bytes], log: Path) -> None:
-    end = time.monotonic() + DEADLINE
-    while not check():
+    """Wait until ``check()`` holds; fail at once if ``process`` exits meanwhile."""
+
+    def probe() -> object:
         assert process.poll() is None, f"exited while waiting for {what}:\n{log.read_text()}"
-        assert time.monotonic() < end, f"{what}: not within {DEADLINE}s\n{log.read_text()}"
-        time.sleep(0.05)
+        return check()
+
+    try:
+        eventually(probe, within=DEADLINE, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{log.read_text()}") from None
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from eventvault import StorageFull
+from eventvault.testing import eventually_async
 from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings
 
@@ -24,11 +24,7 @@ DEADLINE = 60.0  # generous for a busy machine; recovery itself waits a backoff 
 
 async def _until(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
     """Poll ``check()`` until it returns something true; that value."""
-    end = time.monotonic() + DEADLINE
-    while not (value := await check()):
-        assert time.monotonic() < end, f"{what}: not within {DEADLINE}s"
-        await asyncio.sleep(0.05)
-    return value
+    return await eventually_async(check, within=DEADLINE, what=what)
 
 
 class Ledger:

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from typer.testing import CliRunner
 
 import eventvault
 from eventvault import StoreUnavailable, open_store
+from eventvault.testing import eventually
 from eventvault_ledger import cli, serving
 from eventvault_ledger.demo import DemoReport, run_demo
 from eventvault_ledger.errors import AccountIsClosed, InsufficientFunds, InvalidAmount
@@ -453,15 +453,15 @@ def test_a_real_server_logs_one_line_per_request_only_at_info(tmp_path, level):
         assert match, (first, err.read_text())
         assert match[2] == str(tmp_path / "ledger.db")
         base = f"http://127.0.0.1:{match[1]}"
+
         # Waiting on another process is inherent here: poll its health with a deadline.
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
+        def up() -> bool:
             assert process.poll() is None, err.read_text()
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"no /healthz within {START_DEADLINE}s: {err.read_text()}"
-            time.sleep(0.05)
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            return False
+
+        eventually(up, within=START_DEADLINE, what=lambda: f"/healthz: {err.read_text()}")
         listed = httpx.get(f"{base}/api/query/accounts?limit=5", headers={"X-Request-ID": "list-1"})
         missing = httpx.get(f"{base}/api/query/accounts/nobody", headers={"X-Request-ID": "missing-1"})
     finally:

@@ -1,8 +1,12 @@
-"""The ledger's read models and queries, on SQLite (a file store and a ProjectionRunner).
+"""The ledger's read models and queries, written once and run on SQLite and on PostgreSQL.
 
-Commands go through the Repository, as the service's do; the projection runner
-keeps the read models current; the queries read them. Every wait is on the
-runner's own progress (``wait_for`` a command's checkpoint), never on a clock.
+Every test that takes a ``backend`` (through ``store``, ``repo`` or ``runner``)
+runs once per backend: a SQLite file, and a PostgreSQL schema of its own on the
+run's server (tests/conftest.py; skipped without one, fatal in CI). The log and
+the read models share the database, as in the service. Commands go through the
+Repository, as the service's do; the projection runner keeps the read models
+current; the queries read them. Every wait is on the runner's own progress
+(``wait_for`` a command's checkpoint), never on a clock.
 """
 
 from __future__ import annotations
@@ -10,17 +14,27 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from eventvault import AggregateNotFound, InvalidInput, Metadata, Repository, open_store
-from eventvault.projections import ProjectionRunner, ReadModels, Session
-from eventvault.projections._db import SQLiteReadModels
-from eventvault.store.records import AppendResult, NewEvent, RecordedEvent
+from eventvault import (
+    AggregateNotFound,
+    AppendResult,
+    InvalidInput,
+    Metadata,
+    NewEvent,
+    RecordedEvent,
+    Repository,
+    open_store,
+)
+from eventvault.projections import ProjectionRunner, ReadModels, Session, open_read_models, read_models_for
 from eventvault_ledger.domain import Account, AccountStatus, MoneyDeposited
 from eventvault_ledger.errors import InvalidAccountId, UnknownCurrency
 from eventvault_ledger.queries import (
@@ -45,22 +59,69 @@ from eventvault_ledger.read_models import (
     projections,
 )
 
-WAIT = 30.0  # generous bound; the waits return as soon as the projection gets there
+WAIT = 60.0  # generous bound; the waits return as soon as the projection gets there
 TABLES = AccountsProjection.tables
+
+# -- the backends --------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    """Where a test's log and read models live, and fresh read-model databases beside them."""
+
+    dialect: str
+    url: str
+    _fresh: Callable[[], ReadModels]
+    made: list[ReadModels] = field(default_factory=list)
+
+    def fresh(self) -> ReadModels:
+        """An empty read-model database of the backend (a new file or schema), closed after the test."""
+        self.made.append(self._fresh())
+        return self.made[-1]
+
+
+def _with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request, tmp_path) -> Iterator[Backend]:
+    """A SQLite file, or a PostgreSQL schema of this test's own (dropped after it)."""
+    if request.param == "sqlite":
+        files = iter(range(10**6))
+        made = Backend(
+            "sqlite",
+            f"sqlite:///{tmp_path / 'ledger.db'}",
+            lambda: open_read_models(f"sqlite:///{tmp_path / f'fresh-{next(files)}.db'}"),
+        )
+        yield made
+        for db in made.made:
+            db.close()
+        return
+    server = request.getfixturevalue("postgres_server")  # skips, or fails in CI, without a server
+    schemas = [f"evt_rm_{uuid.uuid4().hex[:12]}"]
+
+    def fresh() -> ReadModels:
+        schemas.append(f"evt_rm_{uuid.uuid4().hex[:12]}")
+        return open_read_models(_with_schema(server.url, schemas[-1]))
+
+    made = Backend("postgresql", _with_schema(server.url, schemas[0]), fresh)
+    yield made
+    for db in made.made:
+        db.close()
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
 
 # -- fixtures and helpers ----------------------------------------------------------------
 
 
 @pytest.fixture
-def db_path(tmp_path) -> str:
-    """The SQLite file holding the log and the read models."""
-    return str(tmp_path / "ledger.db")
-
-
-@pytest.fixture
-async def store(db_path):
-    """An open SQLite event store."""
-    async with open_store(f"sqlite:///{db_path}") as s:
+async def store(backend):
+    """An open event store of the backend."""
+    options = {"poll_interval": 0.05} if backend.dialect == "postgresql" else {}
+    async with open_store(backend.url, **options) as s:
         yield s
 
 
@@ -411,27 +472,39 @@ async def test_currency_filter_keeps_one_currency(runner, many_accounts):
     assert [i for p in walk(runner, 5, currency="GBP") for i in p] == []
 
 
-async def test_range_query_walks_an_index_in_order(runner, many_accounts):
-    """EXPLAIN QUERY PLAN: each page is an index search in index order, never a scan or a sort."""
-    for label, filters in {
-        "by_balance": {"min_balance": "5", "max_balance": "100"},
-        "by_currency": {"currency": "EUR", "min_balance": "1"},
-    }.items():
-        recording = Recording(runner)
-        walk(recording, 2, **filters)
-        assert len(recording.statements) > 2  # pages after the first carry a cursor
-        for sql, params in recording.statements:
-            plan = " | ".join(str(row[-1]) for row in runner.query("EXPLAIN QUERY PLAN " + sql, params))
-            assert re.search(rf"SEARCH account_summary__g\d+ USING (COVERING )?INDEX \S+_{label} ", plan), (
-                plan
-            )
-            assert "TEMP B-TREE" not in plan, plan
+async def test_range_query_walks_an_index_in_order(runner, store, many_accounts):
+    """EXPLAIN: each page is an index search in index order, never a scan of the table or a sort."""
+    db = read_models_for(store)
+    try:
+        if db.dialect == "postgresql":
+            db.connection().execute("SET enable_seqscan = off")  # a few rows would otherwise be scanned
+        for label, filters in {
+            "by_balance": {"min_balance": "5", "max_balance": "100"},
+            "by_currency": {"currency": "EUR", "min_balance": "1"},
+        }.items():
+            recording = Recording(db)
+            walk(recording, 2, **filters)
+            assert len(recording.statements) > 2  # pages after the first carry a cursor
+            for statement, params in recording.statements:
+                if db.dialect == "sqlite":
+                    rows = db.query("EXPLAIN QUERY PLAN " + statement, params)
+                    plan = " | ".join(str(row[-1]) for row in rows)
+                    assert re.search(
+                        rf"SEARCH account_summary__g\d+ USING (COVERING )?INDEX \S+_{label} ", plan
+                    ), plan
+                    assert "TEMP B-TREE" not in plan, plan
+                else:
+                    plan = "\n".join(str(row[0]) for row in db.query("EXPLAIN " + statement, params))
+                    assert f"Index Scan using account_summary__g1_{label} " in plan, plan
+                    assert "Sort" not in plan, plan
+    finally:
+        db.close()
 
 
 # -- replays are harmless ------------------------------------------------------------------
 
 
-async def test_handling_every_event_again_changes_nothing(runner, repo, store, db_path):
+async def test_handling_every_event_again_changes_nothing(runner, repo, store):
     """Running every handler again (twice) on events already applied leaves every table as it was."""
     ada, _ = await open_account(repo, "Ada", "EUR", "+10.00", "-2.50")
     await empty_and_close(repo, ada)
@@ -440,7 +513,7 @@ async def test_handling_every_event_again_changes_nothing(runner, repo, store, d
     before = dump(runner)
     assert all(before.values())
 
-    db = SQLiteReadModels(db_path)
+    db = read_models_for(store)
     try:
         replay_into(db, active_names(db), await all_events(store), times=2)
     finally:
@@ -448,27 +521,20 @@ async def test_handling_every_event_again_changes_nothing(runner, repo, store, d
     assert dump(runner) == before
 
 
-async def test_each_event_applied_twice_in_a_row_builds_what_the_runner_built(runner, repo, store, tmp_path):
+async def test_each_event_applied_twice_in_a_row_builds_what_the_runner_built(runner, repo, store, backend):
     """Fresh tables fed every event twice in a row end up equal to the runner's tables."""
     await open_account(repo, "Ada", "EUR", "+10.00", "-2.50", "+0.01")
     _, result = await open_account(repo, "Bob", "CLF", "+3.1415", "-0.0001")
     await synced(runner, result)
 
-    fresh = SQLiteReadModels(str(tmp_path / "fresh.db"))
-    names = AccountsProjection.physical_names(1)
-    try:
-        with fresh.transaction() as conn:
-            for statement in AccountsProjection.schema:
-                fresh.execute(conn, statement.format_map(names))
-        replay_into(fresh, names, await all_events(store), times=2)
-        assert dump(fresh, names) == dump(runner)
-    finally:
-        fresh.close()
+    fresh, names = fresh_tables(backend)
+    replay_into(fresh, names, await all_events(store), times=2)
+    assert dump(fresh, names) == dump(runner)
 
 
-def fresh_tables(path: str) -> tuple[SQLiteReadModels, dict[str, str]]:
-    """Empty tables of the ledger's projection in a new SQLite file."""
-    fresh = SQLiteReadModels(path)
+def fresh_tables(backend: Backend) -> tuple[ReadModels, dict[str, str]]:
+    """Empty tables of the ledger's projection in a new read-model database of the backend."""
+    fresh = backend.fresh()
     names = AccountsProjection.physical_names(1)
     with fresh.transaction() as conn:
         for statement in AccountsProjection.schema:
@@ -478,7 +544,7 @@ def fresh_tables(path: str) -> tuple[SQLiteReadModels, dict[str, str]]:
 
 @pytest.mark.parametrize("times", [1, 2])
 async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(
-    runner, repo, store, tmp_path, times, replay_as_one_batch
+    runner, repo, store, backend, times, replay_as_one_batch
 ):
     """One batch of every event (each once, or twice in a row) equals the runner's tables.
 
@@ -492,59 +558,46 @@ async def test_the_whole_log_as_one_batch_builds_what_the_runner_built(
     _, result = await open_account(repo, "Cy", "EUR", "+5.05")
     await synced(runner, result)
 
-    fresh, names = fresh_tables(str(tmp_path / "fresh.db"))
-    try:
-        replay_as_one_batch(fresh, names, await all_events(store), times=times)
-        assert dump(fresh, names) == dump(runner)
-    finally:
-        fresh.close()
+    fresh, names = fresh_tables(backend)
+    replay_as_one_batch(fresh, names, await all_events(store), times=times)
+    assert dump(fresh, names) == dump(runner)
 
 
 async def test_a_batch_whose_summary_moved_under_it_fails_instead_of_moving_the_totals(
-    repo, store, tmp_path, replay_as_one_batch
+    repo, store, backend, replay_as_one_batch
 ):
     """end_batch writes a summary only past the version it read; a row moved meanwhile fails the batch."""
     account_id, _ = await open_account(repo, "Ada", "EUR")
-    fresh, names = fresh_tables(str(tmp_path / "fresh.db"))
-    try:
-        replay_as_one_batch(fresh, names, await all_events(store), times=1)
-        await move_money(repo, account_id, "+1.00")
-        (moved,) = await store.read_stream(Account.stream_id_for(account_id), from_version=2)
-        projection = AccountsProjection()
-        handler = AccountsProjection.handler_for(MoneyDeposited)
-        assert handler is not None
+    fresh, names = fresh_tables(backend)
+    replay_as_one_batch(fresh, names, await all_events(store), times=1)
+    await move_money(repo, account_id, "+1.00")
+    (moved,) = await store.read_stream(Account.stream_id_for(account_id), from_version=2)
+    projection = AccountsProjection()
+    handler = AccountsProjection.handler_for(MoneyDeposited)
+    assert handler is not None
 
-        def apply_with_the_summary_moved_meanwhile() -> None:
-            with fresh.transaction() as conn:
-                session = Session(fresh, conn, names)
-                projection.begin_batch(session, [moved])
-                handler(projection, session, moved)
-                conn.execute(f"UPDATE {names['account_summary']} SET version = 5")  # noqa: S608 - a table name
-                projection.end_batch(session)
+    def apply_with_the_summary_moved_meanwhile() -> None:
+        with fresh.transaction() as conn:
+            session = Session(fresh, conn, names)
+            projection.begin_batch(session, [moved])
+            handler(projection, session, moved)
+            conn.execute(f"UPDATE {names['account_summary']} SET version = 5")  # noqa: S608 - a table name
+            projection.end_batch(session)
 
-        with pytest.raises(ReadModelInconsistency, match="changed under the batch"):
-            apply_with_the_summary_moved_meanwhile()
-        assert fresh.query(f"SELECT count(*) FROM {names['account_transactions']}") == [(0,)]  # noqa: S608
-        assert fresh.query(f"SELECT balance, version FROM {names['account_summary']}") == [("0.00", 1)]  # noqa: S608
-    finally:
-        fresh.close()
+    with pytest.raises(ReadModelInconsistency, match="changed under the batch"):
+        apply_with_the_summary_moved_meanwhile()
+    assert fresh.query(f"SELECT count(*) FROM {names['account_transactions']}") == [(0,)]  # noqa: S608
+    assert fresh.query(f"SELECT balance, version FROM {names['account_summary']}") == [("0.00", 1)]  # noqa: S608
 
 
-async def test_a_deposit_for_an_account_never_opened_stops_the_handler(store, tmp_path):
+async def test_a_deposit_for_an_account_never_opened_stops_the_handler(store, backend):
     """An event the read model cannot place raises ReadModelInconsistency instead of guessing."""
     stream = Account.stream_id_for(str(uuid.uuid4()))
     await store.append(stream, [NewEvent(MoneyDeposited(Decimal("1.00")))], expected_version=0)
-    fresh = SQLiteReadModels(str(tmp_path / "fresh.db"))
-    names = AccountsProjection.physical_names(1)
-    try:
-        with fresh.transaction() as conn:
-            for statement in AccountsProjection.schema:
-                fresh.execute(conn, statement.format_map(names))
-        with pytest.raises(ReadModelInconsistency, match="never opened"):
-            replay_into(fresh, names, await all_events(store), times=1)
-        assert dump(fresh, names) == {t: [] for t in TABLES}
-    finally:
-        fresh.close()
+    fresh, names = fresh_tables(backend)
+    with pytest.raises(ReadModelInconsistency, match="never opened"):
+        replay_into(fresh, names, await all_events(store), times=1)
+    assert dump(fresh, names) == {t: [] for t in TABLES}
 
 
 # -- rebuild -----------------------------------------------------------------------------------
@@ -715,8 +768,8 @@ GOOD_KEY = balance_key(Decimal(5))
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"limit": 0}, InvalidQuery, "limit: must be from 1 to 500, got 0"),
-        ({"limit": 501}, InvalidQuery, "limit: must be from 1 to 500, got 501"),
+        ({"limit": 0}, InvalidQuery, "limit: must be an int from 1 to 500, got 0"),
+        ({"limit": 501}, InvalidQuery, "limit: must be an int from 1 to 500, got 501"),
         ({"limit": True}, InvalidQuery, "limit: must be an int"),
         ({"limit": "10"}, InvalidQuery, "limit: must be an int"),
         ({"min_balance": 1.5}, InvalidQuery, "min_balance: .*not a float"),
@@ -766,7 +819,7 @@ def test_query_errors_are_invalid_input_naming_the_parameter():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit": 0}, "limit: must be from 1"),
+        ({"limit": 0}, "limit: must be an int from 1"),
         ({"cursor": cursor_of(f"a|{GOOD_KEY}|{GOOD_ID}")}, "not a cursor"),
         ({"cursor": cursor_of("t|0")}, "not a cursor"),
         ({"cursor": cursor_of("t|x")}, "not a cursor"),
@@ -878,40 +931,50 @@ def walk_history(db: Any, current: CurrentAccount, *, limit: int, newest_first: 
 
 
 async def test_an_account_caught_up_from_any_version_of_its_read_model_is_what_the_projection_writes(
-    store, repo, tmp_path
+    store, repo, backend
 ):
     """With the read model at each version of the account in turn, the summary and every page equal it all."""
     account_id, _ = await open_account(repo, "Ada", "CLF", "+3.1415", "-0.0001", "+10", "-13.1414", "+2")
     await empty_and_close(repo, account_id)
     events = await store.read_stream(Account.stream_id_for(account_id))
-    full, names = fresh_tables(str(tmp_path / "full.db"))
-    try:
-        replay_into(full, names, events, times=1)
-        expected = get_account(Renamed(full, names), account_id)
-        history = list(transactions(Renamed(full, names), account_id, limit=500).items)
-    finally:
-        full.close()
+    full, names = fresh_tables(backend)
+    replay_into(full, names, events, times=1)
+    expected = get_account(Renamed(full, names), account_id)
+    history = list(transactions(Renamed(full, names), account_id, limit=500).items)
     assert expected is not None
     assert (expected.status, expected.version, len(history)) == (AccountStatus.CLOSED, len(events), 6)
 
     for held in range(len(events) + 1):
-        part, names = fresh_tables(str(tmp_path / f"held-{held}.db"))
-        try:
-            replay_into(part, names, events[:held], times=1)
-            db = Renamed(part, names)
-            current = await current_account(db, store, account_id)
-            assert current is not None
-            assert current.account == expected, held
-            assert current.read_model_version == held
-            assert current.source == (
-                "read-model" if held == len(events) else "read-model+log" if held else "log"
+        part, names = fresh_tables(backend)
+        replay_into(part, names, events[:held], times=1)
+        db = Renamed(part, names)
+        current = await current_account(db, store, account_id)
+        assert current is not None
+        assert current.account == expected, held
+        assert current.read_model_version == held
+        assert current.source == (
+            "read-model" if held == len(events) else "read-model+log" if held else "log"
+        )
+        for limit in (1, 2, 4, 500):
+            assert walk_history(db, current, limit=limit, newest_first=False) == history, (held, limit)
+            assert walk_history(db, current, limit=limit, newest_first=True) == history[::-1], (
+                held,
+                limit,
             )
-            for limit in (1, 2, 4, 500):
-                assert walk_history(db, current, limit=limit, newest_first=False) == history, (held, limit)
-                assert walk_history(db, current, limit=limit, newest_first=True) == history[::-1], (
-                    held,
-                    limit,
-                )
-        finally:
-            part.close()
     assert await current_account(Renamed(part, names), store, str(uuid.uuid4())) is None
+
+
+# -- durability --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["derived", "durable"])
+def test_read_models_wait_for_the_disk_only_when_durable(backend, durable):
+    """Derived data commits without waiting for the disk by default; durable=True waits for it."""
+    db = backend.fresh() if not durable else open_read_models(backend.url, durable=True)
+    try:
+        if backend.dialect == "sqlite":
+            assert db.query("PRAGMA synchronous") == [(2 if durable else 1,)]  # FULL, NORMAL
+        else:
+            assert db.query("SHOW synchronous_commit") == [("on" if durable else "off",)]
+    finally:
+        db.close()

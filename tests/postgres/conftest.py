@@ -28,6 +28,7 @@ from psycopg.conninfo import make_conninfo
 from eventvault import ANY, EventRegistry, NewEvent, event
 from eventvault.store.postgres import PostgresEventStore
 from eventvault.store.records import START, AppendResult, Checkpoint, ExpectedVersion
+from eventvault.testing import eventually_async
 
 T = TypeVar("T")
 
@@ -93,21 +94,6 @@ def flags() -> Callable[..., list[NewEvent]]:
 # -- waiting on the database -------------------------------------------------------------
 
 
-async def _eventually(
-    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, within: float = 30.0, what: str = ""
-) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await probe()
-        if done(result):
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {within}s waiting for {what or probe}: last saw {result!r}")
-        # A bounded poll of another process (the server), never a way to order our own tasks.
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def eventually():
     """Polls the database until a probe's result is done (``within`` seconds at most), or fails.
@@ -115,7 +101,7 @@ def eventually():
     Only for waiting on the server itself (a backend to block on a lock, the
     server to come back); the test's own tasks coordinate with asyncio events.
     """
-    return _eventually
+    return eventually_async
 
 
 # -- schemas, stores, connections ----------------------------------------------------------

@@ -22,7 +22,7 @@ from eventvault import ANY, NO_STREAM, EventRegistry, NewEvent, StoreError, even
 from eventvault.projections import Projection, ProjectionRunner, Session, handles
 from eventvault.projections._db import PostgresReadModels
 from eventvault.store.records import START, RecordedEvent
-from eventvault_ledger.api.services import Metrics
+from eventvault_ledger.api.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,13 @@ Projections write through plain DB-API connections (``sqlite3``, or psycopg's
 synchronous API) on worker threads: handlers are ordinary functions that run
 SQL, and the same handler code serves SQLite and PostgreSQL. SQL is written
 with ``?`` placeholders; on PostgreSQL they become ``%s``.
+
+Only a ``?`` that stands in the SQL itself is a placeholder: one inside a string
+literal (``'...'``, ``E'...'``, ``$$...$$``), a quoted identifier or a comment is
+left as it is. PostgreSQL's jsonb operators ``?``, ``?|`` and ``?&`` are written
+with the question mark doubled, ``??``, ``??|`` and ``??&`` (``data ?? 'key'``):
+a single ``?`` is always a placeholder, since ``? || x`` and ``?|`` cannot be told
+apart otherwise. (SQLite has no such operators: there ``??`` is not valid SQL.)
 """
 
 from __future__ import annotations
@@ -78,7 +85,18 @@ ADDED_COLUMNS: Final = (
 
 T = TypeVar("T")
 _SQLITE_FULL: Final = 13  # the primary result code of "database or disk is full"
-_QMARK = re.compile(r"\?")
+# Where a literal, quoted identifier or comment of PostgreSQL SQL begins; placeholders
+# are looked for only between them. (A block comment nests, and is scanned by hand.)
+_PG_QUOTED: Final = re.compile(
+    r"""
+      (?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'?           # an escape string: backslashes escape
+    | '(?:[^']|'')*'?                                # a string literal ('' is a quote in it)
+    | "(?:[^"]|"")*"?                                # a quoted identifier
+    | --[^\n]*                                       # a comment to the end of the line
+    | (?<![\w$])\$(?P<tag>(?:[A-Za-z_][A-Za-z0-9_]*)?)\$(?:.*?\$(?P=tag)\$|.*)  # dollar quoted
+    """,
+    re.VERBOSE | re.DOTALL,
+)
 _SCHEMA_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
 
 
@@ -385,7 +403,7 @@ class PostgresReadModels(ReadModels):
     def sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)
         if cached is None:
-            cached = self._sql_cache[text] = _QMARK.sub("%s", text.replace("%", "%%"))
+            cached = self._sql_cache[text] = postgres_placeholders(text)
         return cached
 
     def _connect(self) -> Any:
@@ -440,6 +458,57 @@ class PostgresReadModels(ReadModels):
         if isinstance(exc, psycopg.OperationalError):
             return StoreUnavailable(f"read models in schema {self.schema}: {exc}")
         return StoreError(f"read models in schema {self.schema}: {exc}")
+
+
+def postgres_placeholders(text: str) -> str:
+    """``text`` (SQL with ``?`` placeholders) as psycopg takes it: ``%s`` placeholders, ``%`` doubled.
+
+    A ``?`` in a literal, a quoted identifier or a comment stays; ``??`` is one
+    ``?`` (the jsonb operators ``??``, ``??|``, ``??&``). An unterminated literal
+    or comment runs to the end, as PostgreSQL reads it (and refuses it).
+    """
+    out: list[str] = []
+    at = 0
+    while at < len(text):
+        start = _next_quoted(text, at)
+        out.append(_bare_placeholders(text[at:start]))
+        if start == len(text):
+            break
+        end = _end_of_quoted(text, start)
+        out.append(text[start:end].replace("%", "%%"))
+        at = end
+    return "".join(out)
+
+
+def _next_quoted(text: str, at: int) -> int:
+    """Where the next literal, quoted identifier or comment begins (``len(text)``: none)."""
+    found = _PG_QUOTED.search(text, at)
+    block = text.find("/*", at)
+    starts = [i for i in (found.start() if found else -1, block) if i >= 0]
+    return min(starts, default=len(text))
+
+
+def _end_of_quoted(text: str, start: int) -> int:
+    if text.startswith("/*", start):  # PostgreSQL's block comments nest
+        depth, i = 0, start
+        while i < len(text):
+            if text.startswith("/*", i):
+                depth, i = depth + 1, i + 2
+            elif text.startswith("*/", i):
+                depth, i = depth - 1, i + 2
+                if depth == 0:
+                    return i
+            else:
+                i += 1
+        return len(text)
+    found = _PG_QUOTED.match(text, start)
+    assert found is not None  # noqa: S101 - _next_quoted found it here
+    return found.end()
+
+
+def _bare_placeholders(sql: str) -> str:
+    """SQL outside literals and comments: ``??`` is a ``?``, ``?`` is ``%s``, ``%`` is ``%%``."""
+    return "?".join(part.replace("%", "%%").replace("?", "%s") for part in sql.split("??"))
 
 
 def read_models_for(store: EventStore, *, durable: bool = False) -> ReadModels:

@@ -81,6 +81,7 @@ from eventvault.store.records import (
     RecordedEvent,
     Snapshot,
 )
+from eventvault.testing.waiting import eventually_async
 
 __all__ = [
     "CONTRACT_REGISTRY",
@@ -222,12 +223,13 @@ async def settled(store: EventStore, within: float = 60.0) -> None:
     delayed, never wrong. Tests that compare the whole log with what they wrote
     wait for it first; the other backends never trail.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while (lag := await store.read_horizon_lag()).pending_events:
-        if loop.time() > deadline:
-            raise AssertionError(f"committed events still not readable after {within}s: {lag}")
-        await asyncio.sleep(0.01)  # polling the database, not ordering our own tasks
+    # Polling the database, not ordering our own tasks.
+    await eventually_async(
+        store.read_horizon_lag,
+        lambda lag: not lag.pending_events,
+        within=within,
+        what="every committed event readable",
+    )
 
 
 async def full_log(store: EventStore) -> list[RecordedEvent]:

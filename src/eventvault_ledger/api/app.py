@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 import eventvault
 from eventvault_ledger.api import commands, live, ops, query_routes
+from eventvault_ledger.api.metrics import Metrics
 from eventvault_ledger.api.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
@@ -29,7 +30,7 @@ from eventvault_ledger.api.security import Guard
 from eventvault_ledger.api.services import Services
 from eventvault_ledger.api.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["begin_stop_threadsafe", "create_app"]
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "web"
 
@@ -43,14 +44,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     if settings.metrics_token is not None and not settings.tokens:
         raise ValueError("a metrics token needs tokens: without them every endpoint is open on loopback")
-    services = Services(settings)
+    # Made before the app starts: the timing middleware counts into it from the first request.
+    metrics = Metrics()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await Services.open(settings, metrics=metrics)  # closes what it opened if it fails
+        app.state.services = services
         try:
-            # Inside the try: a start that fails half way still closes what it opened
-            # (a pool left running would keep the process from ever exiting).
-            await services.start()
             yield
         finally:
             await services.stop()
@@ -67,12 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A redirect to the path with(out) its slash would be built from the Host header.
         redirect_slashes=False,
     )
-    app.state.services = services
     app.openapi = _openapi(app, settings)  # type: ignore[method-assign]
     install_problem_handlers(app)
 
     def observe(method: str, route: str, status: int, seconds: float) -> None:
-        services.metrics.requests.labels(method, route, str(status)).observe(seconds)
+        metrics.requests.labels(method, route, str(status)).observe(seconds)
 
     # Outermost last: a request meets the request id, the timing, the security headers,
     # CORS (which answers preflights itself), the guard (loopback without tokens; a
@@ -100,6 +100,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if (static / "index.html").is_file():
         app.router.routes.append(_Dashboard("/", StaticFiles(directory=static, html=True), name="dashboard"))
     return app
+
+
+def begin_stop_threadsafe(app: FastAPI) -> None:
+    """Tell the app's services, from a signal handler or another thread, that the server stops.
+
+    Live streams end at once. Before the app has started there is nothing to tell:
+    its stop comes after its start.
+    """
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.begin_stop_threadsafe()
 
 
 class _Dashboard(Mount):

@@ -33,7 +33,7 @@ from eventvault import AppendResult, Metadata, WrongExpectedVersion
 from eventvault_ledger.api.problems import Problem, parse_account_id, problem_from
 from eventvault_ledger.api.schemas import PROBLEM_REF, problems
 from eventvault_ledger.api.security import Principal, authorize
-from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.services import Services, services_of
 from eventvault_ledger.currencies import ACTIVE
 from eventvault_ledger.domain import (
     MAX_AMOUNT,
@@ -42,15 +42,14 @@ from eventvault_ledger.domain import (
     Account,
     parse_amount,
 )
-from eventvault_ledger.errors import LedgerError
+from eventvault_ledger.errors import LedgerError, VersionMismatch
+from eventvault_ledger.numbers import IF_MATCH_PATTERN, check_expected_version, parse_if_match
 
 __all__ = ["PREFIX", "openapi_paths", "routes"]
 
 _NAMESPACE: Final = uuid.UUID("6f0c8f7e-3f7b-4c55-9a55-6576656e7476")  # ids derived from idempotency keys
 _KEY_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
 _KEY: Final = re.compile(_KEY_PATTERN)
-_IF_MATCH_PATTERN: Final = r'^\s*(\*|(W/)?"?([0-9]{1,18})"?)\s*$'
-_IF_MATCH: Final = re.compile(_IF_MATCH_PATTERN)
 _AMOUNT_TEXT_MAX: Final = 64
 # What parse_amount reads, and positive: at least one digit that is not zero. The
 # currency's minor units are a rule of the account, checked after (422 invalid-amount).
@@ -63,9 +62,10 @@ _REPLAY_WINDOW: Final = 1000
 PREFIX: Final = "/api/command"
 
 # The commands are plain Starlette routes: each reads its request itself, with the
-# one scope check every route uses (security.authorize), and no dependency solving,
-# which would cost more than the rest of the framework's work on a deposit. The
-# OpenAPI document describes them by hand (openapi_paths, at the end).
+# one scope check every route uses (security.authorize), the services through the
+# function behind every other route's ServicesDep (services.services_of), and no
+# dependency solving, which would cost more than the rest of the framework's work on
+# a deposit. The OpenAPI document describes them by hand (openapi_paths, at the end).
 
 
 def _headers(request: Request) -> tuple[str | None, str | None]:
@@ -99,11 +99,6 @@ def _start(request: Request) -> tuple[Principal, str | None, str | None]:
         )
     key, if_match = _headers(request)
     return principal, key, if_match
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 # -- request bodies ------------------------------------------------------------------
@@ -165,15 +160,6 @@ def _amount(data: dict[str, Any]) -> str | Decimal:
     if isinstance(value, str) and len(value) > _AMOUNT_TEXT_MAX:
         raise Problem(422, "invalid-amount", "Invalid amount", "amount is too long", field="amount")
     return value
-
-
-def _if_match(header: str | None) -> int | None:
-    if header is None:
-        return None
-    m = _IF_MATCH.fullmatch(header)
-    if m is None:
-        raise _invalid('If-Match must be a version number like "3", or *', parameter="If-Match")
-    return None if m[3] is None else int(m[3])
 
 
 def _metadata(request: Request, principal: Principal, key: str | None) -> Metadata:
@@ -249,7 +235,7 @@ async def _idempotent(
     ``recover`` is asked, when a keyed command is refused, whether an earlier
     attempt of it already landed (its answer then is the first one).
     """
-    services = _services(request)
+    services = services_of(request)
     if key is None:
         return await handler(None)
     keyed = _Keyed(principal, key)
@@ -281,7 +267,7 @@ async def _idempotent(
             landed = None
             if (
                 recover is not None
-                and isinstance(exc, LedgerError | Problem)
+                and isinstance(exc, LedgerError | Problem | VersionMismatch)
                 and problem.status in (409, 412, 422)
             ):
                 landed = await recover(keyed)
@@ -322,7 +308,7 @@ def _limited(value: str, name: str, limit: int, code: str, title: str) -> str:
 async def open_account(request: Request) -> Response:
     """Open an account; answers 201 with its id, version 1 and the position of its first event."""
     principal, idempotency_key, _ = _start(request)
-    services = _services(request)
+    services = services_of(request)
     body = await _json_object(request, frozenset({"ownerName", "currency"}))
     owner = _limited(
         _text(body, "ownerName", required=True),
@@ -364,7 +350,7 @@ async def _command(
     body: dict[str, Any],
 ) -> JSONResponse:
     """Run a command on an existing account, once per key, against If-Match or retried on conflicts."""
-    services = _services(request)
+    services = services_of(request)
 
     async def handler(keyed: _Keyed | None) -> JSONResponse:
         started = time.perf_counter()
@@ -412,26 +398,15 @@ async def _execute(
             )
         else:
             account = await services.repository.load(Account, account_id)
-            if account.version != if_match:
-                raise _stale(if_match, account.version)
+            check_expected_version(if_match, account.version)
             command(account)
             try:
                 result = await services.repository.save(account, metadata=metadata, event_ids=event_ids)
-            except WrongExpectedVersion as exc:
-                raise _stale(if_match, exc.actual) from None
+            except WrongExpectedVersion as exc:  # another writer got there between the load and the save
+                raise VersionMismatch(if_match, exc.actual) from None
     if result is None:  # pragma: no cover - every command records one event
         raise Problem(500, "internal", "Internal error", "the command recorded nothing")
     return result
-
-
-def _stale(expected: int, actual: int) -> Problem:
-    return Problem(
-        412,
-        "precondition-failed",
-        "The account changed",
-        f"If-Match asked for version {expected}, but the account is at version {actual}",
-        currentVersion=actual,
-    )
 
 
 async def _move_money(request: Request, kind: str) -> Response:
@@ -446,7 +421,7 @@ async def _move_money(request: Request, kind: str) -> Response:
         "invalid-description",
         "Invalid description",
     )
-    if_match = _if_match(if_match_header)
+    if_match = parse_if_match(if_match_header)
 
     def command(account: Account) -> None:
         amount = parse_amount(raw_amount, account.currency)
@@ -485,7 +460,7 @@ async def close(request: Request) -> Response:
         "close",
         account_id,
         Account.close,
-        if_match=_if_match(if_match),
+        if_match=parse_if_match(if_match),
         key=key,
         body={},
     )
@@ -552,7 +527,7 @@ _IF_MATCH_PARAMETER: Final = {
     "required": False,
     "description": 'Run only if the account is at this version (e.g. "3" or 3, as the ETag); '
     "412 otherwise. * means any version.",
-    "schema": {"type": "string", "pattern": _IF_MATCH_PATTERN},
+    "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
 }
 _ACCOUNT_PARAMETER: Final = {
     "name": "account_id",

@@ -23,7 +23,7 @@ from eventvault_ledger.api.problems import Problem, known_query_only, parse_acco
 from eventvault_ledger.api.query_routes import account_json, parse_place
 from eventvault_ledger.api.schemas import problems
 from eventvault_ledger.api.security import Reader
-from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.services import Services, ServicesDep
 from eventvault_ledger.domain import Account
 
 __all__ = ["router"]
@@ -133,12 +133,12 @@ def _stream(request: Request, services: Services, start: Checkpoint, account_id:
 )
 async def all_changes(
     request: Request,
+    services: ServicesDep,
     _: Reader,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
 ) -> EventStream:
     """Each change of an account's read model as an ``account`` event; resume with Last-Event-ID."""
-    services: Services = request.app.state.services
     start = await _start(services, last_event_id_header or last_event_id)
     return _stream(request, services, start, None)
 
@@ -152,12 +152,12 @@ async def all_changes(
 async def account_changes(
     account_id: str,
     request: Request,
+    services: ServicesDep,
     _: Reader,
     last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
 ) -> EventStream:
     """Each change of one account's read model; resume with Last-Event-ID."""
-    services: Services = request.app.state.services
     aid = parse_account_id(account_id)
     if await services.store.stream_version(Account.stream_id_for(aid)) == 0:
         raise Problem(404, "account-not-found", "Unknown account", f"no account {aid}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventvault_ledger.api.problems import Problem, problem_response
+from eventvault_ledger.numbers import parse_whole_number
 
 __all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "SecurityHeadersMiddleware", "TimingMiddleware"]
 
@@ -76,8 +76,8 @@ class BodyLimitMiddleware:
         expects_continue = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                with contextlib.suppress(ValueError):
-                    declared = int(value)
+                length = parse_whole_number(value.decode("latin-1"))
+                declared = -1 if length is None else length  # a bad one: the body is counted as it comes
             elif name == b"expect":
                 expects_continue = value.lower() == b"100-continue"
         deadline = asyncio.get_running_loop().time() + self.timeout

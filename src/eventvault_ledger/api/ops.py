@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from eventvault import EventVaultError
@@ -16,7 +16,7 @@ from eventvault.projections import ProjectionStatus, RebuildProgress
 from eventvault_ledger.api.problems import Problem, known_query_only
 from eventvault_ledger.api.schemas import Health, ProjectionList, Ready, RebuildStarted, problems
 from eventvault_ledger.api.security import Admin, Reader
-from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.services import ServicesDep
 
 __all__ = ["camel", "router"]
 
@@ -33,11 +33,6 @@ def camel(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [camel(v) for v in value]
     return value
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def status_json(status: ProjectionStatus) -> dict[str, Any]:
@@ -61,9 +56,8 @@ async def healthz() -> dict[str, str]:
     response_model=None,
     responses={200: {"model": Ready, "description": "Ready"}, **problems(503)},
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(services: ServicesDep) -> JSONResponse:
     """200 when the store is reachable and (if run here) no projection has stopped; else 503."""
-    services = _services(request)
     try:
         head = await services.store.head()
         statuses = await services.runner.status()
@@ -94,12 +88,11 @@ async def readyz(request: Request) -> JSONResponse:
         }
     },
 )
-async def metrics(request: Request) -> Response:
+async def metrics(services: ServicesDep) -> Response:
     """Appends, command latency, request latency, projection lag and rate.
 
     With tokens configured it takes an admin token or the metrics token (the guard checks).
     """
-    services = _services(request)
     with contextlib.suppress(EventVaultError):  # the scrape answers; the gauges keep their last values
         services.metrics.projections(await services.runner.status())
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -112,9 +105,9 @@ async def metrics(request: Request) -> Response:
     response_model=None,
     responses={200: {"model": ProjectionList, "description": "Every projection"}, **problems(401, 403)},
 )
-async def projections(request: Request, _: Reader) -> dict[str, Any]:
+async def projections(services: ServicesDep, _: Reader) -> dict[str, Any]:
     """Checkpoint, head, lag in events and seconds, events/s, state and last error of each projection."""
-    statuses = await _services(request).runner.status()
+    statuses = await services.runner.status()
     return {"items": [status_json(s) for s in statuses]}
 
 
@@ -129,9 +122,8 @@ async def projections(request: Request, _: Reader) -> dict[str, Any]:
         **problems(401, 403, 404, 409, 413, 422),
     },
 )
-async def rebuild(name: str, request: Request, _: Admin) -> JSONResponse:
+async def rebuild(name: str, services: ServicesDep, _: Admin) -> JSONResponse:
     """Start rebuilding ``name`` into new tables; the old ones serve until the swap."""
-    services = _services(request)
     if name not in services.runner.projections:
         raise Problem(404, "projection-not-found", "Unknown projection", f"no projection is named {name!r}")
     if not services.settings.run_projections:

@@ -28,9 +28,10 @@ from eventvault_ledger.errors import (
     InvalidAccountId,
     InvalidDescription,
     InvalidOwnerName,
+    InvalidQuery,
     LedgerError,
+    VersionMismatch,
 )
-from eventvault_ledger.queries import InvalidQuery
 
 __all__ = [
     "PROBLEM_BASE",
@@ -120,6 +121,14 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911, PLR0912
         none = _NO_EVENTS.fullmatch(text)
         detail = f"no account {none[1]}" if none else text.replace("account-", "account ", 1)
         return Problem(404, "account-not-found", "Unknown account", detail)
+    if isinstance(exc, VersionMismatch):
+        return Problem(
+            412,
+            "precondition-failed",
+            "The account changed",
+            f"If-Match asked for version {exc.expected}, but the account is at version {exc.actual}",
+            currentVersion=exc.actual,
+        )
     if isinstance(exc, ConcurrencyError):
         return Problem(409, "concurrent-modification", "The account changed meanwhile", str(exc))
     if isinstance(exc, InvalidQuery):

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from eventvault import Checkpoint, EventStore, InvalidCheckpoint
 from eventvault_ledger import queries
@@ -23,8 +23,9 @@ from eventvault_ledger.api.schemas import (
     problems,
 )
 from eventvault_ledger.api.security import Reader
-from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.services import Services, ServicesDep
 from eventvault_ledger.domain import Account, format_money
+from eventvault_ledger.numbers import MAX_LIMIT, MAX_SQL_INT, MAX_VERSION_ASKED, parse_position
 
 __all__ = ["READ_HEADERS", "account_json", "parse_account_id", "parse_place", "router"]
 
@@ -48,13 +49,8 @@ ConsistentWith = Annotated[
         "never older than its stream, only check it. One that names no event is 422.",
     ),
 ]
-Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(max_length=512, description="nextCursor of the previous page.")]
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def _money(amount: Decimal, currency: str) -> str:
@@ -85,9 +81,6 @@ async def account_json(services: Services, account_id: str) -> dict[str, Any] | 
     return None if view is None else _account(view)
 
 
-_MAX_SQL_INT: Final = 2**63 - 1  # positions and transaction ids are BIGINT in every store
-
-
 def _invalid(name: str, detail: str) -> Problem:
     return Problem(422, "validation", "Invalid request", detail, parameter=name)
 
@@ -97,16 +90,14 @@ def parse_place(token: str, name: str) -> int | Checkpoint:
     if not token or not _PLACE.fullmatch(token):
         raise _invalid(name, f"{name} is a position (or checkpoint) a command returned")
     token = token.strip()
-    if token.isascii() and token.isdigit():
-        position = int(token)
-        if not 1 <= position <= _MAX_SQL_INT:
-            raise _invalid(name, f"{name} is a position from 1 to {_MAX_SQL_INT}, got {token}")
+    position = parse_position(token, name)
+    if position is not None:
         return position
     try:
         checkpoint = Checkpoint.parse(token)
     except InvalidCheckpoint:
         raise _invalid(name, f"{name} is a position (or checkpoint) a command returned") from None
-    if max(checkpoint.tx, checkpoint.position) > _MAX_SQL_INT:
+    if max(checkpoint.tx, checkpoint.position) > MAX_SQL_INT:
         raise _invalid(name, f"{name} is not a checkpoint of this store")
     return checkpoint
 
@@ -250,7 +241,7 @@ _FROM_READ_MODEL: Final = {
     responses={200: {"model": AccountPage, "description": "One page"}, **problems(401, 403, 422, 503)},
 )
 async def list_accounts(
-    request: Request,
+    services: ServicesDep,
     _: Reader,
     min_balance: Annotated[str | None, Query(alias="minBalance", max_length=40)] = None,
     max_balance: Annotated[str | None, Query(alias="maxBalance", max_length=40)] = None,
@@ -267,7 +258,6 @@ async def list_accounts(
     consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
     """Accounts with minBalance <= balance <= maxBalance (exact decimals), by balance, keyset-paginated."""
-    services = _services(request)
     await _consistent(services, consistent_with)
     page = await asyncio.to_thread(
         queries.list_accounts,
@@ -295,13 +285,12 @@ async def list_accounts(
 )
 async def get_account(
     account_id: str,
-    request: Request,
+    services: ServicesDep,
     response: Response,
     _: Reader,
     consistent_with: ConsistentWith = None,
 ) -> dict[str, Any]:
     """The account's summary: the read model's, moved on by any later events of the account from the log."""
-    services = _services(request)
     await _checked(services, consistent_with)
     current = await _current(services, parse_account_id(account_id), response)
     return _account(current.account)
@@ -318,7 +307,7 @@ async def get_account(
 )
 async def get_transactions(
     account_id: str,
-    request: Request,
+    services: ServicesDep,
     _: Reader,
     response: Response,
     limit: Limit = 100,
@@ -330,7 +319,6 @@ async def get_transactions(
 
     The read model's rows, then those of any later events of the account, from the log.
     """
-    services = _services(request)
     await _checked(services, consistent_with)
     current = await _current(services, parse_account_id(account_id), response)
     currency = current.account.currency
@@ -371,7 +359,7 @@ async def get_transactions(
 )
 async def get_events(
     account_id: str,
-    request: Request,
+    services: ServicesDep,
     response: Response,
     _: Reader,
     limit: Limit = 100,
@@ -383,7 +371,6 @@ async def get_events(
 
     The log is always current: consistentWith is checked but never waited for.
     """
-    services = _services(request)
     await _checked(services, consistent_with)
     aid = parse_account_id(account_id)
     page = await queries.account_events(
@@ -439,10 +426,10 @@ def _moment(text: str) -> datetime:
 )
 async def get_state(
     account_id: str,
-    request: Request,
+    services: ServicesDep,
     response: Response,
     _: Reader,
-    version: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION_ASKED)] = None,
     as_of: Annotated[
         str | None,
         Query(
@@ -455,7 +442,6 @@ async def get_state(
 
     The log is always current: consistentWith is checked but never waited for.
     """
-    services = _services(request)
     await _checked(services, consistent_with)
     when = _moment(as_of) if as_of else None
     aid = parse_account_id(account_id)
@@ -480,9 +466,10 @@ async def get_state(
     response_model=None,
     responses={200: {"model": TotalsList, "description": "Totals"}, **problems(401, 403, 422, 503)},
 )
-async def get_totals(request: Request, _: Reader, consistent_with: ConsistentWith = None) -> dict[str, Any]:
+async def get_totals(
+    services: ServicesDep, _: Reader, consistent_with: ConsistentWith = None
+) -> dict[str, Any]:
     """Total balance, accounts and flows per currency."""
-    services = _services(request)
     await _consistent(services, consistent_with)
     totals = await asyncio.to_thread(queries.currency_totals, services.db)
     return {
