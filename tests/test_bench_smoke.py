@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -31,12 +32,12 @@ def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _objects(out: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+def _objects(out: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     assert out.returncode == 0, out.stderr[-3000:]
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def _check_workloads(objects: list[dict[str, object]], backend: str) -> None:
+def _check_workloads(objects: list[dict[str, Any]], backend: str) -> None:
     rows = [o for o in objects if "workload" in o and "check" not in o]
     assert {r["workload"] for r in rows} == WORKLOADS
     for row in rows:

@@ -16,7 +16,7 @@ class TestMemoryStore(EventStoreContract):
     """The contract on memory://: the stores of a test share one in-memory database."""
 
     @pytest_asyncio.fixture
-    async def store_factory(self):
+    async def store_factory(self):  # type: ignore[override] # a fixture overrides by name, not signature
         database = MemoryEventStore()
         async with opened_stores(
             lambda registry: MemoryEventStore(registry=registry, share_with=database)
@@ -28,7 +28,7 @@ class TestSQLiteStore(EventStoreContract):
     """The contract on sqlite:///: every store of a test opens the same temporary file."""
 
     @pytest_asyncio.fixture
-    async def store_factory(self, tmp_path):
+    async def store_factory(self, tmp_path):  # type: ignore[override] # a fixture overrides by name
         url = "sqlite:///" + str(tmp_path / "contract.db")
         async with opened_stores(lambda registry: create_store(url, registry=registry)) as factory:
             yield factory

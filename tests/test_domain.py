@@ -152,7 +152,7 @@ def test_record_applies_and_keeps_pending() -> None:
     assert (c.total, c.version) == (5, 2)
     assert c.pending_events == (Added(2), Added(3))
     assert c.mark_saved() == [Added(2), Added(3)]
-    assert c.pending_events == ()
+    assert not c.pending_events
 
 
 def test_replay_equals_live() -> None:

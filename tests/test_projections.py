@@ -369,7 +369,7 @@ async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_ve
 ) -> None:
     """On SQLite another process's append wakes the runner (PRAGMA data_version); nothing else would."""
     store.poll_interval = 3600
-    hour = {"idle_wait": 3600, "lease_seconds": 3600}
+    hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
     # Control: with the watcher off, nothing ends the hour-long waits.
     async with ProjectionRunner(store, [Totals()], watch_interval=None, **hour) as runner:
         await until_state(runner, "totals", "live")

@@ -306,7 +306,7 @@ class _ReadSpy:
             self.starts.append(int(options.get("from_version", 1)))  # type: ignore[call-overload]
             return await self._read(stream_id, **options)  # type: ignore[arg-type]
 
-        store.read_stream = read_stream  # type: ignore[method-assign]
+        store.read_stream = read_stream  # type: ignore[method-assign, assignment]
 
 
 async def test_cached_load_reads_only_the_events_after_the_cached_version(store: EventStore) -> None:

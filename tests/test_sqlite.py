@@ -28,6 +28,7 @@ from eventvault import (
     Checkpoint,
     DuplicateEventId,
     EventRegistry,
+    EventStore,
     InvalidInput,
     InvalidStoreURL,
     InvalidStreamId,
@@ -82,8 +83,9 @@ def raw(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(db, isolation_level=None)
 
 
-def on_writer(store: SQLiteEventStore, fn: Any) -> Any:
+def on_writer(store: EventStore, fn: Any) -> Any:
     """Run ``fn(cursor)`` on the writer's connection and return its result."""
+    assert isinstance(store, SQLiteEventStore)
     return store._on_writer(fn)
 
 
@@ -509,7 +511,7 @@ async def test_a_failing_listener_does_not_fail_the_append(store, caplog):
     assert result.stream_version == 1
     assert "listener" in caplog.text
     with pytest.raises(InvalidInput):
-        store.add_commit_listener("not callable")  # type: ignore[arg-type]
+        store.add_commit_listener("not callable")
 
 
 async def test_reads_do_not_wait_for_the_writer(store):

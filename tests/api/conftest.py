@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -201,7 +201,7 @@ async def make_api(db_url) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def api(make_api) -> Api:
+async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
     """The app with projections running and no tokens (everyone may do everything)."""
     return await make_api()
 

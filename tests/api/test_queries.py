@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -365,9 +366,9 @@ async def test_a_read_model_that_trails_is_caught_up_from_the_log_and_matches_th
     ]
     url = f"/api/query/accounts/{account_id}"
 
-    async def reads() -> dict[str, object]:
+    async def reads() -> dict[str, Any]:
         """Everything a client can read of the account, with the transactions in pages both ways."""
-        read: dict[str, object] = {"summary": await idle.get(url)}
+        read: dict[str, Any] = {"summary": await idle.get(url)}
         for order in ("asc", "desc"):
             pages, params = [], {"limit": 2, "order": order}
             while True:

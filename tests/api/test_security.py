@@ -14,6 +14,7 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema_rs
@@ -179,7 +180,7 @@ async def test_without_a_valid_token_every_api_request_is_401_whatever_it_holds(
     size = await api.log_size()
     deposit = f"/api/command/accounts/{account_id}/deposit"
     json_type = {"content-type": "application/json"}
-    requests = [
+    requests: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
         ("POST", f"{deposit}?x=1", {}, {"json": {"amount": "1.00"}}),
         ("POST", deposit, {"If-Match": "abc", "Idempotency-Key": "has space"}, {"json": {"amount": "1.00"}}),
         ("POST", deposit, {"content-type": "text/plain"}, {"content": b"not json"}),
@@ -290,7 +291,7 @@ async def test_the_actor_of_a_subject_less_token_is_its_identity(make_api):
 
 
 @pytest.fixture
-def dashboard(tmp_path) -> Path:
+def dashboard(tmp_path: Path) -> Path:
     """A built dashboard: an index and a folder of assets."""
     root = tmp_path / "web"
     (root / "assets").mkdir(parents=True)

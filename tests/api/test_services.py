@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventvault import EventStore, InvalidInput, StoreClosed
+from eventvault import EventStore, InvalidInput, StoreClosed, open_store
 from eventvault.projections import ProjectionRunner, ReadModels
 from eventvault_ledger.api import services as services_module
 from eventvault_ledger.api.idempotency import IdempotencyStore
@@ -38,7 +38,7 @@ async def test_open_returns_every_part_built_and_running(db_url):
 async def test_a_start_that_fails_half_way_closes_what_it_opened(db_url, monkeypatch):
     """The runner failing to start: open raises that error, and the store it opened is closed."""
     opened: list[EventStore] = []
-    real_open_store = services_module.open_store
+    real_open_store = open_store
 
     async def spying_open_store(url: str) -> EventStore:
         store = await real_open_store(url)
@@ -60,7 +60,7 @@ async def test_a_start_that_fails_half_way_closes_what_it_opened(db_url, monkeyp
 async def test_a_store_without_a_database_for_read_models_is_refused_and_closed(monkeypatch):
     """memory:// has no SQL database for the read models: open refuses it and closes the store."""
     opened: list[EventStore] = []
-    real_open_store = services_module.open_store
+    real_open_store = open_store
 
     async def spying_open_store(url: str) -> EventStore:
         store = await real_open_store(url)

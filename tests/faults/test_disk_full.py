@@ -151,7 +151,9 @@ async def test_a_full_disk_answers_507_keeps_reads_and_recovers_without_a_restar
         for account_id in ledger.accounts[:3]:
             summary = (await ledger.get(f"/api/query/accounts/{account_id}")).json()
             acked = ledger.acked[account_id]
-            assert (Decimal(summary["currentBalance"]), summary["version"]) == (acked, 1 + acked), summary
+            assert (Decimal(summary["currentBalance"]), summary["version"]) == (Decimal(acked), 1 + acked), (
+                summary
+            )
             assert len(await app.state.services.store.read_stream(f"account-{account_id}")) == 1 + acked
 
     with contextlib.closing(sqlite3.connect(db)) as conn:

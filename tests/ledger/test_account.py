@@ -7,6 +7,7 @@ import pickle
 import re
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ OPENED_BHD = AccountOpened("Layla Haddad", "BHD")
 OPENED_CLF = AccountOpened("Camila Rojas", "CLF")
 
 
-def _open(owner_name: object = "Ada Lovelace", currency: object = "EUR", **kw):
+def _open(owner_name: Any = "Ada Lovelace", currency: Any = "EUR", **kw):
     return lambda _: Account.open(owner_name, currency, **kw)
 
 
@@ -176,6 +177,7 @@ def test_deposit_records_the_amount_at_the_currency_scale(event, amount, recorde
     """Amounts equal to a value with the currency's minor units are accepted and recorded at that scale."""
     account = given(Account, event).when(lambda a: a.deposit(amount)).then(MoneyDeposited(amount))
     (deposited,) = account.pending_events
+    assert isinstance(deposited, MoneyDeposited)
     assert str(deposited.amount) == recorded
 
 
@@ -413,7 +415,7 @@ def test_commands_on_an_account_never_opened_are_refused(command):
 
 # -- errors and events ---------------------------------------------------------
 
-ERRORS = [
+ERRORS: list[type[LedgerError]] = [
     LedgerError,
     InvalidAmount,
     UnknownCurrency,

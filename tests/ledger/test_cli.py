@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -311,7 +312,7 @@ def test_serve_on_a_port_in_use_exits_2_with_one_line(runner, tmp_path, monkeypa
 
 def test_serve_prints_the_url_with_the_bound_port_and_the_absolute_store(runner, tmp_path, monkeypatch):
     """Port 0 takes a free port, and the start line names it and the absolute database path."""
-    seen = {}
+    seen: dict[str, Any] = {}
 
     def fake_run(app, sock, *, log_level, **limits):
         seen.update(port=sock.getsockname()[1], log_level=log_level, listening=sock.fileno() >= 0)
@@ -472,6 +473,7 @@ def test_a_real_server_logs_one_line_per_request_only_at_info(tmp_path, level):
             process.kill()
             process.wait()
             raise
+        assert process.stdout is not None
         process.stdout.close()
     assert (listed.status_code, missing.status_code) == (200, 404)
     log = err.read_text()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -34,7 +35,7 @@ CURRENCIES = ["EUR", "JPY", "BHD", "CLF"]  # 2, 0, 3 and 4 minor units
 class Amount:
     """A generated amount and, if it is valid, its value in minor units."""
 
-    value: object
+    value: Any  # what a caller might send: a Decimal, a str, a float, anything
     minor: int | None
 
 
@@ -105,8 +106,10 @@ def expected_error(name: str, amount: Amount | None, balance: int, closed: bool,
 
 def run(account: Account, name: str, amount: Amount | None) -> None:
     if name == "deposit":
+        assert amount is not None
         account.deposit(amount.value, "in")
     elif name == "withdraw":
+        assert amount is not None
         account.withdraw(amount.value, "out")
     elif name == "withdraw_all":
         account.withdraw(min(account.balance, MAX_AMOUNT), "as much as one withdrawal may")
@@ -139,8 +142,12 @@ def play(currency: str, start: int, script: list[tuple[str, Amount | None]]) -> 
             assert wanted is None, f"{name} {amount} was accepted, expected {wanted}"
             assert len(account.pending_events) == before[2] + 1
             if name == "deposit":
+                assert amount is not None
+                assert amount.minor is not None
                 balance += amount.minor
             elif name == "withdraw":
+                assert amount is not None
+                assert amount.minor is not None
                 balance -= amount.minor
             elif name == "withdraw_all":
                 balance -= min(balance, int(MAX_AMOUNT) * 10**units)

@@ -38,9 +38,11 @@ from eventvault.projections import ProjectionRunner, ReadModels, Session, open_r
 from eventvault_ledger.domain import Account, AccountStatus, MoneyDeposited
 from eventvault_ledger.errors import InvalidAccountId, UnknownCurrency
 from eventvault_ledger.queries import (
+    AccountView,
     CurrentAccount,
     InvalidCursor,
     InvalidQuery,
+    QuerySource,
     TransactionKind,
     account_events,
     currency_totals,
@@ -61,6 +63,14 @@ from eventvault_ledger.read_models import (
 
 WAIT = 60.0  # generous bound; the waits return as soon as the projection gets there
 TABLES = AccountsProjection.tables
+
+
+def held(db: QuerySource, account_id: str | uuid.UUID) -> AccountView:
+    """The read model's summary of an account it must hold by now."""
+    view = get_account(db, account_id)
+    assert view is not None, f"the read model holds no account {account_id}"
+    return view
+
 
 # -- the backends --------------------------------------------------------------------------
 
@@ -120,7 +130,7 @@ def backend(request, tmp_path) -> Iterator[Backend]:
 @pytest.fixture
 async def store(backend):
     """An open event store of the backend."""
-    options = {"poll_interval": 0.05} if backend.dialect == "postgresql" else {}
+    options: dict[str, Any] = {"poll_interval": 0.05} if backend.dialect == "postgresql" else {}
     async with open_store(backend.url, **options) as s:
         yield s
 
@@ -223,7 +233,8 @@ class Recording:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.statements.append((sql, tuple(params)))
-        return self.db.query(sql, params)
+        rows: list[tuple[Any, ...]] = self.db.query(sql, params)
+        return rows
 
 
 class Untouchable:
@@ -297,17 +308,17 @@ async def test_live_updates_are_visible_once_the_runner_passes_the_checkpoint(ru
     """A query after wait_for(command's checkpoint) sees the command's effect (read-your-writes)."""
     ada, result = await open_account(repo, "Ada", "EUR")
     await synced(runner, result)
-    assert str(get_account(runner, ada).balance) == "0.00"
+    assert str(held(runner, ada).balance) == "0.00"
 
     result = await move_money(repo, ada, "+12.34")
     await synced(runner, result)
-    view = get_account(runner, ada)
+    view = held(runner, ada)
     assert (str(view.balance), view.version, view.transaction_count) == ("12.34", 2, 1)
     assert [str(t.balance_after) for t in transactions(runner, ada).items] == ["12.34"]
 
     result = await empty_and_close(repo, ada)
     await synced(runner, result)
-    view = get_account(runner, ada)
+    view = held(runner, ada)
     assert (view.status, str(view.balance), view.version) == (AccountStatus.CLOSED, "0.00", 4)
     (eur,) = currency_totals(runner)
     assert (eur.accounts, eur.open_accounts, str(eur.total_balance)) == (1, 0, "0.00")
@@ -321,7 +332,7 @@ async def test_running_balance_is_exact_decimal_arithmetic(runner, repo):
     assert [str(r.balance_after) for r in rows[:10]] == [f"{n / 10:.2f}" for n in range(1, 11)]
     assert str(rows[9].balance_after) == "1.00"
     assert [str(r.balance_after) for r in rows[10:]] == ["0.70", "1000000000.70"]
-    assert str(get_account(runner, ada).balance) == "1000000000.70"
+    assert str(held(runner, ada).balance) == "1000000000.70"
     assert str(currency_totals(runner)[0].total_balance) == "1000000000.70"
 
 
@@ -331,7 +342,7 @@ async def test_money_keeps_the_scale_of_its_currency(runner, repo):
     for currency, move in [("JPY", "+1250"), ("BHD", "+1.5"), ("CLF", "+0.0001")]:
         ids[currency], result = await open_account(repo, "Ada", currency, move)
     await synced(runner, result)
-    shown = {c: str(get_account(runner, i).balance) for c, i in ids.items()}
+    shown = {c: str(held(runner, i).balance) for c, i in ids.items()}
     assert shown == {"JPY": "1250", "BHD": "1.500", "CLF": "0.0001"}
     assert str(transactions(runner, ids["BHD"]).items[0].amount) == "1.500"
 
@@ -468,7 +479,7 @@ async def test_currency_filter_keeps_one_currency(runner, many_accounts):
     ids = [i for page in walk(runner, 2, currency="USD", min_balance="0.01") for i in page]
     assert ids == expected(many_accounts, low=Decimal("0.01"), currency="USD")
     assert len(ids) == 4
-    assert all(get_account(runner, i).currency == "USD" for i in ids)
+    assert all(held(runner, i).currency == "USD" for i in ids)
     assert [i for p in walk(runner, 5, currency="GBP") for i in p] == []
 
 
@@ -619,7 +630,7 @@ async def test_rebuild_from_the_log_equals_the_live_read_models(runner, repo):
 
     result = await move_money(repo, ada, "+1.00")
     await synced(runner, result)
-    assert str(get_account(runner, ada).balance) == "108.50"
+    assert str(held(runner, ada).balance) == "108.50"
 
 
 # -- temporal queries against the history ---------------------------------------------------------
@@ -652,7 +663,7 @@ async def test_state_replayed_to_each_version_matches_the_history(runner, repo, 
         assert state.balance == (history[version].balance_after if version > 1 else 0)
         assert state.transaction_count == version - 1
     now = await state_at(repo, account.id)
-    assert now.balance == get_account(runner, account.id).balance == account.balance
+    assert now.balance == held(runner, account.id).balance == account.balance
 
     events = await store.read_stream(account.stream_id)
     for e in events:
@@ -676,7 +687,7 @@ async def test_state_at_refuses_what_is_not_there(runner, repo, store):
         await state_at(repo, ada, version=1, as_of=opened)
     for bad in (0, -1, True, "2"):
         with pytest.raises(InvalidQuery, match="version: must be an int >= 1"):
-            await state_at(repo, ada, version=bad)
+            await state_at(repo, ada, version=bad)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(InvalidQuery, match="as_of: must be a timezone-aware datetime"):
         await state_at(repo, ada, as_of=datetime(2030, 1, 1))  # noqa: DTZ001 - the point of the test
     assert (await state_at(repo, ada, as_of=datetime.now(UTC) + timedelta(days=1))).version == 2
@@ -812,6 +823,7 @@ def test_query_errors_are_invalid_input_naming_the_parameter():
     with pytest.raises(InvalidInput) as caught:
         list_accounts(Untouchable(), limit=0)
     assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, InvalidQuery)
     assert caught.value.parameter == "limit"
     assert InvalidCursor.code == "invalid-cursor"
 

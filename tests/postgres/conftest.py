@@ -128,7 +128,7 @@ def new_schema():
 
 
 @pytest.fixture
-def schema(new_schema) -> str:
+def schema(new_schema: Callable[[], str]) -> str:
     """A schema of this test's own (dropped after it)."""
     return new_schema()
 
@@ -169,7 +169,7 @@ async def open_store(schema):
 
 
 @pytest.fixture
-async def store(open_store) -> PostgresEventStore:
+async def store(open_store: Callable[..., Awaitable[PostgresEventStore]]) -> PostgresEventStore:
     """An open store on this test's schema, polling often so that waits stay short."""
     return await open_store(poll_interval=0.05)
 

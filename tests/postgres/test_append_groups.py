@@ -131,6 +131,8 @@ async def test_an_error_rolls_the_group_back_and_each_append_runs_alone(blocked,
 
     assert isinstance(duplicate, DuplicateEventId)
     assert retry == landed
+    assert isinstance(g, AppendResult)
+    assert isinstance(h, AppendResult)
     assert g.checkpoint.tx != h.checkpoint.tx  # each ran alone, after the group rolled back
     assert [x.data.text for x in await store.read_stream("g")] == ["g1"]
     assert [x.data.text for x in await store.read_stream("h")] == ["h1"]

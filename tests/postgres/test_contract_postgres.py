@@ -12,7 +12,7 @@ class TestPostgresStore(EventStoreContract):
     """The whole contract, on a schema created for each test and dropped after it."""
 
     @pytest_asyncio.fixture
-    async def store_factory(self, pg_url, schema):
+    async def store_factory(self, pg_url, schema):  # type: ignore[override] # a fixture overrides by name
         async with opened_stores(
             lambda registry: PostgresEventStore(pg_url, registry=registry, schema=schema, pool_max=5)
         ) as factory:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -25,20 +26,22 @@ def backends(app: str) -> str:
     )
 
 
-async def terminate(conn: psycopg.AsyncConnection, where: str, params: list | None = None) -> int:
+async def terminate(conn: psycopg.AsyncConnection, where: str, params: list[Any] | None = None) -> int:
     """Terminate the backends the query selects (waiting until they are gone); how many."""
     cur = await conn.execute(
         f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM ({where}) AS victims",  # noqa: S608
         params,
     )
     row = await cur.fetchone()
-    return row[0]
+    assert row is not None
+    return int(row[0])
 
 
-async def count(conn: psycopg.AsyncConnection, query: str, params: list | None = None) -> int:
+async def count(conn: psycopg.AsyncConnection, query: str, params: list[Any] | None = None) -> int:
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
-    return row[0]
+    assert row is not None
+    return int(row[0])
 
 
 async def test_killed_pool_connections_are_replaced_without_an_error(open_store, raw, notes):

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from eventvault import NO_STREAM, InvalidCheckpoint, InvalidInput, StoreClosed
+from eventvault.store.postgres import PostgresEventStore
 from eventvault.store.records import START
 
 
@@ -17,7 +18,7 @@ async def listening(store, eventually):
     await eventually(lambda: _is_listening(store), bool, what="the listener to LISTEN")
 
 
-async def _is_listening(store) -> bool:
+async def _is_listening(store: PostgresEventStore) -> bool:
     return store._listening
 
 
@@ -71,7 +72,7 @@ async def test_a_horizon_moved_by_a_silent_commit_is_found_by_the_poll(store, he
     assert await store.head() == appended.checkpoint
 
 
-async def _wakes(store) -> int:
+async def _wakes(store: PostgresEventStore) -> int:
     return store._wakes
 
 
@@ -110,7 +111,7 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
             [app],
         )
         row = await cur.fetchone()
-        return row[0]
+        return int(row[0])
 
     await eventually(listeners, lambda n: n == 1, what="a new LISTEN connection")
     await eventually(lambda: _is_listening(reader), bool, what="the listener to be back")

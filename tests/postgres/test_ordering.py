@@ -240,7 +240,7 @@ async def test_appends_to_different_streams_do_not_wait_for_each_other(store, he
             [holder.pid],
         )
         row = await cur.fetchone()
-        return row[0]
+        return int(row[0])
 
     await eventually(waiting_on_locks, lambda n: n >= 1, what="the append to block on the stream lock")
     assert not blocked.done()

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from eventvault import ANY, NO_STREAM
+from eventvault.store.postgres import PostgresEventStore
 from eventvault.store.records import START
 
 
-async def _rows(conn: psycopg.AsyncConnection, schema: str, stream_id: str) -> list[tuple]:
+async def _rows(conn: psycopg.AsyncConnection, schema: str, stream_id: str) -> list[tuple[Any, ...]]:
     cur = await conn.execute(
         sql.SQL(
             "SELECT stream_version, event_type, schema_version, occurred_us, data, metadata "
@@ -132,5 +134,5 @@ async def test_one_connection_serves_concurrent_calls_and_notifications(
     assert await read_head() >= last.checkpoint > START
 
 
-async def _listening(store) -> bool:
+async def _listening(store: PostgresEventStore) -> bool:
     return store._listening

@@ -15,6 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from eventvault import ANY, StoreError
@@ -93,7 +94,7 @@ async def test_three_workers_share_partitions_and_survive_a_kill_9_without_loss_
     def args(worker: str) -> tuple[str, ...]:
         return (store_url, "--read-models", models_url, "--worker-id", worker, "--lease", str(LEASE))
 
-    def start(worker: str) -> object:
+    def start(worker: str) -> Any:  # a Worker of the module loaded above
         return pw.Worker(
             tmp_path / f"{worker}.log", *args(worker), "--partitions", str(PARTITIONS), "--batch", "50"
         )

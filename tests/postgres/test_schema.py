@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +20,9 @@ from eventvault import (
 from eventvault.store.postgres import SCHEMA_VERSION, PostgresEventStore, _lock_key
 
 
-async def rows(conn: psycopg.AsyncConnection, query: str, params: list | None = None) -> list[tuple]:
+async def rows(
+    conn: psycopg.AsyncConnection, query: str, params: list[Any] | None = None
+) -> list[tuple[Any, ...]]:
     cur = await conn.execute(query, params)
     return await cur.fetchall()
 
@@ -76,7 +79,7 @@ async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, sc
 
     async def waiting_on_the_lock() -> int:
         [(n,)] = await rows(gate, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        return n
+        return int(n)
 
     await eventually(waiting_on_the_lock, lambda n: n >= 2, what="both opens to wait on the migration lock")
     await gate.execute("SELECT pg_advisory_unlock(%s)", [_lock_key(schema)])

@@ -23,8 +23,11 @@ __all__ = [
     "CommandResult",
     "Health",
     "ProblemDocument",
+    "ProjectionErrorDoc",
     "ProjectionList",
+    "ProjectionStatusDoc",
     "Ready",
+    "RebuildProgress",
     "RebuildStarted",
     "TotalsList",
     "TransactionPage",
@@ -156,18 +159,50 @@ class TotalsList(_Doc):
     items: list[CurrencyTotal]
 
 
+class ProjectionErrorDoc(_Doc):
+    """Why a projection stopped or retries; the event fields are null for a database error."""
+
+    message: str
+    position: int | None
+    checkpoint: str | None
+    event_id: str | None
+    at: float | None = Field(description="When it happened, in seconds since the epoch.")
+    event_type: str | None = None
+    stream_id: str | None = None
+
+
+class RebuildProgress(_Doc):
+    """A rebuild's progress: events done of total, rate and time left."""
+
+    generation: int = Field(description="The generation the rebuild builds.")
+    state: str = Field(description="running, done or failed.")
+    done: int
+    total: int
+    events_per_second: float
+    eta_seconds: float | None
+    error: str | None = None
+
+
 class ProjectionStatusDoc(_Doc):
     """The status of one projection."""
 
     name: str
     state: str
+    generation: int = Field(description="The generation of tables that serves the queries.")
+    version: int = Field(description="The projection's schema version.")
     checkpoint: str
     head: str
     lag_events: int
     lag_seconds: float
     events_per_second: float | None
-    last_error: dict[str, Any] | None
-    rebuild: dict[str, Any] | None
+    applied: int = Field(description="Events applied by this process.")
+    partitions: int
+    owned_partitions: list[int] = Field(description="The partitions this process works on.")
+    last_error: ProjectionErrorDoc | None
+    rebuild: RebuildProgress | None = Field(description="The latest rebuild, if any.")
+    workers: list[str] = Field(
+        default_factory=list, description="The workers (in any process) holding a live lease on a partition."
+    )
     held_back: dict[str, Any] | None = None
 
 
@@ -177,13 +212,8 @@ class ProjectionList(_Doc):
     items: list[ProjectionStatusDoc]
 
 
-class RebuildStarted(_Doc):
+class RebuildStarted(RebuildProgress):
     """A rebuild under way."""
-
-    generation: int
-    state: str
-    done: int
-    total: int
 
 
 class Health(_Doc):

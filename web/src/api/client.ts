@@ -11,6 +11,8 @@ import type {
   Account,
   AccountFilters,
   AccountState,
+  Answer,
+  Body,
   CatchingUp,
   CommandResult,
   CurrencyTotal,
@@ -166,6 +168,10 @@ export function catchingUpOf(headers: Headers): CatchingUp | null {
 const ACCOUNTS = "/api/query/accounts";
 const COMMANDS = "/api/command/accounts";
 
+/** The currency is any text here: the server answers a code it does not know with a clear 422. */
+type OpenAccountBody = Omit<Body<"/api/command/accounts", "post">, "currency"> & { currency: string };
+type MoneyBody<K extends "deposit" | "withdraw"> = Body<`/api/command/accounts/{account_id}/${K}`, "post">;
+
 function account(id: string): string {
   return `${ACCOUNTS}/${encodeURIComponent(id)}`;
 }
@@ -180,7 +186,7 @@ function keyed(key: string | undefined): Record<string, string> {
 
 export const api = {
   listAccounts(filters: AccountFilters, cursor: string | null, signal?: AbortSignal): Promise<Page<Account>> {
-    return request("GET", ACCOUNTS, {
+    return request<Answer<"/api/query/accounts", "get">>("GET", ACCOUNTS, {
       query: {
         minBalance: filters.minBalance,
         maxBalance: filters.maxBalance,
@@ -196,13 +202,17 @@ export const api = {
   },
   async account(id: string, signal?: AbortSignal): Promise<Account> {
     let catchingUp: CatchingUp | null = null;
-    const found = await request<Account>("GET", account(id), {
-      query: { consistentWith: consistencyToken() },
-      signal,
-      onHeaders: (headers) => {
-        catchingUp = catchingUpOf(headers);
+    const found: Account = await request<Answer<"/api/query/accounts/{account_id}", "get">>(
+      "GET",
+      account(id),
+      {
+        query: { consistentWith: consistencyToken() },
+        signal,
+        onHeaders: (headers) => {
+          catchingUp = catchingUpOf(headers);
+        },
       },
-    });
+    );
     return catchingUp ? { ...found, catchingUp } : found;
   },
   transactions(
@@ -210,19 +220,26 @@ export const api = {
     options: { order: "asc" | "desc"; cursor?: string | null; limit?: number },
     signal?: AbortSignal,
   ): Promise<Page<Transaction>> {
-    return request("GET", `${account(id)}/transactions`, {
-      query: {
-        order: options.order,
-        cursor: options.cursor,
-        limit: options.limit ?? 25,
-        consistentWith: consistencyToken(),
+    return request<Answer<"/api/query/accounts/{account_id}/transactions", "get">>(
+      "GET",
+      `${account(id)}/transactions`,
+      {
+        query: {
+          order: options.order,
+          cursor: options.cursor,
+          limit: options.limit ?? 25,
+          consistentWith: consistencyToken(),
+        },
+        signal,
       },
-      signal,
-    });
+    );
   },
   // The audit log and time travel read the event log itself: no read model to wait for.
   events(id: string, cursor: string | null, signal?: AbortSignal): Promise<Page<StoredEvent>> {
-    return request("GET", `${account(id)}/events`, { query: { order: "desc", limit: 20, cursor }, signal });
+    return request<Answer<"/api/query/accounts/{account_id}/events", "get">>("GET", `${account(id)}/events`, {
+      query: { order: "desc", limit: 20, cursor },
+      signal,
+    });
   },
   /** The account replayed to a version, or to a moment (ISO 8601 with an offset). */
   stateAt(
@@ -230,27 +247,46 @@ export const api = {
     at: { version: number } | { asOf: string },
     signal?: AbortSignal,
   ): Promise<AccountState> {
-    return request("GET", `${account(id)}/state`, { query: { ...at }, signal });
+    return request<Answer<"/api/query/accounts/{account_id}/state", "get">>("GET", `${account(id)}/state`, {
+      query: { ...at },
+      signal,
+    });
   },
   totals(signal?: AbortSignal): Promise<{ items: CurrencyTotal[] }> {
-    return request("GET", "/api/query/totals", { query: { consistentWith: consistencyToken() }, signal });
+    return request<Answer<"/api/query/totals", "get">>("GET", "/api/query/totals", {
+      query: { consistentWith: consistencyToken() },
+      signal,
+    });
   },
   projections(signal?: AbortSignal): Promise<{ items: ProjectionStatus[] }> {
-    return request("GET", "/api/projections", { signal });
+    return request<Answer<"/api/projections", "get">>("GET", "/api/projections", { signal });
   },
-  openAccount(body: { ownerName: string; currency: string }, key?: string): Promise<CommandResult> {
-    return request("POST", COMMANDS, { body, headers: keyed(key) });
+  openAccount(body: OpenAccountBody, key?: string): Promise<CommandResult> {
+    return request<Answer<"/api/command/accounts", "post">>("POST", COMMANDS, { body, headers: keyed(key) });
   },
-  deposit(id: string, body: { amount: string; description: string }, key?: string): Promise<CommandResult> {
-    return request("POST", command(id, "deposit"), { body, headers: keyed(key) });
+  deposit(id: string, body: MoneyBody<"deposit">, key?: string): Promise<CommandResult> {
+    return request<Answer<"/api/command/accounts/{account_id}/deposit", "post">>(
+      "POST",
+      command(id, "deposit"),
+      { body, headers: keyed(key) },
+    );
   },
-  withdraw(id: string, body: { amount: string; description: string }, key?: string): Promise<CommandResult> {
-    return request("POST", command(id, "withdraw"), { body, headers: keyed(key) });
+  withdraw(id: string, body: MoneyBody<"withdraw">, key?: string): Promise<CommandResult> {
+    return request<Answer<"/api/command/accounts/{account_id}/withdraw", "post">>(
+      "POST",
+      command(id, "withdraw"),
+      { body, headers: keyed(key) },
+    );
   },
   close(id: string, key?: string): Promise<CommandResult> {
-    return request("POST", command(id, "close"), { headers: keyed(key) });
+    return request<Answer<"/api/command/accounts/{account_id}/close", "post">>("POST", command(id, "close"), {
+      headers: keyed(key),
+    });
   },
   rebuild(name: string): Promise<RebuildProgress> {
-    return request("POST", `/api/projections/${encodeURIComponent(name)}/rebuild`);
+    return request<Answer<"/api/projections/{name}/rebuild", "post">>(
+      "POST",
+      `/api/projections/${encodeURIComponent(name)}/rebuild`,
+    );
   },
 };

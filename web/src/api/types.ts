@@ -1,18 +1,46 @@
-/** The API's JSON shapes (camelCase), as the ledger's HTTP API documents them. */
+/**
+ * The API's JSON shapes (camelCase), taken from its OpenAPI document.
+ *
+ * schema.gen.ts is generated from web/openapi.json, which the API itself writes
+ * (scripts/build-web regenerates both; `scripts/build-web --test` fails when they
+ * trail the API). Everything here is derived from it, so a field the API renames,
+ * drops or retypes is a type error wherever the dashboard uses it.
+ */
+import type { components, paths } from "./schema.gen";
 
-export interface Account {
-  accountId: string;
-  ownerName: string;
-  currentBalance: string;
-  currency: string;
-  transactionCount: number;
-  lastTransactionDate: string | null;
-  status: string;
-  version: number;
-  openedAt: string | null;
+type Schemas = components["schemas"];
+
+/**
+ * A schema's declared fields. Every schema of the document also admits other
+ * keys (additionalProperties), which would type a misspelt or removed field as
+ * `unknown` instead of an error; this drops that index signature.
+ */
+export type Fields<T> = { [K in keyof T as string extends K ? never : K]: T[K] };
+
+type Operation<P extends keyof paths, M extends keyof paths[P]> = paths[P][M];
+type Success = 200 | 201 | 202;
+
+/** What Answer gives for an operation without a JSON answer: assignable to no shape the client returns. */
+interface NoJsonAnswer<P> {
+  readonly "the OpenAPI document gives no JSON answer for": P;
+}
+
+/** The JSON body of an operation's successful answer, as documented. */
+export type Answer<P extends keyof paths, M extends keyof paths[P]> =
+  Operation<P, M> extends { responses: infer R }
+    ? R[Extract<keyof R, Success>] extends { content: { "application/json": infer B } }
+      ? B
+      : NoJsonAnswer<P>
+    : NoJsonAnswer<P>;
+
+/** The JSON body an operation takes, as documented. */
+export type Body<P extends keyof paths, M extends keyof paths[P]> =
+  Operation<P, M> extends { requestBody?: { content: { "application/json": infer B } } } ? B : never;
+
+export type Account = Fields<Schemas["AccountSummary"]> & {
   /** Set on a read of one account that the read model trailed (from its X-Read-* headers). */
   catchingUp?: CatchingUp;
-}
+};
 
 /** A read of one account served past the read model: its later events came from the log. */
 export interface CatchingUp {
@@ -29,95 +57,26 @@ export interface Page<T> {
   nextCursor: string | null;
 }
 
-export interface Transaction {
-  version: number;
-  kind: string;
-  amount: string;
-  balanceAfter: string;
-  description: string;
-  recordedAt: string | null;
-  eventId: string;
-  position: number;
-}
+export type Transaction = Fields<Schemas["Transaction"]>;
 
-export interface StoredEvent {
-  eventId: string;
-  streamId: string;
-  version: number;
-  position: number;
-  checkpoint: string;
-  eventType: string;
-  schemaVersion: number;
-  occurredAt: string | null;
-  recordedAt: string | null;
-  data: Record<string, unknown>;
-  metadata: Record<string, unknown>;
-}
+export type StoredEvent = Fields<Schemas["AuditEvent"]>;
 
-export interface AccountState {
-  accountId: string;
-  version: number;
-  /** The time asked for with asOf, as sent; null when asked by version. */
-  asOf?: string | null;
-  ownerName: string;
-  currency: string;
-  currentBalance: string;
-  status: string;
-  transactionCount: number;
-}
+/** asOf: the time asked for, as sent; null when asked by version. */
+export type AccountState = Fields<Schemas["AccountState"]>;
 
-export interface CurrencyTotal {
-  currency: string;
-  totalBalance: string;
-  accounts: number;
-  openAccounts: number;
-  totalDeposited: string;
-  totalWithdrawn: string;
-  transactionCount: number;
-}
+export type CurrencyTotal = Fields<Schemas["CurrencyTotal"]>;
 
-export interface CommandResult {
-  accountId: string;
-  version: number;
-  /** The consistency token: a query with consistentWith=position sees this write. */
-  position: number;
-  checkpoint: string;
-}
+/** position is the consistency token: a query with consistentWith=position sees this write. */
+export type CommandResult = Fields<Schemas["CommandResult"]>;
 
-export interface RebuildProgress {
-  generation: number;
-  state: string;
-  done: number;
-  total: number;
-  eventsPerSecond: number;
-  etaSeconds: number | null;
-  error: string | null;
-}
+export type RebuildProgress = Fields<Schemas["RebuildProgress"]>;
 
-export interface ProjectionError {
-  message: string;
-  position: number | null;
-  checkpoint: string | null;
-  eventId: string | null;
-  at: number | null;
-}
+export type ProjectionError = Fields<Schemas["ProjectionErrorDoc"]>;
 
-export interface ProjectionStatus {
-  name: string;
-  state: string;
-  generation: number;
-  version: number;
-  checkpoint: string;
-  head: string;
-  lagEvents: number;
-  lagSeconds: number;
-  eventsPerSecond: number | null;
-  applied: number;
-  partitions: number;
-  ownedPartitions: number[];
+export type ProjectionStatus = Omit<Fields<Schemas["ProjectionStatusDoc"]>, "lastError" | "rebuild"> & {
   lastError: ProjectionError | null;
   rebuild: RebuildProgress | null;
-}
+};
 
 export interface AccountFilters {
   minBalance: string;
