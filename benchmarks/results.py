@@ -9,7 +9,8 @@ from typing import Any, Final
 
 __all__ = ["CONTENDERS", "Results", "TargetResult"]
 
-CONTENDERS: Final = ("eventvault", "peer", "limit")
+CONTENDERS: Final = ("eventvault", "peer", "sourcery", "limit")
+"""eventvault, the eventsourcing library, Python Event Sourcery (the second peer), the raw driver."""
 
 
 @dataclass(slots=True)
