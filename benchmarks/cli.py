@@ -19,6 +19,7 @@ from benchmarks.backends import open_backend
 from benchmarks.plan import Sizes
 from benchmarks.results import CONTENDERS, Results, TargetResult
 from benchmarks.runner import SOURCERY_MISSING, WORKLOADS, Config, run_backend
+from benchmarks.wrk import find_wrk
 
 __all__ = ["main"]
 
@@ -67,6 +68,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "it must be on a real disk, not tmpfs, for synchronous=FULL to mean anything",
     )
     p.add_argument("--keep", action="store_true", help="keep the databases and the work directory")
+    p.add_argument(
+        "--no-wrk",
+        action="store_true",
+        help="W8 with the harness's own client only (default: also with wrk, when it is on PATH)",
+    )
     defaults = Sizes()
     for f in dataclasses.fields(Sizes):
         p.add_argument(
@@ -228,7 +234,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         workdir=workdir,
         keep=args.keep,
         growth=args.growth or args.growth_only,
+        wrk=None if args.no_wrk else find_wrk(),
     )
+    if "W8" in config.workloads and not args.no_wrk and config.wrk is None:
+        _say(
+            "warning: wrk is not on PATH (apt-get install wrk): W8 runs with the harness's own client only",
+            file=sys.stderr,
+        )
     _say(
         f"eventvault benchmark: {machine()}; work directory {workdir} ({fs or 'unknown fs'})", file=sys.stderr
     )

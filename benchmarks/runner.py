@@ -26,6 +26,7 @@ from benchmarks.limit import Limit
 from benchmarks.peer import Peer
 from benchmarks.plan import Plan, Sizes, Timing
 from benchmarks.results import Results
+from benchmarks.wrk import WrkResult
 
 try:
     from benchmarks.sourcery import Sourcery
@@ -51,6 +52,8 @@ class Config:
     workdir: Path = Path()
     keep: bool = False
     growth: bool = False
+    wrk: str | None = None
+    """The wrk program for W8's second load (None: the harness's own client only)."""
 
 
 class _Log:
@@ -291,6 +294,8 @@ class _BackendRun:
                 self.sizes.requests_per_client,
                 log,
                 noop_first=run % 2 == 1,
+                wrk=self.config.wrk,
+                wrk_seconds=self.sizes.wrk_seconds,
             )
             self.record("W8", "requests/s", "eventvault", result.deposits, run)
             self.record("W8", "requests/s", "limit", result.noop, run)
@@ -305,7 +310,20 @@ class _BackendRun:
                 f"{percentile(result.noop.latencies, 0.5) * 1000:.1f} ms p99 "
                 f"{percentile(result.noop.latencies, 0.99) * 1000:.1f} ms"
             )
+            if result.wrk_deposits is not None and result.wrk_noop is not None:
+                self._record_wrk(result.wrk_deposits, result.wrk_noop, run)
             self.discard(place)
+
+    def _record_wrk(self, deposits: WrkResult, noop: WrkResult, run: int) -> None:
+        for contender, r in (("eventvault", deposits), ("limit", noop)):
+            self.record("W8 wrk", "requests/s", contender, Timing(r.requests, r.seconds), run)
+            self.results.add("W8 wrk p50", self.backend.name, "ms", contender, r.p50_ms)
+            self.results.add("W8 wrk p99", self.backend.name, "ms", contender, r.p99_ms)
+        self.log(
+            f"[{self.backend.name}] W8 wrk latency run {run + 1}/{self.config.runs} deposits p50 "
+            f"{deposits.p50_ms:.1f} ms p99 {deposits.p99_ms:.1f} ms; no-op p50 {noop.p50_ms:.1f} ms "
+            f"p99 {noop.p99_ms:.1f} ms"
+        )
 
 
 def run_backend(backend: Backend, config: Config, results: Results, out: TextIO = sys.stderr) -> None:
