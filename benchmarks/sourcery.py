@@ -119,11 +119,16 @@ def _fields(args: AccountArgs | DepositArgs) -> dict[str, Any]:
 
 
 class _Writer:
-    """One aggregate kept in memory, its new events appended with their expected version."""
+    """One aggregate kept in memory, its new events appended with their expected version.
 
-    def __init__(self, session: Session, backend: SQLAlchemyBackend) -> None:
-        self.session = session
-        self.store = backend.event_store
+    Each save is a unit of work of its own: a new session, a backend configured
+    on it, the append, the commit (as the library's FastAPI example does per
+    request). One long-lived session would keep every stream it wrote in its
+    ``strong_set`` and refresh them all after each commit.
+    """
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
         self.account = SourceryAccount()
         self.stream = StreamId(uuid=uuid.uuid4(), category=SourceryAccount.category)
         self.saved = 0
@@ -134,8 +139,10 @@ class _Writer:
             WrappedEvent.wrap(e, version) for version, e in enumerate(changes[self.saved :], self.saved + 1)
         ]
         if pending:
-            self.store.append(*pending, stream_id=self.stream, expected_version=self.saved)
-            self.session.commit()
+            with self.factory() as session:
+                store = SQLAlchemyBackend().configure(session).event_store
+                store.append(*pending, stream_id=self.stream, expected_version=self.saved)
+                session.commit()
             self.saved = len(changes)
 
 
@@ -215,20 +222,18 @@ class Sourcery:
         """W1 (a commit per event) or W2 (a commit per account); returns the stream ids too."""
         ids: list[uuid.UUID] = []
         watch = Stopwatch()
-        with self._session(place) as (_, session):
-            backend = SQLAlchemyBackend().configure(session)
-            with watch.running():
-                for args, deposits in zip(plan.accounts, plan.deposits, strict=True):
-                    writer = _Writer(session, backend)
-                    writer.account.open(args)
+        with self._session(place) as (factory, _), watch.running():
+            for args, deposits in zip(plan.accounts, plan.deposits, strict=True):
+                writer = _Writer(factory)
+                writer.account.open(args)
+                if per_event:
+                    writer.save()
+                for d in deposits:
+                    writer.account.deposit(d)
                     if per_event:
                         writer.save()
-                    for d in deposits:
-                        writer.account.deposit(d)
-                        if per_event:
-                            writer.save()
-                    writer.save()
-                    ids.append(writer.stream)
+                writer.save()
+                ids.append(writer.stream)
         return watch.timing(plan.events), ids
 
     # -- W3 ------------------------------------------------------------------------------------
@@ -276,9 +281,8 @@ class Sourcery:
 
     def build_long(self, place: Place, events: int) -> uuid.UUID:
         """Write one account of ``events`` events (committed every 500) and snapshot it at the end."""
-        with self._session(place) as (_, session):
-            backend = SQLAlchemyBackend().configure(session)
-            writer = _Writer(session, backend)
+        with self._session(place) as (factory, _):
+            writer = _Writer(factory)
             writer.account.open(account_args(0))
             for k in range(1, events):
                 writer.account.deposit(deposit_args(0, k))
@@ -338,19 +342,16 @@ class Sourcery:
         with self._session(place, pool=n) as (factory, _):
 
             def writer(i: int) -> None:
-                session = factory()
                 try:
-                    w = _Writer(session, SQLAlchemyBackend().configure(session))
+                    w = _Writer(factory)
                     barrier.wait()
                     w.account.open(plan.accounts[i])
-                    _retrying(session, w.save)
+                    _retrying(w.save)
                     for d in plan.deposits[i]:
                         w.account.deposit(d)
-                        _retrying(session, w.save)
+                        _retrying(w.save)
                 except Exception as exc:  # noqa: BLE001 - reported after the run
                     errors.append(exc)
-                finally:
-                    session.close()
 
             threads = [threading.Thread(target=writer, args=(i,)) for i in range(n)]
             for t in threads:
@@ -365,12 +366,11 @@ class Sourcery:
         return watch.timing(plan.events)
 
 
-def _retrying(session: Session, save: Callable[[], None], attempts: int = 1000) -> None:
+def _retrying(save: Callable[[], None], attempts: int = 1000) -> None:
     for attempt in range(attempts):
         try:
-            save()
+            save()  # its session rolls back as it closes
         except OperationalError as exc:
-            session.rollback()
             if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
         else:
