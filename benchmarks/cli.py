@@ -18,7 +18,8 @@ from typing import Any, TextIO
 from benchmarks.backends import open_backend
 from benchmarks.plan import Sizes
 from benchmarks.results import CONTENDERS, Results, TargetResult
-from benchmarks.runner import WORKLOADS, Config, run_backend
+from benchmarks.runner import SOURCERY_MISSING, WORKLOADS, Config, run_backend
+from benchmarks.wrk import find_wrk
 
 __all__ = ["main"]
 
@@ -29,8 +30,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description=(
-            "Measure eventvault against the eventsourcing library (the peer) and the raw driver "
-            "(the limit), in one run, on SQLite (synchronous=FULL) and PostgreSQL."
+            "Measure eventvault against the eventsourcing library (the peer), Python Event Sourcery "
+            "(the second peer) and the raw driver (the limit), in one run, on SQLite (synchronous=FULL) "
+            "and PostgreSQL."
         ),
     )
     p.add_argument(
@@ -66,6 +68,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "it must be on a real disk, not tmpfs, for synchronous=FULL to mean anything",
     )
     p.add_argument("--keep", action="store_true", help="keep the databases and the work directory")
+    p.add_argument(
+        "--no-wrk",
+        action="store_true",
+        help="W8 with the harness's own client only (default: also with wrk, when it is on PATH)",
+    )
     defaults = Sizes()
     for f in dataclasses.fields(Sizes):
         p.add_argument(
@@ -134,7 +141,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 def print_table(results: Results, out: TextIO, *, judged: bool = True) -> None:
     """The medians as a table, then the targets (``judged`` as in :func:`print_targets`)."""
     rows = results.rows()
-    header = ("workload", "backend", "unit", *CONTENDERS, "ev/peer", "ev/limit")
+    header = ("workload", "backend", "unit", *CONTENDERS, "ev/peer", "ev/sourcery", "ev/limit")
     lines = [header]
     lines.extend(
         (
@@ -143,9 +150,13 @@ def print_table(results: Results, out: TextIO, *, judged: bool = True) -> None:
             r["unit"],
             *(_fmt(r[c]) for c in CONTENDERS),
             *(
-                (_ratio(r["eventvault"], r["peer"]), _ratio(r["eventvault"], r["limit"]))
+                (
+                    _ratio(r["eventvault"], r["peer"]),
+                    _ratio(r["eventvault"], r["sourcery"]),
+                    _ratio(r["eventvault"], r["limit"]),
+                )
                 if r["unit"] != "ms"
-                else ("", "")
+                else ("", "", "")
             ),
         )
         for r in rows
@@ -223,10 +234,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         workdir=workdir,
         keep=args.keep,
         growth=args.growth or args.growth_only,
+        wrk=None if args.no_wrk else find_wrk(),
     )
+    if "W8" in config.workloads and not args.no_wrk and config.wrk is None:
+        _say(
+            "warning: wrk is not on PATH (apt-get install wrk): W8 runs with the harness's own client only",
+            file=sys.stderr,
+        )
     _say(
         f"eventvault benchmark: {machine()}; work directory {workdir} ({fs or 'unknown fs'})", file=sys.stderr
     )
+    if SOURCERY_MISSING is not None:
+        _say(
+            f"warning: the second peer (python-event-sourcery, the bench extra) is not installed "
+            f"({SOURCERY_MISSING}): its column stays empty",
+            file=sys.stderr,
+        )
     results = Results()
     started = time.perf_counter()
     try:

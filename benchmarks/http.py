@@ -6,6 +6,9 @@ HTTP/1.1 keep-alive client on asyncio streams in this process, so that as little
 client CPU as possible competes with the server for the machine; both phases
 (deposits, then ``GET /healthz``) use the same clients, so what the client
 costs weighs on both sides of the ratio alike.
+
+Where wrk is installed, the same server then takes both phases again with the
+load from wrk in a process of its own (``benchmarks.wrk``), for a fixed time.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.plan import Timing
+from benchmarks.wrk import WrkResult, run_wrk
 
 __all__ = ["HttpResult", "run_http"]
 
@@ -91,6 +95,10 @@ class HttpResult:
 
     deposits: Timing
     noop: Timing
+    wrk_deposits: WrkResult | None = None
+    """The deposits with the load from wrk (None without wrk)."""
+    wrk_noop: WrkResult | None = None
+    """The no-op endpoint with the load from wrk."""
 
 
 def _free_port() -> int:
@@ -191,7 +199,16 @@ async def _phase(clients: list[_Client], requests: list[list[tuple[str, str, byt
     return Timing(len(latencies), seconds, latencies)
 
 
-async def _run_http(db: str, clients: int, per_client: int, log: Path, *, noop_first: bool) -> HttpResult:
+async def _run_http(  # noqa: PLR0913 - the server's database, the load, and wrk's
+    db: str,
+    clients: int,
+    per_client: int,
+    log: Path,
+    *,
+    noop_first: bool,
+    wrk: str | None,
+    wrk_seconds: int,
+) -> HttpResult:
     port = _free_port()
     proc = await _start_server(db, port, log)
     drain = asyncio.create_task(_drain(proc, log))
@@ -234,7 +251,12 @@ async def _run_http(db: str, clients: int, per_client: int, log: Path, *, noop_f
         else:
             dep = await _phase(conns, deposits(per_client), 200)
             noop = await _phase(conns, noops(per_client), 200)
-        return HttpResult(dep, noop)
+        if wrk is None:
+            return HttpResult(dep, noop)
+        for c in conns:  # wrk opens its own connections: the server serves only its load
+            await c.close()
+        wrk_dep, wrk_noop = await _wrk_phases(wrk, port, accounts, wrk_seconds, noop_first=noop_first)
+        return HttpResult(dep, noop, wrk_dep, wrk_noop)
     finally:
         for c in conns:
             await c.close()
@@ -242,9 +264,30 @@ async def _run_http(db: str, clients: int, per_client: int, log: Path, *, noop_f
         await drain
 
 
-def run_http(db: str, clients: int, per_client: int, log: Path, *, noop_first: bool = False) -> HttpResult:
-    """W8 against a fresh server on ``db``."""
-    return asyncio.run(_run_http(db, clients, per_client, log, noop_first=noop_first))
+async def _wrk_phases(
+    wrk: str, port: int, accounts: list[str], seconds: int, *, noop_first: bool
+) -> tuple[WrkResult, WrkResult]:
+    """Deposits and the no-op under wrk's load, in the order the Python client took them."""
+    results: dict[str, WrkResult] = {}
+    for mode in ("noop", "deposit") if noop_first else ("deposit", "noop"):
+        results[mode] = await run_wrk(wrk, port, mode, accounts, len(accounts), seconds)
+    return results["deposit"], results["noop"]
+
+
+def run_http(  # noqa: PLR0913
+    db: str,
+    clients: int,
+    per_client: int,
+    log: Path,
+    *,
+    noop_first: bool = False,
+    wrk: str | None = None,
+    wrk_seconds: int = 10,
+) -> HttpResult:
+    """W8 against a fresh server on ``db``; then with the load from ``wrk`` (its path) if given."""
+    return asyncio.run(
+        _run_http(db, clients, per_client, log, noop_first=noop_first, wrk=wrk, wrk_seconds=wrk_seconds)
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -38,6 +38,8 @@ class Sizes:
     """W8: concurrent HTTP clients."""
     requests_per_client: int = 50
     """W8: requests each client sends, per endpoint."""
+    wrk_seconds: int = 10
+    """W8 with wrk: seconds each endpoint is under wrk's load."""
     growth_events: int = 1_000_000
     """Cost growth: events stored before measuring again."""
     growth_baseline: int = 20_000
@@ -60,6 +62,7 @@ class Sizes:
             appends_per_writer=3,
             clients=2,
             requests_per_client=3,
+            wrk_seconds=1,
             growth_events=300,
             growth_baseline=60,
             growth_accounts=3,

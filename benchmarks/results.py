@@ -9,7 +9,8 @@ from typing import Any, Final
 
 __all__ = ["CONTENDERS", "Results", "TargetResult"]
 
-CONTENDERS: Final = ("eventvault", "peer", "limit")
+CONTENDERS: Final = ("eventvault", "peer", "sourcery", "limit")
+"""eventvault, the eventsourcing library, Python Event Sourcery (the second peer), the raw driver."""
 
 
 @dataclass(slots=True)
@@ -68,6 +69,7 @@ _TARGETS: Final = (
     ("W7", "eventvault", "W1", "eventvault", 3.0, "postgresql"),
     ("W7", "eventvault", "W7", "peer", 2.0, "postgresql"),
     ("W8", "eventvault", "W8", "limit", 0.4, None),
+    ("W8 wrk", "eventvault", "W8 wrk", "limit", 0.5, None),
 )
 
 

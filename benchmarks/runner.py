@@ -5,6 +5,9 @@ from run to run, so that a slow moment of a shared machine does not always
 fall on the same one. Each writing run starts on fresh, empty places; reading
 workloads (W3, W4, W6) read the data the first W1 run wrote, and the limit
 reads eventvault's copy of it (the same schema, the same rows).
+
+The second peer (Python Event Sourcery, ``benchmarks.sourcery``) runs where its
+package is installed (the ``bench`` extra); without it its column stays empty.
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ from benchmarks.limit import Limit
 from benchmarks.peer import Peer
 from benchmarks.plan import Plan, Sizes, Timing
 from benchmarks.results import Results
+from benchmarks.wrk import WrkResult
 
-__all__ = ["WORKLOADS", "Config", "run_backend"]
+try:
+    from benchmarks.sourcery import Sourcery
+except ImportError as exc:  # the optional second peer is not installed
+    Sourcery = None  # type: ignore[assignment,misc]
+    SOURCERY_MISSING: str | None = f"{exc}"
+else:
+    SOURCERY_MISSING = None
+
+__all__ = ["SOURCERY_MISSING", "WORKLOADS", "Config", "run_backend"]
 
 WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
 _NEEDS_DATA: Final = frozenset({"W3", "W4", "W6"})
@@ -40,6 +52,8 @@ class Config:
     workdir: Path = Path()
     keep: bool = False
     growth: bool = False
+    wrk: str | None = None
+    """The wrk program for W8's second load (None: the harness's own client only)."""
 
 
 class _Log:
@@ -59,6 +73,8 @@ class _Dataset:
     ev_ids: list[Any]
     peer_place: Place
     peer_ids: list[Any]
+    sourcery_place: Place | None
+    sourcery_ids: list[Any]
 
 
 def _rotate(items: Sequence[Any], run: int) -> list[Any]:
@@ -86,6 +102,7 @@ class _BackendRun:
         self.log = log
         self.ev = EventVault(backend, self.sizes)
         self.peer = Peer(backend, self.sizes)
+        self.sourcery = None if Sourcery is None else Sourcery(backend, self.sizes)
         self.limit = Limit(backend, self.sizes, self.ev.prepare)
         self.plan = Plan.make(self.sizes.accounts, self.sizes.events_per_account)
         self.dataset: _Dataset | None = None
@@ -108,6 +125,14 @@ class _BackendRun:
             self.backend.drop(place)
             self._places.remove(place)
 
+    def writers(self) -> list[Any]:
+        """The contenders that write, in their base order."""
+        return [c for c in (self.ev, self.peer, self.sourcery, self.limit) if c is not None]
+
+    def readers(self) -> tuple[str, ...]:
+        """The contenders that read W1's data, by name."""
+        return tuple(c.name for c in self.writers())
+
     def cleanup(self) -> None:
         if not self.config.keep:
             for place in list(self._places):
@@ -122,7 +147,7 @@ class _BackendRun:
         for run in range(runs):
             ids: dict[str, Any] = {}
             places: dict[str, Place] = {}
-            for contender in _rotate((self.ev, self.peer, self.limit), run):
+            for contender in _rotate(self.writers(), run):
                 if not record and contender is self.limit:
                     continue  # only building W3's data
                 place = self.fresh(f"{workload.lower()}_{contender.name}")
@@ -140,9 +165,16 @@ class _BackendRun:
                     self.record(workload, "events/s", contender.name, timing, run)
             keep_data = per_event and self.dataset is None
             if keep_data:
-                self.dataset = _Dataset(places["eventvault"], ids["eventvault"], places["peer"], ids["peer"])
+                self.dataset = _Dataset(
+                    places["eventvault"],
+                    ids["eventvault"],
+                    places["peer"],
+                    ids["peer"],
+                    places.get("sourcery"),
+                    ids.get("sourcery", []),
+                )
             for name, place in places.items():
-                if not (keep_data and name in ("eventvault", "peer")):
+                if not (keep_data and name in ("eventvault", "peer", "sourcery")):
                     self.discard(place)
 
     def data(self) -> _Dataset:
@@ -156,11 +188,15 @@ class _BackendRun:
         expected = _expected_total(self.plan)
         for run in range(self.config.runs):
             totals: dict[str, Any] = {}
-            for contender in _rotate(("eventvault", "peer", "limit"), run):
+            for contender in _rotate(self.readers(), run):
                 if contender == "eventvault":
                     timing, totals[contender] = self.ev.load_each(d.ev_place, d.ev_ids)
                 elif contender == "peer":
                     timing, totals[contender] = self.peer.load_each(d.peer_place, d.peer_ids)
+                elif contender == "sourcery":
+                    assert self.sourcery is not None  # noqa: S101 - named only when installed
+                    assert d.sourcery_place is not None  # noqa: S101 - W1 wrote it
+                    timing, totals[contender] = self.sourcery.load_each(d.sourcery_place, d.sourcery_ids)
                 else:
                     streams = [f"bench-{aid}" for aid in d.ev_ids]
                     timing, totals[contender] = self.limit.load_each(d.ev_place, streams)
@@ -171,11 +207,15 @@ class _BackendRun:
         d = self.data()
         for run in range(self.config.runs):
             counts: dict[str, Any] = {}
-            for contender in _rotate(("eventvault", "peer", "limit"), run):
+            for contender in _rotate(self.readers(), run):
                 if contender == "eventvault":
                     timing, counts[contender] = self.ev.read_log(d.ev_place)
                 elif contender == "peer":
                     timing, counts[contender] = self.peer.read_log(d.peer_place)
+                elif contender == "sourcery":
+                    assert self.sourcery is not None  # noqa: S101
+                    assert d.sourcery_place is not None  # noqa: S101
+                    timing, counts[contender] = self.sourcery.read_log(d.sourcery_place, self.plan.events)
                 else:
                     timing, counts[contender] = self.limit.read_log(d.ev_place)
                 self.record("W4", "events/s", contender, timing, run)
@@ -187,16 +227,27 @@ class _BackendRun:
         self.log(f"[{self.backend.name}] W5: writing a stream of {n:,} events for each contender")
         ev_id = self.ev.build_long(ev_place, n)
         peer_id = self.peer.build_long(peer_place, n)
+        sourcery_place = self.fresh("w5_sourcery") if self.sourcery is not None else None
+        sourcery_id = None
+        if self.sourcery is not None and sourcery_place is not None:
+            sourcery_id = self.sourcery.build_long(sourcery_place, n)
         for snapshot in (False, True):
             workload = "W5 snapshot" if snapshot else "W5"
             loads = self.sizes.long_loads * (100 if snapshot else 1)
             for run in range(self.config.runs):
                 outcomes: dict[str, Any] = {}
-                for contender in _rotate(("eventvault", "peer", "limit"), run):
+                for contender in _rotate(self.readers(), run):
                     if contender == "eventvault":
                         timing, state = self.ev.load_long(ev_place, ev_id, loads, snapshot=snapshot)
                     elif contender == "peer":
                         timing, state = self.peer.load_long(peer_place, peer_id, loads, snapshot=snapshot)
+                    elif contender == "sourcery":
+                        assert self.sourcery is not None  # noqa: S101
+                        assert sourcery_place is not None  # noqa: S101
+                        assert sourcery_id is not None  # noqa: S101
+                        timing, state = self.sourcery.load_long(
+                            sourcery_place, sourcery_id, loads, snapshot=snapshot
+                        )
                     else:
                         timing, state = self.limit.load_long(
                             ev_place, f"bench-{ev_id}", loads, snapshot=snapshot
@@ -206,6 +257,8 @@ class _BackendRun:
                 _same(f"{workload} version and balance", outcomes)
         self.discard(ev_place)
         self.discard(peer_place)
+        if sourcery_place is not None:
+            self.discard(sourcery_place)
 
     def w6(self) -> None:
         d = self.data()
@@ -225,7 +278,7 @@ class _BackendRun:
     def w7(self) -> None:
         plan = Plan.make(self.sizes.writers, self.sizes.appends_per_writer, first=1_000_000)
         for run in range(self.config.runs):
-            for contender in _rotate((self.ev, self.peer, self.limit), run):
+            for contender in _rotate(self.writers(), run):
                 place = self.fresh(f"w7_{contender.name}")
                 timing = contender.concurrent(place, plan)
                 self.record("W7", "events/s", contender.name, timing, run)
@@ -241,6 +294,8 @@ class _BackendRun:
                 self.sizes.requests_per_client,
                 log,
                 noop_first=run % 2 == 1,
+                wrk=self.config.wrk,
+                wrk_seconds=self.sizes.wrk_seconds,
             )
             self.record("W8", "requests/s", "eventvault", result.deposits, run)
             self.record("W8", "requests/s", "limit", result.noop, run)
@@ -255,7 +310,20 @@ class _BackendRun:
                 f"{percentile(result.noop.latencies, 0.5) * 1000:.1f} ms p99 "
                 f"{percentile(result.noop.latencies, 0.99) * 1000:.1f} ms"
             )
+            if result.wrk_deposits is not None and result.wrk_noop is not None:
+                self._record_wrk(result.wrk_deposits, result.wrk_noop, run)
             self.discard(place)
+
+    def _record_wrk(self, deposits: WrkResult, noop: WrkResult, run: int) -> None:
+        for contender, r in (("eventvault", deposits), ("limit", noop)):
+            self.record("W8 wrk", "requests/s", contender, Timing(r.requests, r.seconds), run)
+            self.results.add("W8 wrk p50", self.backend.name, "ms", contender, r.p50_ms)
+            self.results.add("W8 wrk p99", self.backend.name, "ms", contender, r.p99_ms)
+        self.log(
+            f"[{self.backend.name}] W8 wrk latency run {run + 1}/{self.config.runs} deposits p50 "
+            f"{deposits.p50_ms:.1f} ms p99 {deposits.p99_ms:.1f} ms; no-op p50 {noop.p50_ms:.1f} ms "
+            f"p99 {noop.p99_ms:.1f} ms"
+        )
 
 
 def run_backend(backend: Backend, config: Config, results: Results, out: TextIO = sys.stderr) -> None:

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# W8 under wrk, with the server's CPU per request: where the time goes.
+#
+#   benchmarks/w8_cpu.sh DB_URL [SECONDS]
+#
+# Starts `eventvault serve` on DB_URL (a fresh SQLite file, or a PostgreSQL URL
+# with ?schema=), opens 32 accounts, warms up, then runs wrk (1 thread, 32
+# connections) for SECONDS (default 10) of deposits and SECONDS of GET /healthz,
+# printing wrk's result and the CPU the server's main thread and its other
+# threads used in each phase (from /proc, in clock ticks).
+#
+#   WORKER=1   run the projections in an `eventvault worker` process instead
+#              (serve --no-projections)
+#   PROFILE=DIR  also sample the server with py-spy (pip install py-spy) into
+#              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+db=$1
+secs=${2:-10}
+py=.venv/bin/python
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
+
+cpu() { # "main other": utime+stime of the main thread and of all the others
+  local main=0 other=0 v
+  for t in /proc/"$1"/task/*; do
+    v=$(awk '{print $14 + $15}' "$t/stat")
+    if [ "${t##*/}" = "$1" ]; then main=$v; else other=$((other + v)); fi
+  done
+  echo "$main $other"
+}
+
+port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+serve_args=()
+[ -n "${WORKER:-}" ] && serve_args=(--no-projections)
+$py -m eventvault_ledger.cli serve --db "$db" --host 127.0.0.1 --port "$port" "${serve_args[@]}" >/dev/null 2>&1 &
+server=$!
+worker=""
+if [ -n "${WORKER:-}" ]; then
+  $py -m eventvault_ledger.cli worker --db "$db" --log-level warning >/dev/null 2>&1 &
+  worker=$!
+fi
+trap 'kill $server $worker 2>/dev/null || true' EXIT
+until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do
+  kill -0 $server 2>/dev/null || { echo "the server did not start" >&2; exit 1; }
+  sleep 0.2
+done
+ids=()
+for i in $(seq 1 32); do
+  ids+=("$(curl -sf -X POST -H 'Content-Type: application/json' \
+    -d "{\"ownerName\": \"Load $i\", \"currency\": \"EUR\"}" \
+    "http://127.0.0.1:$port/api/command/accounts" | $py -c 'import json, sys; print(json.load(sys.stdin)["accountId"])')")
+done
+load() { wrk -t1 -c32 -d"$1"s -s benchmarks/w8.lua "http://127.0.0.1:$port" -- "$2" "${ids[@]}"; }
+load 2 deposit >/dev/null
+load 2 noop >/dev/null
+for mode in deposit noop; do
+  sampler=""
+  if [ -n "${PROFILE:-}" ]; then
+    mkdir -p "$PROFILE"
+    py-spy record --nonblocking -r 200 -d "$secs" -f raw -o "$PROFILE/$mode.txt" --pid $server >/dev/null 2>&1 &
+    sampler=$!
+  fi
+  before=$(cpu $server)
+  result=$(load "$secs" $mode | grep W8_WRK_RESULT)
+  after=$(cpu $server)
+  [ -n "$sampler" ] && wait $sampler
+  echo "$mode ${result#W8_WRK_RESULT } cpu ticks (main other) before $before after $after"
+done
