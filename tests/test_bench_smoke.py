@@ -40,9 +40,7 @@ def _objects(out: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def _check_workloads(
-    objects: list[dict[str, Any]], backend: str, expected: set[str] | None = None
-) -> None:
+def _check_workloads(objects: list[dict[str, Any]], backend: str, expected: set[str] | None = None) -> None:
     rows = [o for o in objects if "workload" in o and "check" not in o]
     assert {r["workload"] for r in rows} == (WORKLOADS if expected is None else expected)
     for row in rows:
