@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,7 @@ from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings, Token, parse_tokens
 from eventvault_ledger.domain import Account
 from eventvault_ledger.errors import InvalidOwnerName
-
-START_DEADLINE = 30.0
+from server_process import wait_healthy
 
 
 def _as(tokens, name):
@@ -128,14 +126,7 @@ def _uvicorn_factory(tmp_path: Path, port: int) -> Iterator[None]:
             env={**os.environ, "NO_COLOR": "1"},
         )
         try:
-            deadline = time.monotonic() + START_DEADLINE
-            while True:
-                assert process.poll() is None, out.read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"no /healthz within {START_DEADLINE}s: {out.read_text()}"
-                time.sleep(0.05)  # polling another process's start, with a deadline
+            wait_healthy(f"http://127.0.0.1:{port}", process, out)
             yield
         finally:
             process.send_signal(signal.SIGTERM)

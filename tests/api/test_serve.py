@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from eventvault_ledger import cli
+from server_process import wait_healthy
 
 EVENTVAULT = Path(sys.executable).with_name("eventvault")
-START_DEADLINE = 30.0
 TOKEN = "serve-test-token-0123456789"  # noqa: S105 - a test token, nothing it guards
 
 
@@ -50,15 +49,7 @@ def serving(tmp_path: Path, *args: str, port: int, host: str = "127.0.0.1") -> I
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            # Waiting on another process is inherent here: poll its health with a deadline.
-            deadline = time.monotonic() + START_DEADLINE
-            while True:
-                assert process.poll() is None, out.read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"no /healthz within {START_DEADLINE}s: {out.read_text()}"
-                time.sleep(0.05)
+            wait_healthy(base, process, out)
             yield base, out
         finally:
             process.send_signal(signal.SIGTERM)

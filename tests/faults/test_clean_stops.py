@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server_process import wait_healthy
+
 DEADLINE = 60.0  # for a busy machine; the waits below end as soon as their condition holds
 GRACEFUL = 5.0  # the server's graceful-shutdown bound: a stop held up by open streams takes this long
 
@@ -41,12 +43,6 @@ def _started(command: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Po
                 process.wait()
 
 
-def _healthy(base: str) -> bool:
-    with contextlib.suppress(httpx.TransportError):
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_server_stops_at_once_with_live_streams_open_and_no_traceback(tmp_path, eventvault, port, sig):
@@ -57,7 +53,7 @@ def test_the_server_stops_at_once_with_live_streams_open_and_no_traceback(tmp_pa
         "serve", "--db", f"sqlite:///{tmp_path / 'ledger.db'}", "--port", str(port), "--log-level", "info"
     )
     with _started(command, log, tmp_path) as server:
-        _wait("/healthz", lambda: _healthy(base), server, log)
+        wait_healthy(base, server, log)
         opened: list[str] = []
         ended: list[str] = []
 
