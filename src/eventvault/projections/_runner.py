@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Self, TypeVar
@@ -435,11 +435,27 @@ class _Worker:
 
     # -- database work (the worker's thread) -------------------------------------
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A transaction of this worker's that may lock its partitions' rows.
+
+        The database ends it if it sits idle a whole lease (PostgreSQL; see
+        ReadModels.limit_idle): a worker stopped in the middle of a batch (SIGSTOP,
+        a frozen machine) then keeps a takeover waiting on its locks for at most
+        that long, and its batch rolls back. The lease was renewed before the
+        transaction began, so a batch that is only slow, under a lease still
+        valid, is never ended this way.
+        """
+        db = self.runner.db
+        with db.transaction() as conn:
+            db.limit_idle(conn, self.runner.lease_seconds)
+            yield conn
+
     def _apply(self, events: list[RecordedEvent], end: Checkpoint) -> None:
         db = self.runner.db
         counts = dict.fromkeys(self.owned, 0)
         todo = self._todo(events)
-        with db.transaction() as conn:
+        with self._transaction() as conn:
             self._fence(conn)
             session = Session(db, conn, self.cls.physical_names(self.generation), generation=self.generation)
             if todo:
@@ -537,7 +553,7 @@ class _Worker:
         error = self._error_of(failed)
         log.error("%s stopped at position %d: %s", self.name, e.position, error.message)
         db = self.runner.db
-        with db.transaction() as conn:
+        with self._transaction() as conn:
             db.execute(
                 conn,
                 f"UPDATE ev_partition SET error = ?, error_at = {db.now_sql}, error_tx = ?, error_pos = ?, "
@@ -564,7 +580,7 @@ class _Worker:
         db = self.runner.db
         if self.owned:
             log.info("%s: giving back partitions %s", self.name, sorted(self.owned))
-        with db.transaction() as conn:
+        with self._transaction() as conn:
             for p in sorted(self.owned):
                 db.execute(
                     conn,
@@ -584,7 +600,7 @@ class _Worker:
     def _sync_leases(self) -> None:
         """Renew what we hold, give back what is over our fair share, take free partitions."""
         db = self.runner.db
-        with db.transaction() as conn:
+        with self._transaction() as conn:
             now = float(db.execute(conn, f"SELECT {db.now_sql}").fetchone()[0])
             target = self._fair_share(conn, now)
             self._renew(conn, now, target)
@@ -701,7 +717,7 @@ class _Worker:
         cls = self.cls
         if len(self.owned) < cls.partitions:
             return False  # a partition of the new generation is not ours (yet): not complete
-        with db.transaction() as conn:
+        with self._transaction() as conn:
             self.runner.lock_ddl(conn)
             self._fence(conn)  # still ours: nobody took this rebuild over
             active = int(
