@@ -15,6 +15,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,10 +108,12 @@ class Load:
         command.status = r.status_code
         command.answer = _body(r)
         self.answers[kind(r)] += 1
+        if r.status_code == 503 and not r.headers.get("retry-after", "").isdigit():
+            self.answers["503 without Retry-After"] += 1
         if command.acknowledged:
             self.acked += 1
-            async with self._progress:
-                self._progress.notify_all()
+        async with self._progress:
+            self._progress.notify_all()
         return r
 
     async def _client(self, client: int, tag: str, until_dead: bool) -> None:
@@ -129,8 +132,12 @@ class Load:
 
     async def until_acked(self, n: int) -> None:
         """Wait until ``n`` commands in all were acknowledged."""
+        await self.until(lambda: self.acked >= n)
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, checked after every answer."""
         async with self._progress:
-            await self._progress.wait_for(lambda: self.acked >= n)
+            await self._progress.wait_for(condition)
 
     def run(self, tag: str, *, until_dead: bool) -> asyncio.Future[list[None]]:
         """Start the clients; ``until_dead``: each stops at its first failed connection."""
