@@ -453,7 +453,9 @@ class PostgresReadModels(ReadModels):
 
         if isinstance(exc, psycopg.errors.DiskFull):
             return StorageFull(f"read models in schema {self.schema}: the database's disk is full ({exc})")
-        if isinstance(exc, psycopg.OperationalError):
+        if isinstance(exc, psycopg.OperationalError | psycopg.errors.IdleInTransactionSessionTimeout):
+            # The second is no OperationalError to psycopg (SQLSTATE class 25), but the
+            # server ended the session (see limit_idle): the connection is gone too.
             return StoreUnavailable(f"read models in schema {self.schema}: {exc}")
         return StoreError(f"read models in schema {self.schema}: {exc}")
 
