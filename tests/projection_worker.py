@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -75,7 +75,10 @@ class Sums(Projection):
     def _added(self, db: Session, e: RecordedEvent) -> None:
         if self.stop_at and e.position == self.stop_at:
             self.stop_at = 0  # once: a retry of the batch after SIGCONT runs on
-            os.kill(os.getpid(), signal.SIGSTOP)
+            # To this thread: it stops before its next instruction. Sent to the process,
+            # another thread may take the signal, and this one would run on for a moment
+            # (long enough, on a busy machine, to finish and commit the batch).
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         if self.pace:
             # Stands for a handler with real work to do, so that most of a worker's
             # time is spent inside batches, where the kills should land.

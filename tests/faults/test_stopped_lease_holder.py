@@ -162,9 +162,12 @@ async def test_postgres_a_stopped_lease_holder_is_taken_over_and_its_batch_is_re
             head = await _log(url)
             _until("the first worker to stop itself in its batch", lambda: _stopped(first.proc.pid), first)
             stopped_at = time.monotonic()
-            # The moment, as the database sees it: the batch's transaction is open and idle.
-            pid, state = _until("the stopped batch in pg_stat_activity", lambda: _backend(server, "first"))
-            assert state == "idle in transaction", state
+            # The moment, as the database sees it: the batch's transaction is open and idle
+            # (the server notes that just after sending its last answer: it may trail a moment).
+            pid, _ = _until(
+                "the stopped batch idle in transaction in pg_stat_activity",
+                lambda: (b := _backend(server, "first")) is not None and b[1] == "idle in transaction" and b,
+            )
             owner, first_token = _lease(db)
             assert owner == "first"
             before = pw.checkpoint(db).position
