@@ -1,8 +1,10 @@
 """A projection worker process for the crash and scale-out tests, and the helpers that check its work.
 
 Run ``python tests/projection_worker.py STORE_URL [--read-models URL] [--worker-id ID]
-[--lease S] [--partitions N] [--batch N] [--pace S]``: it runs the ``sums`` projection until
-SIGTERM (a clean stop) or SIGKILL (the point of the tests).
+[--lease S] [--partitions N] [--batch N] [--pace S] [--stop-at POSITION]``: it runs the ``sums``
+projection until SIGTERM (a clean stop) or SIGKILL (the point of the tests). ``--stop-at``
+makes the worker stop itself (SIGSTOP) once, in the handler of the event at that position:
+inside its batch transaction, after the batch fenced its partitions; SIGCONT resumes it there.
 
 The projection is written to catch mistakes, not to be a model: ``sums`` adds
 without any guard (a replayed event would count twice), and ``applied`` has the
@@ -20,6 +22,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -64,12 +67,19 @@ class Sums(Projection):
         ),
     )
 
-    def __init__(self, worker: str, pace: float = 0.0) -> None:
+    def __init__(self, worker: str, pace: float = 0.0, stop_at: int = 0) -> None:
         self.worker = worker
         self.pace = pace
+        self.stop_at = stop_at
 
     @handles(Added)
     def _added(self, db: Session, e: RecordedEvent) -> None:
+        if self.stop_at and e.position == self.stop_at:
+            self.stop_at = 0  # once: a retry of the batch after SIGCONT runs on
+            # To this thread: it stops before its next instruction. Sent to the process,
+            # another thread may take the signal, and this one would run on for a moment
+            # (long enough, on a busy machine, to finish and commit the batch).
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         if self.pace:
             # Stands for a handler with real work to do, so that most of a worker's
             # time is spent inside batches, where the kills should land.
@@ -242,7 +252,7 @@ async def run(args: argparse.Namespace) -> None:
             options["read_models"] = open_read_models(args.read_models)
         runner = ProjectionRunner(
             store,
-            [cls(args.worker_id, args.pace)],
+            [cls(args.worker_id, args.pace, args.stop_at)],
             worker_id=args.worker_id,
             lease_seconds=args.lease,
             idle_wait=0.2,
@@ -262,6 +272,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--pace", type=float, default=0.0, help="seconds of work per event")
+    parser.add_argument("--stop-at", type=int, default=0, help="SIGSTOP itself at this event's position")
     asyncio.run(run(parser.parse_args()))
 
 

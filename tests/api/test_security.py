@@ -20,14 +20,12 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from eventvault.testing import eventually
 from eventvault_ledger.api import commands
 from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings, Token, parse_tokens
 from eventvault_ledger.domain import Account
 from eventvault_ledger.errors import InvalidOwnerName
-
-START_DEADLINE = 30.0
+from server_process import wait_healthy
 
 
 def _as(tokens, name):
@@ -129,14 +127,7 @@ def _uvicorn_factory(tmp_path: Path, port: int) -> Iterator[None]:
             env={**os.environ, "NO_COLOR": "1"},
         )
         try:
-
-            def up() -> bool:
-                assert process.poll() is None, out.read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-                return False
-
-            eventually(up, within=START_DEADLINE, what=lambda: f"/healthz: {out.read_text()}")
+            wait_healthy(f"http://127.0.0.1:{port}", process, out)
             yield
         finally:
             process.send_signal(signal.SIGTERM)

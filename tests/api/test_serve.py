@@ -15,11 +15,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from eventvault.testing import eventually
 from eventvault_ledger import cli
+from server_process import wait_healthy
 
 EVENTVAULT = Path(sys.executable).with_name("eventvault")
-START_DEADLINE = 30.0
 TOKEN = "serve-test-token-0123456789"  # noqa: S105 - a test token, nothing it guards
 
 
@@ -50,14 +49,7 @@ def serving(tmp_path: Path, *args: str, port: int, host: str = "127.0.0.1") -> I
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            # Waiting on another process is inherent here: poll its health with a deadline.
-            def up() -> bool:
-                assert process.poll() is None, out.read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-                return False
-
-            eventually(up, within=START_DEADLINE, what=lambda: f"/healthz: {out.read_text()}")
+            wait_healthy(base, process, out)
             yield base, out
         finally:
             process.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from eventvault.testing import DEADLINE, eventually  # generous; a wait ends as soon as its condition holds
+from server_process import wait_healthy
 
 GRACEFUL = 5.0  # the server's graceful-shutdown bound: a stop held up by open streams takes this long
 
@@ -47,12 +48,6 @@ def _started(command: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Po
                 process.wait()
 
 
-def _healthy(base: str) -> bool:
-    with contextlib.suppress(httpx.TransportError):
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_server_stops_at_once_with_live_streams_open_and_no_traceback(tmp_path, eventvault, port, sig):
@@ -63,7 +58,7 @@ def test_the_server_stops_at_once_with_live_streams_open_and_no_traceback(tmp_pa
         "serve", "--db", f"sqlite:///{tmp_path / 'ledger.db'}", "--port", str(port), "--log-level", "info"
     )
     with _started(command, log, tmp_path) as server:
-        _wait("/healthz", lambda: _healthy(base), server, log)
+        wait_healthy(base, server, log)
         opened: list[str] = []
         ended: list[str] = []
 

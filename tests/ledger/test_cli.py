@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import re
@@ -22,10 +21,10 @@ from typer.testing import CliRunner
 
 import eventvault
 from eventvault import StoreUnavailable, open_store
-from eventvault.testing import eventually
 from eventvault_ledger import cli, serving
 from eventvault_ledger.demo import DemoReport, run_demo
 from eventvault_ledger.errors import AccountIsClosed, InsufficientFunds, InvalidAmount
+from server_process import wait_healthy
 
 # Wide enough that Rich never wraps or truncates a table cell the tests look for.
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
@@ -428,8 +427,6 @@ def test_the_console_script_runs_the_command_line():
 
 # A real server process: the start line, and the access log at each level.
 
-START_DEADLINE = 30.0
-
 
 def _command(*args):
     script = Path(sys.executable).with_name("eventvault")
@@ -454,15 +451,7 @@ def test_a_real_server_logs_one_line_per_request_only_at_info(tmp_path, level):
         assert match, (first, err.read_text())
         assert match[2] == str(tmp_path / "ledger.db")
         base = f"http://127.0.0.1:{match[1]}"
-
-        # Waiting on another process is inherent here: poll its health with a deadline.
-        def up() -> bool:
-            assert process.poll() is None, err.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            return False
-
-        eventually(up, within=START_DEADLINE, what=lambda: f"/healthz: {err.read_text()}")
+        wait_healthy(base, process, err)
         listed = httpx.get(f"{base}/api/query/accounts?limit=5", headers={"X-Request-ID": "list-1"})
         missing = httpx.get(f"{base}/api/query/accounts/nobody", headers={"X-Request-ID": "missing-1"})
     finally:

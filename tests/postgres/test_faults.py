@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from eventvault import ANY, NO_STREAM, StoreUnavailable
+from eventvault.projections._db import PostgresReadModels
 
 
 def backends(app: str) -> str:
@@ -236,3 +237,24 @@ async def test_a_server_restart_fails_calls_clearly_then_the_store_works_and_los
     stored = [e.event_id for e in await store.read_stream("restart")]
     assert stored == acknowledged  # every acknowledged append, once each, in order
     assert [e.event_id async for e in store.iter_all()] == acknowledged
+
+
+async def test_a_read_model_transaction_idle_past_its_limit_is_ended_and_is_unavailable(
+    pg_url, schema, raw, eventually
+):
+    """limit_idle: the server ends the idle transaction; the next statement: StoreUnavailable."""
+    db = PostgresReadModels(pg_url, schema=schema)
+    admin = await raw()
+    try:
+        with pytest.raises(StoreUnavailable), db.transaction() as conn:  # noqa: PT012 - the fault is inside
+            db.limit_idle(conn, 0.05)
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            await eventually(
+                lambda: count(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]),
+                lambda n: n == 0,
+                what="the server to end the idle transaction",
+            )
+            conn.execute("SELECT 1")  # whichever error the driver sees, the session is gone
+        assert db.query("SELECT 1") == [(1,)]  # on a fresh connection
+    finally:
+        db.close()

@@ -16,6 +16,7 @@ apart otherwise. (SQLite has no such operators: there ``??`` is not valid SQL.)
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import sqlite3
 import threading
@@ -142,6 +143,17 @@ class ReadModels:
     def map_error(self, exc: BaseException) -> StoreError:
         """The eventvault error for a driver exception."""
         raise NotImplementedError
+
+    def limit_idle(self, conn: Any, seconds: float) -> None:
+        """Have the database end the transaction open on ``conn`` if it sits idle ``seconds`` or more.
+
+        For a transaction that holds locks others may wait for, and whose holder
+        may stop in the middle of it (SIGSTOP, a frozen machine, a lost network):
+        PostgreSQL ends the session (``idle_in_transaction_session_timeout``, for
+        this transaction only), which rolls it back and frees its locks; the
+        holder's next statement fails. SQLite does nothing: a stopped writer
+        holds the file's write lock, and no other writer gets in until it runs again.
+        """
 
     def is_driver_error(self, exc: BaseException) -> bool:
         """Whether ``exc`` comes from this database's driver."""
@@ -434,6 +446,10 @@ class PostgresReadModels(ReadModels):
         self._begin(conn)
         conn.execute("SET LOCAL synchronous_commit = on")  # this transaction only
 
+    def limit_idle(self, conn: Any, seconds: float) -> None:
+        ms = max(1, math.ceil(seconds * 1000))
+        conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms}")  # this transaction only
+
     def _lost(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)
 
@@ -455,7 +471,9 @@ class PostgresReadModels(ReadModels):
 
         if isinstance(exc, psycopg.errors.DiskFull):
             return StorageFull(f"read models in schema {self.schema}: the database's disk is full ({exc})")
-        if isinstance(exc, psycopg.OperationalError):
+        if isinstance(exc, psycopg.OperationalError | psycopg.errors.IdleInTransactionSessionTimeout):
+            # The second is no OperationalError to psycopg (SQLSTATE class 25), but the
+            # server ended the session (see limit_idle): the connection is gone too.
             return StoreUnavailable(f"read models in schema {self.schema}: {exc}")
         return StoreError(f"read models in schema {self.schema}: {exc}")
 

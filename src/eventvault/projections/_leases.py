@@ -14,6 +14,7 @@ own thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ from eventvault.projections._projection import partition_of
 from eventvault.store.records import START, Checkpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from eventvault.projections._db import ReadModels
     from eventvault.projections._projection import Projection
@@ -149,11 +150,26 @@ class Leases:
 
     # -- transactions of their own ------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A transaction of this worker's that may lock its partitions' rows.
+
+        The database ends it if it sits idle a whole lease (PostgreSQL; see
+        ReadModels.limit_idle): a worker stopped in the middle of a batch (SIGSTOP,
+        a frozen machine) then keeps a takeover waiting on its locks for at most
+        that long, and its batch rolls back. The lease was renewed before the
+        transaction began, so a batch that is only slow, under a lease still
+        valid, is never ended this way.
+        """
+        with self.db.transaction() as conn:
+            self.db.limit_idle(conn, self.lease_seconds)
+            yield conn
+
     def record_failure(self, event: RecordedEvent, error: ProjectionError) -> None:
         """Record on the partition of ``event`` that it failed for good, then give every partition back."""
         db = self.db
         p = self.partition_of(event.stream_id)
-        with db.transaction() as conn:
+        with self.transaction() as conn:
             db.execute(
                 conn,
                 f"UPDATE ev_partition SET error = ?, error_at = {db.now_sql}, error_tx = ?, error_pos = ?, "
@@ -179,7 +195,7 @@ class Leases:
         db = self.db
         if self.owned:
             log.info("%s: giving back partitions %s", self.name, sorted(self.owned))
-        with db.transaction() as conn:
+        with self.transaction() as conn:
             for p in sorted(self.owned):
                 db.execute(
                     conn,
@@ -199,7 +215,7 @@ class Leases:
     def sync(self) -> None:
         """Renew what we hold, give back what is over our fair share, take free partitions."""
         db = self.db
-        with db.transaction() as conn:
+        with self.transaction() as conn:
             (db_now,) = db.execute(conn, f"SELECT {db.now_sql}").fetchone()
             now = float(db_now)
             target = self._fair_share(conn, now)

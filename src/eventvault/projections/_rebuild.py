@@ -155,7 +155,7 @@ def swap_in(db: ReadModels, cls: type[Projection], leases: Leases) -> int | None
     """
     if len(leases.owned) < cls.partitions:
         return None  # a partition of the new generation is not ours (yet): not complete
-    with db.transaction() as conn:
+    with leases.transaction() as conn:
         lock_ddl(db, conn)
         leases.fence(conn)  # still ours: nobody took this rebuild over
         active = _serving(db, conn, cls.name)

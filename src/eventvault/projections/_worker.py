@@ -345,7 +345,7 @@ class Worker:
         leases = self.leases
         counts = dict.fromkeys(leases.owned, 0)
         todo = self._plan(events)
-        with db.transaction() as conn:
+        with leases.transaction() as conn:
             leases.fence(conn)
             session = Session(db, conn, self.cls.physical_names(self.generation), generation=self.generation)
             if todo:
