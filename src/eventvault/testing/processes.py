@@ -118,6 +118,11 @@ class ProcessScenario:
                 f"  expected: {want!r}\n  appended: {changed!r}"
             )
 
+    def recorded(self) -> tuple[list[object], dict[str, list[object]]]:
+        """Run the step; what it recorded on the instance (no ``StepDone``) and appended elsewhere."""
+        _, own, changed = _run(self._outcome())
+        return own, changed
+
     def then_nothing(self) -> None:
         """Assert the step did nothing at all (the event is for no instance, or the step was done)."""
         self.then()
