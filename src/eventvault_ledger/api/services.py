@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from eventvault import Checkpoint, EventStore, Repository, StoreError, StoreUnavailable, open_store
+from eventvault.processes import ProcessRunner
 from eventvault.projections import ProjectionRunner, ProjectionStatus, ReadModels, read_models_for
 from eventvault_ledger.api.problems import PROBLEM_BASE, Problem
 from eventvault_ledger.api.settings import Settings
@@ -237,13 +238,20 @@ class Services:
 
     async def start(self) -> None:
         """Open the store, set up the read side, seed demo data when asked."""
-        from eventvault_ledger.read_models import projections  # noqa: PLC0415
+        from eventvault_ledger.read_models import process_managers, projections  # noqa: PLC0415
 
         self._loop = asyncio.get_running_loop()
         self.store = await open_store(self.settings.db)
         self.repository = Repository(self.store, cache_size=self.settings.account_cache)
         self.db = read_models_for(self.store)
-        self.runner = ProjectionRunner(self.store, projections(), read_models=self.db)
+        # Transfers run beside the projections, on the same workers: a ProcessRunner is one.
+        self.runner = ProcessRunner(
+            self.store,
+            process_managers(),
+            projections=projections(),
+            read_models=self.db,
+            repository=self.repository,
+        )
         self.idempotency = IdempotencyStore(self.db)
         await asyncio.to_thread(self.idempotency.setup)
         if self.settings.idempotency_ttl > 0:
