@@ -135,7 +135,11 @@ def _openapi(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
                 description=DESCRIPTION,
                 routes=app.routes,
             )
-            document["paths"] = {**commands.openapi_paths(), **document.get("paths", {})}
+            document["paths"] = {
+                **commands.openapi_paths(),
+                **transfer_routes.openapi_paths(),
+                **document.get("paths", {}),
+            }
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (CommandResult, ProblemDocument):
                 schemas.setdefault(model.__name__, _schema(model))

@@ -45,7 +45,7 @@ from eventvault_ledger.transfers import (
     TransferRequested,
 )
 
-__all__ = ["command_routes", "router"]
+__all__ = ["command_routes", "openapi_paths", "router"]
 
 _NAMESPACE: Final = uuid.UUID("3b0f2f5e-8d1c-4a8e-9a57-7472616e7366")  # transfer ids from idempotency keys
 _STEPS: Final = {
@@ -156,6 +156,48 @@ async def _currency_of_both(services: Services, source: str, target: str) -> Acc
     if src.currency != dst.currency:
         raise CurrencyMismatch(dst.id, dst.currency, src.currency)
     return src
+
+
+def openapi_paths() -> dict[str, dict[str, Any]]:
+    """The transfer command's entry of the OpenAPI document's ``paths``."""
+    money = commands._money_body("25.00")  # noqa: SLF001 - the commands' one amount schema
+    account = {"type": "string", "format": "uuid", "description": "An account id"}
+    body = {
+        **money,
+        "required": ["sourceAccountId", "targetAccountId", "amount"],
+        "properties": {"sourceAccountId": account, "targetAccountId": account, **money["properties"]},
+    }
+    answer = {
+        "description": "Requested: the transfer runs in the background (follow Location)",
+        "headers": {"Location": {"description": "The transfer's query path", "schema": {"type": "string"}}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["transferId", "state", "version", "position", "checkpoint"],
+                    "properties": {
+                        "transferId": {"type": "string"},
+                        "state": {"type": "string"},
+                        "version": {"type": "integer"},
+                        "position": {"type": "integer"},
+                        "checkpoint": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+    return {
+        f"{commands.PREFIX}/transfers": {
+            "post": commands._operation(  # noqa: SLF001 - the commands' one operation shape
+                request_transfer,
+                "Transfer money between two accounts of one currency",
+                [commands._KEY_PARAMETER],  # noqa: SLF001
+                {"202": answer},
+                (401, 403, 404, 408, 413, 415, 422, 503),
+                body,
+            )
+        }
+    }
 
 
 command_routes: Final = [
