@@ -19,6 +19,8 @@ import type {
   RebuildProgress,
   StoredEvent,
   Transaction,
+  TransferAccepted,
+  TransferView,
 } from "./types";
 
 export interface Problem {
@@ -249,6 +251,16 @@ export const api = {
   },
   close(id: string, key?: string): Promise<CommandResult> {
     return request("POST", command(id, "close"), { headers: keyed(key) });
+  },
+  transfer(
+    body: { sourceAccountId: string; targetAccountId: string; amount: string; description: string },
+    key?: string,
+  ): Promise<TransferAccepted> {
+    return request("POST", "/api/command/transfers", { body, headers: keyed(key) });
+  },
+  // A transfer is read from its stream: never stale, nothing to wait for.
+  getTransfer(id: string, signal?: AbortSignal): Promise<TransferView> {
+    return request("GET", `/api/query/transfers/${encodeURIComponent(id)}`, { signal });
   },
   rebuild(name: string): Promise<RebuildProgress> {
     return request("POST", `/api/projections/${encodeURIComponent(name)}/rebuild`);

@@ -38,6 +38,32 @@ export interface Transaction {
   recordedAt: string | null;
   eventId: string;
   position: number;
+  /** The other account of a transfer leg (kind transfer_out, transfer_in or transfer_refund). */
+  counterpartyAccountId?: string;
+  transferId?: string;
+}
+
+export interface TransferAccepted {
+  transferId: string;
+  state: string;
+  version: number;
+  position: number;
+  checkpoint: string;
+}
+
+export type TransferState = "requested" | "debited" | "completed" | "failed";
+
+export interface TransferView {
+  transferId: string;
+  sourceAccountId: string;
+  targetAccountId: string;
+  amount: string;
+  currency: string;
+  description: string;
+  state: TransferState;
+  version: number;
+  steps: { step: TransferState; position: number; recordedAt: string }[];
+  failure?: { code: string; reason: string; refunded: boolean };
 }
 
 export interface StoredEvent {
