@@ -221,3 +221,32 @@ async def test_kill_9_the_transfer_worker_under_concurrent_clients(store_url: st
         assert kills == KILLS
         assert reached < made, "the last kill should land before every transfer has ended"
         await _check(store, repo, accounts, made)
+
+
+async def test_the_eventvault_worker_runs_transfers(tmp_path: Path) -> None:
+    """`eventvault worker` runs the transfer process beside the projections: a requested transfer ends."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    async with open_store(url) as store:
+        repo = Repository(store)
+        ada = Account.open("Ada", "EUR")
+        ada.deposit(Decimal(10))
+        bob = Account.open("Bob", "EUR")
+        await repo.save(ada)
+        await repo.save(bob)
+        transfer = Transfer.request(ada.id, bob.id, Decimal(4), "EUR")
+        await repo.save(transfer)
+        command = [str(Path(sys.executable).with_name("eventvault")), "worker", "--db", url]
+        worker = subprocess.Popen(  # noqa: S603, ASYNC220 - our console script, fixed arguments
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+
+            async def ended() -> bool:
+                return (await repo.load(Transfer, transfer.id)).ended
+
+            await _wait(ended, "the end of the transfer")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.wait)
+        assert (await repo.load(Transfer, transfer.id)).stage == "completed"
+        assert (await repo.load(Account, bob.id)).balance == 4
