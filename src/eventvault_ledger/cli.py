@@ -489,8 +489,9 @@ LeaseOption = Annotated[
 def worker(
     db: DbOption = SERVE_DB, lease_seconds: LeaseOption = 10.0, log_level: LogLevelOption = "info"
 ) -> None:
-    """Run the ledger's projections (several workers share them) until SIGINT or SIGTERM."""
-    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    """Run the ledger's projections and transfers (several workers share them) until SIGINT or SIGTERM."""
+    from eventvault.processes import ProcessRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import process_managers  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
 
     where = _shared_store(db, "worker")
@@ -507,7 +508,9 @@ def worker(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         try:
-            runner = ProjectionRunner(store, ledger_projections(), lease_seconds=lease_seconds)
+            runner = ProcessRunner(
+                store, process_managers(), projections=ledger_projections(), lease_seconds=lease_seconds
+            )
             async with runner:
                 running = ", ".join(runner.projections)
                 typer.echo(f"worker {runner.worker_id} running {running}  (store: {where.shown})")

@@ -27,12 +27,15 @@ from eventvault_ledger.errors import (
     AccountNotEmpty,
     AccountNotOpened,
     BalanceLimitExceeded,
+    CurrencyMismatch,
     InsufficientFunds,
     InvalidAccountId,
     InvalidAmount,
     InvalidDescription,
     InvalidOwnerName,
+    InvalidTransfer,
     LedgerError,
+    TransfersInFlight,
     UnknownCurrency,
 )
 
@@ -49,14 +52,21 @@ __all__ = [
     "AccountOpened",
     "AccountStatus",
     "BalanceLimitExceeded",
+    "CurrencyMismatch",
     "InsufficientFunds",
     "InvalidAccountId",
     "InvalidAmount",
     "InvalidDescription",
     "InvalidOwnerName",
+    "InvalidTransfer",
     "LedgerError",
     "MoneyDeposited",
     "MoneyWithdrawn",
+    "TransferReceived",
+    "TransferRefunded",
+    "TransferSent",
+    "TransferSettled",
+    "TransfersInFlight",
     "UnknownCurrency",
     "check_amount",
     "format_money",
@@ -126,6 +136,50 @@ class AccountClosed:
     """The account was closed at a zero balance; it takes no more commands."""
 
 
+@event("TransferSent")
+@dataclass(frozen=True, slots=True)
+class TransferSent:
+    """The debit leg of transfer ``transfer_id``: ``amount`` left the account for ``to_account``.
+
+    Until the transfer settles or is refunded, the amount is in flight.
+    """
+
+    transfer_id: str
+    to_account: str
+    amount: Decimal
+    description: str = ""
+
+
+@event("TransferReceived")
+@dataclass(frozen=True, slots=True)
+class TransferReceived:
+    """The credit leg of transfer ``transfer_id``: ``amount`` arrived from ``from_account``."""
+
+    transfer_id: str
+    from_account: str
+    amount: Decimal
+    description: str = ""
+
+
+@event("TransferRefunded")
+@dataclass(frozen=True, slots=True)
+class TransferRefunded:
+    """Transfer ``transfer_id`` could not land on ``to_account``: its ``amount`` came back."""
+
+    transfer_id: str
+    to_account: str
+    amount: Decimal
+    reason: str
+
+
+@event("TransferSettled")
+@dataclass(frozen=True, slots=True)
+class TransferSettled:
+    """Transfer ``transfer_id`` landed on its target: it is no longer in flight (no money moves)."""
+
+    transfer_id: str
+
+
 # -- the aggregate -----------------------------------------------------------
 
 
@@ -151,7 +205,9 @@ class Account(Aggregate):
     balance: Decimal = Decimal(0)
     status: AccountStatus = AccountStatus.OPEN
     transaction_count: int = 0
-    """Deposits and withdrawals recorded so far."""
+    """Deposits, withdrawals and transfer legs recorded so far."""
+    transfers_out: dict[str, Decimal] = {}  # noqa: RUF012 - replaced, never changed in place
+    """Outgoing transfers in flight: transfer id -> amount (sent, neither settled nor refunded)."""
 
     # -- commands ----------------------------------------------------------------
 
@@ -190,11 +246,60 @@ class Account(Aggregate):
         self.record(MoneyWithdrawn(value, text))
 
     def close(self) -> None:
-        """Close the account; it must hold nothing."""
+        """Close the account; it must hold nothing, and have no outgoing transfer in flight."""
         self._require_open()
         if self.balance != 0:
             raise AccountNotEmpty(self.id, self._show(self.balance), self.currency)
+        if self.transfers_out:
+            raise TransfersInFlight(self.id, len(self.transfers_out))
         self.record(AccountClosed())
+
+    # -- transfers: the legs the transfer process records ---------------------------
+
+    def send_transfer(
+        self, transfer_id: str, to_account: str, amount: Decimal, currency: str, description: str = ""
+    ) -> None:
+        """The debit leg: ``amount`` leaves for ``to_account`` (refused as a withdrawal is, or currency)."""
+        self._require_open()
+        if currency != self.currency:
+            raise CurrencyMismatch(self.id, self.currency, currency)
+        if to_account == self.id:
+            raise InvalidTransfer(f"account {self.id} cannot transfer to itself")
+        value = check_amount(amount, self.currency)
+        text = _check_text(description, "a description", MAX_DESCRIPTION_LENGTH, InvalidDescription)
+        if transfer_id in self.transfers_out:
+            raise InvalidTransfer(f"transfer {transfer_id} has left account {self.id} already")
+        if value > self.balance:
+            raise InsufficientFunds(self._show(self.balance), value, self.currency)
+        self.record(TransferSent(transfer_id, to_account, value, text))
+
+    def receive_transfer(
+        self, transfer_id: str, from_account: str, amount: Decimal, currency: str, description: str = ""
+    ) -> None:
+        """The credit leg: ``amount`` arrives from ``from_account``; refused if closed or another currency."""
+        self._require_open()
+        if currency != self.currency:
+            raise CurrencyMismatch(self.id, self.currency, currency)
+        value = check_amount(amount, self.currency)
+        text = _check_text(description, "a description", MAX_DESCRIPTION_LENGTH, InvalidDescription)
+        if _MONEY.add(self.balance, value) > MAX_BALANCE:
+            raise BalanceLimitExceeded(
+                self._show(self.balance), value, self._show(MAX_BALANCE), self.currency
+            )
+        self.record(TransferReceived(transfer_id, from_account, value, text))
+
+    def refund_transfer(self, transfer_id: str, to_account: str, reason: str) -> None:
+        """Give back a sent transfer that could not land (the account cannot have closed meanwhile)."""
+        amount = self.transfers_out.get(transfer_id)
+        if amount is None:
+            raise InvalidTransfer(f"transfer {transfer_id} is not in flight from account {self.id}")
+        self.record(TransferRefunded(transfer_id, to_account, amount, reason[:MAX_DESCRIPTION_LENGTH]))
+
+    def settle_transfer(self, transfer_id: str) -> None:
+        """A sent transfer landed on its target: it is no longer in flight."""
+        if transfer_id not in self.transfers_out:
+            raise InvalidTransfer(f"transfer {transfer_id} is not in flight from account {self.id}")
+        self.record(TransferSettled(transfer_id))
 
     def _require_open(self) -> None:
         if self.version == 0:
@@ -231,6 +336,27 @@ class Account(Aggregate):
     @applies(AccountClosed)
     def _closed(self, _e: AccountClosed) -> None:
         self.status = AccountStatus.CLOSED
+
+    @applies(TransferSent)
+    def _sent(self, e: TransferSent) -> None:
+        self.balance = _MONEY.subtract(self.balance, e.amount)
+        self.transaction_count += 1
+        self.transfers_out = {**self.transfers_out, e.transfer_id: e.amount}
+
+    @applies(TransferReceived)
+    def _received(self, e: TransferReceived) -> None:
+        self.balance = _MONEY.add(self.balance, e.amount)
+        self.transaction_count += 1
+
+    @applies(TransferRefunded)
+    def _refunded(self, e: TransferRefunded) -> None:
+        self.balance = _MONEY.add(self.balance, e.amount)
+        self.transaction_count += 1
+        self.transfers_out = {k: v for k, v in self.transfers_out.items() if k != e.transfer_id}
+
+    @applies(TransferSettled)
+    def _settled(self, e: TransferSettled) -> None:
+        self.transfers_out = {k: v for k, v in self.transfers_out.items() if k != e.transfer_id}
 
 
 # -- money -------------------------------------------------------------------

@@ -20,7 +20,10 @@ nothing.
         ├── BalanceLimitExceeded     a deposit that would take the balance past the cap
         ├── AccountNotOpened         a command on an account that has no AccountOpened yet
         ├── AccountIsClosed          any command on a closed account
-        └── AccountNotEmpty          closing an account whose balance is not zero
+        ├── AccountNotEmpty          closing an account whose balance is not zero
+        ├── CurrencyMismatch         a transfer between accounts of different currencies
+        ├── InvalidTransfer          a transfer to the account it comes from, or an unknown one
+        └── TransfersInFlight        closing an account whose outgoing transfers have not settled
 
     eventvault.InvalidInput
     └── InvalidQuery                 an argument (a query's, a header's) out of range or
@@ -42,13 +45,16 @@ __all__ = [
     "AccountNotEmpty",
     "AccountNotOpened",
     "BalanceLimitExceeded",
+    "CurrencyMismatch",
     "InsufficientFunds",
     "InvalidAccountId",
     "InvalidAmount",
     "InvalidDescription",
     "InvalidOwnerName",
     "InvalidQuery",
+    "InvalidTransfer",
     "LedgerError",
+    "TransfersInFlight",
     "UnknownCurrency",
     "VersionMismatch",
 ]
@@ -203,3 +209,47 @@ class VersionMismatch(ConcurrencyError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.expected, self.actual))
+
+
+class CurrencyMismatch(LedgerError):
+    """A transfer moves money only between accounts of one currency."""
+
+    code = "currency-mismatch"
+    title = "Currency mismatch"
+
+    def __init__(self, account_id: str, account_currency: str, currency: str) -> None:
+        self.account_id = account_id
+        self.account_currency = account_currency
+        self.currency = currency
+        super().__init__(
+            f"account {account_id} holds {account_currency}, not {currency}: "
+            "transfers move money between accounts of the same currency only"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.account_id, self.account_currency, self.currency))
+
+
+class InvalidTransfer(LedgerError):
+    """A transfer to the account it comes from, or a leg of a transfer the account does not know."""
+
+    code = "invalid-transfer"
+    title = "Invalid transfer"
+
+
+class TransfersInFlight(LedgerError):
+    """An account with outgoing transfers that have not settled cannot close."""
+
+    code = "transfers-in-flight"
+    title = "Transfers in flight"
+
+    def __init__(self, account_id: str, count: int) -> None:
+        self.account_id = account_id
+        self.count = count
+        super().__init__(
+            f"account {account_id} has {count} outgoing transfer(s) in flight: "
+            "close it once they have settled"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.account_id, self.count))

@@ -42,6 +42,9 @@ from eventvault_ledger.domain import (
     AccountStatus,
     MoneyDeposited,
     MoneyWithdrawn,
+    TransferReceived,
+    TransferRefunded,
+    TransferSent,
 )
 from eventvault_ledger.errors import InvalidAccountId, InvalidQuery
 from eventvault_ledger.numbers import MAX_LIMIT, MAX_SQL_INT, check_int, check_limit, parse_whole_number
@@ -136,6 +139,12 @@ class TransactionKind(enum.StrEnum):
 
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
+    TRANSFER_OUT = "transfer_out"
+    """The debit leg of a transfer to ``counterparty``."""
+    TRANSFER_IN = "transfer_in"
+    """The credit leg of a transfer from ``counterparty``."""
+    TRANSFER_REFUND = "transfer_refund"
+    """A transfer to ``counterparty`` that could not land, given back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +160,9 @@ class TransactionView:
     recorded_at: datetime
     event_id: uuid.UUID
     position: int
+    counterparty: str | None = None
+    """The other account of a transfer leg."""
+    transfer_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +326,7 @@ def transactions(  # noqa: PLR0913 - the options of the listing
     params: list[Any] = [aid]
     sql = (
         "SELECT account_id, version, kind, amount, balance_after, description, recorded_at, "
-        "event_id, position FROM account_transactions WHERE account_id = ?"
+        "event_id, position, counterparty, transfer_id FROM account_transactions WHERE account_id = ?"
     )
     if through_version is not None:
         sql += " AND version <= ?"
@@ -335,6 +347,8 @@ def transactions(  # noqa: PLR0913 - the options of the listing
             recorded_at=datetime.fromisoformat(r[6]),
             event_id=uuid.UUID(r[7]),
             position=int(r[8]),
+            counterparty=None if r[9] is None else str(r[9]),
+            transfer_id=None if r[10] is None else str(r[10]),
         )
         for r in rows[:n]
     )
@@ -435,20 +449,28 @@ def caught_up(
             continue
         if view is None:
             break  # a stream that does not start with AccountOpened is no account
-        if isinstance(data, MoneyDeposited | MoneyWithdrawn):
-            deposit = isinstance(data, MoneyDeposited)
-            balance = view.balance + data.amount if deposit else view.balance - data.amount
+        leg = _leg(data)
+        if leg is not None:
+            kind, counterparty, transfer_id, description = leg
+            into = kind in (
+                TransactionKind.DEPOSIT,
+                TransactionKind.TRANSFER_IN,
+                TransactionKind.TRANSFER_REFUND,
+            )
+            balance = view.balance + data.amount if into else view.balance - data.amount
             moved.append(
                 TransactionView(
                     account_id=account_id,
                     version=e.stream_version,
-                    kind=TransactionKind.DEPOSIT if deposit else TransactionKind.WITHDRAWAL,
+                    kind=kind,
                     amount=data.amount,
                     balance_after=balance,
-                    description=data.description,
+                    description=description,
                     recorded_at=when,
                     event_id=e.event_id,
                     position=e.position,
+                    counterparty=counterparty,
+                    transfer_id=transfer_id,
                 )
             )
             view = replace(
@@ -463,6 +485,21 @@ def caught_up(
         else:
             view = replace(view, version=e.stream_version)
     return view, moved
+
+
+def _leg(data: object) -> tuple[TransactionKind, str | None, str | None, str] | None:
+    """What a money-moving event is in the history: kind, other account, transfer, description."""
+    if isinstance(data, MoneyDeposited):
+        return TransactionKind.DEPOSIT, None, None, data.description
+    if isinstance(data, MoneyWithdrawn):
+        return TransactionKind.WITHDRAWAL, None, None, data.description
+    if isinstance(data, TransferSent):
+        return TransactionKind.TRANSFER_OUT, data.to_account, data.transfer_id, data.description
+    if isinstance(data, TransferReceived):
+        return TransactionKind.TRANSFER_IN, data.from_account, data.transfer_id, data.description
+    if isinstance(data, TransferRefunded):
+        return TransactionKind.TRANSFER_REFUND, data.to_account, data.transfer_id, data.reason
+    return None
 
 
 async def current_account(

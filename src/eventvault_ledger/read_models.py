@@ -46,6 +46,7 @@ from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation,
 from typing import Any, Final
 
 from eventvault import EventVaultError, RecordedEvent
+from eventvault.processes import ProcessManager
 from eventvault.projections import Projection, Session, handles
 from eventvault_ledger.domain import (
     Account,
@@ -54,7 +55,17 @@ from eventvault_ledger.domain import (
     AccountStatus,
     MoneyDeposited,
     MoneyWithdrawn,
+    TransferReceived,
+    TransferRefunded,
+    TransferSent,
     format_money,
+)
+from eventvault_ledger.transfers import (
+    TransferCompleted,
+    TransferDebited,
+    TransferFailed,
+    TransferRequested,
+    Transfers,
 )
 
 __all__ = [
@@ -62,9 +73,11 @@ __all__ = [
     "BALANCE_KEY_WIDTH",
     "AccountsProjection",
     "ReadModelInconsistency",
+    "TransferListProjection",
     "account_id_of",
     "balance_key",
     "format_timestamp",
+    "process_managers",
     "projections",
 ]
 
@@ -142,8 +155,8 @@ _SUMMARY: Final = (
 )
 _HISTORY_ROW: Final = (
     "INSERT INTO {account_transactions} (account_id, version, kind, amount, balance_after, "
-    "description, recorded_at, event_id, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (account_id, version) DO NOTHING"
+    "description, recorded_at, event_id, position, counterparty, transfer_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, version) DO NOTHING"
 )
 _PG_SUMMARIES: Final = (
     "UPDATE {account_summary} AS s SET balance = r->>1, balance_key = r->>2, "
@@ -153,10 +166,14 @@ _PG_SUMMARIES: Final = (
 )
 _PG_HISTORY: Final = (
     "INSERT INTO {account_transactions} (account_id, version, kind, amount, balance_after, "
-    "description, recorded_at, event_id, position) "
-    "SELECT r->>0, (r->>1)::bigint, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, (r->>8)::bigint "
+    "description, recorded_at, event_id, position, counterparty, transfer_id) "
+    "SELECT r->>0, (r->>1)::bigint, r->>2, r->>3, r->>4, r->>5, r->>6, r->>7, (r->>8)::bigint, "
+    "r->>9, r->>10 "
     "FROM json_array_elements(?::json) AS t(r) ON CONFLICT (account_id, version) DO NOTHING"
 )
+
+_MOVES: Final = (MoneyDeposited, MoneyWithdrawn, TransferSent, TransferReceived, TransferRefunded)
+_INTO: Final = frozenset({"deposit", "transfer_in", "transfer_refund"})  # kinds that add to the balance
 
 _ACCOUNTS: Final = "accounts"  # Session.batch keys
 _HISTORY: Final = "history"
@@ -174,7 +191,7 @@ class AccountsProjection(Projection):
     """Account summaries, per-account histories with running balances, and totals per currency."""
 
     name = "accounts"
-    version = 1
+    version = 2  # 2: transfer legs in the history, with the other account
     tables = ("account_summary", "account_transactions", "currency_totals")
     # currency_totals rows are shared by every account: one partition keeps a single
     # writer per generation, so the read-modify-write of a total never races.
@@ -207,6 +224,8 @@ class AccountsProjection(Projection):
             recorded_at   TEXT NOT NULL,
             event_id      TEXT NOT NULL,
             position      BIGINT NOT NULL,
+            counterparty  TEXT,
+            transfer_id   TEXT,
             PRIMARY KEY (account_id, version)
         )""",
         """CREATE TABLE {currency_totals} (
@@ -260,14 +279,29 @@ class AccountsProjection(Projection):
         data: MoneyWithdrawn = e.data
         self._moved(db, e, "withdrawal", data.amount, data.description)
 
+    @handles(TransferSent)
+    def _sent(self, db: Session, e: RecordedEvent) -> None:
+        data: TransferSent = e.data
+        self._moved(db, e, "transfer_out", data.amount, data.description, (data.to_account, data.transfer_id))
+
+    @handles(TransferReceived)
+    def _received(self, db: Session, e: RecordedEvent) -> None:
+        data: TransferReceived = e.data
+        leg = (data.from_account, data.transfer_id)
+        self._moved(db, e, "transfer_in", data.amount, data.description, leg)
+
+    @handles(TransferRefunded)
+    def _refunded(self, db: Session, e: RecordedEvent) -> None:
+        data: TransferRefunded = e.data
+        self._moved(db, e, "transfer_refund", data.amount, data.reason, (data.to_account, data.transfer_id))
+
     def begin_batch(self, db: Session, events: Sequence[RecordedEvent]) -> None:
         """Read, in one query, the summaries of the accounts the batch moves money in."""
         ids = sorted(
             {
                 e.stream_id[len(_STREAM_PREFIX) :]
                 for e in events
-                if isinstance(e.data, MoneyDeposited | MoneyWithdrawn)
-                and e.stream_id.startswith(_STREAM_PREFIX)
+                if isinstance(e.data, _MOVES) and e.stream_id.startswith(_STREAM_PREFIX)
             }
         )
         accounts: dict[str, _Summary] = {}
@@ -321,18 +355,34 @@ class AccountsProjection(Projection):
             )
         return found
 
-    def _moved(self, db: Session, e: RecordedEvent, kind: str, amount: Decimal, description: str) -> None:
+    def _moved(  # noqa: PLR0913, PLR0917 - an event, and what it moves
+        self,
+        db: Session,
+        e: RecordedEvent,
+        kind: str,
+        amount: Decimal,
+        description: str,
+        leg: tuple[str, str] | None = None,
+    ) -> None:
         if _ACCOUNTS in db.batch:
-            self._move(db, e, kind, amount, description)
+            self._move(db, e, kind, amount, description, leg)
             return
         # Called outside a runner's batch (begin_batch never ran): write at once.
         try:
-            self._move(db, e, kind, amount, description)
+            self._move(db, e, kind, amount, description, leg)
             self.end_batch(db)
         finally:
             db.batch.clear()
 
-    def _move(self, db: Session, e: RecordedEvent, kind: str, amount: Decimal, description: str) -> None:
+    def _move(  # noqa: PLR0913, PLR0917 - an event, and what it moves
+        self,
+        db: Session,
+        e: RecordedEvent,
+        kind: str,
+        amount: Decimal,
+        description: str,
+        leg: tuple[str, str] | None,
+    ) -> None:
         account_id = account_id_of(e.stream_id)
         summary = self._summary(db, account_id)
         if summary is None:
@@ -342,7 +392,7 @@ class AccountsProjection(Projection):
         currency = summary.currency
         if summary.version >= e.stream_version:
             return  # a replay: summary, history and totals already hold this event
-        deposit = kind == "deposit"
+        deposit = kind in _INTO
         old = summary.balance
         new = _MONEY.add(old, amount) if deposit else _MONEY.subtract(old, amount)
         if new < 0:
@@ -367,15 +417,18 @@ class AccountsProjection(Projection):
                 when,
                 str(e.event_id),
                 e.position,
+                None if leg is None else leg[0],
+                None if leg is None else leg[1],
             )
         )
         summary.balance, summary.text, summary.version, summary.last_at = new, balance, e.stream_version, when
         summary.moved += 1
-        if deposit:
-            totals.total = _MONEY.add(totals.total, amount)
+        # Transfers move a currency's total (money in flight is in no account) but are
+        # neither deposits nor withdrawals.
+        totals.total = _MONEY.add(totals.total, amount) if deposit else _MONEY.subtract(totals.total, amount)
+        if kind == "deposit":
             totals.deposited = _MONEY.add(totals.deposited, amount)
-        else:
-            totals.total = _MONEY.subtract(totals.total, amount)
+        elif kind == "withdrawal":
             totals.withdrawn = _MONEY.add(totals.withdrawn, amount)
         totals.moved += 1
 
@@ -444,6 +497,79 @@ class AccountsProjection(Projection):
             )
 
 
+class TransferListProjection(Projection):
+    """Every transfer with its state, by source and by target account (the accounts' transfer lists)."""
+
+    name = "transfer_list"
+    tables = ("transfer_list",)
+    schema = (
+        """CREATE TABLE {transfer_list} (
+            transfer_id  TEXT PRIMARY KEY,
+            source       TEXT NOT NULL,
+            target       TEXT NOT NULL,
+            amount       TEXT NOT NULL,
+            currency     TEXT NOT NULL,
+            description  TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            code         TEXT,
+            reason       TEXT,
+            refunded     INTEGER NOT NULL,
+            requested_at TEXT NOT NULL,
+            updated_at   TEXT NOT NULL,
+            version      BIGINT NOT NULL
+        )""",
+        "CREATE INDEX {transfer_list}_by_source ON {transfer_list} (source, requested_at)",
+        "CREATE INDEX {transfer_list}_by_target ON {transfer_list} (target, requested_at)",
+    )
+
+    @handles(TransferRequested)
+    def _requested(self, db: Session, e: RecordedEvent) -> None:
+        d: TransferRequested = e.data
+        when = format_timestamp(e.recorded_at)
+        db.execute(
+            "INSERT INTO {transfer_list} (transfer_id, source, target, amount, currency, description, state, "
+            "code, reason, refunded, requested_at, updated_at, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'requested', NULL, NULL, 0, ?, ?, ?) "
+            "ON CONFLICT (transfer_id) DO NOTHING",
+            (
+                e.stream_id.removeprefix("transfer-"),
+                d.source,
+                d.target,
+                format_money(d.amount, d.currency),
+                d.currency,
+                d.description,
+                when,
+                when,
+                e.stream_version,
+            ),
+        )
+
+    @handles(TransferDebited, TransferCompleted, TransferFailed)
+    def _moved_on(self, db: Session, e: RecordedEvent) -> None:
+        d = e.data
+        state = {TransferDebited: "debited", TransferCompleted: "completed"}.get(type(d), "failed")
+        failed = isinstance(d, TransferFailed)
+        db.execute(
+            "UPDATE {transfer_list} SET state = ?, code = ?, reason = ?, refunded = ?, updated_at = ?, "
+            "version = ? WHERE transfer_id = ? AND version < ?",
+            (
+                state,
+                d.code if failed else None,
+                d.reason if failed else None,
+                1 if failed and d.refunded else 0,
+                format_timestamp(e.recorded_at),
+                e.stream_version,
+                e.stream_id.removeprefix("transfer-"),
+                e.stream_version,
+            ),
+        )
+
+
 def projections() -> list[Projection]:
     """The ledger's projections, as a ProjectionRunner takes them."""
-    return [AccountsProjection()]
+    return [AccountsProjection(), TransferListProjection()]
+
+
+def process_managers() -> list[ProcessManager[Any]]:
+    """The ledger's process managers (transfers), as a ProcessRunner takes them."""
+    return [Transfers()]

@@ -38,6 +38,7 @@ from eventvault import Repository, open_store
 from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings, Token
 from eventvault_ledger.domain import Account
+from eventvault_ledger.transfers import Transfer
 
 ADMIN = Token("fuzz-admin-token-0123456789", "fuzzer", frozenset({"read", "write", "admin"}))
 CHECKS = [
@@ -65,13 +66,21 @@ OPERATIONS = [
     ("GET", "/api/query/accounts/{account_id}/events"),
     ("GET", "/api/query/accounts/{account_id}/state"),
     ("GET", "/api/query/totals"),
+    ("POST", "/api/command/transfers"),
+    ("GET", "/api/query/transfers/{transfer_id}"),
+    ("GET", "/api/query/accounts/{account_id}/transfers"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/projections"),
     ("POST", "/api/projections/{name}/rebuild"),
 ]
-STREAMS = {("GET", "/api/query/accounts/changes"), ("GET", "/api/query/accounts/{account_id}/changes")}
+STREAMS = {
+    ("GET", "/api/query/accounts/changes"),
+    ("GET", "/api/query/accounts/{account_id}/changes"),
+    ("GET", "/api/query/transfers/changes"),
+    ("GET", "/api/query/transfers/{transfer_id}/changes"),
+}
 
 
 NO_INPUT = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}  # nothing to send them wrong
@@ -88,6 +97,9 @@ KNOWN = {
 }
 
 
+KNOWN_TRANSFER = "44444444-4444-4444-8444-444444444444"  # from the first known account to the third
+
+
 async def _seed(url: str) -> None:
     async with open_store(url) as store:
         repository = Repository(store)
@@ -98,6 +110,10 @@ async def _seed(url: str) -> None:
             if closed:
                 account.close()
             await repository.save(account)
+        euros, _, dollars = KNOWN
+        await repository.save(
+            Transfer.request(euros, dollars, Decimal("1.00"), "EUR", transfer_id=KNOWN_TRANSFER)
+        )
 
 
 @pytest.fixture
@@ -132,6 +148,9 @@ def test_every_operation_answers_as_documented(ledger_api, method, path, mode):
             strategy,
             *(operation.as_strategy(generation_mode=mode, path_parameters={"account_id": a}) for a in KNOWN),
         )
+    if "{transfer_id}" in path:
+        known = {"transfer_id": KNOWN_TRANSFER}
+        strategy = st.one_of(strategy, operation.as_strategy(generation_mode=mode, path_parameters=known))
 
     @settings(
         max_examples=15,

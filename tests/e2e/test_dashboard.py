@@ -402,3 +402,19 @@ def test_the_dashboard_runs_under_its_content_security_policy(page: Page, server
     expect(page.get_by_test_id("live-state")).to_have_text("Live")
     assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 0
     assert violations == []
+
+
+def test_a_transfer_from_the_account_page(page: Page, server: Server) -> None:
+    """Find the target by owner, send, watch the transfer end, and see the leg in the history."""
+    ada, _ = server.open_account("Ada Transfer", "EUR", ("deposit", "100.00", "salary"))
+    bob, _ = server.open_account("Bob Receiver", "EUR")
+    page.goto(f"{server.url}/#/accounts/{ada}")
+    form = page.get_by_role("form", name="Transfer")
+    form.get_by_label("Find the account (owner or id)").fill("Bob Receiver")
+    form.get_by_role("button", name=re.compile("Bob Receiver")).click()
+    expect(form.get_by_label("To account")).to_have_value(bob)
+    form.get_by_label("Amount (EUR)").fill("12.50")
+    form.get_by_role("button", name="Send").click()
+    expect(form.get_by_text("Sent 12.50 EUR.")).to_be_visible()
+    expect(balance(page)).to_contain_text("87.50 EUR")
+    expect(page.get_by_role("table", name=re.compile("Transactions"))).to_contain_text("Transfer to")

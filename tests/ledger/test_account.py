@@ -63,6 +63,7 @@ def test_open_records_account_opened_and_starts_empty():
         "balance": Decimal(0),
         "status": AccountStatus.OPEN,
         "transaction_count": 0,
+        "transfers_out": {},
     }
     assert account.version == 1
 

@@ -155,12 +155,16 @@ class ProjectionRunner:
         await asyncio.to_thread(setup, self.db)
         for name, projection in self.projections.items():
             generation = await asyncio.to_thread(register, self.db, type(projection))
-            self._start_worker(name, Worker(self, projection, generation))
+            self._start_worker(name, self.make_worker(projection, generation))
         path = str(getattr(self.store, "path", ""))
         if self.store.scheme == "sqlite" and self.watch_interval is not None and path not in ("", ":memory:"):
             self._watcher = DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
             self._watcher.start()
         self._started = True
+
+    def make_worker(self, projection: Projection, generation: int, *, rebuild: bool = False) -> Worker:
+        """The worker that runs ``projection`` (a subclass of the runner may run its own kind)."""
+        return Worker(self, projection, generation, rebuild=rebuild)
 
     def _start_worker(self, name: str, worker: Worker) -> None:
         self.workers[name] = worker
@@ -301,7 +305,7 @@ class ProjectionRunner:
             return progress_of(current, head)
         projection = self.projections[name]
         generation = await asyncio.to_thread(new_generation, self.db, type(projection))
-        worker = Worker(self, projection, generation, rebuild=True)
+        worker = self.make_worker(projection, generation, rebuild=True)
         self.rebuilds[name] = worker
         worker.task = asyncio.create_task(worker.run(), name=f"rebuild {name}")
         return progress_of(worker, head)
@@ -324,7 +328,7 @@ class ProjectionRunner:
             return
         projection = self.projections[name]
         generation = await asyncio.to_thread(register, self.db, type(projection))
-        self._start_worker(name, Worker(self, projection, generation))
+        self._start_worker(name, self.make_worker(projection, generation))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read models (blocking; call it from a thread)."""

@@ -16,7 +16,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 import eventvault
-from eventvault_ledger.api import commands, live, ops, query_routes
+from eventvault_ledger.api import commands, live, ops, query_routes, transfer_routes
 from eventvault_ledger.api.metrics import Metrics
 from eventvault_ledger.api.middleware import (
     BodyLimitMiddleware,
@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
 
     app.router.routes.extend(commands.routes)
+    app.router.routes.extend(transfer_routes.command_routes)
+    app.include_router(transfer_routes.router)  # before the query routes, as live's
     app.include_router(live.router)  # before the query routes: /accounts/changes is not an account id
     app.include_router(query_routes.router)
     app.include_router(ops.router)
@@ -144,7 +146,11 @@ def _openapi(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
                 description=DESCRIPTION,
                 routes=app.routes,
             )
-            document["paths"] = {**commands.openapi_paths(), **document.get("paths", {})}
+            document["paths"] = {
+                **commands.openapi_paths(),
+                **transfer_routes.openapi_paths(),
+                **document.get("paths", {}),
+            }
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (CommandResult, ProblemDocument):
                 schemas.setdefault(model.__name__, _schema(model))

@@ -31,7 +31,15 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/query", tags=["live"], dependencies=[Depends(known_query_only)])
 log = logging.getLogger("eventvault_ledger.api")
 
-ACCOUNT_EVENTS: Final = ("AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "AccountClosed")
+ACCOUNT_EVENTS: Final = (
+    "AccountOpened",
+    "MoneyDeposited",
+    "MoneyWithdrawn",
+    "AccountClosed",
+    "TransferSent",
+    "TransferReceived",
+    "TransferRefunded",
+)
 _PREFIX: Final = "account-"
 _PAGE: Final = 200
 

@@ -341,6 +341,11 @@ async def get_transactions(
                 "recordedAt": _iso(t.recorded_at),
                 "eventId": str(t.event_id),
                 "position": t.position,
+                **(
+                    {}
+                    if t.transfer_id is None
+                    else {"counterpartyAccountId": t.counterparty, "transferId": t.transfer_id}
+                ),
             }
             for t in page.items
         ],

@@ -86,16 +86,20 @@ class AccountPage(_Doc):
 
 
 class Transaction(_Doc):
-    """A deposit or withdrawal with the balance right after it."""
+    """A deposit, a withdrawal or a transfer leg, with the balance right after it."""
 
     version: int
-    kind: str
+    kind: str = Field(description="deposit, withdrawal, transfer_out, transfer_in or transfer_refund")
     amount: str = Field(pattern=MONEY)
     balance_after: str = Field(pattern=MONEY)
     description: str
     recorded_at: str
     event_id: str
     position: int
+    counterparty_account_id: str | None = Field(
+        default=None, description="The other account of a transfer leg"
+    )
+    transfer_id: str | None = Field(default=None, description="The transfer of a transfer leg")
 
 
 class TransactionPage(_Doc):

@@ -19,11 +19,12 @@ from typing import Annotated, Self
 from fastapi import Depends, Request
 
 from eventvault import Checkpoint, EventStore, Repository, StoreUnavailable, open_store
+from eventvault.processes import ProcessRunner
 from eventvault.projections import ProjectionRunner, ReadModels, read_models_for
 from eventvault_ledger.api.idempotency import IdempotencyStore
 from eventvault_ledger.api.metrics import Metrics
 from eventvault_ledger.api.settings import Settings
-from eventvault_ledger.read_models import projections
+from eventvault_ledger.read_models import process_managers, projections
 from eventvault_ledger.seed import seed_demo
 
 __all__ = ["Services", "ServicesDep", "services_of"]
@@ -43,6 +44,7 @@ class Services:
         settings: Settings,
         *,
         store: EventStore,
+        repository: Repository,
         db: ReadModels,
         runner: ProjectionRunner,
         metrics: Metrics,
@@ -50,7 +52,7 @@ class Services:
         # Only open() makes one, on the running loop, and starts it before handing it out.
         self.settings = settings
         self.store = store
-        self.repository = Repository(store, cache_size=settings.account_cache)
+        self.repository = repository
         self.db = db
         self.runner = runner
         self.idempotency = IdempotencyStore(db)
@@ -74,9 +76,20 @@ class Services:
         """
         store = await open_store(settings.db)
         try:
+            repository = Repository(store, cache_size=settings.account_cache)
             db = read_models_for(store)
-            runner = ProjectionRunner(store, projections(), read_models=db)
-            services = cls(settings, store=store, db=db, runner=runner, metrics=metrics or Metrics())
+            # Transfers run beside the projections, on the same workers: a ProcessRunner is one.
+            runner = ProcessRunner(
+                store, process_managers(), projections=projections(), read_models=db, repository=repository
+            )
+            services = cls(
+                settings,
+                store=store,
+                repository=repository,
+                db=db,
+                runner=runner,
+                metrics=metrics or Metrics(),
+            )
         except BaseException:
             await store.close()
             raise

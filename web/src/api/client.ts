@@ -21,6 +21,8 @@ import type {
   RebuildProgress,
   StoredEvent,
   Transaction,
+  TransferAccepted,
+  TransferView,
 } from "./types";
 
 export interface Problem {
@@ -282,6 +284,16 @@ export const api = {
     return request<Answer<"/api/command/accounts/{account_id}/close", "post">>("POST", command(id, "close"), {
       headers: keyed(key),
     });
+  },
+  transfer(
+    body: { sourceAccountId: string; targetAccountId: string; amount: string; description: string },
+    key?: string,
+  ): Promise<TransferAccepted> {
+    return request("POST", "/api/command/transfers", { body, headers: keyed(key) });
+  },
+  // A transfer is read from its stream: never stale, nothing to wait for.
+  getTransfer(id: string, signal?: AbortSignal): Promise<TransferView> {
+    return request("GET", `/api/query/transfers/${encodeURIComponent(id)}`, { signal });
   },
   rebuild(name: string): Promise<RebuildProgress> {
     return request<Answer<"/api/projections/{name}/rebuild", "post">>(

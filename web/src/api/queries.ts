@@ -18,7 +18,14 @@ import { useContext } from "react";
 
 import { api, noteWrite } from "./client";
 import { ReadsContext } from "./polling";
-import type { Account, AccountFilters, AccountState, CommandResult, Transaction } from "./types";
+import type {
+  Account,
+  AccountFilters,
+  AccountState,
+  CommandResult,
+  Transaction,
+  TransferView,
+} from "./types";
 
 export const keys = {
   accountLists: ["accounts"] as const,
@@ -303,6 +310,40 @@ export function useMoveMoney(id: string, kind: MoveKind) {
 
 export function useCloseAccount(id: string) {
   return useCommand((v: { key: string }) => api.close(id, v.key));
+}
+
+/** Request a transfer; the answer names it (it runs in the background: follow it with useTransfer). */
+export function useRequestTransfer(sourceAccountId: string) {
+  return useMutation({
+    mutationFn: (v: { targetAccountId: string; amount: string; description: string; key: string }) =>
+      api.transfer(
+        { sourceAccountId, targetAccountId: v.targetAccountId, amount: v.amount, description: v.description },
+        v.key,
+      ),
+    onSuccess: (result) => noteWrite(result.position),
+  });
+}
+
+const ENDED = new Set(["completed", "failed"]);
+
+/** A transfer's progress, read again until it has ended; then both accounts are refreshed. */
+export function useTransfer(id: string | null) {
+  const client = useQueryClient();
+  return useQuery({
+    queryKey: ["transfer", id] as const,
+    enabled: id !== null,
+    queryFn: async ({ signal }): Promise<TransferView> => {
+      const transfer = await api.getTransfer(id ?? "", signal);
+      if (ENDED.has(transfer.state)) {
+        for (const account of [transfer.sourceAccountId, transfer.targetAccountId]) {
+          void client.invalidateQueries({ queryKey: keys.account(account) });
+          void client.invalidateQueries({ queryKey: keys.transactions(account) });
+        }
+      }
+      return transfer;
+    },
+    refetchInterval: (query) => (query.state.data && ENDED.has(query.state.data.state) ? false : 300),
+  });
 }
 
 export function useRebuild() {

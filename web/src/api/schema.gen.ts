@@ -86,6 +86,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/command/transfers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Transfer money between two accounts of one currency
+         * @description Request a transfer; 202 with its id and the position of its request. Same currency only.
+         */
+        post: operations["request_transfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projections": {
         parameters: {
             query?: never;
@@ -272,6 +292,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/query/accounts/{account_id}/transfers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An account's transfers, sent and received, newest first
+         * @description The account's transfers from the read model (each one's latest state: GET /transfers/{id}).
+         */
+        get: operations["account_transfers_api_query_accounts__account_id__transfers_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/query/totals": {
         parameters: {
             query?: never;
@@ -284,6 +324,66 @@ export interface paths {
          * @description Total balance, accounts and flows per currency.
          */
         get: operations["get_totals_api_query_totals_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/query/transfers/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Live changes of every transfer (Server-Sent Events)
+         * @description Each change of a transfer as a ``transfer`` event (data: the transfer); resume with Last-Event-ID.
+         */
+        get: operations["all_transfer_changes_api_query_transfers_changes_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/query/transfers/{transfer_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A transfer: its state and steps, from the log
+         * @description The transfer as its stream has it now: state, amount, accounts, and each step's position and time.
+         */
+        get: operations["get_transfer_api_query_transfers__transfer_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/query/transfers/{transfer_id}/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Live changes of one transfer (Server-Sent Events)
+         * @description Each change of one transfer; resume with Last-Event-ID.
+         */
+        get: operations["transfer_changes_api_query_transfers__transfer_id__changes_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -728,23 +828,36 @@ export interface components {
         };
         /**
          * Transaction
-         * @description A deposit or withdrawal with the balance right after it.
+         * @description A deposit, a withdrawal or a transfer leg, with the balance right after it.
          */
         Transaction: {
             /** Amount */
             amount: string;
             /** Balanceafter */
             balanceAfter: string;
+            /**
+             * Counterpartyaccountid
+             * @description The other account of a transfer leg
+             */
+            counterpartyAccountId?: string | null;
             /** Description */
             description: string;
             /** Eventid */
             eventId: string;
-            /** Kind */
+            /**
+             * Kind
+             * @description deposit, withdrawal, transfer_out, transfer_in or transfer_refund
+             */
             kind: string;
             /** Position */
             position: number;
             /** Recordedat */
             recordedAt: string;
+            /**
+             * Transferid
+             * @description The transfer of a transfer leg
+             */
+            transferId?: string | null;
             /** Version */
             version: number;
         } & {
@@ -1214,6 +1327,128 @@ export interface operations {
             };
             /** @description If-Match names a version the account is no longer at (precondition-failed) */
             412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The request body is too large (too-large) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The body is not JSON (unsupported-media-type) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The store or the read model is not ready; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    request_transfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the command safe to retry: a retry with the same key and body gets the first answer and records nothing more. 1-200 visible ASCII characters. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description A positive decimal with at most the currency's minor units and at most 1,000,000,000 per operation, as a string or a JSON number (read exactly, never through a float) */
+                    amount: string | number;
+                    /** @description At most 500 characters; no control, invisible or text-direction characters */
+                    description?: string;
+                    /**
+                     * Format: uuid
+                     * @description An account id
+                     */
+                    sourceAccountId: string;
+                    /**
+                     * Format: uuid
+                     * @description An account id
+                     */
+                    targetAccountId: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Requested: the transfer runs in the background (follow Location) */
+            202: {
+                headers: {
+                    /** @description The transfer's query path */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        checkpoint: string;
+                        position: number;
+                        state: string;
+                        transferId: string;
+                        version: number;
+                    };
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The body did not arrive in time (request-timeout) */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1865,6 +2100,69 @@ export interface operations {
             };
         };
     };
+    account_transfers_api_query_accounts__account_id__transfers_get: {
+        parameters: {
+            query?: {
+                /** @description At most this many. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The transfers */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
     get_totals_api_query_totals_get: {
         parameters: {
             query?: {
@@ -1915,6 +2213,183 @@ export interface operations {
             };
             /** @description The store or the read model is not ready; see Retry-After */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    all_transfer_changes_api_query_transfers_changes_get: {
+        parameters: {
+            query?: {
+                /** @description The same as the Last-Event-ID header. */
+                lastEventId?: string | null;
+            };
+            header?: {
+                /** @description The id of the last event received: the stream resumes right after it. */
+                "Last-Event-ID"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A stream of `transfer` events (data: the transfer; id: a checkpoint) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    get_transfer_api_query_transfers__transfer_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                transfer_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The transfer */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    transfer_changes_api_query_transfers__transfer_id__changes_get: {
+        parameters: {
+            query?: {
+                /** @description The same as the Last-Event-ID header. */
+                lastEventId?: string | null;
+            };
+            header?: {
+                /** @description The id of the last event received: the stream resumes right after it. */
+                "Last-Event-ID"?: string | null;
+            };
+            path: {
+                transfer_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A stream of `transfer` events (data: the transfer; id: a checkpoint) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

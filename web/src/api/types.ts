@@ -59,6 +59,29 @@ export interface Page<T> {
 
 export type Transaction = Fields<Schemas["Transaction"]>;
 
+export interface TransferAccepted {
+  transferId: string;
+  state: string;
+  version: number;
+  position: number;
+  checkpoint: string;
+}
+
+export type TransferState = "requested" | "debited" | "completed" | "failed";
+
+export interface TransferView {
+  transferId: string;
+  sourceAccountId: string;
+  targetAccountId: string;
+  amount: string;
+  currency: string;
+  description: string;
+  state: TransferState;
+  version: number;
+  steps: { step: TransferState; position: number; recordedAt: string }[];
+  failure?: { code: string; reason: string; refunded: boolean };
+}
+
 export type StoredEvent = Fields<Schemas["AuditEvent"]>;
 
 /** asOf: the time asked for, as sent; null when asked by version. */

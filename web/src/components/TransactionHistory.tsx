@@ -3,6 +3,7 @@ import { useState } from "react";
 import { describeError } from "../api/problems";
 import { allTransactions, useTransactions } from "../api/queries";
 import { download, transactionsCsv } from "../lib/csv";
+import { href } from "../lib/router";
 import { formatDateTime } from "../lib/time";
 import { Money } from "./Money";
 import { Empty, ErrorNotice, Loading } from "./Notice";
@@ -36,6 +37,14 @@ function ExportCsv({ accountId, currency }: { accountId: string; currency: strin
   );
 }
 
+const LABELS: Record<string, string> = {
+  deposit: "Deposit",
+  withdrawal: "Withdrawal",
+  transfer_out: "Transfer",
+  transfer_in: "Transfer",
+  transfer_refund: "Transfer refunded",
+};
+
 export function TransactionHistory({ accountId, currency }: { accountId: string; currency: string }) {
   const query = useTransactions(accountId);
   if (query.isPending) return <Loading>Loading transactions…</Loading>;
@@ -65,7 +74,11 @@ export function TransactionHistory({ accountId, currency }: { accountId: string;
           </thead>
           <tbody>
             {items.map((t) => {
-              const deposit = t.kind === "deposit";
+              // Money in: deposits, transfers received, transfers given back.
+              const deposit =
+                t.kind === "deposit" || t.kind === "transfer_in" || t.kind === "transfer_refund";
+              const label = LABELS[t.kind] ?? (deposit ? "Deposit" : "Withdrawal");
+              const other = t.counterpartyAccountId;
               return (
                 <tr key={t.eventId}>
                   <td className="num" data-label="Version">
@@ -75,10 +88,17 @@ export function TransactionHistory({ accountId, currency }: { accountId: string;
                     <time dateTime={t.recordedAt ?? undefined}>{formatDateTime(t.recordedAt)}</time>
                   </td>
                   <td data-label="Description">
-                    {t.description || <span className="muted">{deposit ? "Deposit" : "Withdrawal"}</span>}
+                    {t.description || <span className="muted">{label}</span>}
+                    {other && (
+                      <span className="transfer-leg">
+                        {" "}
+                        ({label} {t.kind === "transfer_in" ? "from" : "to"}{" "}
+                        <a href={href({ name: "account", id: other })}>{other.slice(0, 8)}…</a>)
+                      </span>
+                    )}
                   </td>
                   <td className={`num ${deposit ? "credit" : "debit"}`} data-label="Amount">
-                    <span className="sr-only">{deposit ? "deposit of " : "withdrawal of "}</span>
+                    <span className="sr-only">{`${label.toLowerCase()} of `}</span>
                     <Money amount={t.amount} currency={currency} sign={deposit ? "+" : "−"} />
                   </td>
                   <td className="num" data-label="Balance after">

@@ -9,6 +9,7 @@ import { CloseAccount } from "../components/CloseAccount";
 import { EventTimeline } from "../components/EventTimeline";
 import { Money } from "../components/Money";
 import { MoneyForm } from "../components/MoneyForm";
+import { TransferForm } from "../components/TransferForm";
 import { ErrorNotice, Loading } from "../components/Notice";
 import { TimeTravel } from "../components/TimeTravel";
 import { TransactionHistory } from "../components/TransactionHistory";
@@ -139,6 +140,7 @@ export function AccountPage({ id }: { id: string }) {
             <div className="money-forms">
               <MoneyForm accountId={a.accountId} kind="deposit" currency={a.currency} units={units} />
               <MoneyForm accountId={a.accountId} kind="withdraw" currency={a.currency} units={units} />
+              <TransferForm accountId={a.accountId} currency={a.currency} units={units} />
             </div>
           )}
         </section>
