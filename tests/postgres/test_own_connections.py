@@ -1,4 +1,4 @@
-"""The store's own connections: prepared appends through libpq, the spare connection, interrupted calls."""
+"""The store's own connections: prepared appends, the spare connection, interrupted calls."""
 
 from __future__ import annotations
 
@@ -133,4 +133,4 @@ async def test_one_connection_serves_concurrent_calls_and_notifications(
 
 
 async def _listening(store) -> bool:
-    return store._listening
+    return store._live.listening
