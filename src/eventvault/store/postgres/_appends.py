@@ -246,7 +246,11 @@ class Appends:
         order = sorted(range(len(group)), key=lambda i: group[i].stream_id)
         cursors: list[psycopg.AsyncCursor[_Inserted]] = []
         try:
-            async with conn.pipeline(), conn.transaction():
+            # No BEGIN: on this autocommit connection psycopg sends the one Sync
+            # as the pipeline ends, and PostgreSQL runs everything before a Sync
+            # as one implicit transaction (committed there, or rolled back whole
+            # on the first error): one round trip, one commit.
+            async with conn.pipeline():
                 for i in order:
                     cur = conn.cursor(row_factory=_inserted_rows)
                     cursors.append(cur)
