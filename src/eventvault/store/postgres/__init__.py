@@ -41,11 +41,11 @@ that one row, so appends to different streams never wait for each other), and
 inserts the events. A conflict (wrong version, an event id already stored) makes
 that statement fail and nothing else; the idempotency check then runs on the
 conflict path only (see :func:`~eventvault.store.base.idempotent_result`).
-The store runs it through psycopg's cursor, prepared on each of its connections
-(``prepare=True``), and one event goes in scalar parameters rather than arrays.
+The store runs it as a statement prepared on each of its connections (see
+``_libpq``), and one event goes in scalar parameters rather than arrays.
 While ``append_concurrency`` appends are in flight, the appends made meanwhile
-wait and then go together: their statements in one psycopg pipeline, one
-transaction, one round trip (see ``_appends``).
+wait and then go together: their statements in one pipeline, one transaction,
+one round trip (see ``_appends``).
 
 Wake-ups
 --------
@@ -75,7 +75,9 @@ horizon and every statement), ``_connections`` (the pool, the spare connection,
 errors mapped at the edge), ``_appends`` (appends and append groups),
 ``_reads`` (streams, the log, snapshots), ``_live`` (notifications and the
 LISTEN connection) and ``_store`` (the store, handing each call to its part).
-Everything runs through psycopg's public API.
+Everything runs through psycopg's public API except the hottest statements
+(appends, notifications, stream reads), which ``_libpq`` sends through libpq
+on the store's own connections; its documentation says what that buys.
 """
 
 from eventvault.store.postgres._schema import SCHEMA_VERSION

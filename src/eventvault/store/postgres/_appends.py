@@ -1,7 +1,7 @@
 """Appends: the one append statement, its conflicts, and appends that wait for one another going as one group.
 
-An append is one statement in its own (autocommit) transaction, run through
-psycopg's cursor and prepared on each pooled connection (``prepare=True``).
+An append is one statement in its own (autocommit) transaction, prepared on
+each pooled connection (through ``_libpq``; on a caller's connection, psycopg's cursor).
 While ``append_concurrency`` appends are in flight, the appends made meanwhile
 wait and then go together: their statements in one pipeline, one transaction,
 one round trip (see :meth:`Appends._group`, and docs/decisions/0016).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 import psycopg
@@ -23,6 +23,7 @@ from psycopg.rows import args_row
 from eventvault.errors import StoreError
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
 from eventvault.store.postgres._connections import Conn, Connections, reason
+from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._options import Options
 from eventvault.store.postgres._schema import Statements
 from eventvault.store.records import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Checkpoint, ExpectedVersion
@@ -61,6 +62,12 @@ class _Writer(NamedTuple):
 
 
 _inserted_rows: Final = args_row(_Inserted)
+
+
+def _inserted(values: Sequence[Any]) -> _Inserted:
+    return _Inserted(*values)
+
+
 _stored_rows: Final = args_row(_Stored)
 _version_rows: Final = args_row(_StreamVersion)
 _writer_rows: Final = args_row(_Writer)
@@ -135,9 +142,16 @@ class Appends:
     """
 
     def __init__(
-        self, db: Connections, statements: Statements, options: Options, appended: Callable[[], None]
+        self,
+        db: Connections,
+        statements: Statements,
+        options: Options,
+        appended: Callable[[], None],
+        *,
+        prepared: Prepared,
     ) -> None:
         self._db = db
+        self._prepared = prepared
         self._sql = statements
         self._options = options
         self._appended = appended
@@ -240,30 +254,16 @@ class Appends:
             if self.waiting:
                 self._start_groups()
 
-    @staticmethod
-    async def _pipeline(conn: Conn, group: list[_Waiting]) -> list[AppendResult | None]:
+    async def _pipeline(self, conn: Conn, group: list[_Waiting]) -> list[AppendResult | None]:
         """Each append's result in one transaction (None: refused); raises if the transaction failed."""
         order = sorted(range(len(group)), key=lambda i: group[i].stream_id)
-        cursors: list[psycopg.AsyncCursor[_Inserted]] = []
-        try:
-            # No BEGIN: on this autocommit connection psycopg sends the one Sync
-            # as the pipeline ends, and PostgreSQL runs everything before a Sync
-            # as one implicit transaction (committed there, or rolled back whole
-            # on the first error): one round trip, one commit.
-            async with conn.pipeline():
-                for i in order:
-                    cur = conn.cursor(row_factory=_inserted_rows)
-                    cursors.append(cur)
-                    await cur.execute(group[i].query, group[i].params, prepare=True, binary=True)
-            results: list[AppendResult | None] = [None] * len(group)
-            for i, cur in zip(order, cursors, strict=True):
-                results[i] = _result(group[i].stream_id, await cur.fetchall())
-        except BaseException:
-            # Interrupted mid-pipeline, the connection's state is not worth
-            # recovering: closed, the pool replaces it.
-            if conn.info.transaction_status != TransactionStatus.IDLE:
-                await conn.close()
-            raise
+        hot = self._sql.hot.appends
+        answers = await self._prepared.pipeline(
+            conn, [(hot[group[i].query], group[i].params) for i in order], _inserted
+        )
+        results: list[AppendResult | None] = [None] * len(group)
+        for i, rows in zip(order, answers, strict=True):
+            results[i] = _result(group[i].stream_id, rows)
         return results
 
     # -- on any connection -------------------------------------------------------------
@@ -320,23 +320,26 @@ class Appends:
             f"is {self._options.schema}.streams out of step with {self._options.schema}.events?"
         )
 
-    @staticmethod
     async def _statement(
-        conn: Conn, stream_id: str, query: bytes, params: dict[str, Any], *, own: bool
+        self, conn: Conn, stream_id: str, query: bytes, params: dict[str, Any], *, own: bool
     ) -> AppendResult | None:
         """The append statement (None: it was refused).
 
-        On the store's own connections it is prepared on first use
-        (``prepare=True``); a caller's connection keeps psycopg's own policy. In a
-        caller's transaction it runs under a savepoint, so that a conflict
-        leaves that transaction usable.
+        On the store's own connections it runs as a statement prepared there
+        (see ``_libpq``). On a caller's it goes through psycopg's cursor, and in
+        the caller's transaction under a savepoint, so that a conflict leaves
+        that transaction usable.
         """
+        if own:
+            return _result(
+                stream_id, await self._prepared.rows(conn, self._sql.hot.appends[query], params, _inserted)
+            )
         in_transaction = conn.info.transaction_status != TransactionStatus.IDLE
         async with (
             conn.transaction() if in_transaction else contextlib.nullcontext(),
             conn.cursor(row_factory=_inserted_rows) as cur,
         ):
-            await cur.execute(query, params, prepare=True if own else None, binary=True)
+            await cur.execute(query, params, binary=True)
             rows = await cur.fetchall()
         return _result(stream_id, rows)
 

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from eventvault.errors import StoreUnavailable
 from eventvault.store.postgres._connections import Conn, Connections, reason
+from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._options import Options
 from eventvault.store.postgres._schema import Statements
 
@@ -32,13 +33,16 @@ class Notifications:
         db: Connections,
         statements: Statements,
         options: Options,
-        channel: str,
         wake: Callable[[], None],
+        *,
+        prepared: Prepared,
     ) -> None:
         self._db = db
+        self._prepared = prepared
         self._sql = statements
         self._options = options
-        self.channel = channel
+        self.channel = f"eventvault.{options.schema}"[:63]
+        """The schema's notification channel."""
         self._wake = wake
         self.wakes = 0
         """How many times the waiters were woken (tests follow it)."""
@@ -104,7 +108,7 @@ class Notifications:
             try:
                 conn = await self._db.acquire(pool)
                 try:
-                    await conn.execute(self._sql.notify, [self.channel], prepare=True)
+                    await self._prepared.execute(conn, self._sql.hot.notify, {"channel": self.channel})
                 finally:
                     await self._db.release(pool, conn)
             except psycopg.Error as exc:

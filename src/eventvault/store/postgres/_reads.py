@@ -1,14 +1,16 @@
 """Reads: a stream, pages of the global log below the read horizon, the head, snapshots, the horizon's lag.
 
 Every read runs through psycopg's cursor, prepared on each pooled connection
-(``prepare=True``), results in binary. Rows become the store's own types as
-psycopg loads them, through row factories: events straight into
-:class:`RecordedEvent` (the statements select its columns in the order of its
-arguments), everything else into small named tuples.
+(``prepare=True``), results in binary; stream reads, the hottest, run through
+``_libpq``. Rows become the store's own types as they are loaded: events
+straight into :class:`RecordedEvent` (the statements select its columns in the
+order of its arguments), everything else into small named tuples (psycopg's
+row factories).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
@@ -16,6 +18,7 @@ from psycopg.rows import RowMaker, args_row
 
 from eventvault.store.codec import EventCodec
 from eventvault.store.postgres._connections import Conn, Connections
+from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._schema import NO_LIMIT, Statements
 from eventvault.store.records import START, Checkpoint, HorizonLag, LogPage, RecordedEvent, Snapshot
 
@@ -54,15 +57,18 @@ _lag_rows: Final = args_row(HorizonLag)
 class Reads:
     """The store's reads, each on a pooled connection through :meth:`Connections.run`."""
 
-    def __init__(self, db: Connections, statements: Statements, codec: EventCodec) -> None:
+    def __init__(
+        self, db: Connections, statements: Statements, codec: EventCodec, prepared: Prepared
+    ) -> None:
         self._db = db
+        self._prepared = prepared
         self._sql = statements
         self._codec = codec
 
-        def event_rows(_cursor: Any) -> RowMaker[RecordedEvent]:
-            def event(values: Any) -> RecordedEvent:
-                return RecordedEvent(codec, *values)
+        def event(values: Sequence[Any]) -> RecordedEvent:
+            return RecordedEvent(codec, *values)
 
+        def event_rows(_cursor: Any) -> RowMaker[RecordedEvent]:
             return event
 
         def filtered_rows(_cursor: Any) -> RowMaker[_FilteredRow]:
@@ -74,6 +80,7 @@ class Reads:
 
             return row
 
+        self._event = event
         self._event_rows = event_rows
         self._filtered_rows = filtered_rows
 
@@ -88,7 +95,7 @@ class Reads:
         as_of_us: int | None,
     ) -> list[RecordedEvent]:
         """A stream's events in the range asked for (the base class checked the arguments)."""
-        query = self._sql.read_stream[backwards, as_of_us is not None]
+        stmt = self._sql.hot.read_stream[self._sql.read_stream[backwards, as_of_us is not None]]
         params = {
             "stream_id": stream_id,
             "from": from_version,
@@ -98,9 +105,7 @@ class Reads:
         }
 
         async def op(conn: Conn) -> list[RecordedEvent]:
-            async with conn.cursor(row_factory=self._event_rows) as cur:
-                await cur.execute(query, params, prepare=True, binary=True)
-                return await cur.fetchall()
+            return await self._prepared.rows(conn, stmt, params, self._event)
 
         return await self._db.run(f"read_stream({stream_id!r})", op)
 

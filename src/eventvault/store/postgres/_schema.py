@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import args_row
 
 from eventvault.errors import SchemaVersionError, StoreError
+from eventvault.store.postgres._libpq import HotStatements, hot_statements
 
 log = logging.getLogger("eventvault.store.postgres")
 
@@ -210,6 +211,8 @@ class Statements:
     notify: bytes
     horizon_lag: bytes
     declare_writer: bytes
+    hot: HotStatements
+    """The appends, stream reads and notification again, as ``_libpq`` runs them."""
 
 
 def _append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable, *, single: bool) -> bytes:
@@ -268,7 +271,7 @@ def _append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable,
 # reach the disk (NOTIFY takes a transaction id, so committing it would
 # otherwise cost one more flush per append). The setting is local to
 # this one-statement transaction and applies to its commit.
-_NOTIFY: Final = b"SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')"
+_NOTIFY: Final = b"SELECT set_config('synchronous_commit', 'off', true), pg_notify(%(channel)s, '')"
 
 
 @cache
@@ -398,6 +401,7 @@ def statements(schema: str) -> Statements:
         .format(s=s)
         .as_bytes(None),
         notify=_NOTIFY,
+        hot=hot_statements(appends, read_stream, _NOTIFY),
         # The transaction holding the horizon, if one does: the event writer whose
         # id the horizon is (an id below the snapshot's xmax is a running one).
         horizon_lag=sql.SQL(

@@ -14,6 +14,7 @@ from eventvault.errors import InvalidStoreURL, StoreClosed
 from eventvault.store.base import EventStore, PreparedEvent
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
+from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._live import Notifications
 from eventvault.store.postgres._options import parse_options
 from eventvault.store.postgres._reads import Reads
@@ -53,16 +54,17 @@ class PostgresEventStore(EventStore):
         self._conninfo = conninfo
         self.schema = self._options.schema
         self.poll_interval = self._options.poll_interval
-        self.channel = f"eventvault.{self.schema}"[:63]
         host = self._libpq.get("host", parts.get("host", "localhost"))
         port = self._libpq.get("port", parts.get("port", "5432"))
         dbname = self._libpq.get("dbname", parts.get("dbname", ""))
         self._target = f"PostgreSQL at {host}:{port}/{dbname} (schema {self.schema})"
         self._sql = statements(self.schema)
         self._db = Connections(conninfo, self._libpq, self._options, self._target)
-        self._live = Notifications(self._db, self._sql, self._options, self.channel, self._wake_waiters)
-        self._appends = Appends(self._db, self._sql, self._options, self._live.appended)
-        self._reads = Reads(self._db, self._sql, self.codec)
+        prepared = Prepared()
+        self._live = Notifications(self._db, self._sql, self._options, self._wake_waiters, prepared=prepared)
+        self.channel = self._live.channel
+        self._appends = Appends(self._db, self._sql, self._options, self._live.appended, prepared=prepared)
+        self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
         self._open_lock = asyncio.Lock()
 
     @property
