@@ -109,6 +109,10 @@ async def test_each_new_connection_prepares_the_appends_again(open_store, raw, n
     await store.append("s", notes("d"), expected_version=3)
     await store.append("s", notes("e", "f"), expected_version=4)
     assert [e.data.text for e in await store.read_stream("s")] == ["a", "b", "c", "d", "e", "f"]
+    # What the store kept about the terminated connection went with it.
+    states = store._appends._prepared._states
+    assert states
+    assert not [conn for conn in states if conn.closed]
 
 
 async def test_a_cancelled_append_is_cancelled_on_the_server_and_the_store_goes_on(

@@ -31,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeVar
 
 import psycopg
 import psycopg.errors
 from psycopg import pq
+from psycopg.abc import Transformer as RowLoader
 from psycopg.adapt import Transformer
 
 from eventvault.store.postgres._connections import Conn, reason
@@ -83,12 +84,31 @@ def statement(
     return Statement(name.encode(), text, params, types, formats)
 
 
+@dataclass(slots=True)
+class _State:
+    """What this module knows of one of the store's connections."""
+
+    loader: RowLoader
+    """Loads its results' rows with the connection's loaders (kept: it caches them per column type)."""
+    prepared: set[bytes] = field(default_factory=set)
+    """The names of the statements prepared on it."""
+
+
 class Prepared:
     """Runs :class:`Statement` s on the store's connections, each prepared once per connection."""
 
     def __init__(self) -> None:
-        # The names prepared on each connection (a connection the pool drops takes its entry along).
-        self._prepared: weakref.WeakKeyDictionary[Conn, set[bytes]] = weakref.WeakKeyDictionary()
+        self._states: dict[Conn, _State] = {}
+
+    def _state(self, conn: Conn) -> _State:
+        state = self._states.get(conn)
+        if state is None:
+            # A new connection: forget the ones the pool closed since the last one
+            # (each state's loader holds its connection, so they go here, not by weak reference).
+            for gone in [c for c in self._states if c.closed]:
+                del self._states[gone]
+            state = self._states[conn] = _State(Transformer(conn))
+        return state
 
     async def rows(
         self, conn: Conn, stmt: Statement, params: dict[str, Any], make_row: Callable[[Sequence[Any]], R]
@@ -96,7 +116,7 @@ class Prepared:
         """Run ``stmt`` on ``conn`` and load its rows with the connection's loaders into ``make_row``."""
         async with conn.lock:
             res = await self._run(conn, stmt, params)
-            loader = Transformer(conn)
+            loader = self._state(conn).loader
             loader.set_pgresult(res)
             try:
                 return loader.load_rows(0, res.ntuples, make_row)
@@ -142,7 +162,7 @@ class Prepared:
                 # Mid-pipeline the connection cannot be handed back as it is.
                 pgconn.finish()
                 raise
-            loader = Transformer(conn)
+            loader = self._state(conn).loader
             rows: list[list[R]] = []
             for answer in answers:
                 res = _one_result(answer, pq.ExecStatus.TUPLES_OK, encoding)
@@ -152,9 +172,7 @@ class Prepared:
             return rows
 
     async def _prepare(self, conn: Conn, stmt: Statement, encoding: str) -> None:
-        prepared = self._prepared.get(conn)
-        if prepared is None:
-            prepared = self._prepared[conn] = set()
+        prepared = self._state(conn).prepared
         if stmt.name not in prepared:
             conn.pgconn.send_prepare(stmt.name, stmt.text, param_types=stmt.types)
             # Already there: an earlier call prepared it but was interrupted before the answer.
