@@ -63,8 +63,8 @@ class Statement(NamedTuple):
     """The names of its parameters, in the order of their ``$n``."""
     types: tuple[int, ...]
     """The parameters' type oids (0: the server infers it)."""
-    formats: tuple[int, ...] | None
-    """The parameters' formats (None: all text; 1: binary, for bytes)."""
+    formats: list[int] | None
+    """The parameters' formats (None: all text; 1: binary, for bytes). A list: psycopg 3.2 takes no tuple."""
 
 
 def statement(
@@ -80,7 +80,7 @@ def statement(
         text = text.replace(b"%(" + param.encode() + b")s", b"$%d" % number)
     if b"%(" in text or b"%s" in text:  # pragma: no cover - a statement of the store's own
         raise AssertionError(f"unexpected placeholder left in {text!r}")
-    formats = tuple(1 if p in binary else 0 for p in params) if binary else None
+    formats = [1 if p in binary else 0 for p in params] if binary else None
     return Statement(name.encode(), text, params, types, formats)
 
 
@@ -148,7 +148,7 @@ class Prepared:
         """
         async with conn.lock:
             encoding = conn.info.encoding
-            for stmt in {stmt for stmt, _ in commands}:
+            for stmt in {stmt.name: stmt for stmt, _ in commands}.values():
                 await self._prepare(conn, stmt, encoding)
             pgconn = conn.pgconn
             pgconn.enter_pipeline_mode()
@@ -174,7 +174,7 @@ class Prepared:
     async def _prepare(self, conn: Conn, stmt: Statement, encoding: str) -> None:
         prepared = self._state(conn).prepared
         if stmt.name not in prepared:
-            conn.pgconn.send_prepare(stmt.name, stmt.text, param_types=stmt.types)
+            conn.pgconn.send_prepare(stmt.name, stmt.text, param_types=list(stmt.types))
             # Already there: an earlier call prepared it but was interrupted before the answer.
             with contextlib.suppress(psycopg.errors.DuplicatePreparedStatement):
                 _one_result(await _results(conn), pq.ExecStatus.COMMAND_OK, encoding)
