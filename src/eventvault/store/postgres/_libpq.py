@@ -90,6 +90,8 @@ class _State:
 
     loader: RowLoader
     """Loads its results' rows with the connection's loaders (kept: it caches them per column type)."""
+    encoding: str
+    """The connection's client encoding, as a Python codec name."""
     prepared: set[bytes] = field(default_factory=set)
     """The names of the statements prepared on it."""
 
@@ -107,7 +109,7 @@ class Prepared:
             # (each state's loader holds its connection, so they go here, not by weak reference).
             for gone in [c for c in self._states if c.closed]:
                 del self._states[gone]
-            state = self._states[conn] = _State(Transformer(conn))
+            state = self._states[conn] = _State(Transformer(conn), conn.info.encoding)
         return state
 
     async def rows(
@@ -129,7 +131,7 @@ class Prepared:
             await self._run(conn, stmt, params)
 
     async def _run(self, conn: Conn, stmt: Statement, params: dict[str, Any]) -> pq.abc.PGresult:
-        encoding = conn.info.encoding
+        encoding = self._state(conn).encoding
         await self._prepare(conn, stmt, encoding)
         self._send(conn.pgconn, stmt, params, encoding)
         return _one_result(await _results(conn), pq.ExecStatus.TUPLES_OK, encoding)
@@ -147,7 +149,7 @@ class Prepared:
         the first error, which is raised. Each command's rows come back in order.
         """
         async with conn.lock:
-            encoding = conn.info.encoding
+            encoding = self._state(conn).encoding
             for stmt in {stmt.name: stmt for stmt, _ in commands}.values():
                 await self._prepare(conn, stmt, encoding)
             pgconn = conn.pgconn
