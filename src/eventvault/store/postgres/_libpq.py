@@ -9,17 +9,18 @@ reads therefore run here: statements prepared once per pooled connection, sent
 with ``PGconn.send_query_prepared`` (a group: one libpq pipeline ended by one
 Sync), a wait on the socket, rows loaded with psycopg's own ``Transformer``.
 Measured against psycopg's cursor for the same statements, interleaved in one
-process: about 1.2x the client CPU per lone append, 1.5x per stream read and
-1.8x per append under 32 concurrent writers, enough to miss the W1, W3 and W7
-targets (docs/benchmarks.md, "PostgreSQL: the store split, and psycopg's public
+process: 1.15-1.5x the client CPU per lone append, 1.45-1.85x per stream read
+and 1.8-2.2x per append under 32 concurrent writers, enough to miss the W1, W3
+and W7 targets (docs/benchmarks.md, "PostgreSQL: the store split, and psycopg's public
 API"). Everything else (the log, the head, snapshots, conflicts, migrations,
 ``append_on`` on a caller's connection) runs through the cursor.
 
 It relies on psycopg's ``pq`` wrapper and ``adapt.Transformer``, which psycopg
 does not promise to keep as they are: pyproject.toml pins the psycopg versions
-it was tested with, and tests/postgres/test_own_connections.py checks it (the
-same rows as the cursor writes, prepared statements after a reconnect,
-cancellation, errors raised as psycopg raises them).
+it was tested with, and tests/postgres/test_own_connections.py and
+test_append_groups.py check it (the same rows as the cursor writes and reads,
+prepared statements after a reconnect, cancellation, a group as one
+transaction, errors raised as psycopg raises them).
 
 Only the store's own autocommit connections run statements this way, where the
 store knows which statements it prepared; errors are psycopg's, built from the
