@@ -23,10 +23,10 @@ from eventvault.store.records import AppendResult
 async def _until_waiting(store, count: int) -> None:
     """Let the test's own tasks run until ``count`` appends wait for a group (no timing involved)."""
     for _ in range(1000):
-        if len(store._waiting) >= count:
+        if len(store._appends.waiting) >= count:
             return
         await asyncio.sleep(0)
-    raise AssertionError(f"{len(store._waiting)} appends wait, expected {count}")
+    raise AssertionError(f"{len(store._appends.waiting)} appends wait, expected {count}")
 
 
 @dataclass

@@ -19,7 +19,7 @@ async def listening(store, eventually):
 
 
 async def _is_listening(store: PostgresEventStore) -> bool:
-    return store._listening
+    return store._live.listening
 
 
 async def test_a_notification_wakes_a_waiting_reader_long_before_its_poll(
@@ -44,7 +44,7 @@ async def test_without_notifications_a_reader_is_only_delayed_by_its_poll(open_s
     await writer.append("s", notes("a"), expected_version=NO_STREAM)
     async with asyncio.timeout(20):
         assert await waiting is True
-    assert reader._listener is None  # it never listened: the poll did it
+    assert reader._live._listener is None  # it never listened: the poll did it
 
 
 async def test_an_append_through_the_store_wakes_its_own_waiters_at_once(open_store, notes, start_waiting):
@@ -62,7 +62,7 @@ async def test_a_horizon_moved_by_a_silent_commit_is_found_by_the_poll(store, he
     await listening(store, eventually)
     silent = await held()
     await silent.append("silent", notes("held"))  # append_on sends no notification
-    start_wakes = store._wakes
+    start_wakes = store._live.wakes
     appended = await store.append("loud", notes("loud"), expected_version=NO_STREAM)  # notifies
     waiting = asyncio.create_task(store.wait_for_events(START, timeout=30))
     await eventually(lambda: _wakes(store), lambda n: n > start_wakes, what="the notification")
@@ -73,21 +73,21 @@ async def test_a_horizon_moved_by_a_silent_commit_is_found_by_the_poll(store, he
 
 
 async def _wakes(store: PostgresEventStore) -> int:
-    return store._wakes
+    return store._live.wakes
 
 
 async def test_a_burst_of_notifications_wakes_readers_once(open_store, raw, eventually):
     """Twenty notifications inside the debounce window make one wake-up."""
     store = await open_store(notify_debounce=0.5)
     await listening(store, eventually)
-    before = store._wakes
+    before = store._live.wakes
     woken = store._wake_event()
     conn = await raw()
     # Distinct payloads, so PostgreSQL delivers all twenty (it folds identical ones).
     await conn.execute("; ".join(f"NOTIFY \"{store.channel}\", '{i}'" for i in range(20)))
     async with asyncio.timeout(10):
         await woken.wait()
-    assert store._wakes == before + 1
+    assert store._live.wakes == before + 1
 
 
 async def test_the_listener_reconnects_after_its_connection_is_killed(

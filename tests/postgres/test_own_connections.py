@@ -1,4 +1,4 @@
-"""The store's own connections: prepared appends through libpq, the spare connection, interrupted calls."""
+"""The store's own connections: prepared appends, the spare connection, interrupted calls."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from psycopg import sql
 
 from eventvault import ANY, NO_STREAM
 from eventvault.store.postgres import PostgresEventStore
-from eventvault.store.records import START
+from eventvault.store.records import START, datetime_to_micros
 
 
 async def _rows(conn: psycopg.AsyncConnection, schema: str, stream_id: str) -> list[tuple[Any, ...]]:
@@ -53,6 +53,48 @@ async def test_the_stores_appends_write_what_append_on_writes(store, held, raw, 
     assert read[-1].checkpoint == second.checkpoint
 
 
+async def test_stream_reads_on_the_stores_connections_load_what_psycopgs_cursor_loads(store, raw, notes):
+    """Each stream read (forwards, backwards, as of a time, limited): the same events as the cursor's rows."""
+    stream = "konto-äöü-€ 'quoted'"
+    first = await store.append(stream, notes("one"), expected_version=NO_STREAM)
+    await store.append(stream, notes("two", "three", "four"), expected_version=1)
+    conn = await raw()
+    as_of = (await store.read_stream(stream))[0].recorded_at
+    as_of_us = datetime_to_micros(as_of)
+    cases = [
+        (False, None, None, None),
+        (True, None, None, None),
+        (False, as_of_us, None, None),
+        (True, as_of_us, 2, None),
+        (False, None, 3, 2),
+    ]
+    for backwards, as_of_us_, to, limit in cases:
+        query = store._sql.read_stream[backwards, as_of_us_ is not None]
+        params = {"stream_id": stream, "from": 1, "to": to or 2**62, "as_of": as_of_us_, "limit": limit}
+        cur = await conn.execute(query, params, binary=True)
+        expected = [r[:10] for r in await cur.fetchall()]
+        kwargs = {"backwards": backwards, "limit": limit, "to_version": to}
+        events = await store.read_stream(stream, **kwargs, **({"as_of": as_of} if as_of_us_ else {}))
+        got = [
+            (
+                e.event_id,
+                e.stream_id,
+                e.stream_version,
+                e.position,
+                e.event_type,
+                e.schema_version,
+                e._occurred_us,
+                e._recorded_us,
+                e._payload,
+                e._meta_raw,
+            )
+            for e in events
+        ]
+        assert got == expected, (backwards, as_of_us_, to, limit)
+        assert got, "every case reads something"
+    assert (await store.read_stream(stream, limit=1))[0].checkpoint == first.checkpoint
+
+
 async def test_each_new_connection_prepares_the_appends_again(open_store, raw, notes):
     """A connection terminated under the store is replaced; the replacement prepares the statements anew."""
     app = f"evt-prep-{uuid.uuid4().hex[:8]}"
@@ -69,6 +111,10 @@ async def test_each_new_connection_prepares_the_appends_again(open_store, raw, n
     await store.append("s", notes("d"), expected_version=3)
     await store.append("s", notes("e", "f"), expected_version=4)
     assert [e.data.text for e in await store.read_stream("s")] == ["a", "b", "c", "d", "e", "f"]
+    # What the store kept about the terminated connection went with it.
+    states = store._appends._prepared._states
+    assert states
+    assert not [conn for conn in states if conn.closed]
 
 
 async def test_a_cancelled_append_is_cancelled_on_the_server_and_the_store_goes_on(
@@ -135,4 +181,4 @@ async def test_one_connection_serves_concurrent_calls_and_notifications(
 
 
 async def _listening(store: PostgresEventStore) -> bool:
-    return store._listening
+    return store._live.listening

@@ -17,7 +17,8 @@ from eventvault import (
     StoreUnavailable,
     create_store,
 )
-from eventvault.store.postgres import SCHEMA_VERSION, PostgresEventStore, _lock_key
+from eventvault.store.postgres import SCHEMA_VERSION, PostgresEventStore
+from eventvault.store.postgres._schema import lock_key
 
 
 async def rows(
@@ -74,7 +75,7 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
 async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, schema, raw, eventually, notes):
     """Two opens racing on a new schema: one migrates, the other waits on the lock and finds it done."""
     gate = await raw()
-    await gate.execute("SELECT pg_advisory_lock(%s)", [_lock_key(schema)])
+    await gate.execute("SELECT pg_advisory_lock(%s)", [lock_key(schema)])
     opening = [asyncio.create_task(open_store()) for _ in range(2)]
 
     async def waiting_on_the_lock() -> int:
@@ -82,7 +83,7 @@ async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, sc
         return int(n)
 
     await eventually(waiting_on_the_lock, lambda n: n >= 2, what="both opens to wait on the migration lock")
-    await gate.execute("SELECT pg_advisory_unlock(%s)", [_lock_key(schema)])
+    await gate.execute("SELECT pg_advisory_unlock(%s)", [lock_key(schema)])
     a, b = await asyncio.gather(*opening)
     assert await rows(gate, f"SELECT count(*) FROM {schema}.schema_migrations") == [(SCHEMA_VERSION,)]  # noqa: S608
     await a.append("s", notes("from a"), expected_version=NO_STREAM)

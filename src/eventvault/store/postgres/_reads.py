@@ -1,0 +1,224 @@
+"""Reads: a stream, pages of the global log below the read horizon, the head, snapshots, the horizon's lag.
+
+Every read runs through psycopg's cursor, prepared on each pooled connection
+(``prepare=True``), results in binary; stream reads, the hottest, run through
+``_libpq``. Rows become the store's own types as they are loaded: events
+straight into :class:`RecordedEvent` (the statements select its columns in the
+order of its arguments), everything else into small named tuples (psycopg's
+row factories).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
+
+from psycopg.rows import RowMaker, args_row
+
+from eventvault.store.codec import EventCodec
+from eventvault.store.postgres._connections import Conn, Connections
+from eventvault.store.postgres._libpq import Prepared
+from eventvault.store.postgres._schema import NO_LIMIT, Statements
+from eventvault.store.records import START, Checkpoint, HorizonLag, LogPage, RecordedEvent, Snapshot
+
+# The columns of an event in the statements' select list (_schema._EVENT_COLUMNS).
+_EVENT_FIELDS: Final = 11
+
+
+class _FilteredRow(NamedTuple):
+    """A row of a filtered page: a matching event (None when none matched), and the readable log's head."""
+
+    event: RecordedEvent | None
+    head: Checkpoint
+
+
+class _TxId(NamedTuple):
+    tx: int
+
+
+class _SnapshotRow(NamedTuple):
+    stream_version: int
+    state: bytes
+    created_at: datetime
+
+
+class _Version(NamedTuple):
+    version: int
+
+
+_checkpoint_rows: Final = args_row(Checkpoint)
+_tx_rows: Final = args_row(_TxId)
+_snapshot_rows: Final = args_row(_SnapshotRow)
+_version_rows: Final = args_row(_Version)
+_lag_rows: Final = args_row(HorizonLag)
+
+
+class Reads:
+    """The store's reads, each on a pooled connection through :meth:`Connections.run`."""
+
+    def __init__(
+        self, db: Connections, statements: Statements, codec: EventCodec, prepared: Prepared
+    ) -> None:
+        self._db = db
+        self._prepared = prepared
+        self._sql = statements
+        self._codec = codec
+
+        def event(values: Sequence[Any]) -> RecordedEvent:
+            return RecordedEvent(codec, *values)
+
+        def event_rows(_cursor: Any) -> RowMaker[RecordedEvent]:
+            return event
+
+        def filtered_rows(_cursor: Any) -> RowMaker[_FilteredRow]:
+            def row(values: Any) -> _FilteredRow:
+                head = Checkpoint(values[_EVENT_FIELDS], values[_EVENT_FIELDS + 1])
+                if values[0] is None:  # the page is empty: only the head
+                    return _FilteredRow(None, head)
+                return _FilteredRow(RecordedEvent(codec, *values[:_EVENT_FIELDS]), head)
+
+            return row
+
+        self._event = event
+        self._event_rows = event_rows
+        self._filtered_rows = filtered_rows
+
+    async def read_stream(  # noqa: PLR0913 - the base class's read options
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        *,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        """A stream's events in the range asked for (the base class checked the arguments)."""
+        stmt = self._sql.hot.read_stream[self._sql.read_stream[backwards, as_of_us is not None]]
+        params = {
+            "stream_id": stream_id,
+            "from": from_version,
+            "to": NO_LIMIT if to_version is None else to_version,
+            "as_of": as_of_us,
+            "limit": limit,
+        }
+
+        async def op(conn: Conn) -> list[RecordedEvent]:
+            return await self._prepared.rows(conn, stmt, params, self._event)
+
+        return await self._db.run(f"read_stream({stream_id!r})", op)
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The version of the stream's last event (0: no such stream)."""
+
+        async def op(conn: Conn) -> int:
+            async with conn.cursor(row_factory=_version_rows) as cur:
+                await cur.execute(self._sql.stream_version, [stream_id], prepare=True, binary=True)
+                row = await cur.fetchone()
+            return row.version if row else 0
+
+        return await self._db.run(f"stream_version({stream_id!r})", op)
+
+    async def read_all(self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None) -> LogPage:
+        """A page of the global log after ``after``, below the read horizon."""
+        params: dict[str, Any] = {"tx": str(after.tx), "position": after.position, "limit": limit}
+        if event_types is None:
+            return await self._page(params, after)
+        params["types"] = list(event_types)
+        return await self._filtered_page(params, after, limit)
+
+    async def _page(self, params: dict[str, Any], after: Checkpoint) -> LogPage:
+        async def op(conn: Conn) -> list[RecordedEvent]:
+            async with conn.cursor(row_factory=self._event_rows) as cur:
+                await cur.execute(self._sql.read_all, params, prepare=True, binary=True)
+                return await cur.fetchall()
+
+        events = await self._db.run("read_all", op)
+        # A full page ends at its last event; a short one read everything
+        # below the horizon, so its last event is the head of the readable log.
+        return LogPage(events, events[-1].checkpoint if events else after)
+
+    async def _filtered_page(self, params: dict[str, Any], after: Checkpoint, limit: int) -> LogPage:
+        async def op(conn: Conn) -> list[_FilteredRow]:
+            async with conn.cursor(row_factory=self._filtered_rows) as cur:
+                await cur.execute(self._sql.read_all_filtered, params, prepare=True, binary=True)
+                return await cur.fetchall()
+
+        rows = await self._db.run("read_all", op)
+        if not rows:  # nothing at all below the horizon yet
+            return LogPage([], after)
+        events = [r.event for r in rows if r.event is not None]
+        if len(events) == limit:
+            return LogPage(events, events[-1].checkpoint)
+        # Short page: every event below the horizon was scanned, matching or not.
+        # Continue after the last of them; never before `after` (a caller may
+        # hold a checkpoint ahead of what is readable yet).
+        return LogPage(events, max(rows[0].head, after))
+
+    async def head(self) -> Checkpoint:
+        """The checkpoint of the last readable event (START: none yet)."""
+
+        async def op(conn: Conn) -> Checkpoint:
+            async with conn.cursor(row_factory=_checkpoint_rows) as cur:
+                await cur.execute(self._sql.head, prepare=True, binary=True)
+                row = await cur.fetchone()
+            return START if row is None else row
+
+        return await self._db.run("head", op)
+
+    async def checkpoint_at(self, position: int) -> Checkpoint | None:
+        """The checkpoint of the readable event at ``position`` (None: no such event readable yet)."""
+
+        async def op(conn: Conn) -> Checkpoint | None:
+            async with conn.cursor(row_factory=_tx_rows) as cur:
+                await cur.execute(self._sql.checkpoint_at, [position], prepare=True, binary=True)
+                row = await cur.fetchone()
+            return None if row is None else Checkpoint(row.tx, position)
+
+        return await self._db.run(f"checkpoint_at({position})", op)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` unless a newer one of its stream and schema version is stored."""
+        params = [
+            snapshot.stream_id,
+            snapshot.schema_version,
+            snapshot.stream_version,
+            snapshot.state,
+            snapshot.created_at,
+        ]
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(self._sql.save_snapshot, params)
+
+        # Saving the same snapshot twice is harmless, so a lost connection is
+        # simply retried like a read.
+        await self._db.run(f"save_snapshot({snapshot.stream_id!r})", op)
+
+    async def load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
+        """The stored snapshot of ``stream_id`` at ``schema_version``, if there is one."""
+
+        async def op(conn: Conn) -> _SnapshotRow | None:
+            async with conn.cursor(row_factory=_snapshot_rows) as cur:
+                await cur.execute(self._sql.load_snapshot, [stream_id, schema_version], binary=True)
+                return await cur.fetchone()
+
+        row = await self._db.run(f"load_snapshot({stream_id!r})", op)
+        if row is None:
+            return None
+        return Snapshot(
+            stream_id, row.stream_version, schema_version, bytes(row.state), row.created_at.astimezone(UTC)
+        )
+
+    async def horizon_lag(self) -> HorizonLag:
+        """How many committed events readers cannot see yet, and the event writer holding them back."""
+
+        async def op(conn: Conn) -> HorizonLag | None:
+            async with conn.cursor(row_factory=_lag_rows) as cur:
+                await cur.execute(self._sql.horizon_lag)
+                return await cur.fetchone()
+
+        lag = await self._db.run("read_horizon_lag", op)
+        if lag is None:  # pragma: no cover - the query always returns one row
+            return HorizonLag(0, None, None, None, None)
+        return lag

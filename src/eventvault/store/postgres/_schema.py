@@ -1,0 +1,518 @@
+"""The schema: its tables and migrations, the read horizon, and every statement the store runs.
+
+The statements are composed once per schema and kept as bytes with psycopg's
+``%s`` / ``%(name)s`` placeholders; the store runs them through psycopg's cursor,
+prepared on each connection (``prepare=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final, NamedTuple
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import args_row
+
+from eventvault.errors import SchemaVersionError, StoreError
+from eventvault.store.postgres._libpq import HotStatements, hot_statements
+
+log = logging.getLogger("eventvault.store.postgres")
+
+Conn = psycopg.AsyncConnection[Any]
+
+SCHEMA_VERSION: Final = 3
+"""The schema version this code creates and understands."""
+
+# Versions above this are never used; it stands for "no upper bound" in SQL.
+NO_LIMIT: Final = 2**62
+
+
+# The writers' lock: every transaction that writes events holds it (shared, until it
+# ends), taken before its first write, so a transaction that does not hold it has
+# never written an event (see read_horizon below and docs/decisions/0018). A pair of
+# int4 keys: the first names eventvault's writers, the second the schema.
+_WRITERS_CLASS: Final = 0x65765772  # "evWr"
+
+
+def _writers_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"eventvault writers {schema}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def _take_writers_lock(schema: str) -> sql.Composed:
+    return sql.SQL("pg_advisory_xact_lock_shared({}, {})").format(
+        sql.Literal(_WRITERS_CLASS), sql.Literal(_writers_key(schema))
+    )
+
+
+def _holds_writers_lock(schema: str, who: sql.Composable) -> sql.Composed:
+    """A condition on a pg_locks row (``who`` names it): it is the writers' lock of ``schema`` here."""
+    return sql.SQL(
+        "{who}.locktype = 'advisory' AND {who}.classid = {cls} AND {who}.objid = {key} "
+        "AND {who}.objsubid = 2 "
+        "AND {who}.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+    ).format(who=who, cls=sql.Literal(_WRITERS_CLASS), key=sql.Literal(_writers_key(schema)))
+
+
+def _read_horizon_function(s: sql.Identifier, schema: str) -> sql.Composed:
+    # STABLE, not VOLATILE: its statements then run in the calling statement's
+    # snapshot (a volatile function takes a new one per statement), so the
+    # horizon is computed from the very snapshot the caller reads rows with.
+    return sql.SQL(
+        """
+        CREATE OR REPLACE FUNCTION {s}.read_horizon() RETURNS xid8
+        LANGUAGE plpgsql STABLE AS $fn$
+        DECLARE
+            snap pg_snapshot := pg_current_snapshot();
+            writers xid[];
+            horizon xid8;
+        BEGIN
+            -- Nothing committed is held back by the oldest running transaction:
+            -- the plain horizon loses nothing, and costs one index probe.
+            IF NOT EXISTS (SELECT 1 FROM {s}.events WHERE tx_id >= pg_snapshot_xmin(snap)) THEN
+                RETURN pg_snapshot_xmin(snap);
+            END IF;
+            -- Then, after the snapshot was taken: the transactions holding the
+            -- writers' lock, from one look at the lock table (the lock and the
+            -- transaction id rows of one transaction share its virtualtransaction).
+            WITH locks AS MATERIALIZED (
+                SELECT locktype, database, classid, objid, objsubid, virtualtransaction, transactionid
+                FROM pg_catalog.pg_locks)
+            SELECT array_agg(t.transactionid) INTO writers
+            FROM locks AS a JOIN locks AS t ON t.virtualtransaction = a.virtualtransaction
+            WHERE {holds} AND t.locktype = 'transactionid';
+            -- And after that look: a transaction that was running in the snapshot
+            -- is left out only if it still runs and holds no writers' lock. One
+            -- that ended in between may have written events the snapshot cannot
+            -- see, so it counts, as every lock holder does.
+            SELECT min(x) INTO horizon FROM pg_snapshot_xip(snap) AS x
+            WHERE x::xid = ANY(writers) OR pg_xact_status(x) IS DISTINCT FROM 'in progress';
+            RETURN coalesce(horizon, pg_snapshot_xmax(snap));
+        END
+        $fn$"""
+    ).format(s=s, holds=_holds_writers_lock(schema, sql.Identifier("a")))
+
+
+class Migration(NamedTuple):
+    """One schema version: its number, a description and the statements that make it."""
+
+    version: int
+    description: str
+    statements: list[sql.Composed]
+
+
+def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
+    """Every schema version, oldest first."""
+    return [
+        Migration(
+            1,
+            "streams, events ordered by (tx_id, position), snapshots",
+            [
+                sql.SQL(
+                    """
+                    CREATE TABLE {s}.streams (
+                        stream_id text PRIMARY KEY,
+                        -- the version of the stream's last event: appends lock and bump
+                        -- this one row, which is all that serializes writers of a stream
+                        version bigint NOT NULL CHECK (version > 0)
+                    )"""
+                ).format(s=s),
+                sql.SQL(
+                    """
+                    CREATE TABLE {s}.events (
+                        -- the writing transaction: readers only read below the xmin
+                        -- horizon and order by (tx_id, position); see the module docs
+                        tx_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                        position bigint GENERATED ALWAYS AS IDENTITY,
+                        event_id uuid NOT NULL,
+                        stream_id text NOT NULL,
+                        stream_version bigint NOT NULL,
+                        event_type text NOT NULL,
+                        schema_version integer NOT NULL,
+                        -- integer microseconds since the Unix epoch, as the core keeps
+                        -- them: exact round trips with no session time zone involved,
+                        -- and no datetime objects built per row on the hot read path
+                        -- (to_timestamp(recorded_us / 1e6) shows them in SQL)
+                        occurred_us bigint NOT NULL,
+                        recorded_us bigint NOT NULL,
+                        -- the JSON bytes exactly as encoded: upcasting reads the stored
+                        -- shape back unchanged (jsonb would reorder keys); in SQL,
+                        -- convert_from(data, 'UTF8')::jsonb
+                        data bytea NOT NULL,
+                        metadata bytea NOT NULL,
+                        -- a page of the log is a range scan of this index
+                        CONSTRAINT events_log_order PRIMARY KEY (tx_id, position),
+                        CONSTRAINT events_event_id UNIQUE (event_id),
+                        CONSTRAINT events_stream_version UNIQUE (stream_id, stream_version)
+                    )"""
+                ).format(s=s),
+                sql.SQL(
+                    """
+                    CREATE TABLE {s}.snapshots (
+                        stream_id text NOT NULL,
+                        schema_version bigint NOT NULL,
+                        stream_version bigint NOT NULL,
+                        state bytea NOT NULL,
+                        created_at timestamptz NOT NULL,
+                        PRIMARY KEY (stream_id, schema_version)
+                    )"""
+                ).format(s=s),
+            ],
+        ),
+        Migration(
+            2,
+            "index events by position, for checkpoint_at",
+            [
+                # Callers that kept only a position (an HTTP client's consistency
+                # token) ask for its checkpoint: one index probe, not a scan.
+                sql.SQL("CREATE UNIQUE INDEX events_position ON {s}.events (position)").format(s=s),
+            ],
+        ),
+        Migration(
+            3,
+            "read_horizon(): readers wait only for transactions that write events",
+            [_read_horizon_function(s, schema)],
+        ),
+    ]
+
+
+_EVENT_COLUMNS: Final = sql.SQL(
+    "event_id, stream_id, stream_version, position, event_type, schema_version, "
+    "occurred_us, recorded_us, data, metadata, tx_id"
+)
+
+
+def _horizon(s: sql.Identifier) -> sql.Composed:
+    """The read horizon, once per statement (an uncorrelated subquery runs once)."""
+    return sql.SQL("(SELECT {s}.read_horizon())").format(s=s)
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The store's SQL, composed once per schema and kept as bytes (psycopg prepares them)."""
+
+    appends: dict[tuple[str, bool], bytes]
+    """The append statements, by the expected version's kind and whether it is of one event."""
+    lookup_ids: bytes
+    stream_version: bytes
+    read_stream: dict[tuple[bool, bool], bytes]
+    """Stream reads by (backwards, as_of)."""
+    read_all: bytes
+    read_all_filtered: bytes
+    head: bytes
+    checkpoint_at: bytes
+    max_tx: bytes
+    save_snapshot: bytes
+    load_snapshot: bytes
+    notify: bytes
+    horizon_lag: bytes
+    declare_writer: bytes
+    hot: HotStatements
+    """The appends, stream reads and notification again, as ``_libpq`` runs them."""
+
+
+def _append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable, *, single: bool) -> bytes:
+    # One statement: lock and bump the stream row (`bump` returns nothing when the
+    # expected version does not hold), then insert the events numbered from it.
+    # clock_timestamp() is read once, in the RETURNING of the bump, i.e. after the
+    # row lock is granted: one recorded time for the whole append (so a temporal
+    # read never shows half of it), and never earlier than the previous append to
+    # the stream, which had committed before the lock was released.
+    # tx_id is returned as int8 (via text: xid8 has no numeric cast), so that any
+    # connection can run this, with or without the store's xid8 loader.
+    if single:
+        # One event, in scalar parameters: the server runs this in well under the
+        # time it takes to unnest, sort and re-read arrays of one element
+        # (measured: 60-130 us less per append).
+        return (
+            sql.SQL(
+                """
+                WITH {writer}, bump AS ({bump}
+                    RETURNING version, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us)
+                INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type,
+                                        schema_version, occurred_us, recorded_us, data, metadata)
+                SELECT %(ids)s::uuid, %(stream_id)s, bump.version, %(types)s::text,
+                       %(versions)s::int4, %(occurred)s::int8, bump.now_us, %(data)s::bytea, %(meta)s::bytea
+                FROM bump
+                RETURNING position, tx_id::text::int8, stream_version"""
+            )
+            .format(s=s, writer=writer, bump=bump)
+            .as_bytes(None)
+        )
+    return (
+        sql.SQL(
+            """
+            WITH {writer}, bump AS ({bump}
+                RETURNING version, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us),
+            ins AS (
+                INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type,
+                                        schema_version, occurred_us, recorded_us, data, metadata)
+                SELECT u.event_id, %(stream_id)s, bump.version - %(n)s + u.ord, u.event_type,
+                       u.schema_version, u.occurred_us, bump.now_us, u.data, u.metadata
+                FROM bump,
+                     unnest(%(ids)s::uuid[], %(types)s::text[], %(versions)s::int4[],
+                            %(occurred)s::int8[], %(data)s::bytea[], %(meta)s::bytea[])
+                         WITH ORDINALITY AS u(event_id, event_type, schema_version, occurred_us,
+                                              data, metadata, ord)
+                ORDER BY u.ord
+                RETURNING position, tx_id, stream_version)
+            SELECT position, tx_id::text::int8, stream_version FROM ins ORDER BY position"""
+        )
+        .format(s=s, writer=writer, bump=bump)
+        .as_bytes(None)
+    )
+
+
+# A notification is a hint: its transaction need not wait for the WAL to
+# reach the disk (NOTIFY takes a transaction id, so committing it would
+# otherwise cost one more flush per append). The setting is local to
+# this one-statement transaction and applies to its commit.
+_NOTIFY: Final = b"SELECT set_config('synchronous_commit', 'off', true), pg_notify(%(channel)s, '')"
+
+
+@cache
+def statements(schema: str) -> Statements:
+    s = sql.Identifier(schema)
+    # The writers' lock comes first: every bump reads the one row of `writer`, so
+    # the lock is held before the statement writes anything (and so before the
+    # transaction has an id to leave in tx_id).
+    writer = sql.SQL("writer AS MATERIALIZED (SELECT {lock})").format(lock=_take_writers_lock(schema))
+    insert_stream = sql.SQL(
+        "INSERT INTO {s}.streams AS st (stream_id, version) SELECT %(stream_id)s, %(n)s FROM writer"
+    ).format(s=s)
+    read_stream: dict[tuple[bool, bool], bytes] = {}
+    for backwards in (False, True):
+        for as_of in (False, True):
+            upper = (
+                sql.SQL(
+                    "LEAST(%(to)s, (SELECT coalesce(max(stream_version), 0) FROM {s}.events "
+                    "WHERE stream_id = %(stream_id)s AND recorded_us <= %(as_of)s))"
+                ).format(s=s)
+                if as_of
+                else sql.SQL("%(to)s")
+            )
+            read_stream[backwards, as_of] = (
+                sql.SQL(
+                    "SELECT {cols} FROM {s}.events WHERE stream_id = %(stream_id)s "
+                    "AND stream_version >= %(from)s AND stream_version <= {upper} "
+                    "ORDER BY stream_version {direction} LIMIT %(limit)s"
+                )
+                .format(
+                    cols=_EVENT_COLUMNS,
+                    s=s,
+                    upper=upper,
+                    direction=sql.SQL("DESC" if backwards else "ASC"),
+                )
+                .as_bytes(None)
+            )
+    page_where = sql.SQL(
+        "(tx_id, position) > (%(tx)s::xid8, %(position)s::int8) AND tx_id < {horizon}"
+    ).format(horizon=_horizon(s))
+    bumps = {
+        "new": sql.SQL("{} ON CONFLICT (stream_id) DO NOTHING").format(insert_stream),
+        "any": sql.SQL(
+            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version"
+        ).format(insert_stream),
+        "exact": sql.SQL(
+            "UPDATE {s}.streams SET version = version + %(n)s FROM writer "
+            "WHERE stream_id = %(stream_id)s AND version = %(expected)s"
+        ).format(s=s),
+        "exists": sql.SQL(
+            "UPDATE {s}.streams SET version = version + %(n)s FROM writer WHERE stream_id = %(stream_id)s"
+        ).format(s=s),
+    }
+    appends = {
+        (kind, single): _append_sql(s, writer, bump, single=single)
+        for kind, bump in bumps.items()
+        for single in (False, True)
+    }
+    return Statements(
+        appends=appends,
+        lookup_ids=sql.SQL(
+            "SELECT event_id, stream_id, stream_version, position, tx_id::text::int8 FROM {s}.events "
+            "WHERE event_id = ANY(%s::uuid[])"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        stream_version=sql.SQL("SELECT version FROM {s}.streams WHERE stream_id = %s")
+        .format(s=s)
+        .as_bytes(None),
+        read_stream=read_stream,
+        read_all=sql.SQL(
+            "SELECT {cols} FROM {s}.events WHERE {where} ORDER BY tx_id, position LIMIT %(limit)s"
+        )
+        .format(cols=_EVENT_COLUMNS, s=s, where=page_where)
+        .as_bytes(None),
+        # A filtered page also returns the last event below the same horizon (one
+        # statement, one snapshot, the horizon taken once), so that a short page
+        # can move the checkpoint past the events it filtered out, and no further.
+        read_all_filtered=sql.SQL(
+            """
+            WITH horizon AS MATERIALIZED (SELECT {s}.read_horizon() AS xmin),
+            page AS (
+                SELECT {cols} FROM {s}.events
+                WHERE (tx_id, position) > (%(tx)s::xid8, %(position)s::int8)
+                  AND tx_id < (SELECT xmin FROM horizon)
+                  AND event_type = ANY(%(types)s::text[])
+                ORDER BY tx_id, position LIMIT %(limit)s),
+            head AS (
+                SELECT tx_id, position FROM {s}.events WHERE tx_id < (SELECT xmin FROM horizon)
+                ORDER BY tx_id DESC, position DESC LIMIT 1)
+            SELECT page.*, head.tx_id, head.position
+            FROM head LEFT JOIN page ON true
+            ORDER BY page.tx_id, page.position"""
+        )
+        .format(cols=_EVENT_COLUMNS, s=s)
+        .as_bytes(None),
+        head=sql.SQL(
+            "SELECT tx_id, position FROM {s}.events WHERE tx_id < {horizon} "
+            "ORDER BY tx_id DESC, position DESC LIMIT 1"
+        )
+        .format(s=s, horizon=_horizon(s))
+        .as_bytes(None),
+        # Only a readable event has a checkpoint yet: below the horizon, as in read_all.
+        checkpoint_at=sql.SQL("SELECT tx_id FROM {s}.events WHERE position = %s AND tx_id < {horizon}")
+        .format(s=s, horizon=_horizon(s))
+        .as_bytes(None),
+        max_tx=sql.SQL(
+            "SELECT (SELECT max(tx_id) FROM {s}.events)::text::int8, "
+            "pg_snapshot_xmax(pg_current_snapshot())::text::int8"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        save_snapshot=sql.SQL(
+            "INSERT INTO {s}.snapshots AS sn (stream_id, schema_version, stream_version, state, created_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (stream_id, schema_version) DO UPDATE "
+            "SET stream_version = excluded.stream_version, state = excluded.state, "
+            "created_at = excluded.created_at "
+            # an older snapshot (a lower version) never replaces a newer one
+            "WHERE sn.stream_version <= excluded.stream_version"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        load_snapshot=sql.SQL(
+            "SELECT stream_version, state, created_at FROM {s}.snapshots "
+            "WHERE stream_id = %s AND schema_version = %s"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        notify=_NOTIFY,
+        hot=hot_statements(appends, read_stream, _NOTIFY),
+        # The transaction holding the horizon, if one does: the event writer whose
+        # id the horizon is (an id below the snapshot's xmax is a running one).
+        horizon_lag=sql.SQL(
+            """
+            WITH h AS MATERIALIZED (
+                SELECT {s}.read_horizon() AS xmin, pg_snapshot_xmax(pg_current_snapshot()) AS xmax)
+            SELECT (SELECT count(*) FROM {s}.events WHERE tx_id >= h.xmin),
+                   a.pid, a.state, a.datname,
+                   extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.xact_start
+            FROM h LEFT JOIN pg_catalog.pg_stat_activity AS a
+                ON h.xmin < h.xmax AND a.backend_xid = h.xmin::xid"""
+        )
+        .format(s=s)
+        .as_bytes(None),
+        # Joins the caller's transaction to the writers (append_on): false, and no
+        # lock taken, when it already has a transaction id but not the lock, i.e.
+        # it wrote before it was declared a writer (CASE runs only the branch chosen).
+        declare_writer=sql.SQL(
+            """
+            SELECT CASE
+                WHEN pg_current_xact_id_if_assigned() IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_locks AS l
+                    WHERE l.pid = pg_backend_pid() AND l.granted AND {holds})
+                THEN false
+                ELSE (SELECT true FROM (SELECT {lock}) AS taken)
+            END"""
+        )
+        .format(holds=_holds_writers_lock(schema, sql.Identifier("l")), lock=_take_writers_lock(schema))
+        .as_bytes(None),
+    )
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock that migrations of ``schema`` hold (one process migrates at a time)."""
+    digest = hashlib.blake2b(f"eventvault migrate {schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class _XidCounter(NamedTuple):
+    """The log's newest transaction id, and the cluster's next one."""
+
+    newest_in_log: int | None
+    next_xid: int
+
+
+async def migrate(conn: Conn, schema: str, target: str) -> int:
+    """Bring ``schema`` to :data:`SCHEMA_VERSION` on ``conn`` (autocommit); the version it is at."""
+    current = await _schema_version(conn, schema, target)
+    if current != SCHEMA_VERSION:
+        # Two processes may start at once: the advisory lock makes the
+        # second wait, then find the schema current and do nothing.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(schema)])
+            current = await _migrate_locked(conn, schema, target)
+    await _check_xid_counter(conn, schema, target)
+    return current
+
+
+async def _schema_version(conn: Conn, schema: str, target: str) -> int:
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.schema_migrations"])
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cur = await conn.execute(
+        sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations").format(sql.Identifier(schema))
+    )
+    row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{target} holds event store schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this eventvault understands: upgrade eventvault"
+        )
+    return version
+
+
+async def _migrate_locked(conn: Conn, schema: str, target: str) -> int:
+    s = sql.Identifier(schema)
+    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+    await conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
+            "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        ).format(s)
+    )
+    current = await _schema_version(conn, schema, target)
+    for migration in _migrations(s, schema):
+        if migration.version <= current:
+            continue
+        for statement in migration.statements:
+            await conn.execute(statement)
+        await conn.execute(
+            sql.SQL("INSERT INTO {}.schema_migrations (version, description) VALUES (%s, %s)").format(s),
+            [migration.version, migration.description],
+        )
+        log.info("%s: applied schema migration %d (%s)", target, migration.version, migration.description)
+        current = migration.version
+    return current
+
+
+async def _check_xid_counter(conn: Conn, schema: str, target: str) -> None:
+    # The log's order is tied to this cluster's transaction id counter. A dump
+    # restored into another cluster whose counter is behind would sort new
+    # events before old ones, and readers past the old ones would skip them.
+    async with conn.cursor(row_factory=args_row(_XidCounter)) as cur:
+        await cur.execute(statements(schema).max_tx)
+        row = await cur.fetchone()
+    if row is not None and row.newest_in_log is not None and row.newest_in_log >= row.next_xid:
+        raise StoreError(
+            f"{target}: the log holds transaction id {row.newest_in_log}, but this cluster's next "
+            f"transaction id is {row.next_xid}: the data was copied from another cluster. New events "
+            "would sort before old ones; advance the transaction id counter first "
+            "(see docs/postgres.md, 'Backups and restores')"
+        )

@@ -1,0 +1,224 @@
+"""The store: its lifecycle, and each :class:`EventStore` call handed to the part that runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Self
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from eventvault.domain import EventRegistry
+from eventvault.errors import InvalidStoreURL, StoreClosed
+from eventvault.store.base import EventStore, PreparedEvent
+from eventvault.store.postgres._appends import Appends
+from eventvault.store.postgres._connections import Conn, Connections, reason
+from eventvault.store.postgres._libpq import Prepared
+from eventvault.store.postgres._live import Notifications
+from eventvault.store.postgres._options import parse_options
+from eventvault.store.postgres._reads import Reads
+from eventvault.store.postgres._schema import migrate, statements
+from eventvault.store.records import (
+    AppendResult,
+    Checkpoint,
+    ExpectedVersion,
+    HorizonLag,
+    LogPage,
+    RecordedEvent,
+    Snapshot,
+)
+
+log = logging.getLogger("eventvault.store.postgres")
+
+
+class PostgresEventStore(EventStore):
+    """The event store on PostgreSQL.
+
+    ``conninfo`` is a ``postgresql://`` URL (without the query string) or a libpq
+    ``key=value`` string. Options are listed in the package documentation; the
+    schema is created or migrated on :meth:`open` (which the first call also does).
+    """
+
+    scheme = "postgresql"
+
+    def __init__(self, conninfo: str, *, registry: EventRegistry | None = None, **options: Any) -> None:
+        super().__init__(registry=registry)
+        if not isinstance(conninfo, str):
+            raise InvalidStoreURL(f"conninfo is a str, got {type(conninfo).__name__}")
+        try:
+            parts = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise InvalidStoreURL(f"not a PostgreSQL connection string: {reason(exc)}") from None
+        self._options, self._libpq = parse_options(options)
+        self._conninfo = conninfo
+        self.schema = self._options.schema
+        self.poll_interval = self._options.poll_interval
+        host = self._libpq.get("host", parts.get("host", "localhost"))
+        port = self._libpq.get("port", parts.get("port", "5432"))
+        dbname = self._libpq.get("dbname", parts.get("dbname", ""))
+        self._target = f"PostgreSQL at {host}:{port}/{dbname} (schema {self.schema})"
+        self._sql = statements(self.schema)
+        self._db = Connections(conninfo, self._libpq, self._options, self._target)
+        prepared = Prepared()
+        self._live = Notifications(self._db, self._sql, self._options, self._wake_waiters, prepared=prepared)
+        self.channel = self._live.channel
+        self._appends = Appends(self._db, self._sql, self._options, self._live.appended, prepared=prepared)
+        self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
+        self._open_lock = asyncio.Lock()
+
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string of this store's database (for read models beside it)."""
+        return make_conninfo(self._conninfo, **self._libpq)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Create or migrate the schema and start the pool. Idempotent."""
+        self._check_open()
+        if self._db.pool is not None:
+            return self
+        async with self._open_lock:
+            if self._db.pool is None:
+                conn = await self._db.connect("open")
+                try:
+                    version = await migrate(conn, self.schema, self._target)
+                except psycopg.Error as exc:
+                    raise self._db.error(f"opening the schema on {self._target}", exc) from exc
+                finally:
+                    await conn.close()
+                log.debug("%s is at schema version %d", self._target, version)
+                await self._db.start()
+        return self
+
+    async def close(self) -> None:
+        """Stop the listener and any pending notification, and close the pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._live.close()
+        # Groups of appends in flight finish (their callers wait for them); appends
+        # still waiting run alone and find the store closed.
+        await self._appends.close()
+        await self._db.close()
+
+    async def _opened(self) -> None:
+        if self._db.pool is None:
+            await self.open()
+        if self._closed:
+            raise StoreClosed(f"this {self.scheme} store is closed")
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _append(
+        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        await self._opened()
+        return await self._appends.append(stream_id, events, expected)
+
+    async def append_on(
+        self, conn: Conn, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        """Run the append statement on ``conn``, in the caller's transaction if it has one.
+
+        ``events`` come from :meth:`prepare`. The store's own appends run the
+        same statement on a pooled autocommit connection: the one statement is
+        the whole transaction, and a conflict ends nothing else. In a caller's
+        explicit transaction (to write events and other rows atomically; the
+        tests hold appending transactions open with it) the statement runs under
+        a savepoint, so a conflict leaves that transaction usable. The events
+        become readable once that transaction commits, and until then it holds
+        the horizon for every reader; no notification is sent for them, so
+        waiting readers find them by their poll.
+
+        Such a transaction must be an event writer before it writes anything:
+        call :meth:`declare_writer` first, or make this append its first write.
+        One that wrote other rows first is refused with :class:`StoreError`
+        (readers may already have read past its transaction id).
+        """
+        return await self._appends.append_on(conn, stream_id, events, expected)
+
+    async def declare_writer(self, conn: Conn) -> None:
+        """Make the transaction open on ``conn`` an event writer, until it ends.
+
+        Call it first in a transaction that will append with :meth:`append_on`,
+        before the transaction writes anything. Readers wait for an event writer
+        (its events become readable, in order, when it commits) and for nothing
+        else: a transaction elsewhere in the cluster, or one writing only other
+        tables, never holds them back. A writer takes the schema's writers'
+        lock (a shared transaction-level advisory lock) before its first write,
+        which is how readers tell it apart; see docs/decisions/0018.
+
+        Raises :class:`StoreError` if the transaction already wrote something
+        without being a writer: readers may have read past its transaction id,
+        so events it wrote now could be skipped. Roll it back and start again
+        with this call first.
+        """
+        await self._appends.declare_writer(conn)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read_stream(  # noqa: PLR0913, PLR0917 - the base class's signature
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        await self._opened()
+        return await self._reads.read_stream(
+            stream_id, from_version, to_version, backwards=backwards, limit=limit, as_of_us=as_of_us
+        )
+
+    async def _stream_version(self, stream_id: str) -> int:
+        await self._opened()
+        return await self._reads.stream_version(stream_id)
+
+    async def _read_all(self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None) -> LogPage:
+        await self._opened()
+        return await self._reads.read_all(after, limit, event_types)
+
+    async def _head(self) -> Checkpoint:
+        await self._opened()
+        return await self._reads.head()
+
+    async def _checkpoint_at(self, position: int) -> Checkpoint | None:
+        await self._opened()
+        return await self._reads.checkpoint_at(position)
+
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
+        await self._opened()
+        await self._reads.save_snapshot(snapshot)
+
+    async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
+        await self._opened()
+        return await self._reads.load_snapshot(stream_id, schema_version)
+
+    # -- live reads ------------------------------------------------------------------------
+
+    async def _prepare_wait(self) -> None:
+        """Make sure the pool and the LISTEN connection run before a wait_for_events.
+
+        The base class's wait returns as soon as :meth:`head` is beyond the
+        checkpoint. The LISTEN connection wakes waiters when any store appends
+        to this schema (debounced by ``notify_debounce``); between wake-ups the
+        head is polled every ``poll_interval`` seconds, because a notification
+        can be lost and the horizon also moves when a transaction that appended
+        nothing ends.
+        """
+        await self._opened()
+        self._live.listen()
+
+    # -- monitoring ------------------------------------------------------------------------
+
+    async def read_horizon_lag(self) -> HorizonLag:
+        """How many committed events readers cannot see yet, and the event writer holding them back."""
+        self._check_open()
+        await self._opened()
+        return await self._reads.horizon_lag()
+
+    def __repr__(self) -> str:
+        return f"<PostgresEventStore {self._target}{' closed' if self._closed else ''}>"
