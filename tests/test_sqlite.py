@@ -41,9 +41,10 @@ from eventvault import (
     create_store,
     event,
 )
-from eventvault.store import sqlite as sqlite_module
 from eventvault.store.records import START, AppendResult
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
+from eventvault.store.sqlite import writer as sqlite_writer
+from eventvault.store.sqlite.writes import Append
 
 reg = EventRegistry()
 
@@ -74,7 +75,7 @@ async def store(db: Path) -> AsyncIterator[SQLiteEventStore]:
 @pytest.fixture
 def fast_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every commit counts as quick for writer=auto, however loaded the machine is."""
-    monkeypatch.setattr(sqlite_module, "_INLINE_COMMIT_US", math.inf)
+    monkeypatch.setattr(sqlite_writer, "_INLINE_COMMIT_US", math.inf)
 
 
 def raw(db: Path) -> sqlite3.Connection:
@@ -113,9 +114,7 @@ def queue_append(
     store: SQLiteEventStore, stream_id: str, events: Iterable[object], expected: Any
 ) -> asyncio.Future[AppendResult]:
     """Put an append on the writer's queue now (append() would only do so when awaited)."""
-    return store._submit(
-        store._wq, store._write_append, (stream_id, store.prepare(events), expected), write=True
-    )
+    return store._submit_append(Append(stream_id, store.prepare(events), expected))
 
 
 async def poison_commits(store: SQLiteEventStore, db: Path) -> None:
@@ -356,7 +355,7 @@ async def test_slow_commits_go_to_the_writer_thread(store, monkeypatch):
     """While commits take longer than the inline limit, writer=auto hands them to the writer thread."""
     threads = committing_threads(store)
     await store.append("s-0", [Noted("0")], expected_version=NO_STREAM)
-    monkeypatch.setattr(sqlite_module, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
+    monkeypatch.setattr(sqlite_writer, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
     await store.append("s-0", [Noted("1")], expected_version=1)
     await asyncio.gather(*(store.append(f"s-{i}", [Noted("x")], expected_version=NO_STREAM) for i in (1, 2)))
     assert threads[0] == threading.current_thread().name
