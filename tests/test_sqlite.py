@@ -854,3 +854,56 @@ async def test_reads_after_close_raise_store_closed(store):
     ):
         with pytest.raises(StoreClosed):
             await read
+
+
+# -- other event loops ----------------------------------------------------------------
+
+
+async def test_a_group_leader_cancelled_while_others_join_leaves_their_appends_to_commit(store):
+    """The first append of a group is withdrawn when cancelled; the appends that joined it still land."""
+    leader = asyncio.create_task(store.append("a", [Noted("a")], expected_version=NO_STREAM))
+    joiner = asyncio.create_task(store.append("b", [Noted("b")], expected_version=NO_STREAM))
+    await asyncio.sleep(0)  # one turn: the leader yields for its group, the other append joins it
+    assert not leader.done()
+    assert not joiner.done()
+    leader.cancel()
+    assert (await asyncio.wait_for(joiner, 60)).positions == (1,)
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert [await store.stream_version(s) for s in "ab"] == [0, 1]
+
+
+@pytest.mark.parametrize("writer", ["auto", "thread"])
+def test_the_store_works_on_uvloop(db, fast_commits, writer):
+    """Append, a group of concurrent appends, reads and wait_for_events on uvloop's event loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        async with create_store(sqlite_url(db, f"writer={writer}"), registry=reg) as s:
+            assert isinstance(s, SQLiteEventStore)
+            first = await s.append("s-0", [Noted("0")], expected_version=NO_STREAM)
+            assert first.positions == (1,)
+            before = s.stats.transactions
+            results = await asyncio.gather(
+                *(s.append(f"s-{i}", [Noted(str(i))], expected_version=NO_STREAM) for i in range(1, 11))
+            )
+            assert sorted(r.positions[0] for r in results) == list(range(2, 12))
+            assert s.stats.transactions < before + 10  # grouped
+            if writer == "auto":
+                assert s.stats.transactions == before + 1
+                assert s.stats.inline_transactions == s.stats.transactions
+            with pytest.raises(WrongExpectedVersion):
+                await s.append("s-0", [Noted("x")], expected_version=NO_STREAM)
+            assert [e.data.text for e in await s.read_stream("s-0")] == ["0"]
+            assert [e.position for e in await s.read_all()] == list(range(1, 12))
+            head = await s.head()
+            waiting = asyncio.create_task(s.wait_for_events(head, timeout=60))
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            await s.append("s-0", [Noted("1")], expected_version=1)
+            assert await waiting
+            assert not await s.wait_for_events(await s.head(), timeout=0.01)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
