@@ -30,13 +30,14 @@ How it works
 * **One writer.** One write connection, used by one thread at a time. The
   appends made while the event loop runs its ready tasks are gathered into
   ONE ``BEGIN IMMEDIATE`` transaction (group commit), each inside its own
-  ``SAVEPOINT``: the first append of a group yields to the loop once, and every
-  append made meanwhile joins it. While commits are fast and the writer thread idle, that
-  transaction runs right there on the loop's thread (two thread hand-offs cost
-  more than a commit on a fast disk); otherwise, and whenever another process
-  holds the write lock, a dedicated writer thread runs it, taking every append
-  waiting in its queue at that moment. A conflict (wrong expected version, an event id stored
-  elsewhere) rolls back only its savepoint and fails only its own append. A
+  ``SAVEPOINT``: the first append of a group yields to the loop once, and
+  every append made meanwhile joins it. While commits are fast and the writer
+  thread idle, that transaction runs right there on the loop's thread (two
+  thread hand-offs cost more than a commit on a fast disk); otherwise, and
+  whenever another process holds the write lock, a dedicated writer thread
+  runs it, taking every append waiting in its queue at that moment. A conflict
+  (wrong expected version, an event id stored elsewhere) rolls back only its
+  savepoint and fails only its own append. A
   caller's future is resolved only after ``COMMIT`` succeeded; if ``COMMIT``
   fails, every append of the batch fails. Other processes may write the same
   file: ``BEGIN IMMEDIATE`` waits for them up to ``busy_timeout``.
