@@ -277,26 +277,84 @@ class _SQLiteWriter(_SQLiteCore):
         The first append of a group leads it: it lets every other task that is
         ready to run take its turn (one trip round the loop), and any append
         they make joins the group; then it commits the group (here, if that is
-        quick, else on the writer thread). Commits on the loop's thread need no
-        wake-up of the loop: the leader's own result is there when it returns.
+        quick, else on the writer thread). A leader that nobody joined commits
+        alone, with no future to resolve.
         """
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[AppendResult] = loop.create_future()
-        job = AppendJob(append, fut, loop)
         group = self._pending.get(loop)
         if group is not None:
-            group.append(job)
+            fut: asyncio.Future[AppendResult] = loop.create_future()
+            group.append(AppendJob(append, fut, loop))
             return await fut
-        self._pending[loop] = [job]
+        group = self._pending[loop] = []
         try:
             await asyncio.sleep(0)
         except BaseException:
-            # Cancelled: this append is withdrawn, the others of the group still commit.
-            fut.cancel()
+            # Cancelled: this append is withdrawn, the ones that joined still commit.
             loop.call_soon(self._commit_group, loop)
             raise
+        if not group:
+            del self._pending[loop]
+            done = self._append_alone(loop, append)
+            if done is not None:
+                return done
+        fut = loop.create_future()
+        group.insert(0, AppendJob(append, fut, loop))  # first made, first in the log
+        self._pending[loop] = group
         self._commit_group(loop)
         return await fut
+
+    def _append_alone(self, loop: asyncio.AbstractEventLoop, append: Append) -> AppendResult | None:
+        """One append in a transaction of its own, on this thread; None: take the group path.
+
+        The group path is taken when commits are slow, the writer thread is
+        busy, another process holds the write lock, or the append conflicts
+        (the group path tells an idempotent retry from a conflict).
+        """
+        if (
+            self._commit_us >= _INLINE_COMMIT_US
+            or not self._wq.empty()
+            or not self._wlock.acquire(blocking=False)
+        ):
+            return None
+        try:
+            cur = self._inline_writer_cursor()
+            if cur is None:
+                return None
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if primary_code(exc) == SQLITE_BUSY:
+                    return None
+                raise self._map_error(exc) from exc
+            try:
+                result = write_append(cur, append, time.time_ns() // 1000)
+                self._commit(cur, inline=True)
+            except Conflict:
+                cur.execute("ROLLBACK")
+                return None
+            except BaseException as exc:
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._map_error(exc) from exc
+                raise
+        finally:
+            self._wlock.release()
+        self._committed_alone(loop, result, len(append.events))
+        return result
+
+    def _committed_alone(self, loop: asyncio.AbstractEventLoop, result: AppendResult, events: int) -> None:
+        """Count an append committed alone on ``loop``'s thread and tell who listens."""
+        stats = self.stats
+        stats.appends += 1
+        stats.events += events
+        stats.largest_batch = stats.largest_batch or 1
+        if self._wait_loop is loop:
+            self._wake_waiters()
+            self._notify(result.checkpoint, announce=False)
+        elif self._wait_loop is not None or self._listeners:
+            self._notify(result.checkpoint)
 
     def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit the appends this loop gathered: here if that is quick, else on the writer thread."""
