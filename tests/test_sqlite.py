@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import multiprocessing
@@ -41,8 +42,9 @@ from eventvault import (
     create_store,
     event,
 )
-from eventvault.store.records import START, AppendResult
+from eventvault.store.records import START, AppendResult, RecordedEvent
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
+from eventvault.store.sqlite import reads as sqlite_reads
 from eventvault.store.sqlite import writer as sqlite_writer
 from eventvault.store.sqlite.writes import Append
 
@@ -907,3 +909,18 @@ def test_the_store_works_on_uvloop(db, fast_commits, writer):
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+def test_the_event_columns_are_in_the_order_of_recorded_events_parameters():
+    """A row of EVENT_COLUMNS becomes an event as RecordedEvent(codec, *row): the orders must agree."""
+    stored_as = {
+        "occurred_at": "occurred_us",
+        "recorded_at": "recorded_us",
+        "data": "payload",
+        "metadata": "meta_raw",
+    }
+    columns = [stored_as.get(c, c) for c in sqlite_reads.EVENT_COLUMNS.split(", ")]
+    parameters = list(inspect.signature(RecordedEvent).parameters)
+    assert parameters[0] == "codec"
+    assert columns == parameters[1 : 1 + len(columns)]
+    assert parameters[1 + len(columns) :] == ["tx"]  # SQLite's is always 0, the default
