@@ -1,4 +1,4 @@
-"""SQLiteEventStore: the EventStore API over the writer (writer.py) and the reads (reads.py)."""
+"""SQLiteEventStore: the EventStore API, appends from the writer (writer.py), reads over reads.py."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from eventvault.errors import InvalidInput
-from eventvault.store.base import PreparedEvent
 from eventvault.store.records import (
     START,
-    AppendResult,
     Checkpoint,
-    ExpectedVersion,
     LogPage,
     RecordedEvent,
     Snapshot,
@@ -23,7 +20,7 @@ from eventvault.store.sqlite.core import NOT_INLINE
 from eventvault.store.sqlite.options import check_text
 from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
 from eventvault.store.sqlite.writer import _SQLiteWriter
-from eventvault.store.sqlite.writes import Append, write_snapshot
+from eventvault.store.sqlite.writes import write_snapshot
 
 _INLINE_ROWS = 64  # a read on the caller's thread returns at most this many events
 
@@ -32,17 +29,6 @@ class SQLiteEventStore(_SQLiteWriter):
     """An event store in one SQLite file (see the package documentation for options)."""
 
     scheme = "sqlite"
-
-    async def _append(
-        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
-    ) -> AppendResult:
-        # check_stream_id (EventStore.append) has refused ids SQLite cannot store.
-        if not self._opened:
-            await self.open()
-        if self.writer == "thread":
-            result: AppendResult = await self._submit_append(Append(stream_id, events, expected))
-            return result
-        return await self._append_grouped(Append(stream_id, events, expected))
 
     async def _read_stream(  # noqa: PLR0913, PLR0917 - the signature EventStore defines
         self,

@@ -19,7 +19,8 @@ from typing import Any, Final, NamedTuple
 
 from eventvault.domain import EventRegistry
 from eventvault.errors import EventVaultError, InvalidInput
-from eventvault.store.records import AppendResult, Checkpoint
+from eventvault.store.base import PreparedEvent
+from eventvault.store.records import AppendResult, Checkpoint, ExpectedVersion
 from eventvault.store.sqlite import schema
 from eventvault.store.sqlite.core import _SQLiteCore
 from eventvault.store.sqlite.errors import SQLITE_BUSY, primary_code
@@ -271,15 +272,25 @@ class _SQLiteWriter(_SQLiteCore):
 
     # -- groups committed on the event loop's thread (writer=auto) ------------------
 
-    async def _append_grouped(self, append: Append) -> AppendResult:
-        """Append as one of the group this loop gathers while its ready tasks run.
+    async def _append(
+        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        """Append to the writer thread's queue (writer=thread), or as one of this loop's group.
 
-        The first append of a group leads it: it lets every other task that is
-        ready to run take its turn (one trip round the loop), and any append
-        they make joins the group; then it commits the group (here, if that is
-        quick, else on the writer thread). A leader that nobody joined commits
-        alone, with no future to resolve.
+        A group is the appends made while the loop runs its ready tasks. The
+        first of them leads it: it lets every other task that is ready to run
+        take its turn (one trip round the loop), and any append they make joins
+        the group; then it commits the group (here, if that is quick, else on
+        the writer thread). A leader that nobody joined commits alone, with no
+        future to resolve.
         """
+        # check_stream_id (EventStore.append) has refused ids SQLite cannot store.
+        if not self._opened:
+            await self.open()
+        append = Append(stream_id, events, expected)
+        if self.writer == "thread":
+            result: AppendResult = await self._submit_append(append)
+            return result
         loop = asyncio.get_running_loop()
         group = self._pending.get(loop)
         if group is not None:
