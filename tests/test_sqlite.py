@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import multiprocessing
@@ -42,9 +43,11 @@ from eventvault import (
     create_store,
     event,
 )
-from eventvault.store import sqlite as sqlite_module
-from eventvault.store.records import START, AppendResult
+from eventvault.store.records import START, AppendResult, RecordedEvent
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
+from eventvault.store.sqlite import reads as sqlite_reads
+from eventvault.store.sqlite import writer as sqlite_writer
+from eventvault.store.sqlite.writes import Append
 
 reg = EventRegistry()
 
@@ -75,7 +78,7 @@ async def store(db: Path) -> AsyncIterator[SQLiteEventStore]:
 @pytest.fixture
 def fast_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every commit counts as quick for writer=auto, however loaded the machine is."""
-    monkeypatch.setattr(sqlite_module, "_INLINE_COMMIT_US", math.inf)
+    monkeypatch.setattr(sqlite_writer, "_INLINE_COMMIT_US", math.inf)
 
 
 def raw(db: Path) -> sqlite3.Connection:
@@ -115,9 +118,7 @@ def queue_append(
     store: SQLiteEventStore, stream_id: str, events: Iterable[object], expected: Any
 ) -> asyncio.Future[AppendResult]:
     """Put an append on the writer's queue now (append() would only do so when awaited)."""
-    return store._submit(
-        store._wq, store._write_append, (stream_id, store.prepare(events), expected), write=True
-    )
+    return store._submit_append(Append(stream_id, store.prepare(events), expected))
 
 
 async def poison_commits(store: SQLiteEventStore, db: Path) -> None:
@@ -358,7 +359,7 @@ async def test_slow_commits_go_to_the_writer_thread(store, monkeypatch):
     """While commits take longer than the inline limit, writer=auto hands them to the writer thread."""
     threads = committing_threads(store)
     await store.append("s-0", [Noted("0")], expected_version=NO_STREAM)
-    monkeypatch.setattr(sqlite_module, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
+    monkeypatch.setattr(sqlite_writer, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
     await store.append("s-0", [Noted("1")], expected_version=1)
     await asyncio.gather(*(store.append(f"s-{i}", [Noted("x")], expected_version=NO_STREAM) for i in (1, 2)))
     assert threads[0] == threading.current_thread().name
@@ -857,3 +858,71 @@ async def test_reads_after_close_raise_store_closed(store):
     ):
         with pytest.raises(StoreClosed):
             await read
+
+
+# -- other event loops ----------------------------------------------------------------
+
+
+async def test_a_group_leader_cancelled_while_others_join_leaves_their_appends_to_commit(store):
+    """The first append of a group is withdrawn when cancelled; the appends that joined it still land."""
+    leader = asyncio.create_task(store.append("a", [Noted("a")], expected_version=NO_STREAM))
+    joiner = asyncio.create_task(store.append("b", [Noted("b")], expected_version=NO_STREAM))
+    await asyncio.sleep(0)  # one turn: the leader yields for its group, the other append joins it
+    assert not leader.done()
+    assert not joiner.done()
+    leader.cancel()
+    assert (await asyncio.wait_for(joiner, 60)).positions == (1,)
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert [await store.stream_version(s) for s in "ab"] == [0, 1]
+
+
+@pytest.mark.parametrize("writer", ["auto", "thread"])
+def test_the_store_works_on_uvloop(db, fast_commits, writer):
+    """Append, a group of concurrent appends, reads and wait_for_events on uvloop's event loop."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        async with create_store(sqlite_url(db, f"writer={writer}"), registry=reg) as s:
+            assert isinstance(s, SQLiteEventStore)
+            first = await s.append("s-0", [Noted("0")], expected_version=NO_STREAM)
+            assert first.positions == (1,)
+            before = s.stats.transactions
+            results = await asyncio.gather(
+                *(s.append(f"s-{i}", [Noted(str(i))], expected_version=NO_STREAM) for i in range(1, 11))
+            )
+            assert sorted(r.positions[0] for r in results) == list(range(2, 12))
+            assert s.stats.transactions < before + 10  # grouped
+            if writer == "auto":
+                assert s.stats.transactions == before + 1
+                assert s.stats.inline_transactions == s.stats.transactions
+            with pytest.raises(WrongExpectedVersion):
+                await s.append("s-0", [Noted("x")], expected_version=NO_STREAM)
+            assert [e.data.text for e in await s.read_stream("s-0")] == ["0"]
+            assert [e.position for e in await s.read_all()] == list(range(1, 12))
+            head = await s.head()
+            waiting = asyncio.create_task(s.wait_for_events(head, timeout=60))
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            await s.append("s-0", [Noted("1")], expected_version=1)
+            assert await waiting
+            assert not await s.wait_for_events(await s.head(), timeout=0.01)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+def test_the_event_columns_are_in_the_order_of_recorded_events_parameters():
+    """A row of EVENT_COLUMNS becomes an event as RecordedEvent(codec, *row): the orders must agree."""
+    stored_as = {
+        "occurred_at": "occurred_us",
+        "recorded_at": "recorded_us",
+        "data": "payload",
+        "metadata": "meta_raw",
+    }
+    columns = [stored_as.get(c, c) for c in sqlite_reads.EVENT_COLUMNS.split(", ")]
+    parameters = list(inspect.signature(RecordedEvent).parameters)
+    assert parameters[0] == "codec"
+    assert columns == parameters[1 : 1 + len(columns)]
+    assert parameters[1 + len(columns) :] == ["tx"]  # SQLite's is always 0, the default

@@ -108,17 +108,20 @@ def check_expected_version(expected: object) -> ExpectedVersion:
     return expected
 
 
+def version_holds(expected: ExpectedVersion, actual: int) -> bool:
+    """Whether a stream at version ``actual`` (0: no stream) satisfies ``expected``: the one rule."""
+    if expected is ANY:
+        return True
+    if expected is STREAM_EXISTS:
+        return actual > 0
+    if expected is NO_STREAM:
+        return actual == 0
+    return actual == expected
+
+
 def check_version_matches(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
     """Raise WrongExpectedVersion unless a stream at ``actual`` satisfies ``expected``."""
-    if expected is ANY:
-        return
-    if expected is STREAM_EXISTS:
-        ok = actual > 0
-    elif expected is NO_STREAM:
-        ok = actual == 0
-    else:
-        ok = actual == expected
-    if not ok:
+    if not version_holds(expected, actual):
         raise WrongExpectedVersion(stream_id, expected, actual)
 
 

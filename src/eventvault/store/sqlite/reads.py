@@ -1,0 +1,118 @@
+"""The store's reads: statements and what their rows become, each on a cursor given.
+
+Where a read runs (the caller's thread, a reader thread, the writer's) is the
+store's business (core.py); these functions only read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Final, NamedTuple
+
+from eventvault.store.codec import EventCodec
+from eventvault.store.records import Checkpoint, LogPage, RecordedEvent
+
+MAX_INT: Final = 2**63 - 1
+"""SQLite's largest integer: versions, positions and limits past it are clamped or refused."""
+
+# The columns of an event, in the order of RecordedEvent's parameters after the
+# codec, so that a row becomes an event as RecordedEvent(codec, *row).
+EVENT_COLUMNS: Final = (
+    "event_id, stream_id, stream_version, position, event_type, schema_version, "
+    "occurred_at, recorded_at, data, metadata"
+)
+
+SQL_HEAD: Final = "SELECT max(position) FROM events"
+SQL_VERSION: Final = "SELECT max(stream_version) FROM events WHERE stream_id = ?"
+_SQL_STREAM: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version BETWEEN ?2 AND ?3 "  # noqa: S608
+    "ORDER BY stream_version {order} LIMIT ?4"
+)
+# as_of: the prefix of the stream up to the last event recorded by then (not
+# "the events recorded by then": after a clock step back, that is not a prefix).
+_SQL_STREAM_AS_OF: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version BETWEEN ?2 AND ?3 "  # noqa: S608
+    "AND stream_version <= (SELECT coalesce(max(stream_version), 0) FROM events "
+    "WHERE stream_id = ?1 AND recorded_at <= ?5) "
+    "ORDER BY stream_version {order} LIMIT ?4"
+)
+SQL_STREAM_FWD: Final = _SQL_STREAM.format(order="ASC")
+SQL_STREAM_BACK: Final = _SQL_STREAM.format(order="DESC")
+SQL_STREAM_AS_OF_FWD: Final = _SQL_STREAM_AS_OF.format(order="ASC")
+SQL_STREAM_AS_OF_BACK: Final = _SQL_STREAM_AS_OF.format(order="DESC")
+_SQL_LOG: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"  # noqa: S608
+_SQL_LOAD_SNAPSHOT: Final = (
+    "SELECT stream_version, state, created_at FROM snapshots WHERE stream_id = ? AND schema_version = ?"
+)
+
+
+class StoredSnapshot(NamedTuple):
+    """A ``snapshots`` row, without the key it was looked up by."""
+
+    stream_version: int
+    state: bytes
+    created_us: int
+
+
+def stream_events(
+    cur: sqlite3.Cursor, codec: EventCodec, sql: str, params: tuple[Any, ...]
+) -> list[RecordedEvent]:
+    """The events of one of the SQL_STREAM_* statements."""
+    return [RecordedEvent(codec, *row) for row in cur.execute(sql, params)]
+
+
+def stream_version(cur: sqlite3.Cursor, stream_id: str) -> int:
+    """The stream's version; 0 if it has no events."""
+    return int(cur.execute(SQL_VERSION, (stream_id,)).fetchone()[0] or 0)
+
+
+def head(cur: sqlite3.Cursor) -> int:
+    """The last position in the log; 0 if it is empty."""
+    return int(cur.execute(SQL_HEAD).fetchone()[0] or 0)
+
+
+def log_page(
+    cur: sqlite3.Cursor, codec: EventCodec, after: int, limit: int, event_types: tuple[str, ...] | None
+) -> LogPage:
+    """Up to ``limit`` events after position ``after`` (of ``event_types`` only, if given)."""
+    if event_types is None:
+        events = [RecordedEvent(codec, *row) for row in cur.execute(_SQL_LOG, (after, limit))]
+        if len(events) == limit:
+            return LogPage(events, Checkpoint(0, events[-1].position))
+        # The page reached the head; it is the last event's position (the same
+        # statement saw everything after `after`), or `after` itself.
+        return LogPage(events, Checkpoint(0, max(after, events[-1].position if events else 0)))
+    types = ", ".join("?" * len(event_types))
+    sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? "  # noqa: S608 - placeholders only
+        f"AND event_type IN ({types}) ORDER BY position LIMIT ?"
+    )
+    # One read transaction for the page and the head: the checkpoint must move
+    # past filtered-out events, but never past an event this snapshot did not see.
+    cur.execute("BEGIN")
+    events = [RecordedEvent(codec, *row) for row in cur.execute(sql, (after, *event_types, limit))]
+    if len(events) == limit:
+        checkpoint = Checkpoint(0, events[-1].position)
+    else:
+        checkpoint = Checkpoint(0, max(after, head(cur)))
+    cur.execute("COMMIT")
+    return LogPage(events, checkpoint)
+
+
+def load_snapshot(cur: sqlite3.Cursor, stream_id: str, schema_version: int) -> StoredSnapshot | None:
+    """The stored snapshot of ``stream_id`` at ``schema_version``, if there is one."""
+    row = cur.execute(_SQL_LOAD_SNAPSHOT, (stream_id, schema_version)).fetchone()
+    return None if row is None else StoredSnapshot(*row)
+
+
+def snapshot_and_stream(  # noqa: PLR0913, PLR0917 - one read, every part of it
+    cur: sqlite3.Cursor, codec: EventCodec, stream_id: str, schema_version: int, upper: int, limit: int
+) -> tuple[StoredSnapshot | None, list[RecordedEvent]]:
+    """The snapshot (if at or below ``upper``) and up to ``limit`` events after it, to ``upper``."""
+    snapshot = load_snapshot(cur, stream_id, schema_version)
+    if snapshot is not None and snapshot.stream_version > upper:
+        snapshot = None  # past the version asked for: replay from the start instead
+    start = 1 if snapshot is None else snapshot.stream_version + 1
+    if upper < start:
+        return snapshot, []
+    return snapshot, stream_events(cur, codec, SQL_STREAM_FWD, (stream_id, start, upper, limit))

@@ -1,0 +1,148 @@
+"""SQLiteEventStore: the EventStore API, appends from the writer (writer.py), reads over reads.py."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from eventvault.errors import InvalidInput
+from eventvault.store.records import (
+    START,
+    Checkpoint,
+    LogPage,
+    RecordedEvent,
+    Snapshot,
+    datetime_to_micros,
+    micros_to_datetime,
+)
+from eventvault.store.sqlite import reads
+from eventvault.store.sqlite.core import NOT_INLINE
+from eventvault.store.sqlite.options import check_text
+from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
+from eventvault.store.sqlite.writer import _SQLiteWriter
+from eventvault.store.sqlite.writes import write_snapshot
+
+_INLINE_ROWS = 64  # a read on the caller's thread returns at most this many events
+
+
+class SQLiteEventStore(_SQLiteWriter):
+    """An event store in one SQLite file (see the package documentation for options)."""
+
+    scheme = "sqlite"
+
+    async def _read_stream(  # noqa: PLR0913, PLR0917 - the signature EventStore defines
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        check_text("a stream id", stream_id)
+        if from_version > MAX_INT:
+            return []
+        upper = MAX_INT if to_version is None else min(to_version, MAX_INT)
+        count = -1 if limit is None else min(limit, MAX_INT)
+        codec = self.codec
+        if as_of_us is None:
+            sql = reads.SQL_STREAM_BACK if backwards else reads.SQL_STREAM_FWD
+            params: tuple[Any, ...] = (stream_id, from_version, upper, count)
+        else:
+            sql = reads.SQL_STREAM_AS_OF_BACK if backwards else reads.SQL_STREAM_AS_OF_FWD
+            params = (stream_id, from_version, upper, count, max(min(as_of_us, MAX_INT), -MAX_INT))
+        if as_of_us is None and self._inline_ok():
+            head = _INLINE_ROWS if count < 0 else min(count, _INLINE_ROWS)
+            first = self._run_inline(reads.stream_events, codec, sql, (*params[:3], head))
+            if first is not NOT_INLINE:
+                if len(first) < head or head == count:
+                    return cast("list[RecordedEvent]", first)
+                # A long stream: the rest comes from a reader thread.
+                last = first[-1].stream_version
+                rest_from, rest_upper = (from_version, last - 1) if backwards else (last + 1, upper)
+                rest_count = -1 if count < 0 else count - head
+                rest = await self._read(
+                    reads.stream_events, codec, sql, (stream_id, rest_from, rest_upper, rest_count)
+                )
+                return [*first, *rest]
+        rows: list[RecordedEvent] = await self._read(reads.stream_events, codec, sql, params)
+        return rows
+
+    async def _stream_version(self, stream_id: str) -> int:
+        check_text("a stream id", stream_id)
+        version = self._run_inline(reads.stream_version, stream_id) if self._inline_ok() else NOT_INLINE
+        if version is NOT_INLINE:
+            version = await self._read(reads.stream_version, stream_id)
+        return cast("int", version)
+
+    async def _read_all(self, after: Checkpoint, limit: int, event_types: tuple[str, ...] | None) -> LogPage:
+        if event_types is not None:
+            for t in event_types:
+                check_text("an event type", t, InvalidInput)
+        if after.position > MAX_INT:  # past any position SQLite can hold
+            return LogPage([], Checkpoint(0, after.position))
+        page: LogPage = await self._read(reads.log_page, self.codec, after.position, limit, event_types)
+        return page
+
+    async def _head(self) -> Checkpoint:
+        position = self._run_inline(reads.head) if self._inline_ok() else NOT_INLINE
+        if position is NOT_INLINE:
+            position = await self._read(reads.head)
+        return Checkpoint(0, cast("int", position)) if position else START
+
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
+        check_text("a stream id", snapshot.stream_id)
+        if snapshot.stream_version > MAX_INT or snapshot.schema_version > MAX_INT:
+            raise InvalidInput("a snapshot's stream_version and schema_version must be below 2**63 on SQLite")
+        if not isinstance(snapshot.created_at, datetime) or snapshot.created_at.utcoffset() is None:
+            raise InvalidInput(f"a snapshot's created_at must be timezone-aware, got {snapshot.created_at!r}")
+        row = (
+            snapshot.stream_id,
+            snapshot.schema_version,
+            snapshot.stream_version,
+            snapshot.state,
+            datetime_to_micros(snapshot.created_at),
+        )
+        if not self._opened:
+            await self.open()
+        await self._submit(self._wq, write_snapshot, (row,), write=True)
+
+    async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
+        check_text("a stream id", stream_id)
+        if schema_version > MAX_INT:
+            return None
+        stored: Any = (
+            self._run_inline(reads.load_snapshot, stream_id, schema_version)
+            if self._inline_ok()
+            else NOT_INLINE
+        )
+        if stored is NOT_INLINE:
+            stored = await self._read(reads.load_snapshot, stream_id, schema_version)
+        return None if stored is None else _snapshot(stream_id, schema_version, stored)
+
+    async def _snapshot_and_stream(
+        self, stream_id: str, schema_version: int, to_version: int | None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        # Both in one read (the base class makes two): on this thread when the
+        # events after the snapshot are few, else on a reader thread.
+        check_text("a stream id", stream_id)
+        upper = MAX_INT if to_version is None else min(to_version, MAX_INT)
+        schema = min(schema_version, MAX_INT)  # no snapshot is stored past 2**63 - 1
+        codec = self.codec
+        found: Any = (
+            self._run_inline(reads.snapshot_and_stream, codec, stream_id, schema, upper, _INLINE_ROWS)
+            if self._inline_ok()
+            else NOT_INLINE
+        )
+        if found is NOT_INLINE or len(found[1]) == _INLINE_ROWS:
+            found = await self._read(reads.snapshot_and_stream, codec, stream_id, schema, upper, -1)
+        stored, events = found
+        if stored is None or schema != schema_version:
+            return None, events
+        return _snapshot(stream_id, schema_version, stored), events
+
+
+def _snapshot(stream_id: str, schema_version: int, stored: StoredSnapshot) -> Snapshot:
+    return Snapshot(
+        stream_id, stored.stream_version, schema_version, stored.state, micros_to_datetime(stored.created_us)
+    )

@@ -1,0 +1,198 @@
+"""The store's writes, each on the write connection's cursor inside the writer's transaction.
+
+Which transaction, on which thread, and who learns the outcome is the writer's
+business (writer.py); these functions only write, and read what a write must
+check.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple, cast
+
+from eventvault.errors import StoreError, WrongExpectedVersion
+from eventvault.store.base import Found, PreparedEvent, idempotent_result, version_holds
+from eventvault.store.records import AppendResult, Checkpoint, ExpectedVersion
+from eventvault.store.sqlite.reads import SQL_VERSION
+
+IN_CHUNK: Final = 500  # bound parameters per IN (...) list, well under every SQLite's limit
+_EMPTY_META: Final = b"{}"
+
+_SQL_INSERT: Final = (
+    "INSERT INTO events (event_id, stream_id, stream_version, event_type, "
+    "schema_version, occurred_at, recorded_at, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_LAST_POSITION: Final = "SELECT last_insert_rowid()"
+SQL_SAVE_SNAPSHOT: Final = (
+    "INSERT INTO snapshots (stream_id, schema_version, stream_version, state, created_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream_id, schema_version) DO UPDATE SET "
+    "stream_version = excluded.stream_version, state = excluded.state, created_at = excluded.created_at "
+    "WHERE excluded.stream_version >= snapshots.stream_version"
+)
+
+
+class Append(NamedTuple):
+    """What one append writes: the arguments of :func:`write_append` after the cursor."""
+
+    stream_id: str
+    events: list[PreparedEvent]
+    expected: ExpectedVersion
+
+
+class Conflict(Exception):
+    """An append hit a conflict; decided (by :func:`decide_conflict`) after its writes are rolled back."""
+
+    def __init__(
+        self,
+        append: Append,
+        mismatch: WrongExpectedVersion | None,
+        integrity: sqlite3.IntegrityError | None = None,
+    ) -> None:
+        self.append = append
+        self.mismatch = mismatch
+        self.integrity = integrity
+
+
+def event_rows(
+    stream_id: str, version: int, events: Sequence[PreparedEvent], now: int
+) -> list[tuple[Any, ...]]:
+    """The ``events`` table rows of an append to ``stream_id``, which is at ``version``."""
+    return [
+        (
+            e.event_id.bytes,
+            stream_id,
+            version + i,
+            e.event_type,
+            e.schema_version,
+            e.occurred_us,
+            now,
+            e.payload,
+            None if e.metadata == _EMPTY_META else e.metadata,
+        )
+        for i, e in enumerate(events, start=1)
+    ]
+
+
+def write_append(cur: sqlite3.Cursor, append: Append, now: int) -> AppendResult:
+    """Insert ``append``'s events, recorded at ``now`` (us).
+
+    Raises Conflict if its expected version does not hold or its rows break a constraint.
+    """
+    stream_id, events, expected = append
+    version = cur.execute(SQL_VERSION, (stream_id,)).fetchone()[0] or 0
+    if version != expected and not version_holds(expected, version):
+        raise Conflict(append, WrongExpectedVersion(stream_id, expected, version))
+    n = len(events)
+    try:
+        if n == 1:
+            cur.execute(_SQL_INSERT, event_rows(stream_id, version, events, now)[0])
+            last = cast("int", cur.lastrowid)  # set by every INSERT
+        else:
+            cur.executemany(_SQL_INSERT, event_rows(stream_id, version, events, now))
+            # The rows of one executemany under the write lock got consecutive
+            # rowids (each max + 1), so the last one fixes them all.
+            last = cur.execute(_SQL_LAST_POSITION).fetchone()[0]
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(append, None, exc) from None
+    return AppendResult(stream_id, version + n, tuple(range(last - n + 1, last + 1)), Checkpoint(0, last))
+
+
+def append_together(cur: sqlite3.Cursor, appends: Sequence[Append], now: int) -> list[AppendResult] | None:
+    """Appends that all hold, with a few statements in all; None (nothing written): go one by one.
+
+    Under load a batch is mostly appends to different streams, all at the
+    versions their writers expect. Their stream versions are read with one
+    query and all their rows inserted with one statement, so the writer's
+    work (and its trips in and out of SQLite, each of which must win the
+    GIL back) hardly grows with the batch. A batch with anything else in it
+    (a version that does not hold, which needs the idempotency check; an
+    event id twice) returns None before writing anything; so does one whose
+    insert breaks a constraint, after the transaction is rolled back and begun
+    again.
+    """
+    seen: set[uuid.UUID] = set()
+    for append in appends:
+        for e in append.events:
+            if e.event_id in seen:
+                return None
+            seen.add(e.event_id)
+    versions = stream_versions(cur, {a.stream_id for a in appends})
+    rows: list[tuple[Any, ...]] = []
+    ends: list[tuple[str, int, int]] = []  # stream, its new version, events appended
+    for stream_id, events, expected in appends:
+        version = versions[stream_id]
+        if not version_holds(expected, version):
+            return None
+        rows.extend(event_rows(stream_id, version, events, now))
+        versions[stream_id] = version + len(events)
+        ends.append((stream_id, version + len(events), len(events)))
+    try:
+        cur.executemany(_SQL_INSERT, rows)
+    except sqlite3.IntegrityError:
+        # An id stored before: the one-by-one path tells retries from clashes.
+        # Rolling back loses nothing but this insert (the rest only read).
+        cur.execute("ROLLBACK")
+        cur.execute("BEGIN IMMEDIATE")
+        return None
+    # One INSERT under the write lock numbered its rows max + 1, + 2, ...: the
+    # last position fixes them all, in the order of the appends.
+    position = cur.execute(_SQL_LAST_POSITION).fetchone()[0] - len(rows)
+    results: list[AppendResult] = []
+    for stream_id, version, n in ends:
+        positions = tuple(range(position + 1, position + n + 1))
+        position += n
+        results.append(AppendResult(stream_id, version, positions, Checkpoint(0, positions[-1])))
+    return results
+
+
+def stream_versions(cur: sqlite3.Cursor, streams: set[str]) -> dict[str, int]:
+    """The current version of each stream (0 for none), a few hundred per query."""
+    out: dict[str, int] = {}
+    ordered = list(streams)
+    for i in range(0, len(ordered), IN_CHUNK):
+        chunk = ordered[i : i + IN_CHUNK]
+        # A correlated max() per stream is one index seek each; max() with
+        # GROUP BY over an IN list would walk every version of every stream.
+        sql = (
+            f"WITH s(id) AS (VALUES {', '.join(['(?)'] * len(chunk))}) "  # noqa: S608 - placeholders only
+            "SELECT id, (SELECT max(stream_version) FROM events WHERE stream_id = s.id) FROM s"
+        )
+        for stream_id, version in cur.execute(sql, chunk):
+            out[stream_id] = version or 0
+    return out
+
+
+def decide_conflict(cur: sqlite3.Cursor, conflict: Conflict) -> AppendResult:
+    """After rolling back: an idempotent retry's first result, or the error to raise."""
+    stream_id, events, _ = conflict.append
+    done = idempotent_result(stream_id, events, find(cur, events))
+    if done is not None:
+        return done
+    if conflict.mismatch is not None:
+        raise conflict.mismatch
+    raise StoreError(
+        f"append to {stream_id!r} broke a constraint with no stored event id to explain it: "
+        f"{conflict.integrity}"
+    )
+
+
+def find(cur: sqlite3.Cursor, events: Sequence[PreparedEvent]) -> dict[uuid.UUID, Found]:
+    """Where each of ``events``' ids is stored already, if it is."""
+    found: dict[uuid.UUID, Found] = {}
+    ids = [e.event_id.bytes for e in events]
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i : i + IN_CHUNK]
+        sql = (
+            "SELECT event_id, stream_id, stream_version, position FROM events "  # noqa: S608 - placeholders only
+            f"WHERE event_id IN ({', '.join('?' * len(chunk))})"
+        )
+        for event_id, stream_id, version, position in cur.execute(sql, chunk):
+            found[uuid.UUID(bytes=event_id)] = Found(stream_id, version, position, 0)
+    return found
+
+
+def write_snapshot(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> None:
+    """Store a snapshot row unless a newer one of its stream and schema version is stored."""
+    cur.execute(SQL_SAVE_SNAPSHOT, row)
