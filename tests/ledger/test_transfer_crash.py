@@ -44,7 +44,6 @@ pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("transfer_worker.py")
 KILLS = 10
 CLIENTS = 8
-PER_CLIENT = 12
 ACCOUNTS = 6
 DEADLINE = 120.0
 
@@ -102,22 +101,35 @@ async def _wait(check: Any, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _clients(url: str, accounts: list[str]) -> int:
+async def _clients(url: str, accounts: list[str], kills_done: asyncio.Event) -> int:
+    """Each client keeps one transfer in flight until the kills are done, then requests one more.
+
+    So the worker always has work while it is killed, and the last kill lands
+    before every transfer has ended, however fast the machine.
+    """
+
     async def client(n: int) -> int:
         rng = random.Random(n)
         made = 0
         async with open_store(url) as store:
             repo = Repository(store)
-            for _ in range(PER_CLIENT):
+            while True:
+                last = kills_done.is_set()
                 source, target = rng.sample(accounts, 2)
                 amount = Decimal(rng.randint(1, 40000)).scaleb(-2)
-                await repo.save(Transfer.request(source, target, amount, "EUR"))
+                transfer = Transfer.request(source, target, amount, "EUR")
+                await repo.save(transfer)
                 made += 1
                 if rng.random() < 0.2:
                     funded = rng.choice(accounts[:ACCOUNTS])  # the last one is closed
                     await repo.update(Account, funded, lambda a: a.deposit(Decimal("10.00")))
-                await asyncio.sleep(rng.random() * 0.05)  # spread the requests over the kills
-        return made
+                if last:
+                    return made
+
+                async def ended(tid: str = transfer.id) -> bool:
+                    return (await repo.load(Transfer, tid)).ended
+
+                await _wait(ended, f"the end of transfer {transfer.id}")
 
     return sum(await asyncio.gather(*(client(n) for n in range(CLIENTS))))
 
@@ -191,7 +203,8 @@ async def test_kill_9_the_transfer_worker_under_concurrent_clients(store_url: st
             accounts.append(closing.id)
 
         worker = await _start_worker(store_url)
-        clients = asyncio.create_task(_clients(store_url, accounts))
+        kills_done = asyncio.Event()
+        clients = asyncio.create_task(_clients(store_url, accounts, kills_done))
         kills = reached = 0
         try:
             while kills < KILLS:
@@ -207,6 +220,7 @@ async def test_kill_9_the_transfer_worker_under_concurrent_clients(store_url: st
                 kills += 1
                 reached = await _ended(store)
                 worker = await _start_worker(store_url)
+            kills_done.set()
             made = await clients
 
             async def all_ended() -> bool:
