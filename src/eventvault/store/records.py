@@ -32,6 +32,7 @@ __all__ = [
     "NewEvent",
     "Query",
     "QueryItem",
+    "RawEvent",
     "RecordedEvent",
     "SequencedEvents",
     "Snapshot",
@@ -534,3 +535,36 @@ class SequencedEvents:
 
     def __len__(self) -> int:
         return len(self.events)
+
+
+_EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RawEvent:
+    """An event of a type no class is registered for: its name and its JSON, stored as given.
+
+    For writers that are not Python code (the HTTP API, an import): the data is
+    never decoded into a class, so read it back as ``RecordedEvent.payload``.
+    A registered type's name is refused (use its class: its fields get checked).
+    """
+
+    event_type: str
+    payload: bytes
+
+    def __init__(self, event_type: str, payload: bytes) -> None:
+        if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+            raise InvalidInput(
+                f"an event type name starts with a letter and holds at most 128 letters, digits "
+                f"or '_.:-', got {event_type!r}"
+            )
+        if not isinstance(payload, bytes):
+            raise InvalidInput(f"a raw event's payload is JSON bytes, got {type(payload).__name__}")
+        try:
+            data = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            raise InvalidInput(f"a raw event's payload is not JSON: {payload[:60]!r}") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("a raw event's payload is a JSON object")
+        object.__setattr__(self, "event_type", event_type)
+        object.__setattr__(self, "payload", payload)
