@@ -197,3 +197,16 @@ async def test_the_routes_take_the_apis_scopes(make_api: Any) -> None:
     api.problem(
         await api.post("/api/dcb/append", json=seat_taken("a"), headers=writer), 501, "dcb-not-supported"
     )
+
+
+async def test_a_body_that_is_not_json_is_422_or_415(dcb: Any) -> None:
+    """Malformed JSON is a validation problem, another media type 415, as for the commands."""
+    client, store = dcb
+    headers = {"Content-Type": "application/json"}
+    body = problem(
+        await client.post("/api/dcb/append", content=b'{"events": [', headers=headers), 422, "validation"
+    )
+    assert "not valid JSON" in body["detail"]
+    r = await client.post("/api/dcb/append", content=b"events", headers={"Content-Type": "text/plain"})
+    problem(r, 415, "unsupported-media-type")
+    assert (await store.head()).position == 0

@@ -149,6 +149,8 @@ def _openapi(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (CommandResult, ProblemDocument):
                 schemas.setdefault(model.__name__, _schema(model))
+            for name, schema in dcb_routes.openapi_schemas().items():
+                schemas.setdefault(name, schema)
             for path, operations in document["paths"].items():
                 for operation in operations.values():
                     _secure(operation, path, settings)

@@ -19,8 +19,9 @@ from typing import Annotated, Any, Final
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Param
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import models_json_schema
 
 from eventvault import (
     AppendCondition,
@@ -36,12 +37,12 @@ from eventvault import (
     RecordedEvent,
     uuid7,
 )
-from eventvault_ledger.api.problems import Problem, known_query_only
+from eventvault_ledger.api.problems import Problem, known_query_only, validation_problem
 from eventvault_ledger.api.schemas import ProblemDocument, problems
 from eventvault_ledger.api.security import Reader, Writer
 from eventvault_ledger.api.services import ServicesDep
 
-__all__ = ["append_events", "read_events", "router"]
+__all__ = ["append_events", "openapi_schemas", "read_events", "router"]
 
 router = APIRouter(prefix="/api/dcb", tags=["dcb"], dependencies=[Depends(known_query_only)])
 
@@ -119,6 +120,15 @@ class ReadDoc(_Model):
 
     events: list[EventDoc]
     head: int
+
+
+def openapi_schemas() -> dict[str, Any]:
+    """The schemas of the append's body (parsed by the route itself), for the document's components."""
+    _, document = models_json_schema(
+        [(AppendIn, "validation")], by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    schemas: dict[str, Any] = document["$defs"]
+    return schemas
 
 
 def parse_query(text: str) -> Query:
@@ -235,16 +245,36 @@ async def read(
     return await read_events(services.store, query, after, limit)
 
 
+async def parse_append(request: Request) -> AppendIn:
+    """The body of an append: JSON (415 if it says it is not, 422 if it is not), shaped as AppendIn."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise Problem(415, "unsupported-media-type", "Unsupported media type", "send application/json")
+    try:
+        data = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise Problem(422, "validation", "Invalid request", f"the body is not valid JSON: {exc}") from None
+    try:
+        return AppendIn.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
 @router.post(
     "/append",
     summary="Append events unless the condition fails",
     response_model=AppendedDoc,
-    responses={**problems(401, 403, 413, 422), **_CONFLICT, **_NOT_SUPPORTED},
+    responses={**problems(401, 403, 413, 415, 422), **_CONFLICT, **_NOT_SUPPORTED},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AppendIn"}}},
+        }
+    },
 )
-async def append(
-    request: Request, services: ServicesDep, principal: Writer, body: AppendIn
-) -> dict[str, Any]:
+async def append(request: Request, services: ServicesDep, principal: Writer) -> dict[str, Any]:
     """Append atomically; 409 ``append-condition-failed`` if a matching event came after ``after``."""
+    body = await parse_append(request)
     request_id = str(request.state.request_id)
     metadata = Metadata(actor=principal.actor, request_id=request_id, correlation_id=request_id)
     return await append_events(services.store, body, metadata)

@@ -468,7 +468,8 @@ export interface components {
          * @description A conditional append.
          */
         AppendIn: {
-            condition?: components["schemas"]["ConditionIn"] | null;
+            /** @default null */
+            condition: components["schemas"]["ConditionIn"] | null;
             /** Events */
             events: components["schemas"]["EventIn"][];
         };
@@ -559,8 +560,11 @@ export interface components {
          * @description Fail if an event matching ``failIfEventsMatch`` was stored after ``after`` (anywhere if absent).
          */
         ConditionIn: {
-            /** After */
-            after?: number | null;
+            /**
+             * After
+             * @default null
+             */
+            after: number | null;
             /** Failifeventsmatch */
             failIfEventsMatch: components["schemas"]["QueryItemIn"][];
         };
@@ -627,8 +631,9 @@ export interface components {
             /**
              * Eventid
              * @description Send the same id again to retry safely.
+             * @default null
              */
-            eventId?: string | null;
+            eventId: string | null;
             /** Tags */
             tags?: string[];
             /** Type */
@@ -1448,6 +1453,15 @@ export interface operations {
             };
             /** @description The request body is too large (too-large) */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The body is not JSON (unsupported-media-type) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
