@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from eventvault.store import create_store
 from eventvault.store.memory import MemoryEventStore
-from eventvault.testing.contract import EventStoreContract, opened_stores
+from eventvault.testing.contract import DCBContract, EventStoreContract, opened_stores
 
 
 class TestMemoryStore(EventStoreContract):
@@ -31,4 +31,16 @@ class TestSQLiteStore(EventStoreContract):
     async def store_factory(self, tmp_path):  # type: ignore[override] # a fixture overrides by name
         url = "sqlite:///" + str(tmp_path / "contract.db")
         async with opened_stores(lambda registry: create_store(url, registry=registry)) as factory:
+            yield factory
+
+
+class TestMemoryStoreDCB(DCBContract):
+    """Dynamic consistency boundaries on memory://."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self):  # type: ignore[override] # a fixture overrides by name, not signature
+        database = MemoryEventStore()
+        async with opened_stores(
+            lambda registry: MemoryEventStore(registry=registry, share_with=database)
+        ) as factory:
             yield factory

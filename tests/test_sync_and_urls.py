@@ -9,13 +9,18 @@ import pytest
 
 from eventvault import (
     NO_STREAM,
+    AppendCondition,
+    AppendConditionFailed,
     Checkpoint,
     EventRegistry,
     InvalidCheckpoint,
     InvalidStoreURL,
+    NewEvent,
+    Query,
     StoreClosed,
     WrongExpectedVersion,
     create_store,
+    event,
 )
 from eventvault.store.memory import MemoryEventStore
 from eventvault.sync import SyncRepository, open_store_sync
@@ -123,3 +128,25 @@ def test_bad_checkpoint_tokens_are_refused(token: object) -> None:
     """Anything but a token made by str(checkpoint) is refused."""
     with pytest.raises(InvalidCheckpoint):
         Checkpoint.parse(token)  # type: ignore[arg-type]
+
+
+_DCB_REGISTRY = EventRegistry()
+
+
+@event("sync.Noted", registry=_DCB_REGISTRY)
+@dataclass(frozen=True)
+class _Noted:
+    text: str
+
+
+def test_the_sync_facade_reads_queries_and_appends_under_a_condition() -> None:
+    """Read and append_events work without async, the condition failing as on the async store."""
+    with open_store_sync("memory://", registry=_DCB_REGISTRY) as store:
+        query = Query.of(tags=["k:1"])
+        seen = store.read(query)
+        store.append_events(
+            [NewEvent(_Noted("a"), tags=["k:1"])], condition=AppendCondition(query, after=seen.head)
+        )
+        with pytest.raises(AppendConditionFailed):
+            store.append_events([_Noted("b")], condition=AppendCondition(query, after=seen.head))
+        assert [e.data for e in store.read(query)] == [_Noted("a")]

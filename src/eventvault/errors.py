@@ -14,7 +14,8 @@ never escape: each backend maps them at its edge to the most specific class here
     │   ├── InvalidCheckpoint
     │   └── InvalidStoreURL
     ├── ConcurrencyError             someone else wrote first: reload and retry
-    │   └── WrongExpectedVersion     names the stream, the expected and the actual version
+    │   ├── WrongExpectedVersion     names the stream, the expected and the actual version
+    │   └── AppendConditionFailed    an event the append's condition forbids was stored after its position
     ├── DuplicateEventId             an event id is already stored somewhere else
     ├── AggregateNotFound            a repository load of a stream that has no events
     ├── EventTypeError               registry trouble (conflicting names, missing upcaster)
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 __all__ = [
     "AggregateNotFound",
+    "AppendConditionFailed",
     "ConcurrencyError",
+    "DCBNotSupported",
     "DecodeError",
     "DomainError",
     "DuplicateEventId",
@@ -102,6 +105,27 @@ class WrongExpectedVersion(ConcurrencyError):
         return (type(self), (self.stream_id, self.expected, self.actual))
 
 
+class AppendConditionFailed(ConcurrencyError):
+    """An event matching the append condition's query was stored after its position.
+
+    The decision the append carries was made on a state that has changed:
+    read the query again, decide again, retry.
+    """
+
+    def __init__(self, query: object, after: int | None, position: int) -> None:
+        self.query = query
+        self.after = after
+        self.position = position
+        since = "in the log" if after is None else f"after position {after}"
+        super().__init__(
+            f"the append condition failed: the event at position {position} matches {query!r}, "
+            f"and the condition allows none {since}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.query, self.after, self.position))
+
+
 def _expected_text(expected: object) -> str:
     if isinstance(expected, int):
         return "no stream (version 0)" if expected == 0 else f"version {expected}"
@@ -163,3 +187,17 @@ class SchemaVersionError(StoreError):
 
 class DomainError(EventVaultError):
     """A business rule refused a command. Aggregates raise a subclass per rule."""
+
+
+class DCBNotSupported(EventVaultError, NotImplementedError):
+    """The backend cannot store tags, read by query or append under a condition (yet)."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        super().__init__(
+            f"the {backend} event store does not support dynamic consistency boundaries "
+            "(tags, query reads, conditional appends) yet; memory:// does"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.backend,))

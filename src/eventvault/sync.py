@@ -31,7 +31,9 @@ from eventvault.store.records import (
     LogPage,
     Metadata,
     NewEvent,
+    Query,
     RecordedEvent,
+    SequencedEvents,
     Snapshot,
 )
 
@@ -77,6 +79,14 @@ class SyncEventStore:
     ) -> AppendResult:
         """See :meth:`EventStore.append`."""
         return self.run(self.store.append(stream_id, events, expected_version=expected_version))
+
+    def append_events(self, events: Iterable[NewEvent | object], **options: Any) -> AppendResult:
+        """See :meth:`EventStore.append_events` (condition, stream_id, expected_version)."""
+        return self.run(self.store.append_events(events, **options))
+
+    def read(self, query: Query, **options: Any) -> SequencedEvents:
+        """See :meth:`EventStore.read` (after, limit, backwards)."""
+        return self.run(self.store.read(query, **options))
 
     def read_stream(self, stream_id: str, **options: Any) -> list[RecordedEvent]:
         """See :meth:`EventStore.read_stream`."""

@@ -74,6 +74,8 @@ OPERATIONS = [
     ("GET", "/metrics"),
     ("GET", "/api/projections"),
     ("POST", "/api/projections/{name}/rebuild"),
+    ("GET", "/api/dcb/read"),
+    ("POST", "/api/dcb/append"),
 ]
 STREAMS = {
     ("GET", "/api/query/accounts/changes"),
@@ -165,6 +167,8 @@ def test_every_operation_answers_as_documented(ledger_api, method, path, mode):
 
     statuses: list[int] = []
     fuzz()
-    if mode is GenerationMode.POSITIVE and (method == "GET" or path == "/api/command/accounts"):
+    # The DCB routes cannot accept on the fuzzed app's SQLite store (501: no DCB support yet).
+    accepting = not path.startswith("/api/dcb/")
+    if mode is GenerationMode.POSITIVE and accepting and (method == "GET" or path == "/api/command/accounts"):
         # The fuzzer gets past validation, so the accepting paths are fuzzed too.
         assert any(status < 300 for status in statuses), statuses

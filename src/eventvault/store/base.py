@@ -15,11 +15,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import NamedTuple, Self
+from typing import ClassVar, NamedTuple, Self
 
 from eventvault._ids import uuid7
 from eventvault.domain import EventRegistry
 from eventvault.errors import (
+    DCBNotSupported,
     DuplicateEventId,
     InvalidEvent,
     InvalidExpectedVersion,
@@ -33,6 +34,7 @@ from eventvault.store.records import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    AppendCondition,
     AppendResult,
     Checkpoint,
     ExpectedVersion,
@@ -40,9 +42,12 @@ from eventvault.store.records import (
     LogPage,
     Metadata,
     NewEvent,
+    Query,
     RecordedEvent,
+    SequencedEvents,
     Snapshot,
     StreamState,
+    check_tags,
     datetime_to_micros,
 )
 
@@ -62,6 +67,11 @@ class PreparedEvent(NamedTuple):
     payload: bytes
     metadata: bytes
     occurred_us: int
+    tags: tuple[str, ...] = ()
+
+
+DCB_STREAM_PREFIX = "dcb-"
+"""A conditional append that names no stream writes a stream of its own, ``dcb-<first event id>``."""
 
 
 class Found(NamedTuple):
@@ -190,6 +200,9 @@ class EventStore(abc.ABC):
     #: Seconds between checks of the head while waiting for events (see wait_for_events).
     poll_interval: float = 0.5
 
+    #: True if the backend stores tags and implements ``_read_query`` and ``_append_conditioned``.
+    supports_dcb: ClassVar[bool] = False
+
     def __init__(self, *, registry: EventRegistry | None = None) -> None:
         self.codec = EventCodec(registry)
         self._closed = False
@@ -237,6 +250,11 @@ class EventStore(abc.ABC):
         check_expected_version(expected_version)
         prepared = self.prepare(events)
         self._check_open()
+        if any(e.tags for e in prepared):
+            # Tagged events are what query reads and conditions see: a backend that
+            # would drop the tags must refuse them instead.
+            self._check_dcb()
+            return await self._append_conditioned(stream_id, prepared, expected_version, None)
         return await self._append(stream_id, prepared, expected_version)
 
     def prepare(self, events: Iterable[NewEvent | object]) -> list[PreparedEvent]:
@@ -268,6 +286,7 @@ class EventStore(abc.ABC):
                 if not isinstance(item.metadata, Metadata):
                     raise InvalidEvent(f"metadata must be a Metadata, got {type(item.metadata).__name__}")
                 name, version, payload = encode_event(item.data)
+                tags = check_tags(item.tags) if item.tags else ()
                 seen.add(event_id)
                 out.append(
                     PreparedEvent(
@@ -277,6 +296,7 @@ class EventStore(abc.ABC):
                         payload,
                         encode_metadata(item.metadata),
                         datetime_to_micros(occurred_at),
+                        tags,
                     )
                 )
         if not out:
@@ -287,6 +307,97 @@ class EventStore(abc.ABC):
     async def _append(
         self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult: ...
+
+    # -- dynamic consistency boundaries (dcb.events) ---------------------------
+
+    async def append_events(
+        self,
+        events: Iterable[NewEvent | object],
+        *,
+        condition: AppendCondition | None = None,
+        stream_id: str | None = None,
+        expected_version: ExpectedVersion | None = None,
+    ) -> AppendResult:
+        """Append ``events`` atomically, unless ``condition`` fails.
+
+        The append fails with AppendConditionFailed, writing nothing, if any
+        event matching ``condition.fail_if_events_match`` is stored after
+        ``condition.after``. ``stream_id`` with ``expected_version`` also makes it
+        an append to that stream, checked like :meth:`append` (both checks hold,
+        or nothing is written). Without a stream the events form a stream of their
+        own, ``dcb-<first event id>``, so a retry of the same events is recognised
+        and returns the first result, as for stream appends.
+        """
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise InvalidInput(f"condition is an AppendCondition or None, got {type(condition).__name__}")
+        if stream_id is None:
+            if expected_version is not None:
+                raise InvalidInput("expected_version needs a stream_id to apply to")
+        else:
+            check_stream_id(stream_id)
+            if expected_version is None:
+                raise InvalidExpectedVersion(
+                    f"an append to stream {stream_id!r} needs an expected_version (ANY to skip the check)"
+                )
+            check_expected_version(expected_version)
+        prepared = self.prepare(events)
+        self._check_open()
+        self._check_dcb()
+        if stream_id is None:
+            stream_id, expected_version = f"{DCB_STREAM_PREFIX}{prepared[0].event_id}", NO_STREAM
+        assert expected_version is not None  # noqa: S101 - set on both branches above
+        return await self._append_conditioned(stream_id, prepared, expected_version, condition)
+
+    async def read(
+        self,
+        query: Query,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> SequencedEvents:
+        """The events ``query`` matches with positions after ``after``, and the head position.
+
+        Oldest first, or newest first with ``backwards``; ``limit`` keeps the
+        first ``limit`` of that order. Pass the result's ``head`` as the
+        ``after`` of the :class:`AppendCondition` of a decision made on it.
+        """
+        if not isinstance(query, Query):
+            raise InvalidInput(f"read takes a Query, got {type(query).__name__}")
+        check_positive_int("after", after, minimum=0, optional=False)
+        check_positive_int("limit", limit, minimum=0)
+        if not isinstance(backwards, bool):
+            raise InvalidInput(f"backwards must be a bool, got {backwards!r}")
+        self._check_open()
+        self._check_dcb()
+        return await self._read_query(query, after, limit, backwards)
+
+    def _check_dcb(self) -> None:
+        if not self.supports_dcb:
+            raise DCBNotSupported(self.scheme or type(self).__name__)
+
+    async def _append_conditioned(
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        """With ``supports_dcb``: append to ``stream_id`` at ``expected``, with tags, if ``condition`` holds.
+
+        In one atomic step: an idempotent retry returns the first result (before
+        any check); then the expected version (WrongExpectedVersion); then the
+        condition (AppendConditionFailed).
+        """
+        del stream_id, events, expected, condition  # the signature backends implement
+        raise DCBNotSupported(self.scheme or type(self).__name__)
+
+    async def _read_query(
+        self, query: Query, after: int, limit: int | None, backwards: bool
+    ) -> SequencedEvents:
+        """Backends with ``supports_dcb``: what :meth:`read` returns, arguments checked."""
+        del query, after, limit, backwards  # the signature backends implement
+        raise DCBNotSupported(self.scheme or type(self).__name__)
 
     # -- reading -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import msgspec
 
 from eventvault.domain import EventRegistry, default_registry
 from eventvault.errors import DecodeError, EventTypeError, InvalidEvent
-from eventvault.store.records import EMPTY_METADATA, Metadata
+from eventvault.store.records import EMPTY_METADATA, Metadata, RawEvent
 
 __all__ = ["EMPTY_METADATA_JSON", "EventCodec"]
 
@@ -41,6 +41,16 @@ class EventCodec:
         # Per event class: its name, schema version, decoder and exact-type check.
         self._encoding: dict[type, tuple[str, int, msgspec.json.Decoder[Any], Callable[[object], bool]]] = {}
 
+    def _encode_raw(self, raw: RawEvent) -> tuple[str, int, bytes]:
+        try:
+            known = self.registry.of_name(raw.event_type)
+        except EventTypeError:
+            return raw.event_type, 1, raw.payload
+        raise InvalidEvent(
+            f"{raw.event_type!r} is the registered type {known.cls.__qualname__}: append that class, "
+            "not a raw event"
+        )
+
     def _decoder(self, cls: type) -> msgspec.json.Decoder[Any]:
         dec = self._decoders.get(cls)
         if dec is None:
@@ -52,6 +62,8 @@ class EventCodec:
         cls = type(obj)
         how = self._encoding.get(cls)
         if how is None:
+            if cls is RawEvent:
+                return self._encode_raw(obj)  # type: ignore[arg-type] # checked just above
             entry = self.registry.of_class(cls)
             how = (entry.name, entry.version, self._decoder(entry.cls), _exact_types(cls))
             self._encoding[cls] = how

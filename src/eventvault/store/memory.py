@@ -7,9 +7,11 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from eventvault.domain import EventRegistry
+from eventvault.errors import AppendConditionFailed
 from eventvault.store.base import (
     EventStore,
     Found,
@@ -19,11 +21,15 @@ from eventvault.store.base import (
 )
 from eventvault.store.records import (
     START,
+    AppendCondition,
     AppendResult,
     Checkpoint,
     ExpectedVersion,
     LogPage,
+    Query,
+    QueryItem,
     RecordedEvent,
+    SequencedEvents,
     Snapshot,
 )
 
@@ -42,6 +48,8 @@ class _Row:
     recorded_us: int
     payload: bytes
     metadata: bytes
+    tags: tuple[str, ...] = ()
+    tagset: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -49,6 +57,11 @@ class _Data:
     log: list[_Row] = field(default_factory=list)
     streams: dict[str, list[_Row]] = field(default_factory=dict)
     ids: dict[uuid.UUID, _Row] = field(default_factory=dict)
+    # The positions of the events of each tag and of each type, ascending: a query
+    # item walks its rarest tag's list (or its types' lists) from ``after`` on, so
+    # a conditional append costs what its query matches, not the size of the log.
+    by_tag: dict[str, list[int]] = field(default_factory=dict)
+    by_type: dict[str, list[int]] = field(default_factory=dict)
     snapshots: dict[tuple[str, int], Snapshot] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stores: weakref.WeakSet[MemoryEventStore] = field(default_factory=weakref.WeakSet)
@@ -58,6 +71,7 @@ class MemoryEventStore(EventStore):
     """An in-memory store. ``share_with`` another one to see the same data."""
 
     scheme = "memory"
+    supports_dcb = True
 
     def __init__(
         self, *, registry: EventRegistry | None = None, share_with: MemoryEventStore | None = None
@@ -79,10 +93,20 @@ class MemoryEventStore(EventStore):
             row.recorded_us,
             row.payload,
             row.metadata,
+            tags=row.tags,
         )
 
     async def _append(
         self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        return await self._append_conditioned(stream_id, events, expected, None)
+
+    async def _append_conditioned(
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        condition: AppendCondition | None,
     ) -> AppendResult:
         d = self._data
         with d.lock:
@@ -97,6 +121,12 @@ class MemoryEventStore(EventStore):
             stream = d.streams.get(stream_id)
             version = len(stream) if stream else 0
             check_version_matches(stream_id, expected, version)
+            if condition is not None:
+                after = condition.after or 0
+                query = condition.fail_if_events_match
+                conflict = min(self._first_matches(query, after), default=None)
+                if conflict is not None:
+                    raise AppendConditionFailed(query, condition.after, conflict)
             now = time.time_ns() // 1000
             rows = [
                 _Row(
@@ -110,6 +140,8 @@ class MemoryEventStore(EventStore):
                     now,
                     e.payload,
                     e.metadata,
+                    e.tags,
+                    frozenset(e.tags),
                 )
                 for i, e in enumerate(events, start=1)
             ]
@@ -117,6 +149,9 @@ class MemoryEventStore(EventStore):
             d.streams.setdefault(stream_id, []).extend(rows)
             for r in rows:
                 d.ids[r.event_id] = r
+                d.by_type.setdefault(r.event_type, []).append(r.position)
+                for tag in r.tags:
+                    d.by_tag.setdefault(tag, []).append(r.position)
         for store in d.stores:
             store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
         return AppendResult(
@@ -174,6 +209,58 @@ class MemoryEventStore(EventStore):
         else:  # the page reached the head: continue after it
             checkpoint = Checkpoint(0, max(head, after.position))
         return LogPage([self._record(r) for r in rows], checkpoint)
+
+    def _candidates(self, item: QueryItem, after: int) -> Iterator[int]:
+        """Positions after ``after`` that may match ``item``, ascending (the caller holds the lock)."""
+        d = self._data
+        if item.tags:
+            # Every matching event carries every tag of the item: the rarest tag's
+            # list holds them all.
+            lists = [d.by_tag.get(t, []) for t in item.tags]
+            rarest = min(lists, key=len)
+            yield from rarest[bisect.bisect_right(rarest, after) :]
+        elif item.types:
+            merged: list[int] = []
+            for t in item.types:
+                positions = d.by_type.get(t, [])
+                merged.extend(positions[bisect.bisect_right(positions, after) :])
+            yield from sorted(merged)
+        else:
+            yield from range(after + 1, len(d.log) + 1)
+
+    def _matching(self, item: QueryItem, after: int) -> Iterator[int]:
+        log = self._data.log
+        for p in self._candidates(item, after):
+            row = log[p - 1]
+            if item.matches(row.event_type, row.tagset):
+                yield p
+
+    def _first_matches(self, query: Query, after: int) -> Iterator[int]:
+        """The first position after ``after`` each item of ``query`` matches."""
+        for item in query.items:
+            first = next(self._matching(item, after), None)
+            if first is not None:
+                yield first
+
+    async def _read_query(
+        self, query: Query, after: int, limit: int | None, backwards: bool
+    ) -> SequencedEvents:
+        d = self._data
+        with d.lock:
+            head = len(d.log)
+            if query.matches_all:
+                positions: list[int] = list(range(after + 1, head + 1))
+            else:
+                found: set[int] = set()
+                for item in query.items:
+                    found.update(self._matching(item, after))
+                positions = sorted(found)
+            if backwards:
+                positions.reverse()
+            if limit is not None:
+                positions = positions[:limit]
+            rows = [d.log[p - 1] for p in positions]
+        return SequencedEvents([self._record(r) for r in rows], head)
 
     async def _head(self) -> Checkpoint:
         with self._data.lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import msgspec
 
 from eventvault._ids import uuid7, uuid_from_bytes
-from eventvault.errors import InvalidCheckpoint
+from eventvault.errors import InvalidCheckpoint, InvalidInput
 
 if TYPE_CHECKING:
     from eventvault.store.codec import EventCodec
@@ -22,6 +22,7 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "AppendCondition",
     "AppendResult",
     "Checkpoint",
     "ExpectedVersion",
@@ -29,7 +30,11 @@ __all__ = [
     "LogPage",
     "Metadata",
     "NewEvent",
+    "Query",
+    "QueryItem",
+    "RawEvent",
     "RecordedEvent",
+    "SequencedEvents",
     "Snapshot",
     "StreamState",
 ]
@@ -85,12 +90,15 @@ class NewEvent:
 
     ``append`` also takes bare event objects and wraps them in a NewEvent with
     a fresh time-ordered id, the current time and empty metadata.
+    ``tags`` (``"account:42"``, ``"course:7"``) are what a :class:`Query` selects
+    events by, whichever stream they are in (see :meth:`EventStore.read`).
     """
 
     data: object
     metadata: Metadata = EMPTY_METADATA
     event_id: uuid.UUID = field(default_factory=uuid7)
     occurred_at: datetime = field(default_factory=_now)
+    tags: Iterable[str] = ()
 
 
 _TOKEN = re.compile(r"(0|[1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,19})")
@@ -152,6 +160,11 @@ class AppendResult:
         """The version of the first event of the append."""
         return self.stream_version - len(self.positions) + 1
 
+    @property
+    def position(self) -> int:
+        """The global position of the append's last event."""
+        return self.positions[-1]
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -189,6 +202,7 @@ class RecordedEvent:
         "schema_version",
         "stream_id",
         "stream_version",
+        "tags",
         "tx",
     )
 
@@ -198,6 +212,7 @@ class RecordedEvent:
     tx: int
     event_type: str
     schema_version: int
+    tags: tuple[str, ...]
 
     def __init__(  # noqa: PLR0913, PLR0917 - one argument per envelope field
         self,
@@ -213,6 +228,7 @@ class RecordedEvent:
         payload: bytes,
         meta_raw: bytes | None,
         tx: int = 0,
+        tags: tuple[str, ...] = (),
     ) -> None:
         self._codec = codec
         # A backend may hand over the 16 stored bytes: most readers never look at
@@ -222,6 +238,7 @@ class RecordedEvent:
         self.stream_version = stream_version
         self.position = position
         self.tx = tx
+        self.tags = tags
         self.event_type = event_type
         self.schema_version = schema_version
         self._occurred_us = occurred_us
@@ -343,3 +360,211 @@ class HorizonLag:
     """How long that transaction has been open."""
     oldest_xact_started: datetime | None = None
     """When that transaction began."""
+
+
+# -- dynamic consistency boundaries (dcb.events) ---------------------------------------
+
+MAX_TAG_LENGTH: Final = 200
+MAX_TAGS: Final = 100
+_TAG = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def check_tag(tag: object) -> str:
+    """Return ``tag`` if it is a usable tag, else raise InvalidInput."""
+    if not isinstance(tag, str):
+        raise InvalidInput(f"a tag is a str, got {type(tag).__name__}")
+    if not tag or tag.strip() != tag:
+        raise InvalidInput(f"a tag must be non-empty with no surrounding whitespace, got {tag!r}")
+    if len(tag) > MAX_TAG_LENGTH:
+        raise InvalidInput(f"a tag has at most {MAX_TAG_LENGTH} characters, got {len(tag)}")
+    if not _TAG.fullmatch(tag):
+        raise InvalidInput(f"a tag must not hold control characters: {tag!r}")
+    try:
+        tag.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"a tag must be valid Unicode text: {tag!r}") from None
+    return tag
+
+
+def check_tags(tags: object, what: str = "tags") -> tuple[str, ...]:
+    """A collection of tags as a tuple without repeats, in the order given."""
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise InvalidInput(f"{what} must be a collection of strs, not {type(tags).__name__}")
+    out = tuple(dict.fromkeys(check_tag(t) for t in tags))
+    if len(out) > MAX_TAGS:
+        raise InvalidInput(f"{what} hold at most {MAX_TAGS} tags, got {len(out)}")
+    return out
+
+
+def _check_types(types: object) -> tuple[str, ...]:
+    if isinstance(types, (str, bytes)) or not isinstance(types, Iterable):
+        raise InvalidInput(f"types must be a collection of event type names, not {type(types).__name__}")
+    out = tuple(dict.fromkeys(types))
+    if not all(isinstance(t, str) and t for t in out):
+        raise InvalidInput(f"types must hold non-empty strs, got {out!r}")
+    return out
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class QueryItem:
+    """One alternative of a :class:`Query`.
+
+    An event matches when its type is one of ``types`` (any type if none are
+    given) AND its tags include every one of ``tags``.
+    """
+
+    types: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    def __init__(self, *, types: Iterable[str] = (), tags: Iterable[str] = ()) -> None:
+        object.__setattr__(self, "types", _check_types(types))
+        object.__setattr__(self, "tags", check_tags(tags))
+
+    def matches(self, event_type: str, tags: Iterable[str]) -> bool:
+        """True if an event of ``event_type`` with ``tags`` matches this item."""
+        if self.types and event_type not in self.types:
+            return False
+        have = tags if isinstance(tags, (set, frozenset)) else frozenset(tags)
+        return all(t in have for t in self.tags)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Query:
+    """Which events a decision depends on: an OR of :class:`QueryItem`.
+
+    ``Query.all()`` matches every event. ``a | b`` matches what either matches.
+    A query needs at least one item: one that matches nothing is never useful,
+    and an empty one is more likely a mistake than a wish.
+    """
+
+    items: tuple[QueryItem, ...]
+
+    def __init__(self, items: Iterable[QueryItem]) -> None:
+        if isinstance(items, QueryItem) or not isinstance(items, Iterable):
+            raise InvalidInput("a Query takes a list of QueryItem")
+        got = tuple(dict.fromkeys(items))
+        if not got:
+            raise InvalidInput("a query needs at least one item (Query.all() matches every event)")
+        for item in got:
+            if not isinstance(item, QueryItem):
+                raise InvalidInput(f"a query's items are QueryItem, got {type(item).__name__}")
+        object.__setattr__(self, "items", got)
+
+    @classmethod
+    def all(cls) -> Query:
+        """The query every event matches."""
+        return cls([QueryItem()])
+
+    @classmethod
+    def of(cls, *, types: Iterable[str] = (), tags: Iterable[str] = ()) -> Query:
+        """A query of one item: ``Query.of(types=[...], tags=[...])``."""
+        return cls([QueryItem(types=types, tags=tags)])
+
+    @property
+    def matches_all(self) -> bool:
+        """True if every event matches (an item with neither types nor tags)."""
+        return any(not i.types and not i.tags for i in self.items)
+
+    def matches(self, event_type: str, tags: Iterable[str]) -> bool:
+        """True if an event of ``event_type`` with ``tags`` matches any item."""
+        have = tags if isinstance(tags, (set, frozenset)) else frozenset(tags)
+        return any(i.matches(event_type, have) for i in self.items)
+
+    def __or__(self, other: Query) -> Query:
+        if not isinstance(other, Query):
+            return NotImplemented
+        return Query(self.items + other.items)
+
+    def to_json(self) -> list[dict[str, list[str]]]:
+        """The query as JSON values: ``[{"types": [...], "tags": [...]}, ...]``."""
+        return [{"types": list(i.types), "tags": list(i.tags)} for i in self.items]
+
+    @classmethod
+    def from_json(cls, value: object) -> Query:
+        """The query :meth:`to_json` gives (``{"items": [...]}`` is accepted too)."""
+        if isinstance(value, dict) and set(value) == {"items"}:
+            value = value["items"]
+        if not isinstance(value, list):
+            raise InvalidInput('a query is a list of items: [{"types": [...], "tags": [...]}]')
+        out = []
+        for item in value:
+            if not isinstance(item, dict) or not set(item) <= {"types", "tags"}:
+                raise InvalidInput(f'a query item is {{"types": [...], "tags": [...]}}, got {item!r}')
+            types, tags = item.get("types", []), item.get("tags", [])
+            if not isinstance(types, list) or not isinstance(tags, list):
+                raise InvalidInput(f"a query item's types and tags are lists, got {item!r}")
+            out.append(QueryItem(types=types, tags=tags))
+        return cls(out)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendCondition:
+    """Fail the append if any event matching ``fail_if_events_match`` is stored after ``after``.
+
+    ``after`` is the position the decision was made at (the ``head`` of its
+    read); None looks at the whole log (the event must not exist at all).
+    """
+
+    fail_if_events_match: Query
+    after: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fail_if_events_match, Query):
+            raise InvalidInput(
+                f"fail_if_events_match is a Query, got {type(self.fail_if_events_match).__name__}"
+            )
+        after = self.after
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+            raise InvalidInput(f"after is a position >= 0 or None, got {after!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SequencedEvents:
+    """The events a query read, in log order (newest first if read backwards), and the head.
+
+    ``head`` is the position of the last event in the whole store when the read
+    was made: pass it as :attr:`AppendCondition.after` to fail if anything the
+    query matches has been stored since.
+    """
+
+    events: Sequence[RecordedEvent]
+    head: int
+
+    def __iter__(self) -> Iterator[RecordedEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+_EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RawEvent:
+    """An event of a type no class is registered for: its name and its JSON, stored as given.
+
+    For writers that are not Python code (the HTTP API, an import): the data is
+    never decoded into a class, so read it back as ``RecordedEvent.payload``.
+    A registered type's name is refused (use its class: its fields get checked).
+    """
+
+    event_type: str
+    payload: bytes
+
+    def __init__(self, event_type: str, payload: bytes) -> None:
+        if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+            raise InvalidInput(
+                f"an event type name starts with a letter and holds at most 128 letters, digits "
+                f"or '_.:-', got {event_type!r}"
+            )
+        if not isinstance(payload, bytes):
+            raise InvalidInput(f"a raw event's payload is JSON bytes, got {type(payload).__name__}")
+        try:
+            data = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            raise InvalidInput(f"a raw event's payload is not JSON: {payload[:60]!r}") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("a raw event's payload is a JSON object")
+        object.__setattr__(self, "event_type", event_type)
+        object.__setattr__(self, "payload", payload)

@@ -1,6 +1,7 @@
 """Test helpers shipped with eventvault.
 
-- :func:`given` — given/when/then scenarios for aggregates.
+- :func:`given` — given/when/then scenarios for aggregates; :func:`given_events` the
+  same for command handlers deciding on a dynamic consistency boundary.
 - :func:`eventually` and :func:`eventually_async` — wait, with a generous deadline, for
   what another thread, process or timer moves; a failure shows the last value seen.
 - :mod:`eventvault.testing.contract` — the event store contract suite (needs
@@ -8,7 +9,15 @@
   it against any backend.
 """
 
-from eventvault.testing.scenario import Scenario, given
+from eventvault.testing.scenario import DecisionScenario, Scenario, given, given_events
 from eventvault.testing.waiting import DEADLINE, eventually, eventually_async
 
-__all__ = ["DEADLINE", "Scenario", "eventually", "eventually_async", "given"]
+__all__ = [
+    "DEADLINE",
+    "DecisionScenario",
+    "Scenario",
+    "eventually",
+    "eventually_async",
+    "given",
+    "given_events",
+]

@@ -5,6 +5,10 @@ atomic appends, every expected-version variant, idempotent retries, races betwee
 appenders, one gap-free global order for every reader, stream and temporal reads,
 snapshots, upcasting, the envelope, and refusal of bad input with nothing written.
 
+Backends that support dynamic consistency boundaries (tags, query reads and
+conditional appends, ``supports_dcb``) also subclass :class:`DCBContract`, with the
+same fixture.
+
 A backend runs it by subclassing :class:`EventStoreContract` in a module pytest
 collects, with one fixture, ``store_factory``: an async callable
 ``factory(*, registry)`` that returns a new, opened store on the *same* database
@@ -55,6 +59,7 @@ import pytest_asyncio
 from eventvault.domain import Aggregate, EventRegistry, applies, event, upcaster
 from eventvault.errors import (
     AggregateNotFound,
+    AppendConditionFailed,
     ConcurrencyError,
     DuplicateEventId,
     EventTypeError,
@@ -73,11 +78,14 @@ from eventvault.store.records import (
     NO_STREAM,
     START,
     STREAM_EXISTS,
+    AppendCondition,
     AppendResult,
     Checkpoint,
     ExpectedVersion,
     Metadata,
     NewEvent,
+    Query,
+    QueryItem,
     RecordedEvent,
     Snapshot,
 )
@@ -85,6 +93,7 @@ from eventvault.testing.waiting import eventually_async
 
 __all__ = [
     "CONTRACT_REGISTRY",
+    "DCBContract",
     "EventStoreContract",
     "StoreFactory",
     "opened_stores",
@@ -1262,3 +1271,428 @@ class EventStoreContract:
         await closing.close()
         await other.append(STREAM, items("b"), expected_version=1)
         assert self.names(await other.read_stream(STREAM)) == "ab"
+
+
+# -- dynamic consistency boundaries (dcb.events) ---------------------------------------
+
+
+@event("contract.UserRegistered", registry=CONTRACT_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class UserRegistered:
+    """The unique-username example: a name may be taken once."""
+
+    username: str
+
+
+@event("contract.CourseDefined", registry=CONTRACT_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class CourseDefined:
+    """The course-subscription example: a course with a number of seats."""
+
+    course_id: str
+    capacity: int
+
+
+@event("contract.StudentSubscribed", registry=CONTRACT_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class StudentSubscribed:
+    """A student took a seat in a course (tagged with both)."""
+
+    student_id: str
+    course_id: str
+
+
+ITEM = "contract.ItemAdded"
+DEPOSIT = "contract.Deposited"
+
+
+def tagged(data: object, *tags: str) -> NewEvent:
+    """A NewEvent of ``data`` carrying ``tags``."""
+    return NewEvent(data, tags=tags)
+
+
+class UsernameTaken(Exception):
+    """The unique-username example's refusal."""
+
+
+class CourseFull(Exception):
+    """The course has no free seat."""
+
+
+class TooManyCourses(Exception):
+    """The student already holds the most courses allowed."""
+
+
+async def register_user(store: EventStore, username: str) -> AppendResult:
+    """The spec's unique-username example: decide on the name's events, append under that query."""
+    query = Query.of(types=["contract.UserRegistered"], tags=[f"username:{username}"])
+    seen = await store.read(query)
+    if seen.events:
+        raise UsernameTaken(username)
+    return await store.append_events(
+        [tagged(UserRegistered(username), f"username:{username}")],
+        condition=AppendCondition(query, after=seen.head),
+    )
+
+
+STUDENT_COURSE_LIMIT = 3
+
+
+async def subscribe(store: EventStore, student_id: str, course_id: str) -> AppendResult:
+    """The spec's course-subscription example: a course's seats and a student's courses, one boundary."""
+    course = Query(
+        [
+            QueryItem(types=["contract.CourseDefined"], tags=[f"course:{course_id}"]),
+            QueryItem(types=["contract.StudentSubscribed"], tags=[f"course:{course_id}"]),
+        ]
+    )
+    student = Query.of(types=["contract.StudentSubscribed"], tags=[f"student:{student_id}"])
+    query = course | student
+    seen = await store.read(query)
+    capacity, taken, courses = 0, 0, 0
+    for e in seen.events:
+        if isinstance(e.data, CourseDefined):
+            capacity = e.data.capacity
+        elif isinstance(e.data, StudentSubscribed):
+            taken += e.data.course_id == course_id
+            courses += e.data.student_id == student_id
+    if taken >= capacity:
+        raise CourseFull(course_id)
+    if courses >= STUDENT_COURSE_LIMIT:
+        raise TooManyCourses(student_id)
+    return await store.append_events(
+        [tagged(StudentSubscribed(student_id, course_id), f"student:{student_id}", f"course:{course_id}")],
+        condition=AppendCondition(query, after=seen.head),
+    )
+
+
+class DCBContract:
+    """Dynamic consistency boundaries: tags, query reads and conditional appends (dcb.events).
+
+    Subclass it as ``Test<Backend>DCB`` with the same ``store_factory`` fixture as
+    :class:`EventStoreContract`.
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        """Each backend's subclass overrides this fixture (see the module docstring)."""
+        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
+
+    @pytest_asyncio.fixture
+    async def store(self, store_factory: StoreFactory) -> EventStore:
+        """A store on a fresh database, knowing the suite's event types."""
+        return await store_factory(registry=CONTRACT_REGISTRY)
+
+    @staticmethod
+    def names(events: Sequence[RecordedEvent]) -> list[str]:
+        """The name of each ItemAdded, the amount of each Deposited, in order."""
+        return [e.data.name if isinstance(e.data, ItemAdded) else str(e.data.amount) for e in events]
+
+    @pytest_asyncio.fixture
+    async def tagged_log(self, store: EventStore) -> EventStore:
+        """Six events, positions 1-6, of two types and tags ``a``, ``b``, ``c``."""
+        await store.append_events([tagged(ItemAdded("1"), "a")])
+        await store.append_events([tagged(ItemAdded("2"), "a", "b"), tagged(Deposited(Decimal(3)), "b")])
+        await store.append_events([tagged(ItemAdded("4"), "c")])
+        await store.append_events([tagged(Deposited(Decimal(5)), "a", "b", "c"), tagged(ItemAdded("6"))])
+        return store
+
+    # -- tags and query reads ----------------------------------------------------------
+
+    async def test_tags_round_trip_in_order_without_repeats(self, store: EventStore) -> None:
+        """An event's tags read back as given, a repeated tag once."""
+        await store.append_events([tagged(ItemAdded("x"), "b", "a", "b")])
+        [e] = (await store.read(Query.all())).events
+        assert e.tags == ("b", "a")
+
+    async def test_a_read_by_tags_needs_every_tag_of_the_item(self, tagged_log: EventStore) -> None:
+        """An item with tags matches the events that carry all of them, of any type."""
+        assert self.names((await tagged_log.read(Query.of(tags=["a"]))).events) == ["1", "2", "5"]
+        assert self.names((await tagged_log.read(Query.of(tags=["a", "b"]))).events) == ["2", "5"]
+        assert self.names((await tagged_log.read(Query.of(tags=["a", "zzz"]))).events) == []
+
+    async def test_a_read_by_types(self, tagged_log: EventStore) -> None:
+        """An item with types only matches every event of those types."""
+        assert self.names((await tagged_log.read(Query.of(types=[DEPOSIT]))).events) == ["3", "5"]
+        both = Query.of(types=[DEPOSIT, ITEM])
+        assert self.names((await tagged_log.read(both)).events) == ["1", "2", "3", "4", "5", "6"]
+
+    async def test_a_read_by_types_and_tags(self, tagged_log: EventStore) -> None:
+        """An item with both matches events of one of its types carrying all its tags."""
+        query = Query.of(types=[ITEM], tags=["b"])
+        assert self.names((await tagged_log.read(query)).events) == ["2"]
+
+    async def test_the_items_of_a_query_are_ored(self, tagged_log: EventStore) -> None:
+        """A query matches what any of its items matches, each event once, in log order."""
+        query = Query([QueryItem(tags=["c"]), QueryItem(types=[DEPOSIT]), QueryItem(tags=["a", "b"])])
+        assert self.names((await tagged_log.read(query)).events) == ["2", "3", "4", "5"]
+
+    async def test_query_all_reads_the_whole_log_with_positions_and_head(
+        self, tagged_log: EventStore
+    ) -> None:
+        """Query.all() reads every event, positions ascending, and the head is the last position."""
+        got = await tagged_log.read(Query.all())
+        assert self.names(got.events) == ["1", "2", "3", "4", "5", "6"]
+        assert strictly_increasing([e.position for e in got.events])
+        assert got.head == got.events[-1].position
+
+    async def test_after_backwards_and_limit(self, tagged_log: EventStore) -> None:
+        """``after`` skips positions up to it; ``backwards`` reads newest first; ``limit`` keeps n."""
+        positions = [e.position for e in (await tagged_log.read(Query.all())).events]
+        query = Query.of(tags=["a"])
+        assert self.names((await tagged_log.read(query, after=positions[1])).events) == ["5"]
+        assert self.names((await tagged_log.read(query, after=positions[0])).events) == ["2", "5"]
+        assert self.names((await tagged_log.read(query, backwards=True)).events) == ["5", "2", "1"]
+        assert self.names((await tagged_log.read(query, backwards=True, limit=2)).events) == ["5", "2"]
+        assert self.names((await tagged_log.read(query, limit=2)).events) == ["1", "2"]
+        assert self.names((await tagged_log.read(query, limit=0)).events) == []
+        assert (await tagged_log.read(query, limit=0)).head == positions[-1]
+
+    async def test_an_empty_store_reads_as_empty_at_head_zero(self, store: EventStore) -> None:
+        """A read of an empty store finds nothing, at head 0."""
+        got = await store.read(Query.all())
+        assert (list(got.events), got.head) == ([], 0)
+
+    async def test_stream_events_with_tags_are_seen_by_query_reads(self, store: EventStore) -> None:
+        """Tags given to a stream append are read back by queries, with the stream and version."""
+        await store.append(STREAM, [tagged(ItemAdded("s1"), "order:1")], expected_version=NO_STREAM)
+        await store.append(STREAM, [NewEvent(ItemAdded("s2"))], expected_version=1)
+        got = (await store.read(Query.of(tags=["order:1"]))).events
+        assert [(e.stream_id, e.stream_version, e.tags) for e in got] == [(STREAM, 1, ("order:1",))]
+        assert [e.tags for e in await store.read_stream(STREAM)] == [("order:1",), ()]
+
+    async def test_a_conditional_append_without_a_stream_gets_its_own(self, store: EventStore) -> None:
+        """Events appended with no stream form one stream of their own, named after the first event's id."""
+        sent = [tagged(ItemAdded("x"), "t"), tagged(ItemAdded("y"), "t")]
+        result = await store.append_events(sent)
+        assert result.stream_id == f"dcb-{sent[0].event_id}"
+        assert ids(await store.read_stream(result.stream_id)) == ids(sent)
+        assert result.position == result.positions[-1]
+
+    # -- conditional appends -----------------------------------------------------------
+
+    async def test_a_matching_event_after_the_position_fails_the_append(self, tagged_log: EventStore) -> None:
+        """AppendConditionFailed names the first matching event's position; nothing is written."""
+        before = await tagged_log.read(Query.all())
+        query = Query.of(tags=["c"])
+        with pytest.raises(AppendConditionFailed, match="position") as failed:
+            await tagged_log.append_events(
+                [tagged(ItemAdded("late"), "c")],
+                condition=AppendCondition(query, after=before.events[1].position),
+            )
+        assert failed.value.position == before.events[3].position
+        assert failed.value.after == before.events[1].position
+        assert ids((await tagged_log.read(Query.all())).events) == ids(before.events)
+
+    async def test_after_is_honoured_exactly(self, tagged_log: EventStore) -> None:
+        """A condition fails at one position before the last match, and holds at the last match itself."""
+        query = Query.of(types=[DEPOSIT], tags=["c"])
+        [last] = (await tagged_log.read(query)).events
+        with pytest.raises(AppendConditionFailed):
+            await tagged_log.append_events(
+                [ItemAdded("no")], condition=AppendCondition(query, after=last.position - 1)
+            )
+        result = await tagged_log.append_events(
+            [ItemAdded("yes")], condition=AppendCondition(query, after=last.position)
+        )
+        assert result.position > last.position
+
+    async def test_no_after_means_the_event_must_not_exist_at_all(self, tagged_log: EventStore) -> None:
+        """Without ``after`` a condition fails on a match anywhere in the log, and holds if there is none."""
+        with pytest.raises(AppendConditionFailed, match="in the log"):
+            await tagged_log.append_events([ItemAdded("no")], condition=AppendCondition(Query.of(tags=["a"])))
+        await tagged_log.append_events([ItemAdded("yes")], condition=AppendCondition(Query.of(tags=["d"])))
+
+    async def test_events_after_the_position_that_do_not_match_never_fail_it(
+        self, tagged_log: EventStore
+    ) -> None:
+        """Events of other types, or missing one of the item's tags, after ``after`` never fail it."""
+        query = Query.of(types=[ITEM], tags=["a", "c"])  # only Deposited 5 has both tags
+        result = await tagged_log.append_events([ItemAdded("ok")], condition=AppendCondition(query, after=0))
+        assert result.position == (await tagged_log.read(Query.all())).head
+
+    async def test_racing_appenders_on_one_condition_exactly_one_wins(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """16 appenders that read the same state race with the same condition: one lands, 15 fail."""
+        stores = [await store_factory(registry=CONTRACT_REGISTRY) for _ in range(4)]
+        query = Query.of(tags=["seat:1"])
+        barrier = asyncio.Barrier(16)
+
+        async def race(i: int) -> AppendResult | Exception:
+            store = stores[i % len(stores)]
+            seen = await store.read(query)
+            await barrier.wait()  # nobody appends until everyone has read
+            try:
+                return await store.append_events(
+                    [tagged(ItemAdded(f"racer {i}"), "seat:1")],
+                    condition=AppendCondition(query, after=seen.head),
+                )
+            except AppendConditionFailed as lost:
+                return lost
+
+        outcomes = await asyncio.gather(*(race(i) for i in range(16)))
+        won = [r for r in outcomes if isinstance(r, AppendResult)]
+        assert len(won) == 1, f"{len(won)} appenders won one condition"
+        assert all(isinstance(r, AppendConditionFailed) for r in outcomes if r not in won)
+        await settled(stores[0])
+        assert [e.position for e in (await stores[0].read(query)).events] == [won[0].position]
+
+    async def test_conditions_on_disjoint_tags_never_conflict(self, store_factory: StoreFactory) -> None:
+        """16 concurrent appenders, each conditioned on its own tag, all land."""
+        stores = [await store_factory(registry=CONTRACT_REGISTRY) for _ in range(4)]
+        barrier = asyncio.Barrier(16)
+
+        async def append(i: int) -> AppendResult:
+            store = stores[i % len(stores)]
+            query = Query.of(tags=[f"seat:{i}"])
+            seen = await store.read(query)
+            await barrier.wait()
+            return await store.append_events(
+                [tagged(ItemAdded(f"writer {i}"), f"seat:{i}")],
+                condition=AppendCondition(query, after=seen.head),
+            )
+
+        results = await asyncio.gather(*(append(i) for i in range(16)))
+        assert len({r.position for r in results}) == 16
+        await settled(stores[0])
+        assert len((await stores[0].read(Query.of(types=[ITEM]))).events) == 16
+
+    async def test_a_retry_of_a_landed_append_returns_its_first_result(self, store: EventStore) -> None:
+        """Re-sending the same events returns the first result, though the condition would now fail."""
+        query = Query.of(tags=["once"])
+        sent = [tagged(ItemAdded("x"), "once")]
+        first = await store.append_events(sent, condition=AppendCondition(query))
+        again = await store.append_events(sent, condition=AppendCondition(query))
+        assert again == first
+        assert len((await store.read(query)).events) == 1
+
+    # -- both models in one log --------------------------------------------------------
+
+    async def test_a_conditional_append_to_a_stream_respects_its_version(self, store: EventStore) -> None:
+        """Naming a stream checks its expected version and the condition; each failure writes nothing."""
+        await store.append(STREAM, [tagged(ItemAdded("first"), "order:1")], expected_version=NO_STREAM)
+        query = Query.of(tags=["order:1"])
+        seen = await store.read(query)
+        with pytest.raises(WrongExpectedVersion):
+            await store.append_events(
+                [tagged(ItemAdded("stale"), "order:1")],
+                condition=AppendCondition(query, after=seen.head),
+                stream_id=STREAM,
+                expected_version=NO_STREAM,
+            )
+        with pytest.raises(AppendConditionFailed):
+            await store.append_events(
+                [tagged(ItemAdded("blind"), "order:1")],
+                condition=AppendCondition(query, after=0),
+                stream_id=STREAM,
+                expected_version=1,
+            )
+        result = await store.append_events(
+            [tagged(ItemAdded("second"), "order:1")],
+            condition=AppendCondition(query, after=seen.head),
+            stream_id=STREAM,
+            expected_version=1,
+        )
+        assert (result.stream_id, result.stream_version) == (STREAM, 2)
+        assert [e.data.name for e in await store.read_stream(STREAM)] == ["first", "second"]
+
+    async def test_a_stream_append_moves_a_conditions_boundary(self, store: EventStore) -> None:
+        """A plain stream append of a tagged event fails a condition read before it."""
+        query = Query.of(tags=["account:1"])
+        seen = await store.read(query)
+        await store.append(
+            "account-1", [tagged(Deposited(Decimal(1)), "account:1")], expected_version=NO_STREAM
+        )
+        with pytest.raises(AppendConditionFailed):
+            await store.append_events([ItemAdded("late")], condition=AppendCondition(query, after=seen.head))
+
+    # -- the specification's examples --------------------------------------------------
+
+    async def test_unique_username(self, store: EventStore) -> None:
+        """A username is registered once; another name is free; racing registrations of one name land once."""
+        await register_user(store, "ada")
+        with pytest.raises(UsernameTaken):
+            await register_user(store, "ada")
+        await register_user(store, "grace")
+        outcomes = await asyncio.gather(
+            *(register_user(store, "linus") for _ in range(8)), return_exceptions=True
+        )
+        assert sum(isinstance(o, AppendResult) for o in outcomes) == 1
+        assert all(isinstance(o, AppendResult | AppendConditionFailed | UsernameTaken) for o in outcomes)
+        names = [
+            e.data.username for e in (await store.read(Query.of(types=["contract.UserRegistered"]))).events
+        ]
+        assert names == ["ada", "grace", "linus"]
+
+    async def test_course_subscription(self, store: EventStore) -> None:
+        """A course takes no more students than its seats, a student no more than three courses."""
+        for course, seats in (("c1", 2), ("c2", 5), ("c3", 5), ("c4", 5)):
+            await store.append_events([tagged(CourseDefined(course, seats), f"course:{course}")])
+        await subscribe(store, "s1", "c1")
+        await subscribe(store, "s2", "c1")
+        with pytest.raises(CourseFull):
+            await subscribe(store, "s3", "c1")
+        await subscribe(store, "s1", "c2")
+        await subscribe(store, "s1", "c3")
+        with pytest.raises(TooManyCourses):
+            await subscribe(store, "s1", "c4")
+        # A decision made before another subscription to the same course is refused.
+        taken = Query.of(types=["contract.StudentSubscribed"], tags=["course:c2"])
+        stale = await store.read(taken)
+        await subscribe(store, "s9", "c2")
+        with pytest.raises(AppendConditionFailed):
+            await store.append_events(
+                [tagged(StudentSubscribed("s8", "c2"), "student:s8", "course:c2")],
+                condition=AppendCondition(taken, after=stale.head),
+            )
+        # Racing for the last seat: one student gets it.
+        await store.append_events([tagged(CourseDefined("c5", 1), "course:c5")])
+        outcomes = await asyncio.gather(
+            *(subscribe(store, f"r{i}", "c5") for i in range(8)), return_exceptions=True
+        )
+        assert sum(isinstance(o, AppendResult) for o in outcomes) == 1
+        assert all(isinstance(o, AppendResult | AppendConditionFailed | CourseFull) for o in outcomes)
+
+    # -- bad input ---------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "tags",
+        [
+            pytest.param(["", "x"], id="empty"),
+            pytest.param([" x"], id="leading space"),
+            pytest.param(["a\nb"], id="newline"),
+            pytest.param([42], id="int"),
+            pytest.param("abc", id="a str"),
+            pytest.param(["x" * 201], id="too long"),
+        ],
+    )
+    async def test_bad_tags_are_refused(self, store: EventStore, tags: Any) -> None:
+        """A bad tag on an event raises InvalidInput from both appends; nothing is written."""
+        with pytest.raises(InvalidInput, match="tag"):
+            await store.append_events([NewEvent(ItemAdded("x"), tags=tags)])
+        with pytest.raises(InvalidInput, match="tag"):
+            await store.append(STREAM, [NewEvent(ItemAdded("x"), tags=tags)], expected_version=ANY)
+        assert (await store.read(Query.all())).head == 0
+
+    async def test_bad_reads_and_conditions_are_refused(self, store: EventStore) -> None:
+        """A read or an append given something else than the model's values raises InvalidInput."""
+        with pytest.raises(InvalidInput, match="at least one item"):
+            Query([])
+        with pytest.raises(InvalidInput, match="Query"):
+            await store.read("tags=a")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="after"):
+            await store.read(Query.all(), after=-1)
+        with pytest.raises(InvalidInput, match="limit"):
+            await store.read(Query.all(), limit=-1)
+        with pytest.raises(InvalidInput, match="after"):
+            AppendCondition(Query.all(), after=-1)
+        with pytest.raises(InvalidInput, match="AppendCondition"):
+            await store.append_events([ItemAdded("x")], condition=Query.all())  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="stream_id"):
+            await store.append_events([ItemAdded("x")], expected_version=NO_STREAM)
+        with pytest.raises(InvalidExpectedVersion, match="expected_version"):
+            await store.append_events([ItemAdded("x")], stream_id=STREAM)
+        assert (await store.read(Query.all())).head == 0

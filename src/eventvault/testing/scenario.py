@@ -10,17 +10,28 @@ The aggregate is rebuilt by replaying the given events (the same path the
 repository uses), so a scenario also proves that appliers accept those events.
 A command that creates an aggregate (a classmethod returning one) is tested
 with no given events; the returned aggregate's events are the outcome.
+
+Commands decided on a dynamic consistency boundary (see :mod:`eventvault.decisions`)
+are async handlers of a store: :func:`given_events` puts the given events, with
+their tags, in a fresh ``memory://`` store, runs the handler on it, and compares
+what it appended, data and tags::
+
+    await (given_events(NewEvent(UserRegistered("ada"), tags=["username:ada"]))
+        .when(lambda store: register(store, "ada"))
+        .then_raises(UsernameTaken))
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from eventvault.domain import Aggregate
+from eventvault.domain import Aggregate, EventRegistry
+from eventvault.store import EventStore, NewEvent, Query, RecordedEvent
+from eventvault.store.memory import MemoryEventStore
 
-__all__ = ["Scenario", "given"]
+__all__ = ["DecisionScenario", "Scenario", "given", "given_events"]
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -80,3 +91,76 @@ class Scenario(Generic[A]):
 def given(cls: type[A], *events: object, aggregate_id: str = SCENARIO_ID) -> Scenario[A]:
     """Start a scenario: an aggregate of ``cls`` that has had ``events``."""
     return Scenario(cls, events, aggregate_id)
+
+
+def _shown(data: object, tags: tuple[str, ...]) -> str:
+    return f"{data!r} tags={list(tags)}" if tags else repr(data)
+
+
+class DecisionScenario:
+    """Given stored events, when an async command handler runs on the store, then what it appended."""
+
+    def __init__(self, events: tuple[NewEvent | object, ...], registry: EventRegistry | None) -> None:
+        self.given_events = events
+        self.registry = registry
+        self._handler: Callable[[EventStore], Awaitable[Any]] | None = None
+
+    def when(self, handler: Callable[[EventStore], Awaitable[Any]]) -> DecisionScenario:
+        """The command, as an async function of a store holding the given events."""
+        self._handler = handler
+        return self
+
+    async def _run(self) -> tuple[list[RecordedEvent], BaseException | None]:
+        if self._handler is None:
+            raise AssertionError("a scenario needs .when(handler) before .then")
+        async with MemoryEventStore(registry=self.registry) as store:
+            for e in self.given_events:  # one append each: positions as if written one by one
+                await store.append_events([e])
+            head = (await store.head()).position
+            try:
+                await self._handler(store)
+            except Exception as exc:  # noqa: BLE001 - the outcome is checked by the caller
+                error: BaseException | None = exc
+            else:
+                error = None
+            appended = list((await store.read(Query.all(), after=head)).events)
+        return appended, error
+
+    async def then(self, *expected: NewEvent | object) -> list[RecordedEvent]:
+        """Assert the handler appended exactly ``expected`` (data and tags; a bare event has none)."""
+        appended, error = await self._run()
+        if error is not None:
+            raise AssertionError(f"the handler raised {error!r}") from error
+        want = [
+            (e.data, tuple(dict.fromkeys(e.tags))) if isinstance(e, NewEvent) else (e, ()) for e in expected
+        ]
+        got = [(e.data, e.tags) for e in appended]
+        if got != want:
+            raise AssertionError(
+                "the handler appended other events than expected\n"
+                f"  expected: {[_shown(*w) for w in want]}\n  appended: {[_shown(*g) for g in got]}"
+            )
+        return appended
+
+    async def then_nothing(self) -> None:
+        """Assert the handler appended no event (and raised nothing)."""
+        await self.then()
+
+    async def then_raises(self, error: type[BaseException], match: str | None = None) -> BaseException:
+        """Assert the handler raised ``error`` (message searched for ``match``) and appended nothing."""
+        appended, raised = await self._run()
+        if not isinstance(raised, error):
+            raise AssertionError(  # noqa: TRY004 - a failed assertion, not a bad argument
+                f"expected {error.__name__}, but the handler "
+                + (f"raised {raised!r}" if raised is not None else f"appended {appended!r}")
+            ) from raised
+        if match is not None and not re.search(match, str(raised)):
+            raise AssertionError(f"{type(raised).__name__}({str(raised)!r}) does not match {match!r}")
+        if appended:
+            raise AssertionError(f"{error.__name__} was raised, but {appended!r} were appended")
+        return raised
+
+
+def given_events(*events: NewEvent | object, registry: EventRegistry | None = None) -> DecisionScenario:
+    """Start a scenario of a store holding ``events`` (NewEvent to give them tags)."""
+    return DecisionScenario(events, registry)

@@ -16,7 +16,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 import eventvault
-from eventvault_ledger.api import commands, live, ops, query_routes, transfer_routes
+from eventvault_ledger.api import commands, dcb_routes, live, ops, query_routes, transfer_routes
 from eventvault_ledger.api.metrics import Metrics
 from eventvault_ledger.api.middleware import (
     BodyLimitMiddleware,
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)  # before the query routes: /accounts/changes is not an account id
     app.include_router(query_routes.router)
     app.include_router(ops.router)
+    app.include_router(dcb_routes.router)
 
     static = settings.static_dir or DASHBOARD
     if (static / "index.html").is_file():
@@ -154,6 +155,8 @@ def _openapi(app: FastAPI, settings: Settings) -> Callable[[], dict[str, Any]]:
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (CommandResult, ProblemDocument):
                 schemas.setdefault(model.__name__, _schema(model))
+            for name, schema in dcb_routes.openapi_schemas().items():
+                schemas.setdefault(name, schema)
             for path, operations in document["paths"].items():
                 for operation in operations.values():
                     _secure(operation, path, settings)

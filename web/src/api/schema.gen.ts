@@ -106,6 +106,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/dcb/append": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Append events unless the condition fails
+         * @description Append atomically; 409 ``append-condition-failed`` if a matching event came after ``after``.
+         */
+        post: operations["append_api_dcb_append_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/dcb/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read the events a query matches
+         * @description The matching events, oldest first, and ``head``: the after of a condition decided on them.
+         */
+        get: operations["read_api_dcb_read_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projections": {
         parameters: {
             query?: never;
@@ -524,6 +564,27 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * AppendIn
+         * @description A conditional append.
+         */
+        AppendIn: {
+            /** @default null */
+            condition: components["schemas"]["ConditionIn"] | null;
+            /** Events */
+            events: components["schemas"]["EventIn"][];
+        };
+        /**
+         * AppendedDoc
+         * @description Where the append landed.
+         */
+        AppendedDoc: {
+            /**
+             * Position
+             * @description The global position of the last appended event.
+             */
+            position: number;
+        };
+        /**
          * AuditEvent
          * @description A stored event with its envelope and metadata, straight from the log.
          */
@@ -595,6 +656,19 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * ConditionIn
+         * @description Fail if an event matching ``failIfEventsMatch`` was stored after ``after`` (anywhere if absent).
+         */
+        ConditionIn: {
+            /**
+             * After
+             * @default null
+             */
+            after: number | null;
+            /** Failifeventsmatch */
+            failIfEventsMatch: components["schemas"]["QueryItemIn"][];
+        };
+        /**
          * CurrencyTotal
          * @description Totals of one currency.
          */
@@ -615,6 +689,55 @@ export interface components {
             transactionCount: number;
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * EventDoc
+         * @description A stored event, as a query read returns it.
+         */
+        EventDoc: {
+            /**
+             * Data
+             * @description The stored JSON, as written.
+             */
+            data: {
+                [key: string]: unknown;
+            };
+            /** Eventid */
+            eventId: string;
+            /** Eventtype */
+            eventType: string;
+            /** Occurredat */
+            occurredAt: string;
+            /** Position */
+            position: number;
+            /** Recordedat */
+            recordedAt: string;
+            /** Streamid */
+            streamId: string;
+            /** Tags */
+            tags: string[];
+            /** Version */
+            version: number;
+        };
+        /**
+         * EventIn
+         * @description An event to append: its type, its data (a JSON object), its tags and, for retries, its id.
+         */
+        EventIn: {
+            /** Data */
+            data: {
+                [key: string]: unknown;
+            };
+            /**
+             * Eventid
+             * @description Send the same id again to retry safely.
+             * @default null
+             */
+            eventId: string | null;
+            /** Tags */
+            tags?: string[];
+            /** Type */
+            type: string;
         };
         /**
          * Health
@@ -745,6 +868,26 @@ export interface components {
             workers?: string[];
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * QueryItemIn
+         * @description One alternative: events of one of ``types`` (any if none) carrying every one of ``tags``.
+         */
+        QueryItemIn: {
+            /** Tags */
+            tags?: string[];
+            /** Types */
+            types?: string[];
+        };
+        /**
+         * ReadDoc
+         * @description The events the query matched, and the head to pass as a condition's ``after``.
+         */
+        ReadDoc: {
+            /** Events */
+            events: components["schemas"]["EventDoc"][];
+            /** Head */
+            head: number;
         };
         /**
          * Ready
@@ -1485,6 +1628,156 @@ export interface operations {
             };
             /** @description The store or the read model is not ready; see Retry-After */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    append_api_dcb_append_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AppendIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppendedDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description An event the condition forbids was stored after its position (append-condition-failed) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The request body is too large (too-large) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The body is not JSON (unsupported-media-type) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The store has no DCB support (dcb-not-supported) */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    read_api_dcb_read_get: {
+        parameters: {
+            query: {
+                /** @description A JSON list of items, [{"types": ["..."], "tags": ["..."]}]: an event matches an item if its type is one of the item's types (any, if none) and it carries all its tags. */
+                query: string;
+                /** @description Only events after this position. */
+                after?: number;
+                /** @description At most this many events. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReadDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The store has no DCB support (dcb-not-supported) */
+            501: {
                 headers: {
                     [name: string]: unknown;
                 };
