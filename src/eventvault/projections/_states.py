@@ -218,6 +218,7 @@ def reported_state(  # noqa: PLR0913 - what a status is derived from
     leased_elsewhere: bool,
     caught_up: bool,
     lagging: bool,
+    paused: bool = False,
 ) -> State:
     """The state a projection's status reports.
 
@@ -228,10 +229,13 @@ def reported_state(  # noqa: PLR0913 - what a status is derived from
     checkpoints the database holds is live at once, as ``wait_for`` sees it,
     not when it next looks at the log. Without a worker running here, the
     projection is live or catching up (``lagging``) if workers elsewhere hold
-    leases (``leased_elsewhere``), else stopped.
+    leases (``leased_elsewhere``), else stopped. A projection an operator
+    ``paused`` is paused, unless it failed: its workers hold nothing and idle.
     """
     if failed_in_database or (worker is not None and worker.phase is Phase.FAILED):
         return "failed"
+    if paused:
+        return "paused"
     if running and worker is not None:
         if worker.phase in (Phase.STARTING, Phase.CATCHING_UP, Phase.RETRYING) and caught_up:
             return "live"

@@ -27,6 +27,8 @@ from eventvault.store.records import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StoreCounts,
+    StreamInfo,
     StreamState,
 )
 
@@ -45,6 +47,8 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
+    "StoreCounts",
+    "StreamInfo",
     "StreamState",
     "create_store",
     "open_store",

@@ -31,6 +31,8 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
+    "StoreCounts",
+    "StreamInfo",
     "StreamState",
 ]
 
@@ -343,3 +345,26 @@ class HorizonLag:
     """How long that transaction has been open."""
     oldest_xact_started: datetime | None = None
     """When that transaction began."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream as :meth:`EventStore.list_streams` lists it."""
+
+    stream_id: str
+    version: int
+    """The version of its last event."""
+    last_position: int
+    """The global position of its last event."""
+    last_recorded_at: datetime
+    """When the store recorded its last event (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """How much a store holds (:meth:`EventStore.counts`)."""
+
+    events: int
+    streams: int
+    head: Checkpoint
+    """The checkpoint of the last event readers can see."""
