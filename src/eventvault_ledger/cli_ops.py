@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -27,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eventvault import Checkpoint, EventStore, InvalidInput, RecordedEvent, StoreError
+from eventvault.store import schema_version, size_on_disk
 from eventvault_ledger.cli import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -340,27 +340,6 @@ def events_show(
 
 
 # -- db ------------------------------------------------------------------------------------------
-
-
-def size_on_disk(store: EventStore) -> int | None:
-    """Bytes the store's database takes (SQLite: the file and its WAL); None where it is not known here."""
-    path = str(getattr(store, "path", ""))
-    if store.scheme != "sqlite" or not path or path == ":memory:":
-        return None
-    return sum(p.stat().st_size for p in (Path(path), Path(f"{path}-wal")) if p.exists())
-
-
-def schema_version(store: EventStore) -> int | None:
-    """The event store schema version of an opened store (it migrates on opening)."""
-    if store.scheme == "sqlite":
-        from eventvault.store import sqlite  # noqa: PLC0415
-
-        return sqlite.SCHEMA_VERSION
-    if store.scheme == "postgresql":
-        from eventvault.store import postgres  # noqa: PLC0415
-
-        return postgres.SCHEMA_VERSION
-    return None
 
 
 def _postgres_size(runner: ProjectionRunner) -> int | None:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -56,14 +57,14 @@ def runner():
 
 
 @pytest.fixture
-def demo_db(runner, db_url) -> str:
+def demo_db(runner, db_url):
     """A store holding the demo's three accounts (20 events)."""
     result = runner.invoke(cli.app, ["demo", "--db", db_url], env=ENV)
     assert result.exit_code == 0, result.output
     return db_url
 
 
-def _ok(runner, *args: str) -> str:
+def _ok(runner, *args: str):
     result = runner.invoke(cli.app, list(args), env=ENV)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return result.stdout
@@ -73,7 +74,7 @@ def _json(runner, *args: str):
     return json.loads(_ok(runner, *args, "--json"))
 
 
-def _streams(runner, db: str, *args: str) -> list[dict]:
+def _streams(runner, db: str, *args: str):
     return _json(runner, "streams", "ls", "--db", db, *args)["streams"]
 
 
@@ -132,7 +133,7 @@ def test_streams_read_of_an_unknown_stream_exits_3(runner, demo_db):
 # -- log and events ------------------------------------------------------------------------------
 
 
-def _lines(text: str) -> list[dict]:
+def _lines(text: str):
     return [json.loads(line) for line in text.splitlines()]
 
 
@@ -206,7 +207,7 @@ def test_db_migrate_is_explicit_and_idempotent(runner, db_url):
 # -- projections ---------------------------------------------------------------------------------
 
 
-def _status(runner, db: str) -> dict:
+def _status(runner, db: str):
     (accounts,) = _json(runner, "projections", "status", "--db", db)["projections"]
     return accounts
 
@@ -340,7 +341,7 @@ def test_log_tail_follow_prints_new_events_live_and_stops_cleanly_on_ctrl_c(sqli
         env={**os.environ, **ENV},
     ) as proc:
         assert proc.stdout is not None
-        lines: list[dict] = []
+        lines: list[Any] = []
 
         def read() -> None:
             assert proc.stdout is not None
