@@ -24,7 +24,10 @@ the diagram::
         Exited         -> FAILED        error kept
     STOPPED: final.
 
-Anything else is a bug in the worker: :class:`IllegalTransition`.
+Anything else is a bug in the worker: :class:`IllegalTransition`. An
+operator's pause is no phase: the workers of a paused projection hold no
+partition (``idle``), and :func:`reported_state` reports it as ``paused``
+(docs/decisions/0025-projection-pause-and-reset.md).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 import eventvault
-from eventvault_ledger.api import commands, live, ops, query_routes
+from eventvault_ledger.api import commands, live, ops, projection_controls, query_routes
 from eventvault_ledger.api.metrics import Metrics
 from eventvault_ledger.api.middleware import (
     BodyLimitMiddleware,
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)  # before the query routes: /accounts/changes is not an account id
     app.include_router(query_routes.router)
     app.include_router(ops.router)
+    app.include_router(projection_controls.router)
 
     static = settings.static_dir or DASHBOARD
     if (static / "index.html").is_file():

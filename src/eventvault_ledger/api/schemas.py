@@ -25,6 +25,7 @@ __all__ = [
     "ProblemDocument",
     "ProjectionErrorDoc",
     "ProjectionList",
+    "ProjectionReset",
     "ProjectionStatusDoc",
     "Ready",
     "RebuildProgress",
@@ -204,6 +205,13 @@ class ProjectionStatusDoc(_Doc):
         default_factory=list, description="The workers (in any process) holding a live lease on a partition."
     )
     held_back: dict[str, Any] | None = None
+    paused: bool = Field(default=False, description="An operator paused it: no worker applies events.")
+
+
+class ProjectionReset(_Doc):
+    """Where to move a paused projection: every event before it is skipped."""
+
+    to: str = Field(description="A checkpoint (an event's `checkpoint`), at or past the projection's own.")
 
 
 class ProjectionList(_Doc):
