@@ -371,6 +371,29 @@ def test_log_tail_follow_prints_new_events_live_and_stops_cleanly_on_ctrl_c(sqli
         assert "Traceback" not in proc.stderr.read()
 
 
+def test_projections_status_watch_prints_a_line_each_refresh_and_stops_on_ctrl_c(sqlite_demo):
+    """`projections status --watch --json` prints a status line per refresh until SIGINT, then exits 0."""
+    args = ["projections", "status", "--watch", "--json", "--interval", "0.1", "--db", sqlite_demo]
+    with subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
+        [sys.executable, "-m", "eventvault_ledger.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **ENV},
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            first = json.loads(proc.stdout.readline())
+            second = json.loads(proc.stdout.readline())
+            assert [p["name"] for p in first["projections"]] == ["accounts"]
+            assert second["at"] >= first["at"]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_the_operations_page_names_every_command():
     """docs/operations.md documents every command group and subcommand the CLI has."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
