@@ -70,6 +70,9 @@ OPERATIONS = [
     ("GET", "/metrics"),
     ("GET", "/api/projections"),
     ("POST", "/api/projections/{name}/rebuild"),
+    ("POST", "/api/projections/{name}/pause"),
+    ("POST", "/api/projections/{name}/resume"),
+    ("POST", "/api/projections/{name}/reset"),
 ]
 STREAMS = {("GET", "/api/query/accounts/changes"), ("GET", "/api/query/accounts/{account_id}/changes")}
 

@@ -206,17 +206,15 @@ async def test_pause_reset_and_resume_a_projection_through_the_admin_api(api):
     r = await api.post("/api/projections/accounts/reset", json={"to": target})
     assert r.status_code == 200, r.text
     assert r.json()["checkpoint"] == target
-    api.problem(
-        await api.post("/api/projections/accounts/reset", json={"to": "0.0"}), 409, "projection-state-conflict"
-    )
+    conflict = "projection-state-conflict"
+    api.problem(await api.post("/api/projections/accounts/reset", json={"to": "0.0"}), 409, conflict)
     api.problem(await api.post("/api/projections/accounts/reset", json={"to": "soon"}), 422, "validation")
+    api.problem(await api.post("/api/projections/accounts/reset", content=b"{"), 422, "validation")
 
     resumed = await api.post("/api/projections/accounts/resume")
     assert resumed.status_code == 200, resumed.text
     assert resumed.json()["paused"] is False
-    api.problem(
-        await api.post("/api/projections/accounts/reset", json={"to": target}), 409, "projection-state-conflict"
-    )
+    api.problem(await api.post("/api/projections/accounts/reset", json={"to": target}), 409, conflict)
 
 
 async def test_projection_controls_need_the_admin_scope_and_a_known_name(make_api, tokens):

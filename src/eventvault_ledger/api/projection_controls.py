@@ -7,14 +7,15 @@ server runs the projections or not (docs/decisions/0025-projection-pause-and-res
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Depends, Request
 
 from eventvault import InvalidCheckpoint, InvalidInput
 from eventvault_ledger.api.ops import status_json
 from eventvault_ledger.api.problems import Problem, known_query_only
-from eventvault_ledger.api.schemas import ProjectionReset, ProjectionStatusDoc, problems
+from eventvault_ledger.api.schemas import ProjectionStatusDoc, problems
 from eventvault_ledger.api.security import Admin
 from eventvault_ledger.api.services import Services, ServicesDep
 
@@ -65,20 +66,52 @@ async def resume(name: str, services: ServicesDep, _: Admin) -> dict[str, Any]:
     return await _status(services, name)
 
 
+_RESET_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["to"],
+                "properties": {
+                    "to": {
+                        "type": "string",
+                        "description": "A checkpoint (an event's `checkpoint`), at or past the projection's.",
+                        "example": "0.20",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
+async def _reset_target(request: Request) -> str:
+    """The ``to`` of a reset's body; malformed JSON is a 422 like any invalid field."""
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        detail = "the body is not valid JSON"
+        raise Problem(422, "validation", "Invalid request", detail, field="to") from None
+    if not isinstance(data, dict) or not isinstance(data.get("to"), str):
+        raise Problem(422, "validation", "Invalid request", 'the body is {"to": "<checkpoint>"}', field="to")
+    return str(data["to"])
+
+
 @router.post(
     "/api/projections/{name}/reset",
     dependencies=[Depends(known_query_only)],
     summary="Move a paused projection forward to a checkpoint",
     response_model=None,
     responses=_ANSWERS,
+    openapi_extra={"requestBody": _RESET_BODY},
 )
-async def reset(
-    name: str, services: ServicesDep, _: Admin, body: Annotated[ProjectionReset, Body()]
-) -> dict[str, Any]:
+async def reset(name: str, request: Request, services: ServicesDep, _: Admin) -> dict[str, Any]:
     """Skip the events before ``to`` (a poison event): only a paused projection, only forward."""
     _known(services, name)
+    to = await _reset_target(request)
     try:
-        await services.runner.reset(name, body.to)
+        await services.runner.reset(name, to)
     except InvalidCheckpoint as exc:
         raise Problem(422, "validation", "Invalid checkpoint", str(exc), field="to") from exc
     except InvalidInput as exc:

@@ -25,7 +25,6 @@ __all__ = [
     "ProblemDocument",
     "ProjectionErrorDoc",
     "ProjectionList",
-    "ProjectionReset",
     "ProjectionStatusDoc",
     "Ready",
     "RebuildProgress",
@@ -206,12 +205,6 @@ class ProjectionStatusDoc(_Doc):
     )
     held_back: dict[str, Any] | None = None
     paused: bool = Field(default=False, description="An operator paused it: no worker applies events.")
-
-
-class ProjectionReset(_Doc):
-    """Where to move a paused projection: every event before it is skipped."""
-
-    to: str = Field(description="A checkpoint (an event's `checkpoint`), at or past the projection's own.")
 
 
 class ProjectionList(_Doc):

@@ -651,19 +651,6 @@ export interface components {
             [key: string]: unknown;
         };
         /**
-         * ProjectionReset
-         * @description Where to move a paused projection: every event before it is skipped.
-         */
-        ProjectionReset: {
-            /**
-             * To
-             * @description A checkpoint (an event's `checkpoint`), at or past the projection's own.
-             */
-            to: string;
-        } & {
-            [key: string]: unknown;
-        };
-        /**
          * ProjectionStatusDoc
          * @description The status of one projection.
          */
@@ -1539,7 +1526,13 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ProjectionReset"];
+                "application/json": {
+                    /**
+                     * @description A checkpoint (an event's `checkpoint`), at or past the projection's.
+                     * @example 0.20
+                     */
+                    to: string;
+                };
             };
         };
         responses: {
