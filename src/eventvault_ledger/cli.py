@@ -27,7 +27,7 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, get_args
+from typing import TYPE_CHECKING, Annotated, Final, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
 import typer
@@ -234,6 +234,7 @@ _WHY_SHARED: Final = {
     "worker": "a worker shares the store with servers and workers in other processes",
     "projections": "the projections keep their read models in a SQL database beside the events",
     "rebuild": "the projections keep their read models in a SQL database beside the events",
+    "db": "its status includes the read models, kept in a SQL database beside the events",
 }
 
 
@@ -532,108 +533,81 @@ def worker(
 _worker_log = logging.getLogger("eventvault_ledger.worker")
 
 
-@app.command()
-def projections(db: DbOption = SERVE_DB) -> None:
+projections_app = typer.Typer(
+    help="Show and control the ledger's projections (without a command: their status).",
+    invoke_without_command=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(projections_app, name="projections")
+
+NameArgument = Annotated[
+    str,
+    typer.Argument(metavar="NAME", help="The projection (`eventvault projections` lists them)."),
+]
+ProjectionsJsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of a table.")
+]
+
+
+@projections_app.callback()
+def projections(ctx: typer.Context, db: DbOption = SERVE_DB, as_json: ProjectionsJsonOption = False) -> None:
     """Show each projection's checkpoint, lag, rate, state and last error."""
-    from rich.table import Table  # noqa: PLC0415
-
-    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
-    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
-
-    where = _shared_store(db, "projections")
-
-    async def run() -> list[Any]:
-        store = await _open(where)
-        try:
-            runner = ProjectionRunner(store, ledger_projections())
-            await runner.prepare()
-            try:
-                return await runner.status()
-            finally:
-                await runner.stop()
-        finally:
-            await store.close()
-
-    try:
-        statuses = asyncio.run(run())
-    except _CannotOpen as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except (InvalidInput, StoreError) as exc:
-        _fail(_cannot_open(where.url, exc), EXIT_USAGE)
-    typer.echo(f"store: {where.shown}")
-    table = Table(
-        "projection", "state", "checkpoint", "head", "lag (events)", "lag (s)", "applied", "last error"
-    )
-    for s in statuses:
-        error = "" if s.last_error is None else s.last_error.message
-        table.add_row(
-            s.name,
-            s.state,
-            s.checkpoint,
-            s.head,
-            str(s.lag_events),
-            f"{s.lag_seconds:.1f}",
-            str(s.applied),
-            error,
-        )
-    Console().print(table)
+    if ctx.invoked_subcommand is None:
+        cli_ops.projections_status(db, as_json=as_json, watch=False, interval=1.0)
 
 
-@app.command()
-def rebuild(
-    name: Annotated[
-        str,
-        typer.Argument(
-            metavar="NAME", help="The projection to rebuild (`eventvault projections` lists them)."
-        ),
+@projections_app.command("status")
+def projections_status(
+    db: DbOption = SERVE_DB,
+    as_json: ProjectionsJsonOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until Ctrl-C (with --json: a line each time).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", metavar="SECONDS", min=0.1, help="How often --watch refreshes.")
+    ] = 1.0,
+) -> None:
+    """Show each projection's full name, state, checkpoint, head, lag, and last error."""
+    cli_ops.projections_status(db, as_json=as_json, watch=watch, interval=interval)
+
+
+@projections_app.command("pause")
+def projections_pause(name: NameArgument, db: DbOption = SERVE_DB) -> None:
+    """Stop a projection in every process (its read model stays as it is) until resumed."""
+    cli_ops.projection_control(db, name, "pause")
+
+
+@projections_app.command("resume")
+def projections_resume(name: NameArgument, db: DbOption = SERVE_DB) -> None:
+    """Run a paused or failed projection again, from its checkpoint."""
+    cli_ops.projection_control(db, name, "resume")
+
+
+@projections_app.command("reset")
+def projections_reset(
+    name: NameArgument,
+    to: Annotated[
+        str, typer.Option("--to", metavar="CP", help="The checkpoint to move to (as `log tail` prints them).")
     ],
     db: DbOption = SERVE_DB,
 ) -> None:
+    """Move a paused projection forward to a checkpoint, skipping the events before it (a poison event)."""
+    cli_ops.projection_control(db, name, "reset", to)
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(name: NameArgument, db: DbOption = SERVE_DB) -> None:
+    """Rebuild a projection into new tables, with progress, events/s and ETA; returns once swapped in."""
+    cli_ops.projections_rebuild(db, name)
+
+
+@app.command()
+def rebuild(name: NameArgument, db: DbOption = SERVE_DB) -> None:
     """Rebuild a projection from the start into new tables, then swap them in."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
-
-    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
-    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
-
-    where = _shared_store(db, "rebuild")
-
-    async def run() -> bool:
-        store = await _open(where)
-        typer.echo(f"store: {where.shown}")
-        try:
-            async with ProjectionRunner(store, ledger_projections()) as runner:
-                if name not in runner.projections:
-                    raise InvalidInput(
-                        f"no projection is named {name!r}; there are {sorted(runner.projections)}"
-                    )
-                progress = await runner.rebuild(name)
-                columns = (
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(),
-                )
-                with Progress(*columns) as bar:
-                    task = bar.add_task(f"rebuilding {name}", total=max(progress.total, 1))
-                    while not await runner.wait_rebuilt(name, timeout=0.2):
-                        status = {s.name: s for s in await runner.status()}[name]
-                        if status.rebuild is None or status.rebuild.state == "failed":
-                            return False
-                        bar.update(task, completed=status.rebuild.done, total=max(status.rebuild.total, 1))
-                    bar.update(task, completed=bar.tasks[0].total)
-                return True
-        finally:
-            await store.close()
-
-    try:
-        ok = asyncio.run(run())
-    except _CannotOpen as exc:
-        _fail(str(exc), EXIT_USAGE)
-    except (InvalidInput, StoreError) as exc:
-        _fail(str(exc), EXIT_USAGE)
-    if not ok:
-        _fail(f"the rebuild of {name} failed: see `eventvault projections`", EXIT_FAILED)
-    typer.echo(f"{name} rebuilt and swapped in")
+    cli_ops.projections_rebuild(db, name)
 
 
 def _configure_logging(level: str) -> None:
@@ -671,10 +645,18 @@ def version() -> None:
     typer.echo(f"eventvault {eventvault.__version__}")
 
 
+# The operator's commands live in their own module, which uses this one's helpers and
+# adds its commands to `app` when imported (whichever of the two is imported first).
+from eventvault_ledger import cli_ops  # noqa: E402
+
+
 def main() -> None:
     """Entry point of the ``eventvault`` console script."""
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run as `python -m`: the package's own copy of this module is the one cli_ops completes.
+    from eventvault_ledger.cli import main as _main
+
+    _main()

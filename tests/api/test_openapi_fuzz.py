@@ -76,6 +76,9 @@ OPERATIONS = [
     ("POST", "/api/projections/{name}/rebuild"),
     ("GET", "/api/dcb/read"),
     ("POST", "/api/dcb/append"),
+    ("POST", "/api/projections/{name}/pause"),
+    ("POST", "/api/projections/{name}/resume"),
+    ("POST", "/api/projections/{name}/reset"),
 ]
 STREAMS = {
     ("GET", "/api/query/accounts/changes"),

@@ -191,3 +191,36 @@ async def test_unknown_paths_and_methods_are_problems_too(api):
     r = await api.client.delete("/api/command/accounts")
     api.problem(r, 405, "method-not-allowed")
     assert "POST" in r.headers["allow"]
+
+
+async def test_pause_reset_and_resume_a_projection_through_the_admin_api(api):
+    """POST pause shows it paused; reset moves it forward only; resume runs it on to the head."""
+    first = await api.deposit(await api.open(), "1.00")
+    await api.account(first.json()["accountId"], first.json()["checkpoint"])
+
+    paused = await api.post("/api/projections/accounts/pause")
+    assert paused.status_code == 200, paused.text
+    assert (paused.json()["state"], paused.json()["paused"]) == ("paused", True)
+    later = await api.deposit(first.json()["accountId"], "2.00")
+    target = later.json()["checkpoint"]
+    r = await api.post("/api/projections/accounts/reset", json={"to": target})
+    assert r.status_code == 200, r.text
+    assert r.json()["checkpoint"] == target
+    conflict = "projection-state-conflict"
+    api.problem(await api.post("/api/projections/accounts/reset", json={"to": "0.0"}), 409, conflict)
+    api.problem(await api.post("/api/projections/accounts/reset", json={"to": "soon"}), 422, "validation")
+    api.problem(await api.post("/api/projections/accounts/reset", content=b"{"), 422, "validation")
+
+    resumed = await api.post("/api/projections/accounts/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["paused"] is False
+    api.problem(await api.post("/api/projections/accounts/reset", json={"to": target}), 409, conflict)
+
+
+async def test_projection_controls_need_the_admin_scope_and_a_known_name(make_api, tokens):
+    """A reader may not pause (403); an unknown projection is 404 projection-not-found."""
+    api = await make_api(tokens=("admin", "reader"))
+    r = await api.post("/api/projections/accounts/pause", headers={"Authorization": tokens["reader"]})
+    api.problem(r, 403, "forbidden")
+    r = await api.post("/api/projections/nope/resume", headers={"Authorization": tokens["admin"]})
+    api.problem(r, 404, "projection-not-found")

@@ -82,6 +82,8 @@ BOOKKEEPING: Final = (
 ADDED_COLUMNS: Final = (
     ("ev_partition", "error_type", "TEXT"),
     ("ev_partition", "error_stream", "TEXT"),
+    # Set by an operator's pause: no worker holds the serving generation's partitions.
+    ("ev_projection", "paused", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 T = TypeVar("T")

@@ -227,8 +227,8 @@ class Leases:
     def _fair_share(self, conn: Any, now: float) -> int:
         """How many partitions this worker should hold; follows a swapped-in generation."""
         db = self.db
-        (serving,) = db.execute(
-            conn, "SELECT generation FROM ev_projection WHERE name = ?", (self.name,)
+        serving, paused = db.execute(
+            conn, "SELECT generation, paused FROM ev_projection WHERE name = ?", (self.name,)
         ).fetchone()
         active = int(serving)
         if self.rebuild:
@@ -250,6 +250,8 @@ class Leases:
             "ON CONFLICT (worker, name) DO UPDATE SET expires = excluded.expires",
             (self.worker_id, self.name, now + self.lease_seconds),
         )
+        if paused:  # an operator paused the projection: hold nothing (see _control.py)
+            return 0
         (live,) = db.execute(
             conn, "SELECT count(*) FROM ev_worker WHERE name = ? AND expires > ?", (self.name, now)
         ).fetchone()

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Self
 
 from eventvault.errors import InvalidInput
+from eventvault.projections._control import reset_to, set_paused
 from eventvault.projections._db import ReadModels, read_models_for
 from eventvault.projections._leases import checkpoint_at
 from eventvault.projections._projection import Projection
@@ -320,15 +321,60 @@ class ProjectionRunner:
                 await asyncio.shield(worker.task)
         return worker.swapped
 
+    def _check_known(self, name: str) -> None:
+        if name not in self.projections:
+            raise InvalidInput(f"unknown projection {name!r}; this runner has {sorted(self.projections)}")
+
+    async def pause(self, name: str) -> bool:
+        """Stop ``name`` from applying events, in every process, until :meth:`resume`; True if it ran.
+
+        Works on a runner that was only prepared (:meth:`prepare`): the pause is
+        kept in the database, and the workers holding the projection's
+        partitions lose them at their next checkpoint write or lease renewal.
+        """
+        self._check_known(name)
+        changed = await asyncio.to_thread(set_paused, self.db, name, paused=True)
+        self._sync_soon(name)
+        return changed
+
     async def resume(self, name: str) -> None:
-        """Clear a failed projection's error and run it again from where it stopped."""
-        self._check_name(name)
+        """Run ``name`` again: lift a pause, clear a failed projection's error, go on from where it stopped.
+
+        On a started runner, this process's worker runs it again too; on a
+        prepared one, workers elsewhere take it up at their next lease renewal.
+        """
+        self._check_known(name)
+        projection = self.projections[name]
+        await asyncio.to_thread(set_paused, self.db, name, paused=False)
+        generation = await asyncio.to_thread(register, self.db, type(projection))
+        self._sync_soon(name)
+        if not self._started:
+            return
         worker = self.workers.get(name)
         if worker is not None and worker.running:
             return
-        projection = self.projections[name]
-        generation = await asyncio.to_thread(register, self.db, type(projection))
         self._start_worker(name, self.make_worker(projection, generation))
+
+    async def reset(self, name: str, to: Checkpoint | str) -> int:
+        """Move the paused projection ``name`` forward to checkpoint ``to``, skipping the events before it.
+
+        For a poison event that no fix will make apply: skip it, then
+        :meth:`resume`. A checkpoint never moves back (rebuild to apply events
+        again). Returns how many partitions moved.
+        """
+        self._check_known(name)
+        target = Checkpoint.parse(to)
+        head = await self.store.head()
+        moved = await asyncio.to_thread(reset_to, self.db, name, target, head)
+        self._sync_soon(name)
+        return moved
+
+    def _sync_soon(self, name: str) -> None:
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.leases.sync_soon()
+        if self._loop is not None:
+            self._fire_changed()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read models (blocking; call it from a thread)."""

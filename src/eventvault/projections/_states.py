@@ -24,7 +24,10 @@ the diagram::
         Exited         -> FAILED        error kept
     STOPPED: final.
 
-Anything else is a bug in the worker: :class:`IllegalTransition`.
+Anything else is a bug in the worker: :class:`IllegalTransition`. An
+operator's pause is no phase: the workers of a paused projection hold no
+partition (``idle``), and :func:`reported_state` reports it as ``paused``
+(docs/decisions/0029-projection-pause-and-reset.md).
 """
 
 from __future__ import annotations
@@ -218,6 +221,7 @@ def reported_state(  # noqa: PLR0913 - what a status is derived from
     leased_elsewhere: bool,
     caught_up: bool,
     lagging: bool,
+    paused: bool = False,
 ) -> State:
     """The state a projection's status reports.
 
@@ -228,10 +232,13 @@ def reported_state(  # noqa: PLR0913 - what a status is derived from
     checkpoints the database holds is live at once, as ``wait_for`` sees it,
     not when it next looks at the log. Without a worker running here, the
     projection is live or catching up (``lagging``) if workers elsewhere hold
-    leases (``leased_elsewhere``), else stopped.
+    leases (``leased_elsewhere``), else stopped. A projection an operator
+    ``paused`` is paused, unless it failed: its workers hold nothing and idle.
     """
     if failed_in_database or (worker is not None and worker.phase is Phase.FAILED):
         return "failed"
+    if paused:
+        return "paused"
     if running and worker is not None:
         if worker.phase in (Phase.STARTING, Phase.CATCHING_UP, Phase.RETRYING) and caught_up:
             return "live"

@@ -39,7 +39,7 @@ __all__ = [
     "rebuild_progress",
 ]
 
-State = Literal["starting", "catching_up", "live", "idle", "retrying", "failed", "stopped"]
+State = Literal["starting", "catching_up", "live", "idle", "retrying", "failed", "stopped", "paused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,8 @@ class ProjectionStatus:
     """The workers (in any process) holding a live lease on a partition."""
     held_back: HorizonLag | None = None
     """Committed events no reader can see yet, and the event writer holding them (PostgreSQL); else None."""
+    paused: bool = False
+    """An operator paused it (:meth:`ProjectionRunner.pause`): no worker applies events until resumed."""
 
 
 # -- a rebuild's progress --------------------------------------------------------------------
@@ -192,6 +194,7 @@ class StoredProjection:
     partitions: int
     rows: tuple[PartitionRow, ...]
     now: float
+    paused: bool = False
 
     def checkpoint(self) -> Checkpoint:
         """Where the projection is: the lowest checkpoint over its partitions."""
@@ -218,18 +221,23 @@ def read_stored(db: ReadModels, names: Iterable[str], *, started: bool) -> dict[
         ((now,),) = db.query(f"SELECT {db.now_sql}")
         for name in names:
             proj = db.query(
-                "SELECT generation, version, partitions FROM ev_projection WHERE name = ?", (name,)
+                "SELECT generation, version, partitions, paused FROM ev_projection WHERE name = ?", (name,)
             )
             if not proj:
                 continue
-            generation, version, partitions = (int(x) for x in proj[0])
+            generation, version, partitions, paused = (int(x) for x in proj[0])
             rows = db.query(
                 f"SELECT {_PARTITION_COLUMNS} FROM ev_partition "
                 "WHERE name = ? AND generation = ? ORDER BY part",
                 (name, generation),
             )
             out[name] = StoredProjection(
-                generation, version, partitions, tuple(PartitionRow(*r) for r in rows), float(now)
+                generation,
+                version,
+                partitions,
+                tuple(PartitionRow(*r) for r in rows),
+                float(now),
+                paused=bool(paused),
             )
     except StoreError:
         if started:
@@ -283,6 +291,7 @@ async def projection_status(  # noqa: PLR0913 - what a status is made of
         leased_elsewhere=bool(holders),
         caught_up=head <= cp,
         lagging=lag_events > 0,
+        paused=stored.paused,
     )
     lag_seconds = 0.0
     if head > cp:
@@ -308,4 +317,5 @@ async def projection_status(  # noqa: PLR0913 - what a status is made of
         rebuild=rebuild_progress(rebuild, head, stored.generation),
         workers=holders,
         held_back=held_back,
+        paused=stored.paused,
     )

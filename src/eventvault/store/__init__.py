@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -32,6 +33,8 @@ from eventvault.store.records import (
     RecordedEvent,
     SequencedEvents,
     Snapshot,
+    StoreCounts,
+    StreamInfo,
     StreamState,
 )
 
@@ -55,9 +58,13 @@ __all__ = [
     "RecordedEvent",
     "SequencedEvents",
     "Snapshot",
+    "StoreCounts",
+    "StreamInfo",
     "StreamState",
     "create_store",
     "open_store",
+    "schema_version",
+    "size_on_disk",
 ]
 
 
@@ -122,3 +129,24 @@ def open_store(url: str, *, registry: EventRegistry | None = None, **options: An
     Await it for a store you close yourself, or use it with ``async with``.
     """
     return _Opening(create_store(url, registry=registry, **options))
+
+
+def schema_version(store: EventStore) -> int | None:
+    """The event store schema version of an opened ``store`` (opening migrates to it); None for memory://."""
+    if store.scheme == "sqlite":
+        from eventvault.store import sqlite  # noqa: PLC0415
+
+        return sqlite.SCHEMA_VERSION
+    if store.scheme == "postgresql":
+        from eventvault.store import postgres  # noqa: PLC0415
+
+        return postgres.SCHEMA_VERSION
+    return None
+
+
+def size_on_disk(store: EventStore) -> int | None:
+    """Bytes a SQLite store's file and its write-ahead log take; None for other backends."""
+    path = str(getattr(store, "path", ""))
+    if store.scheme != "sqlite" or not path or path == ":memory:":
+        return None
+    return sum(p.stat().st_size for p in (Path(path), Path(f"{path}-wal")) if p.exists())

@@ -46,6 +46,8 @@ from eventvault.store.records import (
     RecordedEvent,
     SequencedEvents,
     Snapshot,
+    StoreCounts,
+    StreamInfo,
     StreamState,
     check_tags,
     datetime_to_micros,
@@ -505,6 +507,129 @@ class EventStore(abc.ABC):
             if page.checkpoint == checkpoint:
                 return
             checkpoint = page.checkpoint
+
+    async def read_category(
+        self,
+        stream_prefix: str,
+        after: Checkpoint | str | None = None,
+        *,
+        limit: int = 1000,
+    ) -> LogPage:
+        """A page of the global log after ``after``: only streams whose id starts with ``stream_prefix``.
+
+        The same order and guarantees as :meth:`read_all`; the page's checkpoint
+        moves past the events of other streams, so a reader of a quiet
+        category still moves on. (``account-`` reads every account's events.)
+        """
+        if not isinstance(stream_prefix, str) or not stream_prefix:
+            raise InvalidInput(f"stream_prefix must be a non-empty str, got {stream_prefix!r}")
+        checkpoint = Checkpoint.parse(after)
+        check_positive_int("limit", limit, optional=False)
+        if limit > MAX_PAGE:
+            raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
+        self._check_open()
+        return await self._read_category(stream_prefix, checkpoint, limit)
+
+    async def _read_category(self, stream_prefix: str, after: Checkpoint, limit: int) -> LogPage:
+        # Generic: a scan of the global log. Backends override it with a query
+        # served by their (stream_id, stream_version) index.
+        events: list[RecordedEvent] = []
+        checkpoint = after
+        while len(events) < limit:
+            page = await self._read_all(checkpoint, MAX_PAGE, None)
+            for e in page.events:
+                if e.stream_id.startswith(stream_prefix):
+                    events.append(e)
+                    if len(events) == limit:
+                        return LogPage(events, e.checkpoint)
+            if page.checkpoint == checkpoint:
+                break
+            checkpoint = page.checkpoint
+        return LogPage(events, checkpoint)
+
+    async def list_streams(
+        self, *, prefix: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """Streams in order of their ids, with their version and when their last event was recorded.
+
+        ``prefix`` keeps the streams whose id starts with it; ``after`` continues
+        a listing after that stream id (the last one of the previous page).
+        """
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidInput(f"prefix must be a str, got {prefix!r}")
+        if after is not None:
+            check_stream_id(after)
+        check_positive_int("limit", limit, optional=False)
+        if limit > MAX_PAGE:
+            raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
+        self._check_open()
+        return await self._list_streams(prefix or None, after, limit)
+
+    async def _list_streams(self, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        # Generic: one pass over the whole log. Backends override it with a
+        # query on their table of streams.
+        last: dict[str, RecordedEvent] = {}
+        checkpoint = Checkpoint.START
+        while True:
+            page = await self._read_all(checkpoint, MAX_PAGE, None)
+            for e in page.events:
+                wanted = prefix is None or e.stream_id.startswith(prefix)
+                if wanted and (after is None or e.stream_id > after):
+                    last[e.stream_id] = e
+            if page.checkpoint == checkpoint:
+                break
+            checkpoint = page.checkpoint
+        return [
+            StreamInfo(e.stream_id, e.stream_version, e.position, e.recorded_at)
+            for _, e in sorted(last.items())[:limit]
+        ]
+
+    async def get_event(self, event_id: uuid.UUID | str) -> RecordedEvent | None:
+        """The stored event with this id, wherever it is; None if there is none."""
+        if isinstance(event_id, str):
+            try:
+                event_id = uuid.UUID(event_id)
+            except ValueError:
+                raise InvalidInput(f"{event_id!r} is not an event id (a UUID)") from None
+        if not isinstance(event_id, uuid.UUID):
+            raise InvalidInput(f"an event id is a uuid.UUID, got {type(event_id).__name__}")
+        self._check_open()
+        return await self._get_event(event_id)
+
+    async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        # Generic: a scan of the log. Backends override it with their unique index on event_id.
+        checkpoint = Checkpoint.START
+        while True:
+            page = await self._read_all(checkpoint, MAX_PAGE, None)
+            for e in page.events:
+                if e.event_id == event_id:
+                    return e
+            if page.checkpoint == checkpoint:
+                return None
+            checkpoint = page.checkpoint
+
+    async def counts(self) -> StoreCounts:
+        """How many events and streams the store holds, and its head."""
+        self._check_open()
+        return await self._counts()
+
+    async def _counts(self) -> StoreCounts:
+        # Generic: one pass over the log (stopping at the head it read first).
+        head = await self._head()
+        events = 0
+        streams: set[str] = set()
+        checkpoint = Checkpoint.START
+        while checkpoint < head:
+            page = await self._read_all(checkpoint, MAX_PAGE, None)
+            for e in page.events:
+                if e.checkpoint > head:
+                    break
+                events += 1
+                streams.add(e.stream_id)
+            if page.checkpoint == checkpoint:
+                break
+            checkpoint = page.checkpoint
+        return StoreCounts(events, len(streams), head)
 
     async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:
         """Wait until the log holds events after ``after``; False if ``timeout`` passed first.

@@ -31,6 +31,9 @@ from eventvault.store.records import (
     RecordedEvent,
     SequencedEvents,
     Snapshot,
+    StoreCounts,
+    StreamInfo,
+    micros_to_datetime,
 )
 
 __all__ = ["MemoryEventStore"]
@@ -276,3 +279,27 @@ class MemoryEventStore(EventStore):
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         with self._data.lock:
             return self._data.snapshots.get((stream_id, schema_version))
+
+    async def _list_streams(self, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        with self._data.lock:
+            lasts = [rows[-1] for rows in self._data.streams.values() if rows]
+        wanted = [
+            r
+            for r in lasts
+            if (prefix is None or r.stream_id.startswith(prefix)) and (after is None or r.stream_id > after)
+        ]
+        chosen = sorted(wanted, key=lambda r: r.stream_id)[:limit]
+        return [
+            StreamInfo(r.stream_id, r.stream_version, r.position, micros_to_datetime(r.recorded_us))
+            for r in chosen
+        ]
+
+    async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        with self._data.lock:
+            row = self._data.ids.get(event_id)
+        return None if row is None else self._record(row)
+
+    async def _counts(self) -> StoreCounts:
+        with self._data.lock:
+            events, streams = len(self._data.log), len(self._data.streams)
+        return StoreCounts(events, streams, Checkpoint(0, events) if events else START)

@@ -36,6 +36,8 @@ __all__ = [
     "RecordedEvent",
     "SequencedEvents",
     "Snapshot",
+    "StoreCounts",
+    "StreamInfo",
     "StreamState",
 ]
 
@@ -568,3 +570,26 @@ class RawEvent:
             raise InvalidInput("a raw event's payload is a JSON object")
         object.__setattr__(self, "event_type", event_type)
         object.__setattr__(self, "payload", payload)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream as :meth:`EventStore.list_streams` lists it."""
+
+    stream_id: str
+    version: int
+    """The version of its last event."""
+    last_position: int
+    """The global position of its last event."""
+    last_recorded_at: datetime
+    """When the store recorded its last event (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """How much a store holds (:meth:`EventStore.counts`)."""
+
+    events: int
+    streams: int
+    head: Checkpoint
+    """The checkpoint of the last event readers can see."""

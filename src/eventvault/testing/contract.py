@@ -770,6 +770,59 @@ class EventStoreContract:
         later = await store.read_all(page.checkpoint, event_types=["contract.Deposited"])
         assert [e.data for e in later] == [Deposited(Decimal(2))]
 
+    # -- looking inside: streams, categories, one event, counts ------------------------------
+
+    async def test_list_streams_gives_each_stream_its_version_in_id_order(self, store: EventStore) -> None:
+        """``list_streams`` lists streams by id, with their version, last position and time; pages go on."""
+        await store.append("b-2", items("a", "b"), expected_version=NO_STREAM)
+        await store.append("a-1", items("c"), expected_version=NO_STREAM)
+        await store.append("b-1", items("d"), expected_version=NO_STREAM)
+        await store.append("b-2", items("e"), expected_version=2)
+        log = await full_log(store)
+        listed = await store.list_streams()
+        assert [(s.stream_id, s.version) for s in listed] == [("a-1", 1), ("b-1", 1), ("b-2", 3)]
+        assert listed[2].last_position == log[-1].position
+        assert listed[2].last_recorded_at == log[-1].recorded_at
+        assert [s.stream_id for s in await store.list_streams(prefix="b-")] == ["b-1", "b-2"]
+        assert [s.stream_id for s in await store.list_streams(limit=1, after="a-1")] == ["b-1"]
+        assert await store.list_streams(prefix="c-") == []
+
+    async def test_read_category_keeps_the_streams_of_a_prefix_in_log_order(self, store: EventStore) -> None:
+        """``read_category`` is the global log of the streams with that prefix, paged like read_all."""
+        await store.append("acct-1", items("a"), expected_version=NO_STREAM)
+        await store.append("other-1", items("b"), expected_version=NO_STREAM)
+        await store.append("acct-2", items("c", "d"), expected_version=NO_STREAM)
+        log = await full_log(store)
+        wanted = [e for e in log if e.stream_id.startswith("acct-")]
+        assert list(await store.read_category("acct-")) == wanted
+        first = await store.read_category("acct-", limit=2)
+        rest = await store.read_category("acct-", first.checkpoint)
+        assert [*first, *rest] == wanted
+        quiet = await store.read_category("none-")
+        assert list(quiet) == []
+        assert quiet.checkpoint >= log[-1].checkpoint
+
+    async def test_get_event_finds_an_event_by_its_id(self, store: EventStore) -> None:
+        """``get_event`` returns the stored event with that id, or None."""
+        new = items("a", "b")
+        await store.append(STREAM, new, expected_version=NO_STREAM)
+        found = await store.get_event(new[1].event_id)
+        assert found is not None
+        assert (found.stream_id, found.stream_version, found.data) == (STREAM, 2, ItemAdded("b"))
+        assert await store.get_event(str(new[0].event_id)) == (await store.read_stream(STREAM))[0]
+        assert await store.get_event(uuid.uuid4()) is None
+        with pytest.raises(InvalidInput):
+            await store.get_event("not-a-uuid")
+
+    async def test_counts_give_the_events_streams_and_head(self, store: EventStore) -> None:
+        """``counts`` says how many events and streams the store holds, and its head."""
+        empty = await store.counts()
+        assert (empty.events, empty.streams, empty.head) == (0, 0, START)
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("c"), expected_version=NO_STREAM)
+        counts = await store.counts()
+        assert (counts.events, counts.streams, counts.head) == (3, 2, await store.head())
+
     async def test_iter_all_yields_the_whole_log_in_order(self, store: EventStore) -> None:
         """``iter_all`` walks the log page by page, from the start or a checkpoint, filtered or not."""
         await store.append(STREAM, items("a", "b", "c", "d"), expected_version=NO_STREAM)

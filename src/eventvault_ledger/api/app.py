@@ -16,7 +16,15 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 import eventvault
-from eventvault_ledger.api import commands, dcb_routes, live, ops, query_routes, transfer_routes
+from eventvault_ledger.api import (
+    commands,
+    dcb_routes,
+    live,
+    ops,
+    projection_controls,
+    query_routes,
+    transfer_routes,
+)
 from eventvault_ledger.api.metrics import Metrics
 from eventvault_ledger.api.middleware import (
     BodyLimitMiddleware,
@@ -98,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(query_routes.router)
     app.include_router(ops.router)
     app.include_router(dcb_routes.router)
+    app.include_router(projection_controls.router)
 
     static = settings.static_dir or DASHBOARD
     if (static / "index.html").is_file():

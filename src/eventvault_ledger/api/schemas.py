@@ -208,6 +208,7 @@ class ProjectionStatusDoc(_Doc):
         default_factory=list, description="The workers (in any process) holding a live lease on a partition."
     )
     held_back: dict[str, Any] | None = None
+    paused: bool = Field(default=False, description="An operator paused it: no worker applies events.")
 
 
 class ProjectionList(_Doc):

@@ -17,6 +17,7 @@ const PROJECTION_TONES: Record<string, Tone> = {
   starting: "info",
   failed: "bad",
   stopped: "warn",
+  paused: "warn",
 };
 
 export function ProjectionState({ state }: { state: string }) {

@@ -176,6 +176,7 @@ export function projection(overrides: Partial<ProjectionStatus> = {}): Projectio
     ownedPartitions: [0],
     lastError: null,
     rebuild: null,
+    paused: false,
     ...overrides,
   };
 }

@@ -1,0 +1,575 @@
+"""The operator's commands of ``eventvault``: look inside the store, and control the projections.
+
+``streams``, ``log``, ``events`` and ``db`` read the store; ``projections``
+shows and controls the read models. Each is a thin layer over the toolkit's
+public API (:meth:`EventStore.list_streams`, :meth:`EventStore.read_stream`,
+:meth:`EventStore.read_all`, :meth:`EventStore.get_event`,
+:meth:`EventStore.counts`, :class:`ProjectionRunner`), so a script can do the
+same in Python. Every listing takes ``--json`` (one JSON document on stdout);
+docs/operations.md lists the commands and their exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from eventvault import Checkpoint, EventStore, InvalidInput, RecordedEvent, StoreError
+from eventvault.store import schema_version, size_on_disk
+from eventvault_ledger.cli import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    SERVE_DB,
+    DbOption,
+    _cannot_open,
+    _CannotOpen,
+    _Db,
+    _fail,
+    _open,
+    _resolve_db,
+    _shared_store,
+    app,
+)
+
+if TYPE_CHECKING:
+    from eventvault.projections import ProjectionRunner, ProjectionStatus
+
+__all__ = ["EXIT_NOT_FOUND", "event_json", "register", "status_json", "with_runner"]
+
+EXIT_NOT_FOUND: Final = 3
+T = TypeVar("T")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+LimitOption = Annotated[int, typer.Option("--limit", metavar="N", min=1, max=10_000, help="At most N rows.")]
+
+_GROUP: Final[dict[str, Any]] = {
+    "no_args_is_help": True,
+    "add_completion": False,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+    "rich_markup_mode": None,
+    "pretty_exceptions_enable": False,
+}
+streams_app = typer.Typer(help="List the streams and read one.", **_GROUP)
+log_app = typer.Typer(help="Read the global log.", **_GROUP)
+events_app = typer.Typer(help="Look at one event.", **_GROUP)
+db_app = typer.Typer(help="The store's database: its status, and its schema.", **_GROUP)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the operator's commands to ``app``."""
+    app.add_typer(streams_app, name="streams")
+    app.add_typer(log_app, name="log")
+    app.add_typer(events_app, name="events")
+    app.add_typer(db_app, name="db")
+
+
+# -- running a command against a store ---------------------------------------------------------
+
+
+def _where(db: str) -> _Db:
+    try:
+        return _resolve_db(db, default=SERVE_DB)
+    except _CannotOpen as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _run(where: _Db, work: Callable[[EventStore], Awaitable[T]]) -> T:
+    """Open the store, run ``work`` on it, close it; store errors are one line and exit 1 (2: cannot open)."""
+
+    async def run() -> T:
+        store = await _open(where)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except _CannotOpen as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except StoreError as exc:
+        _fail(_cannot_open(where.url, exc).replace("cannot open the store", "the store failed"), EXIT_FAILED)
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _table(*headers: str, show_header: bool = True) -> Table:
+    """A table whose cells are printed whole (see :func:`_print_table`)."""
+    table = Table(*headers, show_header=show_header)
+    for column in table.columns:
+        column.no_wrap = True
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """Print ``table`` with every cell whole: wider than the terminal if it must be, never cut short."""
+    console = _console()
+    needed = console.measure(table, options=console.options.update_width(100_000)).maximum
+    if needed > console.width:
+        console = Console(highlight=False, soft_wrap=False, width=needed)
+    console.print(table)
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def event_json(e: RecordedEvent) -> dict[str, Any]:
+    """An event as the commands print it in JSON: every envelope field, its data as stored."""
+    return {
+        "eventId": str(e.event_id),
+        "streamId": e.stream_id,
+        "streamVersion": e.stream_version,
+        "position": e.position,
+        "checkpoint": str(e.checkpoint),
+        "eventType": e.event_type,
+        "schemaVersion": e.schema_version,
+        "occurredAt": e.occurred_at.isoformat(),
+        "recordedAt": e.recorded_at.isoformat(),
+        "data": msgspec.json.decode(e.payload),
+        "metadata": msgspec.to_builtins(e.metadata),
+    }
+
+
+def _events_table(events: list[RecordedEvent]) -> Table:
+    table = _table("position", "stream", "version", "type", "recorded", "data")
+    for e in events:
+        table.add_row(
+            str(e.position),
+            e.stream_id,
+            str(e.stream_version),
+            e.event_type,
+            e.recorded_at.isoformat(timespec="seconds"),
+            e.payload.decode("utf-8", "replace"),
+        )
+    return table
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+@streams_app.command("ls")
+def streams_ls(
+    db: DbOption = SERVE_DB,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", metavar="TEXT", help="Only streams whose id starts with TEXT.")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", metavar="STREAM", help="Continue after this stream id.")
+    ] = None,
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List streams in order of their ids: version and when the last event was recorded."""
+    where = _where(db)
+    found = _run(where, lambda s: s.list_streams(prefix=prefix, after=after, limit=limit))
+    if as_json:
+        _print_json(
+            {
+                "streams": [
+                    {
+                        "streamId": s.stream_id,
+                        "version": s.version,
+                        "lastPosition": s.last_position,
+                        "lastRecordedAt": s.last_recorded_at.isoformat(),
+                    }
+                    for s in found
+                ],
+                "next": found[-1].stream_id if len(found) == limit else None,
+            }
+        )
+        return
+    table = _table("stream", "version", "last event recorded")
+    for s in found:
+        table.add_row(s.stream_id, str(s.version), s.last_recorded_at.isoformat(timespec="seconds"))
+    _print_table(table)
+    if len(found) == limit:
+        typer.echo(f"more: --after {found[-1].stream_id}")
+
+
+@streams_app.command("read")
+def streams_read(
+    stream: Annotated[str, typer.Argument(metavar="STREAM", help="The stream id.")],
+    db: DbOption = SERVE_DB,
+    from_version: Annotated[int, typer.Option("--from", metavar="VERSION", min=1, help="First version.")] = 1,
+    to_version: Annotated[
+        int | None, typer.Option("--to", metavar="VERSION", min=0, help="Last version.")
+    ] = None,
+    backwards: Annotated[bool, typer.Option("--backwards", help="Newest first.")] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", metavar="N", min=1, help="At most N events.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a stream's events (exit 3 if it has none)."""
+    where = _where(db)
+    events = _run(
+        where,
+        lambda s: s.read_stream(
+            stream, from_version=from_version, to_version=to_version, backwards=backwards, limit=limit
+        ),
+    )
+    if not events and not _run(where, lambda s: s.stream_version(stream)):
+        _fail(f"no stream {stream!r} in {where.shown}", EXIT_NOT_FOUND)
+    if as_json:
+        _print_json({"streamId": stream, "events": [event_json(e) for e in events]})
+        return
+    _print_table(_events_table(events))
+
+
+# -- log -----------------------------------------------------------------------------------------
+
+
+async def _tail(
+    store: EventStore, after: Checkpoint, types: tuple[str, ...] | None, *, follow: bool
+) -> AsyncIterator[RecordedEvent]:
+    checkpoint = after
+    while True:
+        page = await store.read_all(checkpoint, limit=1000, event_types=types)
+        for e in page.events:
+            yield e
+        if page.checkpoint == checkpoint:
+            if not follow:
+                return
+            await store.wait_for_events(checkpoint, timeout=1.0)
+        checkpoint = page.checkpoint
+
+
+@log_app.command("tail")
+def log_tail(
+    db: DbOption = SERVE_DB,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new events until Ctrl-C.")
+    ] = False,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", metavar="TYPE", help="Only events of this type (repeatable)."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            "--after", metavar="CP", help="Start after this checkpoint (default: the last --limit events)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", metavar="N", min=1, help="Without --after: start with the last N events."),
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line (JSON Lines).")] = False,
+) -> None:
+    """Print the end of the global log, or everything after --after; with -f, follow it live."""
+    where = _where(db)
+    try:
+        start = None if after is None else Checkpoint.parse(after)
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_USAGE)
+    types = tuple(event_type) if event_type else None
+    console = _console()
+
+    def show(e: RecordedEvent) -> None:
+        if as_json:
+            _print_json(event_json(e))
+        else:
+            console.print(
+                f"{e.checkpoint}  {e.recorded_at.isoformat(timespec='milliseconds')}  {e.stream_id} "
+                f"v{e.stream_version}  {e.event_type}  {e.payload.decode('utf-8', 'replace')}",
+                markup=False,
+                soft_wrap=True,
+            )
+
+    async def work(store: EventStore) -> None:
+        checkpoint = start
+        if checkpoint is None:
+            checkpoint = await _start_of_last(store, limit, types)
+        async for e in _tail(store, checkpoint, types, follow=follow):
+            show(e)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(where, work)
+
+
+async def _start_of_last(store: EventStore, n: int, types: tuple[str, ...] | None) -> Checkpoint:
+    """The checkpoint before the last ``n`` events (of ``types``) of the log."""
+    if types is None:
+        # Straight there by position (on PostgreSQL, gaps in the positions make it about n).
+        head = await store.head()
+        before = head.position - n
+        if before <= 0:
+            return Checkpoint.START
+        found = await store.checkpoint_at(before)
+        if found is not None:
+            return found
+    last: list[Checkpoint] = [Checkpoint.START]
+    async for e in store.iter_all(event_types=types):
+        last.append(e.checkpoint)
+        if len(last) > n + 1:
+            del last[0]
+    return last[0] if len(last) <= n else last[-n - 1]
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@events_app.command("show")
+def events_show(
+    event_id: Annotated[str, typer.Argument(metavar="EVENT_ID", help="The event's id (a UUID).")],
+    db: DbOption = SERVE_DB,
+    as_json: JsonOption = False,
+) -> None:
+    """Print one event with its whole envelope (exit 3 if there is none with this id)."""
+    where = _where(db)
+    found = _run(where, lambda s: s.get_event(event_id))
+    if found is None:
+        _fail(f"no event {event_id} in {where.shown}", EXIT_NOT_FOUND)
+    doc = event_json(found)
+    if as_json:
+        _print_json(doc)
+        return
+    table = _table("field", "value", show_header=False)
+    for key, value in doc.items():
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+        table.add_row(key, shown)
+    _print_table(table)
+
+
+# -- db ------------------------------------------------------------------------------------------
+
+
+def _postgres_size(runner: ProjectionRunner) -> int | None:
+    rows = runner.query(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
+    )
+    return int(rows[0][0]) if rows else None
+
+
+def _ledger_runner(store: EventStore) -> ProjectionRunner:
+    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
+
+    return ProjectionRunner(store, ledger_projections())
+
+
+@db_app.command("status")
+def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
+    """Schema version, events, streams, head, size on disk, and each read model's lag."""
+    where = _shared_store(db, "db")
+
+    async def work(store: EventStore) -> dict[str, Any]:
+        counts = await store.counts()
+        runner = _ledger_runner(store)
+        await runner.prepare()
+        try:
+            statuses = await runner.status()
+            size = size_on_disk(store)
+            if size is None and store.scheme == "postgresql":
+                size = await asyncio.to_thread(_postgres_size, runner)
+        finally:
+            await runner.stop()
+        return {
+            "store": where.shown,
+            "backend": store.scheme,
+            "schemaVersion": schema_version(store),
+            "events": counts.events,
+            "streams": counts.streams,
+            "head": str(counts.head),
+            "sizeBytes": size,
+            "readModels": [
+                {
+                    "name": s.name,
+                    "state": s.state,
+                    "checkpoint": s.checkpoint,
+                    "lagEvents": s.lag_events,
+                    "lagSeconds": s.lag_seconds,
+                }
+                for s in statuses
+            ],
+        }
+
+    doc = _run(where, work)
+    if as_json:
+        _print_json(doc)
+        return
+    console = _console()
+    for key in ("store", "backend", "schemaVersion", "events", "streams", "head", "sizeBytes"):
+        console.print(f"{key}: {doc[key]}", markup=False, soft_wrap=True)
+    table = _table("read model", "state", "checkpoint", "lag (events)", "lag (s)")
+    for m in doc["readModels"]:
+        table.add_row(m["name"], m["state"], m["checkpoint"], str(m["lagEvents"]), f"{m['lagSeconds']:.1f}")
+    _print_table(table)
+
+
+@db_app.command("migrate")
+def db_migrate(db: DbOption = SERVE_DB) -> None:
+    """Create the store's schema, or bring it to this version's; a store already there is left as it is."""
+    where = _shared_store(db, "db")
+
+    async def work(store: EventStore) -> int | None:
+        runner = _ledger_runner(store)
+        await runner.prepare()  # the read models' bookkeeping and tables too
+        await runner.stop()
+        return schema_version(store)
+
+    version = _run(where, work)
+    typer.echo(f"{where.shown}: event store schema version {version}, read models ready")
+
+
+# -- projections ---------------------------------------------------------------------------------
+
+
+def status_json(s: ProjectionStatus) -> dict[str, Any]:
+    """A projection's status as ``projections status --json`` prints it."""
+    doc = asdict(s)
+    doc["owned_partitions"] = list(s.owned_partitions)
+    doc["workers"] = list(s.workers)
+    return doc
+
+
+def _status_table(statuses: list[ProjectionStatus]) -> Table:
+    table = _table(
+        "projection", "state", "checkpoint", "head", "lag (events)", "lag (s)", "applied", "last error"
+    )
+    for s in statuses:
+        error = "" if s.last_error is None else s.last_error.message
+        table.add_row(
+            s.name,
+            s.state,
+            s.checkpoint,
+            s.head,
+            str(s.lag_events),
+            f"{s.lag_seconds:.1f}",
+            str(s.applied),
+            error,
+        )
+    return table
+
+
+async def with_runner(store: EventStore, work: Callable[[ProjectionRunner], Awaitable[T]]) -> T:
+    """Run ``work`` on a prepared (not started) runner of the ledger's projections."""
+    runner = _ledger_runner(store)
+    await runner.prepare()
+    try:
+        return await work(runner)
+    finally:
+        await runner.stop()
+
+
+def projections_status(db: str, *, as_json: bool, watch: bool, interval: float) -> None:
+    """``eventvault projections status``."""
+    where = _shared_store(db, "projections")
+    if not watch:
+        statuses = _run(where, lambda s: with_runner(s, lambda r: r.status()))
+        if as_json:
+            _print_json({"store": where.shown, "projections": [status_json(s) for s in statuses]})
+            return
+        typer.echo(f"store: {where.shown}")
+        _print_table(_status_table(statuses))
+        return
+
+    async def watching(store: EventStore) -> None:
+        from rich.live import Live  # noqa: PLC0415
+
+        async def loop(runner: ProjectionRunner) -> None:
+            if as_json:
+                while True:
+                    _print_json(
+                        {"at": time.time(), "projections": [status_json(s) for s in await runner.status()]}
+                    )
+                    await asyncio.sleep(interval)
+            with Live(_status_table(await runner.status()), auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(_status_table(await runner.status()), refresh=True)
+
+        await with_runner(store, loop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(where, watching)
+
+
+def projection_control(db: str, name: str, action: str, to: str | None = None) -> None:
+    """``eventvault projections pause|resume|reset``."""
+    where = _shared_store(db, "projections")
+
+    async def work(runner: ProjectionRunner) -> str:
+        if name not in runner.projections:
+            raise InvalidInput(f"no projection is named {name!r}; there are {sorted(runner.projections)}")
+        if action == "pause":
+            changed = await runner.pause(name)
+            return f"{name} paused" if changed else f"{name} was already paused"
+        if action == "resume":
+            await runner.resume(name)
+            return f"{name} resumed"
+        if to is None:
+            raise InvalidInput("reset needs --to CP, the checkpoint to move the projection to")
+        moved = await runner.reset(name, to)
+        return f"{name} reset to {Checkpoint.parse(to)} ({moved} partition(s) moved); resume it to go on"
+
+    typer.echo(_run(where, lambda s: with_runner(s, work)))
+
+
+def projections_rebuild(db: str, name: str) -> None:
+    """``eventvault projections rebuild`` (and ``eventvault rebuild``): progress, rate and ETA.
+
+    This process builds the new generation, so it stays until the swap.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
+
+    where = _shared_store(db, "rebuild")
+    typer.echo(f"store: {where.shown}")
+
+    async def work(store: EventStore) -> bool:
+        async with ProjectionRunner(store, ledger_projections()) as runner:
+            if name not in runner.projections:
+                raise InvalidInput(f"no projection is named {name!r}; there are {sorted(runner.projections)}")
+            progress = await runner.rebuild(name)
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} events"),
+                TextColumn("{task.fields[rate]:.0f} events/s"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=Console(stderr=True)) as bar:
+                task = bar.add_task(f"rebuilding {name}", total=max(progress.total, 1), rate=0.0)
+                while not await runner.wait_rebuilt(name, timeout=0.2):
+                    status = {s.name: s for s in await runner.status()}[name]
+                    rebuild = status.rebuild
+                    if rebuild is None or rebuild.state == "failed":
+                        return False
+                    bar.update(
+                        task,
+                        completed=rebuild.done,
+                        total=max(rebuild.total, 1),
+                        rate=rebuild.events_per_second,
+                    )
+                bar.update(task, completed=bar.tasks[0].total)
+            return True
+
+    if not _run(where, work):
+        _fail(f"the rebuild of {name} failed: see `eventvault projections status`", EXIT_FAILED)
+    typer.echo(f"{name} rebuilt and swapped in")
+
+
+register(app)
