@@ -361,10 +361,12 @@ def _postgres_size(runner: ProjectionRunner) -> int | None:
 
 
 def _ledger_runner(store: EventStore) -> ProjectionRunner:
-    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
+    """The runner of everything the ledger's workers run: its projections and the transfer process."""
+    from eventvault.processes import ProcessRunner  # noqa: PLC0415
+    from eventvault_ledger.read_models import process_managers  # noqa: PLC0415
     from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
 
-    return ProjectionRunner(store, ledger_projections())
+    return ProcessRunner(store, process_managers(), projections=ledger_projections())
 
 
 @db_app.command("status")
@@ -532,14 +534,11 @@ def projections_rebuild(db: str, name: str) -> None:
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
-    from eventvault.projections import ProjectionRunner  # noqa: PLC0415
-    from eventvault_ledger.read_models import projections as ledger_projections  # noqa: PLC0415
-
     where = _shared_store(db, "rebuild")
     typer.echo(f"store: {where.shown}")
 
     async def work(store: EventStore) -> bool:
-        async with ProjectionRunner(store, ledger_projections()) as runner:
+        async with _ledger_runner(store) as runner:
             if name not in runner.projections:
                 raise InvalidInput(f"no projection is named {name!r}; there are {sorted(runner.projections)}")
             progress = await runner.rebuild(name)

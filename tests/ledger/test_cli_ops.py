@@ -190,8 +190,7 @@ def test_db_status_counts_events_and_streams_and_shows_the_read_models(runner, d
         doc["head"]
         == _lines(_ok(runner, "log", "tail", "--db", demo_db, "--limit", "1", "--json"))[0]["checkpoint"]
     )
-    (accounts,) = doc["readModels"]
-    assert accounts["name"] == "accounts"
+    [accounts] = [r for r in doc["readModels"] if r["name"] == "accounts"]
     assert accounts["lagEvents"] == 20  # nothing has run the projections yet
     assert "accounts" in _ok(runner, "db", "status", "--db", demo_db)
 
@@ -208,7 +207,11 @@ def test_db_migrate_is_explicit_and_idempotent(runner, db_url):
 
 
 def _status(runner, db: str):
-    (accounts,) = _json(runner, "projections", "status", "--db", db)["projections"]
+    [accounts] = [
+        p
+        for p in _json(runner, "projections", "status", "--db", db)["projections"]
+        if p["name"] == "accounts"
+    ]
     return accounts
 
 
@@ -323,7 +326,7 @@ def test_every_command_runs_as_a_real_process(sqlite_demo):
     assert _cli("db", "migrate", "--db", db).returncode == 0
     assert _cli("projections", "pause", "accounts", "--db", db).returncode == 0
     status = json.loads(_cli("projections", "status", "--db", db, "--json").stdout)
-    assert status["projections"][0]["state"] == "paused"
+    assert {p["name"]: p["state"] for p in status["projections"]}["accounts"] == "paused"
     assert _cli("projections", "reset", "accounts", "--to", last["checkpoint"], "--db", db).returncode == 0
     assert _cli("projections", "resume", "accounts", "--db", db).returncode == 0
     rebuilt = _cli("projections", "rebuild", "accounts", "--db", db)
@@ -385,7 +388,7 @@ def test_projections_status_watch_prints_a_line_each_refresh_and_stops_on_ctrl_c
         try:
             first = json.loads(proc.stdout.readline())
             second = json.loads(proc.stdout.readline())
-            assert [p["name"] for p in first["projections"]] == ["accounts"]
+            assert "accounts" in [p["name"] for p in first["projections"]]
             assert second["at"] >= first["at"]
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 0
