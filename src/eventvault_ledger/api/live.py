@@ -26,7 +26,7 @@ from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services, ServicesDep
 from eventvault_ledger.domain import Account
 
-__all__ = ["router"]
+__all__ = ["EventStream", "LastEventIdHeader", "LastEventIdQuery", "router", "stream_start"]
 
 router = APIRouter(prefix="/api/query", tags=["live"], dependencies=[Depends(known_query_only)])
 log = logging.getLogger("eventvault_ledger.api")
@@ -72,7 +72,8 @@ _STREAM_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-async def _start(services: Services, last_event_id: str | None) -> Checkpoint:
+async def stream_start(services: Services, last_event_id: str | None) -> Checkpoint:
+    """Where a live stream starts: after ``Last-Event-ID`` (a checkpoint or an event id), else at the head."""
     if not last_event_id:
         return await services.store.head()
     place = parse_place(last_event_id, "Last-Event-ID")
@@ -147,7 +148,7 @@ async def all_changes(
     last_event_id: LastEventIdQuery = None,
 ) -> EventStream:
     """Each change of an account's read model as an ``account`` event; resume with Last-Event-ID."""
-    start = await _start(services, last_event_id_header or last_event_id)
+    start = await stream_start(services, last_event_id_header or last_event_id)
     return _stream(request, services, start, None)
 
 
@@ -169,5 +170,5 @@ async def account_changes(
     aid = parse_account_id(account_id)
     if await services.store.stream_version(Account.stream_id_for(aid)) == 0:
         raise Problem(404, "account-not-found", "Unknown account", f"no account {aid}")
-    start = await _start(services, last_event_id_header or last_event_id)
+    start = await stream_start(services, last_event_id_header or last_event_id)
     return _stream(request, services, start, aid)

@@ -29,9 +29,8 @@ from starlette.routing import Route
 
 from eventvault import AggregateNotFound, Checkpoint, EventVaultError, RecordedEvent
 from eventvault_ledger.api import commands
-from eventvault_ledger.api.live import EventStream, LastEventIdHeader, LastEventIdQuery
+from eventvault_ledger.api.live import EventStream, LastEventIdHeader, LastEventIdQuery, stream_start
 from eventvault_ledger.api.problems import Problem, known_query_only, parse_account_id, problem_from
-from eventvault_ledger.api.query_routes import parse_place
 from eventvault_ledger.api.schemas import problems
 from eventvault_ledger.api.security import Reader
 from eventvault_ledger.api.services import Services
@@ -265,7 +264,7 @@ async def all_transfer_changes(
 ) -> EventStream:
     """Each change of a transfer as a ``transfer`` event (data: the transfer); resume with Last-Event-ID."""
     services = _services(request)
-    start = await _start(services, last_event_id_header or last_event_id)
+    start = await stream_start(services, last_event_id_header or last_event_id)
     return _stream(request, services, start, None)
 
 
@@ -300,7 +299,7 @@ async def transfer_changes(
     tid = _parse_transfer_id(transfer_id)
     if await services.store.stream_version(Transfer.stream_id_for(tid)) == 0:
         raise Problem(404, "transfer-not-found", "Unknown transfer", f"no transfer {tid}")
-    start = await _start(services, last_event_id_header or last_event_id)
+    start = await stream_start(services, last_event_id_header or last_event_id)
     return _stream(request, services, start, tid)
 
 
@@ -353,20 +352,6 @@ async def account_transfers(
 
 
 # -- live ------------------------------------------------------------------------------------
-
-
-async def _start(services: Services, last_event_id: str | None) -> Checkpoint:
-    if not last_event_id:
-        return await services.store.head()
-    place = parse_place(last_event_id, "Last-Event-ID")
-    if isinstance(place, Checkpoint):
-        return place
-    found = await services.store.checkpoint_at(place)
-    if found is None:
-        raise Problem(
-            422, "validation", "Invalid request", "Last-Event-ID names no event", parameter="Last-Event-ID"
-        )
-    return found
 
 
 def _stream(request: Request, services: Services, start: Checkpoint, transfer_id: str | None) -> EventStream:
