@@ -45,7 +45,21 @@ from eventvault_ledger.domain import (
 from eventvault_ledger.errors import LedgerError, VersionMismatch
 from eventvault_ledger.numbers import IF_MATCH_PATTERN, check_expected_version, parse_if_match
 
-__all__ = ["PREFIX", "openapi_paths", "routes"]
+__all__ = [
+    "KEY_PARAMETER",
+    "PREFIX",
+    "amount_field",
+    "begin_command",
+    "command_metadata",
+    "command_operation",
+    "invalid_request",
+    "json_object",
+    "money_body",
+    "openapi_paths",
+    "routes",
+    "run_idempotent",
+    "text_field",
+]
 
 _NAMESPACE: Final = uuid.UUID("6f0c8f7e-3f7b-4c55-9a55-6576656e7476")  # ids derived from idempotency keys
 _KEY_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
@@ -75,26 +89,26 @@ def _headers(request: Request) -> tuple[str | None, str | None]:
     for name, value in request.scope["headers"]:
         if name == b"idempotency-key":
             if key is not None:
-                raise _invalid("send one Idempotency-Key header", parameter="Idempotency-Key")
+                raise invalid_request("send one Idempotency-Key header", parameter="Idempotency-Key")
             key = value.decode("latin-1")
         elif name == b"if-match":
             if if_match is not None:
-                raise _invalid("send one If-Match header", parameter="If-Match")
+                raise invalid_request("send one If-Match header", parameter="If-Match")
             if_match = value.decode("latin-1")
     if key is not None and not _KEY.fullmatch(key):
-        raise _invalid(
+        raise invalid_request(
             "Idempotency-Key must be 1-200 visible ASCII characters (no spaces)", parameter="Idempotency-Key"
         )
     return key, if_match
 
 
-def _start(request: Request) -> tuple[Principal, str | None, str | None]:
+def begin_command(request: Request) -> tuple[Principal, str | None, str | None]:
     """The caller, who may write, and the command's headers; a command takes no query parameter."""
     principal = authorize(request.scope, "write")
     if request.scope["query_string"]:
         names = sorted({k[:40] for k in request.query_params})
         shown = ", ".join(repr(n) for n in names[:5])
-        raise _invalid(
+        raise invalid_request(
             f"unknown query parameter(s) {shown}; this route takes: none", parameter=names[0] if names else ""
         )
     key, if_match = _headers(request)
@@ -114,11 +128,12 @@ def _no_constants(name: str) -> Any:
 _DECODER: Final = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constants)
 
 
-def _invalid(detail: str, **extra: Any) -> Problem:
+def invalid_request(detail: str, **extra: Any) -> Problem:
+    """A 422 validation problem for the request (``field`` or ``parameter`` in ``extra``)."""
     return Problem(422, "validation", "Invalid request", detail, **extra)
 
 
-async def _json_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
+async def json_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
     """The request body as a JSON object, numbers read exactly (never through float)."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media and media != "application/json" and not media.endswith("+json"):
@@ -129,40 +144,43 @@ async def _json_object(request: Request, allowed: frozenset[str]) -> dict[str, A
         data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
-        raise _invalid(f"the body is not valid JSON: {reason}") from None
+        raise invalid_request(f"the body is not valid JSON: {reason}") from None
     if not isinstance(data, dict):
-        raise _invalid("the body must be a JSON object")
+        raise invalid_request("the body must be a JSON object")
     unknown = sorted(set(data) - allowed)
     if unknown:
         shown = ", ".join(repr(u[:40]) for u in unknown[:5])
         expected = f"expected {', '.join(sorted(allowed))}" if allowed else "this command takes none"
-        raise _invalid(f"unknown field(s): {shown}; {expected}", field=unknown[0][:40])
+        raise invalid_request(f"unknown field(s): {shown}; {expected}", field=unknown[0][:40])
     return data
 
 
-def _text(data: dict[str, Any], name: str, *, required: bool) -> str:
+def text_field(data: dict[str, Any], name: str, *, required: bool) -> str:
+    """The body's text field ``name`` ("" if absent and not required); a 422 if it is not a string."""
     if name not in data:
         if required:
-            raise _invalid(f"{name} is required", field=name)
+            raise invalid_request(f"{name} is required", field=name)
         return ""
     value = data[name]
     if not isinstance(value, str):
-        raise _invalid(f"{name} must be a string", field=name)
+        raise invalid_request(f"{name} must be a string", field=name)
     return value
 
 
-def _amount(data: dict[str, Any]) -> str | Decimal:
+def amount_field(data: dict[str, Any]) -> str | Decimal:
+    """The body's ``amount``, as sent (text or an exact number); a 422 if missing or of another type."""
     if "amount" not in data:
-        raise _invalid("amount is required", field="amount")
+        raise invalid_request("amount is required", field="amount")
     value = data["amount"]
     if not isinstance(value, str | Decimal):  # bool, null, list, object
-        raise _invalid('amount must be a decimal string ("12.50") or a JSON number', field="amount")
+        raise invalid_request('amount must be a decimal string ("12.50") or a JSON number', field="amount")
     if isinstance(value, str) and len(value) > _AMOUNT_TEXT_MAX:
         raise Problem(422, "invalid-amount", "Invalid amount", "amount is too long", field="amount")
     return value
 
 
-def _metadata(request: Request, principal: Principal, key: str | None) -> Metadata:
+def command_metadata(request: Request, principal: Principal, key: str | None) -> Metadata:
+    """The metadata a command's events carry: who, the request id, the idempotency key."""
     request_id = str(request.state.request_id)
     return Metadata(
         actor=principal.actor,
@@ -222,7 +240,7 @@ Handler = Callable[[_Keyed | None], Awaitable[JSONResponse]]
 Recover = Callable[[_Keyed], Awaitable[JSONResponse | None]]
 
 
-async def _idempotent(
+async def run_idempotent(
     request: Request,
     principal: Principal,
     key: str | None,
@@ -307,17 +325,17 @@ def _limited(value: str, name: str, limit: int, code: str, title: str) -> str:
 
 async def open_account(request: Request) -> Response:
     """Open an account; answers 201 with its id, version 1 and the position of its first event."""
-    principal, idempotency_key, _ = _start(request)
+    principal, idempotency_key, _ = begin_command(request)
     services = services_of(request)
-    body = await _json_object(request, frozenset({"ownerName", "currency"}))
+    body = await json_object(request, frozenset({"ownerName", "currency"}))
     owner = _limited(
-        _text(body, "ownerName", required=True),
+        text_field(body, "ownerName", required=True),
         "ownerName",
         MAX_OWNER_NAME_LENGTH,
         "invalid-owner-name",
         "Invalid owner name",
     )
-    currency = _text(body, "currency", required=True)
+    currency = text_field(body, "currency", required=True)
 
     async def handler(keyed: _Keyed | None) -> JSONResponse:
         started = time.perf_counter()
@@ -325,7 +343,7 @@ async def open_account(request: Request) -> Response:
             account = Account.open(owner, currency, account_id=None if keyed is None else keyed.account_id())
             result = await services.repository.save(
                 account,
-                metadata=_metadata(request, principal, None if keyed is None else keyed.key),
+                metadata=command_metadata(request, principal, None if keyed is None else keyed.key),
                 event_ids=None if keyed is None else keyed.event_ids(),
             )
         except Exception as exc:
@@ -335,7 +353,7 @@ async def open_account(request: Request) -> Response:
         services.metrics.command("open", "ok", time.perf_counter() - started)
         return _accepted(result, account.id, 201)
 
-    return await _idempotent(request, principal, idempotency_key, body, handler)
+    return await run_idempotent(request, principal, idempotency_key, body, handler)
 
 
 async def _command(
@@ -360,7 +378,7 @@ async def _command(
                 account_id,
                 command,
                 if_match=if_match,
-                metadata=_metadata(request, principal, None if keyed is None else keyed.key),
+                metadata=command_metadata(request, principal, None if keyed is None else keyed.key),
                 event_ids=None if keyed is None else keyed.event_ids(),
             )
         except Exception as exc:
@@ -373,7 +391,7 @@ async def _command(
         result = await _landed(services, account_id, keyed.event_ids()[0])
         return None if result is None else _accepted(result, account_id)
 
-    return await _idempotent(request, principal, key, body, handler, recover)
+    return await run_idempotent(request, principal, key, body, handler, recover)
 
 
 async def _execute(
@@ -410,12 +428,12 @@ async def _execute(
 
 
 async def _move_money(request: Request, kind: str) -> Response:
-    principal, key, if_match_header = _start(request)
+    principal, key, if_match_header = begin_command(request)
     account_id = parse_account_id(request.path_params["account_id"])
-    body = await _json_object(request, frozenset({"amount", "description"}))
-    raw_amount = _amount(body)
+    body = await json_object(request, frozenset({"amount", "description"}))
+    raw_amount = amount_field(body)
     description = _limited(
-        _text(body, "description", required=False),
+        text_field(body, "description", required=False),
         "description",
         MAX_DESCRIPTION_LENGTH,
         "invalid-description",
@@ -450,10 +468,10 @@ async def close(request: Request) -> Response:
 
     It takes no body, or an empty JSON object: any field is refused, as on the other commands.
     """
-    principal, key, if_match = _start(request)
+    principal, key, if_match = begin_command(request)
     account_id = parse_account_id(request.path_params["account_id"])
     if (await request.body()).strip():
-        await _json_object(request, frozenset())
+        await json_object(request, frozenset())
     return await _command(
         request,
         principal,
@@ -513,7 +531,7 @@ def _result(description: str) -> dict[str, Any]:
     }
 
 
-_KEY_PARAMETER: Final = {
+KEY_PARAMETER: Final = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
@@ -538,7 +556,7 @@ _ACCOUNT_PARAMETER: Final = {
 }
 
 
-def _operation(
+def command_operation(
     endpoint: Callable[..., Any],
     summary: str,
     parameters: list[dict[str, Any]],
@@ -546,6 +564,7 @@ def _operation(
     errors: tuple[int, ...],
     body: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    """The OpenAPI operation of a command route (its body, parameters and answers)."""
     operation: dict[str, Any] = {
         "tags": ["commands"],
         "summary": summary,
@@ -572,7 +591,8 @@ def _operation(
     return operation
 
 
-def _money_body(example: str) -> dict[str, Any]:
+def money_body(example: str) -> dict[str, Any]:
+    """The OpenAPI schema of a body holding an amount (and an optional description)."""
     return {
         "type": "object",
         "required": ["amount"],
@@ -608,7 +628,7 @@ _MONEY_ERRORS: Final = (401, 403, 404, 408, 409, 412, 413, 415, 422, 503)
 
 def openapi_paths() -> dict[str, dict[str, Any]]:
     """The commands' entries of the OpenAPI document's ``paths``."""
-    money = [_ACCOUNT_PARAMETER, _KEY_PARAMETER, _IF_MATCH_PARAMETER]
+    money = [_ACCOUNT_PARAMETER, KEY_PARAMETER, _IF_MATCH_PARAMETER]
     open_body = {
         "type": "object",
         "required": ["ownerName", "currency"],
@@ -633,10 +653,10 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
     }
     return {
         f"{PREFIX}/accounts": {
-            "post": _operation(
+            "post": command_operation(
                 open_account,
                 "Open an account",
-                [_KEY_PARAMETER],
+                [KEY_PARAMETER],
                 {
                     "201": {
                         **_result("Opened"),
@@ -661,30 +681,30 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
             )
         },
         f"{PREFIX}/accounts/{{account_id}}/deposit": {
-            "post": _operation(
+            "post": command_operation(
                 deposit,
                 "Deposit money",
                 money,
                 {"200": _result("Deposited")},
                 _MONEY_ERRORS,
-                _money_body("10.00"),
+                money_body("10.00"),
             )
         },
         f"{PREFIX}/accounts/{{account_id}}/withdraw": {
-            "post": _operation(
+            "post": command_operation(
                 withdraw,
                 "Withdraw money",
                 money,
                 {"200": _result("Withdrawn")},
                 _MONEY_ERRORS,
-                _money_body("5.00"),
+                money_body("5.00"),
             )
         },
         f"{PREFIX}/accounts/{{account_id}}/close": {
-            "post": _operation(
+            "post": command_operation(
                 close,
                 "Close an account",
-                [_ACCOUNT_PARAMETER, _KEY_PARAMETER, _IF_MATCH_PARAMETER],
+                [_ACCOUNT_PARAMETER, KEY_PARAMETER, _IF_MATCH_PARAMETER],
                 {"200": _result("Closed")},
                 _MONEY_ERRORS,
                 {"type": "object", "additionalProperties": False, "maxProperties": 0},

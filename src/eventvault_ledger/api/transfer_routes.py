@@ -81,17 +81,17 @@ def _iso(e: RecordedEvent) -> str:
 
 async def request_transfer(request: Request) -> Response:
     """Request a transfer; 202 with its id and the position of its request. Same currency only."""
-    principal, key, if_match = commands._start(request)  # noqa: SLF001 - the commands' one preamble
+    principal, key, if_match = commands.begin_command(request)
     if if_match is not None:
-        raise commands._invalid("a transfer takes no If-Match", parameter="If-Match")  # noqa: SLF001
+        raise commands.invalid_request("a transfer takes no If-Match", parameter="If-Match")
     services = _services(request)
-    body = await commands._json_object(  # noqa: SLF001
+    body = await commands.json_object(
         request, frozenset({"sourceAccountId", "targetAccountId", "amount", "description"})
     )
-    source_text = commands._text(body, "sourceAccountId", required=True)  # noqa: SLF001
-    target_text = commands._text(body, "targetAccountId", required=True)  # noqa: SLF001
-    raw_amount = commands._amount(body)  # noqa: SLF001
-    description = commands._text(body, "description", required=False)  # noqa: SLF001
+    source_text = commands.text_field(body, "sourceAccountId", required=True)
+    target_text = commands.text_field(body, "targetAccountId", required=True)
+    raw_amount = commands.amount_field(body)
+    description = commands.text_field(body, "description", required=False)
     if len(description) > MAX_DESCRIPTION_LENGTH:
         raise Problem(
             422,
@@ -115,7 +115,7 @@ async def request_transfer(request: Request) -> Response:
             transfer = Transfer.request(
                 source, target, amount, src.currency, description, transfer_id=transfer_id
             )
-            metadata = commands._metadata(request, principal, None if keyed is None else keyed.key)  # noqa: SLF001
+            metadata = commands.command_metadata(request, principal, None if keyed is None else keyed.key)
             # A new stream: a retry of a keyed request lands on the same ids, which the store keeps once.
             result = await services.repository.save(
                 transfer, metadata=metadata, event_ids=None if keyed is None else keyed.event_ids()
@@ -138,7 +138,7 @@ async def request_transfer(request: Request) -> Response:
             headers={"Location": f"/api/query/transfers/{transfer.id}"},
         )
 
-    return await commands._idempotent(request, principal, key, body, handler)  # noqa: SLF001
+    return await commands.run_idempotent(request, principal, key, body, handler)
 
 
 async def _currency_of_both(services: Services, source: str, target: str) -> Account:
@@ -159,7 +159,7 @@ async def _currency_of_both(services: Services, source: str, target: str) -> Acc
 
 def openapi_paths() -> dict[str, dict[str, Any]]:
     """The transfer command's entry of the OpenAPI document's ``paths``."""
-    money = commands._money_body("25.00")  # noqa: SLF001 - the commands' one amount schema
+    money = commands.money_body("25.00")
     account = {"type": "string", "format": "uuid", "description": "An account id"}
     body = {
         **money,
@@ -187,10 +187,10 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
     }
     return {
         f"{commands.PREFIX}/transfers": {
-            "post": commands._operation(  # noqa: SLF001 - the commands' one operation shape
+            "post": commands.command_operation(
                 request_transfer,
                 "Transfer money between two accounts of one currency",
-                [commands._KEY_PARAMETER],  # noqa: SLF001
+                [commands.KEY_PARAMETER],
                 {"202": answer},
                 (401, 403, 404, 408, 413, 415, 422, 503),
                 body,
