@@ -8,7 +8,7 @@ Field names are snake_case in Python and camelCase on the wire (aliases).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -31,6 +31,8 @@ __all__ = [
     "RebuildStarted",
     "TotalsList",
     "TransactionPage",
+    "TransferList",
+    "TransferView",
     "problems",
 ]
 
@@ -100,6 +102,63 @@ class Transaction(_Doc):
         default=None, description="The other account of a transfer leg"
     )
     transfer_id: str | None = Field(default=None, description="The transfer of a transfer leg")
+
+
+class TransferFailure(_Doc):
+    """Why a transfer failed: the rule's problem code, its reason, and whether the debit was refunded."""
+
+    code: str
+    reason: str
+    refunded: bool
+
+
+class TransferStep(_Doc):
+    """A step of a transfer, with the position and time its event was stored."""
+
+    step: Literal["requested", "debited", "completed", "failed"]
+    position: int
+    recorded_at: str
+    leg_position: int | None = Field(
+        default=None, description="The position of the account event this step recorded (debit or credit)"
+    )
+
+
+class TransferView(_Doc):
+    """A transfer as its own stream has it: what was asked, its state, and its steps."""
+
+    transfer_id: str
+    source_account_id: str
+    target_account_id: str
+    amount: str = Field(pattern=MONEY)
+    currency: str
+    description: str
+    state: Literal["requested", "debited", "completed", "failed"]
+    version: int
+    steps: list[TransferStep]
+    failure: TransferFailure | None = None
+
+
+class TransferListItem(_Doc):
+    """One of an account's transfers, as the transfer list read model holds it."""
+
+    transfer_id: str
+    direction: Literal["in", "out"]
+    counterparty_account_id: str
+    source_account_id: str
+    target_account_id: str
+    amount: str = Field(pattern=MONEY)
+    currency: str
+    description: str
+    state: Literal["requested", "debited", "completed", "failed"]
+    failure: TransferFailure | None = None
+    requested_at: str
+    updated_at: str
+
+
+class TransferList(_Doc):
+    """An account's transfers, newest first."""
+
+    items: list[TransferListItem]
 
 
 class TransactionPage(_Doc):

@@ -31,9 +31,9 @@ from eventvault import AggregateNotFound, Checkpoint, EventVaultError, RecordedE
 from eventvault_ledger.api import commands
 from eventvault_ledger.api.live import EventStream, LastEventIdHeader, LastEventIdQuery, stream_start
 from eventvault_ledger.api.problems import Problem, known_query_only, parse_account_id, problem_from
-from eventvault_ledger.api.schemas import problems
+from eventvault_ledger.api.schemas import TransferList, TransferView, problems
 from eventvault_ledger.api.security import Reader
-from eventvault_ledger.api.services import Services
+from eventvault_ledger.api.services import Services, ServicesDep, services_of
 from eventvault_ledger.domain import MAX_DESCRIPTION_LENGTH, Account, format_money, parse_amount
 from eventvault_ledger.errors import CurrencyMismatch, InvalidTransfer
 from eventvault_ledger.transfers import (
@@ -67,11 +67,6 @@ _STREAM_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 router = APIRouter(prefix="/api/query", tags=["transfers"], dependencies=[Depends(known_query_only)])
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 def _iso(e: RecordedEvent) -> str:
     return e.recorded_at.isoformat().replace("+00:00", "Z")
 
@@ -84,7 +79,7 @@ async def request_transfer(request: Request) -> Response:
     principal, key, if_match = commands.begin_command(request)
     if if_match is not None:
         raise commands.invalid_request("a transfer takes no If-Match", parameter="If-Match")
-    services = _services(request)
+    services = services_of(request)
     body = await commands.json_object(
         request, frozenset({"sourceAccountId", "targetAccountId", "amount", "description"})
     )
@@ -263,7 +258,7 @@ async def all_transfer_changes(
     last_event_id: LastEventIdQuery = None,
 ) -> EventStream:
     """Each change of a transfer as a ``transfer`` event (data: the transfer); resume with Last-Event-ID."""
-    services = _services(request)
+    services = services_of(request)
     start = await stream_start(services, last_event_id_header or last_event_id)
     return _stream(request, services, start, None)
 
@@ -271,11 +266,12 @@ async def all_transfer_changes(
 @router.get(
     "/transfers/{transfer_id}",
     summary="A transfer: its state and steps, from the log",
-    responses={200: {"description": "The transfer"}, **problems(401, 403, 404, 422)},
+    response_model=None,
+    responses={200: {"model": TransferView, "description": "The transfer"}, **problems(401, 403, 404, 422)},
 )
-async def get_transfer(transfer_id: str, request: Request, _: Reader) -> dict[str, Any]:
+async def get_transfer(transfer_id: str, services: ServicesDep, _: Reader) -> dict[str, Any]:
     """The transfer as its stream has it now: state, amount, accounts, and each step's position and time."""
-    found = await _transfer(_services(request), _parse_transfer_id(transfer_id))
+    found = await _transfer(services, _parse_transfer_id(transfer_id))
     if found is None:
         raise Problem(404, "transfer-not-found", "Unknown transfer", f"no transfer {transfer_id}")
     return found
@@ -295,7 +291,7 @@ async def transfer_changes(
     last_event_id: LastEventIdQuery = None,
 ) -> EventStream:
     """Each change of one transfer; resume with Last-Event-ID."""
-    services = _services(request)
+    services = services_of(request)
     tid = _parse_transfer_id(transfer_id)
     if await services.store.stream_version(Transfer.stream_id_for(tid)) == 0:
         raise Problem(404, "transfer-not-found", "Unknown transfer", f"no transfer {tid}")
@@ -306,16 +302,16 @@ async def transfer_changes(
 @router.get(
     "/accounts/{account_id}/transfers",
     summary="An account's transfers, sent and received, newest first",
-    responses={200: {"description": "The transfers"}, **problems(401, 403, 404, 422)},
+    response_model=None,
+    responses={200: {"model": TransferList, "description": "The transfers"}, **problems(401, 403, 404, 422)},
 )
 async def account_transfers(
     account_id: str,
-    request: Request,
+    services: ServicesDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many.")] = 100,
 ) -> dict[str, Any]:
     """The account's transfers from the read model (each one's latest state: GET /transfers/{id})."""
-    services = _services(request)
     aid = parse_account_id(account_id)
     if await services.store.stream_version(Account.stream_id_for(aid)) == 0:
         raise Problem(404, "account-not-found", "Unknown account", "no account has this id")

@@ -289,11 +289,15 @@ export const api = {
     body: { sourceAccountId: string; targetAccountId: string; amount: string; description: string },
     key?: string,
   ): Promise<TransferAccepted> {
-    return request("POST", "/api/command/transfers", { body, headers: keyed(key) });
+    return request<TransferAccepted>("POST", "/api/command/transfers", { body, headers: keyed(key) });
   },
   // A transfer is read from its stream: never stale, nothing to wait for.
   getTransfer(id: string, signal?: AbortSignal): Promise<TransferView> {
-    return request("GET", `/api/query/transfers/${encodeURIComponent(id)}`, { signal });
+    return request<Answer<"/api/query/transfers/{transfer_id}", "get">>(
+      "GET",
+      `/api/query/transfers/${encodeURIComponent(id)}`,
+      { signal },
+    );
   },
   rebuild(name: string): Promise<RebuildProgress> {
     return request<Answer<"/api/projections/{name}/rebuild", "post">>(

@@ -1084,6 +1084,119 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /**
+         * TransferFailure
+         * @description Why a transfer failed: the rule's problem code, its reason, and whether the debit was refunded.
+         */
+        TransferFailure: {
+            /** Code */
+            code: string;
+            /** Reason */
+            reason: string;
+            /** Refunded */
+            refunded: boolean;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * TransferList
+         * @description An account's transfers, newest first.
+         */
+        TransferList: {
+            /** Items */
+            items: components["schemas"]["TransferListItem"][];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * TransferListItem
+         * @description One of an account's transfers, as the transfer list read model holds it.
+         */
+        TransferListItem: {
+            /** Amount */
+            amount: string;
+            /** Counterpartyaccountid */
+            counterpartyAccountId: string;
+            /** Currency */
+            currency: string;
+            /** Description */
+            description: string;
+            /**
+             * Direction
+             * @enum {string}
+             */
+            direction: "in" | "out";
+            failure?: components["schemas"]["TransferFailure"] | null;
+            /** Requestedat */
+            requestedAt: string;
+            /** Sourceaccountid */
+            sourceAccountId: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "requested" | "debited" | "completed" | "failed";
+            /** Targetaccountid */
+            targetAccountId: string;
+            /** Transferid */
+            transferId: string;
+            /** Updatedat */
+            updatedAt: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * TransferStep
+         * @description A step of a transfer, with the position and time its event was stored.
+         */
+        TransferStep: {
+            /**
+             * Legposition
+             * @description The position of the account event this step recorded (debit or credit)
+             */
+            legPosition?: number | null;
+            /** Position */
+            position: number;
+            /** Recordedat */
+            recordedAt: string;
+            /**
+             * Step
+             * @enum {string}
+             */
+            step: "requested" | "debited" | "completed" | "failed";
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * TransferView
+         * @description A transfer as its own stream has it: what was asked, its state, and its steps.
+         */
+        TransferView: {
+            /** Amount */
+            amount: string;
+            /** Currency */
+            currency: string;
+            /** Description */
+            description: string;
+            failure?: components["schemas"]["TransferFailure"] | null;
+            /** Sourceaccountid */
+            sourceAccountId: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "requested" | "debited" | "completed" | "failed";
+            /** Steps */
+            steps: components["schemas"]["TransferStep"][];
+            /** Targetaccountid */
+            targetAccountId: string;
+            /** Transferid */
+            transferId: string;
+            /** Version */
+            version: number;
+        } & {
+            [key: string]: unknown;
+        };
     };
     responses: never;
     parameters: never;
@@ -2717,9 +2830,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TransferList"];
                 };
             };
             /** @description No or an unknown bearer token (unauthorized) */
@@ -2889,9 +3000,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TransferView"];
                 };
             };
             /** @description No or an unknown bearer token (unauthorized) */

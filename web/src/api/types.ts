@@ -59,28 +59,12 @@ export interface Page<T> {
 
 export type Transaction = Fields<Schemas["Transaction"]>;
 
-export interface TransferAccepted {
-  transferId: string;
-  state: string;
-  version: number;
-  position: number;
-  checkpoint: string;
-}
+/** What POST /api/command/transfers answers (202): the transfer runs in the background. */
+export type TransferAccepted = Answer<"/api/command/transfers", "post">;
 
-export type TransferState = "requested" | "debited" | "completed" | "failed";
+export type TransferView = Fields<Schemas["TransferView"]>;
 
-export interface TransferView {
-  transferId: string;
-  sourceAccountId: string;
-  targetAccountId: string;
-  amount: string;
-  currency: string;
-  description: string;
-  state: TransferState;
-  version: number;
-  steps: { step: TransferState; position: number; recordedAt: string }[];
-  failure?: { code: string; reason: string; refunded: boolean };
-}
+export type TransferState = TransferView["state"];
 
 export type StoredEvent = Fields<Schemas["AuditEvent"]>;
 
