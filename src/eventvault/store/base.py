@@ -107,6 +107,22 @@ def check_stream_id(stream_id: object) -> str:
     return stream_id
 
 
+def prefix_end(prefix: str) -> str | None:
+    """The least string past every string that starts with ``prefix`` (None: there is none).
+
+    Strings compare by code point (as UTF-8 bytes do), so ``stream_id >= prefix
+    AND stream_id < prefix_end(prefix)`` is a range on an index of stream ids
+    that holds exactly the ids starting with ``prefix``.
+    """
+    chars = prefix.rstrip("\U0010ffff")
+    if not chars:
+        return None
+    last = ord(chars[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates are no characters: skip them
+        last = 0xE000
+    return chars[:-1] + chr(last)
+
+
 def check_expected_version(expected: object) -> ExpectedVersion:
     """Return ``expected`` if it is a valid expected version, else raise."""
     if isinstance(expected, StreamState):

@@ -802,6 +802,17 @@ class EventStoreContract:
         assert list(quiet) == []
         assert quiet.checkpoint >= log[-1].checkpoint
 
+    async def test_a_prefix_is_a_prefix_at_its_edges(self, store: EventStore) -> None:
+        """Category reads and stream listings match ids by their characters: no pattern, no collation."""
+        ids = ["a%-1", "a_-1", "ab-1", "a%", "a&", "é-1", "é\U0010ffff", "f\U0010ffff-1", "f\U0010ffff"]
+        for stream_id in ids:
+            await store.append(stream_id, items("x"), expected_version=NO_STREAM)
+        for prefix in ["a%", "a_", "é", "f\U0010ffff", "\U0010ffff"]:
+            wanted = sorted(i for i in ids if i.startswith(prefix))
+            page = await store.read_category(prefix)
+            assert sorted(e.stream_id for e in page) == wanted, prefix
+            assert [s.stream_id for s in await store.list_streams(prefix=prefix)] == wanted, prefix
+
     async def test_get_event_finds_an_event_by_its_id(self, store: EventStore) -> None:
         """``get_event`` returns the stored event with that id, or None."""
         new = items("a", "b")

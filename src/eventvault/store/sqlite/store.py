@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, cast
 
 from eventvault.errors import InvalidInput
+from eventvault.store.base import prefix_end
 from eventvault.store.records import (
     START,
     Checkpoint,
     LogPage,
     RecordedEvent,
     Snapshot,
+    StoreCounts,
+    StreamInfo,
     datetime_to_micros,
     micros_to_datetime,
 )
@@ -83,6 +87,41 @@ class SQLiteEventStore(_SQLiteWriter):
             return LogPage([], Checkpoint(0, after.position))
         page: LogPage = await self._read(reads.log_page, self.codec, after.position, limit, event_types)
         return page
+
+    async def _read_category(self, stream_prefix: str, after: Checkpoint, limit: int) -> LogPage:
+        check_text("a stream prefix", stream_prefix, InvalidInput)
+        if after.position > MAX_INT:
+            return LogPage([], Checkpoint(0, after.position))
+        upper = prefix_end(stream_prefix)
+        page: LogPage = await self._read(
+            reads.category_page,
+            self.codec,
+            stream_prefix,
+            b"" if upper is None else upper,
+            after.position,
+            limit,
+        )
+        return page
+
+    async def _list_streams(self, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        lower = prefix or ""
+        if prefix is not None:
+            check_text("a stream prefix", prefix, InvalidInput)
+        if after is not None:
+            check_text("a stream id", after)
+        upper = None if prefix is None else prefix_end(prefix)
+        rows = await self._read(
+            reads.list_streams, lower, b"" if upper is None else upper, after or "", limit
+        )
+        return [StreamInfo(s, v, p, micros_to_datetime(t)) for s, v, p, t in rows]
+
+    async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        found: RecordedEvent | None = await self._read(reads.get_event, self.codec, event_id.bytes)
+        return found
+
+    async def _counts(self) -> StoreCounts:
+        events, streams, last = await self._read(reads.counts)
+        return StoreCounts(events, streams, Checkpoint(0, last) if last else START)
 
     async def _head(self) -> Checkpoint:
         position = self._run_inline(reads.head) if self._inline_ok() else NOT_INLINE
