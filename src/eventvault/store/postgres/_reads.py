@@ -28,6 +28,7 @@ from eventvault.store.records import (
     LogPage,
     RecordedEvent,
     Snapshot,
+    SnapshotInfo,
     StreamInfo,
     micros_to_datetime,
 )
@@ -69,6 +70,7 @@ _tx_rows: Final = args_row(_TxId)
 _snapshot_rows: Final = args_row(_SnapshotRow)
 _version_rows: Final = args_row(_Version)
 _stream_rows: Final = args_row(_StreamRow)
+_snapshot_info_rows: Final = args_row(SnapshotInfo)
 _lag_rows: Final = args_row(HorizonLag)
 
 
@@ -279,6 +281,36 @@ class Reads:
         return Snapshot(
             stream_id, row.stream_version, schema_version, bytes(row.state), row.created_at.astimezone(UTC)
         )
+
+    async def list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        """The snapshots of the streams starting with ``prefix`` (or of ``stream_id``), without states."""
+        params = {"prefix": prefix, "stream_id": stream_id, "limit": limit}
+
+        async def op(conn: Conn) -> list[SnapshotInfo]:
+            async with conn.cursor(row_factory=_snapshot_info_rows) as cur:
+                await cur.execute(self._sql.list_snapshots, params, binary=True)
+                return await cur.fetchall()
+
+        found = await self._db.run("list_snapshots", op)
+        return [
+            SnapshotInfo(
+                i.stream_id, i.schema_version, i.stream_version, i.size, i.created_at.astimezone(UTC)
+            )
+            for i in found
+        ]
+
+    async def drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        """Delete the snapshots chosen; how many there were."""
+        params = {"prefix": prefix, "stream_id": stream_id}
+
+        async def op(conn: Conn) -> int:
+            cur = await conn.execute(self._sql.drop_snapshots, params)
+            return cur.rowcount
+
+        # Deleting again deletes nothing more: a lost connection is retried like a read.
+        return await self._db.run("drop_snapshots", op)
 
     async def horizon_lag(self) -> HorizonLag:
         """How many committed events readers cannot see yet, and the event writer holding them back."""

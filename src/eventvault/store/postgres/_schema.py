@@ -199,6 +199,12 @@ _EVENT_COLUMNS: Final = sql.SQL(
 )
 
 
+_SNAPSHOTS_WHERE: Final = sql.SQL(
+    "(%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)) "
+    "AND (%(stream_id)s::text IS NULL OR stream_id = %(stream_id)s::text)"
+)
+
+
 def _horizon(s: sql.Identifier) -> sql.Composed:
     """The read horizon, once per statement (an uncorrelated subquery runs once)."""
     return sql.SQL("(SELECT {s}.read_horizon())").format(s=s)
@@ -225,6 +231,8 @@ class Statements:
     max_tx: bytes
     save_snapshot: bytes
     load_snapshot: bytes
+    list_snapshots: bytes
+    drop_snapshots: bytes
     notify: bytes
     horizon_lag: bytes
     declare_writer: bytes
@@ -468,6 +476,18 @@ def statements(schema: str) -> Statements:
             "WHERE stream_id = %s AND schema_version = %s"
         )
         .format(s=s)
+        .as_bytes(None),
+        # Operators' listings and drops: the snapshots table is one row per
+        # aggregate (and schema version), read whole; ids in code point order.
+        list_snapshots=sql.SQL(
+            "SELECT stream_id, schema_version, stream_version, octet_length(state), created_at "
+            'FROM {s}.snapshots WHERE {where} ORDER BY stream_id COLLATE "C", schema_version '
+            "LIMIT %(limit)s"
+        )
+        .format(s=s, where=_SNAPSHOTS_WHERE)
+        .as_bytes(None),
+        drop_snapshots=sql.SQL("DELETE FROM {s}.snapshots WHERE {where}")
+        .format(s=s, where=_SNAPSHOTS_WHERE)
         .as_bytes(None),
         notify=_NOTIFY,
         hot=hot_statements(appends, read_stream, _NOTIFY),

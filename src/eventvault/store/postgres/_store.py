@@ -28,6 +28,7 @@ from eventvault.store.records import (
     LogPage,
     RecordedEvent,
     Snapshot,
+    SnapshotInfo,
     StoreCounts,
     StreamInfo,
 )
@@ -213,6 +214,16 @@ class PostgresEventStore(EventStore):
     async def _save_snapshot(self, snapshot: Snapshot) -> None:
         await self._opened()
         await self._reads.save_snapshot(snapshot)
+
+    async def _list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        await self._opened()
+        return await self._reads.list_snapshots(prefix, stream_id, limit)
+
+    async def _drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        await self._opened()
+        return await self._reads.drop_snapshots(prefix, stream_id)
 
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         await self._opened()

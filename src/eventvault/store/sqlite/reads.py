@@ -181,3 +181,24 @@ def counts(cur: sqlite3.Cursor) -> tuple[int, int, int]:
     """(events, streams, head position), from one read."""
     events, streams, last = cur.execute(SQL_COUNTS).fetchone()
     return int(events), int(streams), int(last)
+
+
+# Snapshots of a range of stream ids (or of one stream), by their primary key.
+_SNAPSHOTS_WHERE: Final = "stream_id >= ?1 AND stream_id < ?2 AND (?3 IS NULL OR stream_id = ?3)"
+SQL_LIST_SNAPSHOTS: Final = (
+    "SELECT stream_id, schema_version, stream_version, length(state), created_at FROM snapshots "  # noqa: S608
+    f"WHERE {_SNAPSHOTS_WHERE} ORDER BY stream_id, schema_version LIMIT ?4"
+)
+SQL_DROP_SNAPSHOTS: Final = f"DELETE FROM snapshots WHERE {_SNAPSHOTS_WHERE}"  # noqa: S608
+
+
+def list_snapshots(
+    cur: sqlite3.Cursor, lower: str, upper: str | bytes, stream_id: str | None, limit: int
+) -> list[tuple[str, int, int, int, int]]:
+    """(stream id, schema version, stream version, state size, created time) of the snapshots chosen."""
+    return cur.execute(SQL_LIST_SNAPSHOTS, (lower, upper, stream_id, limit)).fetchall()
+
+
+def drop_snapshots(cur: sqlite3.Cursor, lower: str, upper: str | bytes, stream_id: str | None) -> int:
+    """Delete the snapshots chosen (on the writer); how many there were."""
+    return cur.execute(SQL_DROP_SNAPSHOTS, (lower, upper, stream_id)).rowcount

@@ -14,6 +14,7 @@ from eventvault.store.records import (
     LogPage,
     RecordedEvent,
     Snapshot,
+    SnapshotInfo,
     StoreCounts,
     StreamInfo,
     datetime_to_micros,
@@ -146,6 +147,22 @@ class SQLiteEventStore(_SQLiteWriter):
             await self.open()
         await self._submit(self._wq, write_snapshot, (row,), write=True)
 
+    async def _list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        lower, upper = _snapshot_range(prefix, stream_id)
+        rows = await self._read(reads.list_snapshots, lower, upper, stream_id, limit)
+        return [SnapshotInfo(s, schema, v, size, micros_to_datetime(t)) for s, schema, v, size, t in rows]
+
+    async def _drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        lower, upper = _snapshot_range(prefix, stream_id)
+        if not self._opened:
+            await self.open()
+        dropped: int = await self._submit(
+            self._wq, reads.drop_snapshots, (lower, upper, stream_id), write=True
+        )
+        return dropped
+
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         check_text("a stream id", stream_id)
         if schema_version > MAX_INT:
@@ -179,6 +196,17 @@ class SQLiteEventStore(_SQLiteWriter):
         if stored is None or schema != schema_version:
             return None, events
         return _snapshot(stream_id, schema_version, stored), events
+
+
+def _snapshot_range(prefix: str | None, stream_id: str | None) -> tuple[str, str | bytes]:
+    """The [lower, upper) range of stream ids a snapshot listing or drop covers (b"": no end)."""
+    if stream_id is not None:
+        check_text("a stream id", stream_id)
+    if prefix is None:
+        return "", b""
+    check_text("a category", prefix, InvalidInput)
+    upper = prefix_end(prefix)
+    return prefix, b"" if upper is None else upper
 
 
 def _snapshot(stream_id: str, schema_version: int, stored: StoredSnapshot) -> Snapshot:
