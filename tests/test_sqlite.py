@@ -927,3 +927,28 @@ def test_the_event_columns_are_in_the_order_of_recorded_events_parameters():
     assert columns == parameters[1 : 1 + len(columns)]
     # SQLite's tx is always 0, the default; tags are not stored by this backend yet (no DCB).
     assert parameters[1 + len(columns) :] == ["tx", "tags"]
+
+
+async def test_category_reads_and_event_lookups_use_an_index(store: SQLiteEventStore, db: Path) -> None:
+    """EXPLAIN QUERY PLAN: a category read, a listing and get_event search an index, never scan events."""
+    conn = sqlite3.connect(db)
+    try:
+        plans = {
+            name: " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            for name, sql, params in [
+                ("category", sqlite_reads.SQL_CATEGORY, ("acct-", "acct.", 0, 100)),
+                ("category, no end", sqlite_reads.SQL_CATEGORY, ("\U0010ffff", b"", 0, 100)),
+                ("list", sqlite_reads.SQL_LIST_STREAMS, ("acct-", "acct.", "", 100)),
+                ("get_event", sqlite_reads.SQL_GET_EVENT, (b"\0" * 16,)),
+            ]
+        }
+    finally:
+        conn.close()
+    for name, plan in plans.items():
+        assert "SCAN events" not in plan, f"{name}: {plan}"
+        assert "rowid>?" not in plan, f"{name}: {plan}"
+    for name in ("category", "category, no end", "list"):
+        assert "USING INDEX sqlite_autoindex_events_2 (stream_id>? AND stream_id<?)" in plans[name] or (
+            "USING COVERING INDEX sqlite_autoindex_events_2 (stream_id>? AND stream_id<?)" in plans[name]
+        ), plans[name]
+    assert "USING INDEX sqlite_autoindex_events_1 (event_id=?)" in plans["get_event"], plans["get_event"]

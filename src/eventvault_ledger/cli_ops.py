@@ -1,10 +1,12 @@
 """The operator's commands of ``eventvault``: look inside the store, and control the projections.
 
-``streams``, ``log``, ``events`` and ``db`` read the store; ``projections``
+``streams``, ``log``, ``events`` and ``db`` read the store, ``snapshots``
+lists and drops snapshots; ``projections``
 shows and controls the read models. Each is a thin layer over the toolkit's
 public API (:meth:`EventStore.list_streams`, :meth:`EventStore.read_stream`,
 :meth:`EventStore.read_all`, :meth:`EventStore.get_event`,
-:meth:`EventStore.counts`, :class:`ProjectionRunner`), so a script can do the
+:meth:`EventStore.counts`, :meth:`EventStore.list_snapshots`,
+:meth:`EventStore.drop_snapshots`, :class:`ProjectionRunner`), so a script can do the
 same in Python. Every listing takes ``--json`` (one JSON document on stdout);
 docs/operations.md lists the commands and their exit codes.
 """
@@ -64,6 +66,7 @@ streams_app = typer.Typer(help="List the streams and read one.", **_GROUP)
 log_app = typer.Typer(help="Read the global log.", **_GROUP)
 events_app = typer.Typer(help="Look at one event.", **_GROUP)
 db_app = typer.Typer(help="The store's database: its status, and its schema.", **_GROUP)
+snapshots_app = typer.Typer(help="List and drop the aggregates' snapshots.", **_GROUP)
 
 
 def register(app: typer.Typer) -> None:
@@ -72,6 +75,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(log_app, name="log")
     app.add_typer(events_app, name="events")
     app.add_typer(db_app, name="db")
+    app.add_typer(snapshots_app, name="snapshots")
 
 
 # -- running a command against a store ---------------------------------------------------------
@@ -346,6 +350,80 @@ def events_show(
         shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
         table.add_row(key, shown)
     _print_table(table)
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+TypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--type", metavar="T", help="Only the snapshots of aggregate type T (its streams are T-...)."
+    ),
+]
+
+
+@snapshots_app.command("ls")
+def snapshots_ls(
+    db: DbOption = SERVE_DB,
+    category: TypeOption = None,
+    limit: LimitOption = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """List the stored snapshots: stream, schema version, stream version, size and when taken."""
+    where = _where(db)
+    found = _run(where, lambda s: s.list_snapshots(category=category, limit=limit))
+    if as_json:
+        _print_json(
+            {
+                "snapshots": [
+                    {
+                        "streamId": i.stream_id,
+                        "schemaVersion": i.schema_version,
+                        "streamVersion": i.stream_version,
+                        "size": i.size,
+                        "createdAt": i.created_at.isoformat(),
+                    }
+                    for i in found
+                ]
+            }
+        )
+        return
+    table = _table("stream", "schema", "version", "bytes", "taken")
+    for i in found:
+        table.add_row(
+            i.stream_id,
+            str(i.schema_version),
+            str(i.stream_version),
+            str(i.size),
+            i.created_at.isoformat(timespec="seconds"),
+        )
+    _print_table(table)
+
+
+@snapshots_app.command("drop")
+def snapshots_drop(
+    db: DbOption = SERVE_DB,
+    category: TypeOption = None,
+    stream: Annotated[
+        str | None, typer.Option("--stream", metavar="S", help="Only the snapshots of stream S.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete snapshots (all, one type's or one stream's); aggregates then load by replaying events."""
+    if category is not None and stream is not None:
+        _fail("pass --type or --stream, not both", EXIT_USAGE)
+    where = _where(db)
+    which = (
+        f"the snapshots of stream {stream!r}"
+        if stream is not None
+        else f"the snapshots of type {category!r}"
+        if category is not None
+        else "every snapshot"
+    )
+    if not yes and not typer.confirm(f"Drop {which} in {where.shown}?", err=True):
+        _fail("nothing dropped", EXIT_FAILED)
+    dropped = _run(where, lambda s: s.drop_snapshots(category=category, stream_id=stream))
+    typer.echo(f"dropped {dropped} snapshot{'' if dropped == 1 else 's'}")
 
 
 # -- db ------------------------------------------------------------------------------------------

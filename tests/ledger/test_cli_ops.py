@@ -1,4 +1,4 @@
-"""The operator's commands (streams, log, events, db, projections) on SQLite and PostgreSQL."""
+"""The operator's commands (streams, log, events, db, projections, snapshots) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from eventvault import ANY, open_store
+from eventvault import ANY, Snapshot, open_store
 from eventvault.projections import ProjectionRunner
 from eventvault.testing import eventually, eventually_async
 from eventvault_ledger import cli
@@ -288,6 +289,65 @@ async def test_a_pause_stops_a_running_worker_and_resume_brings_it_back(db_url):
             await control.stop()
 
 
+# -- snapshots ------------------------------------------------------------------------------------
+
+
+def _save_snapshots(db: str, *stream_ids: str) -> None:
+    async def save() -> None:
+        async with open_store(db) as store:
+            for n, stream_id in enumerate(stream_ids, start=1):
+                await store.save_snapshot(Snapshot(stream_id, n, 1, b"{}" * n, datetime.now(UTC)))
+
+    asyncio.run(save())
+
+
+def _snapshot_ids(runner, db: str, *args: str) -> list[str]:
+    return [i["streamId"] for i in _json(runner, "snapshots", "ls", "--db", db, *args)["snapshots"]]
+
+
+def test_snapshots_ls_lists_every_snapshot_or_one_types(runner, db_url):
+    """`snapshots ls` lists stream, schema and stream version, size and time; --type keeps one type."""
+    assert _snapshot_ids(runner, db_url) == []
+    _save_snapshots(db_url, "account-2", "account-1", "accounting-1", "transfer-1")
+    listed = _json(runner, "snapshots", "ls", "--db", db_url)["snapshots"]
+    assert [(i["streamId"], i["streamVersion"], i["size"]) for i in listed] == [
+        ("account-1", 2, 4),
+        ("account-2", 1, 2),
+        ("accounting-1", 3, 6),
+        ("transfer-1", 4, 8),
+    ]
+    assert {i["schemaVersion"] for i in listed} == {1}
+    assert _snapshot_ids(runner, db_url, "--type", "account") == ["account-1", "account-2"]
+    table = _ok(runner, "snapshots", "ls", "--db", db_url, "--type", "transfer")
+    assert "transfer-1" in table
+    assert "account-1" not in table
+
+
+def test_snapshots_drop_by_type_or_stream_and_only_when_confirmed(runner, db_url):
+    """`snapshots drop` asks first (--yes does not), and deletes one stream's, one type's or all snapshots."""
+    _save_snapshots(db_url, "account-1", "account-2", "transfer-1")
+    refused = runner.invoke(cli.app, ["snapshots", "drop", "--db", db_url], input="n\n", env=ENV)
+    assert refused.exit_code == 1, refused.output
+    assert "nothing dropped" in refused.stderr
+    assert len(_snapshot_ids(runner, db_url)) == 3
+    both = runner.invoke(
+        cli.app, ["snapshots", "drop", "--db", db_url, "--type", "a", "--stream", "b"], env=ENV
+    )
+    assert both.exit_code == 2
+    assert "not both" in both.stderr
+    assert "dropped 1 snapshot\n" in _ok(
+        runner, "snapshots", "drop", "--db", db_url, "--stream", "account-2", "--yes"
+    )
+    assert _snapshot_ids(runner, db_url) == ["account-1", "transfer-1"]
+    assert "dropped 1 snapshot" in _ok(
+        runner, "snapshots", "drop", "--db", db_url, "--type", "account", "--yes"
+    )
+    confirmed = runner.invoke(cli.app, ["snapshots", "drop", "--db", db_url], input="y\n", env=ENV)
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "dropped 1 snapshot" in confirmed.stdout
+    assert _snapshot_ids(runner, db_url) == []
+
+
 # -- as real processes ----------------------------------------------------------------------------
 
 
@@ -332,6 +392,14 @@ def test_every_command_runs_as_a_real_process(sqlite_demo):
     rebuilt = _cli("projections", "rebuild", "accounts", "--db", db)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "events/s" in rebuilt.stderr  # the progress bar, with its rate
+    _save_snapshots(f"sqlite:///{db}", "account-1", "transfer-1")
+    snapshots = json.loads(_cli("snapshots", "ls", "--db", db, "--type", "account", "--json").stdout)
+    assert [i["streamId"] for i in snapshots["snapshots"]] == ["account-1"]
+    dropped = _cli("snapshots", "drop", "--db", db, "--yes")
+    assert (dropped.returncode, dropped.stdout) == (0, "dropped 2 snapshots\n")
+    assert (
+        _cli("snapshots", "drop", "--db", db, stdin=subprocess.DEVNULL).returncode == 1
+    )  # no answer: no drop
 
 
 def test_log_tail_follow_prints_new_events_live_and_stops_cleanly_on_ctrl_c(sqlite_demo):
@@ -412,5 +480,7 @@ def test_the_operations_page_names_every_command():
         "projections resume",
         "projections reset",
         "projections rebuild",
+        "snapshots ls",
+        "snapshots drop",
     ):
         assert f"eventvault {command}" in text, command

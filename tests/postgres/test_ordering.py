@@ -284,6 +284,67 @@ async def test_a_page_of_the_log_is_an_index_range_scan(store, notes, raw):
     assert 'Index Cond: ((ROW(tx_id, "position") > ROW(' in plans["page"], plans["page"]
 
 
+async def test_category_reads_and_event_lookups_are_index_scans(store, notes, raw):
+    """EXPLAIN of read_category, list_streams and get_event: an index of stream or event ids, no Seq Scan."""
+    for s in range(100):
+        await store.append(f"stream-{s}", notes(*(f"{s}.{k}" for k in range(50))), expected_version=NO_STREAM)
+    for s in range(5):
+        await store.append(f"acct-{s}", notes("a", "b"), expected_version=NO_STREAM)
+    conn = await raw()
+    await conn.execute(f"ANALYZE {store.schema}.events")
+    await conn.execute(f"ANALYZE {store.schema}.streams")
+    one = (await store.read_category("acct-")).events[0]
+
+    statements = {
+        "category": (
+            store._sql.read_category,
+            {"tx": "0", "position": 0, "limit": 1000, "lower": "acct-", "upper": "acct."},
+        ),
+        "list": (store._sql.list_streams, {"lower": "acct-", "upper": "acct.", "after": None, "limit": 100}),
+        "get_event": (store._sql.get_event, [one.event_id]),
+    }
+
+    async def plans() -> dict[str, str]:
+        found = {}
+        for name, (query, params) in statements.items():
+            cur = await conn.execute(b"EXPLAIN " + query, params)
+            found[name] = "\n".join(r[0] for r in await cur.fetchall())
+        return found
+
+    chosen = await plans()
+    for name, plan in chosen.items():
+        assert "Seq Scan on events" not in plan, f"{name}:\n{plan}"
+    assert "on events_stream_version" in chosen["category"], chosen["category"]
+    assert "using events_event_id on events" in chosen["get_event"], chosen["get_event"]
+    # A table of 105 streams is read whole rather than through an index; with
+    # sequential scans priced out, the prefix is seen to be an index range.
+    await conn.execute("SET enable_seqscan = off")
+    forced = await plans()
+    for name in ("category", "list"):
+        assert "Seq Scan" not in forced[name], forced[name]
+        assert "using streams_id_prefix on streams" in forced[name], forced[name]
+        assert (
+            "Index Cond: ((stream_id ~>=~ 'acct-'::text) AND (stream_id ~<~ 'acct.'::text))" in forced[name]
+        )
+
+
+async def test_category_reads_respect_the_read_horizon(store, held, notes):
+    """read_category, get_event and list_streams show nothing an open event writer holds back."""
+    blocker = await held()
+    await blocker.append("acct-held", notes("held"))
+    later = notes("b")
+    await store.append("acct-later", later, expected_version=NO_STREAM)
+    page = await store.read_category("acct-")
+    assert list(page) == []
+    assert page.checkpoint == START
+    assert await store.get_event(later[0].event_id) is None
+    assert await store.list_streams(prefix="acct-") == []
+    await blocker.commit()
+    page = await store.read_category("acct-")
+    assert [e.stream_id for e in page] == ["acct-held", "acct-later"]
+    assert [s.stream_id for s in await store.list_streams(prefix="acct-")] == ["acct-held", "acct-later"]
+
+
 async def test_checkpoint_at_finds_a_readable_event_by_its_position(store, held, notes):
     """checkpoint_at(position) is the event's (tx, position), None while it is not readable or absent."""
     first = await store.append("s", notes("a"), expected_version=NO_STREAM)

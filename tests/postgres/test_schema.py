@@ -58,16 +58,18 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     await first.close()
     conn = await raw()
-    # Make it a version-1 schema again: without what versions 2 and 3 add.
+    # Make it a version-1 schema again: without what versions 2, 3 and 4 add.
     await conn.execute(f"DROP INDEX {first.schema}.events_position")
+    await conn.execute(f"DROP INDEX {first.schema}.streams_id_prefix")
     await conn.execute(f"DROP FUNCTION {first.schema}.read_horizon()")
     await conn.execute(f"DELETE FROM {first.schema}.schema_migrations WHERE version > 1")  # noqa: S608
     again = await open_store()
     versions = await rows(conn, f"SELECT version FROM {first.schema}.schema_migrations ORDER BY 1")  # noqa: S608
-    assert versions == [(1,), (2,), (3,)]
-    assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.events_position"]) == [
-        (True,)
-    ]
+    assert versions == [(1,), (2,), (3,), (4,)]
+    for index in ("events_position", "streams_id_prefix"):
+        assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.{index}"]) == [
+            (True,)
+        ]
     [kept] = await again.read_stream("s")
     assert await again.checkpoint_at(kept.position) == kept.checkpoint
 

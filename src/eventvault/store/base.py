@@ -46,6 +46,7 @@ from eventvault.store.records import (
     RecordedEvent,
     SequencedEvents,
     Snapshot,
+    SnapshotInfo,
     StoreCounts,
     StreamInfo,
     StreamState,
@@ -105,6 +106,35 @@ def check_stream_id(stream_id: object) -> str:
         except UnicodeEncodeError:  # lone surrogates: no database can store them
             raise InvalidStreamId(f"a stream id must be valid Unicode text: {stream_id!r}") from None
     return stream_id
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string past every string that starts with ``prefix`` (None: there is none).
+
+    Strings compare by code point (as UTF-8 bytes do), so ``stream_id >= prefix
+    AND stream_id < prefix_end(prefix)`` is a range on an index of stream ids
+    that holds exactly the ids starting with ``prefix``.
+    """
+    chars = prefix.rstrip("\U0010ffff")
+    if not chars:
+        return None
+    last = ord(chars[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # surrogates are no characters: skip them
+        last = 0xE000
+    return chars[:-1] + chr(last)
+
+
+def _snapshot_selection(category: object, stream_id: object) -> tuple[str | None, str | None]:
+    """(stream id prefix, stream id) of a snapshot listing or drop; at most one of them."""
+    if category is not None and stream_id is not None:
+        raise InvalidInput("pass category or stream_id, not both")
+    if category is not None:
+        if not isinstance(category, str) or not category:
+            raise InvalidInput(f"category must be a non-empty str, got {category!r}")
+        return f"{category}-", None
+    if stream_id is not None:
+        return None, check_stream_id(stream_id)
+    return None, None
 
 
 def check_expected_version(expected: object) -> ExpectedVersion:
@@ -778,6 +808,39 @@ class EventStore(abc.ABC):
         return snap, await self._read_stream(
             stream_id, start, to_version, backwards=False, limit=None, as_of_us=None
         )
+
+    async def list_snapshots(
+        self, *, category: str | None = None, stream_id: str | None = None, limit: int = 1000
+    ) -> list[SnapshotInfo]:
+        """The stored snapshots by stream id and schema version, without their states.
+
+        ``category`` keeps the snapshots of one aggregate type (the streams
+        ``f"{category}-..."``), ``stream_id`` those of one stream; not both.
+        """
+        prefix, stream = _snapshot_selection(category, stream_id)
+        check_positive_int("limit", limit, optional=False)
+        if limit > MAX_PAGE:
+            raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
+        self._check_open()
+        return await self._list_snapshots(prefix, stream, limit)
+
+    @abc.abstractmethod
+    async def _list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]: ...
+
+    async def drop_snapshots(self, *, category: str | None = None, stream_id: str | None = None) -> int:
+        """Delete stored snapshots: every one, one aggregate type's, or one stream's; how many went.
+
+        Only a cache goes: aggregates load by replaying their events, and the
+        repository saves new snapshots as it did before.
+        """
+        prefix, stream = _snapshot_selection(category, stream_id)
+        self._check_open()
+        return await self._drop_snapshots(prefix, stream)
+
+    @abc.abstractmethod
+    async def _drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int: ...
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.scheme}{' closed' if self._closed else ''}>"

@@ -31,6 +31,7 @@ from eventvault.store.records import (
     RecordedEvent,
     SequencedEvents,
     Snapshot,
+    SnapshotInfo,
     StoreCounts,
     StreamInfo,
     micros_to_datetime,
@@ -275,6 +276,33 @@ class MemoryEventStore(EventStore):
             old = self._data.snapshots.get(key)
             if old is None or old.stream_version <= snapshot.stream_version:
                 self._data.snapshots[key] = snapshot
+
+    async def _list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        with self._data.lock:
+            chosen = [
+                snap
+                for (sid, _), snap in self._data.snapshots.items()
+                if (prefix is None or sid.startswith(prefix)) and (stream_id is None or sid == stream_id)
+            ]
+        chosen.sort(key=lambda snap: (snap.stream_id, snap.schema_version))
+        return [
+            SnapshotInfo(s.stream_id, s.schema_version, s.stream_version, len(s.state), s.created_at)
+            for s in chosen[:limit]
+        ]
+
+    async def _drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        with self._data.lock:
+            keys = [
+                key
+                for key in self._data.snapshots
+                if (prefix is None or key[0].startswith(prefix))
+                and (stream_id is None or key[0] == stream_id)
+            ]
+            for key in keys:
+                del self._data.snapshots[key]
+        return len(keys)
 
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         with self._data.lock:

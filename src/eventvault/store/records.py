@@ -586,6 +586,18 @@ class StreamInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A stored snapshot as :meth:`EventStore.list_snapshots` lists it (without its state)."""
+
+    stream_id: str
+    schema_version: int
+    stream_version: int
+    size: int
+    """The length of its state, in bytes."""
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class StoreCounts:
     """How much a store holds (:meth:`EventStore.counts`)."""
 

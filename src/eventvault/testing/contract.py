@@ -802,6 +802,17 @@ class EventStoreContract:
         assert list(quiet) == []
         assert quiet.checkpoint >= log[-1].checkpoint
 
+    async def test_a_prefix_is_a_prefix_at_its_edges(self, store: EventStore) -> None:
+        """Category reads and stream listings match ids by their characters: no pattern, no collation."""
+        ids = ["a%-1", "a_-1", "ab-1", "a%", "a&", "é-1", "é\U0010ffff", "f\U0010ffff-1", "f\U0010ffff"]
+        for stream_id in ids:
+            await store.append(stream_id, items("x"), expected_version=NO_STREAM)
+        for prefix in ["a%", "a_", "é", "f\U0010ffff", "\U0010ffff"]:
+            wanted = sorted(i for i in ids if i.startswith(prefix))
+            page = await store.read_category(prefix)
+            assert sorted(e.stream_id for e in page) == wanted, prefix
+            assert [s.stream_id for s in await store.list_streams(prefix=prefix)] == wanted, prefix
+
     async def test_get_event_finds_an_event_by_its_id(self, store: EventStore) -> None:
         """``get_event`` returns the stored event with that id, or None."""
         new = items("a", "b")
@@ -997,6 +1008,55 @@ class EventStoreContract:
         newer = await store.load_snapshot(STREAM, schema_version=1)
         assert newer is not None
         assert (newer.stream_version, newer.state) == (7, b"7")
+
+    async def test_list_snapshots_by_type_or_stream(self, store_factory: StoreFactory) -> None:
+        """``list_snapshots`` lists all snapshots (or a type's, a stream's) by stream and schema version."""
+        writer, reader = await self.open_several(store_factory, 2)
+        await writer.save_snapshot(self.snapshot("tally-2", version=4, state=b"1234"))
+        await writer.save_snapshot(self.snapshot("tally-1", schema=2, version=3, state=b"12"))
+        await writer.save_snapshot(self.snapshot("tally-1", schema=1, version=2, state=b"1"))
+        await writer.save_snapshot(self.snapshot("tallyho-1", state=b""))
+        await writer.save_snapshot(self.snapshot("other-1", state=b"x"))
+        listed = await reader.list_snapshots()
+        assert [(i.stream_id, i.schema_version, i.stream_version, i.size) for i in listed] == [
+            ("other-1", 1, 3, 1),
+            ("tally-1", 1, 2, 1),
+            ("tally-1", 2, 3, 2),
+            ("tally-2", 1, 4, 4),
+            ("tallyho-1", 1, 3, 0),
+        ]
+        assert all(i.created_at.utcoffset() == timedelta(0) for i in listed)
+        tallies = await reader.list_snapshots(category="tally")
+        assert [i.stream_id for i in tallies] == ["tally-1", "tally-1", "tally-2"]
+        assert [i.schema_version for i in await reader.list_snapshots(stream_id="tally-1")] == [1, 2]
+        assert len(await reader.list_snapshots(limit=2)) == 2
+        assert await reader.list_snapshots(category="none") == []
+
+    async def test_drop_snapshots_by_type_stream_or_all(self, store: EventStore) -> None:
+        """``drop_snapshots`` deletes one stream's, one type's or every snapshot, and says how many."""
+        for stream_id in ("tally-1", "tally-2", "tallyho-1", "other-1"):
+            await store.save_snapshot(self.snapshot(stream_id))
+        assert await store.drop_snapshots(stream_id="tally-2") == 1
+        assert await store.load_snapshot("tally-2", schema_version=1) is None
+        assert await store.drop_snapshots(category="tally") == 1
+        assert [i.stream_id for i in await store.list_snapshots()] == ["other-1", "tallyho-1"]
+        assert await store.drop_snapshots(category="tally") == 0
+        assert await store.drop_snapshots() == 2
+        assert await store.list_snapshots() == []
+
+    async def test_snapshot_listings_check_their_arguments(self, store: EventStore) -> None:
+        """Both a type and a stream, an empty type or a bad limit are refused with InvalidInput."""
+        for call in (
+            store.list_snapshots(category="tally", stream_id="tally-1"),
+            store.list_snapshots(category=""),
+            store.list_snapshots(limit=0),
+            store.list_snapshots(limit=MAX_PAGE + 1),
+            store.drop_snapshots(category="tally", stream_id="tally-1"),
+            store.drop_snapshots(category=""),
+            store.drop_snapshots(stream_id=""),
+        ):
+            with pytest.raises(InvalidInput):
+                await call
 
     async def test_snapshots_are_not_part_of_the_log(self, store: EventStore) -> None:
         """Saving a snapshot adds no event to the global log or to its stream."""

@@ -10,6 +10,7 @@ row factories).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -20,7 +21,17 @@ from eventvault.store.codec import EventCodec
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._schema import NO_LIMIT, Statements
-from eventvault.store.records import START, Checkpoint, HorizonLag, LogPage, RecordedEvent, Snapshot
+from eventvault.store.records import (
+    START,
+    Checkpoint,
+    HorizonLag,
+    LogPage,
+    RecordedEvent,
+    Snapshot,
+    SnapshotInfo,
+    StreamInfo,
+    micros_to_datetime,
+)
 
 # The columns of an event in the statements' select list (_schema._EVENT_COLUMNS).
 _EVENT_FIELDS: Final = 11
@@ -47,10 +58,19 @@ class _Version(NamedTuple):
     version: int
 
 
+class _StreamRow(NamedTuple):
+    stream_id: str
+    version: int
+    position: int
+    recorded_us: int
+
+
 _checkpoint_rows: Final = args_row(Checkpoint)
 _tx_rows: Final = args_row(_TxId)
 _snapshot_rows: Final = args_row(_SnapshotRow)
 _version_rows: Final = args_row(_Version)
+_stream_rows: Final = args_row(_StreamRow)
+_snapshot_info_rows: Final = args_row(SnapshotInfo)
 _lag_rows: Final = args_row(HorizonLag)
 
 
@@ -139,10 +159,14 @@ class Reads:
         # below the horizon, so its last event is the head of the readable log.
         return LogPage(events, events[-1].checkpoint if events else after)
 
-    async def _filtered_page(self, params: dict[str, Any], after: Checkpoint, limit: int) -> LogPage:
+    async def _filtered_page(
+        self, params: dict[str, Any], after: Checkpoint, limit: int, statement: bytes | None = None
+    ) -> LogPage:
+        stmt = self._sql.read_all_filtered if statement is None else statement
+
         async def op(conn: Conn) -> list[_FilteredRow]:
             async with conn.cursor(row_factory=self._filtered_rows) as cur:
-                await cur.execute(self._sql.read_all_filtered, params, prepare=True, binary=True)
+                await cur.execute(stmt, params, prepare=True, binary=True)
                 return await cur.fetchall()
 
         rows = await self._db.run("read_all", op)
@@ -155,6 +179,54 @@ class Reads:
         # Continue after the last of them; never before `after` (a caller may
         # hold a checkpoint ahead of what is readable yet).
         return LogPage(events, max(rows[0].head, after))
+
+    async def read_category(self, lower: str, upper: str | None, after: Checkpoint, limit: int) -> LogPage:
+        """A page of the events of the streams with ids in [lower, upper), below the read horizon."""
+        params: dict[str, Any] = {
+            "tx": str(after.tx),
+            "position": after.position,
+            "limit": limit,
+            "lower": lower,
+            "upper": upper,
+        }
+        return await self._filtered_page(params, after, limit, self._sql.read_category)
+
+    async def list_streams(
+        self, lower: str, upper: str | None, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        """Up to ``limit`` streams with ids in [lower, upper) after ``after``, by id."""
+        params = {"lower": lower, "upper": upper, "after": after, "limit": limit}
+
+        async def op(conn: Conn) -> list[_StreamRow]:
+            async with conn.cursor(row_factory=_stream_rows) as cur:
+                await cur.execute(self._sql.list_streams, params, prepare=True, binary=True)
+                return await cur.fetchall()
+
+        rows = await self._db.run("list_streams", op)
+        return [
+            StreamInfo(r.stream_id, r.version, r.position, micros_to_datetime(r.recorded_us)) for r in rows
+        ]
+
+    async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        """The readable event with this id, if there is one."""
+
+        async def op(conn: Conn) -> RecordedEvent | None:
+            async with conn.cursor(row_factory=self._event_rows) as cur:
+                await cur.execute(self._sql.get_event, [event_id], prepare=True, binary=True)
+                return await cur.fetchone()
+
+        return await self._db.run(f"get_event({event_id})", op)
+
+    async def counts(self) -> tuple[int, int]:
+        """How many readable events and streams with a readable event there are."""
+
+        async def op(conn: Conn) -> tuple[int, int]:
+            async with conn.cursor() as cur:
+                await cur.execute(self._sql.counts, prepare=True, binary=True)
+                row = await cur.fetchone()
+            return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+        return await self._db.run("counts", op)
 
     async def head(self) -> Checkpoint:
         """The checkpoint of the last readable event (START: none yet)."""
@@ -209,6 +281,36 @@ class Reads:
         return Snapshot(
             stream_id, row.stream_version, schema_version, bytes(row.state), row.created_at.astimezone(UTC)
         )
+
+    async def list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        """The snapshots of the streams starting with ``prefix`` (or of ``stream_id``), without states."""
+        params = {"prefix": prefix, "stream_id": stream_id, "limit": limit}
+
+        async def op(conn: Conn) -> list[SnapshotInfo]:
+            async with conn.cursor(row_factory=_snapshot_info_rows) as cur:
+                await cur.execute(self._sql.list_snapshots, params, binary=True)
+                return await cur.fetchall()
+
+        found = await self._db.run("list_snapshots", op)
+        return [
+            SnapshotInfo(
+                i.stream_id, i.schema_version, i.stream_version, i.size, i.created_at.astimezone(UTC)
+            )
+            for i in found
+        ]
+
+    async def drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        """Delete the snapshots chosen; how many there were."""
+        params = {"prefix": prefix, "stream_id": stream_id}
+
+        async def op(conn: Conn) -> int:
+            cur = await conn.execute(self._sql.drop_snapshots, params)
+            return cur.rowcount
+
+        # Deleting again deletes nothing more: a lost connection is retried like a read.
+        return await self._db.run("drop_snapshots", op)
 
     async def horizon_lag(self) -> HorizonLag:
         """How many committed events readers cannot see yet, and the event writer holding them back."""

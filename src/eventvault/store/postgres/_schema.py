@@ -24,7 +24,7 @@ log = logging.getLogger("eventvault.store.postgres")
 
 Conn = psycopg.AsyncConnection[Any]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this code creates and understands."""
 
 # Versions above this are never used; it stands for "no upper bound" in SQL.
@@ -177,12 +177,31 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
             "read_horizon(): readers wait only for transactions that write events",
             [_read_horizon_function(s, schema)],
         ),
+        # -- stream-id prefixes (read_category, list_streams) -------------------
+        Migration(
+            4,
+            "index stream ids for prefix ranges, for category reads",
+            [
+                # text_pattern_ops compares bytewise whatever the database's
+                # collation, so "ids starting with p" is one range of this index.
+                # On streams, not events: one entry per stream, written once.
+                sql.SQL("CREATE INDEX streams_id_prefix ON {s}.streams (stream_id text_pattern_ops)").format(
+                    s=s
+                ),
+            ],
+        ),
     ]
 
 
 _EVENT_COLUMNS: Final = sql.SQL(
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
     "occurred_us, recorded_us, data, metadata, tx_id"
+)
+
+
+_SNAPSHOTS_WHERE: Final = sql.SQL(
+    "(%(prefix)s::text IS NULL OR starts_with(stream_id, %(prefix)s::text)) "
+    "AND (%(stream_id)s::text IS NULL OR stream_id = %(stream_id)s::text)"
 )
 
 
@@ -203,11 +222,17 @@ class Statements:
     """Stream reads by (backwards, as_of)."""
     read_all: bytes
     read_all_filtered: bytes
+    read_category: bytes
+    list_streams: bytes
+    get_event: bytes
+    counts: bytes
     head: bytes
     checkpoint_at: bytes
     max_tx: bytes
     save_snapshot: bytes
     load_snapshot: bytes
+    list_snapshots: bytes
+    drop_snapshots: bytes
     notify: bytes
     horizon_lag: bytes
     declare_writer: bytes
@@ -368,6 +393,58 @@ def statements(schema: str) -> Statements:
         )
         .format(cols=_EVENT_COLUMNS, s=s)
         .as_bytes(None),
+        # A category: the streams whose ids fall in the prefix's range of
+        # streams_id_prefix, then their events through (stream_id, stream_version),
+        # below the horizon and in log order; rows as in read_all_filtered.
+        read_category=sql.SQL(
+            """
+            WITH horizon AS MATERIALIZED (SELECT {s}.read_horizon() AS xmin),
+            page AS (
+                SELECT e.* FROM {s}.streams AS st CROSS JOIN LATERAL (
+                    SELECT {cols} FROM {s}.events
+                    WHERE stream_id = st.stream_id
+                      AND (tx_id, position) > (%(tx)s::xid8, %(position)s::int8)
+                      AND tx_id < (SELECT xmin FROM horizon)
+                    ORDER BY tx_id, position LIMIT %(limit)s) AS e
+                WHERE st.stream_id ~>=~ %(lower)s
+                  AND (%(upper)s::text IS NULL OR st.stream_id ~<~ %(upper)s::text)
+                ORDER BY e.tx_id, e.position LIMIT %(limit)s),
+            head AS (
+                SELECT tx_id, position FROM {s}.events WHERE tx_id < (SELECT xmin FROM horizon)
+                ORDER BY tx_id DESC, position DESC LIMIT 1)
+            SELECT page.*, head.tx_id, head.position
+            FROM head LEFT JOIN page ON true
+            ORDER BY page.tx_id, page.position"""
+        )
+        .format(cols=_EVENT_COLUMNS, s=s)
+        .as_bytes(None),
+        # Streams by id with their last readable event (one index probe each).
+        list_streams=sql.SQL(
+            """
+            SELECT st.stream_id, last.stream_version, last.position, last.recorded_us
+            FROM {s}.streams AS st
+            CROSS JOIN LATERAL (
+                SELECT stream_version, position, recorded_us FROM {s}.events AS e
+                WHERE e.stream_id = st.stream_id AND e.tx_id < {horizon}
+                ORDER BY stream_version DESC LIMIT 1) AS last
+            WHERE st.stream_id ~>=~ %(lower)s
+              AND (%(upper)s::text IS NULL OR st.stream_id ~<~ %(upper)s::text)
+              AND (%(after)s::text IS NULL OR st.stream_id ~>~ %(after)s::text)
+            ORDER BY st.stream_id USING ~<~ LIMIT %(limit)s"""
+        )
+        .format(s=s, horizon=_horizon(s))
+        .as_bytes(None),
+        get_event=sql.SQL("SELECT {cols} FROM {s}.events WHERE event_id = %s AND tx_id < {horizon}")
+        .format(cols=_EVENT_COLUMNS, s=s, horizon=_horizon(s))
+        .as_bytes(None),
+        counts=sql.SQL(
+            """
+            WITH horizon AS MATERIALIZED (SELECT {s}.read_horizon() AS xmin)
+            SELECT count(*), count(DISTINCT stream_id) FROM {s}.events
+            WHERE tx_id < (SELECT xmin FROM horizon)"""
+        )
+        .format(s=s)
+        .as_bytes(None),
         head=sql.SQL(
             "SELECT tx_id, position FROM {s}.events WHERE tx_id < {horizon} "
             "ORDER BY tx_id DESC, position DESC LIMIT 1"
@@ -399,6 +476,18 @@ def statements(schema: str) -> Statements:
             "WHERE stream_id = %s AND schema_version = %s"
         )
         .format(s=s)
+        .as_bytes(None),
+        # Operators' listings and drops: the snapshots table is one row per
+        # aggregate (and schema version), read whole; ids in code point order.
+        list_snapshots=sql.SQL(
+            "SELECT stream_id, schema_version, stream_version, octet_length(state), created_at "
+            'FROM {s}.snapshots WHERE {where} ORDER BY stream_id COLLATE "C", schema_version '
+            "LIMIT %(limit)s"
+        )
+        .format(s=s, where=_SNAPSHOTS_WHERE)
+        .as_bytes(None),
+        drop_snapshots=sql.SQL("DELETE FROM {s}.snapshots WHERE {where}")
+        .format(s=s, where=_SNAPSHOTS_WHERE)
         .as_bytes(None),
         notify=_NOTIFY,
         hot=hot_statements(appends, read_stream, _NOTIFY),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any, Self
 
 import psycopg
@@ -11,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eventvault.domain import EventRegistry
 from eventvault.errors import InvalidStoreURL, StoreClosed
-from eventvault.store.base import EventStore, PreparedEvent
+from eventvault.store.base import EventStore, PreparedEvent, prefix_end
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._libpq import Prepared
@@ -27,6 +28,9 @@ from eventvault.store.records import (
     LogPage,
     RecordedEvent,
     Snapshot,
+    SnapshotInfo,
+    StoreCounts,
+    StreamInfo,
 )
 
 log = logging.getLogger("eventvault.store.postgres")
@@ -181,6 +185,24 @@ class PostgresEventStore(EventStore):
         await self._opened()
         return await self._reads.read_all(after, limit, event_types)
 
+    async def _read_category(self, stream_prefix: str, after: Checkpoint, limit: int) -> LogPage:
+        await self._opened()
+        return await self._reads.read_category(stream_prefix, prefix_end(stream_prefix), after, limit)
+
+    async def _list_streams(self, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        await self._opened()
+        upper = None if prefix is None else prefix_end(prefix)
+        return await self._reads.list_streams(prefix or "", upper, after, limit)
+
+    async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        await self._opened()
+        return await self._reads.get_event(event_id)
+
+    async def _counts(self) -> StoreCounts:
+        await self._opened()
+        events, streams = await self._reads.counts()
+        return StoreCounts(events, streams, await self._reads.head())
+
     async def _head(self) -> Checkpoint:
         await self._opened()
         return await self._reads.head()
@@ -192,6 +214,16 @@ class PostgresEventStore(EventStore):
     async def _save_snapshot(self, snapshot: Snapshot) -> None:
         await self._opened()
         await self._reads.save_snapshot(snapshot)
+
+    async def _list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        await self._opened()
+        return await self._reads.list_snapshots(prefix, stream_id, limit)
+
+    async def _drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        await self._opened()
+        return await self._reads.drop_snapshots(prefix, stream_id)
 
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         await self._opened()

@@ -116,3 +116,89 @@ def snapshot_and_stream(  # noqa: PLR0913, PLR0917 - one read, every part of it
     if upper < start:
         return snapshot, []
     return snapshot, stream_events(cur, codec, SQL_STREAM_FWD, (stream_id, start, upper, limit))
+
+
+# A category read: a range of the UNIQUE (stream_id, stream_version) index (the
+# ids that start with the prefix), in log order. A TEXT value sorts before any
+# BLOB, so a prefix with no upper bound is given an empty BLOB as its end.
+# `+position` keeps the planner off the rowid: walking the whole log from the
+# checkpoint is what this read exists to avoid.
+SQL_CATEGORY: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id >= ?1 AND stream_id < ?2 "  # noqa: S608
+    "AND +position > ?3 ORDER BY +position LIMIT ?4"
+)
+# Streams in order of their ids: one index seek per stream (the next id after
+# the previous one), then its last event, so a page costs its length, not the log.
+SQL_LIST_STREAMS: Final = """
+    WITH RECURSIVE ids(id) AS (
+        SELECT min(stream_id) FROM events WHERE stream_id >= ?1 AND stream_id > ?3 AND stream_id < ?2
+        UNION ALL
+        SELECT (SELECT min(stream_id) FROM events WHERE stream_id > ids.id AND stream_id < ?2)
+        FROM ids WHERE ids.id IS NOT NULL LIMIT ?4 + 1
+    )
+    SELECT e.stream_id, e.stream_version, e.position, e.recorded_at
+    FROM ids JOIN events AS e ON e.stream_id = ids.id
+        AND e.stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = ids.id)
+    ORDER BY e.stream_id LIMIT ?4
+"""
+SQL_GET_EVENT: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"  # noqa: S608
+SQL_COUNTS: Final = (
+    "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT stream_id FROM events)), "
+    "coalesce(max(position), 0) FROM events"
+)
+
+
+def category_page(  # noqa: PLR0913, PLR0917 - one read, every part of it
+    cur: sqlite3.Cursor, codec: EventCodec, lower: str, upper: str | bytes, after: int, limit: int
+) -> LogPage:
+    """Up to ``limit`` events after ``after`` of the streams with ids in [lower, upper)."""
+    # One read transaction for the page and the head, as in a filtered log_page.
+    cur.execute("BEGIN")
+    rows = cur.execute(SQL_CATEGORY, (lower, upper, after, limit))
+    events = [RecordedEvent(codec, *row) for row in rows]
+    if len(events) == limit:
+        checkpoint = Checkpoint(0, events[-1].position)
+    else:
+        checkpoint = Checkpoint(0, max(after, head(cur)))
+    cur.execute("COMMIT")
+    return LogPage(events, checkpoint)
+
+
+def list_streams(
+    cur: sqlite3.Cursor, lower: str, upper: str | bytes, after: str, limit: int
+) -> list[tuple[str, int, int, int]]:
+    """(stream id, version, last position, last recorded time) of up to ``limit`` streams."""
+    return cur.execute(SQL_LIST_STREAMS, (lower, upper, after, limit)).fetchall()
+
+
+def get_event(cur: sqlite3.Cursor, codec: EventCodec, event_id: bytes) -> RecordedEvent | None:
+    """The event with this id (its 16 bytes), if stored."""
+    row = cur.execute(SQL_GET_EVENT, (event_id,)).fetchone()
+    return None if row is None else RecordedEvent(codec, *row)
+
+
+def counts(cur: sqlite3.Cursor) -> tuple[int, int, int]:
+    """(events, streams, head position), from one read."""
+    events, streams, last = cur.execute(SQL_COUNTS).fetchone()
+    return int(events), int(streams), int(last)
+
+
+# Snapshots of a range of stream ids (or of one stream), by their primary key.
+_SNAPSHOTS_WHERE: Final = "stream_id >= ?1 AND stream_id < ?2 AND (?3 IS NULL OR stream_id = ?3)"
+SQL_LIST_SNAPSHOTS: Final = (
+    "SELECT stream_id, schema_version, stream_version, length(state), created_at FROM snapshots "  # noqa: S608
+    f"WHERE {_SNAPSHOTS_WHERE} ORDER BY stream_id, schema_version LIMIT ?4"
+)
+SQL_DROP_SNAPSHOTS: Final = f"DELETE FROM snapshots WHERE {_SNAPSHOTS_WHERE}"  # noqa: S608
+
+
+def list_snapshots(
+    cur: sqlite3.Cursor, lower: str, upper: str | bytes, stream_id: str | None, limit: int
+) -> list[tuple[str, int, int, int, int]]:
+    """(stream id, schema version, stream version, state size, created time) of the snapshots chosen."""
+    return cur.execute(SQL_LIST_SNAPSHOTS, (lower, upper, stream_id, limit)).fetchall()
+
+
+def drop_snapshots(cur: sqlite3.Cursor, lower: str, upper: str | bytes, stream_id: str | None) -> int:
+    """Delete the snapshots chosen (on the writer); how many there were."""
+    return cur.execute(SQL_DROP_SNAPSHOTS, (lower, upper, stream_id)).rowcount

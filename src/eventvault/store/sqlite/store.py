@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, cast
 
 from eventvault.errors import InvalidInput
+from eventvault.store.base import prefix_end
 from eventvault.store.records import (
     START,
     Checkpoint,
     LogPage,
     RecordedEvent,
     Snapshot,
+    SnapshotInfo,
+    StoreCounts,
+    StreamInfo,
     datetime_to_micros,
     micros_to_datetime,
 )
@@ -84,6 +89,41 @@ class SQLiteEventStore(_SQLiteWriter):
         page: LogPage = await self._read(reads.log_page, self.codec, after.position, limit, event_types)
         return page
 
+    async def _read_category(self, stream_prefix: str, after: Checkpoint, limit: int) -> LogPage:
+        check_text("a stream prefix", stream_prefix, InvalidInput)
+        if after.position > MAX_INT:
+            return LogPage([], Checkpoint(0, after.position))
+        upper = prefix_end(stream_prefix)
+        page: LogPage = await self._read(
+            reads.category_page,
+            self.codec,
+            stream_prefix,
+            b"" if upper is None else upper,
+            after.position,
+            limit,
+        )
+        return page
+
+    async def _list_streams(self, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
+        lower = prefix or ""
+        if prefix is not None:
+            check_text("a stream prefix", prefix, InvalidInput)
+        if after is not None:
+            check_text("a stream id", after)
+        upper = None if prefix is None else prefix_end(prefix)
+        rows = await self._read(
+            reads.list_streams, lower, b"" if upper is None else upper, after or "", limit
+        )
+        return [StreamInfo(s, v, p, micros_to_datetime(t)) for s, v, p, t in rows]
+
+    async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        found: RecordedEvent | None = await self._read(reads.get_event, self.codec, event_id.bytes)
+        return found
+
+    async def _counts(self) -> StoreCounts:
+        events, streams, last = await self._read(reads.counts)
+        return StoreCounts(events, streams, Checkpoint(0, last) if last else START)
+
     async def _head(self) -> Checkpoint:
         position = self._run_inline(reads.head) if self._inline_ok() else NOT_INLINE
         if position is NOT_INLINE:
@@ -106,6 +146,22 @@ class SQLiteEventStore(_SQLiteWriter):
         if not self._opened:
             await self.open()
         await self._submit(self._wq, write_snapshot, (row,), write=True)
+
+    async def _list_snapshots(
+        self, prefix: str | None, stream_id: str | None, limit: int
+    ) -> list[SnapshotInfo]:
+        lower, upper = _snapshot_range(prefix, stream_id)
+        rows = await self._read(reads.list_snapshots, lower, upper, stream_id, limit)
+        return [SnapshotInfo(s, schema, v, size, micros_to_datetime(t)) for s, schema, v, size, t in rows]
+
+    async def _drop_snapshots(self, prefix: str | None, stream_id: str | None) -> int:
+        lower, upper = _snapshot_range(prefix, stream_id)
+        if not self._opened:
+            await self.open()
+        dropped: int = await self._submit(
+            self._wq, reads.drop_snapshots, (lower, upper, stream_id), write=True
+        )
+        return dropped
 
     async def _load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         check_text("a stream id", stream_id)
@@ -140,6 +196,17 @@ class SQLiteEventStore(_SQLiteWriter):
         if stored is None or schema != schema_version:
             return None, events
         return _snapshot(stream_id, schema_version, stored), events
+
+
+def _snapshot_range(prefix: str | None, stream_id: str | None) -> tuple[str, str | bytes]:
+    """The [lower, upper) range of stream ids a snapshot listing or drop covers (b"": no end)."""
+    if stream_id is not None:
+        check_text("a stream id", stream_id)
+    if prefix is None:
+        return "", b""
+    check_text("a category", prefix, InvalidInput)
+    upper = prefix_end(prefix)
+    return prefix, b"" if upper is None else upper
 
 
 def _snapshot(stream_id: str, schema_version: int, stored: StoredSnapshot) -> Snapshot:
