@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from psycopg import sql
 
-from eventvault import NewEvent
+from eventvault import NO_STREAM, NewEvent
 from eventvault.errors import AppendConditionFailed
 from eventvault.store.postgres._dcb import _params, condition_sql
-from eventvault.store.records import AppendCondition, Query
+from eventvault.store.records import AppendCondition, AppendResult, Query
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,3 +59,37 @@ async def test_a_tag_condition_is_a_range_probe_of_the_tag_index(store, raw, sch
     plan = "\n".join(r[0] for r in await cur.fetchall())
     assert "event_tags_pkey" in plan, plan
     assert "Seq Scan on event_tags" not in plan, plan
+
+
+async def test_racing_conditions_on_a_type_one_wins_with_stream_appends_beside(
+    open_store, notes, flags
+) -> None:
+    """Appenders conditioned on an event type (the writers' lock, exclusive) race with plain stream appends.
+
+    Exactly one conditional append wins, every stream append of another type
+    lands, and nothing deadlocks (a deadlock would surface as a StoreError).
+    """
+    stores = [await open_store(pool_max=4) for _ in range(3)]
+    query = Query.of(types=["pg.Flagged"])
+    seen = await stores[0].read(query)
+    barrier = asyncio.Barrier(12)
+
+    async def conditional(i: int) -> AppendResult | AppendConditionFailed:
+        await barrier.wait()
+        try:
+            return await stores[i % 3].append_events(
+                [NewEvent(flags(f"c{i}")[0].data, tags=[f"c:{i}"])],
+                condition=AppendCondition(query, after=seen.head),
+            )
+        except AppendConditionFailed as lost:
+            return lost
+
+    async def plain(i: int) -> AppendResult:
+        await barrier.wait()
+        return await stores[i % 3].append(f"plain-{i}", notes(f"p{i}"), expected_version=NO_STREAM)
+
+    outcomes = await asyncio.gather(*(conditional(i) for i in range(6)), *(plain(i) for i in range(6)))
+    won = [r for r in outcomes[:6] if isinstance(r, AppendResult)]
+    assert len(won) == 1, outcomes[:6]
+    assert all(isinstance(r, AppendResult) for r in outcomes[6:])
+    assert len((await stores[0].read(Query.all())).events) == 7
