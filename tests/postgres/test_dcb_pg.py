@@ -8,7 +8,8 @@ import pytest
 from psycopg import sql
 
 from eventvault import NO_STREAM, NewEvent
-from eventvault.errors import AppendConditionFailed
+from eventvault.errors import AppendConditionFailed, InvalidEvent
+from eventvault.store.postgres import PostgresEventStore
 from eventvault.store.postgres._dcb import _params, condition_sql
 from eventvault.store.records import AppendCondition, AppendResult, Query
 
@@ -69,7 +70,7 @@ async def test_racing_conditions_on_a_type_one_wins_with_stream_appends_beside(
     Exactly one conditional append wins, every stream append of another type
     lands, and nothing deadlocks (a deadlock would surface as a StoreError).
     """
-    stores = [await open_store(pool_max=4) for _ in range(3)]
+    stores: list[PostgresEventStore] = [await open_store(pool_max=4) for _ in range(3)]
     query = Query.of(types=["pg.Flagged"])
     seen = await stores[0].read(query)
     barrier = asyncio.Barrier(12)
@@ -93,3 +94,12 @@ async def test_racing_conditions_on_a_type_one_wins_with_stream_appends_beside(
     assert len(won) == 1, outcomes[:6]
     assert all(isinstance(r, AppendResult) for r in outcomes[6:])
     assert len((await stores[0].read(Query.all())).events) == 7
+
+
+async def test_append_on_refuses_tagged_events_and_writes_nothing(store, raw, notes) -> None:
+    """append_on runs the plain statement, which writes no tags: tagged events are refused, not stripped."""
+    conn = await raw()
+    tagged = [NewEvent(notes("x")[0].data, tags=["seat:1"])]
+    with pytest.raises(InvalidEvent, match="does not write tags"):
+        await store.append_on(conn, "s", store.prepare(tagged), NO_STREAM)
+    assert (await store.read(Query.all())).events == []
