@@ -222,6 +222,16 @@ class DCB:
         self._appended = appended
         self._event = event
 
+    async def _landed(self, conn: Conn, stream_id: str, events: list[PreparedEvent]) -> AppendResult | None:
+        """The first result, if these events are stored at this place (DuplicateEventId elsewhere)."""
+        async with conn.cursor(row_factory=args_row(_Stored)) as cur:
+            await cur.execute(self._sql.lookup_ids, [[e.event_id for e in events]], binary=True)
+            found = {
+                r.event_id: Found(r.stream_id, r.stream_version, r.position, r.tx)
+                for r in await cur.fetchall()
+            }
+        return idempotent_result(stream_id, events, found)
+
     async def read(self, query: Query, after: int, limit: int | None, backwards: bool) -> SequencedEvents:
         """What :meth:`EventStore.read` returns: one statement, so the page and the head share a snapshot."""
         stmt = read_sql(self._s, query, backwards=backwards)
@@ -271,17 +281,13 @@ class DCB:
         insert = self._sql.dcb_appends[_kind(expected)]
         params = _append_params(stream_id, events, expected)
 
-        async def once(conn: Conn) -> AppendResult:
+        async def once(conn: Conn, *, look_up: bool) -> AppendResult:
+            # The ids are looked up only when a round before was refused or hit a
+            # stored id: a retry that landed always meets one of the two (the event
+            # ids are unique), so a first round spends no statement on it.
             async with conn.transaction():
                 await conn.execute(lock)
-                async with conn.cursor(row_factory=args_row(_Stored)) as cur:
-                    await cur.execute(self._sql.lookup_ids, [[e.event_id for e in events]], binary=True)
-                    found = {
-                        r.event_id: Found(r.stream_id, r.stream_version, r.position, r.tx)
-                        for r in await cur.fetchall()
-                    }
-                done = idempotent_result(stream_id, events, found)
-                if done is not None:
+                if look_up and (done := await self._landed(conn, stream_id, events)) is not None:
                     return done
                 conflict: int | None = None
                 if check is not None:
@@ -292,7 +298,9 @@ class DCB:
                 async with conn.cursor(row_factory=_inserted_rows) as icur:
                     await icur.execute(insert, params, binary=True)
                     result = _result(stream_id, await icur.fetchall())
-                if result is None:  # the expected version does not hold: say why
+                if result is None:  # refused by the expected version: a retry that landed, or say why
+                    if (done := await self._landed(conn, stream_id, events)) is not None:
+                        return done
                     async with conn.cursor(row_factory=args_row(_Version)) as vcur:
                         await vcur.execute(self._sql.stream_version, [stream_id])
                         v = await vcur.fetchone()
@@ -304,13 +312,14 @@ class DCB:
                 return result
 
         async def op(conn: Conn) -> AppendResult:
+            look_up = False
             for _round in range(_ROUNDS):
                 try:
-                    return await once(conn)
+                    return await once(conn, look_up=look_up)
                 except (_Refused, psycopg.errors.UniqueViolation):
-                    # The stream was created meanwhile (STREAM_EXISTS), or the same event
-                    # ids landed meanwhile: the next round finds out which.
-                    continue
+                    # The stream was created meanwhile (STREAM_EXISTS), or these event
+                    # ids are stored: the next round looks them up first.
+                    look_up = True
             raise StoreError(
                 f"append to {stream_id!r}: refused {_ROUNDS} times with no conflict to report; "
                 f"is {self._schema}.streams out of step with {self._schema}.events?"
