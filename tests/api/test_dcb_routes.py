@@ -1,8 +1,9 @@
 """The DCB routes: query reads and conditional appends over HTTP, 501 on stores without DCB.
 
-The service's stores (SQLite, PostgreSQL) have no DCB support yet, so the ledger
-app answers 501; the routes' own behaviour is shown on a memory store, behind the
-same middleware, guard and problem handlers as the real app.
+On a store without DCB support the ledger app answers 501; the routes' own
+behaviour is shown on a memory store, behind the same middleware, guard and
+problem handlers as the real app, and on each of the service's stores that has
+DCB through the ledger app itself.
 """
 
 from __future__ import annotations
@@ -174,9 +175,15 @@ async def test_bad_queries_are_422(dcb: Any, query: str) -> None:
     assert body["parameter"] == "query"
 
 
-async def test_the_ledger_on_sqlite_answers_501(make_api: Any) -> None:
+def without_dcb(api: Any) -> None:
+    if api.services.store.supports_dcb:
+        pytest.skip(f"{api.services.store.scheme} supports DCB")
+
+
+async def test_the_ledger_without_dcb_answers_501(make_api: Any) -> None:
     """On a store without DCB support both routes are 501 dcb-not-supported; a bad query is still 422."""
     api = await make_api()
+    without_dcb(api)
     body = api.problem(await api.get("/api/dcb/read", params={"query": SEAT}), 501, "dcb-not-supported")
     assert api.services.store.scheme in body["detail"]
     api.problem(await api.post("/api/dcb/append", json=seat_taken("ada")), 501, "dcb-not-supported")
@@ -187,6 +194,7 @@ async def test_the_ledger_on_sqlite_answers_501(make_api: Any) -> None:
 async def test_the_routes_take_the_apis_scopes(make_api: Any) -> None:
     """Reading needs the read scope, appending the write scope; no token is 401."""
     api = await make_api(tokens=("reader", "writer"))
+    without_dcb(api)
     reader = {"Authorization": "Bearer reader-token-0123456789"}
     writer = {"Authorization": "Bearer writer-token-0123456789"}
     api.problem(await api.get("/api/dcb/read", params={"query": SEAT}), 401, "unauthorized")
@@ -210,3 +218,26 @@ async def test_a_body_that_is_not_json_is_422_or_415(dcb: Any) -> None:
     r = await client.post("/api/dcb/append", content=b"events", headers={"Content-Type": "text/plain"})
     problem(r, 415, "unsupported-media-type")
     assert (await store.head()).position == 0
+
+
+async def test_the_ledger_with_dcb_serves_the_routes(make_api: Any) -> None:
+    """On a store with DCB the ledger's routes append, read back and refuse a stale condition with 409."""
+    api = await make_api(tokens=("reader", "writer"))
+    if not api.services.store.supports_dcb:
+        pytest.skip(f"{api.services.store.scheme} has no DCB")
+    reader = {"Authorization": "Bearer reader-token-0123456789"}
+    writer = {"Authorization": "Bearer writer-token-0123456789"}
+    r = await api.post("/api/dcb/append", json=seat_taken("ada"), headers=writer)
+    assert r.status_code == 200, r.text
+    position = r.json()["position"]
+    r = await api.get("/api/dcb/read", params={"query": SEAT}, headers=reader)
+    assert r.status_code == 200, r.text
+    assert [(e["position"], e["tags"]) for e in r.json()["events"]] == [(position, ["seat:1", "student:ada"])]
+    assert r.json()["head"] == position
+    body = api.problem(
+        await api.post("/api/dcb/append", json=seat_taken("bob"), headers=writer),
+        409,
+        "append-condition-failed",
+    )
+    assert body["position"] == position
+    api.problem(await api.post("/api/dcb/append", json=seat_taken("a"), headers=reader), 403, "forbidden")

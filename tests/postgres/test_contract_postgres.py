@@ -5,11 +5,22 @@ from __future__ import annotations
 import pytest_asyncio
 
 from eventvault.store.postgres import PostgresEventStore
-from eventvault.testing.contract import EventStoreContract, opened_stores
+from eventvault.testing.contract import DCBContract, EventStoreContract, opened_stores
 
 
 class TestPostgresStore(EventStoreContract):
     """The whole contract, on a schema created for each test and dropped after it."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self, pg_url, schema):  # type: ignore[override] # a fixture overrides by name
+        async with opened_stores(
+            lambda registry: PostgresEventStore(pg_url, registry=registry, schema=schema, pool_max=5)
+        ) as factory:
+            yield factory
+
+
+class TestPostgresStoreDCB(DCBContract):
+    """Dynamic consistency boundaries on postgresql://, the stores of a test sharing one schema."""
 
     @pytest_asyncio.fixture
     async def store_factory(self, pg_url, schema):  # type: ignore[override] # a fixture overrides by name

@@ -34,7 +34,7 @@ async def test_opening_creates_the_schema_at_the_current_version(store, raw):
     tables = await rows(
         conn, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [store.schema]
     )
-    assert {t for (t,) in tables} == {"schema_migrations", "streams", "events", "snapshots"}
+    assert {t for (t,) in tables} == {"schema_migrations", "streams", "events", "snapshots", "event_tags"}
     versions = await rows(conn, f"SELECT version FROM {store.schema}.schema_migrations")  # noqa: S608
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
@@ -58,20 +58,24 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     await first.close()
     conn = await raw()
-    # Make it a version-1 schema again: without what versions 2, 3 and 4 add.
+    # Make it a version-1 schema again: without what versions 2 to 5 add.
+    await conn.execute(f"DROP TABLE {first.schema}.event_tags")
+    await conn.execute(f"DROP FUNCTION {first.schema}.dcb_lock(boolean, int8[], boolean[])")
+    await conn.execute(f"ALTER TABLE {first.schema}.events DROP COLUMN tags")
     await conn.execute(f"DROP INDEX {first.schema}.events_position")
     await conn.execute(f"DROP INDEX {first.schema}.streams_id_prefix")
     await conn.execute(f"DROP FUNCTION {first.schema}.read_horizon()")
     await conn.execute(f"DELETE FROM {first.schema}.schema_migrations WHERE version > 1")  # noqa: S608
     again = await open_store()
     versions = await rows(conn, f"SELECT version FROM {first.schema}.schema_migrations ORDER BY 1")  # noqa: S608
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     for index in ("events_position", "streams_id_prefix"):
         assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.{index}"]) == [
             (True,)
         ]
     [kept] = await again.read_stream("s")
     assert await again.checkpoint_at(kept.position) == kept.checkpoint
+    assert kept.tags == ()
 
 
 async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, schema, raw, eventually, notes):

@@ -20,7 +20,7 @@ import psycopg.errors
 from psycopg.pq import TransactionStatus
 from psycopg.rows import args_row
 
-from eventvault.errors import StoreError
+from eventvault.errors import InvalidEvent, StoreError
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._libpq import Prepared
@@ -272,6 +272,12 @@ class Appends:
         self, conn: Conn, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult:
         """Run the append statement on ``conn``, in the caller's transaction if it has one."""
+        if any(e.tags for e in events):
+            # The plain statement writes no tags, and conditions on them take locks
+            # this statement does not: refused rather than stored without them.
+            raise InvalidEvent(
+                "append_on does not write tags: append tagged events with append or append_events"
+            )
         if conn.info.transaction_status != TransactionStatus.IDLE:
             await self.declare_writer(conn)
         query = self._query(expected, events)

@@ -34,7 +34,8 @@ from eventvault.store.records import (
 )
 
 # The columns of an event in the statements' select list (_schema._EVENT_COLUMNS).
-_EVENT_FIELDS: Final = 11
+_EVENT_FIELDS: Final = 12
+_TAGS: Final = _EVENT_FIELDS - 1
 
 
 class _FilteredRow(NamedTuple):
@@ -86,7 +87,12 @@ class Reads:
         self._codec = codec
 
         def event(values: Sequence[Any]) -> RecordedEvent:
-            return RecordedEvent(codec, *values)
+            # tags load as a list; most events have none, and share the empty tuple
+            tags = values[_TAGS]
+            e = RecordedEvent(codec, *values[:_TAGS])
+            if tags:
+                e.tags = tuple(tags)
+            return e
 
         def event_rows(_cursor: Any) -> RowMaker[RecordedEvent]:
             return event
@@ -96,11 +102,13 @@ class Reads:
                 head = Checkpoint(values[_EVENT_FIELDS], values[_EVENT_FIELDS + 1])
                 if values[0] is None:  # the page is empty: only the head
                     return _FilteredRow(None, head)
-                return _FilteredRow(RecordedEvent(codec, *values[:_EVENT_FIELDS]), head)
+                return _FilteredRow(event(values), head)
 
             return row
 
         self._event = event
+        self.event = event
+        """An event from the columns of ``_schema._EVENT_COLUMNS``."""
         self._event_rows = event_rows
         self._filtered_rows = filtered_rows
 

@@ -24,7 +24,7 @@ log = logging.getLogger("eventvault.store.postgres")
 
 Conn = psycopg.AsyncConnection[Any]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The schema version this code creates and understands."""
 
 # Versions above this are never used; it stands for "no upper bound" in SQL.
@@ -95,6 +95,40 @@ def _read_horizon_function(s: sql.Identifier, schema: str) -> sql.Composed:
         END
         $fn$"""
     ).format(s=s, holds=_holds_writers_lock(schema, sql.Identifier("a")))
+
+
+def _dcb_lock_function(s: sql.Identifier, schema: str) -> sql.Composed:
+    # The writers' lock first (exclusive for a condition on every event, or on event
+    # types: every event writer holds it shared), then the tag keys in the order
+    # given (sorted by the caller), each exclusive if a condition checks it, shared
+    # if the append only writes events carrying it. One order for every appender,
+    # so no two wait for each other in a cycle.
+    return sql.SQL(
+        """
+        CREATE OR REPLACE FUNCTION {s}.dcb_lock(whole_log boolean, keys int8[], exclusive boolean[])
+        RETURNS void LANGUAGE plpgsql VOLATILE AS $fn$
+        BEGIN
+            IF whole_log THEN
+                PERFORM pg_advisory_xact_lock({cls}, {key});
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared({cls}, {key});
+            END IF;
+            FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+                IF exclusive[i] THEN
+                    PERFORM pg_advisory_xact_lock(keys[i]);
+                ELSE
+                    PERFORM pg_advisory_xact_lock_shared(keys[i]);
+                END IF;
+            END LOOP;
+        END
+        $fn$"""
+    ).format(s=s, cls=sql.Literal(_WRITERS_CLASS), key=sql.Literal(_writers_key(schema)))
+
+
+def tag_key(schema: str, tag: str) -> int:
+    """The advisory lock key of ``tag`` in ``schema`` (a bigint; the writers' lock is a pair of ints)."""
+    digest = hashlib.blake2b(f"eventvault tag {schema} {tag}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class Migration(NamedTuple):
@@ -190,12 +224,34 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
                 ),
             ],
         ),
+        # -- tags (dynamic consistency boundaries) ------------------------------
+        Migration(
+            5,
+            "tags: events.tags and the event_tags index, dcb_lock() for conditional appends",
+            [
+                # A constant default: existing rows need no rewrite.
+                sql.SQL("ALTER TABLE {s}.events ADD COLUMN tags text[] NOT NULL DEFAULT '{{}}'").format(s=s),
+                # One row per tag of an event, in log order per tag: "an event with
+                # this tag after checkpoint C" is one range probe of the primary key
+                # (docs/decisions/0028). Events without tags have no rows here.
+                sql.SQL(
+                    """
+                    CREATE TABLE {s}.event_tags (
+                        tag text NOT NULL,
+                        tx_id xid8 NOT NULL,
+                        position bigint NOT NULL,
+                        PRIMARY KEY (tag, tx_id, position)
+                    )"""
+                ).format(s=s),
+                _dcb_lock_function(s, schema),
+            ],
+        ),
     ]
 
 
 _EVENT_COLUMNS: Final = sql.SQL(
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
-    "occurred_us, recorded_us, data, metadata, tx_id"
+    "occurred_us, recorded_us, data, metadata, tx_id, tags"
 )
 
 
@@ -236,6 +292,8 @@ class Statements:
     notify: bytes
     horizon_lag: bytes
     declare_writer: bytes
+    dcb_appends: dict[str, bytes]
+    """Appends of tagged events (they also write event_tags), by the expected version's kind."""
     hot: HotStatements
     """The appends, stream reads and notification again, as ``_libpq`` runs them."""
 
@@ -285,6 +343,37 @@ def _append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable,
                                               data, metadata, ord)
                 ORDER BY u.ord
                 RETURNING position, tx_id, stream_version)
+            SELECT position, tx_id::text::int8, stream_version FROM ins ORDER BY position"""
+        )
+        .format(s=s, writer=writer, bump=bump)
+        .as_bytes(None)
+    )
+
+
+def _dcb_append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable) -> bytes:
+    # The append statement with tags: each event's tags (a JSON array in text) go
+    # into events.tags, and one event_tags row per tag, in the same statement.
+    return (
+        sql.SQL(
+            """
+            WITH {writer}, bump AS ({bump}
+                RETURNING version, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us),
+            ins AS (
+                INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type, schema_version,
+                                        occurred_us, recorded_us, data, metadata, tags)
+                SELECT u.event_id, %(stream_id)s, bump.version - %(n)s + u.ord, u.event_type,
+                       u.schema_version, u.occurred_us, bump.now_us, u.data, u.metadata,
+                       ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb))
+                FROM bump,
+                     unnest(%(ids)s::uuid[], %(types)s::text[], %(versions)s::int4[],
+                            %(occurred)s::int8[], %(data)s::bytea[], %(meta)s::bytea[], %(tags)s::text[])
+                         WITH ORDINALITY AS u(event_id, event_type, schema_version, occurred_us,
+                                              data, metadata, tags, ord)
+                ORDER BY u.ord
+                RETURNING position, tx_id, stream_version, tags),
+            tagged AS (
+                INSERT INTO {s}.event_tags (tag, tx_id, position)
+                SELECT t.tag, ins.tx_id, ins.position FROM ins, unnest(ins.tags) AS t(tag))
             SELECT position, tx_id::text::int8, stream_version FROM ins ORDER BY position"""
         )
         .format(s=s, writer=writer, bump=bump)
@@ -350,6 +439,7 @@ def statements(schema: str) -> Statements:
             "UPDATE {s}.streams SET version = version + %(n)s FROM writer WHERE stream_id = %(stream_id)s"
         ).format(s=s),
     }
+    dcb_appends = {kind: _dcb_append_sql(s, writer, bump) for kind, bump in bumps.items()}
     appends = {
         (kind, single): _append_sql(s, writer, bump, single=single)
         for kind, bump in bumps.items()
@@ -357,6 +447,7 @@ def statements(schema: str) -> Statements:
     }
     return Statements(
         appends=appends,
+        dcb_appends=dcb_appends,
         lookup_ids=sql.SQL(
             "SELECT event_id, stream_id, stream_version, position, tx_id::text::int8 FROM {s}.events "
             "WHERE event_id = ANY(%s::uuid[])"

@@ -15,18 +15,22 @@ from eventvault.errors import InvalidStoreURL, StoreClosed
 from eventvault.store.base import EventStore, PreparedEvent, prefix_end
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
+from eventvault.store.postgres._dcb import DCB
 from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._live import Notifications
 from eventvault.store.postgres._options import parse_options
 from eventvault.store.postgres._reads import Reads
 from eventvault.store.postgres._schema import migrate, statements
 from eventvault.store.records import (
+    AppendCondition,
     AppendResult,
     Checkpoint,
     ExpectedVersion,
     HorizonLag,
     LogPage,
+    Query,
     RecordedEvent,
+    SequencedEvents,
     Snapshot,
     SnapshotInfo,
     StoreCounts,
@@ -45,6 +49,7 @@ class PostgresEventStore(EventStore):
     """
 
     scheme = "postgresql"
+    supports_dcb = True
 
     def __init__(self, conninfo: str, *, registry: EventRegistry | None = None, **options: Any) -> None:
         super().__init__(registry=registry)
@@ -69,6 +74,7 @@ class PostgresEventStore(EventStore):
         self.channel = self._live.channel
         self._appends = Appends(self._db, self._sql, self._options, self._live.appended, prepared=prepared)
         self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
+        self._dcb = DCB(self._db, self._sql, self._options, self._live.appended, self._reads.event)
         self._open_lock = asyncio.Lock()
 
     @property
@@ -120,6 +126,22 @@ class PostgresEventStore(EventStore):
     ) -> AppendResult:
         await self._opened()
         return await self._appends.append(stream_id, events, expected)
+
+    async def _append_conditioned(
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        await self._opened()
+        return await self._dcb.append(stream_id, events, expected, condition)
+
+    async def _read_query(
+        self, query: Query, after: int, limit: int | None, backwards: bool
+    ) -> SequencedEvents:
+        await self._opened()
+        return await self._dcb.read(query, after, limit, backwards)
 
     async def append_on(
         self, conn: Conn, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion

@@ -1,0 +1,330 @@
+"""Dynamic consistency boundaries: query reads below the read horizon, and conditional appends.
+
+A conditional append is one transaction (READ COMMITTED) on a pooled
+connection: ``dcb_lock()`` takes the writers' lock and the advisory locks of
+the tags involved, in one fixed order; then the idempotency look-up, the
+condition check in a fresh statement snapshot, and the append statement. Why
+that is enough, with positions that commit out of order, is in
+docs/decisions/0028.
+
+After a position ``P`` means after ``P``'s place in the log order, ``(tx_id,
+position)``, as for read_all's checkpoints: the events a read at head ``P``
+did not see, whatever their positions (see :func:`_after`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NamedTuple
+
+import psycopg.errors
+from psycopg import sql
+from psycopg.rows import RowMaker, args_row
+
+from eventvault.errors import AppendConditionFailed, StoreError
+from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
+from eventvault.store.postgres._appends import _inserted_rows, _result
+from eventvault.store.postgres._connections import Conn, Connections
+from eventvault.store.postgres._options import Options
+from eventvault.store.postgres._reads import _EVENT_FIELDS
+from eventvault.store.postgres._schema import _EVENT_COLUMNS, Statements, tag_key
+from eventvault.store.records import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendCondition,
+    AppendResult,
+    ExpectedVersion,
+    Query,
+    QueryItem,
+    RecordedEvent,
+    SequencedEvents,
+)
+
+_ROUNDS: Final = 5
+
+
+class _Stored(NamedTuple):
+    event_id: Any
+    stream_id: str
+    stream_version: int
+    position: int
+    tx: int
+
+
+class _Version(NamedTuple):
+    version: int
+
+
+class _Refused(Exception):
+    """The stream changed under an append refused by its expected version: run it again."""
+
+
+def _after(s: sql.Identifier) -> sql.Composed:
+    # The place of `after` in the log order: its event's, or when no event has that
+    # position (a gap, or past the end), the nearest one before it; (0, 0) for none.
+    return sql.SQL(
+        "a AS MATERIALIZED (SELECT coalesce(l.tx_id, '0'::xid8) AS tx, coalesce(l.position, 0) AS pos "
+        "FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT tx_id, position FROM {s}.events "
+        "WHERE position <= %(after)s ORDER BY position DESC LIMIT 1) AS l ON true)"
+    ).format(s=s)
+
+
+def _item(s: sql.Identifier, item: QueryItem, i: int, *, below: bool) -> sql.Composed:
+    """The (tx_id, position) of the events ``item`` matches after ``a``, in log order."""
+    types = (
+        sql.SQL(" AND e.event_type = ANY({})").format(sql.Placeholder(f"types{i}"))
+        if item.types
+        else sql.SQL("")
+    )
+    if item.tags:
+        # Driven by the event_tags range of the item's first tag (every matching
+        # event carries it); the event's other tags and type are checked on its row.
+        rest = (
+            sql.SQL(" AND e.tags @> {}::text[]").format(sql.Placeholder(f"tags{i}"))
+            if len(item.tags) > 1
+            else sql.SQL("")
+        )
+        return sql.SQL(
+            "SELECT e.tx_id, e.position FROM {s}.event_tags AS t JOIN {s}.events AS e "
+            "ON e.tx_id = t.tx_id AND e.position = t.position "
+            "WHERE t.tag = {tag} AND (t.tx_id, t.position) > ((SELECT tx FROM a), (SELECT pos FROM a))"
+            "{below}{rest}{types}"
+        ).format(
+            s=s,
+            tag=sql.Placeholder(f"tag{i}"),
+            below=sql.SQL(" AND t.tx_id < (SELECT xmin FROM horizon)") if below else sql.SQL(""),
+            rest=rest,
+            types=types,
+        )
+    return sql.SQL(
+        "SELECT e.tx_id, e.position FROM {s}.events AS e "
+        "WHERE (e.tx_id, e.position) > ((SELECT tx FROM a), (SELECT pos FROM a)){below}{types}"
+    ).format(
+        s=s,
+        below=sql.SQL(" AND e.tx_id < (SELECT xmin FROM horizon)") if below else sql.SQL(""),
+        types=types,
+    )
+
+
+def _params(query: Query, after: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"after": after}
+    for i, item in enumerate(query.items):
+        if item.types:
+            params[f"types{i}"] = list(item.types)
+        if item.tags:
+            params[f"tag{i}"] = item.tags[0]
+            if len(item.tags) > 1:
+                params[f"tags{i}"] = list(item.tags)
+    return params
+
+
+def condition_sql(s: sql.Identifier, query: Query) -> sql.Composed:
+    """The first event (in log order) ``query`` matches after ``%(after)s``, committed, any horizon."""
+    firsts = sql.SQL(" UNION ALL ").join(
+        sql.SQL("({} ORDER BY 1, 2 LIMIT 1)").format(_item(s, item, i, below=False))
+        for i, item in enumerate(query.items)
+    )
+    return sql.SQL("WITH {a} SELECT position FROM ({firsts}) AS m ORDER BY tx_id, position LIMIT 1").format(
+        a=_after(s), firsts=firsts
+    )
+
+
+def read_sql(s: sql.Identifier, query: Query, *, backwards: bool) -> sql.Composed:
+    """The events ``query`` matches after ``%(after)s`` below the read horizon, and the readable head."""
+    matched = sql.SQL(" UNION ").join(_item(s, item, i, below=True) for i, item in enumerate(query.items))
+    direction = sql.SQL("DESC" if backwards else "ASC")
+    return sql.SQL(
+        """
+        WITH horizon AS MATERIALIZED (SELECT {s}.read_horizon() AS xmin), {a},
+        head AS (
+            SELECT position FROM {s}.events WHERE tx_id < (SELECT xmin FROM horizon)
+            ORDER BY tx_id DESC, position DESC LIMIT 1),
+        m AS ({matched}),
+        page AS (
+            SELECT {cols} FROM {s}.events WHERE (tx_id, position) IN (SELECT tx_id, position FROM m)
+            ORDER BY tx_id {d}, position {d} LIMIT %(limit)s)
+        SELECT page.*, coalesce((SELECT position FROM head), 0)
+        FROM (SELECT 1) AS one LEFT JOIN page ON true
+        ORDER BY page.tx_id {d}, page.position {d}"""
+    ).format(s=s, a=_after(s), matched=matched, cols=_EVENT_COLUMNS, d=direction)
+
+
+def _lock_keys(
+    schema: str, query: Query | None, events: list[PreparedEvent]
+) -> tuple[bool, list[int], list[bool]]:
+    """What dcb_lock() takes: the writers' lock exclusive or not, and each tag key in order, exclusive or not.
+
+    A condition's item with tags locks each of its tags exclusive (every event it
+    matches carries them, and the writer of such an event holds them shared); an
+    item without tags (types only, or every event) can be matched by any stream
+    append, tagged or not, so it takes the writers' lock exclusive, which every
+    event writer holds shared. The append's own events' tags are locked shared.
+    """
+    checked: set[str] = set()
+    whole_log = False
+    if query is not None:
+        for item in query.items:
+            if item.tags:
+                checked.update(item.tags)
+            else:
+                whole_log = True
+    written = {t for e in events for t in e.tags}
+    keys: dict[int, bool] = {}
+    for tag in checked | written:
+        k = tag_key(schema, tag)
+        keys[k] = keys.get(k, False) or tag in checked
+    order = sorted(keys)
+    return whole_log, order, [keys[k] for k in order]
+
+
+def _append_params(stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion) -> dict[str, Any]:
+    return {
+        "stream_id": stream_id,
+        "n": len(events),
+        "expected": expected if isinstance(expected, int) else None,
+        "ids": [e.event_id for e in events],
+        "types": [e.event_type for e in events],
+        "versions": [e.schema_version for e in events],
+        "occurred": [e.occurred_us for e in events],
+        "data": [e.payload for e in events],
+        "meta": [e.metadata for e in events],
+        "tags": [json.dumps(list(e.tags)) for e in events],
+    }
+
+
+def _kind(expected: ExpectedVersion) -> str:
+    if expected is NO_STREAM or expected == 0:
+        return "new"
+    if expected is ANY:
+        return "any"
+    if expected is STREAM_EXISTS:
+        return "exists"
+    return "exact"
+
+
+class DCB:
+    """Query reads and conditional appends, on the store's pooled connections."""
+
+    def __init__(
+        self,
+        db: Connections,
+        statements: Statements,
+        options: Options,
+        appended: Callable[[], None],
+        event: Callable[[Sequence[Any]], RecordedEvent],
+    ) -> None:
+        self._db = db
+        self._sql = statements
+        self._schema = options.schema
+        self._s = sql.Identifier(options.schema)
+        self._appended = appended
+        self._event = event
+
+    async def _landed(self, conn: Conn, stream_id: str, events: list[PreparedEvent]) -> AppendResult | None:
+        """The first result, if these events are stored at this place (DuplicateEventId elsewhere)."""
+        async with conn.cursor(row_factory=args_row(_Stored)) as cur:
+            await cur.execute(self._sql.lookup_ids, [[e.event_id for e in events]], binary=True)
+            found = {
+                r.event_id: Found(r.stream_id, r.stream_version, r.position, r.tx)
+                for r in await cur.fetchall()
+            }
+        return idempotent_result(stream_id, events, found)
+
+    async def read(self, query: Query, after: int, limit: int | None, backwards: bool) -> SequencedEvents:
+        """What :meth:`EventStore.read` returns: one statement, so the page and the head share a snapshot."""
+        stmt = read_sql(self._s, query, backwards=backwards)
+        params = _params(query, after)
+        params["limit"] = limit
+        event = self._event
+        fields = _EVENT_FIELDS
+
+        def rows(_cursor: Any) -> RowMaker[tuple[RecordedEvent | None, int]]:
+            def row(values: Sequence[Any]) -> tuple[RecordedEvent | None, int]:
+                return (None if values[0] is None else event(values)), values[fields]
+
+            return row
+
+        async def op(conn: Conn) -> list[tuple[RecordedEvent | None, int]]:
+            async with conn.cursor(row_factory=rows) as cur:
+                await cur.execute(stmt, params, binary=True)
+                return await cur.fetchall()
+
+        got = await self._db.run("read(query)", op)
+        events = [e for e, _ in got if e is not None]
+        return SequencedEvents(events, got[0][1] if got else 0)
+
+    async def append(
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` with their tags, if ``expected`` and ``condition`` hold."""
+        query = condition.fail_if_events_match if condition is not None else None
+        whole_log, keys, exclusive = _lock_keys(self._schema, query, events)
+        # Keys are ints: as literals, the isolation level and the locks go in one round trip.
+        lock = (
+            sql.SQL("SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT {s}.dcb_lock({w}, {k}, {x})")
+            .format(
+                s=self._s,
+                w=sql.Literal(whole_log),
+                k=sql.Literal(keys),
+                x=sql.Literal(exclusive),
+            )
+            .as_bytes(None)
+        )
+        check = condition_sql(self._s, query) if query is not None else None
+        check_params = _params(query, condition.after or 0) if condition is not None and query else {}
+        insert = self._sql.dcb_appends[_kind(expected)]
+        params = _append_params(stream_id, events, expected)
+
+        async def once(conn: Conn, *, look_up: bool) -> AppendResult:
+            # The ids are looked up only when a round before was refused or hit a
+            # stored id: a retry that landed always meets one of the two (the event
+            # ids are unique), so a first round spends no statement on it.
+            async with conn.transaction():
+                await conn.execute(lock)
+                if look_up and (done := await self._landed(conn, stream_id, events)) is not None:
+                    return done
+                conflict: int | None = None
+                if check is not None:
+                    async with conn.cursor() as cur:
+                        await cur.execute(check, check_params, binary=True)
+                        row = await cur.fetchone()
+                    conflict = None if row is None else int(row[0])
+                async with conn.cursor(row_factory=_inserted_rows) as icur:
+                    await icur.execute(insert, params, binary=True)
+                    result = _result(stream_id, await icur.fetchall())
+                if result is None:  # refused by the expected version: a retry that landed, or say why
+                    if (done := await self._landed(conn, stream_id, events)) is not None:
+                        return done
+                    async with conn.cursor(row_factory=args_row(_Version)) as vcur:
+                        await vcur.execute(self._sql.stream_version, [stream_id])
+                        v = await vcur.fetchone()
+                    check_version_matches(stream_id, expected, v.version if v else 0)
+                    raise _Refused
+                if conflict is not None:
+                    assert condition is not None  # noqa: S101 - a conflict needs a condition
+                    raise AppendConditionFailed(query, condition.after, conflict)
+                return result
+
+        async def op(conn: Conn) -> AppendResult:
+            look_up = False
+            for _round in range(_ROUNDS):
+                try:
+                    return await once(conn, look_up=look_up)
+                except (_Refused, psycopg.errors.UniqueViolation):
+                    # The stream was created meanwhile (STREAM_EXISTS), or these event
+                    # ids are stored: the next round looks them up first.
+                    look_up = True
+            raise StoreError(
+                f"append to {stream_id!r}: refused {_ROUNDS} times with no conflict to report; "
+                f"is {self._schema}.streams out of step with {self._schema}.events?"
+            )
+
+        result = await self._db.run(f"append to {stream_id!r}", op, writes=True)
+        self._appended()
+        return result

@@ -1,0 +1,105 @@
+"""DCB on PostgreSQL: conditions see events that commit out of position order, and use the tag index."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from psycopg import sql
+
+from eventvault import NO_STREAM, NewEvent
+from eventvault.errors import AppendConditionFailed, InvalidEvent
+from eventvault.store.postgres import PostgresEventStore
+from eventvault.store.postgres._dcb import _params, condition_sql
+from eventvault.store.records import AppendCondition, AppendResult, Query
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_condition_fails_on_an_unseen_event_with_a_lower_position(store, held, notes) -> None:
+    """An event a read could not see (its writer still ran) fails the condition, at a lower position.
+
+    The earlier transaction commits an event at a higher position; the later one,
+    still running at the read, holds a lower position. The read's head is the
+    higher position; the condition after it must still find the lower one.
+    """
+    early = await held(store)
+    late = await held(store)
+    pending = await late.append("late", notes("pending"))
+    readable = await early.append("early", notes("readable"))
+    assert pending.position < readable.position
+    assert early.tx < late.tx
+    await early.commit()
+    query = Query.of(types=["pg.Noted"])
+    seen = await store.read(query)
+    assert [e.position for e in seen.events] == [readable.position]
+    assert seen.head == readable.position
+    await late.commit()
+    with pytest.raises(AppendConditionFailed) as failed:
+        await store.append_events(notes("decided"), condition=AppendCondition(query, after=seen.head))
+    assert failed.value.position == pending.position
+    again = await store.read(query)
+    assert [e.position for e in again.events] == [readable.position, pending.position]
+
+
+async def test_a_tag_condition_is_a_range_probe_of_the_tag_index(store, raw, schema, notes) -> None:
+    """EXPLAIN of a tag condition over 50,000 tag rows: a probe of event_tags' primary key, no scan."""
+    await store.append_events([NewEvent(notes("x")[0].data, tags=["seat:1"])])
+    conn = await raw()
+    s = sql.Identifier(schema)
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.event_tags (tag, tx_id, position) "
+            "SELECT 'seat:' || (g % 5000), '1'::xid8, g + 1000 FROM generate_series(1, 50000) AS g"
+        ).format(s)
+    )
+    await conn.execute(sql.SQL("ANALYZE {}.event_tags").format(s))
+    await conn.execute(sql.SQL("ANALYZE {}.events").format(s))
+    query = Query.of(tags=["seat:1"], types=["pg.Noted"])
+    cur = await conn.execute(sql.SQL("EXPLAIN ") + condition_sql(s, query), _params(query, 1))
+    plan = "\n".join(r[0] for r in await cur.fetchall())
+    assert "event_tags_pkey" in plan, plan
+    assert "Seq Scan on event_tags" not in plan, plan
+
+
+async def test_racing_conditions_on_a_type_one_wins_with_stream_appends_beside(
+    open_store, notes, flags
+) -> None:
+    """Appenders conditioned on an event type (the writers' lock, exclusive) race with plain stream appends.
+
+    Exactly one conditional append wins, every stream append of another type
+    lands, and nothing deadlocks (a deadlock would surface as a StoreError).
+    """
+    stores: list[PostgresEventStore] = [await open_store(pool_max=4) for _ in range(3)]
+    query = Query.of(types=["pg.Flagged"])
+    seen = await stores[0].read(query)
+    barrier = asyncio.Barrier(12)
+
+    async def conditional(i: int) -> AppendResult | AppendConditionFailed:
+        await barrier.wait()
+        try:
+            return await stores[i % 3].append_events(
+                [NewEvent(flags(f"c{i}")[0].data, tags=[f"c:{i}"])],
+                condition=AppendCondition(query, after=seen.head),
+            )
+        except AppendConditionFailed as lost:
+            return lost
+
+    async def plain(i: int) -> AppendResult:
+        await barrier.wait()
+        return await stores[i % 3].append(f"plain-{i}", notes(f"p{i}"), expected_version=NO_STREAM)
+
+    outcomes = await asyncio.gather(*(conditional(i) for i in range(6)), *(plain(i) for i in range(6)))
+    won = [r for r in outcomes[:6] if isinstance(r, AppendResult)]
+    assert len(won) == 1, outcomes[:6]
+    assert all(isinstance(r, AppendResult) for r in outcomes[6:])
+    assert len((await stores[0].read(Query.all())).events) == 7
+
+
+async def test_append_on_refuses_tagged_events_and_writes_nothing(store, raw, notes) -> None:
+    """append_on runs the plain statement, which writes no tags: tagged events are refused, not stripped."""
+    conn = await raw()
+    tagged = [NewEvent(notes("x")[0].data, tags=["seat:1"])]
+    with pytest.raises(InvalidEvent, match="does not write tags"):
+        await store.append_on(conn, "s", store.prepare(tagged), NO_STREAM)
+    assert (await store.read(Query.all())).events == []
