@@ -31,9 +31,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Times are integer microseconds since the epoch (compact, ordered, no
         # parsing); data is the JSON bytes as written (BLOB: no text decoding on
         # read). metadata is NULL when empty, which most events are.
-        # No index on event_type: every index costs each append, and a filtered
-        # read_all scans forward from its checkpoint, which then moves past the
-        # scanned range, so a catch-up reads the log once in total.
+        # A filtered read_all needs no index on event_type (it scans forward from
+        # its checkpoint, which then moves past the scanned range, so a catch-up
+        # reads the log once in total); DCB queries do: see migration 2.
         """
         CREATE TABLE events (
             position       INTEGER PRIMARY KEY,
@@ -68,8 +68,31 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    (
+        # Dynamic consistency boundaries (docs/dcb.md). An event's tags are kept
+        # twice: in events.tags, joined by TAG_SEPARATOR (NULL when it has none,
+        # as most stream events do), so every read returns them with the row; and
+        # one event_tags row per tag, clustered by (tag, position), so "events
+        # tagged T after position P" (a query item, a condition check) is a range
+        # scan of that key, however long the log. ADD COLUMN with no default
+        # rewrites nothing: a file migrates in place, its old events untagged.
+        "ALTER TABLE events ADD COLUMN tags TEXT",
+        """
+        CREATE TABLE event_tags (
+            tag      TEXT    NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (tag, position)
+        ) WITHOUT ROWID
+        """,
+        # A query item of types only (no tags) seeks (event_type, position): the
+        # index holds the rowid, which is the position. It costs every append
+        # one more B-tree insert; without it such an item scans the log.
+        "CREATE INDEX events_by_type ON events (event_type)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+TAG_SEPARATOR: Final = "\n"
+"""Joins an event's tags in events.tags (a tag holds no control characters)."""
 
 # A table of its own rather than PRAGMA user_version: read models may share the
 # file, and whatever else uses user_version must not move our version.
