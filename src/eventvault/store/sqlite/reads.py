@@ -139,17 +139,18 @@ def item_positions(item: QueryItem, after: int) -> tuple[str, list[Any]]:
 
     An item with tags walks the (tag, position) key of its first tag from
     ``after`` on, each other tag one seek into the same key; its types (if
-    any) one seek into events by rowid. An item of types only seeks each type
-    in events_by_type. CROSS JOIN keeps event_tags the outer loop (SQLite does
-    not reorder it), so the scan is in position order and may stop at a LIMIT.
+    any) one seek into events by rowid. CROSS JOIN keeps event_tags the outer
+    loop (SQLite does not reorder it), so the scan is in position order and may
+    stop at a LIMIT. An item of types only walks the log itself from ``after``
+    (no index on event_type: see the schema).
     """
     if not item.tags:
         if not item.types:
             return "SELECT position FROM events WHERE position > ?", [after]
         types = ", ".join("?" * len(item.types))
         return (
-            f"SELECT position FROM events WHERE event_type IN ({types}) AND position > ?",  # noqa: S608
-            [*item.types, after],
+            f"SELECT position FROM events WHERE position > ? AND event_type IN ({types})",  # noqa: S608
+            [after, *item.types],
         )
     first, *others = item.tags
     joins = [
@@ -170,20 +171,12 @@ def item_positions(item: QueryItem, after: int) -> tuple[str, list[Any]]:
 def first_match(cur: sqlite3.Cursor, query: Query, after: int) -> int | None:
     """The first position after ``after`` that ``query`` matches, if any (the condition check).
 
-    Each item is one indexed seek to its first match (a type-only item, one
-    per type): the cost is that of the events stored since ``after``, not of
-    the log.
+    Each item stops at its first match after ``after``: with tags, one seek
+    into event_tags; of types only, a walk of the events stored since
+    ``after``. Neither depends on the length of the log.
     """
     found: int | None = None
     for item in query.items:
-        if item.types and not item.tags:
-            for t in item.types:
-                row = cur.execute(
-                    "SELECT min(position) FROM events WHERE event_type = ? AND position > ?", (t, after)
-                ).fetchone()
-                if row[0] is not None and (found is None or row[0] < found):
-                    found = row[0]
-            continue
         sql, params = item_positions(item, after)
         row = cur.execute(f"{sql} ORDER BY 1 LIMIT 1", params).fetchone()
         if row is not None and (found is None or row[0] < found):
