@@ -44,3 +44,13 @@ class TestMemoryStoreDCB(DCBContract):
             lambda registry: MemoryEventStore(registry=registry, share_with=database)
         ) as factory:
             yield factory
+
+
+class TestSQLiteStoreDCB(DCBContract):
+    """Dynamic consistency boundaries on sqlite:///, with each writer (the write checks the condition)."""
+
+    @pytest_asyncio.fixture(params=["auto", "thread"])
+    async def store_factory(self, request, tmp_path):  # type: ignore[override] # a fixture overrides by name
+        url = f"sqlite:///{tmp_path / 'dcb.db'}?writer={request.param}"
+        async with opened_stores(lambda registry: create_store(url, registry=registry)) as factory:
+            yield factory

@@ -26,6 +26,8 @@ import pytest
 from eventvault import (
     ANY,
     NO_STREAM,
+    AppendCondition,
+    AppendConditionFailed,
     Checkpoint,
     DuplicateEventId,
     EventRegistry,
@@ -34,6 +36,8 @@ from eventvault import (
     InvalidStoreURL,
     InvalidStreamId,
     NewEvent,
+    Query,
+    QueryItem,
     SchemaVersionError,
     Snapshot,
     StoreClosed,
@@ -46,6 +50,7 @@ from eventvault import (
 from eventvault.store.records import START, AppendResult, RecordedEvent
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
 from eventvault.store.sqlite import reads as sqlite_reads
+from eventvault.store.sqlite import schema as sqlite_schema
 from eventvault.store.sqlite import writer as sqlite_writer
 from eventvault.store.sqlite.writes import Append
 
@@ -240,7 +245,7 @@ async def test_schema_created_once_and_reopen_is_idempotent(db):
     """Opening creates the tables and the version row once; reopening changes nothing and keeps the data."""
     async with create_store(sqlite_url(db), registry=reg) as s:
         await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)
-    assert tables(db) == {"events", "snapshots", "eventvault_schema"}
+    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema"}
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
     for _ in range(2):
         async with create_store(sqlite_url(db), registry=reg) as s:
@@ -921,12 +926,12 @@ def test_the_event_columns_are_in_the_order_of_recorded_events_parameters():
         "data": "payload",
         "metadata": "meta_raw",
     }
-    columns = [stored_as.get(c, c) for c in sqlite_reads.EVENT_COLUMNS.split(", ")]
     parameters = list(inspect.signature(RecordedEvent).parameters)
     assert parameters[0] == "codec"
-    assert columns == parameters[1 : 1 + len(columns)]
-    # SQLite's tx is always 0, the default; tags are not stored by this backend yet (no DCB).
-    assert parameters[1 + len(columns) :] == ["tx", "tags"]
+    # SQLite's tx is always the constant 0; the tags column is split by reads.recorded().
+    stored_as |= {"0": "tx"}
+    columns = [stored_as.get(c, c) for c in sqlite_reads.EVENT_COLUMNS.split(", ")]
+    assert columns == parameters[1:]
 
 
 async def test_category_reads_and_event_lookups_use_an_index(store: SQLiteEventStore, db: Path) -> None:
@@ -952,3 +957,110 @@ async def test_category_reads_and_event_lookups_use_an_index(store: SQLiteEventS
             "USING COVERING INDEX sqlite_autoindex_events_2 (stream_id>? AND stream_id<?)" in plans[name]
         ), plans[name]
     assert "USING INDEX sqlite_autoindex_events_1 (event_id=?)" in plans["get_event"], plans["get_event"]
+
+
+# -- dynamic consistency boundaries -----------------------------------------------------
+
+
+def v1_file(db: Path) -> None:
+    """A file as the first schema left it, with one event, written by hand."""
+    with contextlib.closing(raw(db)) as c:
+        for statement in sqlite_schema.MIGRATIONS[0]:
+            c.execute(statement)
+        c.execute("CREATE TABLE eventvault_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        c.execute("INSERT INTO eventvault_schema VALUES ('store', 1)")
+        c.execute(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, "
+            "occurred_at, recorded_at, data) VALUES (?, 's-1', 1, 'sqlite_test.Noted', 1, 1, 1, ?)",
+            (NewEvent(Noted("old")).event_id.bytes, b'{"text":"old"}'),
+        )
+
+
+async def test_a_schema_1_file_migrates_in_place_keeping_its_events(db):
+    """Opening a file of schema 1 adds the tags, keeps its events (untagged) and can tag new ones."""
+    v1_file(db)
+    assert SCHEMA_VERSION == 2
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        [old] = await s.read_stream("s-1")
+        assert (old.data, old.tags) == (Noted("old"), ())
+        await s.append("s-1", [NewEvent(Noted("new"), tags=("t",))], expected_version=1)
+        found = await s.read(Query([QueryItem(tags=["t"])]))
+        assert [(e.data, e.tags, e.position) for e in found.events] == [(Noted("new"), ("t",), 2)]
+        assert found.head == 2
+        assert len(await s.read(Query([QueryItem(types=["sqlite_test.Noted"])]))) == 2
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema"}
+
+
+async def test_stream_appends_store_tags_and_every_read_returns_them(store):
+    """Tags of a stream append come back from stream reads, the log and query reads alike."""
+    await store.append(
+        "s", [NewEvent(Noted("a"), tags=("b", "a")), Noted("plain")], expected_version=NO_STREAM
+    )
+    assert [e.tags for e in await store.read_stream("s")] == [("b", "a"), ()]
+    assert [e.tags for e in (await store.read_all()).events] == [("b", "a"), ()]
+    assert [e.tags for e in await store.read(Query.all())] == [("b", "a"), ()]
+    assert [e.position for e in await store.read(Query([QueryItem(tags=["a", "b"])]))] == [1]
+
+
+async def test_a_failing_condition_in_a_batch_fails_only_its_own_append(store):
+    """In one group commit the condition is checked in order: it sees the batch's earlier appends."""
+    await store.append_events([NewEvent(Noted("seed"), tags=("seen",))])
+    before = store.stats.transactions
+
+    def conditioned(tag: str, text: str) -> asyncio.Future[AppendResult]:
+        condition = AppendCondition(Query([QueryItem(tags=[tag])]), after=1)
+        events = store.prepare([NewEvent(Noted(text), tags=(tag,))])
+        append = Append(f"dcb-{text}", events, NO_STREAM, condition, tagged=True)
+        future: asyncio.Future[AppendResult] = store._submit_append(append)
+        return future
+
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "plain", [Noted("p")], NO_STREAM),  # lands at 2
+            conditioned("x", "x1"),  # nothing tagged x after 1: lands at 3
+            conditioned("x", "x2"),  # x1 (position 3, same batch) is after 1: fails
+            conditioned("seen", "s"),  # the seed is at 1, not after it: lands at 4
+        ]
+    plain, x1, x2, seen = await outcomes(futures)
+    assert store.stats.transactions == before + 1
+    assert (plain.positions, x1.positions, seen.positions) == ((2,), (3,), (4,))
+    assert isinstance(x2, AppendConditionFailed)
+    assert x2.position == 3
+    assert [e.data.text for e in await store.read(Query([QueryItem(tags=["x"])]))] == ["x1"]
+
+
+async def test_condition_checks_and_query_reads_search_indexes_not_the_log(db):
+    """EXPLAIN QUERY PLAN of the statements a condition check and a query read run: no table is scanned."""
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        await s.append_events([NewEvent(Noted(str(i)), tags=(f"t{i % 7}", "all")) for i in range(200)])
+    query = Query(
+        [
+            QueryItem(types=["sqlite_test.Noted"], tags=["t1", "all"]),
+            QueryItem(types=["sqlite_test.Noted", "other"]),
+            QueryItem(tags=["t3"]),
+        ]
+    )
+    statements: list[str] = []
+    with contextlib.closing(raw(db)) as c:
+        c.set_trace_callback(statements.append)  # each statement as run, its parameters inlined
+        cur = c.cursor()
+        assert sqlite_reads.first_match(cur, query, 150) == 151
+        page = sqlite_reads.query_page(cur, s.codec, query, 190, -1, backwards=False)
+        assert [e.position for e in page.events] == list(range(191, 201))
+        c.set_trace_callback(None)
+        selects = [st for st in statements if st.startswith("SELECT") and "max(position)" not in st]
+        assert len(selects) == 4  # the check: one per item; the read
+        plans = {st: [row[3] for row in c.execute(f"EXPLAIN QUERY PLAN {st}")] for st in selects}
+    tag_range = "USING PRIMARY KEY (tag=? AND position>?)"  # event_tags from `after` on
+    log_range = "events USING INTEGER PRIMARY KEY (rowid>?)"  # the log from `after` on
+    for st, plan in plans.items():
+        assert plan, st
+        assert not [step for step in plan if step.startswith("SCAN")], (st, plan)
+        tagged = [step for step in plan if tag_range in step]
+        typed = [step for step in plan if log_range in step]
+        assert tagged or typed, (st, plan)
+        if "event_tags" not in st:  # the type-only item walks the log from after, nothing else
+            assert typed, (st, plan)
+    read = list(plans.values())[-1]
+    assert sum(tag_range in step for step in read) == 2  # the read: both tagged items by tag

@@ -1,9 +1,8 @@
 """The DCB routes: query reads and conditional appends over HTTP, 501 on stores without DCB.
 
-On a store without DCB support the ledger app answers 501; the routes' own
-behaviour is shown on a memory store, behind the same middleware, guard and
-problem handlers as the real app, and on each of the service's stores that has
-DCB through the ledger app itself.
+The routes' own behaviour is shown on memory and SQLite stores, behind the same
+middleware, guard and problem handlers as the real app; the ledger app itself
+answers them on the backends in DCB_BACKENDS and 501 on the others.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 import eventvault_ledger.domain  # noqa: F401 - registers the ledger's event types
-from eventvault import NO_STREAM, NewEvent, default_registry
+from eventvault import NO_STREAM, EventStore, NewEvent, create_store, default_registry
 from eventvault.store.memory import MemoryEventStore
 from eventvault_ledger.api import dcb_routes
 from eventvault_ledger.api.middleware import RequestIdMiddleware
@@ -28,6 +28,8 @@ from eventvault_ledger.api.security import Guard
 from eventvault_ledger.domain import AccountOpened
 
 PROBLEM_BASE = "https://eventvault.dev/problems/"
+DCB_BACKENDS = {"sqlite", "postgresql"}
+"""The service's backends with DCB support (the ledger app's routes answer 200, not 501)."""
 SEAT = json.dumps([{"tags": ["seat:1"]}])
 
 
@@ -39,17 +41,35 @@ def problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-async def dcb() -> AsyncIterator[tuple[httpx.AsyncClient, MemoryEventStore]]:
-    """The DCB routes on a memory store, with the API's guard (open on loopback) and problem handlers."""
-    store = await MemoryEventStore(registry=default_registry).open()
+class MemoryStoreWithoutDCB(MemoryEventStore):
+    """A store of a backend without DCB support."""
+
+    supports_dcb = False
+
+
+def routes_app(store: EventStore) -> FastAPI:
+    """The DCB routes on ``store``, with the API's guard (open on loopback) and problem handlers."""
     app = FastAPI()
     install_problem_handlers(app)
     app.add_middleware(Guard, tokens=(), metrics_token=None)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(dcb_routes.router)
     app.state.services = SimpleNamespace(store=store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+    return app
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def dcb(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, EventStore]]:
+    """The DCB routes on a memory store or a SQLite file."""
+    if request.param == "memory":
+        store: EventStore = MemoryEventStore(registry=default_registry)
+    else:
+        store = create_store(f"sqlite:///{tmp_path / 'dcb.db'}", registry=default_registry)
+    await store.open()
+    transport = httpx.ASGITransport(app=routes_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c, store
     await store.close()
 
@@ -175,36 +195,55 @@ async def test_bad_queries_are_422(dcb: Any, query: str) -> None:
     assert body["parameter"] == "query"
 
 
-def without_dcb(api: Any) -> None:
-    if api.services.store.supports_dcb:
-        pytest.skip(f"{api.services.store.scheme} supports DCB")
-
-
-async def test_the_ledger_without_dcb_answers_501(make_api: Any) -> None:
+async def test_a_store_without_dcb_answers_501(tmp_path: Path) -> None:
     """On a store without DCB support both routes are 501 dcb-not-supported; a bad query is still 422."""
+    store = await MemoryStoreWithoutDCB(registry=default_registry).open()
+    transport = httpx.ASGITransport(app=routes_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        body = problem(await client.get("/api/dcb/read", params={"query": SEAT}), 501, "dcb-not-supported")
+        assert store.scheme in body["detail"]
+        problem(await client.post("/api/dcb/append", json=seat_taken("ada")), 501, "dcb-not-supported")
+        problem(await client.get("/api/dcb/read", params={"query": "[]"}), 422, "validation")
+    assert (await store.head()).position == 0
+    await store.close()
+
+
+async def test_the_ledger_answers_on_its_store(make_api: Any) -> None:
+    """The ledger app's routes append and read on a backend with DCB, and answer 501 on one without."""
     api = await make_api()
-    without_dcb(api)
-    body = api.problem(await api.get("/api/dcb/read", params={"query": SEAT}), 501, "dcb-not-supported")
-    assert api.services.store.scheme in body["detail"]
-    api.problem(await api.post("/api/dcb/append", json=seat_taken("ada")), 501, "dcb-not-supported")
-    api.problem(await api.get("/api/dcb/read", params={"query": "[]"}), 422, "validation")
-    assert await api.log_size() == 0
+    scheme = api.services.store.scheme
+    read = await api.get("/api/dcb/read", params={"query": SEAT})
+    if scheme not in DCB_BACKENDS:
+        body = api.problem(read, 501, "dcb-not-supported")
+        assert scheme in body["detail"]
+        api.problem(await api.post("/api/dcb/append", json=seat_taken("ada")), 501, "dcb-not-supported")
+        assert await api.log_size() == 0
+        return
+    assert read.status_code == 200, read.text
+    assert read.json() == {"events": [], "head": 0}
+    r = await api.post("/api/dcb/append", json=seat_taken("ada"))
+    assert r.status_code == 200, r.text
+    position = r.json()["position"]
+    api.problem(await api.post("/api/dcb/append", json=seat_taken("bob")), 409, "append-condition-failed")
+    got = (await api.get("/api/dcb/read", params={"query": SEAT})).json()
+    assert ([e["position"] for e in got["events"]], got["head"]) == ([position], position)
+    assert await api.log_size() == 1
 
 
 async def test_the_routes_take_the_apis_scopes(make_api: Any) -> None:
     """Reading needs the read scope, appending the write scope; no token is 401."""
     api = await make_api(tokens=("reader", "writer"))
-    without_dcb(api)
     reader = {"Authorization": "Bearer reader-token-0123456789"}
     writer = {"Authorization": "Bearer writer-token-0123456789"}
     api.problem(await api.get("/api/dcb/read", params={"query": SEAT}), 401, "unauthorized")
-    api.problem(
-        await api.get("/api/dcb/read", params={"query": SEAT}, headers=reader), 501, "dcb-not-supported"
-    )
     api.problem(await api.post("/api/dcb/append", json=seat_taken("a"), headers=reader), 403, "forbidden")
-    api.problem(
-        await api.post("/api/dcb/append", json=seat_taken("a"), headers=writer), 501, "dcb-not-supported"
-    )
+    read = await api.get("/api/dcb/read", params={"query": SEAT}, headers=reader)
+    append = await api.post("/api/dcb/append", json=seat_taken("a"), headers=writer)
+    if api.services.store.scheme in DCB_BACKENDS:
+        assert (read.status_code, append.status_code) == (200, 200), (read.text, append.text)
+    else:
+        api.problem(read, 501, "dcb-not-supported")
+        api.problem(append, 501, "dcb-not-supported")
 
 
 async def test_a_body_that_is_not_json_is_422_or_415(dcb: Any) -> None:
@@ -218,26 +257,3 @@ async def test_a_body_that_is_not_json_is_422_or_415(dcb: Any) -> None:
     r = await client.post("/api/dcb/append", content=b"events", headers={"Content-Type": "text/plain"})
     problem(r, 415, "unsupported-media-type")
     assert (await store.head()).position == 0
-
-
-async def test_the_ledger_with_dcb_serves_the_routes(make_api: Any) -> None:
-    """On a store with DCB the ledger's routes append, read back and refuse a stale condition with 409."""
-    api = await make_api(tokens=("reader", "writer"))
-    if not api.services.store.supports_dcb:
-        pytest.skip(f"{api.services.store.scheme} has no DCB")
-    reader = {"Authorization": "Bearer reader-token-0123456789"}
-    writer = {"Authorization": "Bearer writer-token-0123456789"}
-    r = await api.post("/api/dcb/append", json=seat_taken("ada"), headers=writer)
-    assert r.status_code == 200, r.text
-    position = r.json()["position"]
-    r = await api.get("/api/dcb/read", params={"query": SEAT}, headers=reader)
-    assert r.status_code == 200, r.text
-    assert [(e["position"], e["tags"]) for e in r.json()["events"]] == [(position, ["seat:1", "student:ada"])]
-    assert r.json()["head"] == position
-    body = api.problem(
-        await api.post("/api/dcb/append", json=seat_taken("bob"), headers=writer),
-        409,
-        "append-condition-failed",
-    )
-    assert body["position"] == position
-    api.problem(await api.post("/api/dcb/append", json=seat_taken("a"), headers=reader), 403, "forbidden")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from eventvault.errors import InvalidInput, InvalidStoreURL, InvalidStreamId
+
+if TYPE_CHECKING:
+    from eventvault.store.records import Query
 
 SYNCHRONOUS: Final = ("FULL", "EXTRA", "NORMAL")
 WRITERS: Final = ("auto", "thread")
@@ -70,3 +73,10 @@ def check_text(what: str, text: str, error: type[InvalidInput] = InvalidStreamId
             text.encode()
         except UnicodeEncodeError:
             raise error(f"{what} must be valid Unicode (no lone surrogates): {text!r}") from None
+
+
+def check_query_text(query: Query) -> None:
+    """The event types of ``query`` as check_text wants them (InvalidInput; tags are checked when made)."""
+    for item in query.items:
+        for t in item.types:
+            check_text("an event type", t, InvalidInput)

@@ -7,20 +7,24 @@ store's business (core.py); these functions only read.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 
 from eventvault.store.codec import EventCodec
-from eventvault.store.records import Checkpoint, LogPage, RecordedEvent
+from eventvault.store.records import Checkpoint, LogPage, Query, QueryItem, RecordedEvent, SequencedEvents
+from eventvault.store.sqlite.schema import TAG_SEPARATOR
 
 MAX_INT: Final = 2**63 - 1
 """SQLite's largest integer: versions, positions and limits past it are clamped or refused."""
 
 # The columns of an event, in the order of RecordedEvent's parameters after the
-# codec, so that a row becomes an event as RecordedEvent(codec, *row).
+# codec (tx is always 0 here), so that a row becomes an event as
+# RecordedEvent(codec, *row) and then has its stored tags split (recorded()).
 EVENT_COLUMNS: Final = (
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
-    "occurred_at, recorded_at, data, metadata"
+    "occurred_at, recorded_at, data, metadata, 0, tags"
 )
+_NO_TAGS: Final[tuple[str, ...]] = ()
 
 SQL_HEAD: Final = "SELECT max(position) FROM events"
 SQL_VERSION: Final = "SELECT max(stream_version) FROM events WHERE stream_id = ?"
@@ -58,7 +62,16 @@ def stream_events(
     cur: sqlite3.Cursor, codec: EventCodec, sql: str, params: tuple[Any, ...]
 ) -> list[RecordedEvent]:
     """The events of one of the SQL_STREAM_* statements."""
-    return [RecordedEvent(codec, *row) for row in cur.execute(sql, params)]
+    return recorded(codec, cur.execute(sql, params))
+
+
+def recorded(codec: EventCodec, rows: Iterable[Any]) -> list[RecordedEvent]:
+    """Rows of EVENT_COLUMNS as events, their tags split (NULL: none)."""
+    events = [RecordedEvent(codec, *row) for row in rows]
+    for e in events:
+        stored: Any = e.tags  # the column as stored, until set here
+        e.tags = _NO_TAGS if stored is None else tuple(stored.split(TAG_SEPARATOR))
+    return events
 
 
 def stream_version(cur: sqlite3.Cursor, stream_id: str) -> int:
@@ -76,7 +89,7 @@ def log_page(
 ) -> LogPage:
     """Up to ``limit`` events after position ``after`` (of ``event_types`` only, if given)."""
     if event_types is None:
-        events = [RecordedEvent(codec, *row) for row in cur.execute(_SQL_LOG, (after, limit))]
+        events = recorded(codec, cur.execute(_SQL_LOG, (after, limit)))
         if len(events) == limit:
             return LogPage(events, Checkpoint(0, events[-1].position))
         # The page reached the head; it is the last event's position (the same
@@ -90,7 +103,7 @@ def log_page(
     # One read transaction for the page and the head: the checkpoint must move
     # past filtered-out events, but never past an event this snapshot did not see.
     cur.execute("BEGIN")
-    events = [RecordedEvent(codec, *row) for row in cur.execute(sql, (after, *event_types, limit))]
+    events = recorded(codec, cur.execute(sql, (after, *event_types, limit)))
     if len(events) == limit:
         checkpoint = Checkpoint(0, events[-1].position)
     else:
@@ -202,3 +215,82 @@ def list_snapshots(
 def drop_snapshots(cur: sqlite3.Cursor, lower: str, upper: str | bytes, stream_id: str | None) -> int:
     """Delete the snapshots chosen (on the writer); how many there were."""
     return cur.execute(SQL_DROP_SNAPSHOTS, (lower, upper, stream_id)).rowcount
+
+
+# -- dynamic consistency boundaries -------------------------------------------------
+
+
+def item_positions(item: QueryItem, after: int) -> tuple[str, list[Any]]:
+    """A SELECT of the positions after ``after`` that ``item`` matches (ascending), and its parameters.
+
+    An item with tags walks the (tag, position) key of its first tag from
+    ``after`` on, each other tag one seek into the same key; its types (if
+    any) one seek into events by rowid. CROSS JOIN keeps event_tags the outer
+    loop (SQLite does not reorder it), so the scan is in position order and may
+    stop at a LIMIT. An item of types only walks the log itself from ``after``
+    (no index on event_type: see the schema).
+    """
+    if not item.tags:
+        if not item.types:
+            return "SELECT position FROM events WHERE position > ?", [after]
+        types = ", ".join("?" * len(item.types))
+        return (
+            f"SELECT position FROM events WHERE position > ? AND event_type IN ({types})",  # noqa: S608
+            [after, *item.types],
+        )
+    first, *others = item.tags
+    joins = [
+        f"CROSS JOIN event_tags t{i} ON t{i}.tag = ? AND t{i}.position = t0.position"
+        for i in range(1, len(others) + 1)
+    ]
+    params: list[Any] = list(others)
+    if item.types:
+        joins.append(
+            "CROSS JOIN events e ON e.position = t0.position "
+            f"AND e.event_type IN ({', '.join('?' * len(item.types))})"
+        )
+        params.extend(item.types)
+    sql = f"SELECT t0.position FROM event_tags t0 {' '.join(joins)} WHERE t0.tag = ? AND t0.position > ?"  # noqa: S608
+    return sql, [*params, first, after]
+
+
+def first_match(cur: sqlite3.Cursor, query: Query, after: int) -> int | None:
+    """The first position after ``after`` that ``query`` matches, if any (the condition check).
+
+    Each item stops at its first match after ``after``: with tags, one seek
+    into event_tags; of types only, a walk of the events stored since
+    ``after``. Neither depends on the length of the log.
+    """
+    found: int | None = None
+    for item in query.items:
+        sql, params = item_positions(item, after)
+        row = cur.execute(f"{sql} ORDER BY 1 LIMIT 1", params).fetchone()
+        if row is not None and (found is None or row[0] < found):
+            found = row[0]
+    return found
+
+
+def query_page(  # noqa: PLR0913, PLR0917 - one read, every part of it
+    cur: sqlite3.Cursor, codec: EventCodec, query: Query, after: int, limit: int, backwards: bool
+) -> SequencedEvents:
+    """The events ``query`` matches after ``after`` (``limit`` < 0: all), and the head, in one snapshot."""
+    order = "DESC" if backwards else "ASC"
+    if query.matches_all:
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position {order} LIMIT ?"  # noqa: S608
+        params: list[Any] = [after, limit]
+    else:
+        parts = [item_positions(item, after) for item in query.items]
+        union = " UNION ".join(sql for sql, _ in parts)
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE position IN ({union}) "  # noqa: S608 - placeholders only
+            f"ORDER BY position {order} LIMIT ?"
+        )
+        params = [p for _, ps in parts for p in ps]
+        params.append(limit)
+    cur.execute("BEGIN")
+    try:
+        events = recorded(codec, cur.execute(sql, params))
+        position = head(cur)
+    finally:
+        cur.execute("COMMIT")
+    return SequencedEvents(events, position)

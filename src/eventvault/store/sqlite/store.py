@@ -12,7 +12,9 @@ from eventvault.store.records import (
     START,
     Checkpoint,
     LogPage,
+    Query,
     RecordedEvent,
+    SequencedEvents,
     Snapshot,
     SnapshotInfo,
     StoreCounts,
@@ -22,7 +24,7 @@ from eventvault.store.records import (
 )
 from eventvault.store.sqlite import reads
 from eventvault.store.sqlite.core import NOT_INLINE
-from eventvault.store.sqlite.options import check_text
+from eventvault.store.sqlite.options import check_query_text, check_text
 from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
 from eventvault.store.sqlite.writer import _SQLiteWriter
 from eventvault.store.sqlite.writes import write_snapshot
@@ -34,6 +36,7 @@ class SQLiteEventStore(_SQLiteWriter):
     """An event store in one SQLite file (see the package documentation for options)."""
 
     scheme = "sqlite"
+    supports_dcb = True
 
     async def _read_stream(  # noqa: PLR0913, PLR0917 - the signature EventStore defines
         self,
@@ -123,6 +126,18 @@ class SQLiteEventStore(_SQLiteWriter):
     async def _counts(self) -> StoreCounts:
         events, streams, last = await self._read(reads.counts)
         return StoreCounts(events, streams, Checkpoint(0, last) if last else START)
+
+    async def _read_query(
+        self, query: Query, after: int, limit: int | None, backwards: bool
+    ) -> SequencedEvents:
+        check_query_text(query)
+        count = -1 if limit is None else min(limit, MAX_INT)
+        if after >= MAX_INT:  # past any position SQLite can hold: nothing after it
+            return SequencedEvents([], (await self._head()).position)
+        found: SequencedEvents = await self._read(
+            reads.query_page, self.codec, query, after, count, backwards
+        )
+        return found
 
     async def _head(self) -> Checkpoint:
         position = self._run_inline(reads.head) if self._inline_ok() else NOT_INLINE

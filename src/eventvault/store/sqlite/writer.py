@@ -20,11 +20,12 @@ from typing import Any, Final, NamedTuple
 from eventvault.domain import EventRegistry
 from eventvault.errors import EventVaultError, InvalidInput
 from eventvault.store.base import PreparedEvent
-from eventvault.store.records import AppendResult, Checkpoint, ExpectedVersion
+from eventvault.store.records import AppendCondition, AppendResult, Checkpoint, ExpectedVersion
 from eventvault.store.sqlite import schema
 from eventvault.store.sqlite.core import _SQLiteCore
 from eventvault.store.sqlite.errors import SQLITE_BUSY, primary_code
 from eventvault.store.sqlite.jobs import STOP, AppendJob, Call, Delivery, Job, Outcome, post, settle
+from eventvault.store.sqlite.options import check_query_text
 from eventvault.store.sqlite.writes import Append, Conflict, append_together, decide_conflict, write_append
 
 log = logging.getLogger("eventvault.store.sqlite")
@@ -272,8 +273,30 @@ class _SQLiteWriter(_SQLiteCore):
 
     # -- groups committed on the event loop's thread (writer=auto) ------------------
 
+    async def _append_conditioned(
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        """An append with tags or a condition: the same paths as :meth:`_append`.
+
+        The condition is checked by the write itself (writes.write_append), in
+        the transaction that inserts, so a failing one fails only its own append.
+        """
+        if condition is not None:
+            check_query_text(condition.fail_if_events_match)
+        return await self._append(stream_id, events, expected, condition, tagged=True)
+
     async def _append(
-        self, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
+        self,
+        stream_id: str,
+        events: list[PreparedEvent],
+        expected: ExpectedVersion,
+        condition: AppendCondition | None = None,
+        *,
+        tagged: bool = False,
     ) -> AppendResult:
         """Append to the writer thread's queue (writer=thread), or as one of this loop's group.
 
@@ -287,7 +310,7 @@ class _SQLiteWriter(_SQLiteCore):
         # check_stream_id (EventStore.append) has refused ids SQLite cannot store.
         if not self._opened:
             await self.open()
-        append = Append(stream_id, events, expected)
+        append = Append(stream_id, events, expected, condition, tagged)
         if self.writer == "thread":
             result: AppendResult = await self._submit_append(append)
             return result

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple, cast
 
-from eventvault.errors import StoreError, WrongExpectedVersion
+from eventvault.errors import AppendConditionFailed, ConcurrencyError, StoreError, WrongExpectedVersion
 from eventvault.store.base import Found, PreparedEvent, idempotent_result, version_holds
-from eventvault.store.records import AppendResult, Checkpoint, ExpectedVersion
-from eventvault.store.sqlite.reads import SQL_VERSION
+from eventvault.store.records import AppendCondition, AppendResult, Checkpoint, ExpectedVersion
+from eventvault.store.sqlite.reads import MAX_INT, SQL_VERSION, first_match
+from eventvault.store.sqlite.schema import TAG_SEPARATOR
 
 IN_CHUNK: Final = 500  # bound parameters per IN (...) list, well under every SQLite's limit
 _EMPTY_META: Final = b"{}"
@@ -24,6 +25,11 @@ _SQL_INSERT: Final = (
     "INSERT INTO events (event_id, stream_id, stream_version, event_type, "
     "schema_version, occurred_at, recorded_at, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SQL_INSERT_TAGGED: Final = (
+    "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, "
+    "occurred_at, recorded_at, data, metadata, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_INSERT_TAG: Final = "INSERT INTO event_tags (tag, position) VALUES (?, ?)"
 _SQL_LAST_POSITION: Final = "SELECT last_insert_rowid()"
 SQL_SAVE_SNAPSHOT: Final = (
     "INSERT INTO snapshots (stream_id, schema_version, stream_version, state, created_at) "
@@ -39,6 +45,10 @@ class Append(NamedTuple):
     stream_id: str
     events: list[PreparedEvent]
     expected: ExpectedVersion
+    condition: AppendCondition | None = None
+    """Checked in the append's own transaction, after its expected version."""
+    tagged: bool = False
+    """Some of ``events`` carry tags (to store in events.tags and event_tags)."""
 
 
 class Conflict(Exception):
@@ -47,7 +57,7 @@ class Conflict(Exception):
     def __init__(
         self,
         append: Append,
-        mismatch: WrongExpectedVersion | None,
+        mismatch: ConcurrencyError | None,
         integrity: sqlite3.IntegrityError | None = None,
     ) -> None:
         self.append = append
@@ -75,15 +85,28 @@ def event_rows(
     ]
 
 
+def tagged_rows(
+    stream_id: str, version: int, events: Sequence[PreparedEvent], now: int
+) -> list[tuple[Any, ...]]:
+    """:func:`event_rows` with each event's tags joined, NULL for none (``_SQL_INSERT_TAGGED``)."""
+    return [
+        (*row, TAG_SEPARATOR.join(e.tags) if e.tags else None)
+        for row, e in zip(event_rows(stream_id, version, events, now), events, strict=True)
+    ]
+
+
 def write_append(cur: sqlite3.Cursor, append: Append, now: int) -> AppendResult:
     """Insert ``append``'s events, recorded at ``now`` (us).
 
-    Raises Conflict if its expected version does not hold or its rows break a constraint.
+    Raises Conflict if its expected version or its condition does not hold, or
+    its rows break a constraint.
     """
-    stream_id, events, expected = append
+    stream_id, events, expected = append.stream_id, append.events, append.expected
     version = cur.execute(SQL_VERSION, (stream_id,)).fetchone()[0] or 0
     if version != expected and not version_holds(expected, version):
         raise Conflict(append, WrongExpectedVersion(stream_id, expected, version))
+    if append.tagged or append.condition is not None:
+        return _write_dcb(cur, append, version, now)
     n = len(events)
     try:
         if n == 1:
@@ -97,6 +120,33 @@ def write_append(cur: sqlite3.Cursor, append: Append, now: int) -> AppendResult:
     except sqlite3.IntegrityError as exc:
         raise Conflict(append, None, exc) from None
     return AppendResult(stream_id, version + n, tuple(range(last - n + 1, last + 1)), Checkpoint(0, last))
+
+
+def _write_dcb(cur: sqlite3.Cursor, append: Append, version: int, now: int) -> AppendResult:
+    """The rest of :func:`write_append` for an append with a condition or tags.
+
+    The condition is checked here, in the transaction that inserts: with one
+    writer, nothing can be stored between the check and the insert.
+    """
+    stream_id, events, condition = append.stream_id, append.events, append.condition
+    if condition is not None:
+        after = condition.after or 0
+        conflict = None if after >= MAX_INT else first_match(cur, condition.fail_if_events_match, after)
+        if conflict is not None:
+            raise Conflict(
+                append, AppendConditionFailed(condition.fail_if_events_match, condition.after, conflict)
+            )
+    n = len(events)
+    try:
+        cur.executemany(_SQL_INSERT_TAGGED, tagged_rows(stream_id, version, events, now))
+        last = cur.execute(_SQL_LAST_POSITION).fetchone()[0]
+        first = last - n + 1
+        tags = [(t, first + i) for i, e in enumerate(events) for t in e.tags]
+        if tags:
+            cur.executemany(_SQL_INSERT_TAG, tags)
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(append, None, exc) from None
+    return AppendResult(stream_id, version + n, tuple(range(first, last + 1)), Checkpoint(0, last))
 
 
 def append_together(cur: sqlite3.Cursor, appends: Sequence[Append], now: int) -> list[AppendResult] | None:
@@ -114,6 +164,8 @@ def append_together(cur: sqlite3.Cursor, appends: Sequence[Append], now: int) ->
     """
     seen: set[uuid.UUID] = set()
     for append in appends:
+        if append.tagged or append.condition is not None:
+            return None  # its condition is checked (and its tags stored) by write_append
         for e in append.events:
             if e.event_id in seen:
                 return None
@@ -121,7 +173,7 @@ def append_together(cur: sqlite3.Cursor, appends: Sequence[Append], now: int) ->
     versions = stream_versions(cur, {a.stream_id for a in appends})
     rows: list[tuple[Any, ...]] = []
     ends: list[tuple[str, int, int]] = []  # stream, its new version, events appended
-    for stream_id, events, expected in appends:
+    for stream_id, events, expected, _, _ in appends:
         version = versions[stream_id]
         if not version_holds(expected, version):
             return None
@@ -166,7 +218,7 @@ def stream_versions(cur: sqlite3.Cursor, streams: set[str]) -> dict[str, int]:
 
 def decide_conflict(cur: sqlite3.Cursor, conflict: Conflict) -> AppendResult:
     """After rolling back: an idempotent retry's first result, or the error to raise."""
-    stream_id, events, _ = conflict.append
+    stream_id, events = conflict.append.stream_id, conflict.append.events
     done = idempotent_result(stream_id, events, find(cur, events))
     if done is not None:
         return done
