@@ -20,7 +20,6 @@ from eventvault import (
     NewEvent,
     Query,
     event,
-    open_store,
 )
 from eventvault.decisions import Projection, build_decision_model
 from eventvault.store.memory import MemoryEventStore
@@ -189,12 +188,18 @@ async def test_bad_projections_are_refused(store: EventStore) -> None:
         await build_decision_model(store)
 
 
-async def test_a_backend_without_dcb_says_so_and_writes_nothing(tmp_path: Any) -> None:
-    """On SQLite, query reads, conditional appends and tagged stream appends raise DCBNotSupported."""
-    async with open_store("sqlite:///" + str(tmp_path / "x.db"), registry=REGISTRY) as store:
-        with pytest.raises(DCBNotSupported, match="sqlite"):
+class MemoryStoreWithoutDCB(MemoryEventStore):
+    """A store of a backend without DCB support (every backend of eventvault has it)."""
+
+    supports_dcb = False
+
+
+async def test_a_backend_without_dcb_says_so_and_writes_nothing() -> None:
+    """Without DCB: query reads, conditional appends and tagged stream appends raise DCBNotSupported."""
+    async with MemoryStoreWithoutDCB(registry=REGISTRY) as store:
+        with pytest.raises(DCBNotSupported, match="memory"):
             await store.read(Query.all())
-        with pytest.raises(DCBNotSupported, match="sqlite"):
+        with pytest.raises(DCBNotSupported, match="memory"):
             await store.append_events([defined("c1", 1)])
         with pytest.raises(NotImplementedError):
             await store.append("course-1", [defined("c1", 1)], expected_version=NO_STREAM)
