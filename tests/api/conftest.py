@@ -9,8 +9,10 @@ fails them, as in tests/postgres. Helpers reach the tests as fixtures and as met
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 import pytest
+import uvicorn
 from psycopg import sql
 
 from eventvault import Checkpoint
@@ -210,3 +213,21 @@ async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
 def tokens() -> dict[str, str]:
     """The bearer header of each test token: ``tokens["writer"]``."""
     return {name: f"Bearer {t.secret}" for name, t in TOKENS.items()}
+
+
+@pytest.fixture
+async def live(api: Api) -> AsyncIterator[str]:
+    """``api``'s app served by uvicorn on a real socket; its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    # Listening before uvicorn starts: connections wait in the backlog, so no start-up race.
+    sock.listen(64)
+    config = uvicorn.Config(api.app, lifespan="off", log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -5,34 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
 
 # Generous: a guard against a hang, never what the test waits for.
 DEADLINE = 15.0
-
-
-@pytest.fixture
-async def live(api) -> AsyncIterator[str]:
-    """``api``'s app served by uvicorn on a real socket; its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    # Listening before uvicorn starts: connections wait in the backlog, so no start-up race.
-    sock.listen(64)
-    config = uvicorn.Config(api.app, lifespan="off", log_level="warning", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 class Events:

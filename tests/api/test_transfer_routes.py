@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
 
 DEADLINE = 60.0
 
@@ -124,23 +120,6 @@ async def test_an_idempotency_key_makes_one_transfer(api):
     await _ended(api, first.json()["transferId"])
     assert (await api.account(ada))["currentBalance"] == "75.00"
     api.problem(await _transfer(api, ada, bob, "26.00", headers=headers), 422, "idempotency-key-reused")
-
-
-@pytest.fixture
-async def live(api) -> AsyncIterator[str]:
-    """``api``'s app served by uvicorn on a real socket; its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    config = uvicorn.Config(api.app, lifespan="off", log_level="warning", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_transfer_changes_arrive_live(api, live):
