@@ -73,6 +73,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="W8 with the harness's own client only (default: also with wrk, when it is on PATH)",
     )
+    p.add_argument(
+        "--no-second-peer",
+        action="store_true",
+        help="leave the second peer out (its W1 takes minutes per run); its column stays empty",
+    )
     defaults = Sizes()
     for f in dataclasses.fields(Sizes):
         p.add_argument(
@@ -235,6 +240,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         keep=args.keep,
         growth=args.growth or args.growth_only,
         wrk=None if args.no_wrk else find_wrk(),
+        second_peer=not args.no_second_peer,
     )
     if "W8" in config.workloads and not args.no_wrk and config.wrk is None:
         _say(

@@ -54,6 +54,8 @@ class Config:
     growth: bool = False
     wrk: str | None = None
     """The wrk program for W8's second load (None: the harness's own client only)."""
+    second_peer: bool = True
+    """Run the second peer where it is installed (it is the slowest writer by far)."""
 
 
 class _Log:
@@ -102,7 +104,7 @@ class _BackendRun:
         self.log = log
         self.ev = EventVault(backend, self.sizes)
         self.peer = Peer(backend, self.sizes)
-        self.sourcery = None if Sourcery is None else Sourcery(backend, self.sizes)
+        self.sourcery = None if Sourcery is None or not config.second_peer else Sourcery(backend, self.sizes)
         self.limit = Limit(backend, self.sizes, self.ev.prepare)
         self.plan = Plan.make(self.sizes.accounts, self.sizes.events_per_account)
         self.dataset: _Dataset | None = None
