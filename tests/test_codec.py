@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -197,3 +198,26 @@ def test_an_int_in_a_plain_decimal_field_is_stored_as_a_decimal_string(codec: Ev
     """A value of a near type takes the round trip, which stores the field's own form."""
     _, _, payload = codec.encode_event(Plain(2, 1, flag=True, text="x"))  # type: ignore[arg-type]
     assert b'"amount":"2"' in payload
+
+
+def test_a_name_registered_again_decodes_as_its_new_registration() -> None:
+    """The codec's cache of decoders follows the registry: a reloaded class takes over its name."""
+    registry = EventRegistry()
+
+    @dataclass(frozen=True)
+    class Noted:
+        text: str
+
+    registry.register(Noted, "Noted")
+    codec = EventCodec(registry)
+    assert type(codec.decode_event("Noted", 1, b'{"text": "a"}')) is Noted
+
+    @dataclass(frozen=True)
+    class Noted:  # type: ignore[no-redef]  # the module reloaded: the same qualified name
+        text: str
+        extra: int = 0
+
+    registry.register(Noted, "Noted")
+    decoded = codec.decode_event("Noted", 1, b'{"text": "b", "extra": 3}')
+    assert type(decoded) is Noted
+    assert dataclasses.asdict(decoded) == {"text": "b", "extra": 3}

@@ -66,6 +66,8 @@ class EventRegistry:
         self._by_name: dict[str, EventType] = {}
         self._by_class: dict[type, EventType] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self.changes = 0
+        """Counts registrations: a cache of what a name stands for is valid while it is unchanged."""
 
     def register(self, cls: type[T], name: str | None = None, *, version: int = 1) -> type[T]:
         """Register ``cls`` under ``name`` (default: the class name) at ``version``."""
@@ -92,6 +94,7 @@ class EventRegistry:
         entry = EventType(name, version, cls)
         self._by_name[name] = entry
         self._by_class[cls] = entry
+        self.changes += 1
         return cls
 
     def add_upcaster(self, name: str, from_version: int, fn: Upcaster) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar, NamedTuple, Self
 
@@ -526,17 +526,28 @@ class EventStore(abc.ABC):
         *,
         batch: int = 1000,
         event_types: Iterable[str] | None = None,
-    ) -> AsyncIterator[RecordedEvent]:
-        """Every event after ``after`` up to the head of the log as it is reached."""
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """Every event after ``after`` up to the head of the log as it is reached.
+
+        The next page is read while the caller works through this one (a
+        backend reads on a thread of its own or over the network), so a caller
+        that decodes every event seldom waits for the store.
+        """
         checkpoint = Checkpoint.parse(after)
         types = None if event_types is None else tuple(event_types)
-        while True:
-            page = await self.read_all(checkpoint, limit=batch, event_types=types)
-            for e in page.events:
-                yield e
-            if page.checkpoint == checkpoint:
-                return
+        page = await self.read_all(checkpoint, limit=batch, event_types=types)
+        while page.checkpoint != checkpoint:
             checkpoint = page.checkpoint
+            ahead = asyncio.ensure_future(self.read_all(checkpoint, limit=batch, event_types=types))
+            try:
+                for e in page.events:
+                    yield e
+            except BaseException:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+                raise
+            page = await ahead
 
     async def read_category(
         self,

@@ -40,6 +40,11 @@ class EventCodec:
         self._meta_decoder = msgspec.json.Decoder(Metadata)
         # Per event class: its name, schema version, decoder and exact-type check.
         self._encoding: dict[type, tuple[str, int, msgspec.json.Decoder[Any], Callable[[object], bool]]] = {}
+        # Per type name: its registered schema version and decoder, for the common read of
+        # an event stored at its current version (one lookup). Valid while the registry
+        # has not changed (a reloaded module may register a name again).
+        self._current: dict[str, tuple[int, msgspec.json.Decoder[Any]]] = {}
+        self._current_of = -1
 
     def _encode_raw(self, raw: RawEvent) -> tuple[str, int, bytes]:
         try:
@@ -89,16 +94,25 @@ class EventCodec:
 
     def decode_event(self, name: str, schema_version: int, payload: bytes) -> Any:
         """The event stored as ``payload`` under ``name`` at ``schema_version``, upcast."""
-        entry = self.registry.of_name(name)
+        registry = self.registry
+        if self._current_of != registry.changes:
+            self._current.clear()
+            self._current_of = registry.changes
+        current = self._current.get(name)
+        if current is None:
+            entry = registry.of_name(name)
+            current = self._current[name] = (entry.version, self._decoder(entry.cls))
         try:
-            if schema_version == entry.version:
-                return self._decoder(entry.cls).decode(payload)
+            if schema_version == current[0]:
+                return current[1].decode(payload)
+            entry = registry.of_name(name)
             data = msgspec.json.decode(payload)
             if not isinstance(data, dict):
                 raise DecodeError(f"stored {name!r} v{schema_version} is not a JSON object")
-            data = self.registry.upcast(name, schema_version, data)
+            data = registry.upcast(name, schema_version, data)
             return msgspec.convert(data, entry.cls)
         except msgspec.ValidationError as exc:
+            entry = registry.of_name(name)
             raise DecodeError(
                 f"stored {name!r} v{schema_version} does not fit {entry.cls.__qualname__}"
                 f" v{entry.version}: {exc}"

@@ -844,6 +844,15 @@ class EventStoreContract:
         deposits = [e async for e in store.iter_all(batch=1, event_types=["contract.Deposited"])]
         assert [e.data for e in deposits] == [Deposited(Decimal(1))]
 
+    async def test_iter_all_left_early_leaves_no_read_behind(self, store: EventStore) -> None:
+        """Leaving ``iter_all`` mid-page ends the read it started ahead; the store serves on."""
+        await store.append(STREAM, items("a", "b", "c", "d", "e"), expected_version=NO_STREAM)
+        walk = store.iter_all(batch=2)
+        first = [await anext(walk) for _ in range(3)]  # into the second page; the third is being read
+        await walk.aclose()
+        assert [e.position for e in first] == [e.position for e in (await store.read_all(limit=3)).events]
+        assert [e async for e in store.iter_all(batch=2)] == list(await store.read_all(limit=MAX_PAGE))
+
     async def test_head_is_the_checkpoint_of_the_last_event(self, store: EventStore) -> None:
         """``head`` is START on an empty store and then the last event's checkpoint."""
         assert await store.head() == START
