@@ -26,10 +26,19 @@ ROUNDS = 20
 WAIT = 60.0  # generous: the server restarts, the app reconnects
 
 
-@pytest.fixture
-async def ledger(private_cluster) -> AsyncIterator[httpx.AsyncClient]:
-    """The app (projections running) on the private server, and a client for it."""
+PATIENT_POOL = 120.0
+"""A pool timeout no answer during an outage may wait for: it would show as a slow answer."""
+
+
+@pytest.fixture(params=[None])
+async def ledger(private_cluster, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """The app (projections running) on the private server, and a client for it.
+
+    ``request.param``, when given, is the store's pool timeout.
+    """
     url = private_cluster.create_database("ledger")
+    if request.param is not None:
+        url += f"?pool_timeout={request.param:g}"
     app = create_app(Settings(db=url, consistency_timeout=10))
     async with (
         app.router.lifespan_context(app),
@@ -85,8 +94,14 @@ async def test_a_refused_keyed_command_stays_refused_after_the_database_crashes(
         assert summary.json()["currentBalance"] == "1010.00"
 
 
+@pytest.mark.parametrize("ledger", [PATIENT_POOL], indirect=True)
 async def test_while_the_database_is_down_commands_and_readyz_answer_503_at_once(ledger, private_cluster):
-    """During an outage: 503 (with Retry-After, without driver text) fast; after it, everything works."""
+    """During an outage: 503 (with Retry-After, without driver text) at once; after it, everything works.
+
+    At once: without waiting for a pooled connection. The pool here would wait
+    two minutes for one, so an answer that waited for it cannot pass as quick
+    on any machine, however loaded; the figures printed show how quick.
+    """
     opened = await _command(ledger, "", {"ownerName": "Ada", "currency": "EUR"})
     account = opened.json()["accountId"]
     await asyncio.to_thread(private_cluster.crash)
@@ -105,8 +120,8 @@ async def test_while_the_database_is_down_commands_and_readyz_answer_503_at_once
                 detail = r.json()["detail"]
                 for leak in ("psycopg", "127.0.0.1", "schema", "connection", "PostgreSQL at"):
                     assert leak not in detail, detail
-        # The store's pool would wait 5 s for a connection; an outage answers well before.
-        assert max(timings) < 3.0, timings
+        # An answer that waited for the pool would take PATIENT_POOL seconds.
+        assert max(timings) < PATIENT_POOL / 2, timings
     finally:
         await asyncio.to_thread(private_cluster.start)
     started = time.monotonic()
