@@ -305,4 +305,15 @@ export const api = {
       `/api/projections/${encodeURIComponent(name)}/rebuild`,
     );
   },
+  pause(name: string): Promise<Answer<"/api/projections/{name}/pause", "post">> {
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/pause`);
+  },
+  resume(name: string): Promise<Answer<"/api/projections/{name}/resume", "post">> {
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/resume`);
+  },
+  /** Move a paused projection forward to ``to`` (a checkpoint): the events before it are skipped. */
+  reset(name: string, to: string): Promise<Answer<"/api/projections/{name}/reset", "post">> {
+    const body: Body<"/api/projections/{name}/reset", "post"> = { to };
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/reset`, { body });
+  },
 };

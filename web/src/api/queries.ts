@@ -353,3 +353,14 @@ export function useRebuild() {
     onSuccess: () => client.invalidateQueries({ queryKey: keys.projections }),
   });
 }
+
+/** Pause, resume or reset a projection (admin scope); the status is read again after. */
+export function useProjectionControl() {
+  const client = useQueryClient();
+  return useMutation({
+    mutationFn: (
+      v: { name: string; action: "pause" | "resume" } | { name: string; action: "reset"; to: string },
+    ) => (v.action === "reset" ? api.reset(v.name, v.to) : api[v.action](v.name)),
+    onSuccess: () => client.invalidateQueries({ queryKey: keys.projections }),
+  });
+}

@@ -1,5 +1,6 @@
 import { screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
+import { vi } from "vitest";
 
 import { OperationsPage } from "./OperationsPage";
 import { FakeEventSource, fakeApi, json, problem, projection } from "../test/fakeApi";
@@ -134,5 +135,95 @@ describe("OperationsPage", () => {
     const totals = screen.getByRole("article", { name: "totals" });
     expect(within(totals).queryByTestId("rebuild-totals")).not.toBeInTheDocument();
     expect(totals).toHaveTextContent("5 (schema v1)");
+  });
+
+  it("pauses and resumes a projection, reading its status again after each", async () => {
+    let paused = false;
+    const api = fakeApi({
+      "GET /api/projections": () => json({ items: [projection({ paused })] }),
+      "POST /api/projections/:name/pause": () => {
+        paused = true;
+        return json(projection({ paused }));
+      },
+      "POST /api/projections/:name/resume": () => {
+        paused = false;
+        return json(projection({ paused }));
+      },
+    });
+    const user = userEvent.setup();
+    renderApp(<OperationsPage />);
+    await user.click(await screen.findByRole("button", { name: "Pause accounts" }));
+    const resume = await screen.findByRole("button", { name: "Resume accounts" });
+    expect(screen.getByTestId("paused-accounts")).toHaveTextContent("Paused");
+    expect(api.find("POST", "/api/projections/accounts/pause")).toHaveLength(1);
+    await user.click(resume);
+    await screen.findByRole("button", { name: "Pause accounts" });
+    expect(screen.getByTestId("paused-accounts")).toHaveTextContent("Running");
+    expect(api.find("POST", "/api/projections/accounts/resume")).toHaveLength(1);
+  });
+
+  it("resets only a paused projection, and only once confirmed", async () => {
+    const api = fakeApi({
+      "GET /api/projections": () =>
+        json({ items: [projection({ paused: true }), projection({ name: "totals" })] }),
+      "POST /api/projections/:name/reset": (call) =>
+        json(projection({ paused: true, checkpoint: String((call.body as { to: string }).to) })),
+    });
+    const user = userEvent.setup();
+    renderApp(<OperationsPage />);
+    expect(await screen.findByRole("button", { name: "Reset totals" })).toBeDisabled();
+    await user.click(screen.getByRole("button", { name: "Reset accounts" }));
+    const confirm = screen.getByRole("form", { name: "Confirm the reset of accounts" });
+    expect(confirm).toHaveTextContent("skipped");
+    // Nothing is sent before the confirmation; cancelling sends nothing either.
+    await user.click(within(confirm).getByRole("button", { name: "Cancel" }));
+    expect(screen.queryByRole("form", { name: "Confirm the reset of accounts" })).not.toBeInTheDocument();
+    expect(api.find("POST", /reset$/)).toHaveLength(0);
+    await user.click(screen.getByRole("button", { name: "Reset accounts" }));
+    const input = screen.getByLabelText("Move accounts forward to checkpoint");
+    expect(input).toHaveValue("0.21");
+    await user.clear(input);
+    await user.type(input, "0.23");
+    await user.click(screen.getByRole("button", { name: "Skip to this checkpoint" }));
+    await vi.waitFor(() =>
+      expect(screen.queryByRole("form", { name: "Confirm the reset of accounts" })).not.toBeInTheDocument(),
+    );
+    const sent = api.find("POST", "/api/projections/accounts/reset");
+    expect(sent).toHaveLength(1);
+    expect(sent[0]?.body).toEqual({ to: "0.23" });
+  });
+
+  it("shows the API's problem when a reset is refused, and keeps the form", async () => {
+    fakeApi({
+      "GET /api/projections": () => json({ items: [projection({ paused: true })] }),
+      "POST /api/projections/:name/reset": () =>
+        problem(422, "validation", "Invalid checkpoint", "0.1 is behind the projection's checkpoint 0.21", {
+          field: "to",
+        }),
+    });
+    const user = userEvent.setup();
+    renderApp(<OperationsPage />);
+    await user.click(await screen.findByRole("button", { name: "Reset accounts" }));
+    const input = screen.getByLabelText("Move accounts forward to checkpoint");
+    await user.clear(input);
+    await user.type(input, "0.1");
+    await user.click(screen.getByRole("button", { name: "Skip to this checkpoint" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent("behind the projection's checkpoint 0.21");
+    expect(screen.getByRole("form", { name: "Confirm the reset of accounts" })).toBeInTheDocument();
+  });
+
+  it("says what a missing admin token means when pausing", async () => {
+    fakeApi({
+      "GET /api/projections": () => json({ items: [projection()] }),
+      "POST /api/projections/:name/pause": () =>
+        problem(401, "unauthorized", "Not signed in", "this server needs a bearer token"),
+    });
+    const user = userEvent.setup();
+    renderApp(<OperationsPage />);
+    await user.click(await screen.findByRole("button", { name: "Pause accounts" }));
+    expect(await screen.findByRole("alert")).toHaveTextContent(
+      "Authentication required: paste a bearer token",
+    );
+    expect(screen.getByRole("button", { name: "Pause accounts" })).toBeEnabled();
   });
 });
