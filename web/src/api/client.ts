@@ -19,7 +19,9 @@ import type {
   Page,
   ProjectionStatus,
   RebuildProgress,
+  SnapshotList,
   StoredEvent,
+  StoreStatus,
   Transaction,
   TransferAccepted,
   TransferView,
@@ -310,6 +312,22 @@ export const api = {
   },
   resume(name: string): Promise<Answer<"/api/projections/{name}/resume", "post">> {
     return request("POST", `/api/projections/${encodeURIComponent(name)}/resume`);
+  },
+  store(signal?: AbortSignal): Promise<StoreStatus> {
+    return request<Answer<"/api/store", "get">>("GET", "/api/store", { signal });
+  },
+  snapshots(type: string | null, signal?: AbortSignal): Promise<SnapshotList> {
+    return request<Answer<"/api/store/snapshots", "get">>("GET", "/api/store/snapshots", {
+      query: { type },
+      signal,
+    });
+  },
+  /** Drop every snapshot, one aggregate type's or one stream's (not both). */
+  dropSnapshots(which: {
+    type?: string;
+    stream?: string;
+  }): Promise<Answer<"/api/store/snapshots", "delete">> {
+    return request("DELETE", "/api/store/snapshots", { query: which });
   },
   /** Move a paused projection forward to ``to`` (a checkpoint): the events before it are skipped. */
   reset(name: string, to: string): Promise<Answer<"/api/projections/{name}/reset", "post">> {

@@ -4,6 +4,7 @@ import { useState } from "react";
 import { useProjectionControl, useProjections, useRebuild } from "../api/queries";
 import type { ProjectionStatus } from "../api/types";
 import { ProjectionState } from "../components/Badge";
+import { SnapshotsPanel, StorePanel } from "../components/StorePanels";
 import { Empty, ErrorNotice, Loading } from "../components/Notice";
 import { formatDuration } from "../lib/time";
 
@@ -266,6 +267,10 @@ export function OperationsPage() {
           ))}
         </div>
       )}
+      <div className="projections">
+        <StorePanel />
+        <SnapshotsPanel />
+      </div>
     </div>
   );
 }
