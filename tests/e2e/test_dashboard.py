@@ -372,13 +372,17 @@ def test_keyboard_only_deposit(page: Page, server: Server) -> None:
 
 
 def test_narrow_screen_has_no_sideways_scroll(phone: Page, server: Server, screenshots: Path) -> None:
-    """At 360 CSS pixels the accounts list and an account page fit the width, forms included."""
+    """At 360 CSS pixels the accounts list, an account page and the operations page fit the width."""
     phone.goto(server.url)
     expect(phone.get_by_role("link", name="Grace Hopper")).to_be_visible()
     assert phone.evaluate("document.documentElement.scrollWidth") <= 360
     phone.screenshot(path=screenshots / "phone.png")
     phone.get_by_role("link", name="Grace Hopper").click()
     expect(phone.get_by_role("form", name="Deposit")).to_be_visible()
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 360
+    phone.goto(f"{server.url}/#/operations")
+    expect(phone.get_by_role("button", name="Pause accounts")).to_be_visible()
+    expect(phone.get_by_test_id("store-panel")).to_contain_text("Size on disk")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 360
 
 

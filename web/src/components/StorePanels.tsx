@@ -76,9 +76,11 @@ export function StorePanel() {
               {query.data.readModels.map((m) => (
                 <tr key={m.name}>
                   <th scope="row">{m.name}</th>
-                  <td>{m.state}</td>
-                  <td className="mono">{m.checkpoint}</td>
-                  <td>
+                  <td data-label="State">{m.state}</td>
+                  <td className="mono" data-label="Checkpoint">
+                    {m.checkpoint}
+                  </td>
+                  <td data-label="Lag">
                     {m.lagEvents.toLocaleString()} event{m.lagEvents === 1 ? "" : "s"} ·{" "}
                     {formatDuration(m.lagSeconds)}
                   </td>
@@ -206,11 +208,11 @@ export function SnapshotsPanel() {
                 <th scope="row" className="mono">
                   {s.streamId}
                 </th>
-                <td>v{s.schemaVersion}</td>
-                <td>{s.streamVersion}</td>
-                <td>{formatBytes(s.size)}</td>
-                <td>{formatDateTime(s.createdAt, true)}</td>
-                <td>
+                <td data-label="Schema">v{s.schemaVersion}</td>
+                <td data-label="Version">{s.streamVersion}</td>
+                <td data-label="Size">{formatBytes(s.size)}</td>
+                <td data-label="Taken">{formatDateTime(s.createdAt, true)}</td>
+                <td data-label="Drop">
                   <button
                     type="button"
                     className="button button-small"
