@@ -29,7 +29,9 @@ export function StorePanel() {
         <h2 id="store-title" className="card-title">
           Store
         </h2>
-        <span className="hint">What `eventvault db status` shows; needs an admin token.</span>
+        <span className="hint">
+          What <code>eventvault db status</code> shows; needs an admin token.
+        </span>
       </div>
       {query.isPending ? (
         <Loading>Loading the store's status…</Loading>
