@@ -93,3 +93,15 @@ async def test_store_routes_need_an_admin_token(make_api, tokens, method, path):
     api.problem(r, 403, "forbidden")
     r = await api.client.request(method, path, headers={"Authorization": tokens["admin"]})
     assert r.status_code == 200, r.text
+
+
+async def test_store_status_answers_on_a_server_that_runs_no_projections(make_api):
+    """Read models kept by workers elsewhere still show their lag here (read from the database)."""
+    writer = await make_api()
+    last = await writer.deposit(await writer.open(), "1.00")
+    await writer.settled(last.json()["position"])
+    api = await make_api(run_projections=False)
+    r = await api.get("/api/store")
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == 2
+    assert "accounts" in [m["name"] for m in r.json()["readModels"]]
