@@ -121,7 +121,9 @@ describe("OperationsPage", () => {
     const progress = await screen.findByRole("progressbar");
     expect(progress).toHaveAttribute("value", "120");
     expect(progress).toHaveAttribute("max", "300");
-    expect(screen.getByTestId("rebuild-accounts")).toHaveTextContent("120 of 300 events");
+    expect(screen.getByTestId("rebuild-accounts")).toHaveTextContent(
+      "120 of 300 events · 600 events/s · 300 ms left",
+    );
     expect(screen.getByRole("button", { name: "Rebuild accounts" })).toBeDisabled();
     expect(api.find("POST", "/api/projections/accounts/rebuild")).toHaveLength(1);
   });
