@@ -79,6 +79,9 @@ OPERATIONS = [
     ("POST", "/api/projections/{name}/pause"),
     ("POST", "/api/projections/{name}/resume"),
     ("POST", "/api/projections/{name}/reset"),
+    ("GET", "/api/store"),
+    ("GET", "/api/store/snapshots"),
+    ("DELETE", "/api/store/snapshots"),
 ]
 STREAMS = {
     ("GET", "/api/query/accounts/changes"),

@@ -326,6 +326,31 @@ def test_projection_panel_shows_lag_and_rebuilds(page: Page, server: Server, scr
     expect(progress).to_have_count(0)
 
 
+def test_pause_then_resume_a_projection_from_the_operations_page(page: Page, server: Server) -> None:
+    """Paused from the page, a projection stops applying events; resumed, it catches up to the head."""
+    page.goto(f"{server.url}/#/operations")
+    card = page.get_by_role("article", name="accounts")
+    card.get_by_role("button", name="Pause accounts").click()
+    expect(card.locator(".badge")).to_have_text("paused")
+    expect(card.get_by_test_id("paused-accounts")).to_contain_text("Paused")
+    expect(card.get_by_role("button", name="Reset accounts")).to_be_enabled()
+
+    # Written while paused: the read model does not apply it, so the lag shows it.
+    with server.client() as http:  # not open_account: it waits for the read model, which is paused
+        http.post(
+            "/api/command/accounts", json={"ownerName": "Paused Observer", "currency": "EUR"}
+        ).raise_for_status()
+    expect(card.get_by_test_id("lag-events")).not_to_have_text("0 events", timeout=20_000)
+
+    card.get_by_role("button", name="Resume accounts").click()
+    expect(card.get_by_role("button", name="Pause accounts")).to_be_visible()
+    expect(card.get_by_role("button", name="Reset accounts")).to_be_disabled()
+    expect(card.get_by_test_id("lag-events")).to_have_text("0 events", timeout=20_000)
+    expect(card.locator(".badge")).not_to_have_text("paused")
+    store = page.get_by_test_id("store-panel")
+    expect(store.get_by_role("row", name=re.compile("accounts"))).to_contain_text("0 events", timeout=20_000)
+
+
 def test_keyboard_only_deposit(page: Page, server: Server) -> None:
     """The skip link leads to the content, and a deposit can be made with the keyboard alone."""
     account_id, _ = server.open_account("Dorothy Vaughan", "USD", ("deposit", "5.00", "seed"))
@@ -347,7 +372,7 @@ def test_keyboard_only_deposit(page: Page, server: Server) -> None:
 
 
 def test_narrow_screen_has_no_sideways_scroll(phone: Page, server: Server, screenshots: Path) -> None:
-    """At 360 CSS pixels the accounts list and an account page fit the width, forms included."""
+    """At 360 CSS pixels the accounts list, an account page and the operations page fit the width."""
     phone.goto(server.url)
     expect(phone.get_by_role("link", name="Grace Hopper")).to_be_visible()
     assert phone.evaluate("document.documentElement.scrollWidth") <= 360
@@ -355,12 +380,17 @@ def test_narrow_screen_has_no_sideways_scroll(phone: Page, server: Server, scree
     phone.get_by_role("link", name="Grace Hopper").click()
     expect(phone.get_by_role("form", name="Deposit")).to_be_visible()
     assert phone.evaluate("document.documentElement.scrollWidth") <= 360
+    phone.goto(f"{server.url}/#/operations")
+    expect(phone.get_by_role("button", name="Pause accounts")).to_be_visible()
+    expect(phone.get_by_test_id("store-panel")).to_contain_text("Size on disk")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 360
 
 
 def test_token_flow_on_a_secured_server(page: Page, secured_server: Server, console: ConsoleWatch) -> None:
     """Without a token the page asks for one; a read token shows data live; rebuild names the scope."""
     console.allow(401, "/api/")  # the requests made before the token is entered
     console.allow(403, "/rebuild")  # the read token may not rebuild
+    console.allow(403, "/api/store")  # nor read the store's status and snapshots
     page.goto(secured_server.url)
     expect(page.get_by_role("alert").filter(has_text="was started with --tokens")).to_be_visible()
     expect(page.get_by_test_id("live-state")).to_have_text("Token needed")
@@ -377,10 +407,11 @@ def test_token_flow_on_a_secured_server(page: Page, secured_server: Server, cons
     expect(page.get_by_role("link", name="Hedy Streamer")).to_be_visible()
 
     page.get_by_role("link", name="Operations").click()
-    page.get_by_role("button", name="Rebuild accounts").click()
-    expect(page.get_by_role("alert")).to_have_text(
-        "Not allowed: this token lacks the 'admin' scope. Use a token with that scope."
-    )
+    refused = "Not allowed: this token lacks the 'admin' scope. Use a token with that scope."
+    expect(page.get_by_test_id("store-panel").get_by_role("alert")).to_have_text(refused)
+    card = page.get_by_role("article", name="accounts")
+    card.get_by_role("button", name="Rebuild accounts").click()
+    expect(card.get_by_role("alert")).to_have_text(refused)
 
 
 def test_the_dashboard_runs_under_its_content_security_policy(page: Page, server: Server) -> None:

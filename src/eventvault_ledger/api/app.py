@@ -23,6 +23,7 @@ from eventvault_ledger.api import (
     ops,
     projection_controls,
     query_routes,
+    store_admin,
     transfer_routes,
 )
 from eventvault_ledger.api.metrics import Metrics
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(dcb_routes.router)
     app.include_router(projection_controls.router)
+    app.include_router(store_admin.router)
 
     static = settings.static_dir or DASHBOARD
     if (static / "index.html").is_file():

@@ -19,7 +19,9 @@ import type {
   Page,
   ProjectionStatus,
   RebuildProgress,
+  SnapshotList,
   StoredEvent,
+  StoreStatus,
   Transaction,
   TransferAccepted,
   TransferView,
@@ -304,5 +306,32 @@ export const api = {
       "POST",
       `/api/projections/${encodeURIComponent(name)}/rebuild`,
     );
+  },
+  pause(name: string): Promise<Answer<"/api/projections/{name}/pause", "post">> {
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/pause`);
+  },
+  resume(name: string): Promise<Answer<"/api/projections/{name}/resume", "post">> {
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/resume`);
+  },
+  store(signal?: AbortSignal): Promise<StoreStatus> {
+    return request<Answer<"/api/store", "get">>("GET", "/api/store", { signal });
+  },
+  snapshots(type: string | null, signal?: AbortSignal): Promise<SnapshotList> {
+    return request<Answer<"/api/store/snapshots", "get">>("GET", "/api/store/snapshots", {
+      query: { type },
+      signal,
+    });
+  },
+  /** Drop every snapshot, one aggregate type's or one stream's (not both). */
+  dropSnapshots(which: {
+    type?: string;
+    stream?: string;
+  }): Promise<Answer<"/api/store/snapshots", "delete">> {
+    return request("DELETE", "/api/store/snapshots", { query: which });
+  },
+  /** Move a paused projection forward to ``to`` (a checkpoint): the events before it are skipped. */
+  reset(name: string, to: string): Promise<Answer<"/api/projections/{name}/reset", "post">> {
+    const body: Body<"/api/projections/{name}/reset", "post"> = { to };
+    return request("POST", `/api/projections/${encodeURIComponent(name)}/reset`, { body });
   },
 };

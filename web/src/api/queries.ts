@@ -38,6 +38,8 @@ export const keys = {
   stateAsOf: (id: string, asOf: string) => ["state-as-of", id, asOf] as const,
   totals: ["totals"] as const,
   projections: ["projections"] as const,
+  store: ["store"] as const,
+  snapshots: (type: string | null) => ["snapshots", type] as const,
 };
 
 /** The chart's points: the oldest transactions first, at most ``SERIES_LIMIT`` of them. */
@@ -351,5 +353,42 @@ export function useRebuild() {
   return useMutation({
     mutationFn: (name: string) => api.rebuild(name),
     onSuccess: () => client.invalidateQueries({ queryKey: keys.projections }),
+  });
+}
+
+/** Pause, resume or reset a projection (admin scope); the status is read again after. */
+export function useProjectionControl() {
+  const client = useQueryClient();
+  return useMutation({
+    mutationFn: (
+      v: { name: string; action: "pause" | "resume" } | { name: string; action: "reset"; to: string },
+    ) => (v.action === "reset" ? api.reset(v.name, v.to) : api[v.action](v.name)),
+    onSuccess: () => client.invalidateQueries({ queryKey: keys.projections }),
+  });
+}
+
+/** What `eventvault db status` shows (admin scope): sampled, as the projections are. */
+export function useStoreStatus() {
+  return useQuery({
+    queryKey: keys.store,
+    queryFn: ({ signal }) => api.store(signal),
+    refetchInterval: (query) => (query.state.error ? false : 5000),
+  });
+}
+
+/** The stored snapshots, all or one aggregate type's (admin scope). */
+export function useSnapshots(type: string | null) {
+  return useQuery({
+    queryKey: keys.snapshots(type),
+    queryFn: ({ signal }) => api.snapshots(type, signal),
+    placeholderData: keepPreviousData,
+  });
+}
+
+export function useDropSnapshots() {
+  const client = useQueryClient();
+  return useMutation({
+    mutationFn: (which: { type?: string; stream?: string }) => api.dropSnapshots(which),
+    onSuccess: () => client.invalidateQueries({ queryKey: ["snapshots"] }),
   });
 }

@@ -492,6 +492,52 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/store": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The store's status
+         * @description Schema version, events, streams, head, size on disk, and each read model's lag.
+         */
+        get: operations["store_status_api_store_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/store/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the stored snapshots
+         * @description Stream, type, schema version, stream version, size and when taken, by stream id.
+         */
+        get: operations["list_snapshots_api_store_snapshots_get"];
+        put?: never;
+        post?: never;
+        /**
+         * Drop stored snapshots
+         * @description Delete every snapshot, one type's (`type`) or one stream's (`stream`); aggregates then replay events.
+         *
+         *     Only a cache goes: the repository saves new snapshots as it did before.
+         */
+        delete: operations["drop_snapshots_api_store_snapshots_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -956,6 +1002,24 @@ export interface components {
             head: number;
         };
         /**
+         * ReadModelLag
+         * @description How far one read model is behind the head of the log.
+         */
+        ReadModelLag: {
+            /** Checkpoint */
+            checkpoint: string;
+            /** Lagevents */
+            lagEvents: number;
+            /** Lagseconds */
+            lagSeconds: number;
+            /** Name */
+            name: string;
+            /** State */
+            state: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * Ready
          * @description The store answers and the projections run.
          */
@@ -1022,6 +1086,104 @@ export interface components {
             state: string;
             /** Total */
             total: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SnapshotDoc
+         * @description A stored snapshot, without its state.
+         */
+        SnapshotDoc: {
+            /**
+             * Createdat
+             * Format: date-time
+             */
+            createdAt: string;
+            /** Schemaversion */
+            schemaVersion: number;
+            /**
+             * Size
+             * @description The length of its state, in bytes.
+             */
+            size: number;
+            /** Streamid */
+            streamId: string;
+            /**
+             * Streamversion
+             * @description The stream version the snapshot was taken at.
+             */
+            streamVersion: number;
+            /**
+             * Type
+             * @description The aggregate type: the stream id up to its first '-'.
+             */
+            type: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SnapshotList
+         * @description Stored snapshots by stream id, and how many each aggregate type has among them.
+         */
+        SnapshotList: {
+            /** Items */
+            items: components["schemas"]["SnapshotDoc"][];
+            /**
+             * Truncated
+             * @description More snapshots match than `limit` listed.
+             */
+            truncated: boolean;
+            /**
+             * Types
+             * @description Aggregate type → how many of the listed snapshots are its.
+             */
+            types: {
+                [key: string]: number;
+            };
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SnapshotsDropped
+         * @description How many snapshots a drop deleted.
+         */
+        SnapshotsDropped: {
+            /** Dropped */
+            dropped: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * StoreStatus
+         * @description What ``eventvault db status`` shows, without where the store lives.
+         */
+        StoreStatus: {
+            /**
+             * Backend
+             * @description The store's backend: sqlite, postgresql or memory.
+             */
+            backend: string;
+            /** Events */
+            events: number;
+            /**
+             * Head
+             * @description The checkpoint of the last event readers can see.
+             */
+            head: string;
+            /** Readmodels */
+            readModels: components["schemas"]["ReadModelLag"][];
+            /**
+             * Schemaversion
+             * @description The event store's schema version; null for memory.
+             */
+            schemaVersion: number | null;
+            /**
+             * Sizebytes
+             * @description Bytes the store takes on disk; null when unknown (memory).
+             */
+            sizeBytes: number | null;
+            /** Streams */
+            streams: number;
         } & {
             [key: string]: unknown;
         };
@@ -3087,6 +3249,148 @@ export interface operations {
             };
             /** @description Unknown account or resource */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    store_status_api_store_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The store's status */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoreStatus"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    list_snapshots_api_store_snapshots_get: {
+        parameters: {
+            query?: {
+                /** @description Only the snapshots of this aggregate type (its streams are `<type>-...`). */
+                type?: string | null;
+                /** @description At most this many. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The snapshots */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SnapshotList"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    drop_snapshots_api_store_snapshots_delete: {
+        parameters: {
+            query?: {
+                /** @description Only the snapshots of this aggregate type (its streams are `<type>-...`). */
+                type?: string | null;
+                /** @description Only this stream's snapshots. */
+                stream?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description How many went */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SnapshotsDropped"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

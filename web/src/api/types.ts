@@ -85,6 +85,14 @@ export type ProjectionStatus = Omit<Fields<Schemas["ProjectionStatusDoc"]>, "las
   rebuild: RebuildProgress | null;
 };
 
+export type ReadModelLag = Fields<Schemas["ReadModelLag"]>;
+
+export type StoreStatus = Omit<Fields<Schemas["StoreStatus"]>, "readModels"> & { readModels: ReadModelLag[] };
+
+export type SnapshotInfo = Fields<Schemas["SnapshotDoc"]>;
+
+export type SnapshotList = Omit<Fields<Schemas["SnapshotList"]>, "items"> & { items: SnapshotInfo[] };
+
 export interface AccountFilters {
   minBalance: string;
   maxBalance: string;

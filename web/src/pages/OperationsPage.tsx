@@ -1,7 +1,10 @@
 import { describeError } from "../api/problems";
-import { useProjections, useRebuild } from "../api/queries";
+import { useState } from "react";
+
+import { useProjectionControl, useProjections, useRebuild } from "../api/queries";
 import type { ProjectionStatus } from "../api/types";
 import { ProjectionState } from "../components/Badge";
+import { SnapshotsPanel, StorePanel } from "../components/StorePanels";
 import { Empty, ErrorNotice, Loading } from "../components/Notice";
 import { formatDuration } from "../lib/time";
 
@@ -60,6 +63,101 @@ function Rebuild({ projection }: { projection: ProjectionStatus }) {
       {rebuild.isError ? (
         <p className="form-error" role="alert">
           {describeError(rebuild.error)}
+        </p>
+      ) : null}
+    </div>
+  );
+}
+
+/**
+ * Pause, resume and reset: the same controls as the admin API's (and
+ * `eventvault projections pause|resume|reset`). A reset skips events, so it asks
+ * for the checkpoint and a confirmation first; it takes only a paused projection.
+ */
+function Controls({ projection: p }: { projection: ProjectionStatus }) {
+  const control = useProjectionControl();
+  const [resetting, setResetting] = useState(false);
+  const [to, setTo] = useState("");
+  const busy = control.isPending;
+  const run = (v: Parameters<typeof control.mutate>[0]) => {
+    control.reset();
+    control.mutate(v, { onSuccess: () => setResetting(false) });
+  };
+  return (
+    <div className="controls" role="group" aria-label={`Controls of ${p.name}`}>
+      <div className="controls-row">
+        {p.paused ? (
+          <button
+            type="button"
+            className="button"
+            aria-label={`Resume ${p.name}`}
+            disabled={busy}
+            onClick={() => run({ name: p.name, action: "resume" })}
+          >
+            Resume
+          </button>
+        ) : (
+          <button
+            type="button"
+            className="button"
+            aria-label={`Pause ${p.name}`}
+            disabled={busy}
+            onClick={() => run({ name: p.name, action: "pause" })}
+          >
+            Pause
+          </button>
+        )}
+        <button
+          type="button"
+          className="button button-danger"
+          aria-label={`Reset ${p.name}`}
+          aria-expanded={resetting}
+          disabled={busy || !p.paused || resetting}
+          title={p.paused ? undefined : "Pause the projection first"}
+          onClick={() => {
+            control.reset();
+            setTo(p.checkpoint);
+            setResetting(true);
+          }}
+        >
+          Reset to…
+        </button>
+        <span className="hint" data-testid={`paused-${p.name}`}>
+          {p.paused ? "Paused: no worker applies events; the read model serves as it stands." : "Running."}
+        </span>
+      </div>
+      {resetting ? (
+        <form
+          className="confirm"
+          aria-label={`Confirm the reset of ${p.name}`}
+          onSubmit={(event) => {
+            event.preventDefault();
+            run({ name: p.name, action: "reset", to: to.trim() });
+          }}
+        >
+          <label htmlFor={`reset-${p.name}-to`}>Move {p.name} forward to checkpoint</label>
+          <input
+            id={`reset-${p.name}-to`}
+            className="mono"
+            value={to}
+            onChange={(event) => setTo(event.target.value)}
+            required
+          />
+          <p className="hint">
+            The events between checkpoint {p.checkpoint} and this one are skipped: the read model never
+            applies them. This cannot be undone, except by a rebuild.
+          </p>
+          <button type="submit" className="button button-danger" disabled={busy || to.trim() === ""}>
+            Skip to this checkpoint
+          </button>
+          <button type="button" className="button" onClick={() => setResetting(false)}>
+            Cancel
+          </button>
+        </form>
+      ) : null}
+      {control.isError ? (
+        <p className="form-error" role="alert">
+          {describeError(control.error)}
         </p>
       ) : null}
     </div>
@@ -137,6 +235,7 @@ function ProjectionCard({ projection: p }: { projection: ProjectionStatus }) {
           </dd>
         </div>
       </dl>
+      <Controls projection={p} />
       <Rebuild projection={p} />
     </article>
   );
@@ -168,6 +267,10 @@ export function OperationsPage() {
           ))}
         </div>
       )}
+      <div className="projections">
+        <StorePanel />
+        <SnapshotsPanel />
+      </div>
     </div>
   );
 }

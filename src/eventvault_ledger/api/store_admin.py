@@ -1,0 +1,204 @@
+"""The store seen by an operator: its status, and its snapshots (admin scope).
+
+The same figures as ``eventvault db status`` and the same snapshot listing and
+drop as ``eventvault snapshots ls|drop``, for the dashboard's operations page.
+Where the store lives (its URL) stays out of the answers: it may carry a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from eventvault import InvalidInput
+from eventvault.store import schema_version, size_on_disk
+from eventvault_ledger.api.problems import Problem, known_query_only
+from eventvault_ledger.api.schemas import problems
+from eventvault_ledger.api.security import Admin
+from eventvault_ledger.api.services import Services, ServicesDep
+
+__all__ = ["ReadModelLag", "SnapshotDoc", "SnapshotList", "SnapshotsDropped", "StoreStatus", "router"]
+
+router = APIRouter(tags=["operations"])
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class ReadModelLag(_Doc):
+    """How far one read model is behind the head of the log."""
+
+    name: str
+    state: str
+    checkpoint: str
+    lag_events: int
+    lag_seconds: float
+
+
+class StoreStatus(_Doc):
+    """What ``eventvault db status`` shows, without where the store lives."""
+
+    backend: str = Field(description="The store's backend: sqlite, postgresql or memory.")
+    schema_version: int | None = Field(description="The event store's schema version; null for memory.")
+    events: int
+    streams: int
+    head: str = Field(description="The checkpoint of the last event readers can see.")
+    size_bytes: int | None = Field(description="Bytes the store takes on disk; null when unknown (memory).")
+    read_models: list[ReadModelLag]
+
+
+class SnapshotDoc(_Doc):
+    """A stored snapshot, without its state."""
+
+    stream_id: str
+    type: str = Field(description="The aggregate type: the stream id up to its first '-'.")
+    schema_version: int
+    stream_version: int = Field(description="The stream version the snapshot was taken at.")
+    size: int = Field(description="The length of its state, in bytes.")
+    created_at: datetime
+
+
+class SnapshotList(_Doc):
+    """Stored snapshots by stream id, and how many each aggregate type has among them."""
+
+    items: list[SnapshotDoc]
+    types: dict[str, int] = Field(description="Aggregate type → how many of the listed snapshots are its.")
+    truncated: bool = Field(description="More snapshots match than `limit` listed.")
+
+
+class SnapshotsDropped(_Doc):
+    """How many snapshots a drop deleted."""
+
+    dropped: int
+
+
+def _postgres_size(services: Services) -> int | None:
+    rows = services.runner.query(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
+    )
+    return int(rows[0][0]) if rows else None
+
+
+@router.get(
+    "/api/store",
+    dependencies=[Depends(known_query_only)],
+    summary="The store's status",
+    response_model=None,
+    responses={200: {"model": StoreStatus, "description": "The store's status"}, **problems(401, 403)},
+)
+async def store_status(services: ServicesDep, _: Admin) -> dict[str, Any]:
+    """Schema version, events, streams, head, size on disk, and each read model's lag."""
+    store = services.store
+    counts = await store.counts()
+    statuses = await services.runner.status()
+    size = size_on_disk(store)
+    if size is None and store.scheme == "postgresql":
+        size = await asyncio.to_thread(_postgres_size, services)
+    doc = StoreStatus(
+        backend=store.scheme,
+        schema_version=schema_version(store),
+        events=counts.events,
+        streams=counts.streams,
+        head=str(counts.head),
+        size_bytes=size,
+        read_models=[
+            ReadModelLag(
+                name=s.name,
+                state=s.state,
+                checkpoint=s.checkpoint,
+                lag_events=s.lag_events,
+                lag_seconds=s.lag_seconds,
+            )
+            for s in statuses
+        ],
+    )
+    return doc.model_dump(mode="json", by_alias=True)
+
+
+TypeQuery = Annotated[
+    str | None,
+    Query(
+        alias="type",
+        min_length=1,
+        max_length=200,
+        description="Only the snapshots of this aggregate type (its streams are `<type>-...`).",
+    ),
+]
+StreamQuery = Annotated[
+    str | None,
+    Query(alias="stream", min_length=1, max_length=1000, description="Only this stream's snapshots."),
+]
+
+_MAX_LIST = 1000
+
+
+def _invalid(exc: InvalidInput) -> Problem:
+    return Problem(422, "validation", "Invalid request", str(exc))
+
+
+@router.get(
+    "/api/store/snapshots",
+    dependencies=[Depends(known_query_only)],
+    summary="List the stored snapshots",
+    response_model=None,
+    responses={200: {"model": SnapshotList, "description": "The snapshots"}, **problems(401, 403, 422)},
+)
+async def list_snapshots(
+    services: ServicesDep,
+    _: Admin,
+    category: TypeQuery = None,
+    limit: Annotated[int, Query(ge=1, le=_MAX_LIST, description="At most this many.")] = _MAX_LIST,
+) -> dict[str, Any]:
+    """Stream, type, schema version, stream version, size and when taken, by stream id."""
+    try:
+        found = await services.store.list_snapshots(category=category, limit=limit + 1)
+    except InvalidInput as exc:
+        raise _invalid(exc) from exc
+    items = [
+        SnapshotDoc(
+            stream_id=i.stream_id,
+            type=i.stream_id.split("-", 1)[0],
+            schema_version=i.schema_version,
+            stream_version=i.stream_version,
+            size=i.size,
+            created_at=i.created_at,
+        )
+        for i in found[:limit]
+    ]
+    types: dict[str, int] = {}
+    for item in items:
+        types[item.type] = types.get(item.type, 0) + 1
+    doc = SnapshotList(items=items, types=types, truncated=len(found) > limit)
+    return doc.model_dump(mode="json", by_alias=True)
+
+
+@router.delete(
+    "/api/store/snapshots",
+    dependencies=[Depends(known_query_only)],
+    summary="Drop stored snapshots",
+    response_model=None,
+    responses={200: {"model": SnapshotsDropped, "description": "How many went"}, **problems(401, 403, 422)},
+)
+async def drop_snapshots(
+    services: ServicesDep, _: Admin, category: TypeQuery = None, stream: StreamQuery = None
+) -> dict[str, Any]:
+    """Delete every snapshot, one type's (`type`) or one stream's (`stream`); aggregates then replay events.
+
+    Only a cache goes: the repository saves new snapshots as it did before.
+    """
+    if category is not None and stream is not None:
+        detail = "pass type or stream, not both"
+        raise Problem(422, "validation", "Invalid request", detail, parameter="stream")
+    try:
+        dropped = await services.store.drop_snapshots(category=category, stream_id=stream)
+    except InvalidInput as exc:
+        raise _invalid(exc) from exc
+    return SnapshotsDropped(dropped=dropped).model_dump(by_alias=True)

@@ -1,0 +1,107 @@
+"""The store's status and its snapshots through the admin API (GET /api/store, /api/store/snapshots)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from eventvault import Snapshot
+
+
+async def _save_snapshots(api, *stream_ids: str) -> None:
+    for n, stream_id in enumerate(stream_ids, start=1):
+        await api.services.store.save_snapshot(Snapshot(stream_id, n, 1, b"{}" * n, datetime.now(UTC)))
+
+
+async def test_store_status_shows_counts_head_size_and_each_read_models_lag(api):
+    """The figures of `eventvault db status`, without the store's URL."""
+    account = await api.open()
+    last = await api.deposit(account, "5.00")
+    await api.settled(last.json()["position"])
+
+    r = await api.get("/api/store")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["backend"] in ("sqlite", "postgresql")
+    assert doc["schemaVersion"] >= 1
+    assert doc["events"] == 2
+    assert doc["streams"] == 1
+    assert doc["head"] == str(await api.head())
+    assert doc["sizeBytes"] > 0
+    assert "store" not in doc  # where the store lives may carry a password
+    names = [m["name"] for m in doc["readModels"]]
+    assert "accounts" in names
+    accounts = next(m for m in doc["readModels"] if m["name"] == "accounts")
+    assert accounts["lagEvents"] == 0
+    assert set(accounts) == {"name", "state", "checkpoint", "lagEvents", "lagSeconds"}
+
+
+async def test_snapshots_are_listed_with_their_type_and_by_type(api):
+    await _save_snapshots(api, "account-2", "account-1", "transfer-1")
+
+    r = await api.get("/api/store/snapshots")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert [i["streamId"] for i in doc["items"]] == ["account-1", "account-2", "transfer-1"]
+    assert doc["types"] == {"account": 2, "transfer": 1}
+    assert doc["truncated"] is False
+    first = doc["items"][0]
+    shown = (first["type"], first["schemaVersion"], first["streamVersion"], first["size"])
+    assert shown == ("account", 1, 2, 4)
+    assert datetime.fromisoformat(first["createdAt"]).tzinfo is not None
+
+    only = await api.get("/api/store/snapshots", params={"type": "transfer"})
+    assert [i["streamId"] for i in only.json()["items"]] == ["transfer-1"]
+    few = await api.get("/api/store/snapshots", params={"limit": 2})
+    assert (len(few.json()["items"]), few.json()["truncated"]) == (2, True)
+
+
+async def test_snapshots_drop_by_stream_by_type_or_all(api):
+    await _save_snapshots(api, "account-1", "account-2", "transfer-1", "transfer-2")
+
+    r = await api.client.delete("/api/store/snapshots", params={"stream": "account-1"})
+    assert (r.status_code, r.json()) == (200, {"dropped": 1})
+    r = await api.client.delete("/api/store/snapshots", params={"type": "transfer"})
+    assert r.json() == {"dropped": 2}
+    left = await api.get("/api/store/snapshots")
+    assert [i["streamId"] for i in left.json()["items"]] == ["account-2"]
+    r = await api.client.delete("/api/store/snapshots")
+    assert r.json() == {"dropped": 1}
+    assert (await api.get("/api/store/snapshots")).json()["items"] == []
+
+
+async def test_snapshot_routes_refuse_bad_selections_with_problems(api):
+    both = await api.client.delete("/api/store/snapshots", params={"type": "account", "stream": "account-1"})
+    api.problem(both, 422, "validation")
+    api.problem(await api.get("/api/store/snapshots", params={"type": ""}), 422, "validation")
+    api.problem(await api.get("/api/store/snapshots", params={"limit": 0}), 422, "validation")
+    api.problem(await api.get("/api/store/snapshots", params={"stream": "x"}), 422, "validation")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/store"), ("GET", "/api/store/snapshots"), ("DELETE", "/api/store/snapshots")],
+)
+async def test_store_routes_need_an_admin_token(make_api, tokens, method, path):
+    """No token is 401 (with a challenge), a writer's is 403, an admin's is served."""
+    api = await make_api(tokens=("admin", "writer"))
+    r = await api.client.request(method, path)
+    api.problem(r, 401, "unauthorized")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    r = await api.client.request(method, path, headers={"Authorization": tokens["writer"]})
+    api.problem(r, 403, "forbidden")
+    r = await api.client.request(method, path, headers={"Authorization": tokens["admin"]})
+    assert r.status_code == 200, r.text
+
+
+async def test_store_status_answers_on_a_server_that_runs_no_projections(make_api):
+    """Read models kept by workers elsewhere still show their lag here (read from the database)."""
+    writer = await make_api()
+    last = await writer.deposit(await writer.open(), "1.00")
+    await writer.settled(last.json()["position"])
+    api = await make_api(run_projections=False)
+    r = await api.get("/api/store")
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == 2
+    assert "accounts" in [m["name"] for m in r.json()["readModels"]]
