@@ -429,15 +429,6 @@ def snapshots_drop(
 # -- db ------------------------------------------------------------------------------------------
 
 
-def _postgres_size(runner: ProjectionRunner) -> int | None:
-    rows = runner.query(
-        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
-    )
-    return int(rows[0][0]) if rows else None
-
-
 def _ledger_runner(store: EventStore) -> ProjectionRunner:
     """The runner of everything the ledger's workers run: its projections and the transfer process."""
     from eventvault.processes import ProcessRunner  # noqa: PLC0415
@@ -460,7 +451,9 @@ def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
             statuses = await runner.status()
             size = size_on_disk(store)
             if size is None and store.scheme == "postgresql":
-                size = await asyncio.to_thread(_postgres_size, runner)
+                from eventvault_ledger.read_models import postgres_schema_size  # noqa: PLC0415
+
+                size = await asyncio.to_thread(postgres_schema_size, runner)
         finally:
             await runner.stop()
         return {

@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from eventvault import EventVaultError, RecordedEvent
 from eventvault.processes import ProcessManager
-from eventvault.projections import Projection, Session, handles
+from eventvault.projections import Projection, ProjectionRunner, Session, handles
 from eventvault_ledger.domain import (
     Account,
     AccountClosed,
@@ -77,6 +77,7 @@ __all__ = [
     "account_id_of",
     "balance_key",
     "format_timestamp",
+    "postgres_schema_size",
     "process_managers",
     "projections",
 ]
@@ -573,3 +574,16 @@ def projections() -> list[Projection]:
 def process_managers() -> list[ProcessManager[Any]]:
     """The ledger's process managers (transfers), as a ProcessRunner takes them."""
     return [Transfers()]
+
+
+def postgres_schema_size(runner: ProjectionRunner) -> int | None:
+    """Bytes the tables of the read models' PostgreSQL schema take (the store's schema, too, when shared).
+
+    Blocking: call it off the event loop.
+    """
+    rows = runner.query(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
+    )
+    return int(rows[0][0]) if rows else None

@@ -20,7 +20,8 @@ from eventvault.store import schema_version, size_on_disk
 from eventvault_ledger.api.problems import Problem, known_query_only
 from eventvault_ledger.api.schemas import problems
 from eventvault_ledger.api.security import Admin
-from eventvault_ledger.api.services import Services, ServicesDep
+from eventvault_ledger.api.services import ServicesDep
+from eventvault_ledger.read_models import postgres_schema_size
 
 __all__ = ["ReadModelLag", "SnapshotDoc", "SnapshotList", "SnapshotsDropped", "StoreStatus", "router"]
 
@@ -78,15 +79,6 @@ class SnapshotsDropped(_Doc):
     dropped: int
 
 
-def _postgres_size(services: Services) -> int | None:
-    rows = services.runner.query(
-        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
-    )
-    return int(rows[0][0]) if rows else None
-
-
 @router.get(
     "/api/store",
     dependencies=[Depends(known_query_only)],
@@ -101,7 +93,7 @@ async def store_status(services: ServicesDep, _: Admin) -> dict[str, Any]:
     statuses = await services.runner.status()
     size = size_on_disk(store)
     if size is None and store.scheme == "postgresql":
-        size = await asyncio.to_thread(_postgres_size, services)
+        size = await asyncio.to_thread(postgres_schema_size, services.runner)
     doc = StoreStatus(
         backend=store.scheme,
         schema_version=schema_version(store),
