@@ -248,3 +248,16 @@ def find(cur: sqlite3.Cursor, events: Sequence[PreparedEvent]) -> dict[uuid.UUID
 def write_snapshot(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> None:
     """Store a snapshot row unless a newer one of its stream and schema version is stored."""
     cur.execute(SQL_SAVE_SNAPSHOT, row)
+
+
+_SQL_INSERT_RECORDED: Final = (
+    "INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version, "
+    "occurred_at, recorded_at, data, metadata, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def write_recorded(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[tuple[str, int]]) -> None:
+    """Insert recorded events as given (rows for ``_SQL_INSERT_RECORDED``) and their tag rows."""
+    cur.executemany(_SQL_INSERT_RECORDED, rows)
+    if tags:
+        cur.executemany(_SQL_INSERT_TAG, tags)
