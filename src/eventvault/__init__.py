@@ -5,6 +5,7 @@ their stream; projections turn the log into read models.
 """
 
 from eventvault._ids import uuid7
+from eventvault.archive import ArchiveError, ImportRefused, export_events, import_events
 from eventvault.domain import (
     Aggregate,
     EventRegistry,
@@ -75,6 +76,7 @@ __all__ = [
     "AppendCondition",
     "AppendConditionFailed",
     "AppendResult",
+    "ArchiveError",
     "Checkpoint",
     "ConcurrencyError",
     "DCBNotSupported",
@@ -86,6 +88,7 @@ __all__ = [
     "EventTypeError",
     "EventVaultError",
     "HorizonLag",
+    "ImportRefused",
     "InvalidCheckpoint",
     "InvalidEvent",
     "InvalidExpectedVersion",
@@ -118,6 +121,8 @@ __all__ = [
     "create_store",
     "default_registry",
     "event",
+    "export_events",
+    "import_events",
     "open_store",
     "upcaster",
     "uuid7",

@@ -26,8 +26,8 @@ from eventvault.store.sqlite import reads
 from eventvault.store.sqlite.core import NOT_INLINE
 from eventvault.store.sqlite.options import check_query_text, check_text
 from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
-from eventvault.store.sqlite.writer import _SQLiteWriter
 from eventvault.store.sqlite.schema import TAG_SEPARATOR
+from eventvault.store.sqlite.writer import _SQLiteWriter
 from eventvault.store.sqlite.writes import write_recorded, write_snapshot
 
 _INLINE_ROWS = 64  # a read on the caller's thread returns at most this many events
