@@ -153,7 +153,8 @@ def _opened(target: Target, mode: str) -> Iterator[IO[bytes]]:
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
         if path.name.endswith(".gz"):
-            with gzip.open(path, mode + "b") as packed:
+            # No name and no time in the gzip header: the same log, the same bytes.
+            with path.open(mode + "b") as raw, gzip.GzipFile("", mode + "b", fileobj=raw, mtime=0) as packed:
                 yield cast("IO[bytes]", packed)
         else:
             with path.open(mode + "b") as f:

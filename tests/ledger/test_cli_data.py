@@ -26,7 +26,7 @@ def runner() -> CliRunner:
 @pytest.fixture
 def demo_db(runner, tmp_path) -> Path:
     """A SQLite file holding the demo's accounts."""
-    path = tmp_path / "ledger.db"
+    path: Path = tmp_path / "ledger.db"
     result = runner.invoke(cli.app, ["demo", "--db", str(path)], env=ENV)
     assert result.exit_code == 0, result.output
     return path
@@ -131,7 +131,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def test_the_commands_as_processes(demo_db, tmp_path):
-    """export to stdout, import from the file, verify: real processes, real exit codes."""
+    """Export to stdout, import from the file, verify: real processes, real exit codes."""
     exported = _cli("export", "--db", str(demo_db))
     assert exported.returncode == 0, exported.stderr
     out = tmp_path / "log.jsonl"

@@ -423,11 +423,16 @@ class EventStore(abc.ABC):
             if e.event_id in seen:
                 raise InvalidInput(f"event id {e.event_id} appears twice")
             seen.add(e.event_id)
-        found = [e for e in events if await self._get_event(e.event_id) is not None]
-        if found:
-            raise DuplicateEventId(found[0].event_id, "already stored")
+        stored = await self._stored_ids([e.event_id for e in events])
+        if stored:
+            first = next(e for e in events if e.event_id in stored)
+            raise DuplicateEventId(first.event_id, "already stored")
         await self._write_recorded(events)
         self._announce_append()
+
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        # Generic: one lookup per id. Backends override it with one query per page.
+        return {i for i in event_ids if await self._get_event(i) is not None}
 
     async def _write_recorded(self, events: list[RecordedEvent]) -> None:
         del events  # a backend that keeps positions of its own cannot take them

@@ -165,6 +165,10 @@ class MemoryEventStore(EventStore):
             Checkpoint(0, rows[-1].position),
         )
 
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        with self._data.lock:
+            return {i for i in event_ids if i in self._data.ids}
+
     async def _write_recorded(self, events: list[RecordedEvent]) -> None:
         d = self._data
         with d.lock:

@@ -234,6 +234,19 @@ class PostgresEventStore(EventStore):
         await self._opened()
         return await self._reads.checkpoint_at(position)
 
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        await self._opened()
+        query = sql.SQL("SELECT event_id FROM {s}.events WHERE event_id = ANY(%s)").format(
+            s=sql.Identifier(self.schema)
+        )
+
+        async def op(conn: Conn) -> set[uuid.UUID]:
+            async with conn.cursor() as cur:
+                await cur.execute(query, [event_ids])
+                return {row[0] for row in await cur.fetchall()}
+
+        return await self._db.run("stored_ids", op)
+
     async def _write_recorded(self, events: list[RecordedEvent]) -> None:
         await self._opened()
         s = sql.Identifier(self.schema)

@@ -28,7 +28,7 @@ from eventvault.store.sqlite.options import check_query_text, check_text
 from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
 from eventvault.store.sqlite.schema import TAG_SEPARATOR
 from eventvault.store.sqlite.writer import _SQLiteWriter
-from eventvault.store.sqlite.writes import write_recorded, write_snapshot
+from eventvault.store.sqlite.writes import stored_ids, write_recorded, write_snapshot
 
 _INLINE_ROWS = 64  # a read on the caller's thread returns at most this many events
 
@@ -162,6 +162,10 @@ class SQLiteEventStore(_SQLiteWriter):
         if not self._opened:
             await self.open()
         await self._submit(self._wq, write_snapshot, (row,), write=True)
+
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        found: set[uuid.UUID] = await self._read(stored_ids, event_ids)
+        return found
 
     async def _write_recorded(self, events: list[RecordedEvent]) -> None:
         rows = []

@@ -261,3 +261,13 @@ def write_recorded(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[
     cur.executemany(_SQL_INSERT_RECORDED, rows)
     if tags:
         cur.executemany(_SQL_INSERT_TAG, tags)
+
+
+def stored_ids(cur: sqlite3.Cursor, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``event_ids`` are stored."""
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(event_ids), IN_CHUNK):
+        chunk = [i.bytes for i in event_ids[start : start + IN_CHUNK]]
+        sql = f"SELECT event_id FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})"  # noqa: S608
+        found.update(uuid.UUID(bytes=row[0]) for row in cur.execute(sql, chunk))
+    return found
