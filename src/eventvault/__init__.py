@@ -5,7 +5,14 @@ their stream; projections turn the log into read models.
 """
 
 from eventvault._ids import uuid7
-from eventvault.archive import ArchiveError, ImportRefused, export_events, import_events
+from eventvault.archive import (
+    ArchiveError,
+    ExportSummary,
+    ImportRefused,
+    ImportSummary,
+    export_events,
+    import_events,
+)
 from eventvault.domain import (
     Aggregate,
     EventRegistry,
@@ -64,6 +71,7 @@ from eventvault.store import (
     create_store,
     open_store,
 )
+from eventvault.verify import Problem, VerifyReport, verify_store
 
 __version__ = "0.1.0"
 
@@ -87,8 +95,10 @@ __all__ = [
     "EventStore",
     "EventTypeError",
     "EventVaultError",
+    "ExportSummary",
     "HorizonLag",
     "ImportRefused",
+    "ImportSummary",
     "InvalidCheckpoint",
     "InvalidEvent",
     "InvalidExpectedVersion",
@@ -98,6 +108,7 @@ __all__ = [
     "LogPage",
     "Metadata",
     "NewEvent",
+    "Problem",
     "Query",
     "QueryItem",
     "RawEvent",
@@ -115,6 +126,7 @@ __all__ = [
     "StreamInfo",
     "StreamState",
     "UnknownEventType",
+    "VerifyReport",
     "WrongExpectedVersion",
     "__version__",
     "applies",
@@ -126,4 +138,5 @@ __all__ = [
     "open_store",
     "upcaster",
     "uuid7",
+    "verify_store",
 ]

@@ -25,9 +25,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 import eventvault_ledger.domain  # noqa: F401 - registers the ledger's events: verify decodes them
-from eventvault import ArchiveError, Checkpoint, EventStore, ImportRefused, export_events, import_events
-from eventvault.archive import ExportSummary, ImportSummary
-from eventvault.verify import VerifyReport, verify_store
+from eventvault import (
+    ArchiveError,
+    Checkpoint,
+    EventStore,
+    ExportSummary,
+    ImportRefused,
+    ImportSummary,
+    VerifyReport,
+    export_events,
+    import_events,
+    verify_store,
+)
 from eventvault_ledger.cli import EXIT_FAILED, SERVE_DB, DbOption, _fail
 from eventvault_ledger.cli_ops import JsonOption, _print_json, _run, _where
 
