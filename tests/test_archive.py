@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ from eventvault import (
     ImportRefused,
     InvalidInput,
     Repository,
+    Snapshot,
     default_registry,
     export_events,
     import_events,
+    verify_store,
 )
 from eventvault.store.base import EventStore
 from eventvault.store.memory import MemoryEventStore
@@ -184,3 +187,28 @@ async def test_progress_is_reported(ledger, make_store, tmp_path):
     seen.clear()
     await import_events(await make_store(), out, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (summary.events, summary.events)
+
+
+async def test_verify_reports_snapshots_that_do_not_decode_or_run_ahead(ledger):
+    """A snapshot state that is not JSON, and one past its stream's version, are both named."""
+    stream = (await ledger.read_all()).events[0].stream_id
+    version = await ledger.stream_version(stream)
+    now = datetime.now(UTC)
+    await ledger.save_snapshot(Snapshot(stream, version, 7, b"{not json", now))
+    await ledger.save_snapshot(Snapshot(stream, version + 3, 8, b"{}", now))
+    report = await verify_store(ledger)
+    assert not report.ok
+    assert sorted(p.what for p in report.problems) == [
+        "snapshot ahead of its stream",
+        "snapshot does not decode",
+    ]
+    assert all(stream in p.where for p in report.problems)
+    assert report.events == len((await ledger.read_all()).events)
+
+
+async def test_verify_passes_a_sound_store(ledger):
+    """The demo ledger has no problem."""
+    report = await verify_store(ledger)
+    assert report.ok
+    assert report.problems == []
+    assert report.streams == 6
