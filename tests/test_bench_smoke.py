@@ -210,3 +210,19 @@ def test_eventvault_bench_command_hands_its_arguments_to_the_harness():
     assert result.exit_code == 0
     assert "--workload" in result.output
     assert "--postgres" in result.output
+
+
+def test_the_round_trip_check_runs_at_a_small_size(tmp_path: Path) -> None:
+    """``python -m benchmarks.roundtrip`` at 3,000 events: byte-identical, and it says so (exit 0)."""
+    done = subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "benchmarks.roundtrip", "--events", "3000", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["events"] == 3000
+    assert figures["byte_identical"] is True

@@ -5,6 +5,14 @@ their stream; projections turn the log into read models.
 """
 
 from eventvault._ids import uuid7
+from eventvault.archive import (
+    ArchiveError,
+    ExportSummary,
+    ImportRefused,
+    ImportSummary,
+    export_events,
+    import_events,
+)
 from eventvault.domain import (
     Aggregate,
     EventRegistry,
@@ -63,6 +71,7 @@ from eventvault.store import (
     create_store,
     open_store,
 )
+from eventvault.verify import Problem, VerifyReport, verify_store
 
 __version__ = "0.1.0"
 
@@ -75,6 +84,7 @@ __all__ = [
     "AppendCondition",
     "AppendConditionFailed",
     "AppendResult",
+    "ArchiveError",
     "Checkpoint",
     "ConcurrencyError",
     "DCBNotSupported",
@@ -85,7 +95,10 @@ __all__ = [
     "EventStore",
     "EventTypeError",
     "EventVaultError",
+    "ExportSummary",
     "HorizonLag",
+    "ImportRefused",
+    "ImportSummary",
     "InvalidCheckpoint",
     "InvalidEvent",
     "InvalidExpectedVersion",
@@ -95,6 +108,7 @@ __all__ = [
     "LogPage",
     "Metadata",
     "NewEvent",
+    "Problem",
     "Query",
     "QueryItem",
     "RawEvent",
@@ -112,13 +126,17 @@ __all__ = [
     "StreamInfo",
     "StreamState",
     "UnknownEventType",
+    "VerifyReport",
     "WrongExpectedVersion",
     "__version__",
     "applies",
     "create_store",
     "default_registry",
     "event",
+    "export_events",
+    "import_events",
     "open_store",
     "upcaster",
     "uuid7",
+    "verify_store",
 ]

@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(events_app, name="events")
     app.add_typer(db_app, name="db")
     app.add_typer(snapshots_app, name="snapshots")
+    from eventvault_ledger.cli_data import register as register_data  # noqa: PLC0415 - it uses this module
+
+    register_data(app)
 
 
 # -- running a command against a store ---------------------------------------------------------

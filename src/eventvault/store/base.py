@@ -380,6 +380,64 @@ class EventStore(abc.ABC):
         assert expected_version is not None  # noqa: S101 - set on both branches above
         return await self._append_conditioned(stream_id, prepared, expected_version, condition)
 
+    # -- moving a log (export / import) ------------------------------------------
+
+    async def write_recorded(self, events: Sequence[RecordedEvent]) -> None:
+        """Store recorded events exactly as given: ids, versions, positions and times.
+
+        For moving a log between stores (:func:`eventvault.import_events`): the
+        events are written atomically, each at its own global position (above
+        every stored one, rising), each stream continuing at its stored version
+        + 1; data and metadata bytes are kept as they are (not upcast). Anything
+        else raises InvalidInput and nothing is written. Event ids already stored
+        raise DuplicateEventId.
+        """
+        events = list(events)
+        if not events:
+            return
+        self._check_open()
+        head = await self._head()
+        last = head.position
+        versions: dict[str, int] = {}
+        seen: set[uuid.UUID] = set()
+        for e in events:
+            if not isinstance(e, RecordedEvent):
+                raise InvalidInput(f"write_recorded takes RecordedEvent, got {type(e).__name__}")
+            check_stream_id(e.stream_id)
+            if e.tags:
+                check_tags(e.tags)
+            if e.position <= last:
+                raise InvalidInput(
+                    f"event {e.event_id} at position {e.position}: positions must rise above {last}"
+                )
+            last = e.position
+            version = versions.get(e.stream_id)
+            if version is None:
+                version = await self._stream_version(e.stream_id)
+            if e.stream_version != version + 1:
+                raise InvalidInput(
+                    f"event {e.event_id} is version {e.stream_version} of stream {e.stream_id!r}, "
+                    f"which is at version {version}"
+                )
+            versions[e.stream_id] = e.stream_version
+            if e.event_id in seen:
+                raise InvalidInput(f"event id {e.event_id} appears twice")
+            seen.add(e.event_id)
+        stored = await self._stored_ids([e.event_id for e in events])
+        if stored:
+            first = next(e for e in events if e.event_id in stored)
+            raise DuplicateEventId(first.event_id, "already stored")
+        await self._write_recorded(events)
+        self._announce_append()
+
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        # Generic: one lookup per id. Backends override it with one query per page.
+        return {i for i in event_ids if await self._get_event(i) is not None}
+
+    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+        del events  # a backend that keeps positions of its own cannot take them
+        raise InvalidInput(f"the {self.scheme} store cannot write recorded events")
+
     async def read(
         self,
         query: Query,

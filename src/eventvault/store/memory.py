@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from eventvault.domain import EventRegistry
-from eventvault.errors import AppendConditionFailed
+from eventvault.errors import AppendConditionFailed, InvalidInput
 from eventvault.store.base import (
     EventStore,
     Found,
@@ -164,6 +164,47 @@ class MemoryEventStore(EventStore):
             tuple(r.position for r in rows),
             Checkpoint(0, rows[-1].position),
         )
+
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        with self._data.lock:
+            return {i for i in event_ids if i in self._data.ids}
+
+    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+        d = self._data
+        with d.lock:
+            # Positions here are the log's indexes + 1: an imported log must be dense.
+            for i, e in enumerate(events, start=len(d.log) + 1):
+                if e.position != i:
+                    raise InvalidInput(
+                        f"the memory store keeps positions dense: event {e.event_id} is at "
+                        f"position {e.position}, the next one is {i}"
+                    )
+            rows = [
+                _Row(
+                    e.event_id,
+                    e.stream_id,
+                    e.stream_version,
+                    e.position,
+                    e.event_type,
+                    e.schema_version,
+                    e.occurred_us,
+                    e.recorded_us,
+                    e.payload,
+                    e.metadata_json,
+                    e.tags,
+                    frozenset(e.tags),
+                )
+                for e in events
+            ]
+            d.log.extend(rows)
+            for r in rows:
+                d.streams.setdefault(r.stream_id, []).append(r)
+                d.ids[r.event_id] = r
+                d.by_type.setdefault(r.event_type, []).append(r.position)
+                for tag in r.tags:
+                    d.by_tag.setdefault(tag, []).append(r.position)
+        for store in d.stores:
+            store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
 
     async def _read_stream(  # noqa: PLR0913, PLR0917
         self,

@@ -278,6 +278,21 @@ class RecordedEvent:
         return self._payload
 
     @property
+    def metadata_json(self) -> bytes:
+        """The stored JSON of the metadata (``{}`` when there is none)."""
+        return self._meta_raw or b"{}"
+
+    @property
+    def occurred_us(self) -> int:
+        """:attr:`occurred_at` in microseconds since the Unix epoch."""
+        return self._occurred_us
+
+    @property
+    def recorded_us(self) -> int:
+        """:attr:`recorded_at` in microseconds since the Unix epoch."""
+        return self._recorded_us
+
+    @property
     def occurred_at(self) -> datetime:
         """When the writer says the event happened (UTC)."""
         return micros_to_datetime(self._occurred_us)

@@ -1394,6 +1394,107 @@ class EventStoreContract:
         await other.append(STREAM, items("b"), expected_version=1)
         assert self.names(await other.read_stream(STREAM)) == "ab"
 
+    # -- writing recorded events as given (moving a log) --------------------------------
+
+    @staticmethod
+    def recorded(  # noqa: PLR0913 - one argument per envelope field the tests vary
+        store: EventStore,
+        stream_id: str,
+        version: int,
+        position: int,
+        name: str,
+        *,
+        occurred_us: int = 1_700_000_000_123_456,
+        recorded_us: int = 1_700_000_001_654_321,
+        metadata: bytes = b'{"actor":"ann"}',
+        tags: tuple[str, ...] = (),
+    ) -> RecordedEvent:
+        """A recorded ItemAdded with every envelope field chosen by the test."""
+        payload = msgspec.json.encode({"name": name})
+        return RecordedEvent(
+            store.codec,
+            uuid.uuid4(),
+            stream_id,
+            version,
+            position,
+            "contract.ItemAdded",
+            1,
+            occurred_us + position,
+            recorded_us + position,
+            payload,
+            metadata,
+            tags=tags,
+        )
+
+    async def test_write_recorded_keeps_every_envelope_field(self, store: EventStore) -> None:
+        """Ids, versions, positions, both times to the microsecond, metadata and data bytes stay as given."""
+        sent = [
+            self.recorded(store, STREAM, 1, 1, "a"),
+            self.recorded(store, OTHER, 1, 2, "b", metadata=b"{}"),
+            self.recorded(store, STREAM, 2, 3, "c"),
+        ]
+        await store.write_recorded(sent)
+        read = (await store.read_all()).events
+        assert [(e.event_id, e.stream_id, e.stream_version, e.position) for e in read] == [
+            (e.event_id, e.stream_id, e.stream_version, e.position) for e in sent
+        ]
+        assert [(e.occurred_us, e.recorded_us, e.payload, e.metadata_json) for e in read] == [
+            (e.occurred_us, e.recorded_us, e.payload, e.metadata_json) for e in sent
+        ]
+        assert [e.data for e in await store.read_stream(STREAM)] == [ItemAdded("a"), ItemAdded("c")]
+        assert read[0].metadata == Metadata(actor="ann")
+        assert await store.stream_version(STREAM) == 2
+
+    async def test_appends_after_written_events_continue_above_them(self, store: EventStore) -> None:
+        """A stream continues at its written version, the log above the written positions."""
+        await store.write_recorded(
+            [self.recorded(store, STREAM, 1, 1, "a"), self.recorded(store, STREAM, 2, 2, "b")]
+        )
+        result = await store.append(STREAM, items("c"), expected_version=2)
+        assert result.stream_version == 3
+        assert result.position > 2
+        assert (await store.head()).position == result.position
+        with pytest.raises(WrongExpectedVersion):
+            await store.append(STREAM, items("d"), expected_version=NO_STREAM)
+
+    async def test_write_recorded_refuses_positions_that_do_not_rise(self, store: EventStore) -> None:
+        """A position at or below the head, or out of order, is refused and nothing is written."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        with pytest.raises(InvalidInput, match="position"):
+            await store.write_recorded([self.recorded(store, OTHER, 1, 1, "x")])
+        with pytest.raises(InvalidInput, match="position"):
+            await store.write_recorded(
+                [self.recorded(store, OTHER, 1, 3, "x"), self.recorded(store, OTHER, 2, 2, "y")]
+            )
+        assert [e.stream_id for e in (await store.read_all()).events] == [STREAM]
+
+    async def test_write_recorded_refuses_a_version_gap(self, store: EventStore) -> None:
+        """A stream must continue at its stored version + 1; nothing of a bad batch is written."""
+        with pytest.raises(InvalidInput, match="version"):
+            await store.write_recorded(
+                [self.recorded(store, STREAM, 1, 1, "a"), self.recorded(store, STREAM, 3, 2, "b")]
+            )
+        assert (await store.read_all()).events == []
+
+    async def test_write_recorded_refuses_a_stored_event_id(self, store: EventStore) -> None:
+        """An event id already stored raises DuplicateEventId and writes nothing."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        stored = (await store.read_all()).events[0]
+        again = self.recorded(store, OTHER, 1, 2, "b")
+        clash = RecordedEvent(
+            store.codec, stored.event_id, OTHER, 1, 2, again.event_type, 1, 1, 1, again.payload, b"{}"
+        )
+        with pytest.raises(DuplicateEventId):
+            await store.write_recorded([clash])
+        assert len((await store.read_all()).events) == 1
+
+    async def test_written_events_are_read_by_other_stores(self, store_factory: StoreFactory) -> None:
+        """Another store on the database reads the written events, in position order."""
+        writer, reader = await self.open_several(store_factory, 2)
+        await writer.write_recorded([self.recorded(writer, STREAM, v, v, str(v)) for v in range(1, 6)])
+        assert [e.stream_version for e in await reader.read_stream(STREAM)] == [1, 2, 3, 4, 5]
+        assert (await reader.head()).position == 5
+
 
 # -- dynamic consistency boundaries (dcb.events) ---------------------------------------
 
@@ -1511,6 +1612,18 @@ class DCBContract:
     def names(events: Sequence[RecordedEvent]) -> list[str]:
         """The name of each ItemAdded, the amount of each Deposited, in order."""
         return [e.data.name if isinstance(e.data, ItemAdded) else str(e.data.amount) for e in events]
+
+    async def test_written_tags_are_queried(self, store: EventStore) -> None:
+        """Events written as recorded keep their tags, and query reads find them."""
+        sent = [
+            EventStoreContract.recorded(store, STREAM, 1, 1, "a", tags=("a",)),
+            EventStoreContract.recorded(store, STREAM, 2, 2, "b", tags=("a", "b")),
+            EventStoreContract.recorded(store, OTHER, 1, 3, "c"),
+        ]
+        await store.write_recorded(sent)
+        found = await store.read(Query.of(tags=["a"]))
+        assert self.names(found.events) == ["a", "b"]
+        assert [e.tags for e in found.events] == [("a",), ("a", "b")]
 
     @pytest_asyncio.fixture
     async def tagged_log(self, store: EventStore) -> EventStore:

@@ -8,6 +8,7 @@ import uuid
 from typing import Any, Self
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eventvault.domain import EventRegistry
@@ -232,6 +233,85 @@ class PostgresEventStore(EventStore):
     async def _checkpoint_at(self, position: int) -> Checkpoint | None:
         await self._opened()
         return await self._reads.checkpoint_at(position)
+
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        await self._opened()
+        query = sql.SQL("SELECT event_id FROM {s}.events WHERE event_id = ANY(%s)").format(
+            s=sql.Identifier(self.schema)
+        )
+
+        async def op(conn: Conn) -> set[uuid.UUID]:
+            async with conn.cursor() as cur:
+                await cur.execute(query, [event_ids])
+                return {row[0] for row in await cur.fetchall()}
+
+        return await self._db.run("stored_ids", op)
+
+    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+        await self._opened()
+        s = sql.Identifier(self.schema)
+        rows = [
+            (
+                e.position,
+                e.event_id,
+                e.stream_id,
+                e.stream_version,
+                e.event_type,
+                e.schema_version,
+                e.occurred_us,
+                e.recorded_us,
+                e.payload,
+                e.metadata_json,
+                list(e.tags),
+            )
+            for e in events
+        ]
+        versions: dict[str, int] = {}
+        for e in events:
+            versions[e.stream_id] = e.stream_version
+        tags = [(tag, e.position) for e in events for tag in e.tags]
+        declare = self._sql.declare_writer
+        insert = sql.SQL(
+            "INSERT INTO {s}.events (position, event_id, stream_id, stream_version, event_type, "
+            "schema_version, occurred_us, recorded_us, data, metadata, tags) OVERRIDING SYSTEM VALUE "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ).format(s=s)
+        streams = sql.SQL(
+            "INSERT INTO {s}.streams (stream_id, version) VALUES (%s, %s) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
+        ).format(s=s)
+        tag_rows = sql.SQL(
+            "INSERT INTO {s}.event_tags (tag, tx_id, position) VALUES (%s, pg_current_xact_id(), %s)"
+        ).format(s=s)
+        # The identity sequence moves past the imported positions, so new appends
+        # land above them (it never moves back).
+        move_sequence = sql.SQL(
+            "SELECT setval(pg_get_serial_sequence({table}, 'position'), "
+            "greatest(%s, (SELECT last_value FROM {seq})))"
+        )
+
+        async def op(conn: Conn) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                # A writer like any append (the read horizon waits for this
+                # transaction), and alone: appends wait until the import commits.
+                await cur.execute(declare)
+                await cur.execute(sql.SQL("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE").format(s=s))
+                await cur.executemany(insert, rows)
+                await cur.executemany(streams, list(versions.items()))
+                if tags:
+                    await cur.executemany(tag_rows, tags)
+                await cur.execute(
+                    "SELECT pg_get_serial_sequence(%s, 'position')", [f'"{self.schema}".events']
+                )
+                found = await cur.fetchone()
+                assert found is not None  # noqa: S101 - an identity column has its sequence
+                seq = sql.SQL(found[0])
+                await cur.execute(
+                    move_sequence.format(table=sql.Literal(f'"{self.schema}".events'), seq=seq),
+                    [events[-1].position],
+                )
+
+        await self._db.run(f"write_recorded({len(events)} events)", op, writes=True)
 
     async def _save_snapshot(self, snapshot: Snapshot) -> None:
         await self._opened()

@@ -26,8 +26,9 @@ from eventvault.store.sqlite import reads
 from eventvault.store.sqlite.core import NOT_INLINE
 from eventvault.store.sqlite.options import check_query_text, check_text
 from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
+from eventvault.store.sqlite.schema import TAG_SEPARATOR
 from eventvault.store.sqlite.writer import _SQLiteWriter
-from eventvault.store.sqlite.writes import write_snapshot
+from eventvault.store.sqlite.writes import stored_ids, write_recorded, write_snapshot
 
 _INLINE_ROWS = 64  # a read on the caller's thread returns at most this many events
 
@@ -161,6 +162,40 @@ class SQLiteEventStore(_SQLiteWriter):
         if not self._opened:
             await self.open()
         await self._submit(self._wq, write_snapshot, (row,), write=True)
+
+    async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        found: set[uuid.UUID] = await self._read(stored_ids, event_ids)
+        return found
+
+    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+        rows = []
+        tags: list[tuple[str, int]] = []
+        for e in events:
+            check_text("a stream id", e.stream_id)
+            if e.position > MAX_INT or e.stream_version > MAX_INT:
+                raise InvalidInput(
+                    f"event {e.event_id}: positions and versions must be below 2**63 on SQLite"
+                )
+            meta = e.metadata_json
+            rows.append(
+                (
+                    e.position,
+                    e.event_id.bytes,
+                    e.stream_id,
+                    e.stream_version,
+                    e.event_type,
+                    e.schema_version,
+                    e.occurred_us,
+                    e.recorded_us,
+                    e.payload,
+                    None if meta == b"{}" else meta,
+                    TAG_SEPARATOR.join(e.tags) if e.tags else None,
+                )
+            )
+            tags.extend((tag, e.position) for tag in e.tags)
+        if not self._opened:
+            await self.open()
+        await self._submit(self._wq, write_recorded, (rows, tags), write=True)
 
     async def _list_snapshots(
         self, prefix: str | None, stream_id: str | None, limit: int

@@ -248,3 +248,26 @@ def find(cur: sqlite3.Cursor, events: Sequence[PreparedEvent]) -> dict[uuid.UUID
 def write_snapshot(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> None:
     """Store a snapshot row unless a newer one of its stream and schema version is stored."""
     cur.execute(SQL_SAVE_SNAPSHOT, row)
+
+
+_SQL_INSERT_RECORDED: Final = (
+    "INSERT INTO events (position, event_id, stream_id, stream_version, event_type, schema_version, "
+    "occurred_at, recorded_at, data, metadata, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def write_recorded(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[tuple[str, int]]) -> None:
+    """Insert recorded events as given (rows for ``_SQL_INSERT_RECORDED``) and their tag rows."""
+    cur.executemany(_SQL_INSERT_RECORDED, rows)
+    if tags:
+        cur.executemany(_SQL_INSERT_TAG, tags)
+
+
+def stored_ids(cur: sqlite3.Cursor, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``event_ids`` are stored."""
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(event_ids), IN_CHUNK):
+        chunk = [i.bytes for i in event_ids[start : start + IN_CHUNK]]
+        sql = f"SELECT event_id FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})"  # noqa: S608
+        found.update(uuid.UUID(bytes=row[0]) for row in cur.execute(sql, chunk))
+    return found

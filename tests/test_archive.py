@@ -1,0 +1,214 @@
+"""Export, import and their checks (eventvault.archive) on the embedded backends."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from eventvault import (
+    ArchiveError,
+    ImportRefused,
+    InvalidInput,
+    Repository,
+    Snapshot,
+    default_registry,
+    export_events,
+    import_events,
+    verify_store,
+)
+from eventvault.store.base import EventStore
+from eventvault.store.memory import MemoryEventStore
+from eventvault.store.sqlite import SQLiteEventStore
+from eventvault_ledger.seed import seed_demo
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def make_store(request, tmp_path):
+    """Opens new, empty stores of one backend; closes them after the test."""
+    stores: list[EventStore] = []
+
+    async def make() -> EventStore:
+        if request.param == "memory":
+            store: EventStore = MemoryEventStore(registry=default_registry)
+        else:
+            store = SQLiteEventStore(str(tmp_path / f"s{len(stores)}.db"), registry=default_registry)
+        stores.append(store)
+        return await store.open()
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def ledger(make_store) -> EventStore:
+    """A store holding the ledger's demo data."""
+    store: EventStore = await make_store()
+    assert await seed_demo(Repository(store))
+    return store
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+async def test_an_export_has_every_envelope_field_and_a_checksum_line(ledger, tmp_path):
+    """One JSON line per event in log order, times to the microsecond, then the checksum line."""
+    out = tmp_path / "log.jsonl"
+    summary = await export_events(ledger, out)
+    stored = (await ledger.read_all()).events
+    rows = [json.loads(line) for line in lines(out)]
+    assert len(rows) == len(stored) + 1 == summary.events + 1
+    first = rows[0]
+    e = stored[0]
+    assert first["event_id"] == str(e.event_id)
+    assert (first["stream_id"], first["stream_version"], first["position"]) == (
+        e.stream_id,
+        e.stream_version,
+        e.position,
+    )
+    assert (first["event_type"], first["schema_version"]) == (e.event_type, e.schema_version)
+    assert first["occurred_at"] == e.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert first["recorded_at"] == e.recorded_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert first["metadata"] == {"actor": "demo-seed"}
+    assert json.dumps(first["data"], separators=(",", ":")).encode() == e.payload
+    assert rows[-1] == {
+        "checksum": summary.checksum,
+        "events": len(stored),
+        "last_position": stored[-1].position,
+    }
+
+
+async def test_a_round_trip_exports_the_same_bytes(ledger, make_store, tmp_path):
+    """Export, import into an empty store, export again: byte-identical, and the gzip file holds the same."""
+    first, again, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl.gz"
+    await export_events(ledger, first)
+    await export_events(ledger, packed)
+    assert gzip.decompress(packed.read_bytes()) == first.read_bytes()
+    target = await make_store()
+    summary = await import_events(target, packed)
+    assert summary.imported == summary.events > 0
+    await export_events(target, again)
+    assert again.read_bytes() == first.read_bytes()
+
+
+async def test_export_after_a_checkpoint_writes_only_the_later_events(ledger, tmp_path):
+    """--after: the events after that checkpoint, with their own checksum."""
+    stored = (await ledger.read_all()).events
+    out = tmp_path / "tail.jsonl"
+    summary = await export_events(ledger, out, after=stored[4].checkpoint)
+    assert summary.events == len(stored) - 5
+    assert json.loads(lines(out)[0])["position"] == stored[5].position
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda ls: ls[:-1], id="no checksum line"),
+        pytest.param(lambda ls: [ls[0].replace(b"demo", b"DEMO"), *ls[1:]], id="an edited event"),
+        pytest.param(lambda ls: ls[1:], id="a missing event"),
+        pytest.param(
+            lambda ls: [*ls[:-1], b'{"checksum":"sha256:00","events":1,"last_position":1}\n'],
+            id="a wrong checksum",
+        ),
+        pytest.param(lambda ls: [b"not json\n", *ls], id="a line that is not JSON"),
+    ],
+)
+async def test_a_damaged_file_is_refused_and_nothing_is_written(ledger, make_store, tmp_path, damage):
+    """A file whose checksum is wrong or missing is refused with a clear error; the target stays empty."""
+    good = tmp_path / "good.jsonl"
+    await export_events(ledger, good)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(damage(lines(good))))
+    target = await make_store()
+    with pytest.raises(ArchiveError, match=r"checksum|line 1"):
+        await import_events(target, bad)
+    assert (await target.read_all()).events == []
+
+
+async def test_an_interrupted_import_is_finished_by_running_it_again(ledger, make_store, tmp_path):
+    """A store holding the file's first events gets the rest, and the result equals a whole import."""
+    whole = tmp_path / "whole.jsonl"
+    await export_events(ledger, whole)
+    stored = (await ledger.read_all()).events
+    target = await make_store()
+    # What a run stopped after its first pages leaves: the file's first events.
+    await target.write_recorded(stored[:7])
+    summary = await import_events(target, whole)
+    assert (summary.skipped, summary.imported) == (7, len(stored) - 7)
+    again = tmp_path / "again.jsonl"
+    await export_events(target, again)
+    assert again.read_bytes() == whole.read_bytes()
+    # Once more: nothing left to do.
+    assert (await import_events(target, whole)).imported == 0
+
+
+async def test_a_store_with_other_events_is_refused_unless_forced(ledger, make_store, tmp_path):
+    """Another store's events are not the file's: refused, naming the first difference."""
+    whole = tmp_path / "whole.jsonl"
+    await export_events(ledger, whole)
+    target = await make_store()
+    assert await seed_demo(Repository(target))  # the same shape, other ids
+    before = len((await target.read_all()).events)
+    with pytest.raises(ImportRefused, match="other events: at position 1"):
+        await import_events(target, whole)
+    assert len((await target.read_all()).events) == before
+    # force: the file's positions are at or below the head, so they cannot follow.
+    with pytest.raises(InvalidInput, match="positions must rise"):
+        await import_events(target, whole, force=True)
+
+
+async def test_force_writes_a_later_export_after_the_store_own_events(ledger, make_store, tmp_path):
+    """With force, an export of the later events goes on top of a store holding the earlier ones."""
+    stored = (await ledger.read_all()).events
+    tail = tmp_path / "tail.jsonl"
+    await export_events(ledger, tail, after=stored[-3].checkpoint)
+    target = await make_store()
+    await target.write_recorded(stored[:-2])  # what an earlier export brought
+    with pytest.raises(ImportRefused, match="other events"):
+        await import_events(target, tail)
+    summary = await import_events(target, tail, force=True)
+    assert (summary.events, summary.imported) == (2, 2)
+    assert [e.event_id for e in (await target.read_all()).events] == [e.event_id for e in stored]
+
+
+async def test_progress_is_reported(ledger, make_store, tmp_path):
+    """Both directions report (done, total) and end at the total."""
+    out = tmp_path / "log.jsonl"
+    seen: list[tuple[int, int | None]] = []
+    summary = await export_events(ledger, out, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (summary.events, summary.events)
+    seen.clear()
+    await import_events(await make_store(), out, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (summary.events, summary.events)
+
+
+async def test_verify_reports_snapshots_that_do_not_decode_or_run_ahead(ledger):
+    """A snapshot state that is not JSON, and one past its stream's version, are both named."""
+    stream = (await ledger.read_all()).events[0].stream_id
+    version = await ledger.stream_version(stream)
+    now = datetime.now(UTC)
+    await ledger.save_snapshot(Snapshot(stream, version, 7, b"{not json", now))
+    await ledger.save_snapshot(Snapshot(stream, version + 3, 8, b"{}", now))
+    report = await verify_store(ledger)
+    assert not report.ok
+    assert sorted(p.what for p in report.problems) == [
+        "snapshot ahead of its stream",
+        "snapshot does not decode",
+    ]
+    assert all(stream in p.where for p in report.problems)
+    assert report.events == len((await ledger.read_all()).events)
+
+
+async def test_verify_passes_a_sound_store(ledger):
+    """The demo ledger has no problem."""
+    report = await verify_store(ledger)
+    assert report.ok
+    assert report.problems == []
+    assert report.streams == 6
