@@ -178,6 +178,14 @@ def check_positive_int(name: str, value: object, *, minimum: int = 1, optional: 
     return value
 
 
+def versions_before(events: Sequence[RecordedEvent]) -> dict[str, int]:
+    """The version each stream of ``events`` must be at for them to continue it."""
+    before: dict[str, int] = {}
+    for e in events:
+        before.setdefault(e.stream_id, e.stream_version - 1)
+    return before
+
+
 def idempotent_result(
     stream_id: str, events: Sequence[PreparedEvent], found: Mapping[uuid.UUID, Found]
 ) -> AppendResult | None:

@@ -18,6 +18,7 @@ from eventvault.store.base import (
     PreparedEvent,
     check_version_matches,
     idempotent_result,
+    versions_before,
 )
 from eventvault.store.records import (
     START,
@@ -179,6 +180,9 @@ class MemoryEventStore(EventStore):
                         f"the memory store keeps positions dense: event {e.event_id} is at "
                         f"position {e.position}, the next one is {i}"
                     )
+            for stream_id, version in versions_before(events).items():
+                if len(d.streams.get(stream_id, ())) != version:
+                    raise InvalidInput(f"nothing written: an append moved stream {stream_id!r} meanwhile")
             rows = [
                 _Row(
                     e.event_id,

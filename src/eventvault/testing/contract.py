@@ -1468,6 +1468,22 @@ class EventStoreContract:
             )
         assert [e.stream_id for e in (await store.read_all()).events] == [STREAM]
 
+    async def test_write_recorded_checks_again_where_it_writes(self, store: EventStore) -> None:
+        """An append landing between the checks and the write: the write refuses, nothing of it stored.
+
+        The race is made deterministic by calling the backend's write as the
+        checks would have, after the append.
+        """
+        head_was_empty = [self.recorded(store, OTHER, 1, 1, "x")]
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        with pytest.raises(InvalidInput, match=r"meanwhile|position"):
+            await store._write_recorded(head_was_empty)  # noqa: SLF001 - the backend's write itself
+        stream_was_empty = [self.recorded(store, STREAM, 1, 2, "y")]
+        with pytest.raises(InvalidInput, match="meanwhile"):
+            await store._write_recorded(stream_was_empty)  # noqa: SLF001
+        assert [e.stream_id for e in (await store.read_all()).events] == [STREAM]
+        assert await store.stream_version(STREAM) == 1
+
     async def test_write_recorded_refuses_a_version_gap(self, store: EventStore) -> None:
         """A stream must continue at its stored version + 1; nothing of a bad batch is written."""
         with pytest.raises(InvalidInput, match="version"):

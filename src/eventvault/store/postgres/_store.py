@@ -12,8 +12,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eventvault.domain import EventRegistry
-from eventvault.errors import InvalidStoreURL, StoreClosed
-from eventvault.store.base import EventStore, PreparedEvent, prefix_end
+from eventvault.errors import InvalidInput, InvalidStoreURL, StoreClosed
+from eventvault.store.base import EventStore, PreparedEvent, prefix_end, versions_before
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._dcb import DCB
@@ -290,12 +290,34 @@ class PostgresEventStore(EventStore):
             "greatest(%s, (SELECT last_value FROM {seq})))"
         )
 
+        before = versions_before(events)
+        head_now = sql.SQL("SELECT max(position) FROM {s}.events").format(s=s)
+        versions_now = sql.SQL("SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY(%s)").format(
+            s=s
+        )
+
         async def op(conn: Conn) -> None:
             async with conn.transaction(), conn.cursor() as cur:
                 # A writer like any append (the read horizon waits for this
                 # transaction), and alone: appends wait until the import commits.
                 await cur.execute(declare)
                 await cur.execute(sql.SQL("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE").format(s=s))
+                # Checked before, and again now that no append can land: one may have meanwhile.
+                await cur.execute(head_now)
+                found = await cur.fetchone()
+                head = 0 if found is None or found[0] is None else int(found[0])
+                if head >= events[0].position:
+                    raise InvalidInput(
+                        f"nothing written: an append moved the head to position {head} meanwhile: "
+                        "positions must rise above it"
+                    )
+                await cur.execute(versions_now, [list(before)])
+                for stream_id, version in await cur.fetchall():
+                    if version != before[stream_id]:
+                        raise InvalidInput(
+                            f"nothing written: an append moved stream {stream_id!r} "
+                            f"to version {version} meanwhile"
+                        )
                 await cur.executemany(insert, rows)
                 await cur.executemany(streams, list(versions.items()))
                 if tags:

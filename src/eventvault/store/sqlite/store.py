@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from eventvault.errors import InvalidInput
-from eventvault.store.base import prefix_end
+from eventvault.store.base import prefix_end, versions_before
 from eventvault.store.records import (
     START,
     Checkpoint,
@@ -195,7 +195,11 @@ class SQLiteEventStore(_SQLiteWriter):
             tags.extend((tag, e.position) for tag in e.tags)
         if not self._opened:
             await self.open()
-        await self._submit(self._wq, write_recorded, (rows, tags), write=True)
+        refused = await self._submit(
+            self._wq, write_recorded, (rows, tags, versions_before(events)), write=True
+        )
+        if refused is not None:
+            raise InvalidInput(f"nothing written: {refused}")
 
     async def _list_snapshots(
         self, prefix: str | None, stream_id: str | None, limit: int

@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple, cast
 from eventvault.errors import AppendConditionFailed, ConcurrencyError, StoreError, WrongExpectedVersion
 from eventvault.store.base import Found, PreparedEvent, idempotent_result, version_holds
 from eventvault.store.records import AppendCondition, AppendResult, Checkpoint, ExpectedVersion
-from eventvault.store.sqlite.reads import MAX_INT, SQL_VERSION, first_match
+from eventvault.store.sqlite.reads import MAX_INT, SQL_HEAD, SQL_VERSION, first_match
 from eventvault.store.sqlite.schema import TAG_SEPARATOR
 
 IN_CHUNK: Final = 500  # bound parameters per IN (...) list, well under every SQLite's limit
@@ -256,11 +256,26 @@ _SQL_INSERT_RECORDED: Final = (
 )
 
 
-def write_recorded(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[tuple[str, int]]) -> None:
-    """Insert recorded events as given (rows for ``_SQL_INSERT_RECORDED``) and their tag rows."""
+def write_recorded(
+    cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[tuple[str, int]], before: dict[str, int]
+) -> str | None:
+    """Insert recorded events as given (rows for ``_SQL_INSERT_RECORDED``) and their tag rows.
+
+    ``before`` is each stream's version the events continue. Both it and the
+    head were checked before; they are checked again here, in the transaction
+    that inserts, since an append may have landed in between. Returns why not
+    (nothing written), or None.
+    """
+    head = cur.execute(SQL_HEAD).fetchone()[0] or 0
+    if head >= rows[0][0]:
+        return f"an append moved the head to position {head} meanwhile: positions must rise above it"
+    for stream_id, version in stream_versions(cur, set(before)).items():
+        if version != before[stream_id]:
+            return f"an append moved stream {stream_id!r} to version {version} meanwhile"
     cur.executemany(_SQL_INSERT_RECORDED, rows)
     if tags:
         cur.executemany(_SQL_INSERT_TAG, tags)
+    return None
 
 
 def stored_ids(cur: sqlite3.Cursor, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
