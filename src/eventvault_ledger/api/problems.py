@@ -30,6 +30,7 @@ from eventvault_ledger.errors import (
     InvalidOwnerName,
     InvalidQuery,
     LedgerError,
+    TooManyOpenAccounts,
     VersionMismatch,
 )
 
@@ -93,7 +94,7 @@ _FIELDS: Final[dict[type[LedgerError], str]] = {
 
 
 def _ledger_status(exc: LedgerError) -> int:
-    if isinstance(exc, AccountIsClosed):
+    if isinstance(exc, AccountIsClosed | TooManyOpenAccounts):
         return 409
     if isinstance(exc, AccountNotOpened | InvalidAccountId):
         return 404
