@@ -113,6 +113,8 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911, PLR0912
             value = getattr(exc, name, None)
             if value is not None:
                 extra[name] = str(value)
+        if isinstance(exc, TooManyOpenAccounts):
+            extra["maxOpenAccounts"] = exc.limit
         field = _FIELDS.get(type(exc))
         if field is not None:
             extra["field"] = field

@@ -1274,6 +1274,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description The request body is too large (too-large) */
             413: {
                 headers: {
@@ -1380,7 +1389,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1509,7 +1518,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1638,7 +1647,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2051,7 +2060,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2127,7 +2136,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2213,7 +2222,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2289,7 +2298,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
