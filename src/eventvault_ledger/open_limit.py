@@ -85,7 +85,9 @@ async def open_account(
     )
     for attempt in range(_RETRIES + 1):
         seen = await store.read(query)
-        if len(open_accounts(seen.events)) >= limit:
+        model = open_accounts(seen.events)
+        # Already among them: a retry of an open that landed (the store answers with its result).
+        if account.stream_id not in model and len(model) >= limit:
             raise TooManyOpenAccounts(account.owner_name, account.currency, limit)
         try:
             result = await store.append_events(

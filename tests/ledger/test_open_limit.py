@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -126,3 +127,21 @@ async def test_eight_concurrent_opens_on_separate_sqlite_connections_land_three(
     assert all(isinstance(o, TooManyOpenAccounts) for o in outcomes if isinstance(o, BaseException)), outcomes
     async with SQLiteEventStore(url) as store:
         assert len((await store.read(Query.of(types=["AccountOpened"], tags=ADA))).events) == 3
+
+
+async def test_a_retry_of_the_open_that_took_the_last_place_gets_its_first_result(tmp_path) -> None:
+    """The same account id and event id again (an idempotent retry): the first result, not a refusal."""
+    event_id = uuid.uuid4()
+    async with SQLiteEventStore(tmp_path / "retry.db") as store:
+        for _ in range(MAX_OPEN_ACCOUNTS - 1):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        account_id = uuid.uuid4()
+        first = await open_account(
+            store, Account.open("Ada Lovelace", "EUR", account_id=account_id), event_id=event_id
+        )
+        again = await open_account(
+            store, Account.open("Ada Lovelace", "EUR", account_id=account_id), event_id=event_id
+        )
+        assert again.positions == first.positions
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
