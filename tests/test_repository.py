@@ -16,6 +16,7 @@ from eventvault import (
     EventStore,
     InvalidInput,
     Metadata,
+    Query,
     Repository,
     WrongExpectedVersion,
     applies,
@@ -484,3 +485,30 @@ async def test_a_command_run_again_after_it_landed_leaves_the_state_as_stored(
     assert result is not None
     assert (w.balance, w.version, result.stream_version) == (Decimal("11.10"), 3, 3)
     assert (await Repository(store).load(Wallet, "w1")).balance == Decimal("11.10")
+
+
+class TaggedWallet(Wallet):
+    """Tags each credit with its size, from the state after it."""
+
+    category = "tagged"
+
+    def tags_of(self, event: object) -> tuple[str, ...]:
+        assert isinstance(event, Credited)
+        return ("wallet", f"credits:{self.credits}")
+
+
+async def test_save_tags_events_as_the_aggregate_says(store: EventStore) -> None:
+    """Aggregate.tags_of gives each pending event its tags; a query read finds them (and ids still apply)."""
+    repo = Repository(store)
+    w = TaggedWallet("t1")
+    w.credit(Decimal(1))
+    ids = [uuid.uuid4()]
+    await repo.save(w, event_ids=ids)
+    w.credit(Decimal(2))
+    await repo.save(w)
+    found = (await store.read(Query.of(tags=["wallet"]))).events
+    assert [(e.stream_id, e.tags) for e in found] == [
+        ("tagged-t1", ("wallet", "credits:1")),
+        ("tagged-t1", ("wallet", "credits:2")),
+    ]
+    assert found[0].event_id == ids[0]

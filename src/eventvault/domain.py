@@ -283,6 +283,15 @@ class Aggregate:
         self._apply(event)
         self._pending.append(event)
 
+    def tags_of(self, event: object) -> Iterable[str]:  # noqa: ARG002 - a hook: no tags by default
+        """The tags the repository stores ``event`` (one of this aggregate's pending ones) with.
+
+        None by default. Override it to make events of an aggregate visible to
+        decision models across aggregates (``eventvault.decisions``); it runs
+        when the events are saved, on the state after them.
+        """
+        return ()
+
     def mark_saved(self) -> list[object]:
         """Forget the pending events (the repository calls this after an append)."""
         saved, self._pending = self._pending, []

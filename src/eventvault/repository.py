@@ -129,14 +129,18 @@ class Repository:
         if event_ids is not None and len(event_ids) != len(pending):
             raise InvalidInput(f"{len(event_ids)} event ids given for {len(pending)} pending events")
         events: list[object]
-        if event_ids is None and metadata is None:
+        tags = [tuple(aggregate.tags_of(e)) for e in pending]
+        if event_ids is None and metadata is None and not any(tags):
             events = pending  # bare events: new ids, no metadata, now (encoded before any await)
         else:
             meta = EMPTY_METADATA if metadata is None else metadata
             events = (
-                [NewEvent(e, meta) for e in pending]
+                [NewEvent(e, meta, tags=t) for e, t in zip(pending, tags, strict=True)]
                 if event_ids is None
-                else [NewEvent(e, meta, event_id) for e, event_id in zip(pending, event_ids, strict=True)]
+                else [
+                    NewEvent(e, meta, event_id, tags=t)
+                    for e, event_id, t in zip(pending, event_ids, tags, strict=True)
+                ]
             )
         expected = aggregate.version - len(pending)
         result = await self.store.append(aggregate.stream_id, events, expected_version=expected)

@@ -13,6 +13,7 @@ currency's scale (``1.00``), so stored events and balances print as money.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 import unicodedata
 import uuid
@@ -69,7 +70,9 @@ __all__ = [
     "TransfersInFlight",
     "UnknownCurrency",
     "check_amount",
+    "currency_tag",
     "format_money",
+    "owner_tag",
     "parse_amount",
 ]
 
@@ -301,6 +304,12 @@ class Account(Aggregate):
             raise InvalidTransfer(f"transfer {transfer_id} is not in flight from account {self.id}")
         self.record(TransferSettled(transfer_id))
 
+    def tags_of(self, event: object) -> tuple[str, ...]:
+        """Opening and closing carry the owner's and the currency's tags (the open-account limit)."""
+        if isinstance(event, AccountOpened | AccountClosed):
+            return (owner_tag(self.owner_name), currency_tag(self.currency))
+        return ()
+
     def _require_open(self) -> None:
         if self.version == 0:
             raise AccountNotOpened(f"account {self.id} has not been opened")
@@ -357,6 +366,29 @@ class Account(Aggregate):
     @applies(TransferSettled)
     def _settled(self, e: TransferSettled) -> None:
         self.transfers_out = {k: v for k, v in self.transfers_out.items() if k != e.transfer_id}
+
+
+# -- tags ----------------------------------------------------------------------
+
+_TAG_LIMIT: Final = 200  # eventvault's longest tag
+
+
+def owner_tag(owner_name: str) -> str:
+    """The tag of an owner: ``owner:`` and the name NFKC-normalised, case-folded, spaces collapsed.
+
+    "Ada  Lovelace" and "ada lovelace" are one owner. A name too long for a tag
+    is tagged by its SHA-256 (``owner-sha256:<hex>``).
+    """
+    name = " ".join(unicodedata.normalize("NFKC", owner_name).casefold().split())
+    tag = f"owner:{name}"
+    if len(tag) <= _TAG_LIMIT:
+        return tag
+    return f"owner-sha256:{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def currency_tag(currency: str) -> str:
+    """The tag of a currency: ``currency:EUR``."""
+    return f"currency:{currency}"
 
 
 # -- money -------------------------------------------------------------------

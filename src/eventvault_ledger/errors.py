@@ -54,6 +54,7 @@ __all__ = [
     "InvalidQuery",
     "InvalidTransfer",
     "LedgerError",
+    "TooManyOpenAccounts",
     "TransfersInFlight",
     "UnknownCurrency",
     "VersionMismatch",
@@ -148,6 +149,25 @@ class AccountNotOpened(LedgerError):
 
     code = "account-not-opened"
     title = "Account not opened"
+
+
+class TooManyOpenAccounts(LedgerError):
+    """The owner holds the most open accounts in this currency an owner may hold."""
+
+    code = "too-many-open-accounts"
+    title = "Too many open accounts"
+
+    def __init__(self, owner_name: str, currency: str, limit: int) -> None:
+        self.owner_name = owner_name
+        self.currency = currency
+        self.limit = limit
+        super().__init__(
+            f"{owner_name} holds {limit} open {currency} accounts already, the most an owner may hold; "
+            f"close one first"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.owner_name, self.currency, self.limit))
 
 
 class AccountIsClosed(LedgerError):

@@ -44,6 +44,7 @@ from eventvault_ledger.domain import (
 )
 from eventvault_ledger.errors import LedgerError, VersionMismatch
 from eventvault_ledger.numbers import IF_MATCH_PATTERN, check_expected_version, parse_if_match
+from eventvault_ledger.open_limit import open_account as open_limited
 
 __all__ = [
     "KEY_PARAMETER",
@@ -341,15 +342,16 @@ async def open_account(request: Request) -> Response:
         started = time.perf_counter()
         try:
             account = Account.open(owner, currency, account_id=None if keyed is None else keyed.account_id())
-            result = await services.repository.save(
+            # The owner's open accounts in the currency are decided across accounts (open_limit).
+            result = await open_limited(
+                services.store,
                 account,
                 metadata=command_metadata(request, principal, None if keyed is None else keyed.key),
-                event_ids=None if keyed is None else keyed.event_ids(),
+                event_id=None if keyed is None else keyed.event_ids()[0],
             )
         except Exception as exc:
             services.metrics.command("open", problem_from(exc).code, time.perf_counter() - started)
             raise
-        assert result is not None  # noqa: S101 - open always records AccountOpened
         services.metrics.command("open", "ok", time.perf_counter() - started)
         return _accepted(result, account.id, 201)
 
@@ -676,7 +678,7 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
                         },
                     }
                 },
-                (401, 403, 408, 413, 415, 422, 503),
+                (401, 403, 408, 409, 413, 415, 422, 503),
                 open_body,
             )
         },

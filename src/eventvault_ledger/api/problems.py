@@ -30,6 +30,7 @@ from eventvault_ledger.errors import (
     InvalidOwnerName,
     InvalidQuery,
     LedgerError,
+    TooManyOpenAccounts,
     VersionMismatch,
 )
 
@@ -93,7 +94,7 @@ _FIELDS: Final[dict[type[LedgerError], str]] = {
 
 
 def _ledger_status(exc: LedgerError) -> int:
-    if isinstance(exc, AccountIsClosed):
+    if isinstance(exc, AccountIsClosed | TooManyOpenAccounts):
         return 409
     if isinstance(exc, AccountNotOpened | InvalidAccountId):
         return 404
@@ -112,6 +113,8 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911, PLR0912
             value = getattr(exc, name, None)
             if value is not None:
                 extra[name] = str(value)
+        if isinstance(exc, TooManyOpenAccounts):
+            extra["maxOpenAccounts"] = exc.limit
         field = _FIELDS.get(type(exc))
         if field is not None:
             extra["field"] = field

@@ -299,7 +299,10 @@ _DESCRIPTIONS: Final = {
     403: "The token lacks the scope (forbidden)",
     404: "Unknown account or resource",
     408: "The body did not arrive in time (request-timeout)",
-    409: "The account is closed, or changed too often meanwhile",
+    409: (
+        "The account is closed or changed too often meanwhile; "
+        "or, opening, its owner holds the most open accounts allowed in the currency"
+    ),
     412: "If-Match names a version the account is no longer at (precondition-failed)",
     413: "The request body is too large (too-large)",
     415: "The body is not JSON (unsupported-media-type)",

@@ -28,6 +28,18 @@ describe("describeError", () => {
     ).toBe("The account still holds 5.00 GBP: withdraw it all before closing the account.");
   });
 
+  it("explains the open-account limit, with or without its figures", () => {
+    const extra = { currency: "EUR", maxOpenAccounts: 3 };
+    expect(
+      describeError(apiError(409, "too-many-open-accounts", "Too many open accounts", "...", extra)),
+    ).toBe(
+      "This owner holds 3 open EUR accounts already, the most allowed: close one before opening another.",
+    );
+    expect(
+      describeError(apiError(409, "too-many-open-accounts", "Too many open accounts", "ada holds 3 already")),
+    ).toBe("Ada holds 3 already.");
+  });
+
   it("tells the user what to do about 401 and 403", () => {
     expect(describeError(apiError(401, "unauthorized", "Authentication required", "send it"))).toMatch(
       /paste a bearer token/,

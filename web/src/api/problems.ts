@@ -32,6 +32,12 @@ export function describeError(error: unknown): string {
       return balance && currency
         ? `The account still holds ${balance} ${currency}: withdraw it all before closing the account.`
         : sentence(error.detail);
+    case "too-many-open-accounts": {
+      const most = extra["maxOpenAccounts"];
+      return currency && typeof most === "number"
+        ? `This owner holds ${most} open ${currency} accounts already, the most allowed: close one before opening another.`
+        : sentence(error.detail);
+    }
     case "unauthorized":
       return "Authentication required: paste a bearer token with the Token button at the top of the page.";
     case "forbidden":

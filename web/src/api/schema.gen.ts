@@ -1436,6 +1436,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
             /** @description The request body is too large (too-large) */
             413: {
                 headers: {
@@ -1542,7 +1551,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1671,7 +1680,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1800,7 +1809,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2213,7 +2222,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2289,7 +2298,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2375,7 +2384,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2451,7 +2460,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed, or changed too often meanwhile */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
             409: {
                 headers: {
                     [name: string]: unknown;

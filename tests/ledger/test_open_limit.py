@@ -1,0 +1,147 @@
+"""The rule "at most three open accounts per owner and currency": given events, when opening, then."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from eventvault import NewEvent, Query, Repository
+from eventvault.store.sqlite import SQLiteEventStore
+from eventvault.testing import given_events
+from eventvault_ledger.domain import Account, AccountOpened, owner_tag
+from eventvault_ledger.errors import TooManyOpenAccounts
+from eventvault_ledger.open_limit import MAX_OPEN_ACCOUNTS, open_account
+
+ADA = ["owner:ada lovelace", "currency:EUR"]
+
+
+def opened(owner: str = "Ada Lovelace", currency: str = "EUR", tags: list[str] | None = None) -> NewEvent:
+    return NewEvent(AccountOpened(owner, currency), tags=ADA if tags is None else tags)
+
+
+def opening(owner: str = "Ada Lovelace", currency: str = "EUR"):
+    async def handler(store) -> None:
+        await open_account(store, Account.open(owner, currency))
+
+    return handler
+
+
+def test_owner_tags_normalise_the_name() -> None:
+    assert owner_tag("  Ada   LOVELACE ") == owner_tag("ada lovelace") == "owner:ada lovelace"
+    assert owner_tag("\uff21\uff44\uff41") == "owner:ada"  # NFKC: full-width letters are the same name
+    long = owner_tag("x" * 200)
+    assert long.startswith("owner-sha256:")
+    assert len(long) <= 200
+
+
+async def test_an_owner_with_two_open_accounts_opens_a_third_tagged() -> None:
+    await (
+        given_events(opened(), opened())
+        .when(opening(" ada  lovelace"))
+        .then(NewEvent(AccountOpened("ada  lovelace", "EUR"), tags=ADA))
+    )
+
+
+async def test_a_fourth_open_account_in_one_currency_is_refused() -> None:
+    error = (
+        await given_events(opened(), opened(), opened())
+        .when(opening())
+        .then_raises(TooManyOpenAccounts, match="3 open EUR accounts")
+    )
+    assert isinstance(error, TooManyOpenAccounts)
+    assert error.code == "too-many-open-accounts"
+
+
+async def test_other_currencies_and_other_owners_do_not_count() -> None:
+    others = (
+        opened(currency="USD", tags=["owner:ada lovelace", "currency:USD"]),
+        opened("Grace Hopper", tags=["owner:grace hopper", "currency:EUR"]),
+    )
+    await (
+        given_events(opened(), opened(), *others)
+        .when(opening())
+        .then(NewEvent(AccountOpened("Ada Lovelace", "EUR"), tags=ADA))
+    )
+
+
+async def test_untagged_accounts_from_before_the_rule_do_not_count() -> None:
+    legacy = [AccountOpened("Ada Lovelace", "EUR") for _ in range(5)]
+    await (
+        given_events(*legacy, opened(), opened())
+        .when(opening())
+        .then(NewEvent(AccountOpened("Ada Lovelace", "EUR"), tags=ADA))
+    )
+
+
+async def test_a_closed_account_frees_its_place(tmp_path) -> None:
+    """Through the repository (the close command's path): closing tags the event, the count drops."""
+    async with SQLiteEventStore(tmp_path / "l.db") as store:
+        repo = Repository(store)
+        ids = []
+        for _ in range(MAX_OPEN_ACCOUNTS):
+            account = Account.open("Ada Lovelace", "EUR")
+            await open_account(store, account)
+            ids.append(account.id)
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        await repo.update(Account, ids[0], Account.close)
+        [closed] = (await store.read(Query.of(types=["AccountClosed"]))).events
+        assert set(closed.tags) == set(ADA)
+        await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+
+
+async def test_closing_an_untagged_account_frees_no_place() -> None:
+    """A legacy account's close is tagged, but it was never counted: it must not make room."""
+    await (
+        given_events(
+            AccountOpened("Ada Lovelace", "EUR"),
+            opened(),
+            opened(),
+            opened(),
+        )
+        .when(opening())
+        .then_raises(TooManyOpenAccounts)
+    )
+
+
+async def test_eight_concurrent_opens_on_separate_sqlite_connections_land_three(tmp_path) -> None:
+    """Eight stores on one file (eight connections), one open each at once: exactly three land."""
+    url = tmp_path / "race.db"
+    async with SQLiteEventStore(url):
+        pass  # create the schema once
+    stores = [SQLiteEventStore(url) for _ in range(8)]
+    for s in stores:
+        await s.open()
+    try:
+        outcomes = await asyncio.gather(
+            *(open_account(s, Account.open("Ada Lovelace", "EUR")) for s in stores), return_exceptions=True
+        )
+    finally:
+        for s in stores:
+            await s.close()
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == MAX_OPEN_ACCOUNTS, outcomes
+    assert all(isinstance(o, TooManyOpenAccounts) for o in outcomes if isinstance(o, BaseException)), outcomes
+    async with SQLiteEventStore(url) as store:
+        assert len((await store.read(Query.of(types=["AccountOpened"], tags=ADA))).events) == 3
+
+
+async def test_a_retry_of_the_open_that_took_the_last_place_gets_its_first_result(tmp_path) -> None:
+    """The same account id and event id again (an idempotent retry): the first result, not a refusal."""
+    event_id = uuid.uuid4()
+    async with SQLiteEventStore(tmp_path / "retry.db") as store:
+        for _ in range(MAX_OPEN_ACCOUNTS - 1):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        account_id = uuid.uuid4()
+        first = await open_account(
+            store, Account.open("Ada Lovelace", "EUR", account_id=account_id), event_id=event_id
+        )
+        again = await open_account(
+            store, Account.open("Ada Lovelace", "EUR", account_id=account_id), event_id=event_id
+        )
+        assert again.positions == first.positions
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
