@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.backends import Backend, Place, PostgresBackend
+from benchmarks.backends import Backend, Place, PostgresBackend, SQLiteBackend
 from benchmarks.http import percentile
 from benchmarks.plan import Timing
 from eventvault import (
@@ -35,7 +35,7 @@ from eventvault import (
     open_store,
 )
 
-__all__ = ["DCBContender", "EvDCB", "PeerDCB", "new_tag"]
+__all__ = ["DCBContender", "EvDCB", "PeerDCB", "explain_condition", "latency_ms", "new_tag"]
 
 REGISTRY = EventRegistry()
 _TYPE = "Registered"
@@ -99,16 +99,21 @@ class EvDCB(DCBContender):
         return self.loop.run_until_complete(fn())
 
     def seed(self, first: int, last: int) -> None:
+        """Append the seed in batches of 1,000, without a condition."""
+
         async def go() -> None:
             for start in range(first, last, _BATCH):
                 events = [
-                    NewEvent(Registered(f"u{i}"), tags=[f"user:{i}"]) for i in range(start, min(last, start + _BATCH))
+                    NewEvent(Registered(f"u{i}"), tags=[f"user:{i}"])
+                    for i in range(start, min(last, start + _BATCH))
                 ]
                 await self.store.append_events(events)
 
         self._run(go)
 
     def decide(self, run: int, count: int) -> Timing:
+        """Read the new tag, then append under the condition; the append timed."""
+
         async def go() -> Timing:
             latencies: list[float] = []
             for j in range(count):
@@ -128,10 +133,14 @@ class EvDCB(DCBContender):
         return result
 
     def conflicts(self, tag: str) -> bool:
+        """A condition from the log's start on a taken tag."""
+
         async def go() -> bool:
             query = Query.of(types=[_TYPE], tags=[tag])
             try:
-                await self.store.append_events([NewEvent(Registered(tag), tags=[tag])], condition=AppendCondition(query, after=0))
+                await self.store.append_events(
+                    [NewEvent(Registered(tag), tags=[tag])], condition=AppendCondition(query, after=0)
+                )
             except AppendConditionFailed:
                 return True
             return False
@@ -140,6 +149,8 @@ class EvDCB(DCBContender):
         return result
 
     def stored(self) -> int:
+        """Events of the workload's type in the log."""
+
         async def go() -> int:
             return len((await self.store.read(Query.of(types=[_TYPE]))).events)
 
@@ -147,6 +158,7 @@ class EvDCB(DCBContender):
         return result
 
     def close(self) -> None:
+        """Release connections."""
         self._run(self.store.close)
         self.loop.close()
 
@@ -180,10 +192,14 @@ class PeerDCB(DCBContender):
         return DCBQuery(items=[DCBQueryItem(types=[_TYPE], tags=[tag])])
 
     def seed(self, first: int, last: int) -> None:
+        """Append the seed in batches of 1,000, without a condition."""
         for start in range(first, last, _BATCH):
-            self.recorder.append([self._event(f"u{i}", f"user:{i}") for i in range(start, min(last, start + _BATCH))])
+            self.recorder.append(
+                [self._event(f"u{i}", f"user:{i}") for i in range(start, min(last, start + _BATCH))]
+            )
 
     def decide(self, run: int, count: int) -> Timing:
+        """Read the new tag, then append under the condition; the append timed."""
         from eventsourcing.dcb.api import DCBAppendCondition  # noqa: PLC0415
 
         latencies: list[float] = []
@@ -195,29 +211,81 @@ class PeerDCB(DCBContender):
                 raise AssertionError(f"{tag} is taken before its decision")
             head = response.head
             started = time.perf_counter()
-            self.recorder.append([self._event(tag, tag)], DCBAppendCondition(fail_if_events_match=query, after=head))
+            self.recorder.append(
+                [self._event(tag, tag)], DCBAppendCondition(fail_if_events_match=query, after=head)
+            )
             latencies.append(time.perf_counter() - started)
         return Timing(count, sum(latencies), latencies)
 
     def conflicts(self, tag: str) -> bool:
+        """A condition from the log's start on a taken tag."""
         from eventsourcing.dcb.api import DCBAppendCondition  # noqa: PLC0415
         from eventsourcing.persistence import IntegrityError  # noqa: PLC0415
 
         try:
-            self.recorder.append([self._event(tag, tag)], DCBAppendCondition(fail_if_events_match=self._query(tag), after=0))
+            self.recorder.append(
+                [self._event(tag, tag)], DCBAppendCondition(fail_if_events_match=self._query(tag), after=0)
+            )
         except IntegrityError:
             return True
         return False
 
     def stored(self) -> int:
+        """Events of the workload's type in the log."""
         from eventsourcing.dcb.api import DCBQuery, DCBQueryItem  # noqa: PLC0415
 
         return sum(1 for _ in self.recorder.read(DCBQuery(items=[DCBQueryItem(types=[_TYPE])])))
 
     def close(self) -> None:
+        """Release connections."""
         self.datastore.close()
 
 
 def latency_ms(timing: Timing, q: float) -> float:
     """The ``q`` percentile of the appends' latencies, in milliseconds."""
     return percentile(timing.latencies, q) * 1000
+
+
+def explain_condition(backend: Backend, place: Place, tag: str, after: int) -> dict[str, Any]:
+    """The plan of eventvault's condition check on ``tag`` after ``after``; whether it probes the tag index.
+
+    SQLite: EXPLAIN QUERY PLAN of the statements ``first_match`` runs; PostgreSQL:
+    EXPLAIN (ANALYZE) of ``condition_sql`` (it only reads), with its execution time.
+    """
+    query = Query.of(types=[_TYPE], tags=[tag])
+    if isinstance(backend, PostgresBackend):
+        from psycopg import sql  # noqa: PLC0415
+
+        from eventvault.store.postgres._dcb import _params, condition_sql  # noqa: PLC0415
+
+        assert place.schema is not None  # noqa: S101
+        statement = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + condition_sql(
+            sql.Identifier(place.schema), query
+        )
+        with backend.connect() as conn:
+            lines = [str(r[0]) for r in conn.execute(statement, _params(query, after)).fetchall()]
+        plan = "\n".join(lines)
+        uses = "event_tags_pkey" in plan and "Seq Scan on event_tags" not in plan
+        ms = next((float(x.split(":")[1].split()[0]) for x in lines if x.startswith("Execution Time")), None)
+        return {"plan": plan, "uses_tag_index": uses, "execution_ms": ms}
+    import contextlib  # noqa: PLC0415
+    import sqlite3  # noqa: PLC0415
+
+    from eventvault.store.sqlite import reads  # noqa: PLC0415
+
+    assert isinstance(backend, SQLiteBackend)  # noqa: S101
+    statements: list[str] = []
+    with contextlib.closing(backend.connect(place)) as conn:
+        conn.set_trace_callback(statements.append)
+        cur: sqlite3.Cursor = conn.cursor()
+        started = time.perf_counter()
+        reads.first_match(cur, query, after)
+        ms = (time.perf_counter() - started) * 1000
+        conn.set_trace_callback(None)
+        selects = [st for st in statements if st.startswith("SELECT")]
+        steps = [str(row[3]) for st in selects for row in conn.execute(f"EXPLAIN QUERY PLAN {st}")]
+    plan = "\n".join(steps)
+    uses = any("PRIMARY KEY (tag=? AND position>?)" in s for s in steps) and not any(
+        s.startswith("SCAN") for s in steps
+    )
+    return {"plan": plan, "uses_tag_index": uses, "execution_ms": round(ms, 3)}

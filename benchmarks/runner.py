@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from benchmarks.backends import Backend, Place, PostgresBackend, commit_latency
-from benchmarks.dcb import DCBContender, EvDCB, PeerDCB, latency_ms, new_tag
+from benchmarks.dcb import DCBContender, EvDCB, PeerDCB, explain_condition, latency_ms, new_tag
 from benchmarks.ev import EventVault
 from benchmarks.http import percentile, run_http
 from benchmarks.limit import Limit
@@ -321,7 +321,8 @@ class _BackendRun:
 
     def w9(self) -> None:
         """Conditional appends at two stored sizes; the peer (eventsourcing's DCB recorder) on PostgreSQL."""
-        contenders: list[DCBContender] = [EvDCB(self.backend, self.fresh("w9_eventvault"))]
+        ev_place = self.fresh("w9_eventvault")
+        contenders: list[DCBContender] = [EvDCB(self.backend, ev_place)]
         if isinstance(self.backend, PostgresBackend):
             contenders.append(PeerDCB(self.backend))
         try:
@@ -332,16 +333,33 @@ class _BackendRun:
                     c.seed(stored, max(stored, size))
                 stored = max(stored, size)
                 label = f"W9 {_short(stored)}"
+                plan = explain_condition(self.backend, ev_place, new_tag(0, 0), stored // 2)
+                self.log(
+                    f"[{self.backend.name}] {label} condition check: tag index "
+                    f"{'used' if plan['uses_tag_index'] else 'NOT USED'}, {plan['execution_ms']} ms"
+                )
+                check = {
+                    "check": "dcb_condition_plan",
+                    "backend": self.backend.name,
+                    "stored": stored,
+                    **plan,
+                }
+                self.results.add_check(check)
                 for run in range(self.config.runs):
                     for c in _rotate(contenders, run):
                         timing = c.decide(appended + run, self.sizes.dcb_appends)
                         self.record(label, "appends/s", c.name, timing, run)
                         for suffix, q in (("p50", 0.5), ("p99", 0.99)):
-                            self.results.add(f"{label} {suffix}", self.backend.name, "ms", c.name, latency_ms(timing, q))
+                            self.results.add(
+                                f"{label} {suffix}", self.backend.name, "ms", c.name, latency_ms(timing, q)
+                            )
                 appended += self.config.runs
             total = stored + appended * self.sizes.dcb_appends
             _same("W9 events stored", {**{c.name: c.stored() for c in contenders}, "expected": total})
-            _same("W9 repeated decision fails", {c.name: c.conflicts(new_tag(0, 0)) for c in contenders} | {"expected": True})
+            _same(
+                "W9 repeated decision fails",
+                {c.name: c.conflicts(new_tag(0, 0)) for c in contenders} | {"expected": True},
+            )
         finally:
             for c in contenders:
                 c.close()
