@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from benchmarks.backends import open_backend
 from benchmarks.plan import Sizes
 from benchmarks.results import CONTENDERS, Results, TargetResult
-from benchmarks.runner import SOURCERY_MISSING, WORKLOADS, Config, run_backend
+from benchmarks.runner import DEFAULT_WORKLOADS, SOURCERY_MISSING, WORKLOADS, Config, run_backend
 from benchmarks.wrk import find_wrk
 
 __all__ = ["main"]
@@ -49,10 +49,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "a database is created on it for the run and dropped after",
     )
     p.add_argument(
-        "--workload", action="append", choices=WORKLOADS, help="a workload to run (repeatable; default all)"
+        "--workload", action="append", choices=WORKLOADS, help="a workload to run (repeatable; default W1-W8)"
     )
     p.add_argument(
         "--runs", type=int, default=3, help="runs of each workload; medians are reported (default 3)"
+    )
+    p.add_argument(
+        "--dcb",
+        action="store_true",
+        help="also run W9: conditional appends at 20,000 and 1,000,000 stored events (minutes)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run of every code path")
@@ -88,6 +93,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             help=f"(default {getattr(defaults, f.name):,})",
         )
     return p
+
+
+def _workloads(asked: list[str] | None, *, dcb: bool) -> tuple[str, ...]:
+    """The workloads to run: those asked for (default W1-W8), and W9 with ``--dcb``."""
+    chosen = list(asked or DEFAULT_WORKLOADS)
+    if dcb and "W9" not in chosen:
+        chosen.append("W9")
+    return tuple(chosen)
 
 
 def _filesystem(path: Path) -> str:
@@ -234,7 +247,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         )
     config = Config(
         sizes=sizes,
-        workloads=() if args.growth_only else tuple(args.workload or WORKLOADS),
+        workloads=() if args.growth_only else _workloads(args.workload, dcb=args.dcb),
         runs=args.runs,
         workdir=workdir,
         keep=args.keep,

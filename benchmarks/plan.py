@@ -46,6 +46,12 @@ class Sizes:
     """Cost growth: events stored for the first measurement."""
     growth_accounts: int = 200
     """Cost growth: accounts W1 writes (and 10x that W3 loads) at each size."""
+    dcb_baseline: int = 20_000
+    """W9: tagged events stored for the first measurement."""
+    dcb_events: int = 1_000_000
+    """W9: tagged events stored for the second measurement."""
+    dcb_appends: int = 500
+    """W9: conditional appends each contender makes per run, at each size."""
 
     @classmethod
     def tiny(cls) -> Sizes:
@@ -66,6 +72,9 @@ class Sizes:
             growth_events=300,
             growth_baseline=60,
             growth_accounts=3,
+            dcb_baseline=40,
+            dcb_events=120,
+            dcb_appends=5,
         )
 
 

@@ -19,7 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from benchmarks.backends import Backend, Place, commit_latency
+from benchmarks.backends import Backend, Place, PostgresBackend, commit_latency
+from benchmarks.dcb import DCBContender, EvDCB, PeerDCB, explain_condition, latency_ms, new_tag
 from benchmarks.ev import EventVault
 from benchmarks.http import percentile, run_http
 from benchmarks.limit import Limit
@@ -36,9 +37,11 @@ except ImportError as exc:  # the optional second peer is not installed
 else:
     SOURCERY_MISSING = None
 
-__all__ = ["SOURCERY_MISSING", "WORKLOADS", "Config", "run_backend"]
+__all__ = ["DEFAULT_WORKLOADS", "SOURCERY_MISSING", "WORKLOADS", "Config", "run_backend"]
 
-WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
+DEFAULT_WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
+"""The workloads a run does unless told (W9, conditional appends at 1,000,000 events, is asked for)."""
+WORKLOADS: Final = (*DEFAULT_WORKLOADS, "W9")
 _NEEDS_DATA: Final = frozenset({"W3", "W4", "W6"})
 
 
@@ -47,7 +50,7 @@ class Config:
     """What one benchmark run does."""
 
     sizes: Sizes = field(default_factory=Sizes)
-    workloads: tuple[str, ...] = WORKLOADS
+    workloads: tuple[str, ...] = DEFAULT_WORKLOADS
     runs: int = 3
     workdir: Path = Path()
     keep: bool = False
@@ -316,6 +319,51 @@ class _BackendRun:
                 self._record_wrk(result.wrk_deposits, result.wrk_noop, run)
             self.discard(place)
 
+    def w9(self) -> None:
+        """Conditional appends at two stored sizes; the peer (eventsourcing's DCB recorder) on PostgreSQL."""
+        ev_place = self.fresh("w9_eventvault")
+        contenders: list[DCBContender] = [EvDCB(self.backend, ev_place)]
+        if isinstance(self.backend, PostgresBackend):
+            contenders.append(PeerDCB(self.backend))
+        try:
+            stored = 0
+            appended = 0
+            for size in (self.sizes.dcb_baseline, self.sizes.dcb_events):
+                for c in contenders:
+                    c.seed(stored, max(stored, size))
+                stored = max(stored, size)
+                label = f"W9 {_short(stored)}"
+                plan = explain_condition(self.backend, ev_place, new_tag(0, 0), stored // 2)
+                self.log(
+                    f"[{self.backend.name}] {label} condition check: tag index "
+                    f"{'used' if plan['uses_tag_index'] else 'NOT USED'}, {plan['execution_ms']} ms"
+                )
+                check = {
+                    "check": "dcb_condition_plan",
+                    "backend": self.backend.name,
+                    "stored": stored,
+                    **plan,
+                }
+                self.results.add_check(check)
+                for run in range(self.config.runs):
+                    for c in _rotate(contenders, run):
+                        timing = c.decide(appended + run, self.sizes.dcb_appends)
+                        self.record(label, "appends/s", c.name, timing, run)
+                        for suffix, q in (("p50", 0.5), ("p99", 0.99)):
+                            self.results.add(
+                                f"{label} {suffix}", self.backend.name, "ms", c.name, latency_ms(timing, q)
+                            )
+                appended += self.config.runs
+            total = stored + appended * self.sizes.dcb_appends
+            _same("W9 events stored", {**{c.name: c.stored() for c in contenders}, "expected": total})
+            _same(
+                "W9 repeated decision fails",
+                {c.name: c.conflicts(new_tag(0, 0)) for c in contenders} | {"expected": True},
+            )
+        finally:
+            for c in contenders:
+                c.close()
+
     def _record_wrk(self, deposits: WrkResult, noop: WrkResult, run: int) -> None:
         for contender, r in (("eventvault", deposits), ("limit", noop)):
             self.record("W8 wrk", "requests/s", contender, Timing(r.requests, r.seconds), run)
@@ -326,6 +374,15 @@ class _BackendRun:
             f"{deposits.p50_ms:.1f} ms p99 {deposits.p99_ms:.1f} ms; no-op p50 {noop.p50_ms:.1f} ms "
             f"p99 {noop.p99_ms:.1f} ms"
         )
+
+
+def _short(n: int) -> str:
+    """20000 -> '20k', 1000000 -> '1M' (the W9 row names)."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
 
 
 def run_backend(backend: Backend, config: Config, results: Results, out: TextIO = sys.stderr) -> None:
@@ -341,6 +398,7 @@ def run_backend(backend: Backend, config: Config, results: Results, out: TextIO 
         "W6": run.w6,
         "W7": run.w7,
         "W8": run.w8,
+        "W9": run.w9,
     }
 
     def probe(when: str) -> None:

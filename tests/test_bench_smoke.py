@@ -226,3 +226,54 @@ def test_the_round_trip_check_runs_at_a_small_size(tmp_path: Path) -> None:
     figures = json.loads(done.stdout)
     assert figures["events"] == 3000
     assert figures["byte_identical"] is True
+
+
+W9_ROWS = {f"W9 {size}{suffix}" for size in (40, 120) for suffix in ("", " p50", " p99")}
+"""W9's rows at --tiny's two stored sizes: conditional appends/s, and their p50 and p99 latency."""
+
+
+def _check_w9(objects: list[dict[str, Any]], backend: str, *, peer: bool) -> None:
+    rows = {
+        o["workload"]: o for o in objects if str(o.get("workload", "")).startswith("W9") and "check" not in o
+    }
+    assert set(rows) == W9_ROWS
+    for name, row in rows.items():
+        assert set(row) == KEYS, row
+        assert row["backend"] == backend
+        assert row["unit"] == ("ms" if name.endswith(("p50", "p99")) else "appends/s")
+        assert isinstance(row["eventvault"], float)
+        assert row["eventvault"] > 0
+        assert row["limit"] is None
+        assert row["sourcery"] is None
+        if peer:
+            assert isinstance(row["peer"], float), row
+            assert row["peer"] > 0
+        else:
+            assert row["peer"] is None, row
+    for size in (40, 120):
+        assert rows[f"W9 {size} p99"]["eventvault"] >= rows[f"W9 {size} p50"]["eventvault"]
+    plans = [o for o in objects if o.get("check") == "dcb_condition_plan"]
+    assert sorted(p["stored"] for p in plans) == [40, 120]
+    for p in plans:  # the condition check probes the tag index, at every stored size
+        assert p["backend"] == backend
+        assert p["uses_tag_index"] is True, p["plan"]
+        index = "event_tags_pkey" if backend == "postgresql" else "PRIMARY KEY (tag=? AND position>?)"
+        assert index in p["plan"]
+
+
+def test_w9_is_asked_for_and_runs_on_sqlite_without_the_peer(tmp_path):
+    """--dcb adds W9 (conditional appends at two stored sizes); eventsourcing has no SQLite DCB recorder."""
+    objects = _objects(_bench(tmp_path, "--backend", "sqlite", "--workload", "W1", "--dcb", "--json"))
+    _check_w9(objects, "sqlite", peer=False)
+    assert any(o.get("workload") == "W1" for o in objects)
+
+
+@pytest.mark.postgres
+def test_w9_on_postgres_runs_beside_the_eventsourcing_dcb_recorder(tmp_path, postgres_server):
+    """On PostgreSQL W9 measures eventsourcing's DCB recorder too, and its database goes."""
+    before = _bench_databases(postgres_server.url)
+    out = _bench(
+        tmp_path, "--backend", "postgresql", "--postgres", postgres_server.url, "--workload", "W9", "--json"
+    )
+    _check_w9(_objects(out), "postgresql", peer=True)
+    assert _bench_databases(postgres_server.url) <= before
