@@ -10,7 +10,7 @@ Of eight requests racing for the last place, one lands; the others read again
 and are refused.
 
 Events from before the tags carry none: an account opened then does not count
-(see decision 33).
+(see decision 31).
 """
 
 from __future__ import annotations
