@@ -83,7 +83,8 @@ async def _http_round(db: Path, n: int) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
         in_flight: list[asyncio.Task[httpx.Response]] = []
         async with app.router.lifespan_context(app):
-            r = await client.post("/api/command/accounts", json={"ownerName": "Ada", "currency": "EUR"})
+            # An owner per round: an owner may hold at most three open accounts per currency.
+            r = await client.post("/api/command/accounts", json={"ownerName": f"Ada {n}", "currency": "EUR"})
             account_id = r.json()["accountId"]
             for i in range(WORK):
                 in_flight.append(asyncio.create_task(client.get(f"/api/query/accounts/{account_id}")))
