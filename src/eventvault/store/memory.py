@@ -71,6 +71,21 @@ class _Data:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stores: weakref.WeakSet[MemoryEventStore] = field(default_factory=weakref.WeakSet)
 
+    def add(self, rows: list[_Row]) -> None:
+        """Store ``rows`` and index them by stream, id, type and tag (call holding ``lock``)."""
+        self.log.extend(rows)
+        for r in rows:
+            self.streams.setdefault(r.stream_id, []).append(r)
+            self.ids[r.event_id] = r
+            self.by_type.setdefault(r.event_type, []).append(r.position)
+            for tag in r.tags:
+                self.by_tag.setdefault(tag, []).append(r.position)
+
+    def announce(self) -> None:
+        """Wake every store sharing this data (call after releasing ``lock``)."""
+        for store in self.stores:
+            store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
+
 
 class MemoryEventStore(EventStore):
     """An in-memory store. ``share_with`` another one to see the same data."""
@@ -150,15 +165,8 @@ class MemoryEventStore(EventStore):
                 )
                 for i, e in enumerate(events, start=1)
             ]
-            d.log.extend(rows)
-            d.streams.setdefault(stream_id, []).extend(rows)
-            for r in rows:
-                d.ids[r.event_id] = r
-                d.by_type.setdefault(r.event_type, []).append(r.position)
-                for tag in r.tags:
-                    d.by_tag.setdefault(tag, []).append(r.position)
-        for store in d.stores:
-            store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
+            d.add(rows)
+        d.announce()
         return AppendResult(
             stream_id,
             rows[-1].stream_version,
@@ -200,15 +208,8 @@ class MemoryEventStore(EventStore):
                 )
                 for e in events
             ]
-            d.log.extend(rows)
-            for r in rows:
-                d.streams.setdefault(r.stream_id, []).append(r)
-                d.ids[r.event_id] = r
-                d.by_type.setdefault(r.event_type, []).append(r.position)
-                for tag in r.tags:
-                    d.by_tag.setdefault(tag, []).append(r.position)
-        for store in d.stores:
-            store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
+            d.add(rows)
+        d.announce()
 
     async def _read_stream(  # noqa: PLR0913, PLR0917
         self,
