@@ -15,7 +15,6 @@ Events from before the tags carry none: an account opened then does not count
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Final
@@ -41,8 +40,6 @@ MAX_OPEN_ACCOUNTS: Final = 3
 """How many open accounts one owner may hold in one currency."""
 
 _RETRIES: Final = 10
-_HELD_BACK_WAIT: Final = 2.0  # seconds a refusal waits for held-back events
-_HELD_BACK_POLL: Final = 0.01
 
 
 def open_accounts_query(owner_name: str, currency: str) -> Query:
@@ -62,22 +59,6 @@ def open_accounts(events: Sequence[RecordedEvent]) -> frozenset[str]:
         elif isinstance(e.data, AccountClosed):
             open_streams.discard(e.stream_id)
     return frozenset(open_streams)
-
-
-async def _held_back(store: EventStore) -> bool:
-    """Whether committed events were held back from the last read; if so, wait (bounded) for them.
-
-    A refusal must rest on every committed event: on PostgreSQL a read stops
-    below an event writer still open (the read horizon), so a close just
-    acknowledged may not be in it yet. False when nothing was held back.
-    """
-    if (await store.read_horizon_lag()).pending_events == 0:
-        return False
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _HELD_BACK_WAIT
-    while loop.time() < deadline and (await store.read_horizon_lag()).pending_events:  # noqa: ASYNC110 - polls the server
-        await asyncio.sleep(_HELD_BACK_POLL)  # another transaction's end: nothing to await on
-    return True
 
 
 async def open_account(
@@ -102,16 +83,12 @@ async def open_account(
         uuid7() if event_id is None else event_id,
         tags=account.tags_of(opened),
     )
-    waited = False
     attempt = 0
     while True:
         seen = await store.read(query)
         model = open_accounts(seen.events)
         # Already among them: a retry of an open that landed (the store answers with its result).
         if account.stream_id not in model and len(model) >= limit:
-            if not waited and await _held_back(store):
-                waited = True
-                continue  # decided again with the events that were held back
             raise TooManyOpenAccounts(account.owner_name, account.currency, limit)
         try:
             result = await store.append_events(

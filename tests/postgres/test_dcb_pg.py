@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from psycopg import sql
@@ -40,6 +41,40 @@ async def test_a_condition_fails_on_an_unseen_event_with_a_lower_position(store,
     assert failed.value.position == pending.position
     again = await store.read(query)
     assert [e.position for e in again.events] == [readable.position, pending.position]
+
+
+async def test_a_read_waits_for_an_older_writer_holding_back_a_committed_match(
+    store, held, notes, monkeypatch
+) -> None:
+    """A decision rests on every event committed before its read, not only on those below the horizon.
+
+    An older event writer (a lower transaction id, still running) holds back the
+    horizon; a tagged event that committed after it is acknowledged, so a
+    decision read now must see it: the read waits until that writer ends, then
+    answers with the event. Without the wait it would answer without it (and a
+    rule such as "at most three open accounts" would refuse on a stale count).
+    """
+    dcb = store._dcb
+    read_once = dcb._read_once
+    reads = asyncio.Queue[bool]()
+
+    async def counted(*args: Any) -> Any:
+        rows = await read_once(*args)
+        reads.put_nowait(rows[0][2])
+        return rows
+
+    monkeypatch.setattr(dcb, "_read_once", counted)
+    older = await held(store)  # holds the writers' lock and a transaction id
+    landed = await store.append_events([NewEvent(notes("taken")[0].data, tags=["seat:7"])])
+    assert landed.checkpoint.tx > (older.tx or 0)
+    reading = asyncio.create_task(store.read(Query.of(tags=["seat:7"])))
+    assert await asyncio.wait_for(reads.get(), 60) is True  # held back: the read goes on
+    assert await asyncio.wait_for(reads.get(), 60) is True
+    assert not reading.done()
+    await older.rollback()
+    seen = await asyncio.wait_for(reading, 60)
+    assert [e.position for e in seen.events] == [landed.position]
+    assert seen.head == landed.position
 
 
 async def test_a_tag_condition_is_a_range_probe_of_the_tag_index(store, raw, schema, notes) -> None:

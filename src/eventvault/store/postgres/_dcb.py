@@ -14,9 +14,10 @@ did not see, whatever their positions (see :func:`_after`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import psycopg.errors
 from psycopg import sql
@@ -43,6 +44,9 @@ from eventvault.store.records import (
 )
 
 _ROUNDS: Final = 5
+_HELD_WAIT: Final = 10.0  # seconds at most a query read waits for a matching event held back
+_HELD_PAUSE: Final = 0.001
+_HELD_MAX_PAUSE: Final = 0.05
 
 
 class _Stored(NamedTuple):
@@ -71,8 +75,20 @@ def _after(s: sql.Identifier) -> sql.Composed:
     ).format(s=s)
 
 
-def _item(s: sql.Identifier, item: QueryItem, i: int, *, below: bool) -> sql.Composed:
-    """The (tx_id, position) of the events ``item`` matches after ``a``, in log order."""
+_Horizon = Literal["any", "below", "beyond"]
+_HORIZONS: Final[dict[str, sql.SQL]] = {
+    "any": sql.SQL(""),
+    "below": sql.SQL(" AND {col} < (SELECT xmin FROM horizon)"),
+    "beyond": sql.SQL(" AND {col} >= (SELECT xmin FROM horizon)"),
+}
+
+
+def _item(s: sql.Identifier, item: QueryItem, i: int, *, horizon: _Horizon) -> sql.Composed:
+    """The (tx_id, position) of the events ``item`` matches after ``a``, in log order.
+
+    ``horizon`` keeps those below the read horizon, those at or beyond it
+    (committed but held back, or not visible), or any.
+    """
     types = (
         sql.SQL(" AND e.event_type = ANY({})").format(sql.Placeholder(f"types{i}"))
         if item.types
@@ -94,7 +110,7 @@ def _item(s: sql.Identifier, item: QueryItem, i: int, *, below: bool) -> sql.Com
         ).format(
             s=s,
             tag=sql.Placeholder(f"tag{i}"),
-            below=sql.SQL(" AND t.tx_id < (SELECT xmin FROM horizon)") if below else sql.SQL(""),
+            below=_HORIZONS[horizon].format(col=sql.SQL("t.tx_id")),
             rest=rest,
             types=types,
         )
@@ -103,7 +119,7 @@ def _item(s: sql.Identifier, item: QueryItem, i: int, *, below: bool) -> sql.Com
         "WHERE (e.tx_id, e.position) > ((SELECT tx FROM a), (SELECT pos FROM a)){below}{types}"
     ).format(
         s=s,
-        below=sql.SQL(" AND e.tx_id < (SELECT xmin FROM horizon)") if below else sql.SQL(""),
+        below=_HORIZONS[horizon].format(col=sql.SQL("e.tx_id")),
         types=types,
     )
 
@@ -123,7 +139,7 @@ def _params(query: Query, after: int) -> dict[str, Any]:
 def condition_sql(s: sql.Identifier, query: Query) -> sql.Composed:
     """The first event (in log order) ``query`` matches after ``%(after)s``, committed, any horizon."""
     firsts = sql.SQL(" UNION ALL ").join(
-        sql.SQL("({} ORDER BY 1, 2 LIMIT 1)").format(_item(s, item, i, below=False))
+        sql.SQL("({} ORDER BY 1, 2 LIMIT 1)").format(_item(s, item, i, horizon="any"))
         for i, item in enumerate(query.items)
     )
     return sql.SQL("WITH {a} SELECT position FROM ({firsts}) AS m ORDER BY tx_id, position LIMIT 1").format(
@@ -132,8 +148,18 @@ def condition_sql(s: sql.Identifier, query: Query) -> sql.Composed:
 
 
 def read_sql(s: sql.Identifier, query: Query, *, backwards: bool) -> sql.Composed:
-    """The events ``query`` matches after ``%(after)s`` below the read horizon, and the readable head."""
-    matched = sql.SQL(" UNION ").join(_item(s, item, i, below=True) for i, item in enumerate(query.items))
+    """The events ``query`` matches after ``%(after)s`` below the read horizon, and the readable head.
+
+    And whether a matching event committed before the statement is held back
+    beyond the horizon (an older event writer still runs).
+    """
+    matched = sql.SQL(" UNION ").join(
+        _item(s, item, i, horizon="below") for i, item in enumerate(query.items)
+    )
+    beyond = sql.SQL(" UNION ALL ").join(
+        sql.SQL("({} LIMIT 1)").format(_item(s, item, i, horizon="beyond"))
+        for i, item in enumerate(query.items)
+    )
     direction = sql.SQL("DESC" if backwards else "ASC")
     return sql.SQL(
         """
@@ -145,10 +171,10 @@ def read_sql(s: sql.Identifier, query: Query, *, backwards: bool) -> sql.Compose
         page AS (
             SELECT {cols} FROM {s}.events WHERE (tx_id, position) IN (SELECT tx_id, position FROM m)
             ORDER BY tx_id {d}, position {d} LIMIT %(limit)s)
-        SELECT page.*, coalesce((SELECT position FROM head), 0)
+        SELECT page.*, coalesce((SELECT position FROM head), 0), EXISTS ({beyond})
         FROM (SELECT 1) AS one LEFT JOIN page ON true
         ORDER BY page.tx_id {d}, page.position {d}"""
-    ).format(s=s, a=_after(s), matched=matched, cols=_EVENT_COLUMNS, d=direction)
+    ).format(s=s, a=_after(s), matched=matched, beyond=beyond, cols=_EVENT_COLUMNS, d=direction)
 
 
 def _lock_keys(
@@ -233,27 +259,50 @@ class DCB:
         return idempotent_result(stream_id, events, found)
 
     async def read(self, query: Query, after: int, limit: int | None, backwards: bool) -> SequencedEvents:
-        """What :meth:`EventStore.read` returns: one statement, so the page and the head share a snapshot."""
+        """What :meth:`EventStore.read` returns: one statement, so the page and the head share a snapshot.
+
+        A decision must rest on every event committed before it was asked for.
+        When a matching event is held back beyond the read horizon (an older
+        event writer still runs; the server tells no one when it ends), the read
+        is made again, at growing intervals, until it is not, for at most
+        ``_HELD_WAIT`` seconds: past that it answers with what is below the
+        horizon, which a condition after its head still guards. Writers are
+        never made to wait by it.
+        """
         stmt = read_sql(self._s, query, backwards=backwards)
         params = _params(query, after)
         params["limit"] = limit
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _HELD_WAIT
+        pause = _HELD_PAUSE
+        while True:
+            rows = await self._read_once(stmt, params)
+            held_back = rows[0][2]
+            if not held_back or loop.time() >= deadline:
+                break
+            await asyncio.sleep(pause)  # another transaction's end, of which nothing tells
+            pause = min(pause * 2, _HELD_MAX_PAUSE)
+        return SequencedEvents([e for e, _, _ in rows if e is not None], rows[0][1])
+
+    async def _read_once(
+        self, stmt: sql.Composed, params: dict[str, Any]
+    ) -> list[tuple[RecordedEvent | None, int, bool]]:
+        """The rows of one query read: (event or None, head, held back), at least one."""
         event = self._event
         fields = _EVENT_FIELDS
 
-        def rows(_cursor: Any) -> RowMaker[tuple[RecordedEvent | None, int]]:
-            def row(values: Sequence[Any]) -> tuple[RecordedEvent | None, int]:
-                return (None if values[0] is None else event(values)), values[fields]
+        def rows(_cursor: Any) -> RowMaker[tuple[RecordedEvent | None, int, bool]]:
+            def row(values: Sequence[Any]) -> tuple[RecordedEvent | None, int, bool]:
+                return (None if values[0] is None else event(values)), values[fields], values[fields + 1]
 
             return row
 
-        async def op(conn: Conn) -> list[tuple[RecordedEvent | None, int]]:
+        async def op(conn: Conn) -> list[tuple[RecordedEvent | None, int, bool]]:
             async with conn.cursor(row_factory=rows) as cur:
                 await cur.execute(stmt, params, binary=True)
                 return await cur.fetchall()
 
-        got = await self._db.run("read(query)", op)
-        events = [e for e, _ in got if e is not None]
-        return SequencedEvents(events, got[0][1] if got else 0)
+        return await self._db.run("read(query)", op)
 
     async def append(
         self,
