@@ -46,7 +46,7 @@ __all__ = [
     "stored_versions",
 ]
 
-log = logging.getLogger("eventvault.migrations")
+log = logging.getLogger("eventvault.store.migrations")
 
 VERSION_TABLE: Final = "eventvault_schema"
 """The table of component versions, one row per component."""
