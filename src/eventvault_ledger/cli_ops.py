@@ -441,9 +441,31 @@ def _ledger_runner(store: EventStore) -> ProjectionRunner:
     return ProcessRunner(store, process_managers(), projections=ledger_projections())
 
 
+def _code_versions(store: EventStore) -> dict[str, int | None]:
+    """The schema version of each component this program keeps beside the store (see db migrate)."""
+    from eventvault.projections import BOOKKEEPING  # noqa: PLC0415
+    from eventvault_ledger.api.idempotency import IDEMPOTENCY  # noqa: PLC0415
+
+    return {
+        "store": schema_version(store),
+        BOOKKEEPING.name: BOOKKEEPING.version,
+        IDEMPOTENCY.name: IDEMPOTENCY.version,
+    }
+
+
+def _components_json(stored: dict[str, int], code: dict[str, int | None]) -> list[dict[str, Any]]:
+    """Each component's recorded version beside this code's (None: unknown to it, or not made yet)."""
+    names = [*code, *sorted(set(stored) - set(code))]
+    return [{"name": n, "version": stored.get(n), "codeVersion": code.get(n)} for n in names]
+
+
+def _components_line(components: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{c['name']} {c['version'] if c['version'] is not None else '-'}" for c in components)
+
+
 @db_app.command("status")
 def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
-    """Schema version, events, streams, head, size on disk, and each read model's lag."""
+    """Schema versions, events, streams, head, size on disk, and each read model's lag."""
     where = _shared_store(db, "db")
 
     async def work(store: EventStore) -> dict[str, Any]:
@@ -452,6 +474,7 @@ def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
         await runner.prepare()
         try:
             statuses = await runner.status()
+            stored = await asyncio.to_thread(runner.db.schema_versions)
             size = size_on_disk(store)
             if size is None and store.scheme == "postgresql":
                 from eventvault_ledger.read_models import postgres_schema_size  # noqa: PLC0415
@@ -463,6 +486,7 @@ def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
             "store": where.shown,
             "backend": store.scheme,
             "schemaVersion": schema_version(store),
+            "components": _components_json(stored, _code_versions(store)),
             "events": counts.events,
             "streams": counts.streams,
             "head": str(counts.head),
@@ -486,6 +510,10 @@ def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
     console = _console()
     for key in ("store", "backend", "schemaVersion", "events", "streams", "head", "sizeBytes"):
         console.print(f"{key}: {doc[key]}", markup=False, soft_wrap=True)
+    schema = _table("component", "schema version", "this code's")
+    for c in doc["components"]:
+        schema.add_row(c["name"], str(c["version"] or "-"), str(c["codeVersion"] or "-"))
+    _print_table(schema)
     table = _table("read model", "state", "checkpoint", "lag (events)", "lag (s)")
     for m in doc["readModels"]:
         table.add_row(m["name"], m["state"], m["checkpoint"], str(m["lagEvents"]), f"{m['lagSeconds']:.1f}")
@@ -494,17 +522,25 @@ def db_status(db: DbOption = SERVE_DB, as_json: JsonOption = False) -> None:
 
 @db_app.command("migrate")
 def db_migrate(db: DbOption = SERVE_DB) -> None:
-    """Create the store's schema, or bring it to this version's; a store already there is left as it is."""
+    """Create the schema, or bring each component to this version's; one already there is left as it is."""
+    from eventvault_ledger.api.idempotency import IdempotencyStore  # noqa: PLC0415
+
     where = _shared_store(db, "db")
 
-    async def work(store: EventStore) -> int | None:
+    async def work(store: EventStore) -> list[dict[str, Any]]:
+        # Opening the store migrated its component; then the read models'
+        # bookkeeping and tables, and the idempotency keys kept beside them.
         runner = _ledger_runner(store)
-        await runner.prepare()  # the read models' bookkeeping and tables too
-        await runner.stop()
-        return schema_version(store)
+        await runner.prepare()
+        try:
+            await asyncio.to_thread(IdempotencyStore(runner.db).setup)
+            stored = await asyncio.to_thread(runner.db.schema_versions)
+        finally:
+            await runner.stop()
+        return _components_json(stored, _code_versions(store))
 
-    version = _run(where, work)
-    typer.echo(f"{where.shown}: event store schema version {version}, read models ready")
+    components = _run(where, work)
+    typer.echo(f"{where.shown}: schema versions {_components_line(components)}; read models ready")
 
 
 # -- projections ---------------------------------------------------------------------------------

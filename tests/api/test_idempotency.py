@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
+
+import pytest
+
+from eventvault import SchemaVersionError
+from eventvault.projections import open_read_models
+from eventvault_ledger.api.idempotency import IDEMPOTENCY, IdempotencyStore
 
 
 def _key(value: str) -> dict[str, str]:
@@ -220,3 +228,34 @@ async def test_an_expired_key_is_forgotten_and_a_retry_after_it_still_lands_once
     replayed = await api.deposit(account_id, "2.50", headers=_key("dep-expiring"))
     assert replayed.headers["idempotent-replayed"] == "true"  # recorded again
     assert replayed.json() == first.json()
+
+
+def test_a_key_table_from_before_versions_were_kept_is_adopted_with_its_keys(tmp_path):
+    """ev_idempotency made before its version was recorded: setup keeps its keys and records version 1."""
+    path = tmp_path / "keys.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        # As the code before decision 0034 made it, with one answered key.
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS ev_idempotency ("
+            " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER, body TEXT,"
+            " headers TEXT, media_type TEXT, created_at DOUBLE PRECISION NOT NULL)"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS ev_idempotency_created ON ev_idempotency (created_at)")
+        conn.execute(
+            "INSERT INTO ev_idempotency VALUES ('k', 'f', 200, '{}', '{}', 'application/json', ?)",
+            (time.time(),),
+        )
+    db = open_read_models(f"sqlite:///{path}")
+    try:
+        keys = IdempotencyStore(db)
+        keys.setup()
+        assert db.schema_versions() == {IDEMPOTENCY.name: IDEMPOTENCY.version}
+        assert keys.claim("k", "other").status == 200  # the answer on record, not a new claim
+        keys.setup()
+        db.execute(
+            db.connection(), "UPDATE eventvault_schema SET version = 2 WHERE component = 'idempotency'"
+        )
+        with pytest.raises(SchemaVersionError, match="idempotency key schema version 2, newer than the 1"):
+            keys.setup()
+    finally:
+        db.close()

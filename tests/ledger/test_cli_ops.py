@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +26,7 @@ from typer.testing import CliRunner
 
 from eventvault import ANY, Snapshot, open_store
 from eventvault.projections import ProjectionRunner
+from eventvault.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from eventvault.testing import eventually, eventually_async
 from eventvault_ledger import cli
 from eventvault_ledger.domain import AccountOpened, MoneyDeposited
@@ -197,11 +200,41 @@ def test_db_status_counts_events_and_streams_and_shows_the_read_models(runner, d
 
 
 def test_db_migrate_is_explicit_and_idempotent(runner, db_url):
-    """`db migrate` on an empty store creates the schema; run again, it changes nothing."""
+    """`db migrate` on an empty store creates every component's schema; run again, it changes nothing."""
     first = _ok(runner, "db", "migrate", "--db", db_url)
-    assert "schema version" in first
+    assert "schema versions store " in first
+    assert ", projections 1, idempotency 1; read models ready" in first
     assert _ok(runner, "db", "migrate", "--db", db_url) == first
-    assert _json(runner, "db", "status", "--db", db_url)["events"] == 0
+    doc = _json(runner, "db", "status", "--db", db_url)
+    assert doc["events"] == 0
+    assert [(c["name"], c["version"] == c["codeVersion"]) for c in doc["components"]] == [
+        ("store", True),
+        ("projections", True),
+        ("idempotency", True),
+    ]
+
+
+def test_db_status_shows_a_component_not_made_yet_and_one_newer_than_the_code(runner, tmp_path):
+    """A component the database lacks shows no version; a newer one shows it, and db migrate refuses it."""
+    path = tmp_path / "versions.db"
+    url = f"sqlite:///{path}"
+    _ok(runner, "db", "status", "--db", url)  # the store and the bookkeeping, not the idempotency keys
+    doc = _json(runner, "db", "status", "--db", url)
+    assert {c["name"]: c["version"] for c in doc["components"]} == {
+        "store": SQLITE_SCHEMA_VERSION,
+        "projections": 1,
+        "idempotency": None,
+    }
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("INSERT INTO eventvault_schema VALUES ('idempotency', 7), ('elsewhere', 3)")
+    doc = _json(runner, "db", "status", "--db", url)
+    assert doc["components"][2:] == [
+        {"name": "idempotency", "version": 7, "codeVersion": 1},
+        {"name": "elsewhere", "version": 3, "codeVersion": None},
+    ]
+    refused = runner.invoke(cli.app, ["db", "migrate", "--db", url], env=ENV)
+    assert refused.exit_code == 1
+    assert "idempotency key schema version 7, newer than the 1 this code knows" in refused.stderr
 
 
 # -- projections ---------------------------------------------------------------------------------

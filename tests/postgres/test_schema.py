@@ -17,8 +17,8 @@ from eventvault import (
     StoreUnavailable,
     create_store,
 )
+from eventvault.store.migrations import lock_key
 from eventvault.store.postgres import SCHEMA_VERSION, PostgresEventStore
-from eventvault.store.postgres._schema import lock_key
 
 
 async def rows(
@@ -29,27 +29,27 @@ async def rows(
 
 
 async def test_opening_creates_the_schema_at_the_current_version(store, raw):
-    """A new schema gets its tables and one row per applied migration."""
+    """A new schema gets its tables and the store's row in eventvault_schema."""
     conn = await raw()
     tables = await rows(
         conn, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [store.schema]
     )
-    assert {t for (t,) in tables} == {"schema_migrations", "streams", "events", "snapshots", "event_tags"}
-    versions = await rows(conn, f"SELECT version FROM {store.schema}.schema_migrations")  # noqa: S608
-    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    assert {t for (t,) in tables} == {"eventvault_schema", "streams", "events", "snapshots", "event_tags"}
+    versions = await rows(conn, f"SELECT component, version FROM {store.schema}.eventvault_schema")  # noqa: S608
+    assert versions == [("store", SCHEMA_VERSION)]
 
 
 async def test_reopening_keeps_the_data_and_migrates_nothing(open_store, raw, notes):
-    """A second open of the same schema finds it current: the events stay, no migration runs again."""
+    """A second open of the same schema finds it current: the events stay, the version row is unchanged."""
     first = await open_store()
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     conn = await raw()
-    query = f"SELECT version, applied_at FROM {first.schema}.schema_migrations"  # noqa: S608
-    applied = await rows(conn, query)
+    query = f"SELECT component, version, xmin::text FROM {first.schema}.eventvault_schema"  # noqa: S608
+    recorded = await rows(conn, query)
     await first.close()
     second = await open_store()
     assert [e.data.text for e in await second.read_stream("s")] == ["kept"]
-    assert await rows(conn, query) == applied
+    assert await rows(conn, query) == recorded
 
 
 async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
@@ -65,10 +65,10 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await conn.execute(f"DROP INDEX {first.schema}.events_position")
     await conn.execute(f"DROP INDEX {first.schema}.streams_id_prefix")
     await conn.execute(f"DROP FUNCTION {first.schema}.read_horizon()")
-    await conn.execute(f"DELETE FROM {first.schema}.schema_migrations WHERE version > 1")  # noqa: S608
+    await conn.execute(f"UPDATE {first.schema}.eventvault_schema SET version = 1")  # noqa: S608
     again = await open_store()
-    versions = await rows(conn, f"SELECT version FROM {first.schema}.schema_migrations ORDER BY 1")  # noqa: S608
-    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    versions = await rows(conn, f"SELECT component, version FROM {first.schema}.eventvault_schema")  # noqa: S608
+    assert versions == [("store", SCHEMA_VERSION)]
     for index in ("events_position", "streams_id_prefix"):
         assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.{index}"]) == [
             (True,)
@@ -91,7 +91,9 @@ async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, sc
     await eventually(waiting_on_the_lock, lambda n: n >= 2, what="both opens to wait on the migration lock")
     await gate.execute("SELECT pg_advisory_unlock(%s)", [lock_key(schema)])
     a, b = await asyncio.gather(*opening)
-    assert await rows(gate, f"SELECT count(*) FROM {schema}.schema_migrations") == [(SCHEMA_VERSION,)]  # noqa: S608
+    assert await rows(gate, f"SELECT component, version FROM {schema}.eventvault_schema") == [  # noqa: S608
+        ("store", SCHEMA_VERSION)
+    ]
     await a.append("s", notes("from a"), expected_version=NO_STREAM)
     assert [e.data.text for e in await b.read_stream("s")] == ["from a"]
 
@@ -101,11 +103,10 @@ async def test_a_schema_newer_than_the_code_is_refused(open_store, store, raw, n
     await store.append("s", notes("a"), expected_version=NO_STREAM)
     conn = await raw()
     newer = SCHEMA_VERSION + 1
-    await conn.execute(
-        f"INSERT INTO {store.schema}.schema_migrations (version, description) VALUES (%s, 'from the future')",  # noqa: S608
-        [newer],
-    )
-    with pytest.raises(SchemaVersionError, match=rf"schema version {newer}, newer than the {SCHEMA_VERSION}"):
+    await conn.execute(f"UPDATE {store.schema}.eventvault_schema SET version = %s", [newer])  # noqa: S608
+    with pytest.raises(
+        SchemaVersionError, match=rf"event store schema version {newer}, newer than the {SCHEMA_VERSION}"
+    ):
         await open_store()
     assert await rows(conn, f"SELECT count(*) FROM {store.schema}.events") == [(1,)]  # noqa: S608
 

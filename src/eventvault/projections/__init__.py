@@ -16,12 +16,13 @@
         rows = runner.query("SELECT * FROM totals")
 """
 
-from eventvault.projections._db import ReadModels, open_read_models, read_models_for
+from eventvault.projections._db import BOOKKEEPING, ReadModels, open_read_models, read_models_for
 from eventvault.projections._projection import Projection, Session, handles, partition_of
 from eventvault.projections._runner import ProjectionRunner
 from eventvault.projections._status import ProjectionError, ProjectionStatus, RebuildProgress
 
 __all__ = [
+    "BOOKKEEPING",
     "Projection",
     "ProjectionError",
     "ProjectionRunner",

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from eventvault.errors import InvalidInput, InvalidStoreURL, StorageFull, StoreError, StoreUnavailable
+from eventvault.store import migrations
+from eventvault.store.migrations import Component, Migration
 
 if TYPE_CHECKING:
     from eventvault.store.base import EventStore
 
-__all__ = ["Connection", "ReadModels", "open_read_models", "read_models_for"]
+__all__ = ["BOOKKEEPING", "Connection", "ReadModels", "open_read_models", "read_models_for"]
 
 
 class Connection(Protocol):
@@ -38,13 +40,17 @@ class Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
 
 
-BOOKKEEPING: Final = (
+T = TypeVar("T")
+
+_TABLES: Final = (
     # One row per projection: the generation queries see (a rebuild makes a new one).
+    # paused: set by an operator's pause; no worker holds the serving generation's partitions.
     """CREATE TABLE IF NOT EXISTS ev_projection (
         name        TEXT PRIMARY KEY,
         generation  BIGINT NOT NULL,
         version     INTEGER NOT NULL,
-        partitions  INTEGER NOT NULL
+        partitions  INTEGER NOT NULL,
+        paused      INTEGER NOT NULL DEFAULT 0
     )""",
     # One row per partition of a generation: its checkpoint, its lease and its
     # failure. The lease token is bumped by every takeover and checked by every
@@ -77,16 +83,33 @@ BOOKKEEPING: Final = (
     )""",
 )
 
-# Columns added after the first release of the bookkeeping tables: added in place
-# to databases made before them (CREATE TABLE IF NOT EXISTS leaves those alone).
-ADDED_COLUMNS: Final = (
+# Columns that joined the tables before their versions were recorded: a database
+# made then has the tables (CREATE TABLE IF NOT EXISTS leaves them alone) and
+# perhaps not these.
+_ADDED_BEFORE_VERSIONS: Final = (
     ("ev_partition", "error_type", "TEXT"),
     ("ev_partition", "error_stream", "TEXT"),
-    # Set by an operator's pause: no worker holds the serving generation's partitions.
     ("ev_projection", "paused", "INTEGER NOT NULL DEFAULT 0"),
 )
 
-T = TypeVar("T")
+
+def _add_missing_columns(target: migrations.Target) -> None:
+    for table, column, kind in _ADDED_BEFORE_VERSIONS:
+        if column not in target.columns(table):
+            target.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+BOOKKEEPING: Final = Component(
+    "projections",
+    (
+        # Version 1 is the tables as they were when versions began to be kept
+        # (docs/decisions/0034): a database that has them from before gets what
+        # it misses, and its rows stay. From here on: append Migration(2, ...).
+        Migration(1, "ev_projection, ev_partition, ev_worker", (*_TABLES, _add_missing_columns)),
+    ),
+    what="projection bookkeeping schema",
+)
+"""The projections' bookkeeping tables: a component of the one migration mechanism."""
 _SQLITE_FULL: Final = 13  # the primary result code of "database or disk is full"
 # Where a literal, quoted identifier or comment of PostgreSQL SQL begins; placeholders
 # are looked for only between them. (A block comment nests, and is scanned by hand.)
@@ -164,10 +187,6 @@ class ReadModels:
     def sql(self, text: str) -> str:
         """``text`` with ``?`` placeholders in this dialect."""
         return text
-
-    def columns(self, conn: Any, table: str) -> set[str]:
-        """The column names of ``table`` (empty if it does not exist)."""
-        raise NotImplementedError
 
     def connection(self) -> Any:
         """This thread's connection (made on first use)."""
@@ -305,16 +324,34 @@ class ReadModels:
 
     def setup(self) -> None:
         """Create (or bring up to date) the bookkeeping tables. Idempotent."""
-        with self.transaction() as conn:
-            self.create_bookkeeping(conn)
+        self.migrate(BOOKKEEPING)
 
-    def create_bookkeeping(self, conn: Any) -> None:
-        """Create the bookkeeping tables, or add the columns older ones miss, in ``conn``'s transaction."""
-        for statement in BOOKKEEPING:
-            self.execute(conn, statement)
-        for table, column, kind in ADDED_COLUMNS:
-            if column not in self.columns(conn, table):
-                self.execute(conn, f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    def migrate(self, *components: Component) -> dict[str, int]:
+        """Bring ``components`` (tables kept in this database) up to date; their versions now.
+
+        The one migration mechanism (:mod:`eventvault.store.migrations`), on
+        this thread's connection: safe from many processes at once, and
+        SchemaVersionError if the database holds a newer version of one.
+        """
+        return self._blocking(lambda conn: migrations.migrate(self._migration_target(conn), components))
+
+    def schema_versions(self) -> dict[str, int]:
+        """The version of every component this database records (``eventvault_schema``)."""
+        return self._blocking(lambda conn: migrations.stored_versions(self._migration_target(conn)))
+
+    def _migration_target(self, conn: Any) -> migrations.Target:
+        raise NotImplementedError
+
+    def _blocking(self, work: Callable[[Any], T]) -> T:
+        """``work(conn)`` on this thread's connection (it runs its own transactions), errors mapped."""
+        try:
+            with self._in_use():
+                return self._fresh_on_loss(work)
+        except Exception as exc:
+            mapped = self._mapped(exc)
+            if mapped is not None:
+                raise mapped from exc
+            raise
 
     def close(self) -> None:
         """Close every connection this object made, once no thread is using one.
@@ -382,8 +419,8 @@ class SQLiteReadModels(ReadModels):
     def is_driver_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
 
-    def columns(self, conn: Any, table: str) -> set[str]:
-        return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+    def _migration_target(self, conn: Any) -> migrations.Target:
+        return migrations.Target(conn, "sqlite", f"SQLite database {self.path} (read models)")
 
     def map_error(self, exc: BaseException) -> StoreError:
         text = str(exc)
@@ -455,13 +492,10 @@ class PostgresReadModels(ReadModels):
     def _lost(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)
 
-    def columns(self, conn: Any, table: str) -> set[str]:
-        rows = conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = %s",
-            (table,),
-        ).fetchall()
-        return {str(row[0]) for row in rows}
+    def _migration_target(self, conn: Any) -> migrations.Target:
+        return migrations.Target(
+            conn, "postgresql", f"PostgreSQL read models in schema {self.schema}", schema=self.schema
+        )
 
     def is_driver_error(self, exc: BaseException) -> bool:
         import psycopg  # noqa: PLC0415

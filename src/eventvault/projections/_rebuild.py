@@ -52,9 +52,7 @@ def _serving(db: ReadModels, conn: Any, name: str) -> int:
 
 def setup(db: ReadModels) -> None:
     """Create the bookkeeping tables if missing."""
-    with db.transaction() as conn:
-        lock_ddl(db, conn)
-        db.create_bookkeeping(conn)
+    db.setup()
 
 
 def register(db: ReadModels, cls: type[Projection], *, clear_errors: bool = True) -> int:

@@ -15,6 +15,7 @@ from eventvault.domain import EventRegistry
 from eventvault.errors import InvalidStoreURL
 from eventvault.store.base import EventStore
 from eventvault.store.codec import EventCodec
+from eventvault.store.migrations import Component, Migration
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -46,12 +47,14 @@ __all__ = [
     "AppendCondition",
     "AppendResult",
     "Checkpoint",
+    "Component",
     "EventCodec",
     "EventStore",
     "ExpectedVersion",
     "HorizonLag",
     "LogPage",
     "Metadata",
+    "Migration",
     "NewEvent",
     "Query",
     "QueryItem",

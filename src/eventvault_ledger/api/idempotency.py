@@ -11,11 +11,34 @@ from fastapi.responses import JSONResponse
 
 from eventvault import StoreError
 from eventvault.projections import ReadModels
+from eventvault.store import Component, Migration
 from eventvault_ledger.api.problems import PROBLEM_BASE, Problem
 
-__all__ = ["IdempotencyStore", "Stored"]
+__all__ = ["IDEMPOTENCY", "IdempotencyStore", "Stored"]
 
 log = logging.getLogger("eventvault_ledger.api")
+
+IDEMPOTENCY = Component(
+    "idempotency",
+    (
+        # IF NOT EXISTS: databases made before versions were recorded have them
+        # (docs/decisions/0034), and keep their keys. Next: append Migration(2, ...).
+        Migration(
+            1,
+            "ev_idempotency: keys and their first answers",
+            (
+                (
+                    "CREATE TABLE IF NOT EXISTS ev_idempotency ("
+                    " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER, body TEXT,"
+                    " headers TEXT, media_type TEXT, created_at DOUBLE PRECISION NOT NULL)"
+                ),
+                "CREATE INDEX IF NOT EXISTS ev_idempotency_created ON ev_idempotency (created_at)",
+            ),
+        ),
+    ),
+    what="idempotency key schema",
+)
+"""The ledger's idempotency table, a component of the toolkit's migrations, beside the read models."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +63,8 @@ class IdempotencyStore:
         self.db = db
 
     def setup(self) -> None:
-        """Create the table. Idempotent."""
-        with self.db.transaction() as conn:
-            self.db.execute(
-                conn,
-                "CREATE TABLE IF NOT EXISTS ev_idempotency ("
-                " key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER, body TEXT,"
-                " headers TEXT, media_type TEXT, created_at DOUBLE PRECISION NOT NULL)",
-            )
-            self.db.execute(
-                conn, "CREATE INDEX IF NOT EXISTS ev_idempotency_created ON ev_idempotency (created_at)"
-            )
+        """Create the table, or bring it up to date. Idempotent."""
+        self.db.migrate(IDEMPOTENCY)
 
     def expire(self, before: float) -> int:
         """Forget the keys recorded before ``before`` (seconds since the epoch); how many there were."""

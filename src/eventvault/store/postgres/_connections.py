@@ -119,13 +119,20 @@ class Connections:
         adapt(conn)
 
     async def connect(self, what: str) -> Conn:
-        """A connection outside the pool (migrations, the listener)."""
+        """A connection outside the pool (the listener)."""
         try:
             conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, **self.libpq)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"{what}: cannot connect to {self.target}: {reason(exc)}") from exc
         adapt(conn)
         return conn
+
+    def connect_blocking(self, what: str) -> psycopg.Connection[Any]:
+        """A connection of psycopg's blocking API, outside the pool (migrations run on one)."""
+        try:
+            return psycopg.Connection.connect(self.conninfo, autocommit=True, **self.libpq)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"{what}: cannot connect to {self.target}: {reason(exc)}") from exc
 
     # -- errors ------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ prepared on each connection (``prepare=True``).
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final, NamedTuple
@@ -17,15 +16,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import args_row
 
-from eventvault.errors import SchemaVersionError, StoreError
+from eventvault.errors import StoreError
+from eventvault.store import migrations
 from eventvault.store.postgres._libpq import HotStatements, hot_statements
 
-log = logging.getLogger("eventvault.store.postgres")
-
 Conn = psycopg.AsyncConnection[Any]
-
-SCHEMA_VERSION: Final = 5
-"""The schema version this code creates and understands."""
 
 # Versions above this are never used; it stands for "no upper bound" in SQL.
 NO_LIMIT: Final = 2**62
@@ -132,7 +127,12 @@ def tag_key(schema: str, tag: str) -> int:
 
 
 class Migration(NamedTuple):
-    """One schema version: its number, a description and the statements that make it."""
+    """One schema version: its number, a description and the statements that make it.
+
+    The store's component (``store_component``) runs them in order through
+    ``eventvault.store.migrations``; a new version is one more Migration appended
+    to ``_migrations``, numbered next.
+    """
 
     version: int
     description: str
@@ -614,12 +614,6 @@ def statements(schema: str) -> Statements:
     )
 
 
-def lock_key(schema: str) -> int:
-    """The advisory lock that migrations of ``schema`` hold (one process migrates at a time)."""
-    digest = hashlib.blake2b(f"eventvault migrate {schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 class _XidCounter(NamedTuple):
     """The log's newest transaction id, and the cluster's next one."""
 
@@ -627,68 +621,66 @@ class _XidCounter(NamedTuple):
     next_xid: int
 
 
-async def migrate(conn: Conn, schema: str, target: str) -> int:
-    """Bring ``schema`` to :data:`SCHEMA_VERSION` on ``conn`` (autocommit); the version it is at."""
-    current = await _schema_version(conn, schema, target)
-    if current != SCHEMA_VERSION:
-        # Two processes may start at once: the advisory lock makes the
-        # second wait, then find the schema current and do nothing.
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(schema)])
-            current = await _migrate_locked(conn, schema, target)
-    await _check_xid_counter(conn, schema, target)
-    return current
+SCHEMA_COMPONENT: Final = "store"
+"""The store's row in the schema's ``eventvault_schema``."""
+
+# Code from before decision 0034 kept the store's versions in schema_migrations,
+# and read only that table. Adopting such a schema leaves its rows (the history)
+# and adds this one, above every version that code knows: it then refuses the
+# schema with its SchemaVersionError, instead of finding it empty and failing
+# to create tables that are there.
+_MOVED_VERSION: Final = 2**31 - 1
 
 
-async def _schema_version(conn: Conn, schema: str, target: str) -> int:
-    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{schema}.schema_migrations"])
-    row = await cur.fetchone()
-    if row is None or not row[0]:
-        return 0
-    cur = await conn.execute(
-        sql.SQL("SELECT coalesce(max(version), 0) FROM {}.schema_migrations").format(sql.Identifier(schema))
+@cache
+def store_component(schema: str) -> migrations.Component:
+    """The event store's migrations for ``schema``, as the one migration mechanism runs them."""
+    s = sql.Identifier(schema)
+    return migrations.Component(
+        SCHEMA_COMPONENT,
+        tuple(
+            migrations.Migration(m.version, m.description, tuple(st.as_string(None) for st in m.statements))
+            for m in _migrations(s, schema)
+        ),
+        what="event store schema",
+        adopt=_adopt_schema_migrations,
     )
-    row = await cur.fetchone()
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{target} holds event store schema version {version}, newer than the "
-            f"{SCHEMA_VERSION} this eventvault understands: upgrade eventvault"
-        )
+
+
+def _adopt_schema_migrations(target: migrations.Target) -> int:
+    """The version a schema made before 0034 records in schema_migrations (0: none)."""
+    if not target.exists("schema_migrations"):
+        return 0
+    table = target.table("schema_migrations")
+    (version,) = target.execute(f"SELECT coalesce(max(version), 0) FROM {table}").fetchone()  # noqa: S608
+    target.execute(
+        f"INSERT INTO {table} (version, description) VALUES (?, ?) ON CONFLICT (version) DO NOTHING",  # noqa: S608
+        (_MOVED_VERSION, "versions are kept in eventvault_schema from here on (docs/decisions/0034)"),
+    )
+    return int(version)
+
+
+SCHEMA_VERSION: Final = store_component("eventvault").version
+"""The schema version this code creates and understands."""
+
+
+def migrate(conn: psycopg.Connection[Any], schema: str, target: str) -> int:
+    """Bring ``schema`` to :data:`SCHEMA_VERSION` on ``conn`` (autocommit); the version it is at."""
+    # Two processes may start at once: the migration lock makes the second
+    # wait, then find the schema current and do nothing.
+    where = migrations.Target(conn, "postgresql", target, schema=schema)
+    version = migrations.migrate(where, [store_component(schema)])[SCHEMA_COMPONENT]
+    _check_xid_counter(conn, schema, target)
     return version
 
 
-async def _migrate_locked(conn: Conn, schema: str, target: str) -> int:
-    s = sql.Identifier(schema)
-    await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
-    await conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, "
-            "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        ).format(s)
-    )
-    current = await _schema_version(conn, schema, target)
-    for migration in _migrations(s, schema):
-        if migration.version <= current:
-            continue
-        for statement in migration.statements:
-            await conn.execute(statement)
-        await conn.execute(
-            sql.SQL("INSERT INTO {}.schema_migrations (version, description) VALUES (%s, %s)").format(s),
-            [migration.version, migration.description],
-        )
-        log.info("%s: applied schema migration %d (%s)", target, migration.version, migration.description)
-        current = migration.version
-    return current
-
-
-async def _check_xid_counter(conn: Conn, schema: str, target: str) -> None:
+def _check_xid_counter(conn: psycopg.Connection[Any], schema: str, target: str) -> None:
     # The log's order is tied to this cluster's transaction id counter. A dump
     # restored into another cluster whose counter is behind would sort new
     # events before old ones, and readers past the old ones would skip them.
-    async with conn.cursor(row_factory=args_row(_XidCounter)) as cur:
-        await cur.execute(statements(schema).max_tx)
-        row = await cur.fetchone()
+    with conn.cursor(row_factory=args_row(_XidCounter)) as cur:
+        cur.execute(statements(schema).max_tx)
+        row = cur.fetchone()
     if row is not None and row.newest_in_log is not None and row.newest_in_log >= row.next_xid:
         raise StoreError(
             f"{target}: the log holds transaction id {row.newest_in_log}, but this cluster's next "

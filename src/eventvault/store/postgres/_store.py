@@ -92,16 +92,21 @@ class PostgresEventStore(EventStore):
             return self
         async with self._open_lock:
             if self._db.pool is None:
-                conn = await self._db.connect("open")
-                try:
-                    version = await migrate(conn, self.schema, self._target)
-                except psycopg.Error as exc:
-                    raise self._db.error(f"opening the schema on {self._target}", exc) from exc
-                finally:
-                    await conn.close()
+                # The migration mechanism is the blocking DB-API one the read
+                # models use too (eventvault.store.migrations): on a thread.
+                version = await asyncio.to_thread(self._migrate)
                 log.debug("%s is at schema version %d", self._target, version)
                 await self._db.start()
         return self
+
+    def _migrate(self) -> int:
+        conn = self._db.connect_blocking("open")
+        try:
+            return migrate(conn, self.schema, self._target)
+        except psycopg.Error as exc:
+            raise self._db.error(f"opening the schema on {self._target}", exc) from exc
+        finally:
+            conn.close()
 
     async def close(self) -> None:
         """Stop the listener and any pending notification, and close the pool. Idempotent."""

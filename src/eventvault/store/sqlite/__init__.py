@@ -55,10 +55,11 @@ How it works
   when a reader sees position ``p``, every lower position is either visible too
   or will never exist: position order is commit order, and a checkpoint needs
   no transaction id (it is 0).
-* **Schema** is created and migrated by the store on open, inside
-  ``BEGIN IMMEDIATE``, so processes that open one new file at the same moment
-  take turns and the later ones find the work done. A file whose schema is newer
-  than this code raises :class:`~eventvault.errors.SchemaVersionError`.
+* **Schema** is created and migrated by the store on open (its ``store``
+  component, by :mod:`eventvault.store.migrations`), inside ``BEGIN IMMEDIATE``,
+  so processes that open one new file at the same moment take turns and the
+  later ones find the work done. A file whose schema is newer than this code
+  raises :class:`~eventvault.errors.SchemaVersionError`.
 * **Errors.** No ``sqlite3`` exception leaves this package: a busy/locked database
   and a file that cannot be opened become :class:`~eventvault.errors.StoreUnavailable`
   (retry later), a full disk (``SQLITE_FULL``) :class:`~eventvault.errors.StorageFull`

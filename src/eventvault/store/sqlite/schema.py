@@ -10,31 +10,37 @@ import sqlite3
 import time
 from typing import Final
 
-from eventvault.errors import SchemaVersionError, StoreError
+from eventvault.errors import StoreError
+from eventvault.store import migrations
+from eventvault.store.migrations import Component, Migration
 from eventvault.store.sqlite.errors import SQLITE_BUSY, primary_code
 
 SCHEMA_COMPONENT: Final = "store"
 """This module's row in ``eventvault_schema`` (projections may keep rows of their own)."""
 
-# Each migration is a list of statements, applied in order inside one
-# transaction together with the version bump. Never edit a released one: append.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        # position is the rowid, so the log is clustered in global order and
-        # read_all is a range scan of the table itself. SQLite gives a new row
-        # max(rowid) + 1, and the writer inserts under the write lock, so new
-        # positions are above every committed one (the gap-safety argument in
-        # the package docstring). Events are never deleted, so a position is never
-        # handed out twice; AUTOINCREMENT would only add a write to sqlite_sequence
-        # on every commit. (Its one exception, a table holding rowid 2**63 - 1,
-        # cannot happen at any real rate of appends.)
-        # Times are integer microseconds since the epoch (compact, ordered, no
-        # parsing); data is the JSON bytes as written (BLOB: no text decoding on
-        # read). metadata is NULL when empty, which most events are.
-        # A filtered read_all needs no index on event_type (it scans forward from
-        # its checkpoint, which then moves past the scanned range, so a catch-up
-        # reads the log once in total); DCB queries do: see migration 2.
-        """
+# The store's component (see eventvault.store.migrations): each migration's
+# statements run in order, in the one transaction that records the new version.
+# Never edit a released one: append Migration(n + 1, ...).
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "events and snapshots",
+        (
+            # position is the rowid, so the log is clustered in global order and
+            # read_all is a range scan of the table itself. SQLite gives a new row
+            # max(rowid) + 1, and the writer inserts under the write lock, so new
+            # positions are above every committed one (the gap-safety argument in
+            # the package docstring). Events are never deleted, so a position is never
+            # handed out twice; AUTOINCREMENT would only add a write to sqlite_sequence
+            # on every commit. (Its one exception, a table holding rowid 2**63 - 1,
+            # cannot happen at any real rate of appends.)
+            # Times are integer microseconds since the epoch (compact, ordered, no
+            # parsing); data is the JSON bytes as written (BLOB: no text decoding on
+            # read). metadata is NULL when empty, which most events are.
+            # A filtered read_all needs no index on event_type (it scans forward from
+            # its checkpoint, which then moves past the scanned range, so a catch-up
+            # reads the log once in total); DCB queries do: see migration 2.
+            """
         CREATE TABLE events (
             position       INTEGER PRIMARY KEY,
             event_id       BLOB    NOT NULL UNIQUE,
@@ -49,15 +55,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             UNIQUE (stream_id, stream_version)
         )
         """,
-        # No `streams` table of current versions: the UNIQUE (stream_id,
-        # stream_version) index above already answers "the stream's version" with
-        # one seek to its last entry, and with one writer there is no row to lock
-        # (PostgreSQL needs one; SQLite does not). A streams table would cost a
-        # statement and one more B-tree page in the WAL on every commit (about
-        # 15 % of single-event append throughput at synchronous=FULL) and could
-        # disagree with the log; this way the version IS the log.
-        # Not WITHOUT ROWID: states can be large, and such rows belong in a rowid table.
-        """
+            # No `streams` table of current versions: the UNIQUE (stream_id,
+            # stream_version) index above already answers "the stream's version" with
+            # one seek to its last entry, and with one writer there is no row to lock
+            # (PostgreSQL needs one; SQLite does not). A streams table would cost a
+            # statement and one more B-tree page in the WAL on every commit (about
+            # 15 % of single-event append throughput at synchronous=FULL) and could
+            # disagree with the log; this way the version IS the log.
+            # Not WITHOUT ROWID: states can be large, and such rows belong in a rowid table.
+            """
         CREATE TABLE snapshots (
             stream_id      TEXT    NOT NULL,
             schema_version INTEGER NOT NULL,
@@ -67,50 +73,39 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (stream_id, schema_version)
         )
         """,
+        ),
     ),
-    (
-        # Dynamic consistency boundaries (docs/dcb.md). An event's tags are kept
-        # twice: in events.tags, joined by TAG_SEPARATOR (NULL when it has none,
-        # as most stream events do), so every read returns them with the row; and
-        # one event_tags row per tag, clustered by (tag, position), so "events
-        # tagged T after position P" (a query item, a condition check) is a range
-        # scan of that key, however long the log. ADD COLUMN with no default
-        # rewrites nothing: a file migrates in place, its old events untagged.
-        "ALTER TABLE events ADD COLUMN tags TEXT",
-        """
+    Migration(
+        2,
+        "tags: events.tags and the event_tags index",
+        (
+            # Dynamic consistency boundaries (docs/dcb.md). An event's tags are kept
+            # twice: in events.tags, joined by TAG_SEPARATOR (NULL when it has none,
+            # as most stream events do), so every read returns them with the row; and
+            # one event_tags row per tag, clustered by (tag, position), so "events
+            # tagged T after position P" (a query item, a condition check) is a range
+            # scan of that key, however long the log. ADD COLUMN with no default
+            # rewrites nothing: a file migrates in place, its old events untagged.
+            "ALTER TABLE events ADD COLUMN tags TEXT",
+            """
         CREATE TABLE event_tags (
             tag      TEXT    NOT NULL,
             position INTEGER NOT NULL,
             PRIMARY KEY (tag, position)
         ) WITHOUT ROWID
         """,
-        # No index on event_type: it would cost every stream append one more
-        # B-tree insert (measured: a fifth of single-event append throughput),
-        # and an item of types only (no tags) is a range scan of the log from
-        # ``after`` on; a condition's ``after`` is the head its decision read,
-        # so its check reads only what was stored since (see reads.item_positions).
+            # No index on event_type: it would cost every stream append one more
+            # B-tree insert (measured: a fifth of single-event append throughput),
+            # and an item of types only (no tags) is a range scan of the log from
+            # ``after`` on; a condition's ``after`` is the head its decision read,
+            # so its check reads only what was stored since (see reads.item_positions).
+        ),
     ),
 )
-SCHEMA_VERSION: Final = len(MIGRATIONS)
+STORE: Final = Component(SCHEMA_COMPONENT, MIGRATIONS, what="event store schema")
+SCHEMA_VERSION: Final = STORE.version
 TAG_SEPARATOR: Final = "\n"
 """Joins an event's tags in events.tags (a tag holds no control characters)."""
-
-# A table of its own rather than PRAGMA user_version: read models may share the
-# file, and whatever else uses user_version must not move our version.
-_SQL_SCHEMA_TABLE: Final = """
-    CREATE TABLE IF NOT EXISTS eventvault_schema (
-        component TEXT    PRIMARY KEY,
-        version   INTEGER NOT NULL
-    ) WITHOUT ROWID
-"""
-_SQL_HAS_SCHEMA_TABLE: Final = (
-    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'eventvault_schema'"
-)
-_SQL_SCHEMA_VERSION: Final = "SELECT version FROM eventvault_schema WHERE component = ?"
-_SQL_SET_SCHEMA_VERSION: Final = (
-    "INSERT INTO eventvault_schema (component, version) VALUES (?, ?) "
-    "ON CONFLICT (component) DO UPDATE SET version = excluded.version"
-)
 
 
 def use_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
@@ -142,39 +137,4 @@ def use_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Create or migrate the schema; SchemaVersionError if the file's is newer than this code's."""
-    # Look first without the write lock: an up-to-date file (every open but
-    # the first) must not wait for other processes' writers.
-    version = _stored_version(conn)
-    _check_version(path, version)
-    if version == SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Read again under the lock: another process may have migrated meanwhile.
-        conn.execute(_SQL_SCHEMA_TABLE)
-        version = _stored_version(conn)
-        _check_version(path, version)
-        for migration in MIGRATIONS[version:]:
-            for statement in migration:
-                conn.execute(statement)
-        if version < SCHEMA_VERSION:
-            conn.execute(_SQL_SET_SCHEMA_VERSION, (SCHEMA_COMPONENT, SCHEMA_VERSION))
-        conn.execute("COMMIT")
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-
-
-def _stored_version(conn: sqlite3.Connection) -> int:
-    if not conn.execute(_SQL_HAS_SCHEMA_TABLE).fetchone()[0]:
-        return 0
-    row = conn.execute(_SQL_SCHEMA_VERSION, (SCHEMA_COMPONENT,)).fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def _check_version(path: str, version: int) -> None:
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"SQLite database {path} has event store schema version {version}, newer "
-            f"than this code's {SCHEMA_VERSION}: upgrade eventvault to open it"
-        )
+    migrations.migrate(migrations.Target(conn, "sqlite", f"SQLite database {path}"), [STORE])
