@@ -93,7 +93,8 @@ class Repository:
         if aggregate is None:
             if not events:
                 raise AggregateNotFound(f"{stream_id} has no events")
-            aggregate = cls.replay(aggregate_id, (e.data for e in events))
+            # A stream deleted and written again, or truncated, starts past version 1.
+            aggregate = cls.replay(aggregate_id, (e.data for e in events), version=events[0].stream_version - 1)
         else:
             for e in events:
                 aggregate._apply(e.data)  # noqa: SLF001 - the replay path, by design
@@ -237,7 +238,10 @@ class Repository:
             aggregate = self._from_cache(cls, aggregate_id)
             if aggregate is not None:
                 events = await self.store.read_stream(stream_id, from_version=aggregate.version + 1)
-                return aggregate, events, True
+                if not events or events[0].stream_version == aggregate.version + 1:
+                    return aggregate, events, True
+                # A gap: the stream was deleted (and written again) since: the state is not its.
+                self._cache.pop((cls, aggregate_id), None)
         if not self.snapshot_interval(cls):
             return None, await self.store.read_stream(stream_id, to_version=version), False
         snap, events = await self.store.load_snapshot_and_stream(
