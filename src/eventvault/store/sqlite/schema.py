@@ -90,6 +90,26 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # ``after`` on; a condition's ``after`` is the head its decision read,
         # so its check reads only what was stored since (see reads.item_positions).
     ),
+    (
+        # Deletes and retention (docs/decisions/0032): a row only for a stream that
+        # was deleted or given a rule, so the table stays small and an append's
+        # look at it (by primary key, in the statement that reads the stream's
+        # version) finds nothing for nearly every stream. deleted_version is the
+        # version of the stream's latest $StreamDeleted event; max_age in us.
+        # A scavenge deletes events, but never a stream's last one: the log's
+        # newest event is always some stream's last, so max(rowid) never goes
+        # back and a position is still never handed out twice.
+        """
+        CREATE TABLE stream_rules (
+            stream_id       TEXT    PRIMARY KEY,
+            deleted_version INTEGER NOT NULL DEFAULT 0,
+            tombstoned      INTEGER NOT NULL DEFAULT 0,
+            truncate_before INTEGER NOT NULL DEFAULT 0,
+            max_count       INTEGER,
+            max_age_us      INTEGER
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 TAG_SEPARATOR: Final = "\n"
