@@ -24,7 +24,7 @@ from psycopg.rows import RowMaker, args_row
 
 from eventvault.errors import AppendConditionFailed, StoreError
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
-from eventvault.store.postgres._appends import _inserted_rows, _result
+from eventvault.store.postgres._appends import _inserted_rows, _result, stream_state
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._options import Options
 from eventvault.store.postgres._reads import _EVENT_FIELDS
@@ -51,10 +51,6 @@ class _Stored(NamedTuple):
     stream_version: int
     position: int
     tx: int
-
-
-class _Version(NamedTuple):
-    version: int
 
 
 class _Refused(Exception):
@@ -287,8 +283,10 @@ class DCB:
             # ids are unique), so a first round spends no statement on it.
             async with conn.transaction():
                 await conn.execute(lock)
-                if look_up and (done := await self._landed(conn, stream_id, events)) is not None:
-                    return done
+                if look_up:
+                    await stream_state(conn, self._sql.stream_state, stream_id)  # a tombstone first
+                    if (done := await self._landed(conn, stream_id, events)) is not None:
+                        return done
                 conflict: int | None = None
                 if check is not None:
                     async with conn.cursor() as cur:
@@ -299,12 +297,10 @@ class DCB:
                     await icur.execute(insert, params, binary=True)
                     result = _result(stream_id, await icur.fetchall())
                 if result is None:  # refused by the expected version: a retry that landed, or say why
+                    state = await stream_state(conn, self._sql.stream_state, stream_id)
                     if (done := await self._landed(conn, stream_id, events)) is not None:
                         return done
-                    async with conn.cursor(row_factory=args_row(_Version)) as vcur:
-                        await vcur.execute(self._sql.stream_version, [stream_id])
-                        v = await vcur.fetchone()
-                    check_version_matches(stream_id, expected, v.version if v else 0)
+                    check_version_matches(stream_id, expected, state.visible)
                     raise _Refused
                 if conflict is not None:
                     assert condition is not None  # noqa: S101 - a conflict needs a condition

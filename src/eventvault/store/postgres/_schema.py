@@ -24,7 +24,7 @@ log = logging.getLogger("eventvault.store.postgres")
 
 Conn = psycopg.AsyncConnection[Any]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The schema version this code creates and understands."""
 
 # Versions above this are never used; it stands for "no upper bound" in SQL.
@@ -246,6 +246,28 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
                 _dcb_lock_function(s, schema),
             ],
         ),
+        # -- deletes and retention (docs/decisions/0032) ------------------------
+        Migration(
+            6,
+            "stream deletes and retention rules: columns of streams",
+            [
+                # On the row every append locks and bumps already, so the bump itself
+                # refuses appends to a deleted stream at no extra cost. deleted_version
+                # is the version of the stream's latest $StreamDeleted event (the
+                # stream reads as "no stream" while version = deleted_version);
+                # max_age_us in microseconds. Constant defaults: no rewrite.
+                sql.SQL(
+                    "ALTER TABLE {s}.streams ADD COLUMN deleted_version bigint NOT NULL DEFAULT 0, "
+                    "ADD COLUMN tombstoned boolean NOT NULL DEFAULT false, "
+                    "ADD COLUMN truncate_before bigint NOT NULL DEFAULT 0, "
+                    "ADD COLUMN max_count bigint, ADD COLUMN max_age_us bigint"
+                ).format(s=s),
+                # A stream may get retention rules before its first event: its row is
+                # then at version 0 (and reads, listings and categories, which join
+                # the stream's events, find none).
+                sql.SQL("ALTER TABLE {s}.streams DROP CONSTRAINT IF EXISTS streams_version_check").format(s=s),
+            ],
+        ),
     ]
 
 
@@ -274,6 +296,10 @@ class Statements:
     """The append statements, by the expected version's kind and whether it is of one event."""
     lookup_ids: bytes
     stream_version: bytes
+    stream_state: bytes
+    """(version, deleted_version, tombstoned) of a stream: why an append was refused."""
+    lifecycle: bytes
+    ruled_streams: bytes
     read_stream: dict[tuple[bool, bool], bytes]
     """Stream reads by (backwards, as_of)."""
     read_all: bytes
@@ -426,17 +452,25 @@ def statements(schema: str) -> Statements:
     page_where = sql.SQL(
         "(tx_id, position) > (%(tx)s::xid8, %(position)s::int8) AND tx_id < {horizon}"
     ).format(horizon=_horizon(s))
+    # A deleted stream's row is at its deleted_version (a tombstoned one always
+    # is: nothing follows its $StreamDeleted event): it takes NO_STREAM (and ANY)
+    # appends unless tombstoned, which continue its versions, and refuses the rest.
     bumps = {
-        "new": sql.SQL("{} ON CONFLICT (stream_id) DO NOTHING").format(insert_stream),
+        "new": sql.SQL(
+            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
+            "WHERE st.version = st.deleted_version AND NOT st.tombstoned"
+        ).format(insert_stream),
         "any": sql.SQL(
-            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version"
+            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
+            "WHERE NOT st.tombstoned"
         ).format(insert_stream),
         "exact": sql.SQL(
             "UPDATE {s}.streams SET version = version + %(n)s FROM writer "
-            "WHERE stream_id = %(stream_id)s AND version = %(expected)s"
+            "WHERE stream_id = %(stream_id)s AND version = %(expected)s AND version <> deleted_version"
         ).format(s=s),
         "exists": sql.SQL(
-            "UPDATE {s}.streams SET version = version + %(n)s FROM writer WHERE stream_id = %(stream_id)s"
+            "UPDATE {s}.streams SET version = version + %(n)s FROM writer "
+            "WHERE stream_id = %(stream_id)s AND version <> deleted_version"
         ).format(s=s),
     }
     dcb_appends = {kind: _dcb_append_sql(s, writer, bump) for kind, bump in bumps.items()}
@@ -455,6 +489,23 @@ def statements(schema: str) -> Statements:
         .format(s=s)
         .as_bytes(None),
         stream_version=sql.SQL("SELECT version FROM {s}.streams WHERE stream_id = %s")
+        .format(s=s)
+        .as_bytes(None),
+        stream_state=sql.SQL(
+            "SELECT version, deleted_version, tombstoned FROM {s}.streams WHERE stream_id = %s"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        lifecycle=sql.SQL(
+            "SELECT version, deleted_version, tombstoned, truncate_before, max_count, max_age_us "
+            "FROM {s}.streams WHERE stream_id = %s"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        ruled_streams=sql.SQL(
+            "SELECT stream_id FROM {s}.streams WHERE deleted_version > 0 OR truncate_before > 1 "
+            'OR max_count IS NOT NULL OR max_age_us IS NOT NULL ORDER BY stream_id COLLATE "C"'
+        )
         .format(s=s)
         .as_bytes(None),
         read_stream=read_stream,
