@@ -162,6 +162,15 @@ class Repository:
                 log.warning("snapshot of %s failed", aggregate.stream_id, exc_info=True)
         return result
 
+    def forget_stream(self, stream_id: str) -> None:
+        """Drop the cached state of the aggregate in ``stream_id`` (after the stream was deleted, say).
+
+        A save from a stale cached state is refused by the store anyway (its
+        expected version no longer holds); a plain :meth:`load` would return it.
+        """
+        for key in [k for k in self._cache if k[0].stream_id_for(k[1]) == stream_id]:
+            del self._cache[key]
+
     async def update(  # noqa: PLR0913 - the arguments of save, plus the command
         self,
         cls: type[A],

@@ -82,6 +82,8 @@ OPERATIONS = [
     ("GET", "/api/store"),
     ("GET", "/api/store/snapshots"),
     ("DELETE", "/api/store/snapshots"),
+    ("DELETE", "/api/store/streams/{stream_id}"),
+    ("POST", "/api/store/scavenge"),
 ]
 STREAMS = {
     ("GET", "/api/query/accounts/changes"),

@@ -1,7 +1,9 @@
-"""The store seen by an operator: its status, and its snapshots (admin scope).
+"""The store seen by an operator: its status, its snapshots, deletes and scavenges (admin scope).
 
-The same figures as ``eventvault db status`` and the same snapshot listing and
-drop as ``eventvault snapshots ls|drop``, for the dashboard's operations page.
+The same figures as ``eventvault db status``, the same snapshot listing and
+drop as ``eventvault snapshots ls|drop``, and the same stream deletes and
+scavenge as ``eventvault streams delete`` and ``eventvault scavenge``, for the
+dashboard's operations page and operators' scripts.
 Where the store lives (its URL) stays out of the answers: it may carry a password.
 """
 
@@ -11,11 +13,11 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from eventvault import InvalidInput
+from eventvault import ANY, InvalidInput, StreamDeleted, WrongExpectedVersion
 from eventvault.store import schema_version, size_on_disk
 from eventvault_ledger.api.problems import Problem, known_query_only
 from eventvault_ledger.api.schemas import problems
@@ -23,7 +25,16 @@ from eventvault_ledger.api.security import Admin
 from eventvault_ledger.api.services import ServicesDep
 from eventvault_ledger.read_models import postgres_schema_size
 
-__all__ = ["ReadModelLag", "SnapshotDoc", "SnapshotList", "SnapshotsDropped", "StoreStatus", "router"]
+__all__ = [
+    "ReadModelLag",
+    "Scavenged",
+    "SnapshotDoc",
+    "SnapshotList",
+    "SnapshotsDropped",
+    "StoreStatus",
+    "StreamDeletedDoc",
+    "router",
+]
 
 router = APIRouter(tags=["operations"])
 
@@ -194,3 +205,100 @@ async def drop_snapshots(
     except InvalidInput as exc:
         raise _invalid(exc) from exc
     return SnapshotsDropped(dropped=dropped).model_dump(by_alias=True)
+
+
+class StreamDeletedDoc(_Doc):
+    """A stream deleted: where its ``$StreamDeleted`` event went."""
+
+    stream_id: str
+    version: int = Field(description="The stream version of its $StreamDeleted event.")
+    position: int = Field(description="The global position of that event.")
+    checkpoint: str = Field(description="The checkpoint of that event (read models past it have seen it).")
+    tombstone: bool = Field(description="True: deleted for ever; false: it may be written again.")
+
+
+class Scavenged(_Doc):
+    """What a scavenge removed for good."""
+
+    streams: int = Field(description="The streams it looked at (those with a delete or a retention rule).")
+    events_removed: int
+
+
+StreamPath = Annotated[
+    str, Path(min_length=1, max_length=200, description="The stream's id, such as `account-<uuid>`.")
+]
+
+
+@router.delete(
+    "/api/store/streams/{stream_id}",
+    dependencies=[Depends(known_query_only)],
+    summary="Delete a stream (soft, or for ever)",
+    response_model=None,
+    responses={
+        200: {"model": StreamDeletedDoc, "description": "The stream is deleted"},
+        **problems(401, 403, 404, 409, 422),
+    },
+)
+async def delete_stream(
+    services: ServicesDep,
+    _: Admin,
+    stream_id: StreamPath,
+    tombstone: Annotated[
+        bool, Query(description="Delete it for ever: every later append is refused (stream-deleted).")
+    ] = False,
+    expected_version: Annotated[
+        int | None,
+        Query(
+            alias="expectedVersion",
+            ge=1,
+            description="Delete only if the stream is at this version (409 concurrent-modification if not).",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Append the stream's `$StreamDeleted` event, so that stream reads see no stream and read models drop it.
+
+    A soft delete lets the stream be written again, its versions continuing;
+    a tombstone closes it for ever. The events stay stored until a scavenge
+    (`POST /api/store/scavenge`). 404 stream-not-found: the stream has no
+    events (or is deleted already); 409 stream-deleted: it is tombstoned.
+    """
+    try:
+        result = await services.store.delete_stream(
+            stream_id, expected_version=ANY if expected_version is None else expected_version, tombstone=tombstone
+        )
+    except InvalidInput as exc:
+        raise _invalid(exc) from exc
+    except WrongExpectedVersion as exc:
+        raise Problem(
+            409, "concurrent-modification", "The stream is at another version", str(exc), currentVersion=exc.actual
+        ) from exc
+    except StreamDeleted as exc:
+        raise Problem(409, "stream-deleted", "The stream is deleted for ever", str(exc), streamId=stream_id) from exc
+    services.repository.forget_stream(stream_id)
+    if result is None:
+        raise Problem(404, "stream-not-found", "No such stream", f"stream {stream_id!r} has no events to delete")
+    doc = StreamDeletedDoc(
+        stream_id=stream_id,
+        version=result.stream_version,
+        position=result.positions[0],
+        checkpoint=str(result.checkpoint),
+        tombstone=tombstone,
+    )
+    return doc.model_dump(by_alias=True)
+
+
+@router.post(
+    "/api/store/scavenge",
+    dependencies=[Depends(known_query_only)],
+    summary="Remove for good what deletes and retention rules hide",
+    response_model=None,
+    responses={200: {"model": Scavenged, "description": "What went"}, **problems(401, 403)},
+)
+async def scavenge(services: ServicesDep, _: Admin) -> dict[str, Any]:
+    """Remove the events of deleted streams and those past their streams' retention rules.
+
+    Keeps each stream's last event and every event a snapshot still needs;
+    read models continue from any checkpoint (`eventvault scavenge` does the same).
+    """
+    done = await services.store.scavenge()
+    return Scavenged(streams=done.streams_total, events_removed=done.events_removed).model_dump(by_alias=True)
