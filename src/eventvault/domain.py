@@ -30,11 +30,11 @@ from typing import Any, ClassVar, Self, TypeVar, overload
 from eventvault.errors import DomainError, EventTypeError, InvalidEvent, UnknownEventType
 
 __all__ = [
+    "STREAM_DELETED",
     "Aggregate",
     "DomainError",
     "EventRegistry",
     "EventType",
-    "STREAM_DELETED",
     "StreamDeletedEvent",
     "applies",
     "default_registry",

@@ -94,7 +94,9 @@ class Repository:
             if not events:
                 raise AggregateNotFound(f"{stream_id} has no events")
             # A stream deleted and written again, or truncated, starts past version 1.
-            aggregate = cls.replay(aggregate_id, (e.data for e in events), version=events[0].stream_version - 1)
+            aggregate = cls.replay(
+                aggregate_id, (e.data for e in events), version=events[0].stream_version - 1
+            )
         else:
             for e in events:
                 aggregate._apply(e.data)  # noqa: SLF001 - the replay path, by design

@@ -516,14 +516,17 @@ class AccountsProjection(Projection):
         if row is None:
             return  # never opened, or a replay of this delete
         currency, balance, status = str(row[0]), Decimal(str(row[1])), str(row[2])
-        moves = db.fetchall("SELECT kind, amount FROM {account_transactions} WHERE account_id = ?", (account_id,))
+        moves = db.fetchall(
+            "SELECT kind, amount FROM {account_transactions} WHERE account_id = ?", (account_id,)
+        )
         deposited = sum((Decimal(str(a)) for k, a in moves if k == "deposit"), _ZERO)
         withdrawn = sum((Decimal(str(a)) for k, a in moves if k == "withdrawal"), _ZERO)
         db.execute("DELETE FROM {account_transactions} WHERE account_id = ?", (account_id,))
         db.execute("DELETE FROM {account_summary} WHERE account_id = ?", (account_id,))
         db.batch.get(_TOTALS, {}).pop(currency, None)  # read again by the batch's later events
         totals = db.fetchone(
-            "SELECT total_balance, total_deposited, total_withdrawn FROM {currency_totals} WHERE currency = ?",
+            "SELECT total_balance, total_deposited, total_withdrawn FROM {currency_totals} "
+            "WHERE currency = ?",
             (currency,),
         )
         if totals is None:

@@ -179,6 +179,12 @@ def deletion_marker(stream_id: str, version: int, tombstone: bool, now_us: int) 
     return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us)
 
 
+def _check_not_system(name: str) -> None:
+    """Refuse the store's own event types (their names start with ``$``) in an append."""
+    if name[0] == "$":
+        raise InvalidEvent(f"{name} is the store's own event: delete_stream writes it")
+
+
 def check_append_allowed(stream_id: str, tombstoned: bool) -> None:
     """Raise StreamDeleted if the stream is tombstoned (before any other check of an append)."""
     if tombstoned:
@@ -335,8 +341,7 @@ class EventStore(abc.ABC):
                 # A bare event gets what NewEvent(item) would give it (a new
                 # time-ordered id, no metadata, now), without building one.
                 name, version, payload = encode_event(item)
-                if name[0] == "$":
-                    raise InvalidEvent(f"{name} is the store's own event: delete_stream writes it")
+                _check_not_system(name)
                 if not now_us:
                     now_us = time.time_ns() // 1000
                 out.append(PreparedEvent(uuid7(), name, version, payload, EMPTY_METADATA_JSON, now_us))
@@ -352,8 +357,7 @@ class EventStore(abc.ABC):
                 if not isinstance(item.metadata, Metadata):
                     raise InvalidEvent(f"metadata must be a Metadata, got {type(item.metadata).__name__}")
                 name, version, payload = encode_event(item.data)
-                if name[0] == "$":
-                    raise InvalidEvent(f"{name} is the store's own event: delete_stream writes it")
+                _check_not_system(name)
                 tags = check_tags(item.tags) if item.tags else ()
                 seen.add(event_id)
                 out.append(
@@ -874,7 +878,9 @@ class EventStore(abc.ABC):
         # Recorded times rise along a stream (each append's time is taken after the
         # previous one committed), so the events kept by age are a suffix of it.
         while first <= life.version:
-            page = await self._read_stream(life.stream_id, first, None, False, 1000, None)
+            page = await self._read_stream(
+                life.stream_id, first, None, backwards=False, limit=1000, as_of_us=None
+            )
             if not page:
                 break
             for e in page:
@@ -918,9 +924,10 @@ class EventStore(abc.ABC):
     async def _delete_stream(
         self, stream_id: str, expected: ExpectedVersion, tombstone: bool
     ) -> AppendResult | None:
-        """Atomically: StreamDeleted if tombstoned; the expected version against the visible one;
+        """Backends: delete the stream, atomically, as :meth:`delete_stream` says.
 
-        then (unless a soft delete of no stream) append :func:`deletion_marker` at
+        StreamDeleted if it is tombstoned; then the expected version against
+        the visible one; then (unless a soft delete of no stream) append :func:`deletion_marker` at
         version + 1, record it as the deleted version (and the tombstone), and
         drop the stream's snapshots.
         """
@@ -966,7 +973,9 @@ class EventStore(abc.ABC):
         del stream_id, truncate_before, retention
         raise InvalidInput(f"the {self.scheme or type(self).__name__} store has no retention rules")
 
-    async def scavenge(self, *, progress: Callable[[ScavengeProgress], None] | None = None) -> ScavengeProgress:
+    async def scavenge(
+        self, *, progress: Callable[[ScavengeProgress], None] | None = None
+    ) -> ScavengeProgress:
         """Remove for good the events that deletes and retention rules hide; how many went.
 
         Looks at the streams with a delete or a rule, one at a time, calling
@@ -1084,7 +1093,9 @@ class EventStore(abc.ABC):
         first = await self._first_shown(life)
         if to_version is not None and to_version < first:
             return None, []
-        return None, await self._read_stream(stream_id, first, to_version, False, None, None)
+        return None, await self._read_stream(
+            stream_id, first, to_version, backwards=False, limit=None, as_of_us=None
+        )
 
     async def _snapshot_and_stream(
         self, stream_id: str, schema_version: int, to_version: int | None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from datetime import timedelta
 import uuid
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from eventvault.domain import EventRegistry
 from eventvault.errors import AppendConditionFailed, InvalidInput

@@ -661,7 +661,11 @@ class StreamLifecycle:
     def has_rules(self) -> bool:
         """Whether anything of the stream is (or may become) hidden."""
         return bool(
-            self.deleted_version or self.tombstoned or self.truncate_before > 1 or self.max_count or self.max_age
+            self.deleted_version
+            or self.tombstoned
+            or self.truncate_before > 1
+            or self.max_count
+            or self.max_age
         )
 
     @property

@@ -56,7 +56,15 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from eventvault.domain import STREAM_DELETED, Aggregate, EventRegistry, StreamDeletedEvent, applies, event, upcaster
+from eventvault.domain import (
+    STREAM_DELETED,
+    Aggregate,
+    EventRegistry,
+    StreamDeletedEvent,
+    applies,
+    event,
+    upcaster,
+)
 from eventvault.errors import (
     AggregateNotFound,
     AppendConditionFailed,
@@ -1972,11 +1980,13 @@ class LifecycleContract:
 
     @staticmethod
     async def names(store: EventStore, stream_id: str = STREAM, **options: Any) -> list[str]:
+        """The names of the stream's ItemAdded events, as read_stream with ``options`` gives them."""
         return [e.data.name for e in await store.read_stream(stream_id, **options)]
 
     # -- soft delete ---------------------------------------------------------------
 
     async def test_a_soft_delete_hides_the_stream(self, store: EventStore) -> None:
+        """A soft delete: stream reads find nothing, the version reads 0, other streams stay."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         await store.append(OTHER, items("x"), expected_version=NO_STREAM)
         result = await store.delete_stream(STREAM, expected_version=2)
@@ -1996,6 +2006,7 @@ class LifecycleContract:
     async def test_a_soft_deleted_stream_is_written_again_with_versions_continuing(
         self, store: EventStore
     ) -> None:
+        """NO_STREAM writes a soft-deleted stream again, its versions after the delete's event."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         await store.delete_stream(STREAM, expected_version=ANY)
         again = await store.append(STREAM, items("c", "d"), expected_version=NO_STREAM)
@@ -2008,6 +2019,7 @@ class LifecycleContract:
         assert await self.names(store) == ["c", "d", "e"]
 
     async def test_a_recreated_aggregate_loads_and_saves(self, store: EventStore) -> None:
+        """An aggregate whose stream was deleted and written again loads at the stream's version."""
         repo = Repository(store)
         tally = Tally("t1")
         tally.deposit(Decimal(5))
@@ -2023,6 +2035,7 @@ class LifecycleContract:
         assert (await repo.load(Tally, "t1")).total == Decimal(8)
 
     async def test_delete_honours_the_expected_version(self, store: EventStore) -> None:
+        """A delete expecting another version is refused with WrongExpectedVersion, deleting nothing."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         for wrong in (1, 3, NO_STREAM):
             with pytest.raises(WrongExpectedVersion) as caught:
@@ -2032,6 +2045,7 @@ class LifecycleContract:
         assert await store.delete_stream(STREAM, expected_version=STREAM_EXISTS) is not None
 
     async def test_a_soft_delete_of_no_stream_writes_nothing(self, store: EventStore) -> None:
+        """Deleting a stream that is at no stream (never written, or deleted) writes nothing."""
         assert await store.delete_stream(STREAM, expected_version=ANY) is None
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)
         await store.delete_stream(STREAM, expected_version=1)
@@ -2042,6 +2056,7 @@ class LifecycleContract:
             await store.delete_stream(STREAM, expected_version=1)
 
     async def test_a_delete_drops_the_streams_snapshots(self, store: EventStore) -> None:
+        """A delete drops the stream's snapshots: a load then finds neither them nor events."""
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)
         await store.save_snapshot(Snapshot(STREAM, 1, 1, b"state", datetime.now(UTC)))
         await store.delete_stream(STREAM, expected_version=1)
@@ -2051,6 +2066,7 @@ class LifecycleContract:
     # -- the $StreamDeleted event ----------------------------------------------------
 
     async def test_the_delete_event_is_in_the_global_log(self, store: EventStore) -> None:
+        """The $StreamDeleted event is in read_all, read_category and a read of its type."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         result = await store.delete_stream(STREAM, expected_version=2)
         assert result is not None
@@ -2068,6 +2084,7 @@ class LifecycleContract:
     async def test_a_registry_that_never_heard_of_it_decodes_the_delete_event(
         self, store_factory: StoreFactory
     ) -> None:
+        """Every registry decodes $StreamDeleted: it is the store's own type."""
         store = await store_factory(registry=EventRegistry())
         other = await store_factory(registry=CONTRACT_REGISTRY)
         await other.append(STREAM, items("a"), expected_version=NO_STREAM)
@@ -2076,6 +2093,7 @@ class LifecycleContract:
         assert marker.data == StreamDeletedEvent(STREAM, 1, tombstone=True)
 
     async def test_users_cannot_append_the_delete_event(self, store: EventStore) -> None:
+        """Appending a StreamDeletedEvent is refused: only delete_stream writes it."""
         for given in (StreamDeletedEvent(STREAM, 1), NewEvent(StreamDeletedEvent(STREAM, 1))):
             with pytest.raises(InvalidEvent):
                 await store.append(STREAM, [given], expected_version=ANY)
@@ -2084,6 +2102,7 @@ class LifecycleContract:
     # -- tombstones ----------------------------------------------------------------
 
     async def test_a_tombstone_refuses_every_later_append(self, store: EventStore) -> None:
+        """A tombstone refuses every append, even a re-send of events stored before, and every delete."""
         first = items("a", "b")
         await store.append(STREAM, first, expected_version=NO_STREAM)
         await store.delete_stream(STREAM, expected_version=2, tombstone=True)
@@ -2108,6 +2127,7 @@ class LifecycleContract:
         assert (await store.stream_lifecycle(STREAM)).tombstoned
 
     async def test_a_soft_deleted_stream_can_be_tombstoned(self, store: EventStore) -> None:
+        """A soft-deleted stream (at no stream) can then be deleted for ever."""
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)
         await store.delete_stream(STREAM, expected_version=1)
         result = await store.delete_stream(STREAM, expected_version=NO_STREAM, tombstone=True)
@@ -2117,13 +2137,17 @@ class LifecycleContract:
             await store.append(STREAM, items("b"), expected_version=NO_STREAM)
 
     async def test_a_stream_id_never_used_can_be_tombstoned(self, store: EventStore) -> None:
+        """Tombstoning an unused stream id reserves it: no append is ever taken."""
         result = await store.delete_stream(STREAM, expected_version=NO_STREAM, tombstone=True)
         assert result is not None
         assert result.stream_version == 1
         with pytest.raises(StreamDeleted):
             await store.append(STREAM, items("a"), expected_version=NO_STREAM)
 
-    async def test_another_store_on_the_database_sees_the_tombstone(self, store_factory: StoreFactory) -> None:
+    async def test_another_store_on_the_database_sees_the_tombstone(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """A tombstone is in the database: another store refuses appends too."""
         one = await store_factory(registry=CONTRACT_REGISTRY)
         two = await store_factory(registry=CONTRACT_REGISTRY)
         await one.append(STREAM, items("a"), expected_version=NO_STREAM)
@@ -2135,6 +2159,7 @@ class LifecycleContract:
     async def test_racing_appends_and_a_delete_leave_one_consistent_story(
         self, store_factory: StoreFactory
     ) -> None:
+        """An append and a delete at the same expected version: exactly one wins."""
         store = await store_factory(registry=CONTRACT_REGISTRY)
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)
         other = await store_factory(registry=CONTRACT_REGISTRY)
@@ -2150,6 +2175,7 @@ class LifecycleContract:
         assert [e.stream_version for e in log] == [1, 2]
 
     async def test_dcb_reads_see_the_log_as_stored(self, store: EventStore) -> None:
+        """Query reads see the log as stored: a deleted stream's events until a scavenge, and its delete."""
         if not store.supports_dcb:
             pytest.skip("no query reads on this backend")
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)
@@ -2160,6 +2186,7 @@ class LifecycleContract:
     # -- truncation and retention -------------------------------------------------------
 
     async def test_truncate_before_hides_the_older_versions(self, store: EventStore) -> None:
+        """truncate_before hides older versions from stream reads; lowering it shows them again."""
         await store.append(STREAM, items("a", "b", "c", "d"), expected_version=NO_STREAM)
         await store.truncate_before(STREAM, 3)
         assert await self.names(store) == ["c", "d"]
@@ -2173,6 +2200,7 @@ class LifecycleContract:
         assert await self.names(store) == ["a", "b", "c", "d", "e"]
 
     async def test_max_count_keeps_the_latest_events(self, store: EventStore) -> None:
+        """max_count shows only the latest events, moving on with appends; no rule shows all."""
         await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
         await store.set_retention(STREAM, max_count=2)
         assert await self.names(store) == ["b", "c"]
@@ -2184,6 +2212,7 @@ class LifecycleContract:
         assert await self.names(store) == ["a", "b", "c", "d"]
 
     async def test_max_age_hides_what_was_recorded_too_long_ago(self, store: EventStore) -> None:
+        """max_age hides events recorded longer ago than it."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         await store.set_retention(STREAM, max_age=timedelta(days=1))
         assert await self.names(store) == ["a", "b"]
@@ -2201,6 +2230,7 @@ class LifecycleContract:
         assert await self.names(store) == ["a", "b", "c"]
 
     async def test_bad_lifecycle_arguments_are_refused(self, store: EventStore) -> None:
+        """Bad arguments to deletes and retention raise InvalidInput and write nothing."""
         with pytest.raises(InvalidStreamId):
             await store.delete_stream("", expected_version=ANY)
         with pytest.raises(InvalidExpectedVersion):
@@ -2220,6 +2250,7 @@ class LifecycleContract:
     async def test_scavenge_removes_what_is_hidden_and_keeps_each_streams_last_event(
         self, store: EventStore
     ) -> None:
+        """A scavenge removes what deletes and rules hide, keeping each stream's last event."""
         await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
         await store.append(OTHER, items("x", "y"), expected_version=NO_STREAM)
         await store.append("order-3", items("p", "q"), expected_version=NO_STREAM)
@@ -2247,6 +2278,7 @@ class LifecycleContract:
         assert await store.get_event(log[0].event_id) is not None
 
     async def test_checkpoints_past_removed_events_still_read_on(self, store: EventStore) -> None:
+        """read_all goes on from a checkpoint whose event a scavenge removed."""
         await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
         middle = (await full_log(store))[0].checkpoint  # after "a", which is removed
         await store.append(OTHER, items("x"), expected_version=NO_STREAM)
@@ -2262,6 +2294,7 @@ class LifecycleContract:
         assert [e.data.name for e in first.events] == ["c"]
 
     async def test_scavenge_keeps_what_a_snapshot_still_needs(self, store: EventStore) -> None:
+        """A scavenge keeps the events after the stream's snapshot, so a load from it stays exact."""
         repo = Repository(store, snapshot_every={Tally: 4})
         tally = Tally("t2")
         for amount in (1, 2, 3, 4):
@@ -2280,12 +2313,16 @@ class LifecycleContract:
         assert (loaded.total, loaded.version) == (Decimal(40), 6)
 
     async def test_scavenge_without_rules_removes_nothing(self, store: EventStore) -> None:
+        """A store with no deletes or rules loses nothing to a scavenge."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         done = await store.scavenge()
         assert (done.streams_total, done.events_removed) == (0, 0)
         assert await self.names(store) == ["a", "b"]
 
-    async def test_scavenge_does_not_change_the_versions_of_a_recreated_stream(self, store: EventStore) -> None:
+    async def test_scavenge_does_not_change_the_versions_of_a_recreated_stream(
+        self, store: EventStore
+    ) -> None:
+        """After a scavenge, a deleted stream written again still continues its versions."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
         await store.delete_stream(STREAM, expected_version=2)
         await store.scavenge()

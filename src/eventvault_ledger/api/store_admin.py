@@ -224,8 +224,16 @@ class Scavenged(_Doc):
     events_removed: int
 
 
+# A stream id: no control characters, no whitespace at either end (what the store accepts).
+_STREAM_ID = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
 StreamPath = Annotated[
-    str, Path(min_length=1, max_length=200, description="The stream's id, such as `account-<uuid>`.")
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=_STREAM_ID,
+        description="The stream's id, such as `account-<uuid>`.",
+    ),
 ]
 
 
@@ -264,19 +272,29 @@ async def delete_stream(
     """
     try:
         result = await services.store.delete_stream(
-            stream_id, expected_version=ANY if expected_version is None else expected_version, tombstone=tombstone
+            stream_id,
+            expected_version=ANY if expected_version is None else expected_version,
+            tombstone=tombstone,
         )
     except InvalidInput as exc:
         raise _invalid(exc) from exc
     except WrongExpectedVersion as exc:
         raise Problem(
-            409, "concurrent-modification", "The stream is at another version", str(exc), currentVersion=exc.actual
+            409,
+            "concurrent-modification",
+            "The stream is at another version",
+            str(exc),
+            currentVersion=exc.actual,
         ) from exc
     except StreamDeleted as exc:
-        raise Problem(409, "stream-deleted", "The stream is deleted for ever", str(exc), streamId=stream_id) from exc
+        raise Problem(
+            409, "stream-deleted", "The stream is deleted for ever", str(exc), streamId=stream_id
+        ) from exc
     services.repository.forget_stream(stream_id)
     if result is None:
-        raise Problem(404, "stream-not-found", "No such stream", f"stream {stream_id!r} has no events to delete")
+        raise Problem(
+            404, "stream-not-found", "No such stream", f"stream {stream_id!r} has no events to delete"
+        )
     doc = StreamDeletedDoc(
         stream_id=stream_id,
         version=result.stream_version,

@@ -66,7 +66,7 @@ class StreamState(NamedTuple):
         return 0 if self.version == self.deleted_version else self.version
 
 
-NO_ROW: Final = StreamState(0, 0, False)
+NO_ROW: Final = StreamState(0, 0, tombstoned=False)
 stream_state_rows: Final = args_row(StreamState)
 
 

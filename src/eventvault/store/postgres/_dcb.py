@@ -219,7 +219,11 @@ class DCB:
         self._event = event
 
     async def _landed(self, conn: Conn, stream_id: str, events: list[PreparedEvent]) -> AppendResult | None:
-        """The first result, if these events are stored at this place (DuplicateEventId elsewhere)."""
+        """The first result, if these events are stored at this place (DuplicateEventId elsewhere).
+
+        A tombstone comes first (StreamDeleted): it refuses even a retry of events stored before it.
+        """
+        await stream_state(conn, self._sql.stream_state, stream_id)
         async with conn.cursor(row_factory=args_row(_Stored)) as cur:
             await cur.execute(self._sql.lookup_ids, [[e.event_id for e in events]], binary=True)
             found = {
@@ -283,10 +287,8 @@ class DCB:
             # ids are unique), so a first round spends no statement on it.
             async with conn.transaction():
                 await conn.execute(lock)
-                if look_up:
-                    await stream_state(conn, self._sql.stream_state, stream_id)  # a tombstone first
-                    if (done := await self._landed(conn, stream_id, events)) is not None:
-                        return done
+                if look_up and (done := await self._landed(conn, stream_id, events)) is not None:
+                    return done
                 conflict: int | None = None
                 if check is not None:
                     async with conn.cursor() as cur:
@@ -297,9 +299,9 @@ class DCB:
                     await icur.execute(insert, params, binary=True)
                     result = _result(stream_id, await icur.fetchall())
                 if result is None:  # refused by the expected version: a retry that landed, or say why
-                    state = await stream_state(conn, self._sql.stream_state, stream_id)
                     if (done := await self._landed(conn, stream_id, events)) is not None:
                         return done
+                    state = await stream_state(conn, self._sql.stream_state, stream_id)
                     check_version_matches(stream_id, expected, state.visible)
                     raise _Refused
                 if conflict is not None:

@@ -265,7 +265,9 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
                 # A stream may get retention rules before its first event: its row is
                 # then at version 0 (and reads, listings and categories, which join
                 # the stream's events, find none).
-                sql.SQL("ALTER TABLE {s}.streams DROP CONSTRAINT IF EXISTS streams_version_check").format(s=s),
+                sql.SQL("ALTER TABLE {s}.streams DROP CONSTRAINT IF EXISTS streams_version_check").format(
+                    s=s
+                ),
             ],
         ),
     ]

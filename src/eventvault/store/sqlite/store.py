@@ -263,7 +263,6 @@ class SQLiteEventStore(_SQLiteWriter):
             return None, events
         return _snapshot(stream_id, schema_version, stored), events
 
-
     # -- deletes, truncation and retention -----------------------------------------
 
     async def _lifecycle(self, stream_id: str) -> StreamLifecycle:
@@ -289,7 +288,9 @@ class SQLiteEventStore(_SQLiteWriter):
         if not self._opened:
             await self.open()
         now = time.time_ns() // 1000
-        outcome = await self._submit(self._wq, write_delete, (stream_id, expected, tombstone, now), write=True)
+        outcome = await self._submit(
+            self._wq, write_delete, (stream_id, expected, tombstone, now), write=True
+        )
         if isinstance(outcome, EventVaultError):
             raise outcome
         return cast("AppendResult | None", outcome)
@@ -319,7 +320,9 @@ class SQLiteEventStore(_SQLiteWriter):
     async def _remove_events(self, stream_id: str, below: int) -> int:
         if not self._opened:
             await self.open()
-        removed: int = await self._submit(self._wq, remove_events, (stream_id, min(below, MAX_INT)), write=True)
+        removed: int = await self._submit(
+            self._wq, remove_events, (stream_id, min(below, MAX_INT)), write=True
+        )
         return removed
 
 

@@ -337,8 +337,8 @@ _REMOVABLE: Final = (
     "FROM events WHERE stream_id = ?1 AND stream_version < ?2 "
     "AND stream_version < (SELECT max(stream_version) FROM events WHERE stream_id = ?1)"
 )
-_SQL_REMOVABLE_TAGS: Final = f"SELECT position, tags {_REMOVABLE} AND tags IS NOT NULL"  # noqa: S608
-_SQL_REMOVE: Final = f"DELETE {_REMOVABLE}"  # noqa: S608
+_SQL_REMOVABLE_TAGS: Final = f"SELECT position, tags {_REMOVABLE} AND tags IS NOT NULL"
+_SQL_REMOVE: Final = f"DELETE {_REMOVABLE}"
 _SQL_REMOVE_TAG: Final = "DELETE FROM event_tags WHERE tag = ? AND position = ?"
 
 
@@ -371,7 +371,9 @@ def write_truncate(cur: sqlite3.Cursor, stream_id: str, before: int) -> None:
     cur.execute(_SQL_SET_TRUNCATE, (stream_id, before))
 
 
-def write_retention(cur: sqlite3.Cursor, stream_id: str, max_count: int | None, max_age_us: int | None) -> None:
+def write_retention(
+    cur: sqlite3.Cursor, stream_id: str, max_count: int | None, max_age_us: int | None
+) -> None:
     """Set (or clear, with None) the stream's max count and max age."""
     cur.execute(_SQL_SET_RETENTION, (stream_id, max_count, max_age_us))
 
