@@ -1,4 +1,4 @@
-"""``eventvault streams delete``, ``streams retention`` and ``scavenge``: Typer's runner, and a real process."""
+"""``eventvault streams delete``, ``streams retention``, ``scavenge``: Typer's runner, and a real process."""
 
 from __future__ import annotations
 

@@ -634,7 +634,7 @@ async def test_rebuild_from_the_log_equals_the_live_read_models(runner, repo):
 
 
 async def test_a_deleted_account_leaves_the_read_models_as_if_never_opened(runner, repo, store):
-    """Its $StreamDeleted event drops the account and its share of the totals; a rebuild agrees, scavenged or not."""
+    """Its $StreamDeleted event drops the account and its share of the totals; a rebuild agrees."""
     await open_account(repo, "Bob", "EUR", "+5.00")
     _, kept = await open_account(repo, "Cy", "USD", "+1")
     await synced(runner, kept)
