@@ -512,6 +512,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/store/scavenge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Remove for good what deletes and retention rules hide
+         * @description Remove the events of deleted streams and those past their streams' retention rules.
+         *
+         *     Keeps each stream's last event and every event a snapshot still needs;
+         *     read models continue from any checkpoint (`eventvault scavenge` does the same).
+         */
+        post: operations["scavenge_api_store_scavenge_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/store/snapshots": {
         parameters: {
             query?: never;
@@ -533,6 +556,31 @@ export interface paths {
          *     Only a cache goes: the repository saves new snapshots as it did before.
          */
         delete: operations["drop_snapshots_api_store_snapshots_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/store/streams/{stream_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a stream (soft, or for ever)
+         * @description Append the stream's `$StreamDeleted` event, so that stream reads see no stream and read models drop it.
+         *
+         *     A soft delete lets the stream be written again, its versions continuing;
+         *     a tombstone closes it for ever. The events stay stored until a scavenge
+         *     (`POST /api/store/scavenge`). 404 stream-not-found: the stream has no
+         *     events (or is deleted already); 409 stream-deleted: it is tombstoned.
+         */
+        delete: operations["delete_stream_api_store_streams__stream_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1090,6 +1138,21 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * Scavenged
+         * @description What a scavenge removed for good.
+         */
+        Scavenged: {
+            /** Eventsremoved */
+            eventsRemoved: number;
+            /**
+             * Streams
+             * @description The streams it looked at (those with a delete or a retention rule).
+             */
+            streams: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * SnapshotDoc
          * @description A stored snapshot, without its state.
          */
@@ -1184,6 +1247,36 @@ export interface components {
             sizeBytes: number | null;
             /** Streams */
             streams: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * StreamDeletedDoc
+         * @description A stream deleted: where its ``$StreamDeleted`` event went.
+         */
+        StreamDeletedDoc: {
+            /**
+             * Checkpoint
+             * @description The checkpoint of that event (read models past it have seen it).
+             */
+            checkpoint: string;
+            /**
+             * Position
+             * @description The global position of that event.
+             */
+            position: number;
+            /** Streamid */
+            streamId: string;
+            /**
+             * Tombstone
+             * @description True: deleted for ever; false: it may be written again.
+             */
+            tombstone: boolean;
+            /**
+             * Version
+             * @description The stream version of its $StreamDeleted event.
+             */
+            version: number;
         } & {
             [key: string]: unknown;
         };
@@ -1436,7 +1529,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1551,7 +1644,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1680,7 +1773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1809,7 +1902,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2222,7 +2315,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2298,7 +2391,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2384,7 +2477,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2460,7 +2553,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3314,6 +3407,44 @@ export interface operations {
             };
         };
     };
+    scavenge_api_store_scavenge_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What went */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Scavenged"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
     list_snapshots_api_store_snapshots_get: {
         parameters: {
             query?: {
@@ -3400,6 +3531,79 @@ export interface operations {
             };
             /** @description The token lacks the scope (forbidden) */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    delete_stream_api_store_streams__stream_id__delete: {
+        parameters: {
+            query?: {
+                /** @description Delete it for ever: every later append is refused (stream-deleted). */
+                tombstone?: boolean;
+                /** @description Delete only if the stream is at this version (409 concurrent-modification if not). */
+                expectedVersion?: number | null;
+            };
+            header?: never;
+            path: {
+                /** @description The stream's id, such as `account-<uuid>`. */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream is deleted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamDeletedDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
