@@ -561,6 +561,18 @@ class EventStore(abc.ABC):
         if limit == 0 or (to_version is not None and to_version < from_version):
             return []
         self._check_open()
+        return await self._read_shown(stream_id, from_version, to_version, backwards, limit, as_of_us)
+
+    async def _read_shown(  # noqa: PLR0913, PLR0917
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        """:meth:`_read_stream` without what deletes and retention rules hide (a backend may do both)."""
         life = await self._lifecycle(stream_id)
         if life.has_rules:
             from_version = max(from_version, await self._first_shown(life))

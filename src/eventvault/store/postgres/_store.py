@@ -210,6 +210,27 @@ class PostgresEventStore(EventStore):
             stream_id, from_version, to_version, backwards=backwards, limit=limit, as_of_us=as_of_us
         )
 
+    async def _read_shown(  # noqa: PLR0913, PLR0917 - the base class's signature
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        # The stream's rules are applied by the read's own statement: one round trip.
+        await self._opened()
+        return await self._reads.read_stream(
+            stream_id,
+            from_version,
+            to_version,
+            backwards=backwards,
+            limit=limit,
+            as_of_us=as_of_us,
+            rules=True,
+        )
+
     async def _stream_version(self, stream_id: str) -> int:
         await self._opened()
         return await self._reads.stream_version(stream_id)
