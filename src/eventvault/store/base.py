@@ -185,6 +185,15 @@ def _check_not_system(name: str) -> None:
         raise InvalidEvent(f"{name} is the store's own event: delete_stream writes it")
 
 
+def recorded_deletions(events: Sequence[RecordedEvent]) -> list[tuple[str, int, bool]]:
+    """(stream id, version, tombstone) of each ``$StreamDeleted`` in ``events``: write_recorded marks them."""
+    return [
+        (e.stream_id, e.stream_version, json.loads(e.payload).get("tombstone") is True)
+        for e in events
+        if e.event_type == STREAM_DELETED
+    ]
+
+
 def check_append_allowed(stream_id: str, tombstoned: bool) -> None:
     """Raise StreamDeleted if the stream is tombstoned (before any other check of an append)."""
     if tombstoned:
@@ -430,7 +439,8 @@ class EventStore(abc.ABC):
         every stored one, rising), each stream continuing at its stored version
         + 1; data and metadata bytes are kept as they are (not upcast). Anything
         else raises InvalidInput and nothing is written. Event ids already stored
-        raise DuplicateEventId.
+        raise DuplicateEventId. A ``$StreamDeleted`` event deletes its stream
+        here as it did where it was recorded (in the same transaction).
         """
         events = list(events)
         if not events:

@@ -21,6 +21,7 @@ from eventvault.store.base import (
     check_version_matches,
     deletion_marker,
     idempotent_result,
+    recorded_deletions,
     versions_before,
 )
 from eventvault.store.records import (
@@ -233,6 +234,11 @@ class MemoryEventStore(EventStore):
                 for e in events
             ]
             d.add(rows)
+            for stream_id, version, tombstone in recorded_deletions(events):
+                life = d.life.setdefault(stream_id, _Life())
+                life.deleted_version, life.tombstoned = version, tombstone
+                for key in [k for k in d.snapshots if k[0] == stream_id]:
+                    del d.snapshots[key]
         d.announce()
 
     async def _read_stream(  # noqa: PLR0913, PLR0917

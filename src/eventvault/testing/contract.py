@@ -82,6 +82,7 @@ from eventvault.errors import (
 )
 from eventvault.repository import Repository
 from eventvault.store.base import MAX_PAGE, MAX_STREAM_ID_LENGTH, EventStore
+from eventvault.store.memory import MemoryEventStore
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -2173,6 +2174,21 @@ class LifecycleContract:
         assert all(isinstance(o, WrongExpectedVersion | StreamDeleted) for o in outcomes if o not in wins)
         log = await full_log(store)
         assert [e.stream_version for e in log] == [1, 2]
+
+    async def test_a_copied_log_deletes_its_streams_where_it_lands(self, store: EventStore) -> None:
+        """write_recorded (an import) of a log with $StreamDeleted events deletes those streams there too."""
+        source = MemoryEventStore(registry=CONTRACT_REGISTRY)
+        await source.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await source.delete_stream(STREAM, expected_version=1, tombstone=True)
+        await source.append(OTHER, items("x"), expected_version=NO_STREAM)
+        await source.delete_stream(OTHER, expected_version=1)
+        await store.write_recorded(await full_log(source))
+        assert await store.read_stream(STREAM) == []
+        assert await store.read_stream(OTHER) == []
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, items("b"), expected_version=ANY)
+        again = await store.append(OTHER, items("y"), expected_version=NO_STREAM)
+        assert again.stream_version == 3
 
     async def test_dcb_reads_see_the_log_as_stored(self, store: EventStore) -> None:
         """Query reads see the log as stored: a deleted stream's events until a scavenge, and its delete."""

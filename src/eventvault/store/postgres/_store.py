@@ -21,6 +21,7 @@ from eventvault.store.base import (
     check_version_matches,
     deletion_marker,
     prefix_end,
+    recorded_deletions,
     versions_before,
 )
 from eventvault.store.postgres._appends import Appends
@@ -322,6 +323,11 @@ class PostgresEventStore(EventStore):
         )
 
         before = versions_before(events)
+        deletions = recorded_deletions(events)
+        mark_deleted = sql.SQL(
+            "UPDATE {s}.streams SET deleted_version = %s, tombstoned = %s WHERE stream_id = %s"
+        ).format(s=s)
+        drop_snapshots = sql.SQL("DELETE FROM {s}.snapshots WHERE stream_id = %s").format(s=s)
         head_now = sql.SQL("SELECT max(position) FROM {s}.events").format(s=s)
         versions_now = sql.SQL("SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY(%s)").format(
             s=s
@@ -351,6 +357,9 @@ class PostgresEventStore(EventStore):
                         )
                 await cur.executemany(insert, rows)
                 await cur.executemany(streams, list(versions.items()))
+                for stream_id, version, tombstone in deletions:  # $StreamDeleted events delete here too
+                    await cur.execute(mark_deleted, [version, tombstone, stream_id])
+                    await cur.execute(drop_snapshots, [stream_id])
                 if tags:
                     await cur.executemany(tag_rows, tags)
                 await cur.execute(

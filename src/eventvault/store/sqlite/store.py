@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from eventvault.errors import EventVaultError, InvalidInput
-from eventvault.store.base import prefix_end, versions_before
+from eventvault.store.base import prefix_end, recorded_deletions, versions_before
 from eventvault.store.records import (
     START,
     AppendResult,
@@ -208,7 +208,10 @@ class SQLiteEventStore(_SQLiteWriter):
         if not self._opened:
             await self.open()
         refused = await self._submit(
-            self._wq, write_recorded, (rows, tags, versions_before(events)), write=True
+            self._wq,
+            write_recorded,
+            (rows, tags, versions_before(events), recorded_deletions(events)),
+            write=True,
         )
         if refused is not None:
             raise InvalidInput(f"nothing written: {refused}")

@@ -285,7 +285,11 @@ _SQL_INSERT_RECORDED: Final = (
 
 
 def write_recorded(
-    cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[tuple[str, int]], before: dict[str, int]
+    cur: sqlite3.Cursor,
+    rows: list[tuple[Any, ...]],
+    tags: list[tuple[str, int]],
+    before: dict[str, int],
+    deletions: Sequence[tuple[str, int, bool]] = (),
 ) -> str | None:
     """Insert recorded events as given (rows for ``_SQL_INSERT_RECORDED``) and their tag rows.
 
@@ -303,6 +307,9 @@ def write_recorded(
     cur.executemany(_SQL_INSERT_RECORDED, rows)
     if tags:
         cur.executemany(_SQL_INSERT_TAG, tags)
+    for stream_id, version, tombstone in deletions:  # $StreamDeleted events delete here too
+        cur.execute(_SQL_MARK_DELETED, (stream_id, version, int(tombstone)))
+        cur.execute(_SQL_DROP_STREAM_SNAPSHOTS, (stream_id,))
     return None
 
 
