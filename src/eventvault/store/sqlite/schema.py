@@ -24,8 +24,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # read_all is a range scan of the table itself. SQLite gives a new row
         # max(rowid) + 1, and the writer inserts under the write lock, so new
         # positions are above every committed one (the gap-safety argument in
-        # the package docstring). Events are never deleted, so a position is never
-        # handed out twice; AUTOINCREMENT would only add a write to sqlite_sequence
+        # the package docstring). The log's newest event is never deleted (a
+        # scavenge keeps every stream's last event: see migration 3), so a position
+        # is never handed out twice; AUTOINCREMENT would only add a write to sqlite_sequence
         # on every commit. (Its one exception, a table holding rowid 2**63 - 1,
         # cannot happen at any real rate of appends.)
         # Times are integer microseconds since the epoch (compact, ordered, no
