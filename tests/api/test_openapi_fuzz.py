@@ -84,6 +84,8 @@ OPERATIONS = [
     ("DELETE", "/api/store/snapshots"),
     ("DELETE", "/api/store/streams/{stream_id}"),
     ("POST", "/api/store/scavenge"),
+    ("GET", "/api/store/streams/{stream_id}/retention"),
+    ("PUT", "/api/store/streams/{stream_id}/retention"),
 ]
 STREAMS = {
     ("GET", "/api/query/accounts/changes"),

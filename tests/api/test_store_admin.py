@@ -188,3 +188,27 @@ async def test_scavenge_removes_a_deleted_accounts_events(api):
     assert await api.log_size() == size - 2
     again = await api.post("/api/store/scavenge")
     assert again.json() == {"streams": 1, "eventsRemoved": 0}
+
+
+async def test_a_streams_retention_is_set_and_shown(api):
+    """PUT /api/store/streams/{id}/retention: stream reads show only what the rules keep."""
+    account = await _funded(api, "1.00")
+    for amount in ("2.00", "3.00"):
+        assert (await api.deposit(account, amount)).status_code == 200
+    stream = f"account-{account}"
+    url = f"/api/store/streams/{stream}/retention"
+    shown = await api.get(url)
+    assert shown.status_code == 200, shown.text
+    assert (shown.json()["maxCount"], shown.json()["firstVersion"], shown.json()["version"]) == (None, 1, 4)
+
+    r = await api.client.put(url, json={"maxCount": 2, "truncateBefore": 2})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    rules = (doc["maxCount"], doc["maxAgeSeconds"], doc["truncateBefore"], doc["firstVersion"])
+    assert rules == (2, None, 2, 3)
+    assert [e.stream_version for e in await api.events(account)] == [3, 4]
+    r = await api.client.put(url, json={"maxAgeSeconds": 86400, "truncateBefore": 0})
+    assert (r.json()["maxCount"], r.json()["maxAgeSeconds"], r.json()["firstVersion"]) == (None, 86400.0, 1)
+    assert len(await api.events(account)) == 4
+    api.problem(await api.client.put(url, json={"maxCount": 0}), 422, "validation")
+    api.problem(await api.client.put(url, json={"maxCount": 1, "extra": 1}), 422, "validation")

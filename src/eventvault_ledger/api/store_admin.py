@@ -10,14 +10,15 @@ Where the store lives (its URL) stays out of the answers: it may carry a passwor
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from eventvault import ANY, InvalidInput, StreamDeleted, WrongExpectedVersion
+from eventvault import ANY, InvalidInput, StreamDeleted, StreamLifecycle, WrongExpectedVersion
 from eventvault.store import schema_version, size_on_disk
 from eventvault_ledger.api.problems import Problem, known_query_only
 from eventvault_ledger.api.schemas import problems
@@ -27,12 +28,14 @@ from eventvault_ledger.read_models import postgres_schema_size
 
 __all__ = [
     "ReadModelLag",
+    "RetentionBody",
     "Scavenged",
     "SnapshotDoc",
     "SnapshotList",
     "SnapshotsDropped",
     "StoreStatus",
     "StreamDeletedDoc",
+    "StreamLifecycleDoc",
     "router",
 ]
 
@@ -320,3 +323,118 @@ async def scavenge(services: ServicesDep, _: Admin) -> dict[str, Any]:
     """
     done = await services.store.scavenge()
     return Scavenged(streams=done.streams_total, events_removed=done.events_removed).model_dump(by_alias=True)
+
+
+class StreamLifecycleDoc(_Doc):
+    """A stream's deletes and retention rules, and what stream reads show of it."""
+
+    stream_id: str
+    version: int = Field(description="Its version for appends: 0 while deleted (or never written).")
+    stored_version: int = Field(description="The version of its last stored event, hidden or not.")
+    deleted: bool
+    tombstoned: bool
+    deleted_version: int = Field(description="The version of its latest $StreamDeleted event (0: none).")
+    truncate_before: int = Field(description="Versions below this one are hidden (0: none).")
+    max_count: int | None = Field(description="Only this many of its latest events are shown.")
+    max_age_seconds: float | None = Field(description="Only events recorded this long ago or less are shown.")
+    first_version: int = Field(description="The first version stream reads show (before maxAgeSeconds).")
+
+
+class RetentionBody(BaseModel):
+    """A stream's retention rules: maxCount and maxAgeSeconds together replace its rules."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    max_count: int | None = Field(None, ge=1, le=2**53, description="Keep only its N latest events.")
+    max_age_seconds: float | None = Field(
+        None, gt=0, le=10**11, description="Keep only the events recorded within this many seconds."
+    )
+    truncate_before: int | None = Field(
+        None, ge=0, le=2**53, description="Hide its versions below this one (0: none); omitted: unchanged."
+    )
+
+
+def _lifecycle_doc(life: StreamLifecycle) -> dict[str, Any]:
+    doc = StreamLifecycleDoc(
+        stream_id=life.stream_id,
+        version=life.visible_version,
+        stored_version=life.version,
+        deleted=life.deleted,
+        tombstoned=life.tombstoned,
+        deleted_version=life.deleted_version,
+        truncate_before=life.truncate_before,
+        max_count=life.max_count,
+        max_age_seconds=None if life.max_age is None else life.max_age.total_seconds(),
+        first_version=life.first_version,
+    )
+    return doc.model_dump(by_alias=True)
+
+
+@router.get(
+    "/api/store/streams/{stream_id}/retention",
+    dependencies=[Depends(known_query_only)],
+    summary="A stream's deletes and retention rules",
+    response_model=None,
+    responses={
+        200: {"model": StreamLifecycleDoc, "description": "The stream's rules"},
+        **problems(401, 403, 422),
+    },
+)
+async def stream_retention(services: ServicesDep, _: Admin, stream_id: StreamPath) -> dict[str, Any]:
+    """Whether it is deleted, its retention rules, and the first version stream reads show."""
+    try:
+        return _lifecycle_doc(await services.store.stream_lifecycle(stream_id))
+    except InvalidInput as exc:
+        raise _invalid(exc) from exc
+
+
+async def _retention_body(request: Request) -> RetentionBody:
+    """The body of a retention PUT; malformed JSON is a 422 like any invalid field."""
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        raise Problem(422, "validation", "Invalid request", "the body is not valid JSON") from None
+    try:
+        return RetentionBody.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        detail = f"{field}: {first['msg']}" if field else str(first["msg"])
+        raise Problem(
+            422, "validation", "Invalid request", detail, **({"field": field} if field else {})
+        ) from None
+
+
+@router.put(
+    "/api/store/streams/{stream_id}/retention",
+    dependencies=[Depends(known_query_only)],
+    summary="Set a stream's retention rules",
+    response_model=None,
+    responses={
+        200: {"model": StreamLifecycleDoc, "description": "The stream's rules"},
+        **problems(401, 403, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RetentionBody.model_json_schema(by_alias=True)}},
+        }
+    },
+)
+async def set_stream_retention(
+    services: ServicesDep, _: Admin, stream_id: StreamPath, request: Request
+) -> dict[str, Any]:
+    """Replace its max count and max age (both omitted: no rules), and set its truncation if given.
+
+    Stream reads apply them at once; `POST /api/store/scavenge` removes what they hide.
+    """
+    body = await _retention_body(request)
+    store = services.store
+    age = None if body.max_age_seconds is None else timedelta(seconds=body.max_age_seconds)
+    try:
+        await store.set_retention(stream_id, max_count=body.max_count, max_age=age)
+        if body.truncate_before is not None:
+            await store.truncate_before(stream_id, body.truncate_before)
+        return _lifecycle_doc(await store.stream_lifecycle(stream_id))
+    except InvalidInput as exc:
+        raise _invalid(exc) from exc

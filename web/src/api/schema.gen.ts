@@ -586,6 +586,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/store/streams/{stream_id}/retention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A stream's deletes and retention rules
+         * @description Whether it is deleted, its retention rules, and the first version stream reads show.
+         */
+        get: operations["stream_retention_api_store_streams__stream_id__retention_get"];
+        /**
+         * Set a stream's retention rules
+         * @description Replace its max count and max age (both omitted: no rules), and set its truncation if given.
+         *
+         *     Stream reads apply them at once; `POST /api/store/scavenge` removes what they hide.
+         */
+        put: operations["set_stream_retention_api_store_streams__stream_id__retention_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -1275,6 +1301,55 @@ export interface components {
             /**
              * Version
              * @description The stream version of its $StreamDeleted event.
+             */
+            version: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * StreamLifecycleDoc
+         * @description A stream's deletes and retention rules, and what stream reads show of it.
+         */
+        StreamLifecycleDoc: {
+            /** Deleted */
+            deleted: boolean;
+            /**
+             * Deletedversion
+             * @description The version of its latest $StreamDeleted event (0: none).
+             */
+            deletedVersion: number;
+            /**
+             * Firstversion
+             * @description The first version stream reads show (before maxAgeSeconds).
+             */
+            firstVersion: number;
+            /**
+             * Maxageseconds
+             * @description Only events recorded this long ago or less are shown.
+             */
+            maxAgeSeconds: number | null;
+            /**
+             * Maxcount
+             * @description Only this many of its latest events are shown.
+             */
+            maxCount: number | null;
+            /**
+             * Storedversion
+             * @description The version of its last stored event, hidden or not.
+             */
+            storedVersion: number;
+            /** Streamid */
+            streamId: string;
+            /** Tombstoned */
+            tombstoned: boolean;
+            /**
+             * Truncatebefore
+             * @description Versions below this one are hidden (0: none).
+             */
+            truncateBefore: number;
+            /**
+             * Version
+             * @description Its version for appends: 0 while deleted (or never written).
              */
             version: number;
         } & {
@@ -3604,6 +3679,126 @@ export interface operations {
             };
             /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    stream_retention_api_store_streams__stream_id__retention_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The stream's id, such as `account-<uuid>`. */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream's rules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamLifecycleDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    set_stream_retention_api_store_streams__stream_id__retention_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The stream's id, such as `account-<uuid>`. */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Maxageseconds
+                     * @description Keep only the events recorded within this many seconds.
+                     */
+                    maxAgeSeconds?: number | null;
+                    /**
+                     * Maxcount
+                     * @description Keep only its N latest events.
+                     */
+                    maxCount?: number | null;
+                    /**
+                     * Truncatebefore
+                     * @description Hide its versions below this one (0: none); omitted: unchanged.
+                     */
+                    truncateBefore?: number | null;
+                };
+            };
+        };
+        responses: {
+            /** @description The stream's rules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamLifecycleDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
