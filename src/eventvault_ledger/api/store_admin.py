@@ -398,11 +398,10 @@ async def _retention_body(request: Request) -> RetentionBody:
         return RetentionBody.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        detail = f"{field}: {first['msg']}" if field else str(first["msg"])
-        raise Problem(
-            422, "validation", "Invalid request", detail, **({"field": field} if field else {})
-        ) from None
+        field = ".".join(str(part) for part in first["loc"])
+        if not field:  # the body as a whole: not an object
+            raise Problem(422, "validation", "Invalid request", str(first["msg"])) from None
+        raise Problem(422, "validation", "Invalid request", f"{field}: {first['msg']}", field=field) from None
 
 
 @router.put(
