@@ -2145,6 +2145,24 @@ class LifecycleContract:
         with pytest.raises(StreamDeleted):
             await store.append(STREAM, items("a"), expected_version=NO_STREAM)
 
+    async def test_a_stream_with_rules_and_no_events_can_be_tombstoned(self, store: EventStore) -> None:
+        """Rules given before a stream's first event; then a tombstone still closes it for ever."""
+        await store.set_retention(STREAM, max_count=5)
+        assert await store.delete_stream(STREAM, expected_version=ANY) is None  # nothing to delete
+        result = await store.delete_stream(STREAM, expected_version=NO_STREAM, tombstone=True)
+        assert result is not None
+        assert result.stream_version == 1
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, items("a"), expected_version=ANY)
+        assert (await store.stream_lifecycle(STREAM)).max_count == 5
+
+    async def test_rules_given_before_the_first_event_apply_to_it(self, store: EventStore) -> None:
+        """A stream's rules may come before its events: appends then start it as usual."""
+        await store.set_retention(STREAM, max_count=1)
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        assert await self.names(store) == ["b"]
+        assert await store.stream_version(STREAM) == 2
+
     async def test_another_store_on_the_database_sees_the_tombstone(
         self, store_factory: StoreFactory
     ) -> None:

@@ -427,6 +427,7 @@ class PostgresEventStore(EventStore):
         async def op(conn: Conn) -> AppendResult | None:
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.execute(declare)  # an event writer: the read horizon waits for it
+                made_row = False  # a row made here is already at the tombstone's version
                 while True:
                     await cur.execute(lock_row, [stream_id])
                     row = await cur.fetchone()
@@ -439,7 +440,7 @@ class PostgresEventStore(EventStore):
                         return None
                     await cur.execute(new_row, [stream_id])
                     if await cur.fetchone() is not None:
-                        version, deleted, tombstoned = 0, 0, False
+                        version, deleted, tombstoned, made_row = 0, 0, False, True
                         break
                     # A first append made the row meanwhile: look again, under its lock.
                 if tombstoned:
@@ -449,7 +450,7 @@ class PostgresEventStore(EventStore):
                 if visible == 0 and not tombstone:
                     return None
                 e = deletion_marker(stream_id, version, tombstone, time.time_ns() // 1000)
-                if version:
+                if not made_row:  # (a row of rules only is at version 0: it is marked too)
                     await cur.execute(mark, [version + 1, version + 1, tombstone, stream_id])
                 await cur.execute(
                     insert,
