@@ -405,6 +405,27 @@ async def test_a_lone_append_whose_commit_fails_is_not_stored(store, db, fast_co
     assert store.stats.inline_transactions == 1
 
 
+async def test_a_batch_with_deleted_streams_in_it_decides_each_append_by_its_rules(store):
+    """In one transaction: a deleted stream is at no stream, a tombstoned one refuses, the others land."""
+    await store.append("gone", [Noted("old")], expected_version=NO_STREAM)
+    await store.delete_stream("gone", expected_version=1)
+    await store.append("closed", [Noted("old")], expected_version=NO_STREAM)
+    await store.delete_stream("closed", expected_version=1, tombstone=True)
+    before = store.stats.transactions
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "fresh", [Noted("f")], NO_STREAM),
+            queue_append(store, "closed", [Noted("no")], ANY),  # ANY holds at any version: not here
+            queue_append(store, "gone", [Noted("again")], ANY),  # written again, after its delete
+            queue_append(store, "gone-too", [Noted("g")], NO_STREAM),
+        ]
+    fresh, closed, gone, other = await outcomes(futures)
+    assert store.stats.transactions == before + 1
+    assert isinstance(closed, StreamDeleted)
+    assert (fresh.stream_version, gone.stream_version, other.stream_version) == (1, 3, 1)
+    assert [e.data for e in await store.read_stream("gone")] == [Noted("again")]
+
+
 async def test_a_conflict_in_a_batch_fails_only_its_own_append(store):
     """Wrong versions and duplicate ids fail alone; the other appends of the transaction commit."""
     retried = NewEvent(Noted("c"))
