@@ -2346,6 +2346,26 @@ class LifecycleContract:
         loaded = await Repository(store, snapshot_every={Tally: 4}).load(Tally, "t2")
         assert (loaded.total, loaded.version) == (Decimal(40), 6)
 
+    async def test_a_scavenge_racing_appends_keeps_the_streams_last_event(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Whatever the interleaving, appends land and a scavenge never takes the last event."""
+        store = await store_factory(registry=CONTRACT_REGISTRY)
+        other = await store_factory(registry=CONTRACT_REGISTRY)
+        await store.append(STREAM, items(*"abcdef"), expected_version=NO_STREAM)
+        await store.set_retention(STREAM, max_count=1)
+
+        async def appends() -> None:
+            for i in range(20):
+                await other.append(STREAM, items(f"n{i}"), expected_version=ANY)
+
+        await asyncio.gather(store.scavenge(), appends(), store.scavenge())
+        await store.scavenge()
+        log = await full_log(store)
+        assert [(e.stream_id, e.stream_version) for e in log] == [(STREAM, 26)]
+        assert await self.names(store) == ["n19"]
+        assert await store.stream_version(STREAM) == 26
+
     async def test_scavenge_without_rules_removes_nothing(self, store: EventStore) -> None:
         """A store with no deletes or rules loses nothing to a scavenge."""
         await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
