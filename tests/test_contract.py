@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from eventvault.store import create_store
 from eventvault.store.memory import MemoryEventStore
-from eventvault.testing.contract import DCBContract, EventStoreContract, opened_stores
+from eventvault.testing.contract import DCBContract, EventStoreContract, LifecycleContract, opened_stores
 
 
 class TestMemoryStore(EventStoreContract):
@@ -52,5 +52,27 @@ class TestSQLiteStoreDCB(DCBContract):
     @pytest_asyncio.fixture(params=["auto", "thread"])
     async def store_factory(self, request, tmp_path):  # type: ignore[override] # a fixture overrides by name
         url = f"sqlite:///{tmp_path / 'dcb.db'}?writer={request.param}"
+        async with opened_stores(lambda registry: create_store(url, registry=registry)) as factory:
+            yield factory
+
+
+class TestMemoryStoreLifecycle(LifecycleContract):
+    """Deletes, retention and scavenging on memory://."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self):  # type: ignore[override] # a fixture overrides by name, not signature
+        database = MemoryEventStore()
+        async with opened_stores(
+            lambda registry: MemoryEventStore(registry=registry, share_with=database)
+        ) as factory:
+            yield factory
+
+
+class TestSQLiteStoreLifecycle(LifecycleContract):
+    """Deletes, retention and scavenging on sqlite:///, with each writer."""
+
+    @pytest_asyncio.fixture(params=["auto", "thread"])
+    async def store_factory(self, request, tmp_path):  # type: ignore[override] # a fixture overrides by name
+        url = f"sqlite:///{tmp_path / 'lifecycle.db'}?writer={request.param}"
         async with opened_stores(lambda registry: create_store(url, registry=registry)) as factory:
             yield factory

@@ -43,6 +43,7 @@ from eventvault import (
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    StreamDeleted,
     WrongExpectedVersion,
     create_store,
     event,
@@ -245,7 +246,7 @@ async def test_schema_created_once_and_reopen_is_idempotent(db):
     """Opening creates the tables and the version row once; reopening changes nothing and keeps the data."""
     async with create_store(sqlite_url(db), registry=reg) as s:
         await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)
-    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema"}
+    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema", "stream_rules"}
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
     for _ in range(2):
         async with create_store(sqlite_url(db), registry=reg) as s:
@@ -402,6 +403,27 @@ async def test_a_lone_append_whose_commit_fails_is_not_stored(store, db, fast_co
     assert await store.head() == START
     assert (await store.append("good", [Noted("g")], expected_version=NO_STREAM)).positions == (1,)
     assert store.stats.inline_transactions == 1
+
+
+async def test_a_batch_with_deleted_streams_in_it_decides_each_append_by_its_rules(store):
+    """In one transaction: a deleted stream is at no stream, a tombstoned one refuses, the others land."""
+    await store.append("gone", [Noted("old")], expected_version=NO_STREAM)
+    await store.delete_stream("gone", expected_version=1)
+    await store.append("closed", [Noted("old")], expected_version=NO_STREAM)
+    await store.delete_stream("closed", expected_version=1, tombstone=True)
+    before = store.stats.transactions
+    async with writer_held(store):
+        futures = [
+            queue_append(store, "fresh", [Noted("f")], NO_STREAM),
+            queue_append(store, "closed", [Noted("no")], ANY),  # ANY holds at any version: not here
+            queue_append(store, "gone", [Noted("again")], ANY),  # written again, after its delete
+            queue_append(store, "gone-too", [Noted("g")], NO_STREAM),
+        ]
+    fresh, closed, gone, other = await outcomes(futures)
+    assert store.stats.transactions == before + 1
+    assert isinstance(closed, StreamDeleted)
+    assert (fresh.stream_version, gone.stream_version, other.stream_version) == (1, 3, 1)
+    assert [e.data for e in await store.read_stream("gone")] == [Noted("again")]
 
 
 async def test_a_conflict_in_a_batch_fails_only_its_own_append(store):
@@ -980,7 +1002,7 @@ def v1_file(db: Path) -> None:
 async def test_a_schema_1_file_migrates_in_place_keeping_its_events(db):
     """Opening a file of schema 1 adds the tags, keeps its events (untagged) and can tag new ones."""
     v1_file(db)
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     async with create_store(sqlite_url(db), registry=reg) as s:
         [old] = await s.read_stream("s-1")
         assert (old.data, old.tags) == (Noted("old"), ())
@@ -990,7 +1012,30 @@ async def test_a_schema_1_file_migrates_in_place_keeping_its_events(db):
         assert found.head == 2
         assert len(await s.read(Query([QueryItem(types=["sqlite_test.Noted"])]))) == 2
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
-    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema"}
+    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema", "stream_rules"}
+
+
+async def test_a_schema_2_file_migrates_and_its_streams_can_be_deleted(db):
+    """Opening a file of schema 2 adds the table of stream rules: its old streams delete and truncate."""
+    v1_file(db)
+    with contextlib.closing(raw(db)) as c:
+        for statement in sqlite_schema.MIGRATIONS[1]:
+            c.execute(statement)
+        c.execute("UPDATE eventvault_schema SET version = 2")
+        c.execute(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, "
+            "occurred_at, recorded_at, data) VALUES (?, 's-1', 2, 'sqlite_test.Noted', 1, 1, 1, ?)",
+            (NewEvent(Noted("older")).event_id.bytes, b'{"text":"older"}'),
+        )
+    assert "stream_rules" not in tables(db)
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        await s.truncate_before("s-1", 2)
+        assert [e.data for e in await s.read_stream("s-1")] == [Noted("older")]
+        assert (await s.scavenge()).events_removed == 1
+        await s.delete_stream("s-1", expected_version=2, tombstone=True)
+        with pytest.raises(StreamDeleted):
+            await s.append("s-1", [Noted("no")], expected_version=ANY)
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
 
 
 async def test_stream_appends_store_tags_and_every_read_returns_them(store):

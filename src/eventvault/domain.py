@@ -30,10 +30,12 @@ from typing import Any, ClassVar, Self, TypeVar, overload
 from eventvault.errors import DomainError, EventTypeError, InvalidEvent, UnknownEventType
 
 __all__ = [
+    "STREAM_DELETED",
     "Aggregate",
     "DomainError",
     "EventRegistry",
     "EventType",
+    "StreamDeletedEvent",
     "applies",
     "default_registry",
     "event",
@@ -55,6 +57,27 @@ class EventType:
     cls: type
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamDeletedEvent:
+    """The system event a stream delete writes, as the stream's last event: ``$StreamDeleted``.
+
+    Read models that keep rows per stream drop the stream's rows when they see
+    it (``@handles(StreamDeletedEvent)``); projections that do not handle it skip
+    it, as they skip every type they have no handler for. User code cannot
+    append it: names starting with ``$`` are the store's own.
+    """
+
+    stream_id: str
+    version: int
+    """The version the stream was at when it was deleted (its events up to it are gone)."""
+    tombstone: bool = False
+    """True: deleted for ever (no more appends); False: it may be written again."""
+
+
+STREAM_DELETED: typing.Final = "$StreamDeleted"
+"""The event type name of :class:`StreamDeletedEvent`."""
+
+
 class EventRegistry:
     """Maps event classes to stable names and versions, and holds upcaster chains.
 
@@ -68,6 +91,10 @@ class EventRegistry:
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self.changes = 0
         """Counts registrations: a cache of what a name stands for is valid while it is unchanged."""
+        # The store's own events, under names no user registration can take ($...).
+        system = EventType(STREAM_DELETED, 1, StreamDeletedEvent)
+        self._by_name[STREAM_DELETED] = system
+        self._by_class[StreamDeletedEvent] = system
 
     def register(self, cls: type[T], name: str | None = None, *, version: int = 1) -> type[T]:
         """Register ``cls`` under ``name`` (default: the class name) at ``version``."""

@@ -17,6 +17,7 @@ never escape: each backend maps them at its edge to the most specific class here
     │   ├── WrongExpectedVersion     names the stream, the expected and the actual version
     │   └── AppendConditionFailed    an event the append's condition forbids was stored after its position
     ├── DuplicateEventId             an event id is already stored somewhere else
+    ├── StreamDeleted                the stream is tombstoned: it takes no events, ever again
     ├── AggregateNotFound            a repository load of a stream that has no events
     ├── EventTypeError               registry trouble (conflicting names, missing upcaster)
     │   └── UnknownEventType         a stored event type no class is registered for
@@ -52,6 +53,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
+    "StreamDeleted",
     "UnknownEventType",
     "WrongExpectedVersion",
 ]
@@ -142,6 +144,21 @@ class DuplicateEventId(EventVaultError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.event_id, self.detail))
+
+
+class StreamDeleted(EventVaultError):
+    """The stream was deleted for ever (a tombstone): no append or delete is ever taken again.
+
+    Even a re-send of events stored before the tombstone is refused: the stream
+    id is closed, whatever the events.
+    """
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} is deleted for ever (tombstoned): it takes no more events")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.stream_id,))
 
 
 class AggregateNotFound(EventVaultError, LookupError):

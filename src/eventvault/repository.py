@@ -93,7 +93,10 @@ class Repository:
         if aggregate is None:
             if not events:
                 raise AggregateNotFound(f"{stream_id} has no events")
-            aggregate = cls.replay(aggregate_id, (e.data for e in events))
+            # A stream deleted and written again, or truncated, starts past version 1.
+            aggregate = cls.replay(
+                aggregate_id, (e.data for e in events), version=events[0].stream_version - 1
+            )
         else:
             for e in events:
                 aggregate._apply(e.data)  # noqa: SLF001 - the replay path, by design
@@ -160,6 +163,15 @@ class Repository:
             except Exception:  # a snapshot is an optimisation: the append stands
                 log.warning("snapshot of %s failed", aggregate.stream_id, exc_info=True)
         return result
+
+    def forget_stream(self, stream_id: str) -> None:
+        """Drop the cached state of the aggregate in ``stream_id`` (after the stream was deleted, say).
+
+        A save from a stale cached state is refused by the store anyway (its
+        expected version no longer holds); a plain :meth:`load` would return it.
+        """
+        for key in [k for k in self._cache if k[0].stream_id_for(k[1]) == stream_id]:
+            del self._cache[key]
 
     async def update(  # noqa: PLR0913 - the arguments of save, plus the command
         self,
@@ -237,7 +249,10 @@ class Repository:
             aggregate = self._from_cache(cls, aggregate_id)
             if aggregate is not None:
                 events = await self.store.read_stream(stream_id, from_version=aggregate.version + 1)
-                return aggregate, events, True
+                if not events or events[0].stream_version == aggregate.version + 1:
+                    return aggregate, events, True
+                # A gap: the stream was deleted (and written again) since: the state is not its.
+                self._cache.pop((cls, aggregate_id), None)
         if not self.snapshot_interval(cls):
             return None, await self.store.read_stream(stream_id, to_version=version), False
         snap, events = await self.store.load_snapshot_and_stream(

@@ -1,8 +1,8 @@
-"""Moving and checking a store: ``eventvault export``, ``eventvault import``, ``eventvault verify``.
+"""Moving, checking and scavenging a store: ``eventvault export``, ``import``, ``verify``, ``scavenge``.
 
-Thin layers over :func:`eventvault.export_events`, :func:`eventvault.import_events`
-and :func:`eventvault.verify.verify_store`. Progress (a bar with events/s) goes to
-stderr, so ``export --out -`` writes nothing but the JSON Lines to stdout.
+Thin layers over :func:`eventvault.export_events`, :func:`eventvault.import_events`,
+:func:`eventvault.verify.verify_store` and :meth:`EventStore.scavenge`. Progress (a
+bar) goes to stderr, so ``export --out -`` writes nothing but the JSON Lines to stdout.
 
 Exit codes (docs/operations.md): 0 done; 1 the store failed, or verify found
 problems; 2 bad usage or the store cannot be opened; 4 import refused (the
@@ -32,6 +32,7 @@ from eventvault import (
     ExportSummary,
     ImportRefused,
     ImportSummary,
+    ScavengeProgress,
     VerifyReport,
     export_events,
     import_events,
@@ -51,6 +52,7 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("import")(import_command)
     app.command("verify")(verify_command)
+    app.command("scavenge")(scavenge_command)
 
 
 @contextmanager
@@ -166,3 +168,47 @@ def verify_command(
         _print_report(report)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+@contextmanager
+def _streams_bar(*, quiet: bool) -> Iterator[Callable[[ScavengeProgress], None]]:
+    """A scavenge's progress callback: a bar of the streams done, and the events removed, on stderr."""
+    if quiet:
+        yield lambda _progress: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} streams"),
+        TextColumn("{task.fields[removed]} events removed"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task: TaskID = bar.add_task("scavenging", total=None, removed=0)
+
+        def update(p: ScavengeProgress) -> None:
+            bar.update(task, completed=p.streams_done, total=p.streams_total, removed=p.events_removed)
+
+        yield update
+
+
+def scavenge_command(
+    db: DbOption = SERVE_DB,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Remove for good the events deletes and retention rules hide (not a stream's last, nor a snapshot's)."""
+    where = _where(db)
+    if not yes and not typer.confirm(f"Remove hidden events for good from {where.shown}?", err=True):
+        _fail("nothing removed", EXIT_FAILED)
+
+    async def work(store: EventStore) -> ScavengeProgress:
+        with _streams_bar(quiet=quiet) as progress:
+            return await store.scavenge(progress=progress)
+
+    done = _run(where, work)
+    if as_json:
+        _print_json({"streams": done.streams_total, "eventsRemoved": done.events_removed})
+        return
+    typer.echo(f"scavenged {done.streams_total} streams: {done.events_removed} events removed")

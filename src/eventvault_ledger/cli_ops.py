@@ -1,7 +1,8 @@
 """The operator's commands of ``eventvault``: look inside the store, and control the projections.
 
-``streams``, ``log``, ``events`` and ``db`` read the store, ``snapshots``
-lists and drops snapshots; ``projections``
+``streams``, ``log``, ``events`` and ``db`` read the store (``streams
+delete`` and ``streams retention`` also delete streams and set their
+retention rules), ``snapshots`` lists and drops snapshots; ``projections``
 shows and controls the read models. Each is a thin layer over the toolkit's
 public API (:meth:`EventStore.list_streams`, :meth:`EventStore.read_stream`,
 :meth:`EventStore.read_all`, :meth:`EventStore.get_event`,
@@ -20,6 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -27,7 +29,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventvault import Checkpoint, EventStore, InvalidInput, RecordedEvent, StoreError
+from eventvault import (
+    ANY,
+    Checkpoint,
+    EventStore,
+    InvalidInput,
+    RecordedEvent,
+    StoreError,
+    StreamDeleted,
+    StreamLifecycle,
+    WrongExpectedVersion,
+)
 from eventvault.store import schema_version, size_on_disk
 from eventvault_ledger.cli import (
     EXIT_FAILED,
@@ -47,9 +59,11 @@ from eventvault_ledger.cli import (
 if TYPE_CHECKING:
     from eventvault.projections import ProjectionRunner, ProjectionStatus
 
-__all__ = ["EXIT_NOT_FOUND", "event_json", "register", "status_json", "with_runner"]
+__all__ = ["EXIT_CONFLICT", "EXIT_NOT_FOUND", "event_json", "register", "status_json", "with_runner"]
 
 EXIT_NOT_FOUND: Final = 3
+EXIT_CONFLICT: Final = 6
+"""A delete refused: the stream is not at ``--expected-version``, or it is deleted for ever."""
 T = TypeVar("T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
@@ -62,7 +76,7 @@ _GROUP: Final[dict[str, Any]] = {
     "rich_markup_mode": None,
     "pretty_exceptions_enable": False,
 }
-streams_app = typer.Typer(help="List the streams and read one.", **_GROUP)
+streams_app = typer.Typer(help="List the streams, read one, delete one, set its retention.", **_GROUP)
 log_app = typer.Typer(help="Read the global log.", **_GROUP)
 events_app = typer.Typer(help="Look at one event.", **_GROUP)
 db_app = typer.Typer(help="The store's database: its status, and its schema.", **_GROUP)
@@ -238,6 +252,121 @@ def streams_read(
         _print_json({"streamId": stream, "events": [event_json(e) for e in events]})
         return
     _print_table(_events_table(events))
+
+
+StreamArgument = Annotated[str, typer.Argument(metavar="STREAM", help="The stream id.")]
+
+
+@streams_app.command("delete")
+def streams_delete(
+    stream: StreamArgument,
+    db: DbOption = SERVE_DB,
+    tombstone: Annotated[
+        bool, typer.Option("--tombstone", help="Delete it for ever: no append is ever taken again.")
+    ] = False,
+    expected: Annotated[
+        int | None,
+        typer.Option("--expected-version", metavar="V", min=1, help="Only if the stream is at version V."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a stream: stream reads then find none, read models drop it; --tombstone: for ever."""
+    where = _where(db)
+    how = "for ever (tombstone)" if tombstone else "(it may be written again)"
+    if not yes and not typer.confirm(f"Delete stream {stream!r} in {where.shown} {how}?", err=True):
+        _fail("nothing deleted", EXIT_FAILED)
+
+    async def work(store: EventStore) -> Any:
+        try:
+            return await store.delete_stream(
+                stream, expected_version=ANY if expected is None else expected, tombstone=tombstone
+            )
+        except (WrongExpectedVersion, StreamDeleted) as exc:
+            _fail(str(exc), EXIT_CONFLICT)
+
+    result = _run(where, work)
+    if result is None:
+        _fail(
+            f"no stream {stream!r} to delete in {where.shown} (no events, or deleted already)", EXIT_NOT_FOUND
+        )
+    if as_json:
+        _print_json(
+            {
+                "streamId": stream,
+                "version": result.stream_version,
+                "position": result.positions[0],
+                "checkpoint": str(result.checkpoint),
+                "tombstone": tombstone,
+            }
+        )
+        return
+    typer.echo(
+        f"deleted stream {stream!r}{' for ever' if tombstone else ''}: its $StreamDeleted event is "
+        f"version {result.stream_version}, at checkpoint {result.checkpoint}"
+    )
+
+
+def lifecycle_json(life: StreamLifecycle) -> dict[str, Any]:
+    """A stream's deletes and retention rules, as ``streams retention --json`` prints them."""
+    return {
+        "streamId": life.stream_id,
+        "version": life.visible_version,
+        "storedVersion": life.version,
+        "deleted": life.deleted,
+        "tombstoned": life.tombstoned,
+        "deletedVersion": life.deleted_version,
+        "truncateBefore": life.truncate_before,
+        "maxCount": life.max_count,
+        "maxAgeSeconds": None if life.max_age is None else life.max_age.total_seconds(),
+        "firstVersion": life.first_version,
+    }
+
+
+@streams_app.command("retention")
+def streams_retention(
+    stream: StreamArgument,
+    db: DbOption = SERVE_DB,
+    max_count: Annotated[
+        int | None, typer.Option("--max-count", metavar="N", min=1, help="Keep only its N latest events.")
+    ] = None,
+    max_age: Annotated[
+        float | None,
+        typer.Option("--max-age", metavar="SECONDS", min=0.000001, help="Keep only events this young."),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove its max count and max age.")] = False,
+    truncate_before: Annotated[
+        int | None,
+        typer.Option("--truncate-before", metavar="V", min=0, help="Hide its versions below V (0: none)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set (or show) a stream's retention: --max-count and --max-age together replace its rules.
+
+    Stream reads hide what the rules leave out at once; `eventvault scavenge`
+    removes it for good.
+    """
+    if clear and (max_count is not None or max_age is not None):
+        _fail("pass --clear, or --max-count/--max-age, not both", EXIT_USAGE)
+    where = _where(db)
+
+    async def work(store: EventStore) -> StreamLifecycle:
+        if max_count is not None or max_age is not None or clear:
+            age = None if max_age is None else timedelta(seconds=max_age)
+            await store.set_retention(stream, max_count=max_count, max_age=age)
+        if truncate_before is not None:
+            await store.truncate_before(stream, truncate_before)
+        return await store.stream_lifecycle(stream)
+
+    life = _run(where, work)
+    doc = lifecycle_json(life)
+    if as_json:
+        _print_json(doc)
+        return
+    table = _table("", "", show_header=False)
+    for key, value in doc.items():
+        table.add_row(key, "-" if value is None else str(value))
+    _print_table(table)
 
 
 # -- log -----------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Any, Final
 
-from eventvault import EventVaultError, RecordedEvent
+from eventvault import EventVaultError, RecordedEvent, StreamDeletedEvent
 from eventvault.processes import ProcessManager
 from eventvault.projections import Projection, ProjectionRunner, Session, handles
 from eventvault_ledger.domain import (
@@ -496,6 +496,54 @@ class AccountsProjection(Projection):
                 "UPDATE {currency_totals} SET open_accounts = open_accounts - 1 WHERE currency = ?",
                 (str(row[0]),),
             )
+
+    @handles(StreamDeletedEvent)
+    def _stream_deleted(self, db: Session, e: RecordedEvent) -> None:
+        """An account's stream deleted (``eventvault streams delete``): the account leaves every table.
+
+        Its share of the totals goes too (its balance, deposits, withdrawals and
+        transactions), so the read model is the one a rebuild after a scavenge,
+        which sees none of its events, would make.
+        """
+        if not e.stream_id.startswith(_STREAM_PREFIX):
+            return
+        account_id = e.stream_id[len(_STREAM_PREFIX) :]
+        self.end_batch(db)  # what the batch moved so far is written first, as for a close
+        db.batch.get(_ACCOUNTS, {}).pop(account_id, None)
+        row = db.fetchone(
+            "SELECT currency, balance, status FROM {account_summary} WHERE account_id = ?", (account_id,)
+        )
+        if row is None:
+            return  # never opened, or a replay of this delete
+        currency, balance, status = str(row[0]), Decimal(str(row[1])), str(row[2])
+        moves = db.fetchall(
+            "SELECT kind, amount FROM {account_transactions} WHERE account_id = ?", (account_id,)
+        )
+        deposited = sum((Decimal(str(a)) for k, a in moves if k == "deposit"), _ZERO)
+        withdrawn = sum((Decimal(str(a)) for k, a in moves if k == "withdrawal"), _ZERO)
+        db.execute("DELETE FROM {account_transactions} WHERE account_id = ?", (account_id,))
+        db.execute("DELETE FROM {account_summary} WHERE account_id = ?", (account_id,))
+        db.batch.get(_TOTALS, {}).pop(currency, None)  # read again by the batch's later events
+        totals = db.fetchone(
+            "SELECT total_balance, total_deposited, total_withdrawn FROM {currency_totals} "
+            "WHERE currency = ?",
+            (currency,),
+        )
+        if totals is None:
+            raise ReadModelInconsistency(f"no {currency} totals row although {e.stream_id} was opened")
+        db.execute(
+            "UPDATE {currency_totals} SET total_balance = ?, total_deposited = ?, total_withdrawn = ?, "
+            "accounts = accounts - 1, open_accounts = open_accounts - ?, "
+            "transaction_count = transaction_count - ? WHERE currency = ?",
+            (
+                format_money(_MONEY.subtract(Decimal(str(totals[0])), balance), currency),
+                format_money(_MONEY.subtract(Decimal(str(totals[1])), deposited), currency),
+                format_money(_MONEY.subtract(Decimal(str(totals[2])), withdrawn), currency),
+                1 if status == AccountStatus.OPEN.value else 0,
+                len(moves),
+                currency,
+            ),
+        )
 
 
 class TransferListProjection(Projection):

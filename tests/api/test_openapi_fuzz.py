@@ -82,6 +82,10 @@ OPERATIONS = [
     ("GET", "/api/store"),
     ("GET", "/api/store/snapshots"),
     ("DELETE", "/api/store/snapshots"),
+    ("DELETE", "/api/store/streams/{stream_id}"),
+    ("POST", "/api/store/scavenge"),
+    ("GET", "/api/store/streams/{stream_id}/retention"),
+    ("PUT", "/api/store/streams/{stream_id}/retention"),
 ]
 STREAMS = {
     ("GET", "/api/query/accounts/changes"),

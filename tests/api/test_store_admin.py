@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventvault import Snapshot
+from eventvault import ANY, Snapshot, StreamDeleted
+from eventvault_ledger.domain import AccountClosed
 
 
 async def _save_snapshots(api, *stream_ids: str) -> None:
@@ -81,7 +82,12 @@ async def test_snapshot_routes_refuse_bad_selections_with_problems(api):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/store"), ("GET", "/api/store/snapshots"), ("DELETE", "/api/store/snapshots")],
+    [
+        ("GET", "/api/store"),
+        ("GET", "/api/store/snapshots"),
+        ("DELETE", "/api/store/snapshots"),
+        ("POST", "/api/store/scavenge"),
+    ],
 )
 async def test_store_routes_need_an_admin_token(make_api, tokens, method, path):
     """No token is 401 (with a challenge), a writer's is 403, an admin's is served."""
@@ -105,3 +111,104 @@ async def test_store_status_answers_on_a_server_that_runs_no_projections(make_ap
     assert r.status_code == 200, r.text
     assert r.json()["events"] == 2
     assert "accounts" in [m["name"] for m in r.json()["readModels"]]
+
+
+# -- deleting streams and scavenging ------------------------------------------------------
+
+
+async def _funded(api, amount: str) -> str:
+    """A new account holding ``amount``, once the read models show it."""
+    account_id = await api.open()
+    r = await api.deposit(account_id, amount)
+    assert r.status_code == 200, r.text
+    await api.settled(r.json()["position"])
+    return str(account_id)
+
+
+async def _totals(api) -> dict[str, object]:
+    r = await api.get("/api/query/totals")
+    assert r.status_code == 200, r.text
+    [eur] = [t for t in r.json()["items"] if t["currency"] == "EUR"]
+    return dict(eur)
+
+
+async def test_a_deleted_account_leaves_the_read_models_and_the_totals(api):
+    """DELETE /api/store/streams/{id}: the account's $StreamDeleted event makes the read model drop it."""
+    kept = await _funded(api, "10.00")
+    before = await _totals(api)
+    gone = await _funded(api, "25.00")
+    assert (await api.withdraw(gone, "5.00")).status_code == 200
+    stream = f"account-{gone}"
+
+    r = await api.client.delete(f"/api/store/streams/{stream}", params={"expectedVersion": 3})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert (doc["streamId"], doc["version"], doc["tombstone"]) == (stream, 4, False)
+    await api.settled(doc["position"])
+
+    listed = (await api.get("/api/query/accounts")).json()["items"]
+    assert [a["accountId"] for a in listed] == [kept]
+    api.problem(await api.get(f"/api/query/accounts/{gone}"), 404, "account-not-found")
+    assert await _totals(api) == before  # as if the account had never been
+    api.problem(await api.deposit(gone, "1.00"), 404, "account-not-found")
+    assert await api.version(gone) == 0
+
+
+async def test_a_tombstoned_stream_refuses_deletes_and_appends_with_409(api):
+    account = await api.open()
+    stream = f"account-{account}"
+    r = await api.client.delete(f"/api/store/streams/{stream}", params={"tombstone": "true"})
+    assert (r.status_code, r.json()["tombstone"]) == (200, True)
+    body = api.problem(await api.client.delete(f"/api/store/streams/{stream}"), 409, "stream-deleted")
+    assert body["streamId"] == stream
+    api.problem(await api.deposit(account, "1.00"), 404, "account-not-found")
+    with pytest.raises(StreamDeleted):
+        await api.services.store.append(stream, [AccountClosed()], expected_version=ANY)
+
+
+async def test_deletes_refused_with_documented_problems(api):
+    account = await api.open()
+    stream = f"account-{account}"
+    wrong = await api.client.delete(f"/api/store/streams/{stream}", params={"expectedVersion": 7})
+    assert api.problem(wrong, 409, "concurrent-modification")["currentVersion"] == 1
+    api.problem(await api.client.delete("/api/store/streams/account-nobody"), 404, "stream-not-found")
+    bad = await api.client.delete(f"/api/store/streams/{stream}", params={"expectedVersion": 0})
+    api.problem(bad, 422, "validation")
+    assert await api.version(account) == 1  # nothing was deleted
+
+
+async def test_scavenge_removes_a_deleted_accounts_events(api):
+    account = await api.funded("3.00")
+    r = await api.client.delete(f"/api/store/streams/account-{account}")
+    assert r.status_code == 200, r.text
+    size = await api.log_size()
+    r = await api.post("/api/store/scavenge")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"streams": 1, "eventsRemoved": 2}  # opened and deposited; its delete event stays
+    assert await api.log_size() == size - 2
+    again = await api.post("/api/store/scavenge")
+    assert again.json() == {"streams": 1, "eventsRemoved": 0}
+
+
+async def test_a_streams_retention_is_set_and_shown(api):
+    """PUT /api/store/streams/{id}/retention: stream reads show only what the rules keep."""
+    account = await _funded(api, "1.00")
+    for amount in ("2.00", "3.00"):
+        assert (await api.deposit(account, amount)).status_code == 200
+    stream = f"account-{account}"
+    url = f"/api/store/streams/{stream}/retention"
+    shown = await api.get(url)
+    assert shown.status_code == 200, shown.text
+    assert (shown.json()["maxCount"], shown.json()["firstVersion"], shown.json()["version"]) == (None, 1, 4)
+
+    r = await api.client.put(url, json={"maxCount": 2, "truncateBefore": 2})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    rules = (doc["maxCount"], doc["maxAgeSeconds"], doc["truncateBefore"], doc["firstVersion"])
+    assert rules == (2, None, 2, 3)
+    assert [e.stream_version for e in await api.events(account)] == [3, 4]
+    r = await api.client.put(url, json={"maxAgeSeconds": 86400, "truncateBefore": 0})
+    assert (r.json()["maxCount"], r.json()["maxAgeSeconds"], r.json()["firstVersion"]) == (None, 86400.0, 1)
+    assert len(await api.events(account)) == 4
+    api.problem(await api.client.put(url, json={"maxCount": 0}), 422, "validation")
+    api.problem(await api.client.put(url, json={"maxCount": 1, "extra": 1}), 422, "validation")

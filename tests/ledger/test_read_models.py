@@ -633,6 +633,29 @@ async def test_rebuild_from_the_log_equals_the_live_read_models(runner, repo):
     assert str(held(runner, ada).balance) == "108.50"
 
 
+async def test_a_deleted_account_leaves_the_read_models_as_if_never_opened(runner, repo, store):
+    """Its $StreamDeleted event drops the account and its share of the totals; a rebuild agrees."""
+    await open_account(repo, "Bob", "EUR", "+5.00")
+    _, kept = await open_account(repo, "Cy", "USD", "+1")
+    await synced(runner, kept)
+    without = dump(runner)
+    ada, _ = await open_account(repo, "Ada", "EUR", "+10.00", "-2.50")
+    await move_money(repo, ada, "+3.00")
+
+    deleted = await store.delete_stream(Account.stream_id_for(ada), expected_version=4)
+    assert deleted is not None
+    await synced(runner, deleted)
+    assert dump(runner) == without
+
+    await runner.rebuild("accounts")  # the log still holds Ada's events, then their delete
+    assert await runner.wait_rebuilt("accounts", timeout=WAIT)
+    assert dump(runner) == without
+    assert (await store.scavenge()).events_removed == 4
+    await runner.rebuild("accounts")  # now only the delete's event is left of Ada's stream
+    assert await runner.wait_rebuilt("accounts", timeout=WAIT)
+    assert dump(runner) == without
+
+
 # -- temporal queries against the history ---------------------------------------------------------
 
 

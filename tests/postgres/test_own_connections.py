@@ -70,7 +70,14 @@ async def test_stream_reads_on_the_stores_connections_load_what_psycopgs_cursor_
     ]
     for backwards, as_of_us_, to, limit in cases:
         query = store._sql.read_stream[backwards, as_of_us_ is not None]
-        params = {"stream_id": stream, "from": 1, "to": to or 2**62, "as_of": as_of_us_, "limit": limit}
+        params = {
+            "stream_id": stream,
+            "from": 1,
+            "to": to or 2**62,
+            "as_of": as_of_us_,
+            "limit": limit,
+            "rules": True,
+        }
         cur = await conn.execute(query, params, binary=True)
         expected = [r[:10] for r in await cur.fetchall()]
         kwargs = {"backwards": backwards, "limit": limit, "to_version": to}

@@ -10,11 +10,13 @@ import psycopg
 import pytest
 
 from eventvault import (
+    ANY,
     NO_STREAM,
     InvalidStoreURL,
     SchemaVersionError,
     StoreError,
     StoreUnavailable,
+    StreamDeleted,
     create_store,
 )
 from eventvault.store.migrations import lock_key
@@ -58,7 +60,12 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     await first.close()
     conn = await raw()
-    # Make it a version-1 schema again: without what versions 2 to 5 add.
+    # Make it a version-1 schema again: without what versions 2 to 6 add.
+    await conn.execute(
+        f"ALTER TABLE {first.schema}.streams DROP COLUMN deleted_version, DROP COLUMN tombstoned, "
+        "DROP COLUMN truncate_before, DROP COLUMN max_count, DROP COLUMN max_age_us, "
+        "ADD CONSTRAINT streams_version_check CHECK (version > 0)"
+    )
     await conn.execute(f"DROP TABLE {first.schema}.event_tags")
     await conn.execute(f"DROP FUNCTION {first.schema}.dcb_lock(boolean, int8[], boolean[])")
     await conn.execute(f"ALTER TABLE {first.schema}.events DROP COLUMN tags")
@@ -76,6 +83,14 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     [kept] = await again.read_stream("s")
     assert await again.checkpoint_at(kept.position) == kept.checkpoint
     assert kept.tags == ()
+    # Its streams take deletes and retention rules (schema 6) like new ones.
+    await again.append("s", notes("more"), expected_version=1)
+    await again.truncate_before("s", 2)
+    assert [e.stream_version for e in await again.read_stream("s")] == [2]
+    assert (await again.scavenge()).events_removed == 1
+    await again.delete_stream("s", expected_version=2, tombstone=True)
+    with pytest.raises(StreamDeleted):
+        await again.append("s", notes("no"), expected_version=ANY)
 
 
 async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, schema, raw, eventually, notes):

@@ -10,15 +10,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import json
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import ClassVar, NamedTuple, Self
 
 from eventvault._ids import uuid7
-from eventvault.domain import EventRegistry
+from eventvault.domain import STREAM_DELETED, EventRegistry
 from eventvault.errors import (
     DCBNotSupported,
     DuplicateEventId,
@@ -27,6 +28,7 @@ from eventvault.errors import (
     InvalidInput,
     InvalidStreamId,
     StoreClosed,
+    StreamDeleted,
     WrongExpectedVersion,
 )
 from eventvault.store.codec import EMPTY_METADATA_JSON, EventCodec
@@ -44,11 +46,13 @@ from eventvault.store.records import (
     NewEvent,
     Query,
     RecordedEvent,
+    ScavengeProgress,
     SequencedEvents,
     Snapshot,
     SnapshotInfo,
     StoreCounts,
     StreamInfo,
+    StreamLifecycle,
     StreamState,
     check_tags,
     datetime_to_micros,
@@ -159,6 +163,41 @@ def version_holds(expected: ExpectedVersion, actual: int) -> bool:
     if expected is NO_STREAM:
         return actual == 0
     return actual == expected
+
+
+def deletion_marker(stream_id: str, version: int, tombstone: bool, now_us: int) -> PreparedEvent:
+    """The ``$StreamDeleted`` event a delete of ``stream_id`` at ``version`` appends (as version + 1)."""
+    payload = (
+        b'{"stream_id":'
+        + json.dumps(stream_id, ensure_ascii=False).encode()
+        + b',"version":'
+        + str(version).encode()
+        + b',"tombstone":'
+        + (b"true" if tombstone else b"false")
+        + b"}"
+    )
+    return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us)
+
+
+def _check_not_system(name: str) -> None:
+    """Refuse the store's own event types (their names start with ``$``) in an append."""
+    if name[0] == "$":
+        raise InvalidEvent(f"{name} is the store's own event: delete_stream writes it")
+
+
+def recorded_deletions(events: Sequence[RecordedEvent]) -> list[tuple[str, int, bool]]:
+    """(stream id, version, tombstone) of each ``$StreamDeleted`` in ``events``: write_recorded marks them."""
+    return [
+        (e.stream_id, e.stream_version, json.loads(e.payload).get("tombstone") is True)
+        for e in events
+        if e.event_type == STREAM_DELETED
+    ]
+
+
+def check_append_allowed(stream_id: str, tombstoned: bool) -> None:
+    """Raise StreamDeleted if the stream is tombstoned (before any other check of an append)."""
+    if tombstoned:
+        raise StreamDeleted(stream_id)
 
 
 def check_version_matches(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
@@ -311,6 +350,7 @@ class EventStore(abc.ABC):
                 # A bare event gets what NewEvent(item) would give it (a new
                 # time-ordered id, no metadata, now), without building one.
                 name, version, payload = encode_event(item)
+                _check_not_system(name)
                 if not now_us:
                     now_us = time.time_ns() // 1000
                 out.append(PreparedEvent(uuid7(), name, version, payload, EMPTY_METADATA_JSON, now_us))
@@ -326,6 +366,7 @@ class EventStore(abc.ABC):
                 if not isinstance(item.metadata, Metadata):
                     raise InvalidEvent(f"metadata must be a Metadata, got {type(item.metadata).__name__}")
                 name, version, payload = encode_event(item.data)
+                _check_not_system(name)
                 tags = check_tags(item.tags) if item.tags else ()
                 seen.add(event_id)
                 out.append(
@@ -398,7 +439,8 @@ class EventStore(abc.ABC):
         every stored one, rising), each stream continuing at its stored version
         + 1; data and metadata bytes are kept as they are (not upcast). Anything
         else raises InvalidInput and nothing is written. Event ids already stored
-        raise DuplicateEventId.
+        raise DuplicateEventId. A ``$StreamDeleted`` event deletes its stream
+        here as it did where it was recorded (in the same transaction).
         """
         events = list(events)
         if not events:
@@ -529,6 +571,25 @@ class EventStore(abc.ABC):
         if limit == 0 or (to_version is not None and to_version < from_version):
             return []
         self._check_open()
+        return await self._read_shown(stream_id, from_version, to_version, backwards, limit, as_of_us)
+
+    async def _read_shown(  # noqa: PLR0913, PLR0917
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        """:meth:`_read_stream` without what deletes and retention rules hide (a backend may do both)."""
+        life = await self._lifecycle(stream_id)
+        if life.has_rules:
+            from_version = max(from_version, await self._first_shown(life))
+            if to_version is not None and to_version < from_version:
+                return []
+            if from_version > life.version:
+                return []
         return await self._read_stream(stream_id, from_version, to_version, backwards, limit, as_of_us)
 
     @abc.abstractmethod
@@ -543,10 +604,10 @@ class EventStore(abc.ABC):
     ) -> list[RecordedEvent]: ...
 
     async def stream_version(self, stream_id: str) -> int:
-        """The version of the stream's last event; 0 if it has none."""
+        """The version of the stream's last event; 0 if it has none, or while it is deleted."""
         check_stream_id(stream_id)
         self._check_open()
-        return await self._stream_version(stream_id)
+        return (await self._lifecycle(stream_id)).visible_version
 
     @abc.abstractmethod
     async def _stream_version(self, stream_id: str) -> int: ...
@@ -818,6 +879,175 @@ class EventStore(abc.ABC):
         self._check_open()
         return HorizonLag(0, None, None, None, None)
 
+    # -- deletes, truncation and retention -----------------------------------------
+
+    async def stream_lifecycle(self, stream_id: str) -> StreamLifecycle:
+        """What deletes and retention rules say of ``stream_id`` (its versions, what reads hide)."""
+        check_stream_id(stream_id)
+        self._check_open()
+        return await self._lifecycle(stream_id)
+
+    async def _lifecycle(self, stream_id: str) -> StreamLifecycle:
+        # Backends without deletes or retention: every stored event is shown.
+        return StreamLifecycle(stream_id, await self._stream_version(stream_id))
+
+    async def _first_shown(self, life: StreamLifecycle) -> int:
+        """The first version a stream read shows, ``max_age`` applied (the stream's version + 1: none)."""
+        first = life.first_version
+        if life.max_age is None or first > life.version:
+            return first
+        cutoff = time.time_ns() // 1000 - life.max_age // timedelta(microseconds=1)
+        # Recorded times rise along a stream (each append's time is taken after the
+        # previous one committed), so the events kept by age are a suffix of it.
+        while first <= life.version:
+            page = await self._read_stream(
+                life.stream_id, first, None, backwards=False, limit=1000, as_of_us=None
+            )
+            if not page:
+                break
+            for e in page:
+                if e.recorded_us >= cutoff:
+                    return e.stream_version
+            first = page[-1].stream_version + 1
+        return life.version + 1
+
+    async def delete_stream(
+        self, stream_id: str, *, expected_version: ExpectedVersion, tombstone: bool = False
+    ) -> AppendResult | None:
+        """Delete ``stream_id`` if it is at ``expected_version``; the ``$StreamDeleted`` event's result.
+
+        The delete appends a ``$StreamDeleted`` event (:class:`~eventvault.StreamDeletedEvent`)
+        as the stream's next version, so read_all, read_category and projections
+        see it, and from then on stream reads show nothing of the stream (it
+        reads as "no stream", version 0) and its snapshots are dropped.
+
+        A soft delete (the default) lets the stream be written again: an append
+        expecting NO_STREAM (or ANY) starts it anew, with versions continuing
+        after the delete's event (the first new event is its version + 1), so a
+        (stream, version) pair never names two events. ``tombstone=True``
+        deletes it for ever: every later append, even a re-send of events stored
+        before, and every later delete, raises :class:`~eventvault.errors.StreamDeleted`.
+
+        The events stay stored (read_all shows them) until :meth:`scavenge`
+        removes them. A soft delete of a stream that is at no stream already
+        writes nothing and returns None; a tombstone of one writes its event (the
+        id is then reserved for ever).
+        """
+        check_stream_id(stream_id)
+        check_expected_version(expected_version)
+        if not isinstance(tombstone, bool):
+            raise InvalidInput(f"tombstone must be a bool, got {tombstone!r}")
+        self._check_open()
+        result = await self._delete_stream(stream_id, expected_version, tombstone)
+        if result is not None:
+            self._announce_append()
+        return result
+
+    async def _delete_stream(
+        self, stream_id: str, expected: ExpectedVersion, tombstone: bool
+    ) -> AppendResult | None:
+        """Backends: delete the stream, atomically, as :meth:`delete_stream` says.
+
+        StreamDeleted if it is tombstoned; then the expected version against
+        the visible one; then (unless a soft delete of no stream) append :func:`deletion_marker` at
+        version + 1, record it as the deleted version (and the tombstone), and
+        drop the stream's snapshots.
+        """
+        del stream_id, expected, tombstone
+        raise InvalidInput(f"the {self.scheme or type(self).__name__} store cannot delete streams")
+
+    async def truncate_before(self, stream_id: str, version: int) -> None:
+        """Hide the versions of ``stream_id`` below ``version`` from stream reads (0 or 1: none).
+
+        Hidden events stay stored until :meth:`scavenge` removes them; lowering
+        the mark again before that shows them again. Appends are not affected.
+        """
+        check_stream_id(stream_id)
+        check_positive_int("version", version, minimum=0, optional=False)
+        self._check_open()
+        await self._set_retention(stream_id, truncate_before=version)
+
+    async def set_retention(
+        self, stream_id: str, *, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        """Keep only the ``max_count`` latest events of ``stream_id``, or those younger than ``max_age``.
+
+        Both may be given (an event must pass both); None for both removes the
+        rules. Stream reads apply them at once; :meth:`scavenge` removes what
+        they hide.
+        """
+        check_stream_id(stream_id)
+        check_positive_int("max_count", max_count)
+        if max_age is not None and (not isinstance(max_age, timedelta) or max_age <= timedelta(0)):
+            raise InvalidInput(f"max_age must be a positive timedelta, got {max_age!r}")
+        self._check_open()
+        age_us = None if max_age is None else max_age // timedelta(microseconds=1)
+        await self._set_retention(stream_id, retention=(max_count, age_us))
+
+    async def _set_retention(
+        self,
+        stream_id: str,
+        *,
+        truncate_before: int | None = None,
+        retention: tuple[int | None, int | None] | None = None,
+    ) -> None:
+        """Store a stream's truncate-before mark, or its (max_count, max_age in us), keeping the rest."""
+        del stream_id, truncate_before, retention
+        raise InvalidInput(f"the {self.scheme or type(self).__name__} store has no retention rules")
+
+    async def scavenge(
+        self, *, progress: Callable[[ScavengeProgress], None] | None = None
+    ) -> ScavengeProgress:
+        """Remove for good the events that deletes and retention rules hide; how many went.
+
+        Looks at the streams with a delete or a rule, one at a time, calling
+        ``progress`` after each. Never removes a stream's last event (its version
+        must survive, so versions never go back), nor an event a snapshot still
+        needs: with a snapshot at version S (taken after the stream's last
+        delete), retention removes nothing after S, so a load from the snapshot
+        stays exact. Events below a delete go whatever the snapshots.
+        read_all and projections continue from any checkpoint: positions of
+        removed events are simply no longer in the log.
+        """
+        if progress is not None and not callable(progress):
+            raise InvalidInput("progress must be a callable taking a ScavengeProgress")
+        self._check_open()
+        streams = await self._ruled_streams()
+        removed = 0
+        state = ScavengeProgress(0, len(streams), 0)
+        for done, stream_id in enumerate(streams, start=1):
+            cut = await self._scavenge_cut(await self._lifecycle(stream_id))
+            if cut > 1:
+                removed += await self._remove_events(stream_id, cut)
+            state = ScavengeProgress(done, len(streams), removed)
+            if progress is not None:
+                progress(state)
+        return state
+
+    async def _scavenge_cut(self, life: StreamLifecycle) -> int:
+        """The version below which scavenge removes the stream's events (the last one stays anyway)."""
+        floor = life.deleted_version  # the delete's event itself goes once the stream is written again
+        if life.deleted:
+            return life.version
+        shown = await self._first_shown(life)
+        snapshots = [
+            s.stream_version
+            for s in await self._list_snapshots(None, life.stream_id, MAX_PAGE)
+            if s.stream_version >= life.deleted_version
+        ]
+        if snapshots:
+            shown = min(shown, min(snapshots) + 1)
+        return max(floor + 1 if floor else 0, shown)
+
+    async def _ruled_streams(self) -> list[str]:
+        """The ids of the streams with a delete or a retention rule."""
+        return []
+
+    async def _remove_events(self, stream_id: str, below: int) -> int:
+        """Delete the stream's events with versions below ``below`` and below its last; how many."""
+        del stream_id, below
+        return 0
+
     # -- snapshots -----------------------------------------------------------
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -871,7 +1101,23 @@ class EventStore(abc.ABC):
         check_positive_int("schema_version", schema_version, optional=False)
         check_positive_int("to_version", to_version, minimum=0)
         self._check_open()
-        return await self._snapshot_and_stream(stream_id, schema_version, to_version)
+        life = await self._lifecycle(stream_id)
+        snap, events = await self._snapshot_and_stream(stream_id, schema_version, to_version)
+        if not life.has_rules:
+            return snap, events
+        if life.deleted:
+            return None, []
+        if snap is not None and snap.stream_version >= life.deleted_version:
+            # A snapshot still needs every event after it (scavenge keeps them,
+            # whatever the retention rules hide from read_stream), so a load from
+            # it stays exact; only a delete's floor applies.
+            return snap, [e for e in events if e.stream_version > life.deleted_version]
+        first = await self._first_shown(life)
+        if to_version is not None and to_version < first:
+            return None, []
+        return None, await self._read_stream(
+            stream_id, first, to_version, backwards=False, limit=None, as_of_us=None
+        )
 
     async def _snapshot_and_stream(
         self, stream_id: str, schema_version: int, to_version: int | None

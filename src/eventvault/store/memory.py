@@ -9,6 +9,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from eventvault.domain import EventRegistry
 from eventvault.errors import AppendConditionFailed, InvalidInput
@@ -16,8 +17,11 @@ from eventvault.store.base import (
     EventStore,
     Found,
     PreparedEvent,
+    check_append_allowed,
     check_version_matches,
+    deletion_marker,
     idempotent_result,
+    recorded_deletions,
     versions_before,
 )
 from eventvault.store.records import (
@@ -35,6 +39,7 @@ from eventvault.store.records import (
     SnapshotInfo,
     StoreCounts,
     StreamInfo,
+    StreamLifecycle,
     micros_to_datetime,
 )
 
@@ -55,6 +60,19 @@ class _Row:
     metadata: bytes
     tags: tuple[str, ...] = ()
     tagset: frozenset[str] = frozenset()
+    removed: bool = False
+    """Removed by a scavenge: no read returns it (it keeps its place, as positions are indexes)."""
+
+
+@dataclass(slots=True)
+class _Life:
+    """A stream's delete and retention rules (only streams that have some)."""
+
+    deleted_version: int = 0
+    tombstoned: bool = False
+    truncate_before: int = 0
+    max_count: int | None = None
+    max_age_us: int | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +86,9 @@ class _Data:
     by_tag: dict[str, list[int]] = field(default_factory=dict)
     by_type: dict[str, list[int]] = field(default_factory=dict)
     snapshots: dict[tuple[str, int], Snapshot] = field(default_factory=dict)
+    life: dict[str, _Life] = field(default_factory=dict)
+    removed: int = 0
+    """How many rows a scavenge removed (0: every read may take the log as it is)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     stores: weakref.WeakSet[MemoryEventStore] = field(default_factory=weakref.WeakSet)
 
@@ -135,12 +156,16 @@ class MemoryEventStore(EventStore):
                 for e in events
                 if (r := d.ids.get(e.event_id)) is not None
             }
+            life = d.life.get(stream_id)
+            if life is not None:
+                check_append_allowed(stream_id, life.tombstoned)
             done = idempotent_result(stream_id, events, found)
             if done is not None:
                 return done
             stream = d.streams.get(stream_id)
             version = len(stream) if stream else 0
-            check_version_matches(stream_id, expected, version)
+            visible = 0 if life is not None and life.deleted_version == version else version
+            check_version_matches(stream_id, expected, visible)
             if condition is not None:
                 after = condition.after or 0
                 query = condition.fail_if_events_match
@@ -209,6 +234,11 @@ class MemoryEventStore(EventStore):
                 for e in events
             ]
             d.add(rows)
+            for stream_id, version, tombstone in recorded_deletions(events):
+                life = d.life.setdefault(stream_id, _Life())
+                life.deleted_version, life.tombstoned = version, tombstone
+                for key in [k for k in d.snapshots if k[0] == stream_id]:
+                    del d.snapshots[key]
         d.announce()
 
     async def _read_stream(  # noqa: PLR0913, PLR0917
@@ -229,6 +259,8 @@ class MemoryEventStore(EventStore):
                     last = r.stream_version
             stream = stream[:last]
         rows = stream[from_version - 1 : to_version]
+        if self._data.removed:
+            rows = [r for r in rows if not r.removed]
         if backwards:
             rows.reverse()
         if limit is not None:
@@ -244,13 +276,13 @@ class MemoryEventStore(EventStore):
         with d.lock:
             head = len(d.log)
             start = bisect.bisect_right(d.log, after.position, key=lambda r: r.position)
-            if event_types is None:
+            if event_types is None and not d.removed:
                 rows = d.log[start : start + limit]
             else:
-                wanted = frozenset(event_types)
+                wanted = None if event_types is None else frozenset(event_types)
                 rows = []
                 for r in d.log[start:]:
-                    if r.event_type in wanted:
+                    if not r.removed and (wanted is None or r.event_type in wanted):
                         rows.append(r)
                         if len(rows) == limit:
                             break
@@ -282,7 +314,7 @@ class MemoryEventStore(EventStore):
         log = self._data.log
         for p in self._candidates(item, after):
             row = log[p - 1]
-            if item.matches(row.event_type, row.tagset):
+            if not row.removed and item.matches(row.event_type, row.tagset):
                 yield p
 
     def _first_matches(self, query: Query, after: int) -> Iterator[int]:
@@ -307,9 +339,11 @@ class MemoryEventStore(EventStore):
                 positions = sorted(found)
             if backwards:
                 positions.reverse()
-            if limit is not None:
+            if limit is not None and not d.removed:
                 positions = positions[:limit]
-            rows = [d.log[p - 1] for p in positions]
+            rows = [row for p in positions if not (row := d.log[p - 1]).removed]
+        if limit is not None:
+            rows = rows[:limit]
         return SequencedEvents([self._record(r) for r in rows], head)
 
     async def _head(self) -> Checkpoint:
@@ -371,9 +405,94 @@ class MemoryEventStore(EventStore):
     async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         with self._data.lock:
             row = self._data.ids.get(event_id)
-        return None if row is None else self._record(row)
+        return None if row is None or row.removed else self._record(row)
 
     async def _counts(self) -> StoreCounts:
         with self._data.lock:
-            events, streams = len(self._data.log), len(self._data.streams)
-        return StoreCounts(events, streams, Checkpoint(0, events) if events else START)
+            head, streams = len(self._data.log), len(self._data.streams)
+            events = head - self._data.removed
+        return StoreCounts(events, streams, Checkpoint(0, head) if head else START)
+
+    # -- deletes, truncation and retention -----------------------------------------
+
+    async def _lifecycle(self, stream_id: str) -> StreamLifecycle:
+        with self._data.lock:
+            version = len(self._data.streams.get(stream_id, ()))
+            life = self._data.life.get(stream_id)
+            if life is None:
+                return StreamLifecycle(stream_id, version)
+            return StreamLifecycle(
+                stream_id,
+                version,
+                life.deleted_version,
+                life.tombstoned,
+                life.truncate_before,
+                life.max_count,
+                None if life.max_age_us is None else timedelta(microseconds=life.max_age_us),
+            )
+
+    async def _delete_stream(
+        self, stream_id: str, expected: ExpectedVersion, tombstone: bool
+    ) -> AppendResult | None:
+        d = self._data
+        with d.lock:
+            life = d.life.get(stream_id)
+            if life is not None:
+                check_append_allowed(stream_id, life.tombstoned)
+            version = len(d.streams.get(stream_id, ()))
+            visible = 0 if life is not None and life.deleted_version == version else version
+            check_version_matches(stream_id, expected, visible)
+            if visible == 0 and not tombstone:
+                return None
+            now = time.time_ns() // 1000
+            e = deletion_marker(stream_id, version, tombstone, now)
+            row = _Row(
+                e.event_id,
+                stream_id,
+                version + 1,
+                len(d.log) + 1,
+                e.event_type,
+                e.schema_version,
+                e.occurred_us,
+                now,
+                e.payload,
+                e.metadata,
+            )
+            d.add([row])
+            life = d.life.setdefault(stream_id, _Life())
+            life.deleted_version = version + 1
+            life.tombstoned = tombstone
+            for key in [k for k in d.snapshots if k[0] == stream_id]:
+                del d.snapshots[key]
+        d.announce()
+        return AppendResult(stream_id, row.stream_version, (row.position,), Checkpoint(0, row.position))
+
+    async def _set_retention(
+        self,
+        stream_id: str,
+        *,
+        truncate_before: int | None = None,
+        retention: tuple[int | None, int | None] | None = None,
+    ) -> None:
+        with self._data.lock:
+            life = self._data.life.setdefault(stream_id, _Life())
+            if truncate_before is not None:
+                life.truncate_before = truncate_before
+            if retention is not None:
+                life.max_count, life.max_age_us = retention
+
+    async def _ruled_streams(self) -> list[str]:
+        with self._data.lock:
+            return sorted(self._data.life)
+
+    async def _remove_events(self, stream_id: str, below: int) -> int:
+        d = self._data
+        removed = 0
+        with d.lock:
+            stream = d.streams.get(stream_id, [])
+            for row in stream[: max(0, min(below, len(stream)) - 1)]:
+                if not row.removed:
+                    row.removed = True
+                    removed += 1
+            d.removed += removed
+        return removed

@@ -34,10 +34,12 @@ __all__ = [
     "QueryItem",
     "RawEvent",
     "RecordedEvent",
+    "ScavengeProgress",
     "SequencedEvents",
     "Snapshot",
     "StoreCounts",
     "StreamInfo",
+    "StreamLifecycle",
     "StreamState",
 ]
 
@@ -620,3 +622,69 @@ class StoreCounts:
     streams: int
     head: Checkpoint
     """The checkpoint of the last event readers can see."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLifecycle:
+    """What deletes and retention rules say of one stream (:meth:`EventStore.stream_lifecycle`).
+
+    Stream reads show the versions from :attr:`first_version` on (older ones are
+    hidden until :meth:`EventStore.scavenge` removes them); the stream's own
+    version for expected-version checks is :attr:`visible_version`.
+    """
+
+    stream_id: str
+    version: int = 0
+    """The version of the last event stored in it, hidden or not (0: none)."""
+    deleted_version: int = 0
+    """The version of its latest ``$StreamDeleted`` event (0: never deleted)."""
+    tombstoned: bool = False
+    """Deleted for ever: appends raise StreamDeleted."""
+    truncate_before: int = 0
+    """Versions below this one are hidden (0: none)."""
+    max_count: int | None = None
+    """Only this many of its latest events are shown."""
+    max_age: timedelta | None = None
+    """Only events recorded this long ago or less are shown."""
+
+    @property
+    def deleted(self) -> bool:
+        """Whether it is deleted now (soft or for ever): no event of it is shown."""
+        return self.tombstoned or (self.deleted_version > 0 and self.version == self.deleted_version)
+
+    @property
+    def visible_version(self) -> int:
+        """Its version as appends and :meth:`EventStore.stream_version` see it: 0 while deleted."""
+        return 0 if self.deleted else self.version
+
+    @property
+    def has_rules(self) -> bool:
+        """Whether anything of the stream is (or may become) hidden."""
+        return bool(
+            self.deleted_version
+            or self.tombstoned
+            or self.truncate_before > 1
+            or self.max_count
+            or self.max_age
+        )
+
+    @property
+    def first_version(self) -> int:
+        """The first version a stream read may show, before ``max_age`` is applied (version + 1: none)."""
+        if self.deleted:
+            return self.version + 1
+        first = max(1, self.truncate_before, self.deleted_version + 1)
+        if self.max_count is not None:
+            first = max(first, self.version - self.max_count + 1)
+        return first
+
+
+@dataclass(frozen=True, slots=True)
+class ScavengeProgress:
+    """How far a :meth:`EventStore.scavenge` has come (given to its progress callback)."""
+
+    streams_done: int
+    streams_total: int
+    """The streams with a delete or a retention rule, which are the ones a scavenge looks at."""
+    events_removed: int
+    """Events removed for good so far."""

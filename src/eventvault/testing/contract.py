@@ -56,7 +56,15 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from eventvault.domain import Aggregate, EventRegistry, applies, event, upcaster
+from eventvault.domain import (
+    STREAM_DELETED,
+    Aggregate,
+    EventRegistry,
+    StreamDeletedEvent,
+    applies,
+    event,
+    upcaster,
+)
 from eventvault.errors import (
     AggregateNotFound,
     AppendConditionFailed,
@@ -69,10 +77,12 @@ from eventvault.errors import (
     InvalidInput,
     InvalidStreamId,
     StoreClosed,
+    StreamDeleted,
     WrongExpectedVersion,
 )
 from eventvault.repository import Repository
 from eventvault.store.base import MAX_PAGE, MAX_STREAM_ID_LENGTH, EventStore
+from eventvault.store.memory import MemoryEventStore
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -95,6 +105,7 @@ __all__ = [
     "CONTRACT_REGISTRY",
     "DCBContract",
     "EventStoreContract",
+    "LifecycleContract",
     "StoreFactory",
     "opened_stores",
 ]
@@ -1947,3 +1958,430 @@ class DCBContract:
         with pytest.raises(InvalidExpectedVersion, match="expected_version"):
             await store.append_events([ItemAdded("x")], stream_id=STREAM)
         assert (await store.read(Query.all())).head == 0
+
+
+class LifecycleContract:
+    """Deleting streams (soft and tombstone), truncation, retention rules and scavenging.
+
+    Subclass it as ``Test<Backend>Lifecycle`` with the same ``store_factory``
+    fixture as :class:`EventStoreContract`.
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        """Each backend's subclass overrides this fixture (see the module docstring)."""
+        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
+
+    @pytest_asyncio.fixture
+    async def store(self, store_factory: StoreFactory) -> EventStore:
+        """A store on a fresh database, knowing the suite's event types."""
+        return await store_factory(registry=CONTRACT_REGISTRY)
+
+    @staticmethod
+    async def names(store: EventStore, stream_id: str = STREAM, **options: Any) -> list[str]:
+        """The names of the stream's ItemAdded events, as read_stream with ``options`` gives them."""
+        return [e.data.name for e in await store.read_stream(stream_id, **options)]
+
+    # -- soft delete ---------------------------------------------------------------
+
+    async def test_a_soft_delete_hides_the_stream(self, store: EventStore) -> None:
+        """A soft delete: stream reads find nothing, the version reads 0, other streams stay."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("x"), expected_version=NO_STREAM)
+        result = await store.delete_stream(STREAM, expected_version=2)
+        assert result is not None
+        assert result.stream_version == 3  # the $StreamDeleted event is the stream's next version
+        assert await store.read_stream(STREAM) == []
+        assert await store.read_stream(STREAM, backwards=True, limit=1) == []
+        assert await store.stream_version(STREAM) == 0
+        assert await self.names(store, OTHER) == ["x"]  # other streams are untouched
+        life = await store.stream_lifecycle(STREAM)
+        assert (life.deleted, life.tombstoned, life.version, life.visible_version) == (True, False, 3, 0)
+        with pytest.raises(WrongExpectedVersion):
+            await store.append(STREAM, items("c"), expected_version=2)
+        with pytest.raises(WrongExpectedVersion):
+            await store.append(STREAM, items("c"), expected_version=STREAM_EXISTS)
+
+    async def test_a_soft_deleted_stream_is_written_again_with_versions_continuing(
+        self, store: EventStore
+    ) -> None:
+        """NO_STREAM writes a soft-deleted stream again, its versions after the delete's event."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=ANY)
+        again = await store.append(STREAM, items("c", "d"), expected_version=NO_STREAM)
+        assert again.stream_version == 5  # after the old events (1, 2) and the delete's event (3)
+        assert await self.names(store) == ["c", "d"]
+        assert [e.stream_version for e in await store.read_stream(STREAM)] == [4, 5]
+        assert await self.names(store, from_version=1, to_version=4) == ["c"]
+        assert await store.stream_version(STREAM) == 5
+        await store.append(STREAM, items("e"), expected_version=5)
+        assert await self.names(store) == ["c", "d", "e"]
+
+    async def test_a_recreated_aggregate_loads_and_saves(self, store: EventStore) -> None:
+        """An aggregate whose stream was deleted and written again loads at the stream's version."""
+        repo = Repository(store)
+        tally = Tally("t1")
+        tally.deposit(Decimal(5))
+        await repo.save(tally)
+        await store.delete_stream("tally-t1", expected_version=1)
+        with pytest.raises(AggregateNotFound):
+            await repo.load(Tally, "t1")
+        await store.append("tally-t1", [Deposited(Decimal(7))], expected_version=NO_STREAM)
+        loaded = await repo.load(Tally, "t1")
+        assert (loaded.total, loaded.count, loaded.version) == (Decimal(7), 1, 3)
+        loaded.deposit(Decimal(1))
+        await repo.save(loaded)  # expects version 3: the stream's, not a count of events
+        assert (await repo.load(Tally, "t1")).total == Decimal(8)
+
+    async def test_delete_honours_the_expected_version(self, store: EventStore) -> None:
+        """A delete expecting another version is refused with WrongExpectedVersion, deleting nothing."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        for wrong in (1, 3, NO_STREAM):
+            with pytest.raises(WrongExpectedVersion) as caught:
+                await store.delete_stream(STREAM, expected_version=wrong)
+            assert caught.value.actual == 2
+        assert await self.names(store) == ["a", "b"]
+        assert await store.delete_stream(STREAM, expected_version=STREAM_EXISTS) is not None
+
+    async def test_a_soft_delete_of_no_stream_writes_nothing(self, store: EventStore) -> None:
+        """Deleting a stream that is at no stream (never written, or deleted) writes nothing."""
+        assert await store.delete_stream(STREAM, expected_version=ANY) is None
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=1)
+        head = await store.head()
+        assert await store.delete_stream(STREAM, expected_version=NO_STREAM) is None  # deleted already
+        assert await store.head() == head
+        with pytest.raises(WrongExpectedVersion):
+            await store.delete_stream(STREAM, expected_version=1)
+
+    async def test_a_delete_drops_the_streams_snapshots(self, store: EventStore) -> None:
+        """A delete drops the stream's snapshots: a load then finds neither them nor events."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await store.save_snapshot(Snapshot(STREAM, 1, 1, b"state", datetime.now(UTC)))
+        await store.delete_stream(STREAM, expected_version=1)
+        assert await store.load_snapshot(STREAM, schema_version=1) is None
+        assert await store.load_snapshot_and_stream(STREAM, schema_version=1) == (None, [])
+
+    # -- the $StreamDeleted event ----------------------------------------------------
+
+    async def test_the_delete_event_is_in_the_global_log(self, store: EventStore) -> None:
+        """The $StreamDeleted event is in read_all, read_category and a read of its type."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        result = await store.delete_stream(STREAM, expected_version=2)
+        assert result is not None
+        log = await full_log(store)
+        last = log[-1]
+        assert (last.event_type, last.stream_id, last.stream_version) == (STREAM_DELETED, STREAM, 3)
+        assert last.position == result.positions[0]
+        assert last.data == StreamDeletedEvent(STREAM, 2, tombstone=False)
+        # A reader of one category sees it too, and one that filters types can ask for it.
+        category = await store.read_category("order-")
+        assert category.events[-1].event_type == STREAM_DELETED
+        filtered = await store.read_all(event_types=[STREAM_DELETED])
+        assert [e.stream_id for e in filtered.events] == [STREAM]
+
+    async def test_a_registry_that_never_heard_of_it_decodes_the_delete_event(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Every registry decodes $StreamDeleted: it is the store's own type."""
+        store = await store_factory(registry=EventRegistry())
+        other = await store_factory(registry=CONTRACT_REGISTRY)
+        await other.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await other.delete_stream(STREAM, expected_version=1, tombstone=True)
+        marker = (await full_log(store))[-1]
+        assert marker.data == StreamDeletedEvent(STREAM, 1, tombstone=True)
+
+    async def test_users_cannot_append_the_delete_event(self, store: EventStore) -> None:
+        """Appending a StreamDeletedEvent is refused: only delete_stream writes it."""
+        for given in (StreamDeletedEvent(STREAM, 1), NewEvent(StreamDeletedEvent(STREAM, 1))):
+            with pytest.raises(InvalidEvent):
+                await store.append(STREAM, [given], expected_version=ANY)
+        assert await store.head() == START
+
+    # -- tombstones ----------------------------------------------------------------
+
+    async def test_a_tombstone_refuses_every_later_append(self, store: EventStore) -> None:
+        """A tombstone refuses every append, even a re-send of events stored before, and every delete."""
+        first = items("a", "b")
+        await store.append(STREAM, first, expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=2, tombstone=True)
+        assert await store.read_stream(STREAM) == []
+        assert await store.stream_version(STREAM) == 0
+        head = await store.head()
+        for expected in (NO_STREAM, ANY, STREAM_EXISTS, 2, 3):
+            with pytest.raises(StreamDeleted) as caught:
+                await store.append(STREAM, items("c"), expected_version=expected)
+            assert caught.value.stream_id == STREAM
+            assert STREAM in str(caught.value)
+        # Not even a re-send of the events stored before the tombstone is answered.
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, first, expected_version=NO_STREAM)
+        with pytest.raises(StreamDeleted):
+            await store.append_events(items("c"), stream_id=STREAM, expected_version=ANY)
+        with pytest.raises(StreamDeleted):
+            await store.delete_stream(STREAM, expected_version=ANY)
+        with pytest.raises(StreamDeleted):
+            await store.delete_stream(STREAM, expected_version=ANY, tombstone=True)
+        assert await store.head() == head
+        assert (await store.stream_lifecycle(STREAM)).tombstoned
+
+    async def test_a_soft_deleted_stream_can_be_tombstoned(self, store: EventStore) -> None:
+        """A soft-deleted stream (at no stream) can then be deleted for ever."""
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=1)
+        result = await store.delete_stream(STREAM, expected_version=NO_STREAM, tombstone=True)
+        assert result is not None
+        assert result.stream_version == 3
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, items("b"), expected_version=NO_STREAM)
+
+    async def test_a_stream_id_never_used_can_be_tombstoned(self, store: EventStore) -> None:
+        """Tombstoning an unused stream id reserves it: no append is ever taken."""
+        result = await store.delete_stream(STREAM, expected_version=NO_STREAM, tombstone=True)
+        assert result is not None
+        assert result.stream_version == 1
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+
+    async def test_a_stream_with_rules_and_no_events_can_be_tombstoned(self, store: EventStore) -> None:
+        """Rules given before a stream's first event; then a tombstone still closes it for ever."""
+        await store.set_retention(STREAM, max_count=5)
+        assert await store.delete_stream(STREAM, expected_version=ANY) is None  # nothing to delete
+        result = await store.delete_stream(STREAM, expected_version=NO_STREAM, tombstone=True)
+        assert result is not None
+        assert result.stream_version == 1
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, items("a"), expected_version=ANY)
+        assert (await store.stream_lifecycle(STREAM)).max_count == 5
+
+    async def test_rules_given_before_the_first_event_apply_to_it(self, store: EventStore) -> None:
+        """A stream's rules may come before its events: appends then start it as usual."""
+        await store.set_retention(STREAM, max_count=1)
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        assert await self.names(store) == ["b"]
+        assert await store.stream_version(STREAM) == 2
+
+    async def test_another_store_on_the_database_sees_the_tombstone(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """A tombstone is in the database: another store refuses appends too."""
+        one = await store_factory(registry=CONTRACT_REGISTRY)
+        two = await store_factory(registry=CONTRACT_REGISTRY)
+        await one.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await one.delete_stream(STREAM, expected_version=1, tombstone=True)
+        with pytest.raises(StreamDeleted):
+            await two.append(STREAM, items("b"), expected_version=ANY)
+        assert await two.read_stream(STREAM) == []
+
+    async def test_racing_appends_and_a_delete_leave_one_consistent_story(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """An append and a delete at the same expected version: exactly one wins."""
+        store = await store_factory(registry=CONTRACT_REGISTRY)
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        other = await store_factory(registry=CONTRACT_REGISTRY)
+        outcomes = await asyncio.gather(
+            store.delete_stream(STREAM, expected_version=1, tombstone=True),
+            other.append(STREAM, items("b"), expected_version=1),
+            return_exceptions=True,
+        )
+        wins = [o for o in outcomes if isinstance(o, AppendResult)]
+        assert len(wins) == 1, outcomes
+        assert all(isinstance(o, WrongExpectedVersion | StreamDeleted) for o in outcomes if o not in wins)
+        log = await full_log(store)
+        assert [e.stream_version for e in log] == [1, 2]
+
+    async def test_a_copied_log_deletes_its_streams_where_it_lands(self, store: EventStore) -> None:
+        """write_recorded (an import) of a log with $StreamDeleted events deletes those streams there too."""
+        source = MemoryEventStore(registry=CONTRACT_REGISTRY)
+        await source.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await source.delete_stream(STREAM, expected_version=1, tombstone=True)
+        await source.append(OTHER, items("x"), expected_version=NO_STREAM)
+        await source.delete_stream(OTHER, expected_version=1)
+        await store.write_recorded(await full_log(source))
+        assert await store.read_stream(STREAM) == []
+        assert await store.read_stream(OTHER) == []
+        with pytest.raises(StreamDeleted):
+            await store.append(STREAM, items("b"), expected_version=ANY)
+        again = await store.append(OTHER, items("y"), expected_version=NO_STREAM)
+        assert again.stream_version == 3
+
+    async def test_dcb_reads_see_the_log_as_stored(self, store: EventStore) -> None:
+        """Query reads see the log as stored: a deleted stream's events until a scavenge, and its delete."""
+        if not store.supports_dcb:
+            pytest.skip("no query reads on this backend")
+        await store.append(STREAM, items("a"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=1)
+        read = await store.read(Query.all())
+        assert [e.event_type for e in read.events] == ["contract.ItemAdded", STREAM_DELETED]
+
+    # -- truncation and retention -------------------------------------------------------
+
+    async def test_truncate_before_hides_the_older_versions(self, store: EventStore) -> None:
+        """truncate_before hides older versions from stream reads; lowering it shows them again."""
+        await store.append(STREAM, items("a", "b", "c", "d"), expected_version=NO_STREAM)
+        await store.truncate_before(STREAM, 3)
+        assert await self.names(store) == ["c", "d"]
+        assert await self.names(store, from_version=1, to_version=3) == ["c"]
+        assert await self.names(store, to_version=2) == []
+        assert await self.names(store, backwards=True) == ["d", "c"]
+        assert await store.stream_version(STREAM) == 4  # the stream is not deleted: appends go on
+        await store.append(STREAM, items("e"), expected_version=4)
+        assert await self.names(store) == ["c", "d", "e"]
+        await store.truncate_before(STREAM, 0)  # before a scavenge, hidden events come back
+        assert await self.names(store) == ["a", "b", "c", "d", "e"]
+
+    async def test_max_count_keeps_the_latest_events(self, store: EventStore) -> None:
+        """max_count shows only the latest events, moving on with appends; no rule shows all."""
+        await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
+        await store.set_retention(STREAM, max_count=2)
+        assert await self.names(store) == ["b", "c"]
+        await store.append(STREAM, items("d"), expected_version=3)
+        assert await self.names(store) == ["c", "d"]
+        life = await store.stream_lifecycle(STREAM)
+        assert (life.max_count, life.max_age, life.first_version) == (2, None, 3)
+        await store.set_retention(STREAM)
+        assert await self.names(store) == ["a", "b", "c", "d"]
+
+    async def test_max_age_hides_what_was_recorded_too_long_ago(self, store: EventStore) -> None:
+        """max_age hides events recorded longer ago than it."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.set_retention(STREAM, max_age=timedelta(days=1))
+        assert await self.names(store) == ["a", "b"]
+        recorded = (await store.read_stream(STREAM))[-1].recorded_at
+        # An age shorter than the time since the last append hides it all (the
+        # clock is asked, not waited on: recorded times are in the past).
+        age = datetime.now(UTC) - recorded
+        assert age > timedelta(0)
+        await store.set_retention(STREAM, max_age=age / 2 if age > timedelta(microseconds=2) else age)
+        await eventually_async(
+            lambda: self.names(store), lambda names: names == [], within=60.0, what="every event too old"
+        )
+        await store.append(STREAM, items("c"), expected_version=2)
+        await store.set_retention(STREAM, max_age=timedelta(days=1))
+        assert await self.names(store) == ["a", "b", "c"]
+
+    async def test_bad_lifecycle_arguments_are_refused(self, store: EventStore) -> None:
+        """Bad arguments to deletes and retention raise InvalidInput and write nothing."""
+        with pytest.raises(InvalidStreamId):
+            await store.delete_stream("", expected_version=ANY)
+        with pytest.raises(InvalidExpectedVersion):
+            await store.delete_stream(STREAM, expected_version=-1)
+        with pytest.raises(InvalidInput):
+            await store.delete_stream(STREAM, expected_version=ANY, tombstone="yes")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput):
+            await store.truncate_before(STREAM, -1)
+        with pytest.raises(InvalidInput):
+            await store.set_retention(STREAM, max_count=0)
+        with pytest.raises(InvalidInput):
+            await store.set_retention(STREAM, max_age=timedelta(0))
+        assert await store.head() == START
+
+    # -- scavenge ------------------------------------------------------------------------
+
+    async def test_scavenge_removes_what_is_hidden_and_keeps_each_streams_last_event(
+        self, store: EventStore
+    ) -> None:
+        """A scavenge removes what deletes and rules hide, keeping each stream's last event."""
+        await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("x", "y"), expected_version=NO_STREAM)
+        await store.append("order-3", items("p", "q"), expected_version=NO_STREAM)
+        await store.truncate_before(STREAM, 3)
+        await store.delete_stream(OTHER, expected_version=2)
+        seen: list[Any] = []
+        done = await store.scavenge(progress=seen.append)
+        assert done.events_removed == 4  # a, b; x, y (the delete's event stays: it is OTHER's last)
+        assert [p.streams_done for p in seen] == [1, 2]
+        assert {p.streams_total for p in seen} == {2}
+        log = await full_log(store)
+        assert [(e.stream_id, e.stream_version) for e in log] == [
+            (STREAM, 3),
+            ("order-3", 1),
+            ("order-3", 2),
+            (OTHER, 3),
+        ]
+        assert await self.names(store) == ["c"]
+        await store.truncate_before(STREAM, 0)
+        assert await self.names(store) == ["c"]  # removed for good now
+        counts = await store.counts()
+        assert counts.events == 4
+        again = await store.scavenge()
+        assert again.events_removed == 0
+        assert await store.get_event(log[0].event_id) is not None
+
+    async def test_checkpoints_past_removed_events_still_read_on(self, store: EventStore) -> None:
+        """read_all goes on from a checkpoint whose event a scavenge removed."""
+        await store.append(STREAM, items("a", "b", "c"), expected_version=NO_STREAM)
+        middle = (await full_log(store))[0].checkpoint  # after "a", which is removed
+        await store.append(OTHER, items("x"), expected_version=NO_STREAM)
+        await store.truncate_before(STREAM, 3)
+        await store.scavenge()
+        page = await store.read_all(middle)
+        assert [e.data.name for e in page.events] == ["c", "x"]
+        assert await store.read_all(page.checkpoint) == type(page)([], page.checkpoint)
+        await store.append(OTHER, items("y"), expected_version=1)
+        newer = await store.read_all(page.checkpoint)
+        assert [e.data.name for e in newer.events] == ["y"]
+        first = await store.read_all(limit=1)
+        assert [e.data.name for e in first.events] == ["c"]
+
+    async def test_scavenge_keeps_what_a_snapshot_still_needs(self, store: EventStore) -> None:
+        """A scavenge keeps the events after the stream's snapshot, so a load from it stays exact."""
+        repo = Repository(store, snapshot_every={Tally: 4})
+        tally = Tally("t2")
+        for amount in (1, 2, 3, 4):
+            tally.deposit(Decimal(amount))
+        await repo.save(tally)  # and its snapshot, at version 4
+        assert [s.stream_version for s in await store.list_snapshots(stream_id="tally-t2")] == [4]
+        more = await repo.load(Tally, "t2")
+        more.deposit(Decimal(10))
+        more.deposit(Decimal(20))
+        await repo.save(more)
+        await store.set_retention("tally-t2", max_count=1)  # hides versions 1-5 from plain reads
+        assert [e.stream_version for e in await store.read_stream("tally-t2")] == [6]
+        removed = await store.scavenge()
+        assert removed.events_removed == 4  # 1-4: version 5 comes after the snapshot, which needs it
+        loaded = await Repository(store, snapshot_every={Tally: 4}).load(Tally, "t2")
+        assert (loaded.total, loaded.version) == (Decimal(40), 6)
+
+    async def test_a_scavenge_racing_appends_keeps_the_streams_last_event(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """Whatever the interleaving, appends land and a scavenge never takes the last event."""
+        store = await store_factory(registry=CONTRACT_REGISTRY)
+        other = await store_factory(registry=CONTRACT_REGISTRY)
+        await store.append(STREAM, items(*"abcdef"), expected_version=NO_STREAM)
+        await store.set_retention(STREAM, max_count=1)
+
+        async def appends() -> None:
+            for i in range(20):
+                await other.append(STREAM, items(f"n{i}"), expected_version=ANY)
+
+        await asyncio.gather(store.scavenge(), appends(), store.scavenge())
+        await store.scavenge()
+        log = await full_log(store)
+        assert [(e.stream_id, e.stream_version) for e in log] == [(STREAM, 26)]
+        assert await self.names(store) == ["n19"]
+        assert await store.stream_version(STREAM) == 26
+
+    async def test_scavenge_without_rules_removes_nothing(self, store: EventStore) -> None:
+        """A store with no deletes or rules loses nothing to a scavenge."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        done = await store.scavenge()
+        assert (done.streams_total, done.events_removed) == (0, 0)
+        assert await self.names(store) == ["a", "b"]
+
+    async def test_scavenge_does_not_change_the_versions_of_a_recreated_stream(
+        self, store: EventStore
+    ) -> None:
+        """After a scavenge, a deleted stream written again still continues its versions."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=2)
+        await store.scavenge()
+        again = await store.append(STREAM, items("c"), expected_version=NO_STREAM)
+        assert again.stream_version == 4
+        await store.scavenge()  # now the delete's event goes too
+        assert [(e.stream_id, e.stream_version) for e in await full_log(store)] == [(STREAM, 4)]
+        assert await self.names(store) == ["c"]

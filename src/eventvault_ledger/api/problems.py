@@ -21,6 +21,7 @@ from eventvault.errors import (
     StorageFull,
     StoreClosed,
     StoreUnavailable,
+    StreamDeleted,
 )
 from eventvault_ledger.errors import (
     AccountIsClosed,
@@ -134,6 +135,10 @@ def problem_from(exc: BaseException) -> Problem:  # noqa: C901, PLR0911, PLR0912
         )
     if isinstance(exc, ConcurrencyError):
         return Problem(409, "concurrent-modification", "The account changed meanwhile", str(exc))
+    if isinstance(exc, StreamDeleted):
+        return Problem(
+            409, "stream-deleted", "The stream is deleted for ever", str(exc), streamId=exc.stream_id
+        )
     if isinstance(exc, InvalidQuery):
         name = camel_name(exc.parameter)
         detail = _PYTHON_NAMES.sub(lambda m: camel_name(m[0]), exc.detail)

@@ -301,7 +301,8 @@ _DESCRIPTIONS: Final = {
     408: "The body did not arrive in time (request-timeout)",
     409: (
         "The account is closed or changed too often meanwhile; "
-        "or, opening, its owner holds the most open accounts allowed in the currency"
+        "or, opening, its owner holds the most open accounts allowed in the currency; "
+        "or its stream was deleted for ever (stream-deleted)"
     ),
     412: "If-Match names a version the account is no longer at (precondition-failed)",
     413: "The request body is too large (too-large)",

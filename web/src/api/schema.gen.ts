@@ -512,6 +512,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/store/scavenge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Remove for good what deletes and retention rules hide
+         * @description Remove the events of deleted streams and those past their streams' retention rules.
+         *
+         *     Keeps each stream's last event and every event a snapshot still needs;
+         *     read models continue from any checkpoint (`eventvault scavenge` does the same).
+         */
+        post: operations["scavenge_api_store_scavenge_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/store/snapshots": {
         parameters: {
             query?: never;
@@ -533,6 +556,57 @@ export interface paths {
          *     Only a cache goes: the repository saves new snapshots as it did before.
          */
         delete: operations["drop_snapshots_api_store_snapshots_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/store/streams/{stream_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a stream (soft, or for ever)
+         * @description Append the stream's `$StreamDeleted` event, so that stream reads see no stream and read models drop it.
+         *
+         *     A soft delete lets the stream be written again, its versions continuing;
+         *     a tombstone closes it for ever. The events stay stored until a scavenge
+         *     (`POST /api/store/scavenge`). 404 stream-not-found: the stream has no
+         *     events (or is deleted already); 409 stream-deleted: it is tombstoned.
+         */
+        delete: operations["delete_stream_api_store_streams__stream_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/store/streams/{stream_id}/retention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A stream's deletes and retention rules
+         * @description Whether it is deleted, its retention rules, and the first version stream reads show.
+         */
+        get: operations["stream_retention_api_store_streams__stream_id__retention_get"];
+        /**
+         * Set a stream's retention rules
+         * @description Replace its max count and max age (both omitted: no rules), and set its truncation if given.
+         *
+         *     Stream reads apply them at once; `POST /api/store/scavenge` removes what they hide.
+         */
+        put: operations["set_stream_retention_api_store_streams__stream_id__retention_put"];
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1090,6 +1164,21 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * Scavenged
+         * @description What a scavenge removed for good.
+         */
+        Scavenged: {
+            /** Eventsremoved */
+            eventsRemoved: number;
+            /**
+             * Streams
+             * @description The streams it looked at (those with a delete or a retention rule).
+             */
+            streams: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * SnapshotDoc
          * @description A stored snapshot, without its state.
          */
@@ -1184,6 +1273,85 @@ export interface components {
             sizeBytes: number | null;
             /** Streams */
             streams: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * StreamDeletedDoc
+         * @description A stream deleted: where its ``$StreamDeleted`` event went.
+         */
+        StreamDeletedDoc: {
+            /**
+             * Checkpoint
+             * @description The checkpoint of that event (read models past it have seen it).
+             */
+            checkpoint: string;
+            /**
+             * Position
+             * @description The global position of that event.
+             */
+            position: number;
+            /** Streamid */
+            streamId: string;
+            /**
+             * Tombstone
+             * @description True: deleted for ever; false: it may be written again.
+             */
+            tombstone: boolean;
+            /**
+             * Version
+             * @description The stream version of its $StreamDeleted event.
+             */
+            version: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * StreamLifecycleDoc
+         * @description A stream's deletes and retention rules, and what stream reads show of it.
+         */
+        StreamLifecycleDoc: {
+            /** Deleted */
+            deleted: boolean;
+            /**
+             * Deletedversion
+             * @description The version of its latest $StreamDeleted event (0: none).
+             */
+            deletedVersion: number;
+            /**
+             * Firstversion
+             * @description The first version stream reads show (before maxAgeSeconds).
+             */
+            firstVersion: number;
+            /**
+             * Maxageseconds
+             * @description Only events recorded this long ago or less are shown.
+             */
+            maxAgeSeconds: number | null;
+            /**
+             * Maxcount
+             * @description Only this many of its latest events are shown.
+             */
+            maxCount: number | null;
+            /**
+             * Storedversion
+             * @description The version of its last stored event, hidden or not.
+             */
+            storedVersion: number;
+            /** Streamid */
+            streamId: string;
+            /** Tombstoned */
+            tombstoned: boolean;
+            /**
+             * Truncatebefore
+             * @description Versions below this one are hidden (0: none).
+             */
+            truncateBefore: number;
+            /**
+             * Version
+             * @description Its version for appends: 0 while deleted (or never written).
+             */
+            version: number;
         } & {
             [key: string]: unknown;
         };
@@ -1436,7 +1604,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1551,7 +1719,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1680,7 +1848,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1809,7 +1977,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2222,7 +2390,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2298,7 +2466,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2384,7 +2552,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2460,7 +2628,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ProblemDocument"];
                 };
             };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency */
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3314,6 +3482,44 @@ export interface operations {
             };
         };
     };
+    scavenge_api_store_scavenge_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What went */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Scavenged"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
     list_snapshots_api_store_snapshots_get: {
         parameters: {
             query?: {
@@ -3387,6 +3593,199 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SnapshotsDropped"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    delete_stream_api_store_streams__stream_id__delete: {
+        parameters: {
+            query?: {
+                /** @description Delete it for ever: every later append is refused (stream-deleted). */
+                tombstone?: boolean;
+                /** @description Delete only if the stream is at this version (409 concurrent-modification if not). */
+                expectedVersion?: number | null;
+            };
+            header?: never;
+            path: {
+                /** @description The stream's id, such as `account-<uuid>`. */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream is deleted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamDeletedDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    stream_retention_api_store_streams__stream_id__retention_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The stream's id, such as `account-<uuid>`. */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream's rules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamLifecycleDoc"];
+                };
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    set_stream_retention_api_store_streams__stream_id__retention_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The stream's id, such as `account-<uuid>`. */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Maxageseconds
+                     * @description Keep only the events recorded within this many seconds.
+                     */
+                    maxAgeSeconds?: number | null;
+                    /**
+                     * Maxcount
+                     * @description Keep only its N latest events.
+                     */
+                    maxCount?: number | null;
+                    /**
+                     * Truncatebefore
+                     * @description Hide its versions below this one (0: none); omitted: unchanged.
+                     */
+                    truncateBefore?: number | null;
+                };
+            };
+        };
+        responses: {
+            /** @description The stream's rules */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamLifecycleDoc"];
                 };
             };
             /** @description No or an unknown bearer token (unauthorized) */

@@ -20,7 +20,7 @@ import psycopg.errors
 from psycopg.pq import TransactionStatus
 from psycopg.rows import args_row
 
-from eventvault.errors import InvalidEvent, StoreError
+from eventvault.errors import InvalidEvent, StoreError, StreamDeleted
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._libpq import Prepared
@@ -53,8 +53,31 @@ class _Stored(NamedTuple):
     tx: int
 
 
-class _StreamVersion(NamedTuple):
+class StreamState(NamedTuple):
+    """A stream's row as a refused append reads it (``Statements.stream_state``)."""
+
     version: int
+    deleted_version: int
+    tombstoned: bool
+
+    @property
+    def visible(self) -> int:
+        """The version expected versions are checked against: 0 while deleted."""
+        return 0 if self.version == self.deleted_version else self.version
+
+
+NO_ROW: Final = StreamState(0, 0, tombstoned=False)
+stream_state_rows: Final = args_row(StreamState)
+
+
+async def stream_state(conn: Conn, statement: bytes, stream_id: str) -> StreamState:
+    """The stream's version and delete marks (NO_ROW: it has no row); StreamDeleted if tombstoned."""
+    async with conn.cursor(row_factory=stream_state_rows) as cur:
+        await cur.execute(statement, [stream_id])
+        row = await cur.fetchone()
+    if row is not None and row.tombstoned:
+        raise StreamDeleted(stream_id)
+    return NO_ROW if row is None else row
 
 
 class _Writer(NamedTuple):
@@ -69,7 +92,6 @@ def _inserted(values: Sequence[Any]) -> _Inserted:
 
 
 _stored_rows: Final = args_row(_Stored)
-_version_rows: Final = args_row(_StreamVersion)
 _writer_rows: Final = args_row(_Writer)
 
 
@@ -352,7 +374,11 @@ class Appends:
     async def _resolve_conflict(
         self, conn: Conn, stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult | None:
-        """After a refused append: a retry that already landed, or the specific error."""
+        """After a refused append: a retry that already landed, or the specific error.
+
+        A tombstone comes first: it refuses even a retry of events stored before it.
+        """
+        state = await stream_state(conn, self._sql.stream_state, stream_id)
         async with conn.cursor(row_factory=_stored_rows) as cur:
             await cur.execute(self._sql.lookup_ids, [[e.event_id for e in events]], binary=True)
             found = {
@@ -362,8 +388,5 @@ class Appends:
         done = idempotent_result(stream_id, events, found)
         if done is not None:
             return done
-        async with conn.cursor(row_factory=_version_rows) as vcur:
-            await vcur.execute(self._sql.stream_version, [stream_id])
-            row = await vcur.fetchone()
-        check_version_matches(stream_id, expected, row.version if row else 0)
+        check_version_matches(stream_id, expected, state.visible)
         return None

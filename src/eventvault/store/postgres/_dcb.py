@@ -25,7 +25,7 @@ from psycopg.rows import RowMaker, args_row
 
 from eventvault.errors import AppendConditionFailed, StoreError
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
-from eventvault.store.postgres._appends import _inserted_rows, _result
+from eventvault.store.postgres._appends import _inserted_rows, _result, stream_state
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._options import Options
 from eventvault.store.postgres._reads import _EVENT_FIELDS
@@ -55,10 +55,6 @@ class _Stored(NamedTuple):
     stream_version: int
     position: int
     tx: int
-
-
-class _Version(NamedTuple):
-    version: int
 
 
 class _Refused(Exception):
@@ -249,7 +245,11 @@ class DCB:
         self._event = event
 
     async def _landed(self, conn: Conn, stream_id: str, events: list[PreparedEvent]) -> AppendResult | None:
-        """The first result, if these events are stored at this place (DuplicateEventId elsewhere)."""
+        """The first result, if these events are stored at this place (DuplicateEventId elsewhere).
+
+        A tombstone comes first (StreamDeleted): it refuses even a retry of events stored before it.
+        """
+        await stream_state(conn, self._sql.stream_state, stream_id)
         async with conn.cursor(row_factory=args_row(_Stored)) as cur:
             await cur.execute(self._sql.lookup_ids, [[e.event_id for e in events]], binary=True)
             found = {
@@ -350,10 +350,8 @@ class DCB:
                 if result is None:  # refused by the expected version: a retry that landed, or say why
                     if (done := await self._landed(conn, stream_id, events)) is not None:
                         return done
-                    async with conn.cursor(row_factory=args_row(_Version)) as vcur:
-                        await vcur.execute(self._sql.stream_version, [stream_id])
-                        v = await vcur.fetchone()
-                    check_version_matches(stream_id, expected, v.version if v else 0)
+                    state = await stream_state(conn, self._sql.stream_state, stream_id)
+                    check_version_matches(stream_id, expected, state.visible)
                     raise _Refused
                 if conflict is not None:
                     assert condition is not None  # noqa: S101 - a conflict needs a condition

@@ -51,6 +51,7 @@ R = TypeVar("R")
 TEXT: Final = 25
 INT8: Final = 20
 BYTEA: Final = 17
+BOOL: Final = 16
 INFERRED: Final = 0
 
 
@@ -317,8 +318,8 @@ _APPEND_PARAMS: Final = ("stream_id", "n", "expected", "ids", "types", "versions
 _APPEND_TYPES: Final = (TEXT, INT8, INT8, INFERRED, INFERRED, INFERRED, INFERRED, INFERRED, INFERRED)
 # A one-event append takes scalars instead: the payload and metadata as bytea, in binary.
 _APPEND_ONE_TYPES: Final = (TEXT, INT8, INT8, INFERRED, TEXT, INFERRED, INFERRED, BYTEA, BYTEA)
-_READ_PARAMS: Final = ("stream_id", "from", "to", "as_of", "limit")
-_READ_TYPES: Final = (TEXT, INT8, INT8, INT8, INT8)
+_READ_PARAMS: Final = ("stream_id", "from", "to", "as_of", "limit", "rules")
+_READ_TYPES: Final = (TEXT, INT8, INT8, INT8, INT8, BOOL)
 
 
 class HotStatements(NamedTuple):

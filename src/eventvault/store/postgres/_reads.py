@@ -121,8 +121,12 @@ class Reads:
         backwards: bool,
         limit: int | None,
         as_of_us: int | None,
+        rules: bool = False,
     ) -> list[RecordedEvent]:
-        """A stream's events in the range asked for (the base class checked the arguments)."""
+        """A stream's events in the range asked for (the base class checked the arguments).
+
+        ``rules``: without what the stream's deletes and retention rules hide.
+        """
         stmt = self._sql.hot.read_stream[self._sql.read_stream[backwards, as_of_us is not None]]
         params = {
             "stream_id": stream_id,
@@ -130,6 +134,7 @@ class Reads:
             "to": NO_LIMIT if to_version is None else to_version,
             "as_of": as_of_us,
             "limit": limit,
+            "rules": rules,
         }
 
         async def op(conn: Conn) -> list[RecordedEvent]:

@@ -246,6 +246,30 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
                 _dcb_lock_function(s, schema),
             ],
         ),
+        # -- deletes and retention (docs/decisions/0032) ------------------------
+        Migration(
+            6,
+            "stream deletes and retention rules: columns of streams",
+            [
+                # On the row every append locks and bumps already, so the bump itself
+                # refuses appends to a deleted stream at no extra cost. deleted_version
+                # is the version of the stream's latest $StreamDeleted event (the
+                # stream reads as "no stream" while version = deleted_version);
+                # max_age_us in microseconds. Constant defaults: no rewrite.
+                sql.SQL(
+                    "ALTER TABLE {s}.streams ADD COLUMN deleted_version bigint NOT NULL DEFAULT 0, "
+                    "ADD COLUMN tombstoned boolean NOT NULL DEFAULT false, "
+                    "ADD COLUMN truncate_before bigint NOT NULL DEFAULT 0, "
+                    "ADD COLUMN max_count bigint, ADD COLUMN max_age_us bigint"
+                ).format(s=s),
+                # A stream may get retention rules before its first event: its row is
+                # then at version 0 (and reads, listings and categories, which join
+                # the stream's events, find none).
+                sql.SQL("ALTER TABLE {s}.streams DROP CONSTRAINT IF EXISTS streams_version_check").format(
+                    s=s
+                ),
+            ],
+        ),
     ]
 
 
@@ -274,6 +298,10 @@ class Statements:
     """The append statements, by the expected version's kind and whether it is of one event."""
     lookup_ids: bytes
     stream_version: bytes
+    stream_state: bytes
+    """(version, deleted_version, tombstoned) of a stream: why an append was refused."""
+    lifecycle: bytes
+    ruled_streams: bytes
     read_stream: dict[tuple[bool, bool], bytes]
     """Stream reads by (backwards, as_of)."""
     read_all: bytes
@@ -398,6 +426,20 @@ def statements(schema: str) -> Statements:
     insert_stream = sql.SQL(
         "INSERT INTO {s}.streams AS st (stream_id, version) SELECT %(stream_id)s, %(n)s FROM writer"
     ).format(s=s)
+    # With %(rules)s, what the stream's deletes and retention rules hide is left
+    # out (StreamLifecycle.first_version and max_age, in SQL): one statement, one
+    # round trip, as before there were rules. Two probes of the streams row, each
+    # run once (uncorrelated). Recorded times rise along a stream (an append's is
+    # taken under the stream's row lock), so max_age keeps a suffix of it.
+    shown = sql.SQL(
+        "AND stream_version >= coalesce((SELECT CASE WHEN NOT %(rules)s THEN 1 "
+        "WHEN tombstoned OR (deleted_version > 0 AND version = deleted_version) THEN version + 1 "
+        "ELSE GREATEST(1, truncate_before, deleted_version + 1, version - coalesce(max_count, version) + 1) "
+        "END FROM {s}.streams WHERE stream_id = %(stream_id)s), 1) "
+        "AND (NOT %(rules)s OR recorded_us >= coalesce((SELECT "
+        "(extract(epoch FROM clock_timestamp()) * 1000000)::int8 - max_age_us "
+        "FROM {s}.streams WHERE stream_id = %(stream_id)s), -4611686018427387904))"
+    ).format(s=s)
     read_stream: dict[tuple[bool, bool], bytes] = {}
     for backwards in (False, True):
         for as_of in (False, True):
@@ -412,13 +454,14 @@ def statements(schema: str) -> Statements:
             read_stream[backwards, as_of] = (
                 sql.SQL(
                     "SELECT {cols} FROM {s}.events WHERE stream_id = %(stream_id)s "
-                    "AND stream_version >= %(from)s AND stream_version <= {upper} "
+                    "AND stream_version >= %(from)s AND stream_version <= {upper} {shown} "
                     "ORDER BY stream_version {direction} LIMIT %(limit)s"
                 )
                 .format(
                     cols=_EVENT_COLUMNS,
                     s=s,
                     upper=upper,
+                    shown=shown,
                     direction=sql.SQL("DESC" if backwards else "ASC"),
                 )
                 .as_bytes(None)
@@ -426,17 +469,25 @@ def statements(schema: str) -> Statements:
     page_where = sql.SQL(
         "(tx_id, position) > (%(tx)s::xid8, %(position)s::int8) AND tx_id < {horizon}"
     ).format(horizon=_horizon(s))
+    # A deleted stream's row is at its deleted_version (a tombstoned one always
+    # is: nothing follows its $StreamDeleted event): it takes NO_STREAM (and ANY)
+    # appends unless tombstoned, which continue its versions, and refuses the rest.
     bumps = {
-        "new": sql.SQL("{} ON CONFLICT (stream_id) DO NOTHING").format(insert_stream),
+        "new": sql.SQL(
+            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
+            "WHERE st.version = st.deleted_version AND NOT st.tombstoned"
+        ).format(insert_stream),
         "any": sql.SQL(
-            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version"
+            "{} ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
+            "WHERE NOT st.tombstoned"
         ).format(insert_stream),
         "exact": sql.SQL(
             "UPDATE {s}.streams SET version = version + %(n)s FROM writer "
-            "WHERE stream_id = %(stream_id)s AND version = %(expected)s"
+            "WHERE stream_id = %(stream_id)s AND version = %(expected)s AND version <> deleted_version"
         ).format(s=s),
         "exists": sql.SQL(
-            "UPDATE {s}.streams SET version = version + %(n)s FROM writer WHERE stream_id = %(stream_id)s"
+            "UPDATE {s}.streams SET version = version + %(n)s FROM writer "
+            "WHERE stream_id = %(stream_id)s AND version <> deleted_version"
         ).format(s=s),
     }
     dcb_appends = {kind: _dcb_append_sql(s, writer, bump) for kind, bump in bumps.items()}
@@ -455,6 +506,23 @@ def statements(schema: str) -> Statements:
         .format(s=s)
         .as_bytes(None),
         stream_version=sql.SQL("SELECT version FROM {s}.streams WHERE stream_id = %s")
+        .format(s=s)
+        .as_bytes(None),
+        stream_state=sql.SQL(
+            "SELECT version, deleted_version, tombstoned FROM {s}.streams WHERE stream_id = %s"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        lifecycle=sql.SQL(
+            "SELECT version, deleted_version, tombstoned, truncate_before, max_count, max_age_us "
+            "FROM {s}.streams WHERE stream_id = %s"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        ruled_streams=sql.SQL(
+            "SELECT stream_id FROM {s}.streams WHERE deleted_version > 0 OR truncate_before > 1 "
+            'OR max_count IS NOT NULL OR max_age_us IS NOT NULL ORDER BY stream_id COLLATE "C"'
+        )
         .format(s=s)
         .as_bytes(None),
         read_stream=read_stream,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from datetime import timedelta
 from typing import Any, Self
 
 import psycopg
@@ -12,8 +14,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eventvault.domain import EventRegistry
-from eventvault.errors import InvalidInput, InvalidStoreURL, StoreClosed
-from eventvault.store.base import EventStore, PreparedEvent, prefix_end, versions_before
+from eventvault.errors import InvalidInput, InvalidStoreURL, StoreClosed, StreamDeleted
+from eventvault.store.base import (
+    EventStore,
+    PreparedEvent,
+    check_version_matches,
+    deletion_marker,
+    prefix_end,
+    recorded_deletions,
+    versions_before,
+)
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._dcb import DCB
@@ -36,6 +46,7 @@ from eventvault.store.records import (
     SnapshotInfo,
     StoreCounts,
     StreamInfo,
+    StreamLifecycle,
 )
 
 log = logging.getLogger("eventvault.store.postgres")
@@ -205,6 +216,27 @@ class PostgresEventStore(EventStore):
             stream_id, from_version, to_version, backwards=backwards, limit=limit, as_of_us=as_of_us
         )
 
+    async def _read_shown(  # noqa: PLR0913, PLR0917 - the base class's signature
+        self,
+        stream_id: str,
+        from_version: int,
+        to_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        as_of_us: int | None,
+    ) -> list[RecordedEvent]:
+        # The stream's rules are applied by the read's own statement: one round trip.
+        await self._opened()
+        return await self._reads.read_stream(
+            stream_id,
+            from_version,
+            to_version,
+            backwards=backwards,
+            limit=limit,
+            as_of_us=as_of_us,
+            rules=True,
+        )
+
     async def _stream_version(self, stream_id: str) -> int:
         await self._opened()
         return await self._reads.stream_version(stream_id)
@@ -296,6 +328,11 @@ class PostgresEventStore(EventStore):
         )
 
         before = versions_before(events)
+        deletions = recorded_deletions(events)
+        mark_deleted = sql.SQL(
+            "UPDATE {s}.streams SET deleted_version = %s, tombstoned = %s WHERE stream_id = %s"
+        ).format(s=s)
+        drop_snapshots = sql.SQL("DELETE FROM {s}.snapshots WHERE stream_id = %s").format(s=s)
         head_now = sql.SQL("SELECT max(position) FROM {s}.events").format(s=s)
         versions_now = sql.SQL("SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY(%s)").format(
             s=s
@@ -325,6 +362,9 @@ class PostgresEventStore(EventStore):
                         )
                 await cur.executemany(insert, rows)
                 await cur.executemany(streams, list(versions.items()))
+                for stream_id, version, tombstone in deletions:  # $StreamDeleted events delete here too
+                    await cur.execute(mark_deleted, [version, tombstone, stream_id])
+                    await cur.execute(drop_snapshots, [stream_id])
                 if tags:
                     await cur.executemany(tag_rows, tags)
                 await cur.execute(
@@ -339,6 +379,188 @@ class PostgresEventStore(EventStore):
                 )
 
         await self._db.run(f"write_recorded({len(events)} events)", op, writes=True)
+
+    # -- deletes, truncation and retention -----------------------------------------
+
+    async def _lifecycle(self, stream_id: str) -> StreamLifecycle:
+        await self._opened()
+        statement = self._sql.lifecycle
+
+        async def op(conn: Conn) -> tuple[Any, ...] | None:
+            async with conn.cursor() as cur:
+                await cur.execute(statement, [stream_id], prepare=True, binary=True)
+                return await cur.fetchone()
+
+        row = await self._db.run(f"stream_lifecycle({stream_id!r})", op)
+        if row is None:
+            return StreamLifecycle(stream_id)
+        version, deleted, tombstoned, before, max_count, max_age_us = row
+        return StreamLifecycle(
+            stream_id,
+            version,
+            deleted,
+            tombstoned,
+            before,
+            max_count,
+            None if max_age_us is None else timedelta(microseconds=max_age_us),
+        )
+
+    async def _delete_stream(
+        self, stream_id: str, expected: ExpectedVersion, tombstone: bool
+    ) -> AppendResult | None:
+        await self._opened()
+        s = sql.Identifier(self.schema)
+        declare = self._sql.declare_writer
+        lock_row = sql.SQL(
+            "SELECT version, deleted_version, tombstoned FROM {s}.streams WHERE stream_id = %s FOR UPDATE"
+        ).format(s=s)
+        new_row = sql.SQL(
+            "INSERT INTO {s}.streams (stream_id, version, deleted_version, tombstoned) "
+            "VALUES (%s, 1, 1, true) ON CONFLICT (stream_id) DO NOTHING RETURNING version"
+        ).format(s=s)
+        mark = sql.SQL(
+            "UPDATE {s}.streams SET version = %s, deleted_version = %s, tombstoned = %s WHERE stream_id = %s"
+        ).format(s=s)
+        insert = sql.SQL(
+            "INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type, schema_version, "
+            "occurred_us, recorded_us, data, metadata) VALUES (%s, %s, %s, %s, %s, %s, "
+            "(extract(epoch FROM clock_timestamp()) * 1000000)::int8, %s, %s) "
+            "RETURNING position, tx_id::text::int8"
+        ).format(s=s)
+        drop = sql.SQL("DELETE FROM {s}.snapshots WHERE stream_id = %s").format(s=s)
+
+        async def op(conn: Conn) -> AppendResult | None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(declare)  # an event writer: the read horizon waits for it
+                made_row = False  # a row made here is already at the tombstone's version
+                while True:
+                    await cur.execute(lock_row, [stream_id])
+                    row = await cur.fetchone()
+                    if row is not None:
+                        version, deleted, tombstoned = row
+                        break
+                    # No row: the stream has no events (and no rules).
+                    check_version_matches(stream_id, expected, 0)
+                    if not tombstone:
+                        return None
+                    await cur.execute(new_row, [stream_id])
+                    if await cur.fetchone() is not None:
+                        version, deleted, tombstoned, made_row = 0, 0, False, True
+                        break
+                    # A first append made the row meanwhile: look again, under its lock.
+                if tombstoned:
+                    raise StreamDeleted(stream_id)
+                visible = 0 if version == deleted else version
+                check_version_matches(stream_id, expected, visible)
+                if visible == 0 and not tombstone:
+                    return None
+                e = deletion_marker(stream_id, version, tombstone, time.time_ns() // 1000)
+                if not made_row:  # (a row of rules only is at version 0: it is marked too)
+                    await cur.execute(mark, [version + 1, version + 1, tombstone, stream_id])
+                await cur.execute(
+                    insert,
+                    [
+                        e.event_id,
+                        stream_id,
+                        version + 1,
+                        e.event_type,
+                        e.schema_version,
+                        e.occurred_us,
+                        e.payload,
+                        e.metadata,
+                    ],
+                )
+                inserted = await cur.fetchone()
+                assert inserted is not None  # noqa: S101 - an INSERT ... RETURNING of one row
+                await cur.execute(drop, [stream_id])
+            position, tx = inserted
+            return AppendResult(stream_id, version + 1, (position,), Checkpoint(tx, position))
+
+        result = await self._db.run(f"delete_stream({stream_id!r})", op, writes=True)
+        if result is not None:
+            self._live.appended()
+        return result
+
+    async def _set_retention(
+        self,
+        stream_id: str,
+        *,
+        truncate_before: int | None = None,
+        retention: tuple[int | None, int | None] | None = None,
+    ) -> None:
+        await self._opened()
+        s = sql.Identifier(self.schema)
+        for value in (truncate_before, *(retention or ())):
+            if value is not None and value > 2**63 - 1:
+                raise InvalidInput("versions, counts and ages must be below 2**63 on PostgreSQL")
+        statements: list[tuple[sql.Composed, list[Any]]] = []
+        if truncate_before is not None:
+            statements.append(
+                (
+                    sql.SQL(
+                        "INSERT INTO {s}.streams (stream_id, version, truncate_before) VALUES (%s, 0, %s) "
+                        "ON CONFLICT (stream_id) DO UPDATE SET truncate_before = excluded.truncate_before"
+                    ).format(s=s),
+                    [stream_id, truncate_before],
+                )
+            )
+        if retention is not None:
+            statements.append(
+                (
+                    sql.SQL(
+                        "INSERT INTO {s}.streams (stream_id, version, max_count, max_age_us) "
+                        "VALUES (%s, 0, %s, %s) ON CONFLICT (stream_id) DO UPDATE "
+                        "SET max_count = excluded.max_count, max_age_us = excluded.max_age_us"
+                    ).format(s=s),
+                    [stream_id, *retention],
+                )
+            )
+
+        async def op(conn: Conn) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                for statement, params in statements:
+                    await cur.execute(statement, params)
+
+        await self._db.run(f"retention of {stream_id!r}", op)
+
+    async def _ruled_streams(self) -> list[str]:
+        await self._opened()
+        statement = self._sql.ruled_streams
+
+        async def op(conn: Conn) -> list[str]:
+            async with conn.cursor() as cur:
+                await cur.execute(statement)
+                return [row[0] for row in await cur.fetchall()]
+
+        return await self._db.run("streams with rules", op)
+
+    async def _remove_events(self, stream_id: str, below: int) -> int:
+        await self._opened()
+        s = sql.Identifier(self.schema)
+        # The stream's events below `below` and below its last one, with their tag rows.
+        remove = sql.SQL(
+            """
+            WITH gone AS (
+                DELETE FROM {s}.events
+                WHERE stream_id = %(stream_id)s AND stream_version < %(below)s
+                  AND stream_version < (SELECT max(stream_version) FROM {s}.events
+                                        WHERE stream_id = %(stream_id)s)
+                RETURNING tx_id, position, tags),
+            tags_gone AS (
+                DELETE FROM {s}.event_tags AS t
+                USING (SELECT tx_id, position, unnest(tags) AS tag FROM gone) AS g
+                WHERE t.tag = g.tag AND t.tx_id = g.tx_id AND t.position = g.position)
+            SELECT count(*) FROM gone"""
+        ).format(s=s)
+        params = {"stream_id": stream_id, "below": min(below, 2**62)}
+
+        async def op(conn: Conn) -> int:
+            async with conn.cursor() as cur:
+                await cur.execute(remove, params)
+                row = await cur.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._db.run(f"scavenge of {stream_id!r}", op, writes=True)
 
     async def _save_snapshot(self, snapshot: Snapshot) -> None:
         await self._opened()

@@ -28,6 +28,17 @@ _NO_TAGS: Final[tuple[str, ...]] = ()
 
 SQL_HEAD: Final = "SELECT max(position) FROM events"
 SQL_VERSION: Final = "SELECT max(stream_version) FROM events WHERE stream_id = ?"
+# What an append must know of its stream: its version and whether a delete closed it.
+SQL_WRITE_STATE: Final = (
+    "SELECT (SELECT max(stream_version) FROM events WHERE stream_id = ?1), "
+    "r.deleted_version, r.tombstoned FROM (SELECT 1) LEFT JOIN stream_rules AS r ON r.stream_id = ?1"
+)
+SQL_LIFECYCLE: Final = (
+    "SELECT (SELECT max(stream_version) FROM events WHERE stream_id = ?1), r.deleted_version, "
+    "r.tombstoned, r.truncate_before, r.max_count, r.max_age_us "
+    "FROM (SELECT 1) LEFT JOIN stream_rules AS r ON r.stream_id = ?1"
+)
+SQL_RULED_STREAMS: Final = "SELECT stream_id FROM stream_rules ORDER BY stream_id"
 _SQL_STREAM: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND stream_version BETWEEN ?2 AND ?3 "  # noqa: S608
     "ORDER BY stream_version {order} LIMIT ?4"
@@ -77,6 +88,16 @@ def recorded(codec: EventCodec, rows: Iterable[Any]) -> list[RecordedEvent]:
 def stream_version(cur: sqlite3.Cursor, stream_id: str) -> int:
     """The stream's version; 0 if it has no events."""
     return int(cur.execute(SQL_VERSION, (stream_id,)).fetchone()[0] or 0)
+
+
+def lifecycle(cur: sqlite3.Cursor, stream_id: str) -> tuple[Any, ...]:
+    """(version, deleted version, tombstoned, truncate before, max count, max age us); NULLs: no rules."""
+    return tuple(cur.execute(SQL_LIFECYCLE, (stream_id,)).fetchone())
+
+
+def ruled_streams(cur: sqlite3.Cursor) -> list[str]:
+    """The ids of the streams with a delete or a retention rule."""
+    return [row[0] for row in cur.execute(SQL_RULED_STREAMS)]
 
 
 def head(cur: sqlite3.Cursor) -> int:

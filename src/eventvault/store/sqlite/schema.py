@@ -30,9 +30,10 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             # read_all is a range scan of the table itself. SQLite gives a new row
             # max(rowid) + 1, and the writer inserts under the write lock, so new
             # positions are above every committed one (the gap-safety argument in
-            # the package docstring). Events are never deleted, so a position is never
-            # handed out twice; AUTOINCREMENT would only add a write to sqlite_sequence
-            # on every commit. (Its one exception, a table holding rowid 2**63 - 1,
+            # the package docstring). The log's newest event is never deleted (a
+            # scavenge keeps every stream's last event: see migration 3), so a position
+            # is never handed out twice; AUTOINCREMENT would only add a write to
+            # sqlite_sequence on every commit. (Its one exception, a table holding rowid 2**63 - 1,
             # cannot happen at any real rate of appends.)
             # Times are integer microseconds since the epoch (compact, ordered, no
             # parsing); data is the JSON bytes as written (BLOB: no text decoding on
@@ -99,6 +100,30 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             # and an item of types only (no tags) is a range scan of the log from
             # ``after`` on; a condition's ``after`` is the head its decision read,
             # so its check reads only what was stored since (see reads.item_positions).
+        ),
+    ),
+    Migration(
+        3,
+        "stream rules: deletes, tombstones, truncation and retention",
+        (
+            # Deletes and retention (docs/decisions/0032): a row only for a stream that
+            # was deleted or given a rule, so the table stays small and an append's
+            # look at it (by primary key, in the statement that reads the stream's
+            # version) finds nothing for nearly every stream. deleted_version is the
+            # version of the stream's latest $StreamDeleted event; max_age in us.
+            # A scavenge deletes events, but never a stream's last one: the log's
+            # newest event is always some stream's last, so max(rowid) never goes
+            # back and a position is still never handed out twice.
+            """
+        CREATE TABLE stream_rules (
+            stream_id       TEXT    PRIMARY KEY,
+            deleted_version INTEGER NOT NULL DEFAULT 0,
+            tombstoned      INTEGER NOT NULL DEFAULT 0,
+            truncate_before INTEGER NOT NULL DEFAULT 0,
+            max_count       INTEGER,
+            max_age_us      INTEGER
+        ) WITHOUT ROWID
+        """,
         ),
     ),
 )

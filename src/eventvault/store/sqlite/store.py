@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from eventvault.errors import InvalidInput
-from eventvault.store.base import prefix_end, versions_before
+from eventvault.errors import EventVaultError, InvalidInput
+from eventvault.store.base import prefix_end, recorded_deletions, versions_before
 from eventvault.store.records import (
     START,
+    AppendResult,
     Checkpoint,
+    ExpectedVersion,
     LogPage,
     Query,
     RecordedEvent,
@@ -19,6 +22,7 @@ from eventvault.store.records import (
     SnapshotInfo,
     StoreCounts,
     StreamInfo,
+    StreamLifecycle,
     datetime_to_micros,
     micros_to_datetime,
 )
@@ -28,7 +32,15 @@ from eventvault.store.sqlite.options import check_query_text, check_text
 from eventvault.store.sqlite.reads import MAX_INT, StoredSnapshot
 from eventvault.store.sqlite.schema import TAG_SEPARATOR
 from eventvault.store.sqlite.writer import _SQLiteWriter
-from eventvault.store.sqlite.writes import stored_ids, write_recorded, write_snapshot
+from eventvault.store.sqlite.writes import (
+    remove_events,
+    stored_ids,
+    write_delete,
+    write_recorded,
+    write_retention,
+    write_snapshot,
+    write_truncate,
+)
 
 _INLINE_ROWS = 64  # a read on the caller's thread returns at most this many events
 
@@ -196,7 +208,10 @@ class SQLiteEventStore(_SQLiteWriter):
         if not self._opened:
             await self.open()
         refused = await self._submit(
-            self._wq, write_recorded, (rows, tags, versions_before(events)), write=True
+            self._wq,
+            write_recorded,
+            (rows, tags, versions_before(events), recorded_deletions(events)),
+            write=True,
         )
         if refused is not None:
             raise InvalidInput(f"nothing written: {refused}")
@@ -250,6 +265,68 @@ class SQLiteEventStore(_SQLiteWriter):
         if stored is None or schema != schema_version:
             return None, events
         return _snapshot(stream_id, schema_version, stored), events
+
+    # -- deletes, truncation and retention -----------------------------------------
+
+    async def _lifecycle(self, stream_id: str) -> StreamLifecycle:
+        check_text("a stream id", stream_id)
+        row: Any = self._run_inline(reads.lifecycle, stream_id) if self._inline_ok() else NOT_INLINE
+        if row is NOT_INLINE:
+            row = await self._read(reads.lifecycle, stream_id)
+        version, deleted, tombstoned, before, max_count, max_age_us = row
+        return StreamLifecycle(
+            stream_id,
+            version or 0,
+            deleted or 0,
+            bool(tombstoned),
+            before or 0,
+            max_count,
+            None if max_age_us is None else timedelta(microseconds=max_age_us),
+        )
+
+    async def _delete_stream(
+        self, stream_id: str, expected: ExpectedVersion, tombstone: bool
+    ) -> AppendResult | None:
+        check_text("a stream id", stream_id)
+        if not self._opened:
+            await self.open()
+        now = time.time_ns() // 1000
+        outcome = await self._submit(
+            self._wq, write_delete, (stream_id, expected, tombstone, now), write=True
+        )
+        if isinstance(outcome, EventVaultError):
+            raise outcome
+        return cast("AppendResult | None", outcome)
+
+    async def _set_retention(
+        self,
+        stream_id: str,
+        *,
+        truncate_before: int | None = None,
+        retention: tuple[int | None, int | None] | None = None,
+    ) -> None:
+        check_text("a stream id", stream_id)
+        for value in (truncate_before, *(retention or ())):
+            if value is not None and value > MAX_INT:
+                raise InvalidInput("versions, counts and ages must be below 2**63 on SQLite")
+        if not self._opened:
+            await self.open()
+        if truncate_before is not None:
+            await self._submit(self._wq, write_truncate, (stream_id, truncate_before), write=True)
+        if retention is not None:
+            await self._submit(self._wq, write_retention, (stream_id, *retention), write=True)
+
+    async def _ruled_streams(self) -> list[str]:
+        streams: list[str] = await self._read(reads.ruled_streams)
+        return streams
+
+    async def _remove_events(self, stream_id: str, below: int) -> int:
+        if not self._opened:
+            await self.open()
+        removed: int = await self._submit(
+            self._wq, remove_events, (stream_id, min(below, MAX_INT)), write=True
+        )
+        return removed
 
 
 def _snapshot_range(prefix: str | None, stream_id: str | None) -> tuple[str, str | bytes]:

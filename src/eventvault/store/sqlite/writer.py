@@ -230,7 +230,10 @@ class _SQLiteWriter(_SQLiteCore):
                 result = write_append(cur, job.append, now)
                 done = _Done(ok=True, value=result, events=len(result.positions))
             else:
-                done = _Done(ok=True, value=job.fn(cur, *job.args), events=0)
+                value = job.fn(cur, *job.args)
+                # A delete stores its $StreamDeleted event: listeners hear of it as of an append.
+                events = len(value.positions) if isinstance(value, AppendResult) else 0
+                done = _Done(ok=True, value=value, events=events)
         except Conflict as conflict:
             cur.execute("ROLLBACK" if single else "ROLLBACK TO job")
             try:

@@ -12,10 +12,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple, cast
 
-from eventvault.errors import AppendConditionFailed, ConcurrencyError, StoreError, WrongExpectedVersion
-from eventvault.store.base import Found, PreparedEvent, idempotent_result, version_holds
+from eventvault.errors import (
+    AppendConditionFailed,
+    EventVaultError,
+    StoreError,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
+from eventvault.store.base import Found, PreparedEvent, deletion_marker, idempotent_result, version_holds
 from eventvault.store.records import AppendCondition, AppendResult, Checkpoint, ExpectedVersion
-from eventvault.store.sqlite.reads import MAX_INT, SQL_HEAD, SQL_VERSION, first_match
+from eventvault.store.sqlite.reads import MAX_INT, SQL_HEAD, SQL_WRITE_STATE, first_match
 from eventvault.store.sqlite.schema import TAG_SEPARATOR
 
 IN_CHUNK: Final = 500  # bound parameters per IN (...) list, well under every SQLite's limit
@@ -57,7 +63,7 @@ class Conflict(Exception):
     def __init__(
         self,
         append: Append,
-        mismatch: ConcurrencyError | None,
+        mismatch: EventVaultError | None,
         integrity: sqlite3.IntegrityError | None = None,
     ) -> None:
         self.append = append
@@ -102,9 +108,13 @@ def write_append(cur: sqlite3.Cursor, append: Append, now: int) -> AppendResult:
     its rows break a constraint.
     """
     stream_id, events, expected = append.stream_id, append.events, append.expected
-    version = cur.execute(SQL_VERSION, (stream_id,)).fetchone()[0] or 0
-    if version != expected and not version_holds(expected, version):
-        raise Conflict(append, WrongExpectedVersion(stream_id, expected, version))
+    version, deleted, tombstoned = cur.execute(SQL_WRITE_STATE, (stream_id,)).fetchone()
+    version = version or 0
+    if tombstoned:
+        raise Conflict(append, StreamDeleted(stream_id))
+    visible = 0 if deleted and deleted == version else version
+    if visible != expected and not version_holds(expected, visible):
+        raise Conflict(append, WrongExpectedVersion(stream_id, expected, visible))
     if append.tagged or append.condition is not None:
         return _write_dcb(cur, append, version, now)
     n = len(events)
@@ -171,6 +181,8 @@ def append_together(cur: sqlite3.Cursor, appends: Sequence[Append], now: int) ->
                 return None
             seen.add(e.event_id)
     versions = stream_versions(cur, {a.stream_id for a in appends})
+    if closed_streams(cur, set(versions)):
+        return None  # a deleted stream's version reads as 0: write_append knows
     rows: list[tuple[Any, ...]] = []
     ends: list[tuple[str, int, int]] = []  # stream, its new version, events appended
     for stream_id, events, expected, _, _ in appends:
@@ -216,8 +228,24 @@ def stream_versions(cur: sqlite3.Cursor, streams: set[str]) -> dict[str, int]:
     return out
 
 
+def closed_streams(cur: sqlite3.Cursor, streams: set[str]) -> bool:
+    """Whether any of ``streams`` was deleted (soft or for ever)."""
+    ordered = list(streams)
+    for i in range(0, len(ordered), IN_CHUNK):
+        chunk = ordered[i : i + IN_CHUNK]
+        sql = (
+            "SELECT 1 FROM stream_rules WHERE (deleted_version > 0 OR tombstoned) "  # noqa: S608
+            f"AND stream_id IN ({', '.join('?' * len(chunk))}) LIMIT 1"
+        )
+        if cur.execute(sql, chunk).fetchone() is not None:
+            return True
+    return False
+
+
 def decide_conflict(cur: sqlite3.Cursor, conflict: Conflict) -> AppendResult:
     """After rolling back: an idempotent retry's first result, or the error to raise."""
+    if isinstance(conflict.mismatch, StreamDeleted):
+        raise conflict.mismatch  # a tombstone refuses re-sends too
     stream_id, events = conflict.append.stream_id, conflict.append.events
     done = idempotent_result(stream_id, events, find(cur, events))
     if done is not None:
@@ -257,7 +285,11 @@ _SQL_INSERT_RECORDED: Final = (
 
 
 def write_recorded(
-    cur: sqlite3.Cursor, rows: list[tuple[Any, ...]], tags: list[tuple[str, int]], before: dict[str, int]
+    cur: sqlite3.Cursor,
+    rows: list[tuple[Any, ...]],
+    tags: list[tuple[str, int]],
+    before: dict[str, int],
+    deletions: Sequence[tuple[str, int, bool]] = (),
 ) -> str | None:
     """Insert recorded events as given (rows for ``_SQL_INSERT_RECORDED``) and their tag rows.
 
@@ -275,6 +307,9 @@ def write_recorded(
     cur.executemany(_SQL_INSERT_RECORDED, rows)
     if tags:
         cur.executemany(_SQL_INSERT_TAG, tags)
+    for stream_id, version, tombstone in deletions:  # $StreamDeleted events delete here too
+        cur.execute(_SQL_MARK_DELETED, (stream_id, version, int(tombstone)))
+        cur.execute(_SQL_DROP_STREAM_SNAPSHOTS, (stream_id,))
     return None
 
 
@@ -286,3 +321,77 @@ def stored_ids(cur: sqlite3.Cursor, event_ids: list[uuid.UUID]) -> set[uuid.UUID
         sql = f"SELECT event_id FROM events WHERE event_id IN ({', '.join('?' * len(chunk))})"  # noqa: S608
         found.update(uuid.UUID(bytes=row[0]) for row in cur.execute(sql, chunk))
     return found
+
+
+# -- deletes, truncation and retention -----------------------------------------------
+
+_SQL_MARK_DELETED: Final = (
+    "INSERT INTO stream_rules (stream_id, deleted_version, tombstoned) VALUES (?, ?, ?) "
+    "ON CONFLICT (stream_id) DO UPDATE SET deleted_version = excluded.deleted_version, "
+    "tombstoned = excluded.tombstoned"
+)
+_SQL_DROP_STREAM_SNAPSHOTS: Final = "DELETE FROM snapshots WHERE stream_id = ?"
+_SQL_SET_TRUNCATE: Final = (
+    "INSERT INTO stream_rules (stream_id, truncate_before) VALUES (?, ?) "
+    "ON CONFLICT (stream_id) DO UPDATE SET truncate_before = excluded.truncate_before"
+)
+_SQL_SET_RETENTION: Final = (
+    "INSERT INTO stream_rules (stream_id, max_count, max_age_us) VALUES (?, ?, ?) "
+    "ON CONFLICT (stream_id) DO UPDATE SET max_count = excluded.max_count, max_age_us = excluded.max_age_us"
+)
+# The events a scavenge removes: below `below` and below the stream's last one.
+_REMOVABLE: Final = (
+    "FROM events WHERE stream_id = ?1 AND stream_version < ?2 "
+    "AND stream_version < (SELECT max(stream_version) FROM events WHERE stream_id = ?1)"
+)
+_SQL_REMOVABLE_TAGS: Final = f"SELECT position, tags {_REMOVABLE} AND tags IS NOT NULL"
+_SQL_REMOVE: Final = f"DELETE {_REMOVABLE}"
+_SQL_REMOVE_TAG: Final = "DELETE FROM event_tags WHERE tag = ? AND position = ?"
+
+
+def write_delete(
+    cur: sqlite3.Cursor, stream_id: str, expected: ExpectedVersion, tombstone: bool, now: int
+) -> AppendResult | EventVaultError | None:
+    """Delete ``stream_id`` (EventStore.delete_stream): its $StreamDeleted result, None, or the error.
+
+    The error is returned, not raised: nothing is written before the checks.
+    """
+    version, deleted, tombstoned = cur.execute(SQL_WRITE_STATE, (stream_id,)).fetchone()
+    version = version or 0
+    if tombstoned:
+        return StreamDeleted(stream_id)
+    visible = 0 if deleted and deleted == version else version
+    if not version_holds(expected, visible):
+        return WrongExpectedVersion(stream_id, expected, visible)
+    if visible == 0 and not tombstone:
+        return None
+    marker = deletion_marker(stream_id, version, tombstone, now)
+    cur.execute(_SQL_INSERT, event_rows(stream_id, version, [marker], now)[0])
+    position = cast("int", cur.lastrowid)
+    cur.execute(_SQL_MARK_DELETED, (stream_id, version + 1, int(tombstone)))
+    cur.execute(_SQL_DROP_STREAM_SNAPSHOTS, (stream_id,))
+    return AppendResult(stream_id, version + 1, (position,), Checkpoint(0, position))
+
+
+def write_truncate(cur: sqlite3.Cursor, stream_id: str, before: int) -> None:
+    """Set the stream's truncate-before mark."""
+    cur.execute(_SQL_SET_TRUNCATE, (stream_id, before))
+
+
+def write_retention(
+    cur: sqlite3.Cursor, stream_id: str, max_count: int | None, max_age_us: int | None
+) -> None:
+    """Set (or clear, with None) the stream's max count and max age."""
+    cur.execute(_SQL_SET_RETENTION, (stream_id, max_count, max_age_us))
+
+
+def remove_events(cur: sqlite3.Cursor, stream_id: str, below: int) -> int:
+    """Delete the stream's events below version ``below`` (never its last) and their tag rows."""
+    tags = [
+        (tag, position)
+        for position, joined in cur.execute(_SQL_REMOVABLE_TAGS, (stream_id, below)).fetchall()
+        for tag in joined.split(TAG_SEPARATOR)
+    ]
+    if tags:
+        cur.executemany(_SQL_REMOVE_TAG, tags)
+    return cur.execute(_SQL_REMOVE, (stream_id, below)).rowcount
