@@ -12,7 +12,11 @@
 #   WORKER=1   run the projections in an `eventvault worker` process instead
 #              (serve --no-projections)
 #   PROFILE=DIR  also sample the server with py-spy (pip install py-spy) into
-#              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz)
+#              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz, each
+#              under its thread)
+#   GIL=1      with PROFILE: sample only the thread that holds the GIL (py-spy
+#              --gil), so that a thread waiting for the GIL, or sleeping in C,
+#              is not counted as busy: where the Python CPU goes
 #   THREADS=1  also print each phase's CPU per thread, by thread name (the
 #              names from `py-spy dump` at the end; a pool's numbered threads
 #              are summed under one name)
@@ -65,7 +69,7 @@ for mode in deposit noop; do
   sampler=""
   if [ -n "${PROFILE:-}" ]; then
     mkdir -p "$PROFILE"
-    py-spy record --nonblocking --threads -r 200 -d "$secs" -f raw -o "$PROFILE/$mode.txt" --pid $server >/dev/null 2>&1 &
+    py-spy record ${GIL:+--gil} --nonblocking --threads -r 200 -d "$secs" -f raw -o "$PROFILE/$mode.txt" --pid $server >/dev/null 2>&1 &
     sampler=$!
   fi
   before=$(cpu $server)
