@@ -391,9 +391,9 @@ async def test_a_short_page_applied_is_followed_by_a_wait_not_by_an_empty_read(t
                 result = await store.append("s-1", [Added(n)], expected_version=n - 1)
                 assert await runner.wait_for(result.checkpoint, timeout=WAIT)
                 appended.append(result.checkpoint)
+            assert rows(runner, "SELECT total, version FROM totals") == [(6, 3)]
         # Stopped: every read the worker made is in. One per append, each the page of that append.
         assert reads == [START, *appended]
-        assert rows(runner, "SELECT total, version FROM totals") == [(6, 3)]
 
 
 async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_version(
