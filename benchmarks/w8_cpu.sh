@@ -12,7 +12,14 @@
 #   WORKER=1   run the projections in an `eventvault worker` process instead
 #              (serve --no-projections)
 #   PROFILE=DIR  also sample the server with py-spy (pip install py-spy) into
-#              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz)
+#              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz, each
+#              under its thread)
+#   GIL=1      with PROFILE: sample only the thread that holds the GIL (py-spy
+#              --gil), so that a thread waiting for the GIL, or sleeping in C,
+#              is not counted as busy: where the Python CPU goes
+#   THREADS=1  also print each phase's CPU per thread, by thread name (the
+#              names from `py-spy dump` at the end; a pool's numbered threads
+#              are summed under one name)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 db=$1
@@ -29,6 +36,10 @@ cpu() { # "main other": utime+stime of the main thread and of all the others
   echo "$main $other"
 }
 
+ticks() { # "tid ticks" for every thread
+  for t in /proc/"$1"/task/*; do echo "${t##*/} $(awk '{print $14 + $15}' "$t/stat")"; done
+}
+
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 serve_args=()
 [ -n "${WORKER:-}" ] && serve_args=(--no-projections)
@@ -39,7 +50,8 @@ if [ -n "${WORKER:-}" ]; then
   $py -m eventvault_ledger.cli worker --db "$db" --log-level warning >/dev/null 2>&1 &
   worker=$!
 fi
-trap 'kill $server $worker 2>/dev/null || true' EXIT
+tmp=$(mktemp -d)
+trap 'kill $server $worker 2>/dev/null || true; rm -rf "$tmp"' EXIT
 until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do
   kill -0 $server 2>/dev/null || { echo "the server did not start" >&2; exit 1; }
   sleep 0.2
@@ -57,12 +69,33 @@ for mode in deposit noop; do
   sampler=""
   if [ -n "${PROFILE:-}" ]; then
     mkdir -p "$PROFILE"
-    py-spy record --nonblocking -r 200 -d "$secs" -f raw -o "$PROFILE/$mode.txt" --pid $server >/dev/null 2>&1 &
+    py-spy record ${GIL:+--gil} --nonblocking --threads -r 200 -d "$secs" -f raw -o "$PROFILE/$mode.txt" --pid $server >/dev/null 2>&1 &
     sampler=$!
   fi
   before=$(cpu $server)
+  [ -n "${THREADS:-}" ] && ticks $server >"$tmp/$mode.before"
   result=$(load "$secs" $mode | grep W8_WRK_RESULT)
+  [ -n "${THREADS:-}" ] && ticks $server >"$tmp/$mode.after"
   after=$(cpu $server)
   [ -n "$sampler" ] && wait $sampler
   echo "$mode ${result#W8_WRK_RESULT } cpu ticks (main other) before $before after $after"
 done
+if [ -n "${THREADS:-}" ]; then
+  spy=$(command -v py-spy || echo "$(dirname $py)/py-spy")
+  "$spy" dump --pid $server | sed -n 's/^Thread \([0-9]*\) [^"]*"\(.*\)"$/\1 \2/p' >"$tmp/names"
+  for mode in deposit noop; do
+    echo "$mode cpu ticks by thread: $(
+      $py - "$tmp/names" "$tmp/$mode.before" "$tmp/$mode.after" <<'PY'
+import re, sys
+names = dict(line.split(" ", 1) for line in open(sys.argv[1]).read().splitlines())
+before = dict(line.split() for line in open(sys.argv[2]).read().splitlines())
+by: dict[str, int] = {}
+for line in open(sys.argv[3]).read().splitlines():
+    tid, after = line.split()
+    name = re.sub(r"_\d+$", "", names.get(tid, "?")).strip()
+    by[name] = by.get(name, 0) + int(after) - int(before.get(tid, 0))
+print(", ".join(f"{n} {t}" for n, t in sorted(by.items(), key=lambda kv: -kv[1]) if t))
+PY
+    )"
+  done
+fi

@@ -364,6 +364,38 @@ async def test_an_append_through_the_store_wakes_an_idle_worker(backend: str, tm
             assert rows(runner, "SELECT total FROM totals") == [(3,)]
 
 
+async def test_a_short_page_applied_is_followed_by_a_wait_not_by_an_empty_read(tmp_path: Path) -> None:
+    """Each live append costs the worker one read of the log: the page it applies, none after it."""
+    async with open_store("memory://", registry=reg) as store:
+        store.poll_interval = 3600
+        reads: list[Checkpoint] = []
+        read = asyncio.Event()
+        read_all = store.read_all
+
+        async def counted(after: Any = None, **kwargs: Any) -> Any:
+            page = await read_all(after, **kwargs)
+            reads.append(page.checkpoint)
+            read.set()
+            return page
+
+        store.read_all = counted  # type: ignore[method-assign]
+        db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
+        runner = ProjectionRunner(
+            store, [Totals()], read_models=db, idle_wait=3600, lease_seconds=3600, watch_interval=None
+        )
+        async with runner:
+            await asyncio.wait_for(read.wait(), WAIT)
+            assert reads == [START]  # the empty log, read once
+            appended = []
+            for n in range(1, 4):
+                result = await store.append("s-1", [Added(n)], expected_version=n - 1)
+                assert await runner.wait_for(result.checkpoint, timeout=WAIT)
+                appended.append(result.checkpoint)
+            assert rows(runner, "SELECT total, version FROM totals") == [(6, 3)]
+        # Stopped: every read the worker made is in. One per append, each the page of that append.
+        assert reads == [START, *appended]
+
+
 async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_version(
     url: str, store: EventStore
 ) -> None:

@@ -249,6 +249,14 @@ class Worker:
         if not await self._apply_page(list(page.events), page.checkpoint):
             return False  # failed for good: the error is recorded
         self.happen(PageDone())
+        short = len(page.events) < self.cls.batch_size
+        if short and not self.rebuild and self.checkpoint() == page.checkpoint:
+            # A short page, all applied, reached the end of the log as its read saw it:
+            # wait for the next events now instead of reading an empty page first. The
+            # wait looks at the head before it sleeps, so events appended meanwhile
+            # end it at once (what that empty read would have found).
+            self.happen(CaughtUp())
+            await self._idle(page.checkpoint, changed)
         return True
 
     async def _pause(self, seconds: float) -> None:
