@@ -1019,7 +1019,8 @@ async def test_a_schema_2_file_migrates_and_its_streams_can_be_deleted(db):
     """Opening a file of schema 2 adds the table of stream rules: its old streams delete and truncate."""
     v1_file(db)
     with contextlib.closing(raw(db)) as c:
-        for statement in sqlite_schema.MIGRATIONS[1]:
+        for statement in sqlite_schema.MIGRATIONS[1].steps:
+            assert isinstance(statement, str)
             c.execute(statement)
         c.execute("UPDATE eventvault_schema SET version = 2")
         c.execute(
