@@ -20,6 +20,7 @@ from eventvault.store.base import (
     idempotent_result,
     versions_before,
 )
+from eventvault.store.personal import MemoryKeyStore
 from eventvault.store.records import (
     START,
     AppendCondition,
@@ -68,6 +69,7 @@ class _Data:
     by_tag: dict[str, list[int]] = field(default_factory=dict)
     by_type: dict[str, list[int]] = field(default_factory=dict)
     snapshots: dict[tuple[str, int], Snapshot] = field(default_factory=dict)
+    keys: MemoryKeyStore = field(default_factory=MemoryKeyStore)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stores: weakref.WeakSet[MemoryEventStore] = field(default_factory=weakref.WeakSet)
 
@@ -98,6 +100,7 @@ class MemoryEventStore(EventStore):
     ) -> None:
         super().__init__(registry=registry)
         self._data: _Data = share_with._data if share_with is not None else _Data()  # noqa: SLF001
+        self.keys = self._data.keys
         self._data.stores.add(self)
 
     def _record(self, row: _Row) -> RecordedEvent:

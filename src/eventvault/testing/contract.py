@@ -56,11 +56,12 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from eventvault.domain import Aggregate, EventRegistry, applies, event, upcaster
+from eventvault.domain import REDACTED, Aggregate, EventRegistry, applies, event, personal, upcaster
 from eventvault.errors import (
     AggregateNotFound,
     AppendConditionFailed,
     ConcurrencyError,
+    DecodeError,
     DuplicateEventId,
     EventTypeError,
     InvalidCheckpoint,
@@ -69,6 +70,7 @@ from eventvault.errors import (
     InvalidInput,
     InvalidStreamId,
     StoreClosed,
+    SubjectForgotten,
     WrongExpectedVersion,
 )
 from eventvault.repository import Repository
@@ -95,6 +97,7 @@ __all__ = [
     "CONTRACT_REGISTRY",
     "DCBContract",
     "EventStoreContract",
+    "PersonalDataContract",
     "StoreFactory",
     "opened_stores",
 ]
@@ -1947,3 +1950,196 @@ class DCBContract:
         with pytest.raises(InvalidExpectedVersion, match="expected_version"):
             await store.append_events([ItemAdded("x")], stream_id=STREAM)
         assert (await store.read(Query.all())).head == 0
+
+
+# -- personal data (crypto-shredding) --------------------------------------------------
+
+PERSONAL_REGISTRY = EventRegistry()
+"""The personal-data suite's event types: other suites' reads never meet a sealed field."""
+
+
+@event("personal.CustomerRegistered", registry=PERSONAL_REGISTRY)
+@personal("name", "email")
+@dataclass(frozen=True, slots=True)
+class CustomerRegistered:
+    """Two personal fields of the stream's subject, and a plain one."""
+
+    name: str
+    email: str
+    plan: str
+
+
+@event("personal.PlanChanged", registry=PERSONAL_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class PlanChanged:
+    """No personal field: stored as plain JSON, whatever else the registry declares."""
+
+    plan: str
+
+
+@event("personal.NoteWritten", registry=PERSONAL_REGISTRY)
+@personal("text", subject="author")
+class NoteWritten(msgspec.Struct, frozen=True):
+    """A personal field whose subject is named by another field, not the stream."""
+
+    author: str
+    text: str
+
+
+class Customer(Aggregate):
+    """State that holds a personal field: it must replay once the field is redacted."""
+
+    category = "customer"
+    snapshot_every = 1
+    name: str = ""
+    plan: str = ""
+
+    @applies(CustomerRegistered)
+    def _registered(self, e: CustomerRegistered) -> None:
+        self.name, self.plan = e.name, e.plan
+
+    @applies(PlanChanged)
+    def _changed(self, e: PlanChanged) -> None:
+        self.plan = e.plan
+
+
+ADA = "customer-ada"
+
+
+class PersonalDataContract:
+    """Personal fields (``@personal``): sealed per subject on append, redacted everywhere once forgotten.
+
+    Subclass it as ``Test<Backend>PersonalData`` with the same ``store_factory``
+    fixture as :class:`EventStoreContract`.
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        """Each backend's subclass overrides this fixture (see the module docstring)."""
+        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
+
+    @pytest_asyncio.fixture
+    async def store(self, store_factory: StoreFactory) -> EventStore:
+        """A store on a fresh database, knowing the suite's personal event types."""
+        return await store_factory(registry=PERSONAL_REGISTRY)
+
+    @staticmethod
+    async def every_read(store: EventStore, stream_id: str) -> list[Any]:
+        """The first event of ``stream_id`` as each kind of read returns it (data decoded)."""
+        stream = await store.read_stream(stream_id)
+        first = stream[0]
+        found = await store.get_event(first.event_id)
+        assert found is not None
+        log = [e for e in (await store.read_all()).events if e.event_id == first.event_id]
+        category = [e for e in (await store.read_category(stream_id)).events if e.event_id == first.event_id]
+        _, after_snapshot = await store.load_snapshot_and_stream(stream_id, schema_version=99)
+        walked = [e async for e in store.iter_all() if e.event_id == first.event_id]
+        return [e.data for e in (first, found, *log, *category, after_snapshot[0], *walked)]
+
+    async def test_personal_fields_are_stored_sealed_and_read_back(self, store: EventStore) -> None:
+        """Given a registration, the stored bytes hold neither name nor email; every read gives both."""
+        registered = CustomerRegistered("Ada Lovelace", "ada@example.org", "gold")
+        await store.append(ADA, [registered, PlanChanged("silver")], expected_version=NO_STREAM)
+        first, second = await store.read_stream(ADA)
+        assert b"Ada Lovelace" not in first.payload
+        assert b"ada@example.org" not in first.payload
+        assert b'"plan":"gold"' in first.payload  # the plain field stays plain
+        assert second.payload == msgspec.json.encode(PlanChanged("silver"))  # no personal field: no seal
+        assert await self.every_read(store, ADA) == [registered] * 6
+
+    async def test_forget_redacts_every_read_and_keeps_the_events(self, store: EventStore) -> None:
+        """When the subject is forgotten, its fields read as REDACTED; the bytes and the rest stay."""
+        await store.append(
+            ADA, [CustomerRegistered("Ada", "ada@example.org", "gold")], expected_version=NO_STREAM
+        )
+        before = (await store.read_stream(ADA))[0]
+        assert await store.forget(ADA) is True
+        after = (await store.read_stream(ADA))[0]
+        assert (after.event_id, after.payload, after.position) == (
+            before.event_id,
+            before.payload,
+            before.position,
+        )
+        assert await self.every_read(store, ADA) == [CustomerRegistered(REDACTED, REDACTED, "gold")] * 6
+        assert await store.forget(ADA) is False  # again: harmless, nothing more to destroy
+        assert await store.keys.is_forgotten(ADA) if store.keys else False
+
+    async def test_another_store_on_the_database_sees_the_forget(self, store_factory: StoreFactory) -> None:
+        """Keys are not cached per store: a forget by one is what every other one reads next."""
+        one = await store_factory(registry=PERSONAL_REGISTRY)
+        other = await store_factory(registry=PERSONAL_REGISTRY)
+        await one.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        assert (await other.read_stream(ADA))[0].data.name == "Ada"
+        await one.forget(ADA)
+        assert (await other.read_stream(ADA))[0].data.name == REDACTED
+
+    async def test_a_forgotten_subject_takes_no_new_personal_data(self, store: EventStore) -> None:
+        """When a forgotten subject's personal data is appended, SubjectForgotten; nothing is written."""
+        await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        await store.forget(ADA)
+        with pytest.raises(SubjectForgotten):
+            await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=1)
+        assert await store.stream_version(ADA) == 1
+        # Events without personal data still append to the forgotten subject's stream.
+        await store.append(ADA, [PlanChanged("bronze")], expected_version=1)
+        assert await store.stream_version(ADA) == 2  # noqa: PLR2004
+
+    async def test_a_field_can_name_the_subject(self, store: EventStore) -> None:
+        """Given notes of two authors in one stream, forgetting one author redacts only theirs."""
+        notes = [NoteWritten("ann", "ann's secret"), NoteWritten("bob", "bob's secret")]
+        await store.append("notes", notes, expected_version=NO_STREAM)
+        await store.append_events(
+            [NoteWritten("ann", "tagged")], stream_id="notes", expected_version=2
+        )  # the conditional path seals too
+        assert [e.data.text for e in await store.read_stream("notes")] == [
+            "ann's secret",
+            "bob's secret",
+            "tagged",
+        ]
+        assert all(b"secret" not in e.payload for e in await store.read_stream("notes"))
+        await store.forget("ann")
+        assert [e.data for e in await store.read_stream("notes")] == [
+            NoteWritten("ann", REDACTED),
+            NoteWritten("bob", "bob's secret"),
+            NoteWritten("ann", REDACTED),
+        ]
+
+    async def test_an_aggregate_replays_redacted_and_its_snapshots_go(self, store: EventStore) -> None:
+        """An aggregate whose state holds a personal field loads after a forget, from its events."""
+        repo = Repository(store)
+        customer = Customer(ADA.removeprefix("customer-"))
+        customer.record(CustomerRegistered("Ada", "a@x", "gold"))
+        await repo.save(customer)
+        assert await store.list_snapshots(stream_id=ADA)  # it holds "Ada" in the clear
+        await store.forget(ADA)
+        assert await store.list_snapshots(stream_id=ADA) == []
+        loaded = await repo.load(Customer, "ada")
+        assert (loaded.name, loaded.plan, loaded.version) == (REDACTED, "gold", 1)
+
+    async def test_changed_sealed_bytes_are_damage_not_erasure(self, store: EventStore) -> None:
+        """A sealed member its key does not open raises DecodeError (a forgotten key never does)."""
+        await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        stored = (await store.read_stream(ADA))[0]
+        member = msgspec.json.decode(stored.payload)
+        blob = member["$sealed"]["c"]
+        member["$sealed"]["c"] = ("B" if blob[0] != "B" else "C") + blob[1:]
+        head = (await store.head()).position
+        copy = RecordedEvent(
+            store.codec,
+            uuid.uuid4(),
+            "customer-copy",
+            1,
+            head + 1,
+            stored.event_type,
+            1,
+            stored.occurred_us,
+            stored.recorded_us,
+            msgspec.json.encode(member),
+            b"{}",
+        )
+        await store.write_recorded([copy])
+        damaged = (await store.read_stream("customer-copy"))[0]
+        with pytest.raises(DecodeError, match="does not open"):
+            _ = damaged.data

@@ -24,7 +24,7 @@ log = logging.getLogger("eventvault.store.postgres")
 
 Conn = psycopg.AsyncConnection[Any]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The schema version this code creates and understands."""
 
 # Versions above this are never used; it stands for "no upper bound" in SQL.
@@ -244,6 +244,25 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
                     )"""
                 ).format(s=s),
                 _dcb_lock_function(s, schema),
+            ],
+        ),
+        # -- keys of personal fields (crypto-shredding) ---------------------------
+        Migration(
+            6,
+            "subject_keys: the keys of the subjects of personal fields, beside the log",
+            [
+                # Forgetting sets key_id and key to NULL; the row stays, so the subject
+                # is known as forgotten. A new table: the log is not touched.
+                sql.SQL(
+                    """
+                    CREATE TABLE {s}.subject_keys (
+                        subject text PRIMARY KEY,
+                        key_id text,
+                        key bytea,
+                        created_us bigint NOT NULL,
+                        forgotten_us bigint
+                    )"""
+                ).format(s=s),
             ],
         ),
     ]

@@ -20,6 +20,7 @@ from eventvault.store.postgres._dcb import DCB
 from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._live import Notifications
 from eventvault.store.postgres._options import parse_options
+from eventvault.store.postgres._keys import PostgresKeyStore
 from eventvault.store.postgres._reads import Reads
 from eventvault.store.postgres._schema import migrate, statements
 from eventvault.store.records import (
@@ -75,6 +76,7 @@ class PostgresEventStore(EventStore):
         self.channel = self._live.channel
         self._appends = Appends(self._db, self._sql, self._options, self._live.appended, prepared=prepared)
         self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
+        self.keys = PostgresKeyStore(self._db, self.schema)
         self._dcb = DCB(self._db, self._sql, self._options, self._live.appended, self._reads.event)
         self._open_lock = asyncio.Lock()
 

@@ -90,6 +90,21 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # ``after`` on; a condition's ``after`` is the head its decision read,
         # so its check reads only what was stored since (see reads.item_positions).
     ),
+    (
+        # Keys of the subjects of personal fields (eventvault.store.personal), beside
+        # the log and never in it: forgetting a subject sets key_id and key to NULL
+        # (the row stays, so the subject is known as forgotten). A new table: a file
+        # migrates in place, its events untouched.
+        """
+        CREATE TABLE subject_keys (
+            subject      TEXT    PRIMARY KEY,
+            key_id       TEXT,
+            key          BLOB,
+            created_at   INTEGER NOT NULL,
+            forgotten_at INTEGER
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 TAG_SEPARATOR: Final = "\n"
