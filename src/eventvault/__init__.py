@@ -11,14 +11,19 @@ from eventvault.archive import (
     ImportRefused,
     ImportSummary,
     export_events,
+    export_keys,
     import_events,
+    import_keys,
 )
 from eventvault.domain import (
+    REDACTED,
     Aggregate,
     EventRegistry,
+    PersonalData,
     applies,
     default_registry,
     event,
+    personal,
     upcaster,
 )
 from eventvault.errors import (
@@ -42,6 +47,7 @@ from eventvault.errors import (
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    SubjectForgotten,
     UnknownEventType,
     WrongExpectedVersion,
 )
@@ -78,6 +84,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANY",
     "NO_STREAM",
+    "REDACTED",
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",
@@ -108,6 +115,7 @@ __all__ = [
     "LogPage",
     "Metadata",
     "NewEvent",
+    "PersonalData",
     "Problem",
     "Query",
     "QueryItem",
@@ -125,6 +133,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamInfo",
     "StreamState",
+    "SubjectForgotten",
     "UnknownEventType",
     "VerifyReport",
     "WrongExpectedVersion",
@@ -134,8 +143,11 @@ __all__ = [
     "default_registry",
     "event",
     "export_events",
+    "export_keys",
     "import_events",
+    "import_keys",
     "open_store",
+    "personal",
     "upcaster",
     "uuid7",
     "verify_store",

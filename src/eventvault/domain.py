@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Final, Self, TypeVar, overload
 from eventvault.errors import DomainError, EventTypeError, InvalidEvent, UnknownEventType
 
 __all__ = [
+    "REDACTED",
     "Aggregate",
     "DomainError",
-    "REDACTED",
     "EventRegistry",
     "EventType",
     "PersonalData",

@@ -34,7 +34,14 @@ async def test_opening_creates_the_schema_at_the_current_version(store, raw):
     tables = await rows(
         conn, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [store.schema]
     )
-    assert {t for (t,) in tables} == {"schema_migrations", "streams", "events", "snapshots", "event_tags"}
+    assert {t for (t,) in tables} == {
+        "schema_migrations",
+        "streams",
+        "events",
+        "snapshots",
+        "event_tags",
+        "subject_keys",
+    }
     versions = await rows(conn, f"SELECT version FROM {store.schema}.schema_migrations")  # noqa: S608
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
@@ -58,7 +65,8 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     await first.close()
     conn = await raw()
-    # Make it a version-1 schema again: without what versions 2 to 5 add.
+    # Make it a version-1 schema again: without what versions 2 to 6 add.
+    await conn.execute(f"DROP TABLE {first.schema}.subject_keys")
     await conn.execute(f"DROP TABLE {first.schema}.event_tags")
     await conn.execute(f"DROP FUNCTION {first.schema}.dcb_lock(boolean, int8[], boolean[])")
     await conn.execute(f"ALTER TABLE {first.schema}.events DROP COLUMN tags")
@@ -76,6 +84,12 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     [kept] = await again.read_stream("s")
     assert await again.checkpoint_at(kept.position) == kept.checkpoint
     assert kept.tags == ()
+    assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.subject_keys"]) == [
+        (True,)
+    ]
+    assert again.keys is not None
+    key = await again.keys.key_for("s")  # the migrated table takes keys
+    assert (await again.keys.keys_of(["s"])) == {"s": key}
 
 
 async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, schema, raw, eventually, notes):

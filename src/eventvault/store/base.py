@@ -420,7 +420,8 @@ class EventStore(abc.ABC):
                 continue
             if self.keys is None:
                 raise InvalidEvent(
-                    f"{e.event_type} has personal fields, and this {self.scheme} store keeps no keys to seal them"
+                    f"{e.event_type} has personal fields, and this {self.scheme} store "
+                    "keeps no keys to seal them"
                 )
             subject = subject_of(spec, stream_id, e.payload)
             key = keys.get(subject)

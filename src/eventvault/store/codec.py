@@ -141,6 +141,17 @@ class EventCodec:
         except (TypeError, ValueError, KeyError) as exc:
             raise DecodeError(f"upcasting stored {name!r} from v{schema_version} failed: {exc!r}") from exc
 
+    def decode_stored(self, name: str, payload: bytes) -> Any:
+        """The stored JSON ``payload`` of a ``name`` event as Python values (not upcast)."""
+        if payload.startswith(b'{"$sealed":'):
+            raise DecodeError(
+                f"stored {name!r} has sealed personal fields: read it through its store, which holds the keys"
+            )
+        try:
+            return msgspec.json.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"stored {name!r} is not valid JSON: {exc}") from None
+
     def decode_data(self, name: str, schema_version: int, data: dict[str, Any]) -> Any:
         """The event whose stored JSON object (at ``schema_version``) is ``data``, upcast."""
         entry = self.registry.of_name(name)

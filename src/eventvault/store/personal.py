@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEALED_PREFIX",
+    "KeyRecord",
     "KeyStore",
     "MemoryKeyStore",
     "SubjectKey",
@@ -63,6 +64,16 @@ class SubjectKey(NamedTuple):
 
     key_id: str
     key: bytes
+
+
+class KeyRecord(NamedTuple):
+    """A row of a key table as it moves between stores (key_id and key None: forgotten)."""
+
+    subject: str
+    key_id: str | None
+    key: bytes | None
+    created_us: int
+    forgotten_us: int | None
 
 
 def new_key() -> SubjectKey:
@@ -96,6 +107,18 @@ class KeyStore(Protocol):
         """Whether ``subject`` was forgotten."""
         ...
 
+    async def records(self, after: str, limit: int) -> list[KeyRecord]:
+        """Up to ``limit`` rows with subjects after ``after``, in subject order (forgotten ones too)."""
+        ...
+
+    async def restore(self, records: Collection[KeyRecord]) -> None:
+        """Take rows from another store: new subjects as given; a forgotten row forgets; kept keys stay.
+
+        A subject forgotten on either side ends forgotten; a subject with a key
+        here keeps it.
+        """
+        ...
+
 
 def check_subject(subject: object) -> str:
     """``subject`` if it is a usable subject id (a non-empty str of at most 200 characters)."""
@@ -112,13 +135,16 @@ class MemoryKeyStore:
     def __init__(self) -> None:
         self._keys: dict[str, SubjectKey | None] = {}  # None: forgotten
         self._created: dict[str, int] = {}
+        self._forgotten: dict[str, int] = {}
         self._lock = threading.Lock()
 
     async def keys_of(self, subjects: Collection[str]) -> dict[str, SubjectKey]:
+        """The keys of those ``subjects`` that have one."""
         with self._lock:
             return {s: k for s in subjects if (k := self._keys.get(s)) is not None}
 
     async def key_for(self, subject: str) -> SubjectKey:
+        """The subject's key, made first if it has none; SubjectForgotten if forgotten."""
         check_subject(subject)
         with self._lock:
             if subject in self._keys:
@@ -131,15 +157,46 @@ class MemoryKeyStore:
             return key
 
     async def forget(self, subject: str) -> bool:
+        """Destroy the subject's key; True if it had one."""
         check_subject(subject)
         with self._lock:
             had = self._keys.get(subject) is not None
             self._keys[subject] = None
+            now = time.time_ns() // 1000
+            self._created.setdefault(subject, now)
+            self._forgotten.setdefault(subject, now)
             return had
 
     async def is_forgotten(self, subject: str) -> bool:
+        """Whether ``subject`` was forgotten."""
         with self._lock:
             return subject in self._keys and self._keys[subject] is None
+
+    async def records(self, after: str, limit: int) -> list[KeyRecord]:
+        """Up to ``limit`` rows with subjects after ``after``, in subject order."""
+        with self._lock:
+            subjects = sorted(s for s in self._keys if s > after)[:limit]
+            out = []
+            for s in subjects:
+                key = self._keys[s]
+                created = self._created.get(s, 0)
+                if key is None:
+                    out.append(KeyRecord(s, None, None, created, self._forgotten.get(s, created)))
+                else:
+                    out.append(KeyRecord(s, key.key_id, key.key, created, None))
+            return out
+
+    async def restore(self, records: Collection[KeyRecord]) -> None:
+        """Take rows from another store (a forgotten subject on either side ends forgotten)."""
+        with self._lock:
+            for r in records:
+                check_subject(r.subject)
+                if r.key is None or r.key_id is None:
+                    self._keys[r.subject] = None
+                    self._forgotten.setdefault(r.subject, r.forgotten_us or r.created_us)
+                elif r.subject not in self._keys:
+                    self._keys[r.subject] = SubjectKey(r.key_id, r.key)
+                self._created.setdefault(r.subject, r.created_us)
 
 
 # -- the sealed form -------------------------------------------------------------
@@ -210,9 +267,9 @@ def unseal(event_type: str, payload: bytes, keys: Mapping[str, SubjectKey]) -> d
     changed) raises DecodeError: that is damage, not erasure.
     """
     try:
-        data = msgspec.json.decode(payload)
+        data = msgspec.json.decode(payload, type=dict[str, Any])
         sealed = msgspec.convert(data.pop("$sealed"), _Sealed)
-    except (msgspec.MsgspecError, AttributeError, KeyError) as exc:
+    except (msgspec.MsgspecError, KeyError) as exc:
         raise DecodeError(f"stored {event_type!r} has an unreadable sealed member: {exc}") from None
     if sealed.v != _VERSION:
         raise DecodeError(f"stored {event_type!r} is sealed in form {sealed.v}, which this code cannot read")
@@ -226,14 +283,12 @@ def unseal(event_type: str, payload: bytes, keys: Mapping[str, SubjectKey]) -> d
     try:
         blob = base64.b64decode(sealed.c, validate=True)
         plain = AESGCM(key.key).decrypt(blob[:_NONCE], blob[_NONCE:], _aad(event_type, sealed.s, sealed.k))
-        secret = msgspec.json.decode(plain)
+        secret = msgspec.json.decode(plain, type=dict[str, Any])
     except (binascii.Error, InvalidTag, ValueError, msgspec.MsgspecError):
         raise DecodeError(
             f"stored {event_type!r} of subject {sealed.s!r}: its key does not open the sealed fields "
             "(the stored bytes were changed)"
         ) from None
-    if not isinstance(secret, dict):
-        raise DecodeError(f"stored {event_type!r}: its sealed fields are not a JSON object")
     data.update(secret)
     return data
 
@@ -256,3 +311,9 @@ class UnsealingDecoder:
     def decode_metadata(self, raw: bytes | None) -> Metadata:
         """Metadata, as the codec decodes it."""
         return self._codec.decode_metadata(raw)
+
+    def decode_stored(self, name: str, payload: bytes) -> Any:
+        """The stored JSON as Python values, the sealed fields opened (or redacted), not upcast."""
+        if not payload.startswith(SEALED_PREFIX):
+            return self._codec.decode_stored(name, payload)
+        return unseal(name, payload, self._keys)

@@ -182,8 +182,8 @@ def datetime_to_micros(dt: datetime) -> int:
 class EventDecoder(Protocol):
     """What a recorded event decodes its bytes with: the store's codec, or one holding keys."""
 
-    def decode_event(self, name: str, schema_version: int, payload: bytes) -> Any: ...  # noqa: D102
-    def decode_metadata(self, raw: bytes | None) -> Metadata: ...  # noqa: D102
+    def decode_event(self, name: str, schema_version: int, payload: bytes) -> Any: ...
+    def decode_metadata(self, raw: bytes | None) -> Metadata: ...
 
 
 class RecordedEvent:
@@ -272,6 +272,14 @@ class RecordedEvent:
         if self._data is _UNSET:
             self._data = self._codec.decode_event(self.event_type, self.schema_version, self._payload)
         return self._data
+
+    def data_as_stored(self) -> Any:
+        """The stored JSON of the data, decoded but not upcast; sealed personal fields opened.
+
+        What tools show as the event "as written": its sealed fields read as
+        their values, or as ``[redacted]`` once the subject is forgotten.
+        """
+        return self._codec.decode_stored(self.event_type, self._payload)
 
     @property
     def metadata(self) -> Metadata:

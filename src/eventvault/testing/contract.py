@@ -75,6 +75,7 @@ from eventvault.errors import (
 )
 from eventvault.repository import Repository
 from eventvault.store.base import MAX_PAGE, MAX_STREAM_ID_LENGTH, EventStore
+from eventvault.store.personal import KeyRecord, SubjectKey
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -2084,7 +2085,7 @@ class PersonalDataContract:
         assert await store.stream_version(ADA) == 1
         # Events without personal data still append to the forgotten subject's stream.
         await store.append(ADA, [PlanChanged("bronze")], expected_version=1)
-        assert await store.stream_version(ADA) == 2  # noqa: PLR2004
+        assert await store.stream_version(ADA) == 2
 
     async def test_a_field_can_name_the_subject(self, store: EventStore) -> None:
         """Given notes of two authors in one stream, forgetting one author redacts only theirs."""
@@ -2143,3 +2144,32 @@ class PersonalDataContract:
         damaged = (await store.read_stream("customer-copy"))[0]
         with pytest.raises(DecodeError, match="does not open"):
             _ = damaged.data
+
+    async def test_key_rows_list_in_subject_order_and_restore_forgetting_wins(
+        self, store: EventStore
+    ) -> None:
+        """Rows page by subject; restored rows add new subjects, forget forgotten ones, keep present keys."""
+        keys = store.keys
+        assert keys is not None
+        ann, bob = await keys.key_for("ann"), await keys.key_for("bob")
+        await keys.forget("cid")
+        rows = await keys.records("", 10)
+        assert [(r.subject, r.key_id, r.key) for r in rows] == [
+            ("ann", ann.key_id, ann.key),
+            ("bob", bob.key_id, bob.key),
+            ("cid", None, None),
+        ]
+        assert rows[2].forgotten_us is not None
+        assert [r.subject for r in await keys.records("ann", 1)] == ["bob"]
+        other = SubjectKey("0123456789abcdef", bytes(32))
+        await keys.restore(
+            [
+                KeyRecord("ann", other.key_id, other.key, 1, None),  # has a key here: keeps it
+                KeyRecord("bob", None, None, 1, 2),  # forgotten there: forgotten here
+                KeyRecord("cid", other.key_id, other.key, 1, None),  # forgotten here: stays so
+                KeyRecord("dan", other.key_id, other.key, 1, None),  # new: taken as it is
+            ]
+        )
+        assert await keys.keys_of(["ann", "bob", "cid", "dan"]) == {"ann": ann, "dan": other}
+        assert await keys.is_forgotten("bob")
+        assert await keys.is_forgotten("cid")

@@ -14,7 +14,7 @@ from typing import Any, Final
 from psycopg import sql
 
 from eventvault.errors import SubjectForgotten
-from eventvault.store.personal import SubjectKey, check_subject, new_key
+from eventvault.store.personal import KeyRecord, SubjectKey, check_subject, new_key
 from eventvault.store.postgres._connections import Conn, Connections
 
 __all__ = ["PostgresKeyStore"]
@@ -24,7 +24,8 @@ _KEYS_OF: Final = (
 )
 _KEY_FOR: Final = """
     WITH made AS (
-        INSERT INTO {s}.subject_keys (subject, key_id, key, created_us) VALUES (%(subject)s, %(key_id)s, %(key)s, %(now)s)
+        INSERT INTO {s}.subject_keys (subject, key_id, key, created_us)
+        VALUES (%(subject)s, %(key_id)s, %(key)s, %(now)s)
         ON CONFLICT (subject) DO NOTHING
         RETURNING key_id, key
     )
@@ -43,6 +44,18 @@ _FORGET: Final = """
     )
     SELECT coalesce((SELECT had FROM before), false)
 """
+_RECORDS: Final = (
+    "SELECT subject, key_id, key, created_us, forgotten_us FROM {s}.subject_keys "
+    'WHERE subject COLLATE "C" > %s ORDER BY subject COLLATE "C" LIMIT %s'
+)
+_RESTORE: Final = """
+    INSERT INTO {s}.subject_keys AS k (subject, key_id, key, created_us, forgotten_us)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::int8[], %s::int8[])
+    ON CONFLICT (subject) DO UPDATE SET
+        key_id = CASE WHEN excluded.key IS NULL THEN NULL ELSE k.key_id END,
+        key = CASE WHEN excluded.key IS NULL THEN NULL ELSE k.key END,
+        forgotten_us = coalesce(k.forgotten_us, excluded.forgotten_us)
+"""
 _IS_FORGOTTEN: Final = "SELECT forgotten_us IS NOT NULL FROM {s}.subject_keys WHERE subject = %s"
 
 
@@ -56,6 +69,8 @@ class PostgresKeyStore:
         self._key_for = sql.SQL(_KEY_FOR).format(s=s)
         self._forget = sql.SQL(_FORGET).format(s=s)
         self._is_forgotten = sql.SQL(_IS_FORGOTTEN).format(s=s)
+        self._records = sql.SQL(_RECORDS).format(s=s)
+        self._restore = sql.SQL(_RESTORE).format(s=s)
 
     async def keys_of(self, subjects: Collection[str]) -> dict[str, SubjectKey]:
         """The keys of those ``subjects`` that have one."""
@@ -106,3 +121,39 @@ class PostgresKeyStore:
             return bool(row and row[0])
 
         return await self._db.run("is_forgotten", op)
+
+    async def records(self, after: str, limit: int) -> list[KeyRecord]:
+        """Up to ``limit`` rows with subjects after ``after``, in subject order (bytewise)."""
+
+        async def op(conn: Conn) -> list[Any]:
+            cur = await conn.execute(self._records, [after, limit])
+            return await cur.fetchall()
+
+        rows = await self._db.run("key records", op)
+        return [
+            KeyRecord(str(s), None if k is None else str(k), None if key is None else bytes(key), int(c), f)
+            for s, k, key, c, f in rows
+        ]
+
+    async def restore(self, records: Collection[KeyRecord]) -> None:
+        """Take rows from another store (a forgotten subject on either side ends forgotten)."""
+        columns: list[list[Any]] = [[], [], [], [], []]
+        for r in records:
+            check_subject(r.subject)
+            forgotten = r.key is None or r.key_id is None
+            row = (
+                r.subject,
+                None if forgotten else r.key_id,
+                None if forgotten else r.key,
+                r.created_us,
+                (r.forgotten_us or r.created_us) if forgotten else None,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        if not columns[0]:
+            return
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(self._restore, columns)
+
+        await self._db.run("restore keys", op, writes=True)

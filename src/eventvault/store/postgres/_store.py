@@ -17,10 +17,10 @@ from eventvault.store.base import EventStore, PreparedEvent, prefix_end, version
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._dcb import DCB
+from eventvault.store.postgres._keys import PostgresKeyStore
 from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._live import Notifications
 from eventvault.store.postgres._options import parse_options
-from eventvault.store.postgres._keys import PostgresKeyStore
 from eventvault.store.postgres._reads import Reads
 from eventvault.store.postgres._schema import migrate, statements
 from eventvault.store.records import (

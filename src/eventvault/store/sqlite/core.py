@@ -19,8 +19,8 @@ from eventvault.store.base import EventStore
 from eventvault.store.records import Checkpoint
 from eventvault.store.sqlite.errors import is_busy, map_error
 from eventvault.store.sqlite.jobs import STOP, AppendJob, Call, Delivery, Job, Outcome, fail, post
-from eventvault.store.sqlite.options import parse_options
 from eventvault.store.sqlite.keys import SQLiteKeyStore
+from eventvault.store.sqlite.options import parse_options
 from eventvault.store.sqlite.writes import Append
 
 log = logging.getLogger("eventvault.store.sqlite")

@@ -16,7 +16,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Final
 
 from eventvault.errors import SubjectForgotten
-from eventvault.store.personal import SubjectKey, check_subject, new_key
+from eventvault.store.personal import KeyRecord, SubjectKey, check_subject, new_key
 
 if TYPE_CHECKING:
     from eventvault.store.sqlite.core import _SQLiteCore
@@ -37,6 +37,32 @@ _SQL_FORGET: Final = (
     "ON CONFLICT (subject) DO UPDATE SET key_id = NULL, key = NULL, "
     "forgotten_at = coalesce(subject_keys.forgotten_at, excluded.forgotten_at)"
 )
+
+
+_SQL_RECORDS: Final = (
+    "SELECT subject, key_id, key, created_at, forgotten_at FROM subject_keys "
+    "WHERE subject > ? ORDER BY subject LIMIT ?"
+)
+_SQL_RESTORE: Final = (
+    "INSERT INTO subject_keys AS k (subject, key_id, key, created_at, forgotten_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (subject) DO UPDATE SET "
+    "key_id = CASE WHEN excluded.key IS NULL THEN NULL ELSE k.key_id END, "
+    "key = CASE WHEN excluded.key IS NULL THEN NULL ELSE k.key END, "
+    "forgotten_at = coalesce(k.forgotten_at, excluded.forgotten_at)"
+)
+
+
+def _records(cur: sqlite3.Cursor, after: str, limit: int) -> list[KeyRecord]:
+    rows = cur.execute(_SQL_RECORDS, (after, limit)).fetchall()
+    return [
+        KeyRecord(str(s), None if k is None else str(k), None if key is None else bytes(key), int(c), f)
+        for s, k, key, c, f in rows
+    ]
+
+
+def _restore(cur: sqlite3.Cursor, rows: list[tuple[object, ...]]) -> None:
+    cur.execute("PRAGMA secure_delete = ON")
+    cur.executemany(_SQL_RESTORE, rows)
 
 
 def _keys_of(cur: sqlite3.Cursor, subjects: list[str]) -> dict[str, SubjectKey]:
@@ -109,3 +135,30 @@ class SQLiteKeyStore:
         """Whether ``subject`` was forgotten."""
         forgotten: bool = await self._store._read(_is_forgotten, subject)  # noqa: SLF001
         return forgotten
+
+    async def records(self, after: str, limit: int) -> list[KeyRecord]:
+        """Up to ``limit`` rows with subjects after ``after``, in subject order."""
+        found: list[KeyRecord] = await self._store._read(_records, after, limit)  # noqa: SLF001
+        return found
+
+    async def restore(self, records: Collection[KeyRecord]) -> None:
+        """Take rows from another store (a forgotten subject on either side ends forgotten)."""
+        rows = []
+        for r in records:
+            check_subject(r.subject)
+            forgotten = r.key is None or r.key_id is None
+            rows.append(
+                (
+                    r.subject,
+                    None if forgotten else r.key_id,
+                    None if forgotten else r.key,
+                    r.created_us,
+                    (r.forgotten_us or r.created_us) if forgotten else None,
+                )
+            )
+        if not rows:
+            return
+        store = self._store
+        if not store._opened:  # noqa: SLF001
+            await store.open()
+        await store._submit(store._wq, _restore, (rows,), write=True)  # noqa: SLF001
