@@ -26,6 +26,7 @@ import pytest
 from eventvault import (
     ANY,
     NO_STREAM,
+    REDACTED,
     AppendCondition,
     AppendConditionFailed,
     Checkpoint,
@@ -46,6 +47,7 @@ from eventvault import (
     WrongExpectedVersion,
     create_store,
     event,
+    personal,
 )
 from eventvault.store.records import START, AppendResult, RecordedEvent
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
@@ -990,6 +992,37 @@ async def test_a_schema_1_file_migrates_in_place_keeping_its_events(db):
         assert len(await s.read(Query([QueryItem(types=["sqlite_test.Noted"])]))) == 2
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
     assert tables(db) == {"events", "event_tags", "snapshots", "subject_keys", "eventvault_schema"}
+
+
+@event("sqlite_test.Registered", registry=reg)
+@personal("name")
+@dataclass(frozen=True, slots=True)
+class Registered:
+    name: str
+
+
+async def test_a_schema_2_file_migrates_to_keys_and_its_clear_events_still_read(db):
+    """A file from before the key table: opening adds subject_keys; old events stay as written."""
+    v1_file(db)
+    with contextlib.closing(raw(db)) as c:
+        for statement in sqlite_schema.MIGRATIONS[1]:
+            c.execute(statement)
+        c.execute("UPDATE eventvault_schema SET version = 2 WHERE component = 'store'")
+        c.execute(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, "
+            "occurred_at, recorded_at, data) VALUES (?, 'p-old', 1, 'sqlite_test.Registered', 1, 1, 1, ?)",
+            (NewEvent(Noted("x")).event_id.bytes, b'{"name":"Old Name"}'),
+        )
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        [old] = await s.read_stream("p-old")
+        assert old.data == Registered("Old Name")  # written in the clear, read as written
+        await s.append("p-new", [Registered("New Name")], expected_version=NO_STREAM)
+        [new] = await s.read_stream("p-new")
+        assert (new.data, b"New Name" in new.payload) == (Registered("New Name"), False)
+        assert await s.forget("p-new")
+        assert (await s.read_stream("p-new"))[0].data == Registered(REDACTED)
+    assert "subject_keys" in tables(db)
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
 
 
 async def test_stream_appends_store_tags_and_every_read_returns_them(store):

@@ -148,3 +148,15 @@ def _text(row: tuple[Any, ...]) -> str:
     return " ".join(
         bytes(v).decode("utf-8", "replace") if isinstance(v, bytes | memoryview) else str(v) for v in row
     )
+
+
+async def test_an_account_read_ahead_of_its_read_model_shows_the_placeholder(api):
+    """The read model paused before the erase: the account read (summary + later events) is redacted."""
+    account_id = await api.open(NAME, "EUR")
+    await api.account(account_id, (await api.head()).position)  # the summary holds the name
+    assert (await api.post("/api/projections/accounts/pause")).status_code == 200
+
+    assert (await erase(api, account_id)).status_code == 204
+
+    summary = (await api.get(f"/api/query/accounts/{account_id}")).json()
+    assert (summary["ownerName"], summary["version"]) == (REDACTED, 2)
