@@ -89,6 +89,13 @@ def test_erasing_personal_data_records_it_once_and_redacts_the_owner():
     ).then()
 
 
+def test_a_closed_account_can_be_erased_too():
+    """Erasing is not a command on the money: a closed account's owner is erased as well."""
+    given(Account, OPENED, AccountClosed()).when(Account.erase_personal_data).then(
+        PersonalDataErased(owner_tag("Ada Lovelace"))
+    )
+
+
 def test_a_replayed_erased_account_keeps_its_owner_tag_for_the_close():
     """Replayed with the name redacted, the account still closes under the tag it was opened with."""
     account = Account.replay(

@@ -2173,3 +2173,15 @@ class PersonalDataContract:
         assert await keys.keys_of(["ann", "bob", "cid", "dan"]) == {"ann": ann, "dan": other}
         assert await keys.is_forgotten("bob")
         assert await keys.is_forgotten("cid")
+
+    async def test_racing_first_keys_of_a_subject_are_one_key(self, store_factory: StoreFactory) -> None:
+        """Stores racing to make a subject's first key all get the one that landed."""
+        one = await store_factory(registry=PERSONAL_REGISTRY)
+        other = await store_factory(registry=PERSONAL_REGISTRY)
+        assert one.keys is not None
+        assert other.keys is not None
+        made = await asyncio.gather(
+            *(keys.key_for("ann") for keys in (one.keys, other.keys) for _ in range(8))
+        )
+        assert len(set(made)) == 1
+        assert await other.keys.keys_of(["ann"]) == {"ann": made[0]}

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from psycopg import sql
 
-from eventvault.errors import SubjectForgotten
+from eventvault.errors import StoreError, SubjectForgotten
 from eventvault.store.personal import KeyRecord, SubjectKey, check_subject, new_key
 from eventvault.store.postgres._connections import Conn, Connections
 
@@ -56,6 +56,7 @@ _RESTORE: Final = """
         key = CASE WHEN excluded.key IS NULL THEN NULL ELSE k.key END,
         forgotten_us = coalesce(k.forgotten_us, excluded.forgotten_us)
 """
+_KEY_FOR_TRIES: Final = 3
 _IS_FORGOTTEN: Final = "SELECT forgotten_us IS NOT NULL FROM {s}.subject_keys WHERE subject = %s"
 
 
@@ -95,8 +96,16 @@ class PostgresKeyStore:
             cur = await conn.execute(self._key_for, params)
             return await cur.fetchone()
 
-        row = await self._db.run(f"key_for({subject!r})", op, writes=True)
-        if row is None or row[1] is None:
+        # No row at all: another store inserted the subject's key after this
+        # statement's snapshot was taken (so the insert did nothing and the select
+        # could not see it); the next statement sees it.
+        for _ in range(_KEY_FOR_TRIES):
+            row = await self._db.run(f"key_for({subject!r})", op, writes=True)
+            if row is not None:
+                break
+        else:  # pragma: no cover - a committed row is visible to the next statement
+            raise StoreError(f"key_for({subject!r}): the subject's key row did not become visible")
+        if row[1] is None:
             raise SubjectForgotten(subject)
         return SubjectKey(str(row[0]), bytes(row[1]))
 
