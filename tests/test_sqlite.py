@@ -1025,6 +1025,19 @@ async def test_a_schema_2_file_migrates_to_keys_and_its_clear_events_still_read(
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
 
 
+async def test_a_forgotten_key_is_gone_from_the_file_once_the_wal_is_checkpointed(db):
+    """Once the WAL is checkpointed, no page of the file holds a forgotten key (the others are there)."""
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        assert s.keys is not None
+        keys = [await s.keys.key_for(f"subject-{i}") for i in range(20)]
+        await s.forget("subject-7")
+        with contextlib.closing(raw(db)) as c:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = db.read_bytes()
+    assert keys[7].key not in data
+    assert all(k.key in data for i, k in enumerate(keys) if i != 7)  # the check can find a key
+
+
 async def test_stream_appends_store_tags_and_every_read_returns_them(store):
     """Tags of a stream append come back from stream reads, the log and query reads alike."""
     await store.append(

@@ -430,14 +430,16 @@ class EventStore(abc.ABC):
             out.append(e._replace(payload=seal(e.event_type, e.payload, spec, subject, key)))
         return out
 
-    async def _unseal(self, events: Sequence[RecordedEvent]) -> None:
-        """Hand the sealed events of one read the keys of their subjects (one look-up for them all)."""
+    def _sealed(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """The events of a read whose personal fields are sealed (none, unless the registry has some)."""
         specs = self.codec.personal_types()
         if not specs or self.keys is None:
-            return
-        sealed = [e for e in events if e.event_type in specs and e.payload.startswith(SEALED_PREFIX)]
-        if not sealed:
-            return
+            return []
+        return [e for e in events if e.event_type in specs and e.payload.startswith(SEALED_PREFIX)]
+
+    async def _unseal(self, sealed: list[RecordedEvent]) -> None:
+        """Hand the sealed events of one read the keys of their subjects (one look-up for them all)."""
+        assert self.keys is not None  # noqa: S101 - _sealed finds none without keys
         subjects = {s for e in sealed if (s := sealed_subject(e.payload)) is not None}
         decoder = UnsealingDecoder(self.codec, await self.keys.keys_of(subjects) if subjects else {})
         for e in sealed:
@@ -544,8 +546,8 @@ class EventStore(abc.ABC):
         self._check_open()
         self._check_dcb()
         found = await self._read_query(query, after, limit, backwards)
-        if self.codec.personal_types():
-            await self._unseal(found.events)
+        if self.codec.personal_types() and (sealed := self._sealed(found.events)):
+            await self._unseal(sealed)
         return found
 
     def _check_dcb(self) -> None:
@@ -608,8 +610,8 @@ class EventStore(abc.ABC):
             return []
         self._check_open()
         events = await self._read_stream(stream_id, from_version, to_version, backwards, limit, as_of_us)
-        if self.codec.personal_types():
-            await self._unseal(events)
+        if self.codec.personal_types() and (sealed := self._sealed(events)):
+            await self._unseal(sealed)
         return events
 
     @abc.abstractmethod
@@ -661,8 +663,8 @@ class EventStore(abc.ABC):
                 raise InvalidInput("event_types is empty: pass None to read every type")
         self._check_open()
         page = await self._read_all(checkpoint, limit, types)
-        if self.codec.personal_types():
-            await self._unseal(page.events)
+        if self.codec.personal_types() and (sealed := self._sealed(page.events)):
+            await self._unseal(sealed)
         return page
 
     @abc.abstractmethod
@@ -720,8 +722,8 @@ class EventStore(abc.ABC):
             raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
         self._check_open()
         page = await self._read_category(stream_prefix, checkpoint, limit)
-        if self.codec.personal_types():
-            await self._unseal(page.events)
+        if self.codec.personal_types() and (sealed := self._sealed(page.events)):
+            await self._unseal(sealed)
         return page
 
     async def _read_category(self, stream_prefix: str, after: Checkpoint, limit: int) -> LogPage:
@@ -789,8 +791,8 @@ class EventStore(abc.ABC):
             raise InvalidInput(f"an event id is a uuid.UUID, got {type(event_id).__name__}")
         self._check_open()
         found = await self._get_event(event_id)
-        if found is not None and self.codec.personal_types():
-            await self._unseal([found])
+        if found is not None and self.codec.personal_types() and (sealed := self._sealed([found])):
+            await self._unseal(sealed)
         return found
 
     async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
@@ -962,8 +964,8 @@ class EventStore(abc.ABC):
         check_positive_int("to_version", to_version, minimum=0)
         self._check_open()
         snap, events = await self._snapshot_and_stream(stream_id, schema_version, to_version)
-        if self.codec.personal_types():
-            await self._unseal(events)
+        if self.codec.personal_types() and (sealed := self._sealed(events)):
+            await self._unseal(sealed)
         return snap, events
 
     async def _snapshot_and_stream(
