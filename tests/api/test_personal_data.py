@@ -160,3 +160,8 @@ async def test_an_account_read_ahead_of_its_read_model_shows_the_placeholder(api
 
     summary = (await api.get(f"/api/query/accounts/{account_id}")).json()
     assert (summary["ownerName"], summary["version"]) == (REDACTED, 2)
+
+
+async def test_the_placeholder_is_refused_as_an_owner_name(api):
+    r = await api.post("/api/command/accounts", json={"ownerName": " [redacted] ", "currency": "EUR"})
+    assert api.problem(r, 422, "invalid-owner-name")["field"] == "ownerName"
