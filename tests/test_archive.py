@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from eventvault import (
+    REDACTED,
     ArchiveError,
     ImportRefused,
     InvalidInput,
+    RecordedEvent,
     Repository,
     Snapshot,
     default_registry,
     export_events,
+    export_keys,
     import_events,
+    import_keys,
     verify_store,
 )
 from eventvault.store.base import EventStore
 from eventvault.store.memory import MemoryEventStore
 from eventvault.store.sqlite import SQLiteEventStore
-from eventvault_ledger.seed import seed_demo
+from eventvault_ledger.seed import DEMO_ACCOUNTS, seed_demo
 
 pytestmark = pytest.mark.asyncio
 
@@ -212,3 +217,90 @@ async def test_verify_passes_a_sound_store(ledger):
     assert report.ok
     assert report.problems == []
     assert report.streams == 6
+
+
+# -- sealed personal fields (docs/data-protection.md) ------------------------------------
+
+
+async def owners(store: EventStore) -> list[str]:
+    return [e.data.owner_name for e in (await store.read_all()).events if e.event_type == "AccountOpened"]
+
+
+async def test_an_export_holds_ciphertext_and_no_key(ledger, make_store, tmp_path):
+    """The owner names are sealed in the file; imported elsewhere, without the keys, they read redacted."""
+    out = tmp_path / "log.jsonl"
+    await export_events(ledger, out)
+    text = out.read_bytes()
+    assert b'"$sealed"' in text
+    assert not any(name.encode() in text for name, _, _ in DEMO_ACCOUNTS)
+    target = await make_store()
+    await import_events(target, out)
+    assert await owners(target) == [REDACTED] * len(DEMO_ACCOUNTS)  # the keys stayed behind
+    assert await owners(ledger) == [name for name, _, _ in DEMO_ACCOUNTS]
+    assert (await verify_store(target)).ok  # unreadable by design is not damage
+
+
+async def test_a_forgotten_owner_is_no_damage_and_stays_forgotten_through_a_round_trip(
+    ledger, make_store, tmp_path
+):
+    """Given a forgotten account, verify passes, a later export holds the same bytes, and imports."""
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    await export_events(ledger, before)
+    first = next(e for e in (await ledger.read_all()).events if e.event_type == "AccountOpened")
+    assert await ledger.forget(first.stream_id)
+
+    report = await verify_store(ledger)
+
+    assert report.ok, report.problems
+    assert (await owners(ledger))[0] == REDACTED
+    await export_events(ledger, after)
+    assert after.read_bytes() == before.read_bytes()  # the log itself did not change
+    target = await make_store()
+    await import_events(target, after)
+    assert (await verify_store(target)).ok
+
+
+async def test_verify_reports_sealed_bytes_that_were_changed(ledger):
+    """A sealed member its key does not open is damage, and verify says which event."""
+    opened = next(e for e in (await ledger.read_all()).events if e.event_type == "AccountOpened")
+    payload = json.loads(opened.payload)
+    blob = payload["$sealed"]["c"]
+    payload["$sealed"]["c"] = ("A" if blob[0] != "A" else "B") + blob[1:]
+    head = (await ledger.head()).position
+    copy = RecordedEvent(
+        ledger.codec,
+        uuid.uuid4(),
+        "account-copy",
+        1,
+        head + 1,
+        opened.event_type,
+        opened.schema_version,
+        opened.occurred_us,
+        opened.recorded_us,
+        json.dumps(payload, separators=(",", ":")).encode(),
+        b"{}",
+    )
+    await ledger.write_recorded([copy])
+
+    report = await verify_store(ledger)
+
+    assert [(p.what, "account-copy" in p.where) for p in report.problems] == [("event does not decode", True)]
+
+
+async def test_keys_move_in_a_file_of_their_own_and_a_forget_travels(ledger, make_store, tmp_path):
+    """Events and keys exported apart, imported together: names read again, a forgotten one stays so."""
+    log, keys = tmp_path / "log.jsonl", tmp_path / "keys.jsonl"
+    first = next(e for e in (await ledger.read_all()).events if e.event_type == "AccountOpened")
+    await ledger.forget(first.stream_id)
+    await export_events(ledger, log)
+    assert await export_keys(ledger, keys) == len(DEMO_ACCOUNTS)
+    assert b"Ada Lovelace" not in keys.read_bytes()
+    target = await make_store()
+    await import_events(target, log)
+
+    assert await import_keys(target, keys) == len(DEMO_ACCOUNTS)
+
+    assert await owners(target) == [REDACTED, *(name for name, _, _ in DEMO_ACCOUNTS[1:])]
+    assert await import_keys(target, keys) == len(DEMO_ACCOUNTS)  # again: nothing changes
+    assert await owners(target) == await owners(ledger)
+    assert (await verify_store(target)).ok

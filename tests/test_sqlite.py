@@ -26,6 +26,7 @@ import pytest
 from eventvault import (
     ANY,
     NO_STREAM,
+    REDACTED,
     AppendCondition,
     AppendConditionFailed,
     Checkpoint,
@@ -47,6 +48,7 @@ from eventvault import (
     WrongExpectedVersion,
     create_store,
     event,
+    personal,
 )
 from eventvault.store.records import START, AppendResult, RecordedEvent
 from eventvault.store.sqlite import SCHEMA_VERSION, SQLiteEventStore
@@ -246,7 +248,14 @@ async def test_schema_created_once_and_reopen_is_idempotent(db):
     """Opening creates the tables and the version row once; reopening changes nothing and keeps the data."""
     async with create_store(sqlite_url(db), registry=reg) as s:
         await s.append("s-1", [Noted("a")], expected_version=NO_STREAM)
-    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema", "stream_rules"}
+    assert tables(db) == {
+        "events",
+        "event_tags",
+        "snapshots",
+        "eventvault_schema",
+        "stream_rules",
+        "subject_keys",
+    }
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
     for _ in range(2):
         async with create_store(sqlite_url(db), registry=reg) as s:
@@ -1002,7 +1011,7 @@ def v1_file(db: Path) -> None:
 async def test_a_schema_1_file_migrates_in_place_keeping_its_events(db):
     """Opening a file of schema 1 adds the tags, keeps its events (untagged) and can tag new ones."""
     v1_file(db)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     async with create_store(sqlite_url(db), registry=reg) as s:
         [old] = await s.read_stream("s-1")
         assert (old.data, old.tags) == (Noted("old"), ())
@@ -1012,7 +1021,14 @@ async def test_a_schema_1_file_migrates_in_place_keeping_its_events(db):
         assert found.head == 2
         assert len(await s.read(Query([QueryItem(types=["sqlite_test.Noted"])]))) == 2
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
-    assert tables(db) == {"events", "event_tags", "snapshots", "eventvault_schema", "stream_rules"}
+    assert tables(db) == {
+        "events",
+        "event_tags",
+        "snapshots",
+        "eventvault_schema",
+        "stream_rules",
+        "subject_keys",
+    }
 
 
 async def test_a_schema_2_file_migrates_and_its_streams_can_be_deleted(db):
@@ -1037,6 +1053,51 @@ async def test_a_schema_2_file_migrates_and_its_streams_can_be_deleted(db):
         with pytest.raises(StreamDeleted):
             await s.append("s-1", [Noted("no")], expected_version=ANY)
     assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+
+
+@event("sqlite_test.Registered", registry=reg)
+@personal("name")
+@dataclass(frozen=True, slots=True)
+class Registered:
+    name: str
+
+
+async def test_a_schema_2_file_migrates_to_keys_and_its_clear_events_still_read(db):
+    """A file from before the key table: opening adds subject_keys; old events stay as written."""
+    v1_file(db)
+    with contextlib.closing(raw(db)) as c:
+        for statement in sqlite_schema.MIGRATIONS[1].steps:
+            assert isinstance(statement, str)
+            c.execute(statement)
+        c.execute("UPDATE eventvault_schema SET version = 2 WHERE component = 'store'")
+        c.execute(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, "
+            "occurred_at, recorded_at, data) VALUES (?, 'p-old', 1, 'sqlite_test.Registered', 1, 1, 1, ?)",
+            (NewEvent(Noted("x")).event_id.bytes, b'{"name":"Old Name"}'),
+        )
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        [old] = await s.read_stream("p-old")
+        assert old.data == Registered("Old Name")  # written in the clear, read as written
+        await s.append("p-new", [Registered("New Name")], expected_version=NO_STREAM)
+        [new] = await s.read_stream("p-new")
+        assert (new.data, b"New Name" in new.payload) == (Registered("New Name"), False)
+        assert await s.forget("p-new")
+        assert (await s.read_stream("p-new"))[0].data == Registered(REDACTED)
+    assert "subject_keys" in tables(db)
+    assert schema_rows(db) == [("store", SCHEMA_VERSION)]
+
+
+async def test_a_forgotten_key_is_gone_from_the_file_once_the_wal_is_checkpointed(db):
+    """Once the WAL is checkpointed, no page of the file holds a forgotten key (the others are there)."""
+    async with create_store(sqlite_url(db), registry=reg) as s:
+        assert s.keys is not None
+        keys = [await s.keys.key_for(f"subject-{i}") for i in range(20)]
+        await s.forget("subject-7")
+        with contextlib.closing(raw(db)) as c:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = db.read_bytes()
+    assert keys[7].key not in data
+    assert all(k.key in data for i, k in enumerate(keys) if i != 7)  # the check can find a key
 
 
 async def test_stream_appends_store_tags_and_every_read_returns_them(store):

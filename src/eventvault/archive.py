@@ -35,6 +35,7 @@ import msgspec
 
 from eventvault.errors import EventVaultError, InvalidInput
 from eventvault.store.base import EventStore
+from eventvault.store.personal import KeyRecord, KeyStore
 from eventvault.store.records import Checkpoint, RecordedEvent, datetime_to_micros, micros_to_datetime
 
 __all__ = [
@@ -43,7 +44,9 @@ __all__ = [
     "ImportRefused",
     "ImportSummary",
     "export_events",
+    "export_keys",
     "import_events",
+    "import_keys",
 ]
 
 PAGE: Final = 1000
@@ -366,3 +369,71 @@ async def import_events(
         source.seek(start)
     skipped, imported = await _write_pages(store, source, done, trailer.events, progress)
     return ImportSummary(trailer.events, imported, skipped, trailer.last_position, trailer.checksum)
+
+
+# -- the keys of personal fields (docs/data-protection.md) ----------------------------
+
+
+class _KeyLine(msgspec.Struct, forbid_unknown_fields=True):
+    """One row of a key table; key_id and key null once the subject was forgotten."""
+
+    subject: str
+    key_id: str | None
+    key: bytes | None  # base64 in JSON
+    created_us: int
+    forgotten_us: int | None
+
+
+def _key_store(store: EventStore) -> KeyStore:
+    keys = store.keys
+    if keys is None:
+        raise InvalidInput(f"this {store.scheme} store keeps no keys")
+    return keys
+
+
+async def export_keys(store: EventStore, out: Target) -> int:
+    """Write the key table of ``store`` (forgotten subjects too, without keys) as JSON Lines.
+
+    The keys open every sealed personal field of the log: a key file is as
+    sensitive as the data itself, and a copy made before a forget undoes it
+    for whoever holds it. Export events and keys apart, and keep the key file
+    only as long as it is needed (docs/data-protection.md). Returns the rows written.
+    """
+    keys = _key_store(store)
+    rows = 0
+    after = ""
+    with _opened(out, "w") as f:
+        while True:
+            page = await keys.records(after, PAGE)
+            if not page:
+                break
+            f.write(b"".join(_ENCODER.encode(_KeyLine(*r)) + b"\n" for r in page))
+            rows += len(page)
+            after = page[-1].subject
+        f.flush()
+    return rows
+
+
+async def import_keys(store: EventStore, source: Target) -> int:
+    """Take the rows of a key file into ``store``'s key table; the rows read.
+
+    Subjects new to the store get their keys; a subject forgotten in the file
+    or in the store ends forgotten; a subject that has a key here keeps it.
+    Running it again changes nothing more.
+    """
+    keys = _key_store(store)
+    decoder = msgspec.json.Decoder(_KeyLine)
+    rows = 0
+    page: list[KeyRecord] = []
+    for n, line in _lines(source):
+        try:
+            r = decoder.decode(line)
+        except msgspec.MsgspecError as exc:
+            raise ArchiveError(f"line {n} is not a key row: {exc}") from None
+        page.append(KeyRecord(r.subject, r.key_id, r.key, r.created_us, r.forgotten_us))
+        if len(page) == PAGE:
+            await keys.restore(page)
+            rows += len(page)
+            page = []
+    await keys.restore(page)
+    return rows + len(page)

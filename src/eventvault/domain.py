@@ -25,20 +25,24 @@ import dataclasses
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Self, TypeVar, overload
+from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 from eventvault.errors import DomainError, EventTypeError, InvalidEvent, UnknownEventType
 
 __all__ = [
+    "REDACTED",
     "STREAM_DELETED",
     "Aggregate",
     "DomainError",
     "EventRegistry",
     "EventType",
+    "PersonalData",
     "StreamDeletedEvent",
     "applies",
     "default_registry",
     "event",
+    "personal",
+    "personal_data_of",
     "upcaster",
 ]
 
@@ -227,6 +231,83 @@ def upcaster(
         return fn
 
     return decorate
+
+
+REDACTED: Final = "[redacted]"
+"""What a personal field reads as once its subject's key is destroyed (see :func:`personal`)."""
+
+_PERSONAL_ATTR: Final = "__eventvault_personal__"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PersonalData:
+    """Which fields of an event class hold personal data, and whose.
+
+    ``subject`` names the field holding the subject's id; None means the
+    subject is the stream the event is appended to.
+    """
+
+    fields: tuple[str, ...]
+    subject: str | None = None
+
+
+def personal(*fields: str, subject: str | None = None) -> Callable[[type[T]], type[T]]:
+    """Class decorator: these ``str`` fields of an event hold personal data of one subject.
+
+    A store seals them with the subject's own key when the event is appended
+    (the rest of the event stays plain JSON), and unseals them on every read.
+    Once the subject is forgotten (``EventStore.forget``) the key is gone: the
+    fields read as :data:`REDACTED`, and the event, its other fields and its
+    place in the log stay as they were. The subject is the event's stream, or
+    with ``subject="field"`` the value of that (non-personal ``str``) field::
+
+        @event("AccountOpened")
+        @personal("owner_name")
+        @dataclass(frozen=True, slots=True)
+        class AccountOpened:
+            owner_name: str
+            currency: str
+
+    Apply it to the dataclass or ``msgspec.Struct`` (under ``@event``). Events
+    without personal fields pay nothing for this.
+    """
+    if not fields:
+        raise EventTypeError("@personal needs at least one field name")
+
+    def decorate(cls: type[T]) -> type[T]:
+        names = _field_names(cls)
+        hints = typing.get_type_hints(cls)
+        for name in (*fields, *(() if subject is None else (subject,))):
+            if not isinstance(name, str) or name not in names:
+                raise EventTypeError(f"{cls.__qualname__} has no field {name!r} to declare personal")
+            if hints.get(name) is not str:
+                raise EventTypeError(
+                    f"{cls.__qualname__}.{name} must be a str to be personal or name a subject "
+                    f"(a forgotten one reads as {REDACTED!r})"
+                )
+        if len(set(fields)) != len(fields):
+            raise EventTypeError(f"@personal names a field of {cls.__qualname__} twice: {fields!r}")
+        if subject is not None and subject in fields:
+            raise EventTypeError(f"{cls.__qualname__}.{subject} names the subject: it cannot be personal too")
+        setattr(cls, _PERSONAL_ATTR, PersonalData(tuple(fields), subject))
+        return cls
+
+    return decorate
+
+
+def personal_data_of(cls: type) -> PersonalData | None:
+    """What :func:`personal` declared on ``cls`` (None: no personal fields)."""
+    found = cls.__dict__.get(_PERSONAL_ATTR)
+    return found if isinstance(found, PersonalData) else None
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    struct_fields: tuple[str, ...] | None = getattr(cls, "__struct_fields__", None)
+    if struct_fields is not None:
+        return struct_fields
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    raise EventTypeError(f"@personal takes a dataclass or a msgspec.Struct, got {cls.__qualname__}")
 
 
 def applies(*event_classes: type) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:

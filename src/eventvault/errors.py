@@ -11,6 +11,7 @@ never escape: each backend maps them at its edge to the most specific class here
     │   ├── InvalidStreamId
     │   ├── InvalidExpectedVersion
     │   ├── InvalidEvent             not a registered event, bad metadata, empty append
+    │   │   └── SubjectForgotten     personal data for a subject whose key was destroyed
     │   ├── InvalidCheckpoint
     │   └── InvalidStoreURL
     ├── ConcurrencyError             someone else wrote first: reload and retry
@@ -54,6 +55,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "StreamDeleted",
+    "SubjectForgotten",
     "UnknownEventType",
     "WrongExpectedVersion",
 ]
@@ -77,6 +79,20 @@ class InvalidExpectedVersion(InvalidInput):
 
 class InvalidEvent(InvalidInput):
     """An event cannot be appended as given (unregistered, bad metadata, none at all)."""
+
+
+class SubjectForgotten(InvalidEvent):
+    """An append holds personal data of a subject that was forgotten: its key is gone for good."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(
+            f"subject {subject!r} was forgotten: its personal data cannot be stored again "
+            "(a forgotten key is never replaced)"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (type(self), (self.subject,))
 
 
 class InvalidCheckpoint(InvalidInput):

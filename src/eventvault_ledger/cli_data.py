@@ -35,7 +35,9 @@ from eventvault import (
     ScavengeProgress,
     VerifyReport,
     export_events,
+    export_keys,
     import_events,
+    import_keys,
     verify_store,
 )
 from eventvault_ledger.cli import EXIT_FAILED, SERVE_DB, DbOption, _fail
@@ -90,19 +92,35 @@ def export_command(
         typer.Option("--after", metavar="CHECKPOINT", help="Only the events after this checkpoint."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys",
+            metavar="FILE",
+            help="Also write the keys of the personal fields to FILE: as sensitive as the data, "
+            "and a copy made before a forget undoes it (docs/data-protection.md).",
+        ),
+    ] = None,
 ) -> None:
-    """Write the store's events as JSON Lines, with a checksum line at the end."""
+    """Write the store's events as JSON Lines, with a checksum line at the end.
+
+    Personal fields stay sealed in the file; without ``--keys`` they read as
+    ``[redacted]`` wherever it is imported.
+    """
     where = _where(db)
 
-    async def work(store: EventStore) -> ExportSummary:
+    async def work(store: EventStore) -> tuple[ExportSummary, int | None]:
         checkpoint = Checkpoint.parse(after) if after is not None else None
         with _bar("exporting", quiet=quiet) as progress:
             target = sys.stdout.buffer if out == "-" else Path(out)
-            return await export_events(store, target, after=checkpoint, progress=progress)
+            summary = await export_events(store, target, after=checkpoint, progress=progress)
+        return summary, None if keys is None else await export_keys(store, keys)
 
-    summary = _run(where, work)
+    summary, key_rows = _run(where, work)
     if out != "-":
         typer.echo(f"exported {summary.events} events to {out} ({summary.checksum})", err=True)
+    if key_rows is not None:
+        typer.echo(f"exported {key_rows} subjects' keys to {keys}", err=True)
 
 
 def import_command(
@@ -112,25 +130,35 @@ def import_command(
         bool, typer.Option("--force", help="Import into a store that holds other events (after them).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", metavar="FILE", help="Also take the keys of personal fields (export --keys)."),
+    ] = None,
 ) -> None:
     """Import an export into a store: checked first, resumable, ids, positions and times kept."""
     where = _where(db)
-    if not file.is_file():
-        _fail(f"no such file: {file}", 2)
+    for given in (file, keys):
+        if given is not None and not given.is_file():
+            _fail(f"no such file: {given}", 2)
 
-    async def work(store: EventStore) -> ImportSummary:
+    async def work(store: EventStore) -> tuple[ImportSummary, int | None]:
         with _bar("importing", quiet=quiet) as progress:
             try:
-                return await import_events(store, file, force=force, progress=progress)
+                summary = await import_events(store, file, force=force, progress=progress)
             except ArchiveError as exc:
                 _fail(f"{file}: {exc}; nothing was imported", EXIT_CORRUPT)
             except ImportRefused as exc:
                 _fail(str(exc), EXIT_REFUSED)
+        try:
+            return summary, None if keys is None else await import_keys(store, keys)
+        except ArchiveError as exc:
+            _fail(f"{keys}: {exc}; the events were imported, the keys not all (run it again)", EXIT_CORRUPT)
 
-    summary = _run(where, work)
+    summary, key_rows = _run(where, work)
     typer.echo(
         f"imported {summary.imported} events into {where.shown}"
         + (f" ({summary.skipped} were already there)" if summary.skipped else "")
+        + ("" if key_rows is None else f", and {key_rows} subjects' keys")
     )
 
 

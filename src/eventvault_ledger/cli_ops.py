@@ -163,7 +163,7 @@ def event_json(e: RecordedEvent) -> dict[str, Any]:
         "schemaVersion": e.schema_version,
         "occurredAt": e.occurred_at.isoformat(),
         "recordedAt": e.recorded_at.isoformat(),
-        "data": msgspec.json.decode(e.payload),
+        "data": e.data_as_stored(),
         "metadata": msgspec.to_builtins(e.metadata),
     }
 
@@ -177,7 +177,7 @@ def _events_table(events: list[RecordedEvent]) -> Table:
             str(e.stream_version),
             e.event_type,
             e.recorded_at.isoformat(timespec="seconds"),
-            e.payload.decode("utf-8", "replace"),
+            msgspec.json.encode(e.data_as_stored()).decode(),
         )
     return table
 
@@ -424,7 +424,7 @@ def log_tail(
         else:
             console.print(
                 f"{e.checkpoint}  {e.recorded_at.isoformat(timespec='milliseconds')}  {e.stream_id} "
-                f"v{e.stream_version}  {e.event_type}  {e.payload.decode('utf-8', 'replace')}",
+                f"v{e.stream_version}  {e.event_type}  {msgspec.json.encode(e.data_as_stored()).decode()}",
                 markup=False,
                 soft_wrap=True,
             )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Final, Self
 
-from eventvault import Aggregate, applies, event, uuid7
+from eventvault import REDACTED, Aggregate, applies, event, personal, uuid7
 from eventvault_ledger.currencies import check_currency, minor_units
 from eventvault_ledger.errors import (
     AccountIsClosed,
@@ -63,6 +63,7 @@ __all__ = [
     "LedgerError",
     "MoneyDeposited",
     "MoneyWithdrawn",
+    "PersonalDataErased",
     "TransferReceived",
     "TransferRefunded",
     "TransferSent",
@@ -107,9 +108,15 @@ _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp", "Cf"})
 
 
 @event("AccountOpened")
+@personal("owner_name")  # sealed under the account's own key: forgetting it destroys the key
 @dataclass(frozen=True, slots=True)
 class AccountOpened:
-    """An account was opened for ``owner_name``, holding money in ``currency``."""
+    """An account was opened for ``owner_name``, holding money in ``currency``.
+
+    ``owner_name`` is personal data of the account (its stream is the subject):
+    stored sealed, and read as ``[redacted]`` once the account's personal data
+    is erased.
+    """
 
     owner_name: str
     currency: str
@@ -183,6 +190,21 @@ class TransferSettled:
     transfer_id: str
 
 
+@event("PersonalDataErased")
+@dataclass(frozen=True, slots=True)
+class PersonalDataErased:
+    """The account's personal data was erased: its owner reads as ``[redacted]`` from here on.
+
+    Appended before the account's key is destroyed, so read models re-project
+    the owner as the placeholder. ``owner_tag`` is the (hashed) owner tag the
+    account was opened under, which its replayed state can no longer compute
+    from the redacted name, so that a later close still frees its place in the
+    open-account limit.
+    """
+
+    owner_tag: str
+
+
 # -- the aggregate -----------------------------------------------------------
 
 
@@ -211,6 +233,10 @@ class Account(Aggregate):
     """Deposits, withdrawals and transfer legs recorded so far."""
     transfers_out: dict[str, Decimal] = {}  # noqa: RUF012 - replaced, never changed in place
     """Outgoing transfers in flight: transfer id -> amount (sent, neither settled nor refunded)."""
+    owner_tag: str = ""
+    """The owner's tag (:func:`owner_tag` of the name as opened): the open-account limit's key."""
+    personal_data_erased: bool = False
+    """Whether the owner's personal data was erased (the name then reads as ``[redacted]``)."""
 
     # -- commands ----------------------------------------------------------------
 
@@ -223,6 +249,8 @@ class Account(Aggregate):
         name = _check_text(
             owner_name, "an owner name", MAX_OWNER_NAME_LENGTH, InvalidOwnerName, allow_empty=False
         )
+        if name == REDACTED:
+            raise InvalidOwnerName(f"{REDACTED!r} is what an erased owner name reads as, not a name")
         code = check_currency(currency)
         account = cls(_check_account_id(account_id))
         account.record(AccountOpened(name, code))
@@ -304,10 +332,21 @@ class Account(Aggregate):
             raise InvalidTransfer(f"transfer {transfer_id} is not in flight from account {self.id}")
         self.record(TransferSettled(transfer_id))
 
+    def erase_personal_data(self) -> None:
+        """Record that the owner's personal data is erased (once: a second call records nothing).
+
+        The caller then destroys the account's key (``EventStore.forget``), which
+        is what makes the name unreadable in the events already stored.
+        """
+        if self.version == 0:
+            raise AccountNotOpened(f"account {self.id} has not been opened")
+        if not self.personal_data_erased:
+            self.record(PersonalDataErased(self.owner_tag))
+
     def tags_of(self, event: object) -> tuple[str, ...]:
         """Opening and closing carry the owner's and the currency's tags (the open-account limit)."""
         if isinstance(event, AccountOpened | AccountClosed):
-            return (owner_tag(self.owner_name), currency_tag(self.currency))
+            return (self.owner_tag, currency_tag(self.currency))
         return ()
 
     def _require_open(self) -> None:
@@ -327,6 +366,7 @@ class Account(Aggregate):
     @applies(AccountOpened)
     def _opened(self, e: AccountOpened) -> None:
         self.owner_name = e.owner_name
+        self.owner_tag = owner_tag(e.owner_name)
         self.currency = e.currency
         self.balance = Decimal(0)
         self.status = AccountStatus.OPEN
@@ -367,22 +407,26 @@ class Account(Aggregate):
     def _settled(self, e: TransferSettled) -> None:
         self.transfers_out = {k: v for k, v in self.transfers_out.items() if k != e.transfer_id}
 
+    @applies(PersonalDataErased)
+    def _erased(self, e: PersonalDataErased) -> None:
+        self.owner_name = REDACTED
+        self.owner_tag = e.owner_tag
+        self.personal_data_erased = True
+
 
 # -- tags ----------------------------------------------------------------------
 
-_TAG_LIMIT: Final = 200  # eventvault's longest tag
-
 
 def owner_tag(owner_name: str) -> str:
-    """The tag of an owner: ``owner:`` and the name NFKC-normalised, case-folded, spaces collapsed.
+    """The tag of an owner: ``owner-sha256:`` and the SHA-256 of the name normalised.
 
-    "Ada  Lovelace" and "ada lovelace" are one owner. A name too long for a tag
-    is tagged by its SHA-256 (``owner-sha256:<hex>``).
+    The name is NFKC-normalised, case-folded and its runs of spaces collapsed,
+    so "Ada  Lovelace" and "ada lovelace" are one owner. Tags are stored in the
+    clear and never rewritten, so the tag holds a hash, not the name: erasing
+    an account's personal data must not leave the name in the log
+    (docs/data-protection.md says what a hash of a name still is).
     """
     name = " ".join(unicodedata.normalize("NFKC", owner_name).casefold().split())
-    tag = f"owner:{name}"
-    if len(tag) <= _TAG_LIMIT:
-        return tag
     return f"owner-sha256:{hashlib.sha256(name.encode()).hexdigest()}"
 
 

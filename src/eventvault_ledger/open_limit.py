@@ -2,15 +2,16 @@
 
 Each account is its own stream, so no stream's expected version can keep this
 rule. It is a dynamic consistency boundary (``docs/dcb.md``): AccountOpened
-and AccountClosed carry the tags ``owner:<name>`` and ``currency:<code>``
-(:meth:`Account.tags_of`); :func:`open_account` reads the events carrying
+and AccountClosed carry the tags ``owner-sha256:<hash of the name>`` and
+``currency:<code>`` (:meth:`Account.tags_of`); :func:`open_account` reads the events carrying
 both, counts the accounts opened and not closed, and appends the new account's
 AccountOpened under the condition that none of those events was stored since.
 Of eight requests racing for the last place, one lands; the others read again
 and are refused.
 
 Events from before the tags carry none: an account opened then does not count
-(see decision 31).
+(see decision 31); nor do accounts tagged ``owner:<name>`` in the clear, before
+decision 33 made the tag a hash.
 """
 
 from __future__ import annotations

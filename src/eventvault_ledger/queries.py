@@ -32,7 +32,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 
-from eventvault import EventStore, Metadata, RecordedEvent, Repository
+from eventvault import REDACTED, EventStore, Metadata, RecordedEvent, Repository
 from eventvault_ledger.currencies import minor_units
 from eventvault_ledger.domain import (
     MAX_BALANCE,
@@ -42,6 +42,7 @@ from eventvault_ledger.domain import (
     AccountStatus,
     MoneyDeposited,
     MoneyWithdrawn,
+    PersonalDataErased,
     TransferReceived,
     TransferRefunded,
     TransferSent,
@@ -482,6 +483,8 @@ def caught_up(
             )
         elif isinstance(data, AccountClosed):
             view = replace(view, status=AccountStatus.CLOSED, version=e.stream_version)
+        elif isinstance(data, PersonalDataErased):
+            view = replace(view, owner_name=REDACTED, version=e.stream_version)
         else:
             view = replace(view, version=e.stream_version)
     return view, moved

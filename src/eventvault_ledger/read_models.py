@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Any, Final
 
-from eventvault import EventVaultError, RecordedEvent, StreamDeletedEvent
+from eventvault import REDACTED, EventVaultError, RecordedEvent, StreamDeletedEvent
 from eventvault.processes import ProcessManager
 from eventvault.projections import Projection, ProjectionRunner, Session, handles
 from eventvault_ledger.domain import (
@@ -55,6 +55,7 @@ from eventvault_ledger.domain import (
     AccountStatus,
     MoneyDeposited,
     MoneyWithdrawn,
+    PersonalDataErased,
     TransferReceived,
     TransferRefunded,
     TransferSent,
@@ -543,6 +544,17 @@ class AccountsProjection(Projection):
                 len(moves),
                 currency,
             ),
+        )
+
+    @handles(PersonalDataErased)
+    def _erased(self, db: Session, e: RecordedEvent) -> None:
+        """The owner becomes the placeholder (the name in the log is unreadable once the key goes)."""
+        account_id = account_id_of(e.stream_id)
+        self.end_batch(db)  # as for a close: the batch's moves first, then this guard on the version
+        db.batch.get(_ACCOUNTS, {}).pop(account_id, None)
+        db.execute(
+            "UPDATE {account_summary} SET owner_name = ?, version = ? WHERE account_id = ? AND version < ?",
+            (REDACTED, e.stream_version, account_id, e.stream_version),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from eventvault import Query
+from eventvault_ledger.domain import owner_tag
 
 
 async def test_a_fourth_open_account_is_a_409_problem_and_a_close_makes_room(api):
@@ -34,5 +35,7 @@ async def test_eight_concurrent_opens_for_one_owner_and_currency_land_exactly_th
     for r in answers:
         if r.status_code == 409:
             api.problem(r, 409, "too-many-open-accounts")
-    opened = await api.services.store.read(Query.of(types=["AccountOpened"], tags=["owner:ada lovelace"]))
+    opened = await api.services.store.read(
+        Query.of(types=["AccountOpened"], tags=[owner_tag("Ada Lovelace")])
+    )
     assert len(opened.events) == 3

@@ -60,6 +60,7 @@ OPERATIONS = [
     ("POST", "/api/command/accounts/{account_id}/deposit"),
     ("POST", "/api/command/accounts/{account_id}/withdraw"),
     ("POST", "/api/command/accounts/{account_id}/close"),
+    ("DELETE", "/api/command/accounts/{account_id}/personal-data"),
     ("GET", "/api/query/accounts"),
     ("GET", "/api/query/accounts/{account_id}"),
     ("GET", "/api/query/accounts/{account_id}/transactions"),

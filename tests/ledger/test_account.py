@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from eventvault import DomainError, default_registry
+from eventvault import REDACTED, DomainError, default_registry
 from eventvault.store.codec import EventCodec
 from eventvault.testing import given
 from eventvault_ledger.currencies import ACTIVE, NAMES, WITHDRAWN, check_currency, minor_units
@@ -24,7 +24,9 @@ from eventvault_ledger.domain import (
     AccountStatus,
     MoneyDeposited,
     MoneyWithdrawn,
+    PersonalDataErased,
     format_money,
+    owner_tag,
     parse_amount,
 )
 from eventvault_ledger.errors import (
@@ -64,8 +66,48 @@ def test_open_records_account_opened_and_starts_empty():
         "status": AccountStatus.OPEN,
         "transaction_count": 0,
         "transfers_out": {},
+        "owner_tag": owner_tag("Ada Lovelace"),
+        "personal_data_erased": False,
     }
     assert account.version == 1
+
+
+def test_erasing_personal_data_records_it_once_and_redacts_the_owner():
+    """Given an open account, erasing records PersonalDataErased with its owner tag; again records nothing."""
+    account = (
+        given(Account, OPENED)
+        .when(Account.erase_personal_data)
+        .then(PersonalDataErased(owner_tag("Ada Lovelace")))
+    )
+    assert (account.owner_name, account.owner_tag, account.personal_data_erased) == (
+        REDACTED,
+        owner_tag("Ada Lovelace"),
+        True,
+    )
+    given(Account, OPENED, PersonalDataErased(owner_tag("Ada Lovelace"))).when(
+        Account.erase_personal_data
+    ).then()
+
+
+def test_a_closed_account_can_be_erased_too():
+    """Erasing is not a command on the money: a closed account's owner is erased as well."""
+    given(Account, OPENED, AccountClosed()).when(Account.erase_personal_data).then(
+        PersonalDataErased(owner_tag("Ada Lovelace"))
+    )
+
+
+def test_a_replayed_erased_account_keeps_its_owner_tag_for_the_close():
+    """Replayed with the name redacted, the account still closes under the tag it was opened with."""
+    account = Account.replay(
+        "a", [AccountOpened(REDACTED, "EUR"), PersonalDataErased(owner_tag("Ada Lovelace"))]
+    )
+    account.close()
+    assert account.tags_of(account.pending_events[0]) == (owner_tag("Ada Lovelace"), "currency:EUR")
+
+
+def test_the_placeholder_is_no_owner_name():
+    with pytest.raises(InvalidOwnerName, match="erased"):
+        Account.open(REDACTED, "EUR")
 
 
 def test_open_gives_a_new_uuid7_id_and_an_account_stream():

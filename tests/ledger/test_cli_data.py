@@ -68,12 +68,34 @@ def test_export_then_import_then_verify(runner, demo_db, tmp_path):
     assert report["problems"] == []
 
 
+def test_keys_travel_only_when_asked_for(runner, demo_db, tmp_path):
+    """Without --keys the copy's owners read [redacted]; with them, as in the source."""
+    out, keys = tmp_path / "log.jsonl", tmp_path / "keys.jsonl"
+    result = invoke(runner, "export", "--db", str(demo_db), "--out", str(out), "--keys", str(keys), "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert "subjects' keys" in result.stderr
+    bare, keyed = tmp_path / "bare.db", tmp_path / "keyed.db"
+    assert invoke(runner, "import", str(out), "--db", str(bare), "--quiet").exit_code == 0
+    result = invoke(runner, "import", str(out), "--db", str(keyed), "--keys", str(keys), "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert "subjects' keys" in result.stdout
+
+    def first_owner(db: Path) -> str:
+        found = invoke(runner, "streams", "ls", "--db", str(db), "--json")
+        stream = json.loads(found.stdout)["streams"][0]["streamId"]
+        doc = json.loads(invoke(runner, "streams", "read", stream, "--db", str(db), "--json").stdout)
+        return str(doc["events"][0]["data"]["owner_name"])
+
+    assert first_owner(bare) == "[redacted]"
+    assert first_owner(keyed) == first_owner(demo_db) != "[redacted]"
+
+
 def test_import_refuses_a_damaged_file_and_a_store_with_other_events(runner, demo_db, tmp_path):
     """Exit 5 for a damaged file (nothing written), 4 for a store holding other events."""
     out = tmp_path / "log.jsonl"
     assert invoke(runner, "export", "--db", str(demo_db), "--out", str(out)).exit_code == 0
     damaged = tmp_path / "damaged.jsonl"
-    damaged.write_bytes(out.read_bytes().replace(b"Ada", b"Eve", 1))
+    damaged.write_bytes(out.read_bytes().replace(b'"EUR"', b'"USD"', 1))
     target = tmp_path / "copy.db"
     result = invoke(runner, "import", str(damaged), "--db", str(target))
     assert result.exit_code == EXIT_CORRUPT

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest_asyncio
 
 from eventvault.store.postgres import PostgresEventStore
-from eventvault.testing.contract import DCBContract, EventStoreContract, LifecycleContract, opened_stores
+from eventvault.testing.contract import (
+    DCBContract,
+    EventStoreContract,
+    LifecycleContract,
+    PersonalDataContract,
+    opened_stores,
+)
 
 
 class TestPostgresStore(EventStoreContract):
@@ -32,6 +38,17 @@ class TestPostgresStoreDCB(DCBContract):
 
 class TestPostgresStoreLifecycle(LifecycleContract):
     """Deletes, retention and scavenging on postgresql://, the stores of a test sharing one schema."""
+
+    @pytest_asyncio.fixture
+    async def store_factory(self, pg_url, schema):  # type: ignore[override] # a fixture overrides by name
+        async with opened_stores(
+            lambda registry: PostgresEventStore(pg_url, registry=registry, schema=schema, pool_max=5)
+        ) as factory:
+            yield factory
+
+
+class TestPostgresStorePersonalData(PersonalDataContract):
+    """Personal fields on postgresql://: keys in the schema's subject_keys table."""
 
     @pytest_asyncio.fixture
     async def store_factory(self, pg_url, schema):  # type: ignore[override] # a fixture overrides by name

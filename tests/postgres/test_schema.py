@@ -36,7 +36,14 @@ async def test_opening_creates_the_schema_at_the_current_version(store, raw):
     tables = await rows(
         conn, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [store.schema]
     )
-    assert {t for (t,) in tables} == {"eventvault_schema", "streams", "events", "snapshots", "event_tags"}
+    assert {t for (t,) in tables} == {
+        "eventvault_schema",
+        "streams",
+        "events",
+        "snapshots",
+        "event_tags",
+        "subject_keys",
+    }
     versions = await rows(conn, f"SELECT component, version FROM {store.schema}.eventvault_schema")  # noqa: S608
     assert versions == [("store", SCHEMA_VERSION)]
 
@@ -60,12 +67,13 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await first.append("s", notes("kept"), expected_version=NO_STREAM)
     await first.close()
     conn = await raw()
-    # Make it a version-1 schema again: without what versions 2 to 6 add.
+    # Make it a version-1 schema again: without what versions 2 to 7 add.
     await conn.execute(
         f"ALTER TABLE {first.schema}.streams DROP COLUMN deleted_version, DROP COLUMN tombstoned, "
         "DROP COLUMN truncate_before, DROP COLUMN max_count, DROP COLUMN max_age_us, "
         "ADD CONSTRAINT streams_version_check CHECK (version > 0)"
     )
+    await conn.execute(f"DROP TABLE {first.schema}.subject_keys")
     await conn.execute(f"DROP TABLE {first.schema}.event_tags")
     await conn.execute(f"DROP FUNCTION {first.schema}.dcb_lock(boolean, int8[], boolean[])")
     await conn.execute(f"ALTER TABLE {first.schema}.events DROP COLUMN tags")
@@ -91,6 +99,12 @@ async def test_an_older_schema_is_brought_up_to_date(open_store, raw, notes):
     await again.delete_stream("s", expected_version=2, tombstone=True)
     with pytest.raises(StreamDeleted):
         await again.append("s", notes("no"), expected_version=ANY)
+    assert await rows(conn, "SELECT to_regclass(%s) IS NOT NULL", [f"{first.schema}.subject_keys"]) == [
+        (True,)
+    ]
+    assert again.keys is not None
+    key = await again.keys.key_for("s")  # the migrated table takes keys
+    assert (await again.keys.keys_of(["s"])) == {"s": key}
 
 
 async def test_two_stores_opening_at_the_same_moment_migrate_once(open_store, schema, raw, eventually, notes):

@@ -399,6 +399,9 @@ class SQLiteReadModels(ReadModels):
         # the disk (WAL, synchronous=NORMAL); the next durable commit in the file,
         # such as the store's next append, carries it to the disk.
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+        # Overwrite what an UPDATE or DELETE frees (an erased owner name must not stay
+        # readable in the page; most builds default to this, some do not).
+        conn.execute("PRAGMA secure_delete = ON")
         return conn
 
     def _begin(self, conn: sqlite3.Connection) -> None:

@@ -32,6 +32,16 @@ from eventvault.errors import (
     WrongExpectedVersion,
 )
 from eventvault.store.codec import EMPTY_METADATA_JSON, EventCodec
+from eventvault.store.personal import (
+    SEALED_PREFIX,
+    KeyStore,
+    SubjectKey,
+    UnsealingDecoder,
+    check_subject,
+    seal,
+    sealed_subject,
+    subject_of,
+)
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -284,6 +294,8 @@ class EventStore(abc.ABC):
 
     def __init__(self, *, registry: EventRegistry | None = None) -> None:
         self.codec = EventCodec(registry)
+        self.keys: KeyStore | None = None
+        """Where the subjects' keys of personal fields are kept (None: this store keeps none)."""
         self._closed = False
         self._wait_loop: asyncio.AbstractEventLoop | None = None
         self._appended: asyncio.Event | None = None
@@ -329,6 +341,8 @@ class EventStore(abc.ABC):
         check_expected_version(expected_version)
         prepared = self.prepare(events)
         self._check_open()
+        if self.codec.personal_types():
+            prepared = await self._seal(stream_id, prepared)
         if any(e.tags for e in prepared):
             # Tagged events are what query reads and conditions see: a backend that
             # would drop the tags must refuse them instead.
@@ -427,7 +441,70 @@ class EventStore(abc.ABC):
         if stream_id is None:
             stream_id, expected_version = f"{DCB_STREAM_PREFIX}{prepared[0].event_id}", NO_STREAM
         assert expected_version is not None  # noqa: S101 - set on both branches above
+        if self.codec.personal_types():
+            prepared = await self._seal(stream_id, prepared)
         return await self._append_conditioned(stream_id, prepared, expected_version, condition)
+
+    # -- personal data (crypto-shredding) -------------------------------------------
+
+    async def _seal(self, stream_id: str, events: list[PreparedEvent]) -> list[PreparedEvent]:
+        """``events`` with the personal fields of those that have some sealed under their subject's key."""
+        specs = self.codec.personal_types()
+        if not any(e.event_type in specs for e in events):
+            return events
+        keys: dict[str, SubjectKey] = {}
+        out = []
+        for e in events:
+            spec = specs.get(e.event_type)
+            if spec is None or e.payload.startswith(SEALED_PREFIX):
+                out.append(e)
+                continue
+            if self.keys is None:
+                raise InvalidEvent(
+                    f"{e.event_type} has personal fields, and this {self.scheme} store "
+                    "keeps no keys to seal them"
+                )
+            subject = subject_of(spec, stream_id, e.payload)
+            key = keys.get(subject)
+            if key is None:
+                key = keys[subject] = await self.keys.key_for(subject)
+            out.append(e._replace(payload=seal(e.event_type, e.payload, spec, subject, key)))
+        return out
+
+    def _sealed(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """The events of a read whose personal fields are sealed (none, unless the registry has some)."""
+        specs = self.codec.personal_types()
+        if not specs or self.keys is None:
+            return []
+        return [e for e in events if e.event_type in specs and e.payload.startswith(SEALED_PREFIX)]
+
+    async def _unseal(self, sealed: list[RecordedEvent]) -> None:
+        """Hand the sealed events of one read the keys of their subjects (one look-up for them all)."""
+        assert self.keys is not None  # noqa: S101 - _sealed finds none without keys
+        subjects = {s for e in sealed if (s := sealed_subject(e.payload)) is not None}
+        decoder = UnsealingDecoder(self.codec, await self.keys.keys_of(subjects) if subjects else {})
+        for e in sealed:
+            e.decode_with(decoder)
+
+    async def forget(self, subject: str) -> bool:
+        """Destroy ``subject``'s key: its personal fields read as REDACTED from now on, everywhere.
+
+        The events stay as they are (never rewritten); what is gone is the one
+        key that opens their sealed fields, so every read, replay and export
+        made from now on shows the placeholder. The subject stays forgotten:
+        appending personal data of it again raises SubjectForgotten. When the
+        subject is a stream id, that stream's snapshots are dropped too (an
+        aggregate's state may hold the fields in the clear). Returns True if a
+        key was destroyed by this call; forgetting again is harmless.
+        """
+        check_subject(subject)
+        self._check_open()
+        if self.keys is None:
+            raise InvalidInput(f"this {self.scheme} store keeps no keys: it holds no sealed personal data")
+        destroyed = await self.keys.forget(subject)
+        with contextlib.suppress(InvalidStreamId):
+            await self.drop_snapshots(stream_id=check_stream_id(subject))
+        return destroyed
 
     # -- moving a log (export / import) ------------------------------------------
 
@@ -510,7 +587,10 @@ class EventStore(abc.ABC):
             raise InvalidInput(f"backwards must be a bool, got {backwards!r}")
         self._check_open()
         self._check_dcb()
-        return await self._read_query(query, after, limit, backwards)
+        found = await self._read_query(query, after, limit, backwards)
+        if self.codec.personal_types() and (sealed := self._sealed(found.events)):
+            await self._unseal(sealed)
+        return found
 
     def _check_dcb(self) -> None:
         if not self.supports_dcb:
@@ -571,7 +651,10 @@ class EventStore(abc.ABC):
         if limit == 0 or (to_version is not None and to_version < from_version):
             return []
         self._check_open()
-        return await self._read_shown(stream_id, from_version, to_version, backwards, limit, as_of_us)
+        events = await self._read_shown(stream_id, from_version, to_version, backwards, limit, as_of_us)
+        if self.codec.personal_types() and (sealed := self._sealed(events)):
+            await self._unseal(sealed)
+        return events
 
     async def _read_shown(  # noqa: PLR0913, PLR0917
         self,
@@ -640,7 +723,10 @@ class EventStore(abc.ABC):
             if not types:
                 raise InvalidInput("event_types is empty: pass None to read every type")
         self._check_open()
-        return await self._read_all(checkpoint, limit, types)
+        page = await self._read_all(checkpoint, limit, types)
+        if self.codec.personal_types() and (sealed := self._sealed(page.events)):
+            await self._unseal(sealed)
+        return page
 
     @abc.abstractmethod
     async def _read_all(
@@ -696,7 +782,10 @@ class EventStore(abc.ABC):
         if limit > MAX_PAGE:
             raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
         self._check_open()
-        return await self._read_category(stream_prefix, checkpoint, limit)
+        page = await self._read_category(stream_prefix, checkpoint, limit)
+        if self.codec.personal_types() and (sealed := self._sealed(page.events)):
+            await self._unseal(sealed)
+        return page
 
     async def _read_category(self, stream_prefix: str, after: Checkpoint, limit: int) -> LogPage:
         # Generic: a scan of the global log. Backends override it with a query
@@ -762,7 +851,10 @@ class EventStore(abc.ABC):
         if not isinstance(event_id, uuid.UUID):
             raise InvalidInput(f"an event id is a uuid.UUID, got {type(event_id).__name__}")
         self._check_open()
-        return await self._get_event(event_id)
+        found = await self._get_event(event_id)
+        if found is not None and self.codec.personal_types() and (sealed := self._sealed([found])):
+            await self._unseal(sealed)
+        return found
 
     async def _get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         # Generic: a scan of the log. Backends override it with their unique index on event_id.
@@ -1101,6 +1193,15 @@ class EventStore(abc.ABC):
         check_positive_int("schema_version", schema_version, optional=False)
         check_positive_int("to_version", to_version, minimum=0)
         self._check_open()
+        snap, events = await self._snapshot_and_stream_shown(stream_id, schema_version, to_version)
+        if self.codec.personal_types() and (sealed := self._sealed(events)):
+            await self._unseal(sealed)
+        return snap, events
+
+    async def _snapshot_and_stream_shown(
+        self, stream_id: str, schema_version: int, to_version: int | None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """:meth:`_snapshot_and_stream` without what deletes and retention rules hide."""
         life = await self._lifecycle(stream_id)
         snap, events = await self._snapshot_and_stream(stream_id, schema_version, to_version)
         if not life.has_rules:

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eventvault.domain import EventRegistry, default_registry
+from eventvault.domain import EventRegistry, PersonalData, default_registry, personal_data_of
 from eventvault.errors import DecodeError, EventTypeError, InvalidEvent
 from eventvault.store.records import EMPTY_METADATA, Metadata, RawEvent
 
@@ -45,6 +45,18 @@ class EventCodec:
         # has not changed (a reloaded module may register a name again).
         self._current: dict[str, tuple[int, msgspec.json.Decoder[Any]]] = {}
         self._current_of = -1
+        self._personal: dict[str, PersonalData] = {}
+        self._personal_of = -1
+
+    def personal_types(self) -> dict[str, PersonalData]:
+        """The registered type names with personal fields, and what they declare (often none)."""
+        registry = self.registry
+        if self._personal_of != registry.changes:
+            self._personal = {
+                entry.name: spec for entry in registry if (spec := personal_data_of(entry.cls)) is not None
+            }
+            self._personal_of = registry.changes
+        return self._personal
 
     def _encode_raw(self, raw: RawEvent) -> tuple[str, int, bytes]:
         try:
@@ -113,12 +125,45 @@ class EventCodec:
             return msgspec.convert(data, entry.cls)
         except msgspec.ValidationError as exc:
             entry = registry.of_name(name)
+            if payload.startswith(b'{"$sealed":'):
+                raise DecodeError(
+                    f"stored {name!r} has sealed personal fields: read it through its store, "
+                    "which holds the keys"
+                ) from None
             raise DecodeError(
                 f"stored {name!r} v{schema_version} does not fit {entry.cls.__qualname__}"
                 f" v{entry.version}: {exc}"
             ) from None
         except msgspec.DecodeError as exc:
             raise DecodeError(f"stored {name!r} is not valid JSON: {exc}") from None
+        except EventTypeError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DecodeError(f"upcasting stored {name!r} from v{schema_version} failed: {exc!r}") from exc
+
+    def decode_stored(self, name: str, payload: bytes) -> Any:
+        """The stored JSON ``payload`` of a ``name`` event as Python values (not upcast)."""
+        if payload.startswith(b'{"$sealed":'):
+            raise DecodeError(
+                f"stored {name!r} has sealed personal fields: read it through its store, which holds the keys"
+            )
+        try:
+            return msgspec.json.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"stored {name!r} is not valid JSON: {exc}") from None
+
+    def decode_data(self, name: str, schema_version: int, data: dict[str, Any]) -> Any:
+        """The event whose stored JSON object (at ``schema_version``) is ``data``, upcast."""
+        entry = self.registry.of_name(name)
+        try:
+            if schema_version != entry.version:
+                data = self.registry.upcast(name, schema_version, data)
+            return msgspec.convert(data, entry.cls)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(
+                f"stored {name!r} v{schema_version} does not fit {entry.cls.__qualname__}"
+                f" v{entry.version}: {exc}"
+            ) from None
         except EventTypeError:
             raise
         except (TypeError, ValueError, KeyError) as exc:

@@ -24,6 +24,7 @@ from eventvault.store.base import (
     recorded_deletions,
     versions_before,
 )
+from eventvault.store.personal import MemoryKeyStore
 from eventvault.store.records import (
     START,
     AppendCondition,
@@ -89,6 +90,7 @@ class _Data:
     life: dict[str, _Life] = field(default_factory=dict)
     removed: int = 0
     """How many rows a scavenge removed (0: every read may take the log as it is)."""
+    keys: MemoryKeyStore = field(default_factory=MemoryKeyStore)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stores: weakref.WeakSet[MemoryEventStore] = field(default_factory=weakref.WeakSet)
 
@@ -119,6 +121,7 @@ class MemoryEventStore(EventStore):
     ) -> None:
         super().__init__(registry=registry)
         self._data: _Data = share_with._data if share_with is not None else _Data()  # noqa: SLF001
+        self.keys = self._data.keys
         self._data.stores.add(self)
 
     def _record(self, row: _Row) -> RecordedEvent:

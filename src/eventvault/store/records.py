@@ -8,15 +8,12 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 import msgspec
 
 from eventvault._ids import uuid7, uuid_from_bytes
 from eventvault.errors import InvalidCheckpoint, InvalidInput
-
-if TYPE_CHECKING:
-    from eventvault.store.codec import EventCodec
 
 __all__ = [
     "ANY",
@@ -184,6 +181,14 @@ def datetime_to_micros(dt: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+class EventDecoder(Protocol):
+    """What a recorded event decodes its bytes with: the store's codec, or one holding keys."""
+
+    def decode_event(self, name: str, schema_version: int, payload: bytes) -> Any: ...
+    def decode_metadata(self, raw: bytes | None) -> Metadata: ...
+    def decode_stored(self, name: str, payload: bytes) -> Any: ...
+
+
 class RecordedEvent:
     """A stored event: the envelope, with data and metadata decoded on first access.
 
@@ -220,7 +225,7 @@ class RecordedEvent:
 
     def __init__(  # noqa: PLR0913, PLR0917 - one argument per envelope field
         self,
-        codec: EventCodec,
+        codec: EventDecoder,
         event_id: uuid.UUID | bytes,
         stream_id: str,
         stream_version: int,
@@ -252,6 +257,10 @@ class RecordedEvent:
         self._data: Any = _UNSET
         self._meta: Metadata | None = None
 
+    def decode_with(self, decoder: EventDecoder) -> None:
+        """Decode data and metadata with ``decoder`` (a store hands sealed events the keys of their read)."""
+        self._codec = decoder
+
     @property
     def event_id(self) -> uuid.UUID:
         """The event's id, as written by its appender."""
@@ -266,6 +275,14 @@ class RecordedEvent:
         if self._data is _UNSET:
             self._data = self._codec.decode_event(self.event_type, self.schema_version, self._payload)
         return self._data
+
+    def data_as_stored(self) -> Any:
+        """The stored JSON of the data, decoded but not upcast; sealed personal fields opened.
+
+        What tools show as the event "as written": its sealed fields read as
+        their values, or as ``[redacted]`` once the subject is forgotten.
+        """
+        return self._codec.decode_stored(self.event_type, self._payload)
 
     @property
     def metadata(self) -> Metadata:

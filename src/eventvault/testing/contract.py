@@ -57,18 +57,21 @@ import pytest
 import pytest_asyncio
 
 from eventvault.domain import (
+    REDACTED,
     STREAM_DELETED,
     Aggregate,
     EventRegistry,
     StreamDeletedEvent,
     applies,
     event,
+    personal,
     upcaster,
 )
 from eventvault.errors import (
     AggregateNotFound,
     AppendConditionFailed,
     ConcurrencyError,
+    DecodeError,
     DuplicateEventId,
     EventTypeError,
     InvalidCheckpoint,
@@ -78,11 +81,13 @@ from eventvault.errors import (
     InvalidStreamId,
     StoreClosed,
     StreamDeleted,
+    SubjectForgotten,
     WrongExpectedVersion,
 )
 from eventvault.repository import Repository
 from eventvault.store.base import MAX_PAGE, MAX_STREAM_ID_LENGTH, EventStore
 from eventvault.store.memory import MemoryEventStore
+from eventvault.store.personal import KeyRecord, SubjectKey
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -106,6 +111,7 @@ __all__ = [
     "DCBContract",
     "EventStoreContract",
     "LifecycleContract",
+    "PersonalDataContract",
     "StoreFactory",
     "opened_stores",
 ]
@@ -2385,3 +2391,237 @@ class LifecycleContract:
         await store.scavenge()  # now the delete's event goes too
         assert [(e.stream_id, e.stream_version) for e in await full_log(store)] == [(STREAM, 4)]
         assert await self.names(store) == ["c"]
+
+
+# -- personal data (crypto-shredding) --------------------------------------------------
+
+PERSONAL_REGISTRY = EventRegistry()
+"""The personal-data suite's event types: other suites' reads never meet a sealed field."""
+
+
+@event("personal.CustomerRegistered", registry=PERSONAL_REGISTRY)
+@personal("name", "email")
+@dataclass(frozen=True, slots=True)
+class CustomerRegistered:
+    """Two personal fields of the stream's subject, and a plain one."""
+
+    name: str
+    email: str
+    plan: str
+
+
+@event("personal.PlanChanged", registry=PERSONAL_REGISTRY)
+@dataclass(frozen=True, slots=True)
+class PlanChanged:
+    """No personal field: stored as plain JSON, whatever else the registry declares."""
+
+    plan: str
+
+
+@event("personal.NoteWritten", registry=PERSONAL_REGISTRY)
+@personal("text", subject="author")
+class NoteWritten(msgspec.Struct, frozen=True):
+    """A personal field whose subject is named by another field, not the stream."""
+
+    author: str
+    text: str
+
+
+class Customer(Aggregate):
+    """State that holds a personal field: it must replay once the field is redacted."""
+
+    category = "customer"
+    snapshot_every = 1
+    name: str = ""
+    plan: str = ""
+
+    @applies(CustomerRegistered)
+    def _registered(self, e: CustomerRegistered) -> None:
+        self.name, self.plan = e.name, e.plan
+
+    @applies(PlanChanged)
+    def _changed(self, e: PlanChanged) -> None:
+        self.plan = e.plan
+
+
+ADA = "customer-ada"
+
+
+class PersonalDataContract:
+    """Personal fields (``@personal``): sealed per subject on append, redacted everywhere once forgotten.
+
+    Subclass it as ``Test<Backend>PersonalData`` with the same ``store_factory``
+    fixture as :class:`EventStoreContract`.
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        """Each backend's subclass overrides this fixture (see the module docstring)."""
+        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
+
+    @pytest_asyncio.fixture
+    async def store(self, store_factory: StoreFactory) -> EventStore:
+        """A store on a fresh database, knowing the suite's personal event types."""
+        return await store_factory(registry=PERSONAL_REGISTRY)
+
+    @staticmethod
+    async def every_read(store: EventStore, stream_id: str) -> list[Any]:
+        """The first event of ``stream_id`` as each kind of read returns it (data decoded)."""
+        stream = await store.read_stream(stream_id)
+        first = stream[0]
+        found = await store.get_event(first.event_id)
+        assert found is not None
+        log = [e for e in (await store.read_all()).events if e.event_id == first.event_id]
+        category = [e for e in (await store.read_category(stream_id)).events if e.event_id == first.event_id]
+        _, after_snapshot = await store.load_snapshot_and_stream(stream_id, schema_version=99)
+        walked = [e async for e in store.iter_all() if e.event_id == first.event_id]
+        return [e.data for e in (first, found, *log, *category, after_snapshot[0], *walked)]
+
+    async def test_personal_fields_are_stored_sealed_and_read_back(self, store: EventStore) -> None:
+        """Given a registration, the stored bytes hold neither name nor email; every read gives both."""
+        registered = CustomerRegistered("Ada Lovelace", "ada@example.org", "gold")
+        await store.append(ADA, [registered, PlanChanged("silver")], expected_version=NO_STREAM)
+        first, second = await store.read_stream(ADA)
+        assert b"Ada Lovelace" not in first.payload
+        assert b"ada@example.org" not in first.payload
+        assert b'"plan":"gold"' in first.payload  # the plain field stays plain
+        assert second.payload == msgspec.json.encode(PlanChanged("silver"))  # no personal field: no seal
+        assert await self.every_read(store, ADA) == [registered] * 6
+
+    async def test_forget_redacts_every_read_and_keeps_the_events(self, store: EventStore) -> None:
+        """When the subject is forgotten, its fields read as REDACTED; the bytes and the rest stay."""
+        await store.append(
+            ADA, [CustomerRegistered("Ada", "ada@example.org", "gold")], expected_version=NO_STREAM
+        )
+        before = (await store.read_stream(ADA))[0]
+        assert await store.forget(ADA) is True
+        after = (await store.read_stream(ADA))[0]
+        assert (after.event_id, after.payload, after.position) == (
+            before.event_id,
+            before.payload,
+            before.position,
+        )
+        assert await self.every_read(store, ADA) == [CustomerRegistered(REDACTED, REDACTED, "gold")] * 6
+        assert await store.forget(ADA) is False  # again: harmless, nothing more to destroy
+        assert await store.keys.is_forgotten(ADA) if store.keys else False
+
+    async def test_another_store_on_the_database_sees_the_forget(self, store_factory: StoreFactory) -> None:
+        """Keys are not cached per store: a forget by one is what every other one reads next."""
+        one = await store_factory(registry=PERSONAL_REGISTRY)
+        other = await store_factory(registry=PERSONAL_REGISTRY)
+        await one.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        assert (await other.read_stream(ADA))[0].data.name == "Ada"
+        await one.forget(ADA)
+        assert (await other.read_stream(ADA))[0].data.name == REDACTED
+
+    async def test_a_forgotten_subject_takes_no_new_personal_data(self, store: EventStore) -> None:
+        """When a forgotten subject's personal data is appended, SubjectForgotten; nothing is written."""
+        await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        await store.forget(ADA)
+        with pytest.raises(SubjectForgotten):
+            await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=1)
+        assert await store.stream_version(ADA) == 1
+        # Events without personal data still append to the forgotten subject's stream.
+        await store.append(ADA, [PlanChanged("bronze")], expected_version=1)
+        assert await store.stream_version(ADA) == 2
+
+    async def test_a_field_can_name_the_subject(self, store: EventStore) -> None:
+        """Given notes of two authors in one stream, forgetting one author redacts only theirs."""
+        notes = [NoteWritten("ann", "ann's secret"), NoteWritten("bob", "bob's secret")]
+        await store.append("notes", notes, expected_version=NO_STREAM)
+        await store.append_events(
+            [NoteWritten("ann", "tagged")], stream_id="notes", expected_version=2
+        )  # the conditional path seals too
+        assert [e.data.text for e in await store.read_stream("notes")] == [
+            "ann's secret",
+            "bob's secret",
+            "tagged",
+        ]
+        assert all(b"secret" not in e.payload for e in await store.read_stream("notes"))
+        await store.forget("ann")
+        assert [e.data for e in await store.read_stream("notes")] == [
+            NoteWritten("ann", REDACTED),
+            NoteWritten("bob", "bob's secret"),
+            NoteWritten("ann", REDACTED),
+        ]
+
+    async def test_an_aggregate_replays_redacted_and_its_snapshots_go(self, store: EventStore) -> None:
+        """An aggregate whose state holds a personal field loads after a forget, from its events."""
+        repo = Repository(store)
+        customer = Customer(ADA.removeprefix("customer-"))
+        customer.record(CustomerRegistered("Ada", "a@x", "gold"))
+        await repo.save(customer)
+        assert await store.list_snapshots(stream_id=ADA)  # it holds "Ada" in the clear
+        await store.forget(ADA)
+        assert await store.list_snapshots(stream_id=ADA) == []
+        loaded = await repo.load(Customer, "ada")
+        assert (loaded.name, loaded.plan, loaded.version) == (REDACTED, "gold", 1)
+
+    async def test_changed_sealed_bytes_are_damage_not_erasure(self, store: EventStore) -> None:
+        """A sealed member its key does not open raises DecodeError (a forgotten key never does)."""
+        await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        stored = (await store.read_stream(ADA))[0]
+        member = msgspec.json.decode(stored.payload)
+        blob = member["$sealed"]["c"]
+        member["$sealed"]["c"] = ("B" if blob[0] != "B" else "C") + blob[1:]
+        head = (await store.head()).position
+        copy = RecordedEvent(
+            store.codec,
+            uuid.uuid4(),
+            "customer-copy",
+            1,
+            head + 1,
+            stored.event_type,
+            1,
+            stored.occurred_us,
+            stored.recorded_us,
+            msgspec.json.encode(member),
+            b"{}",
+        )
+        await store.write_recorded([copy])
+        damaged = (await store.read_stream("customer-copy"))[0]
+        with pytest.raises(DecodeError, match="does not open"):
+            _ = damaged.data
+
+    async def test_key_rows_list_in_subject_order_and_restore_forgetting_wins(
+        self, store: EventStore
+    ) -> None:
+        """Rows page by subject; restored rows add new subjects, forget forgotten ones, keep present keys."""
+        keys = store.keys
+        assert keys is not None
+        ann, bob = await keys.key_for("ann"), await keys.key_for("bob")
+        await keys.forget("cid")
+        rows = await keys.records("", 10)
+        assert [(r.subject, r.key_id, r.key) for r in rows] == [
+            ("ann", ann.key_id, ann.key),
+            ("bob", bob.key_id, bob.key),
+            ("cid", None, None),
+        ]
+        assert rows[2].forgotten_us is not None
+        assert [r.subject for r in await keys.records("ann", 1)] == ["bob"]
+        other = SubjectKey("0123456789abcdef", bytes(32))
+        await keys.restore(
+            [
+                KeyRecord("ann", other.key_id, other.key, 1, None),  # has a key here: keeps it
+                KeyRecord("bob", None, None, 1, 2),  # forgotten there: forgotten here
+                KeyRecord("cid", other.key_id, other.key, 1, None),  # forgotten here: stays so
+                KeyRecord("dan", other.key_id, other.key, 1, None),  # new: taken as it is
+            ]
+        )
+        assert await keys.keys_of(["ann", "bob", "cid", "dan"]) == {"ann": ann, "dan": other}
+        assert await keys.is_forgotten("bob")
+        assert await keys.is_forgotten("cid")
+
+    async def test_racing_first_keys_of_a_subject_are_one_key(self, store_factory: StoreFactory) -> None:
+        """Stores racing to make a subject's first key all get the one that landed."""
+        one = await store_factory(registry=PERSONAL_REGISTRY)
+        other = await store_factory(registry=PERSONAL_REGISTRY)
+        assert one.keys is not None
+        assert other.keys is not None
+        made = await asyncio.gather(
+            *(keys.key_for("ann") for keys in (one.keys, other.keys) for _ in range(8))
+        )
+        assert len(set(made)) == 1
+        assert await other.keys.keys_of(["ann"]) == {"ann": made[0]}

@@ -486,8 +486,52 @@ async def close(request: Request) -> Response:
     )
 
 
+async def erase_personal_data(request: Request) -> Response:
+    """Erase the owner's personal data (admin scope): the owner name reads as `[redacted]` from now on.
+
+    Appends `PersonalDataErased` to the account (read models re-project the
+    owner as the placeholder), then destroys the account's key, so the name
+    sealed in its `AccountOpened` can no longer be read by anyone: every
+    read, replay and export shows `[redacted]`. The events stay. The account
+    keeps working (deposits, withdrawals, transfers, close). 204 each time:
+    a second call finds it erased and changes nothing. What is and is not
+    erased (backups, replicas, earlier exports): docs/data-protection.md.
+    """
+    principal = authorize(request.scope, "admin")
+    if request.scope["query_string"]:
+        raise invalid_request("this route takes no query parameter", parameter=min(request.query_params))
+    account_id = parse_account_id(request.path_params["account_id"])
+    if (await request.body()).strip():
+        await json_object(request, frozenset())
+    services = services_of(request)
+    started = time.perf_counter()
+    try:
+        async with services.lock_for(account_id):
+            await services.repository.update(
+                Account,
+                account_id,
+                Account.erase_personal_data,
+                metadata=command_metadata(request, principal, None),
+                retries=services.settings.command_retries,
+            )
+        # After the event landed: a failure here leaves the key in place, and the
+        # next call (which records nothing more) destroys it.
+        await services.store.forget(Account.stream_id_for(account_id))
+    except Exception as exc:
+        services.metrics.command("erase", problem_from(exc).code, time.perf_counter() - started)
+        raise
+    services.metrics.command("erase", "ok", time.perf_counter() - started)
+    return Response(status_code=204)
+
+
 routes: Final = [
     Route(f"{PREFIX}/accounts", open_account, methods=["POST"], name="open_account"),
+    Route(
+        f"{PREFIX}/accounts/{{account_id}}/personal-data",
+        erase_personal_data,
+        methods=["DELETE"],
+        name="erase_personal_data",
+    ),
     Route(f"{PREFIX}/accounts/{{account_id}}/deposit", deposit, methods=["POST"], name="deposit"),
     Route(f"{PREFIX}/accounts/{{account_id}}/withdraw", withdraw, methods=["POST"], name="withdraw"),
     Route(f"{PREFIX}/accounts/{{account_id}}/close", close, methods=["POST"], name="close"),
@@ -710,6 +754,16 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
                 {"200": _result("Closed")},
                 _MONEY_ERRORS,
                 {"type": "object", "additionalProperties": False, "maxProperties": 0},
+            )
+        },
+        f"{PREFIX}/accounts/{{account_id}}/personal-data": {
+            "delete": command_operation(
+                erase_personal_data,
+                "Erase the owner's personal data",
+                [_ACCOUNT_PARAMETER],
+                {"204": {"description": "Erased (now or before): the owner reads as [redacted]"}},
+                (401, 403, 404, 408, 413, 415, 422, 503),
+                None,
             )
         },
     }

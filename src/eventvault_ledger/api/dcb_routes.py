@@ -159,7 +159,7 @@ def _event_json(e: RecordedEvent) -> dict[str, Any]:
         "streamId": e.stream_id,
         "version": e.stream_version,
         "tags": list(e.tags),
-        "data": msgspec.json.decode(e.payload),
+        "data": e.data_as_stored(),
         "occurredAt": _iso(e.occurred_at),
         "recordedAt": _iso(e.recorded_at),
     }

@@ -39,6 +39,7 @@ ACCOUNT_EVENTS: Final = (
     "TransferSent",
     "TransferReceived",
     "TransferRefunded",
+    "PersonalDataErased",  # the owner becomes [redacted]
 )
 _PREFIX: Final = "account-"
 _PAGE: Final = 200

@@ -66,6 +66,34 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/command/accounts/{account_id}/personal-data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Erase the owner's personal data
+         * @description Erase the owner's personal data (admin scope): the owner name reads as `[redacted]` from now on.
+         *
+         *         Appends `PersonalDataErased` to the account (read models re-project the
+         *         owner as the placeholder), then destroys the account's key, so the name
+         *         sealed in its `AccountOpened` can no longer be read by anyone: every
+         *         read, replay and export shows `[redacted]`. The events stay. The account
+         *         keeps working (deposits, withdrawals, transfers, close). 204 each time:
+         *         a second call finds it erased and changes nothing. What is and is not
+         *         erased (backups, replicas, earlier exports): docs/data-protection.md.
+         */
+        delete: operations["erase_personal_data"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/command/accounts/{account_id}/withdraw": {
         parameters: {
             query?: never;
@@ -1859,6 +1887,99 @@ export interface operations {
             };
             /** @description If-Match names a version the account is no longer at (precondition-failed) */
             412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The request body is too large (too-large) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The body is not JSON (unsupported-media-type) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Invalid input, or a ledger rule refused the command */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The store or the read model is not ready; see Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+        };
+    };
+    erase_personal_data: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id (a UUID) */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Erased (now or before): the owner reads as [redacted] */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No or an unknown bearer token (unauthorized) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The token lacks the scope (forbidden) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description Unknown account or resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemDocument"];
+                };
+            };
+            /** @description The body did not arrive in time (request-timeout) */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -6,6 +6,7 @@ import { describeError } from "../api/problems";
 import { useRequestTransfer, useTransfer } from "../api/queries";
 import { newKey } from "../lib/ids";
 import { checkAmount, withUnits } from "../lib/money";
+import { OwnerName } from "./OwnerName";
 
 const STEPS = ["requested", "debited", "completed"] as const;
 
@@ -87,7 +88,7 @@ export function TransferForm({
             {candidates.slice(0, 5).map((a) => (
               <li key={a.accountId}>
                 <button type="button" onClick={() => setTarget(a.accountId)}>
-                  {a.ownerName} <span className="muted">{a.accountId.slice(0, 8)}…</span>
+                  <OwnerName name={a.ownerName} /> <span className="muted">{a.accountId.slice(0, 8)}…</span>
                 </button>
               </li>
             ))}

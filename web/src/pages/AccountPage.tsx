@@ -16,6 +16,7 @@ import { TransactionHistory } from "../components/TransactionHistory";
 import { minorUnitsOf } from "../lib/money";
 import { href, listRoute } from "../lib/router";
 import { formatDateTime, formatRelative } from "../lib/time";
+import { OwnerName } from "../components/OwnerName";
 
 function Back() {
   return (
@@ -88,7 +89,7 @@ export function AccountPage({ id }: { id: string }) {
       <div className="page-head">
         <div>
           <h1>
-            {a.ownerName} <AccountStatus status={a.status} />
+            <OwnerName name={a.ownerName} /> <AccountStatus status={a.status} />
           </h1>
           <p className="lede mono" title="Account id">
             {a.accountId}

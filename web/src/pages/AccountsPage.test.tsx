@@ -82,6 +82,18 @@ describe("AccountsPage", () => {
     expect(screen.getByText("EUR held")).toBeInTheDocument();
   });
 
+  it("marks an owner whose personal data was erased", async () => {
+    fakeApi({
+      "GET /api/query/accounts": () =>
+        json({ items: [account({ ownerName: "[redacted]" })], nextCursor: null }),
+      "GET /api/query/totals": () => json({ items: [] }),
+    });
+    renderApp(<AccountsPage />);
+    const table = await screen.findByRole("table", { name: /accounts/i });
+    const link = within(table).getByRole("link", { name: /\[redacted\] erased/ });
+    expect(within(link).getByTitle("The owner's personal data was erased")).toHaveClass("owner-redacted");
+  });
+
   it("sends the balance range and currency filter to the API", async () => {
     const api = server();
     const user = userEvent.setup();

@@ -11,6 +11,7 @@ import { newKey } from "../lib/ids";
 import { checkBound, compareDecimal } from "../lib/money";
 import { href, navigate, rememberListQuery, useRoute } from "../lib/router";
 import { formatDateTime, formatRelative } from "../lib/time";
+import { OwnerName } from "../components/OwnerName";
 
 const NO_FILTERS: AccountFilters = { minBalance: "", maxBalance: "", currency: "", search: "", order: "asc" };
 
@@ -312,7 +313,9 @@ function AccountRow({ account: a, flash }: { account: Account; flash: boolean })
   return (
     <tr className={flash ? "flash" : undefined}>
       <th scope="row" data-label="Owner">
-        <a href={href({ name: "account", id: a.accountId })}>{a.ownerName}</a>
+        <a href={href({ name: "account", id: a.accountId })}>
+          <OwnerName name={a.ownerName} />
+        </a>
       </th>
       <td data-label="Account id">
         <span className="account-id">{a.accountId}</span>

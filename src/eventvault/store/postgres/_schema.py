@@ -270,6 +270,25 @@ def _migrations(s: sql.Identifier, schema: str) -> list[Migration]:
                 ),
             ],
         ),
+        # -- keys of personal fields (crypto-shredding) ---------------------------
+        Migration(
+            7,
+            "subject_keys: the keys of the subjects of personal fields, beside the log",
+            [
+                # Forgetting sets key_id and key to NULL; the row stays, so the subject
+                # is known as forgotten. A new table: the log is not touched.
+                sql.SQL(
+                    """
+                    CREATE TABLE {s}.subject_keys (
+                        subject text PRIMARY KEY,
+                        key_id text,
+                        key bytea,
+                        created_us bigint NOT NULL,
+                        forgotten_us bigint
+                    )"""
+                ).format(s=s),
+            ],
+        ),
     ]
 
 

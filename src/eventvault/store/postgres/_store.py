@@ -27,6 +27,7 @@ from eventvault.store.base import (
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._dcb import DCB
+from eventvault.store.postgres._keys import PostgresKeyStore
 from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._live import Notifications
 from eventvault.store.postgres._options import parse_options
@@ -86,6 +87,7 @@ class PostgresEventStore(EventStore):
         self.channel = self._live.channel
         self._appends = Appends(self._db, self._sql, self._options, self._live.appended, prepared=prepared)
         self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
+        self.keys = PostgresKeyStore(self._db, self.schema)
         self._dcb = DCB(self._db, self._sql, self._options, self._live.appended, self._reads.event)
         self._open_lock = asyncio.Lock()
 

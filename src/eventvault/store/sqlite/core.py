@@ -19,6 +19,7 @@ from eventvault.store.base import EventStore
 from eventvault.store.records import Checkpoint
 from eventvault.store.sqlite.errors import is_busy, map_error
 from eventvault.store.sqlite.jobs import STOP, AppendJob, Call, Delivery, Job, Outcome, fail, post
+from eventvault.store.sqlite.keys import SQLiteKeyStore
 from eventvault.store.sqlite.options import parse_options
 from eventvault.store.sqlite.writes import Append
 
@@ -39,6 +40,7 @@ class _SQLiteCore(EventStore):
         **options: Any,
     ) -> None:
         super().__init__(registry=registry)
+        self.keys = SQLiteKeyStore(self)
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
             raise InvalidStoreURL(f"a SQLite database path is a non-empty str, got {path!r}")

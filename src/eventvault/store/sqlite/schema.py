@@ -126,6 +126,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         """,
         ),
     ),
+    Migration(
+        4,
+        "subject_keys: the keys of the subjects of personal fields, beside the log",
+        (
+            # Keys of the subjects of personal fields (eventvault.store.personal), beside
+            # the log and never in it: forgetting a subject sets key_id and key to NULL
+            # (the row stays, so the subject is known as forgotten). A new table: a file
+            # migrates in place, its events untouched.
+            """
+        CREATE TABLE subject_keys (
+            subject      TEXT    PRIMARY KEY,
+            key_id       TEXT,
+            key          BLOB,
+            created_at   INTEGER NOT NULL,
+            forgotten_at INTEGER
+        )
+        """,
+        ),
+    ),
 )
 STORE: Final = Component(SCHEMA_COMPONENT, MIGRATIONS, what="event store schema")
 SCHEMA_VERSION: Final = STORE.version
