@@ -24,7 +24,7 @@ from psycopg.rows import RowMaker, args_row
 
 from eventvault.errors import AppendConditionFailed, StoreError
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
-from eventvault.store.postgres._appends import _Inserted, _result
+from eventvault.store.postgres._appends import _bytea, _Inserted, _quoted, _result
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._options import Options
 from eventvault.store.postgres._reads import _EVENT_FIELDS
@@ -242,17 +242,20 @@ def _lock_keys(
 
 
 def _append_params(stream_id: str, events: list[PreparedEvent], expected: ExpectedVersion) -> dict[str, Any]:
+    # The arrays go as array literals in text, which the statement casts (as the
+    # plain appends' do): joining the text costs less client CPU than psycopg's
+    # adapting each list element by element.
     return {
         "stream_id": stream_id,
         "n": len(events),
         "expected": expected if isinstance(expected, int) else None,
-        "ids": [e.event_id for e in events],
-        "types": [e.event_type for e in events],
-        "versions": [e.schema_version for e in events],
-        "occurred": [e.occurred_us for e in events],
-        "data": [e.payload for e in events],
-        "meta": [e.metadata for e in events],
-        "tags": [json.dumps(list(e.tags)) for e in events],
+        "ids": "{" + ",".join([str(e.event_id) for e in events]) + "}",
+        "types": "{" + ",".join([_quoted(e.event_type) for e in events]) + "}",
+        "versions": "{" + ",".join([str(e.schema_version) for e in events]) + "}",
+        "occurred": "{" + ",".join([str(e.occurred_us) for e in events]) + "}",
+        "data": "{" + ",".join([_bytea(e.payload) for e in events]) + "}",
+        "meta": "{" + ",".join([_bytea(e.metadata) for e in events]) + "}",
+        "tags": "{" + ",".join([_quoted(json.dumps(list(e.tags))) for e in events]) + "}",
     }
 
 
@@ -284,7 +287,7 @@ class DCB:
         self._appended = appended
         self._event = event
         self._lock = (
-            sql.SQL("SELECT {s}.dcb_lock(%s, %s::int8[], %s::bool[])").format(s=self._s).as_bytes(None)
+            sql.SQL("SELECT {s}.dcb_lock(%s::bool, %s::int8[], %s::bool[])").format(s=self._s).as_bytes(None)
         )
         self._statements: dict[tuple[str, Any], bytes] = {}
 
@@ -331,7 +334,11 @@ class DCB:
         """Append ``events`` to ``stream_id`` with their tags, if ``expected`` and ``condition`` hold."""
         query = condition.fail_if_events_match if condition is not None else None
         whole_log, keys, exclusive = _lock_keys(self._schema, query, events)
-        lock_params = [whole_log, keys, exclusive]
+        lock_params = [
+            "t" if whole_log else "f",
+            "{" + ",".join(map(str, keys)) + "}",
+            "{" + ",".join("t" if x else "f" for x in exclusive) + "}",
+        ]
         insert = self._statement(_kind(expected), query)
         params = _append_params(stream_id, events, expected)
         if condition is not None:
