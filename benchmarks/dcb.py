@@ -40,6 +40,12 @@ __all__ = ["DCBContender", "EvDCB", "PeerDCB", "explain_condition", "latency_ms"
 REGISTRY = EventRegistry()
 _TYPE = "Registered"
 _BATCH = 1000
+_EAGER_PARALLEL = (
+    "parallel_setup_cost",
+    "parallel_tuple_cost",
+    "min_parallel_table_scan_size",
+    "min_parallel_index_scan_size",
+)
 
 
 @event(_TYPE, registry=REGISTRY)
@@ -250,24 +256,15 @@ def explain_condition(backend: Backend, place: Place, tag: str, after: int) -> d
     """The plan of eventvault's condition check on ``tag`` after ``after``; whether it probes the tag index.
 
     SQLite: EXPLAIN QUERY PLAN of the statements ``first_match`` runs; PostgreSQL:
-    EXPLAIN (ANALYZE) of ``condition_sql`` (it only reads), with its execution time.
+    EXPLAIN (ANALYZE) of the conditional append's statement (the check and the
+    insert it gates, as the store runs it after its locks), in a transaction
+    rolled back, with its execution time and whether any part ran under a
+    parallel ``Gather`` (with parallel plans made free for the planner, so that
+    only the statement's shape keeps them out).
     """
     query = Query.of(types=[_TYPE], tags=[tag])
     if isinstance(backend, PostgresBackend):
-        from psycopg import sql  # noqa: PLC0415
-
-        from eventvault.store.postgres._dcb import _params, condition_sql  # noqa: PLC0415
-
-        assert place.schema is not None  # noqa: S101
-        statement = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF) ") + condition_sql(
-            sql.Identifier(place.schema), query
-        )
-        with backend.connect() as conn:
-            lines = [str(r[0]) for r in conn.execute(statement, _params(query, after)).fetchall()]
-        plan = "\n".join(lines)
-        uses = "event_tags_pkey" in plan and "Seq Scan on event_tags" not in plan
-        ms = next((float(x.split(":")[1].split()[0]) for x in lines if x.startswith("Execution Time")), None)
-        return {"plan": plan, "uses_tag_index": uses, "execution_ms": ms}
+        return _explain_postgres(backend, place, query, after)
     import contextlib  # noqa: PLC0415
     import sqlite3  # noqa: PLC0415
 
@@ -288,4 +285,35 @@ def explain_condition(backend: Backend, place: Place, tag: str, after: int) -> d
     uses = any("PRIMARY KEY (tag=? AND position>?)" in s for s in steps) and not any(
         s.startswith("SCAN") for s in steps
     )
-    return {"plan": plan, "uses_tag_index": uses, "execution_ms": round(ms, 3)}
+    return {"plan": plan, "uses_tag_index": uses, "execution_ms": round(ms, 3), "parallel": False}
+
+
+def _explain_postgres(backend: PostgresBackend, place: Place, query: Query, after: int) -> dict[str, Any]:
+    import uuid  # noqa: PLC0415
+
+    from psycopg import sql  # noqa: PLC0415
+
+    from eventvault.store.base import PreparedEvent  # noqa: PLC0415
+    from eventvault.store.postgres._dcb import _append_params, _params, append_sql  # noqa: PLC0415
+    from eventvault.store.postgres._schema import statements  # noqa: PLC0415
+    from eventvault.store.records import ANY  # noqa: PLC0415
+
+    assert place.schema is not None  # noqa: S101
+    tag = query.items[0].tags[0]
+    event = PreparedEvent(uuid.uuid4(), _TYPE, 1, b"{}", b"{}", 0, (tag,))
+    stream_id = f"explain-{event.event_id}"
+    statement = b"EXPLAIN (ANALYZE, COSTS OFF) " + append_sql(
+        sql.Identifier(place.schema), statements(place.schema).bumps["any"], query
+    )
+    params = {**_append_params(stream_id, [event], ANY), **_params(query, after)}
+    with backend.connect(autocommit=False) as conn:
+        # Parallel plans made free: the plan shows that the statement's shape rules
+        # them out (a statement that writes never gets one), not this size's costs.
+        for setting in _EAGER_PARALLEL:
+            conn.execute(f"SET LOCAL {setting} = 0")
+        lines = [str(r[0]) for r in conn.execute(statement, params).fetchall()]
+        conn.rollback()  # the append it ran is not kept
+    plan = "\n".join(lines)
+    uses = "event_tags_pkey" in plan and "Seq Scan on event_tags" not in plan
+    ms = next((float(x.split(":")[1].split()[0]) for x in lines if x.startswith("Execution Time")), None)
+    return {"plan": plan, "uses_tag_index": uses, "execution_ms": ms, "parallel": "Gather" in plan}

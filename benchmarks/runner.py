@@ -336,7 +336,8 @@ class _BackendRun:
                 plan = explain_condition(self.backend, ev_place, new_tag(0, 0), stored // 2)
                 self.log(
                     f"[{self.backend.name}] {label} condition check: tag index "
-                    f"{'used' if plan['uses_tag_index'] else 'NOT USED'}, {plan['execution_ms']} ms"
+                    f"{'used' if plan['uses_tag_index'] else 'NOT USED'}, "
+                    f"{'PARALLEL, ' if plan['parallel'] else ''}{plan['execution_ms']} ms"
                 )
                 check = {
                     "check": "dcb_condition_plan",

@@ -254,9 +254,11 @@ def _check_w9(objects: list[dict[str, Any]], backend: str, *, peer: bool) -> Non
         assert rows[f"W9 {size} p99"]["eventvault"] >= rows[f"W9 {size} p50"]["eventvault"]
     plans = [o for o in objects if o.get("check") == "dcb_condition_plan"]
     assert sorted(p["stored"] for p in plans) == [40, 120]
-    for p in plans:  # the condition check probes the tag index, at every stored size
+    for p in plans:  # the condition check probes the tag index, at every stored size, on no parallel plan
         assert p["backend"] == backend
         assert p["uses_tag_index"] is True, p["plan"]
+        assert p["parallel"] is False, p["plan"]
+        assert "Gather" not in p["plan"]
         index = "event_tags_pkey" if backend == "postgresql" else "PRIMARY KEY (tag=? AND position>?)"
         assert index in p["plan"]
 

@@ -339,8 +339,9 @@ class Statements:
     notify: bytes
     horizon_lag: bytes
     declare_writer: bytes
-    dcb_appends: dict[str, bytes]
-    """Appends of tagged events (they also write event_tags), by the expected version's kind."""
+    bumps: dict[str, sql.Composed]
+    """The stream row's bump by the expected version's kind (it selects from a ``writer`` CTE), for
+    statements composed per call: the conditional append (``_dcb``) builds its own around it."""
     hot: HotStatements
     """The appends, stream reads and notification again, as ``_libpq`` runs them."""
 
@@ -390,37 +391,6 @@ def _append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable,
                                               data, metadata, ord)
                 ORDER BY u.ord
                 RETURNING position, tx_id, stream_version)
-            SELECT position, tx_id::text::int8, stream_version FROM ins ORDER BY position"""
-        )
-        .format(s=s, writer=writer, bump=bump)
-        .as_bytes(None)
-    )
-
-
-def _dcb_append_sql(s: sql.Identifier, writer: sql.Composable, bump: sql.Composable) -> bytes:
-    # The append statement with tags: each event's tags (a JSON array in text) go
-    # into events.tags, and one event_tags row per tag, in the same statement.
-    return (
-        sql.SQL(
-            """
-            WITH {writer}, bump AS ({bump}
-                RETURNING version, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us),
-            ins AS (
-                INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type, schema_version,
-                                        occurred_us, recorded_us, data, metadata, tags)
-                SELECT u.event_id, %(stream_id)s, bump.version - %(n)s + u.ord, u.event_type,
-                       u.schema_version, u.occurred_us, bump.now_us, u.data, u.metadata,
-                       ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb))
-                FROM bump,
-                     unnest(%(ids)s::uuid[], %(types)s::text[], %(versions)s::int4[],
-                            %(occurred)s::int8[], %(data)s::bytea[], %(meta)s::bytea[], %(tags)s::text[])
-                         WITH ORDINALITY AS u(event_id, event_type, schema_version, occurred_us,
-                                              data, metadata, tags, ord)
-                ORDER BY u.ord
-                RETURNING position, tx_id, stream_version, tags),
-            tagged AS (
-                INSERT INTO {s}.event_tags (tag, tx_id, position)
-                SELECT t.tag, ins.tx_id, ins.position FROM ins, unnest(ins.tags) AS t(tag))
             SELECT position, tx_id::text::int8, stream_version FROM ins ORDER BY position"""
         )
         .format(s=s, writer=writer, bump=bump)
@@ -509,7 +479,6 @@ def statements(schema: str) -> Statements:
             "WHERE stream_id = %(stream_id)s AND version <> deleted_version"
         ).format(s=s),
     }
-    dcb_appends = {kind: _dcb_append_sql(s, writer, bump) for kind, bump in bumps.items()}
     appends = {
         (kind, single): _append_sql(s, writer, bump, single=single)
         for kind, bump in bumps.items()
@@ -517,7 +486,7 @@ def statements(schema: str) -> Statements:
     }
     return Statements(
         appends=appends,
-        dcb_appends=dcb_appends,
+        bumps=bumps,
         lookup_ids=sql.SQL(
             "SELECT event_id, stream_id, stream_version, position, tx_id::text::int8 FROM {s}.events "
             "WHERE event_id = ANY(%s::uuid[])"
