@@ -322,6 +322,53 @@ async def test_concurrent_appends_land_in_fewer_transactions(store):
     assert sorted(r.positions[0] for r in results) == list(range(1, 101))
 
 
+async def append_in_turn(store: SQLiteEventStore, stream_id: str, count: int) -> None:
+    """One writer: ``count`` one-event appends to ``stream_id``, each awaited before the next."""
+    for v in range(count):
+        await store.append(stream_id, [Noted(str(v))], expected_version=NO_STREAM if v == 0 else v)
+
+
+async def test_a_lone_writer_stops_yielding_to_the_loop_but_still_looks_for_company(store, fast_commits):
+    """A writer nobody joins commits its appends at once, yielding only every so often to be joined."""
+    turns = 0
+
+    async def bystander() -> None:  # ready at every turn of the loop; never appends
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    other = asyncio.create_task(bystander())
+    await asyncio.sleep(0)  # it has started
+    try:
+        await append_in_turn(store, "warm", sqlite_writer._ALONE_AFTER)
+        assert turns == sqlite_writer._ALONE_AFTER  # each leads a group: one turn of the loop each
+        turns = 0
+        alone = 4 * sqlite_writer._ALONE_LOOK_EVERY
+        await append_in_turn(store, "alone", alone)
+        assert 1 <= turns <= alone // sqlite_writer._ALONE_LOOK_EVERY + 1
+    finally:
+        other.cancel()
+    assert store.stats.inline_transactions == store.stats.transactions == store.stats.appends
+    assert store.stats.largest_batch == 1
+
+
+async def test_concurrent_writers_after_a_lone_one_are_group_committed(store, fast_commits):
+    """Writers that start while one has been alone for a while are noticed and share transactions again."""
+    alone = 3 * sqlite_writer._ALONE_LOOK_EVERY + 1  # the next append is not one that looks
+    await append_in_turn(store, "alone", alone)
+    before = store.stats.transactions
+    await asyncio.gather(*(append_in_turn(store, f"s-{i}", 10) for i in range(32)))
+    assert store.stats.appends == alone + 320
+    # At most one look's worth of appends commit alone before the others are seen.
+    assert store.stats.transactions - before <= sqlite_writer._ALONE_LOOK_EVERY + 20
+    assert store.stats.largest_batch >= 16
+    before = store.stats.transactions
+    await asyncio.gather(append_in_turn(store, "a", 100), append_in_turn(store, "b", 100))
+    assert store.stats.transactions - before <= 100 + 2 * sqlite_writer._ALONE_LOOK_EVERY  # mostly pairs
+    assert [await store.stream_version(s) for s in ("a", "b", "s-31")] == [100, 100, 10]
+
+
 # -- where a commit runs (writer=auto | thread) ------------------------------------------
 
 
