@@ -15,7 +15,7 @@ import math
 import multiprocessing
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -328,32 +328,57 @@ async def append_in_turn(store: SQLiteEventStore, stream_id: str, count: int) ->
         await store.append(stream_id, [Noted(str(v))], expected_version=NO_STREAM if v == 0 else v)
 
 
-async def test_a_lone_writer_stops_yielding_to_the_loop_but_still_looks_for_company(store, fast_commits):
-    """A writer nobody joins commits its appends at once, yielding only every so often to be joined."""
+@contextlib.asynccontextmanager
+async def loop_turns() -> AsyncIterator[Callable[[], int]]:
+    """Count the turns other tasks get on this loop: a task ready at every turn, never appending."""
     turns = 0
 
-    async def bystander() -> None:  # ready at every turn of the loop; never appends
+    async def bystander() -> None:
         nonlocal turns
         while True:
             await asyncio.sleep(0)
             turns += 1
 
-    other = asyncio.create_task(bystander())
+    task = asyncio.create_task(bystander())
     await asyncio.sleep(0)  # it has started
+    start = turns
     try:
-        await append_in_turn(store, "warm", sqlite_writer._ALONE_AFTER)
-        assert turns == sqlite_writer._ALONE_AFTER  # each leads a group: one turn of the loop each
-        turns = 0
-        alone = 4 * sqlite_writer._ALONE_LOOK_EVERY
-        await append_in_turn(store, "alone", alone)
-        assert 1 <= turns <= alone // sqlite_writer._ALONE_LOOK_EVERY + 1
+        yield lambda: turns - start
     finally:
-        other.cancel()
+        task.cancel()
+
+
+@pytest.fixture
+def no_hold_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone writer's yields are decided by its count of appends only, not by how long they take."""
+    monkeypatch.setattr(sqlite_writer, "_ALONE_HOLD_S", math.inf)
+
+
+async def test_a_lone_writer_stops_yielding_to_the_loop_but_still_looks_for_company(
+    store, fast_commits, no_hold_limit
+):
+    """A writer nobody joins commits its appends at once, yielding only every so often to be joined."""
+    async with loop_turns() as turns:
+        await append_in_turn(store, "warm", sqlite_writer._ALONE_AFTER)
+        assert turns() == sqlite_writer._ALONE_AFTER  # each led a group: one turn of the loop each
+    alone = 4 * sqlite_writer._ALONE_LOOK_EVERY
+    async with loop_turns() as turns:
+        await append_in_turn(store, "alone", alone)
+        assert 1 <= turns() <= alone // sqlite_writer._ALONE_LOOK_EVERY + 1
     assert store.stats.inline_transactions == store.stats.transactions == store.stats.appends
     assert store.stats.largest_batch == 1
 
 
-async def test_concurrent_writers_after_a_lone_one_are_group_committed(store, fast_commits):
+async def test_a_lone_writer_that_held_the_loop_long_enough_gives_it_a_turn(store, fast_commits, monkeypatch):
+    """However few its appends since the last turn, a lone writer yields once it held the loop that long."""
+    await append_in_turn(store, "warm", 2 * sqlite_writer._ALONE_AFTER)
+    monkeypatch.setattr(sqlite_writer, "_ALONE_HOLD_S", 0.0)  # every append has held it long enough
+    async with loop_turns() as turns:
+        await append_in_turn(store, "alone", 2 * sqlite_writer._ALONE_LOOK_EVERY)
+        assert turns() == 2 * sqlite_writer._ALONE_LOOK_EVERY
+
+
+async def test_concurrent_writers_after_a_lone_one_are_group_committed(store, fast_commits, no_hold_limit):
     """Writers that start while one has been alone for a while are noticed and share transactions again."""
     alone = 3 * sqlite_writer._ALONE_LOOK_EVERY + 1  # the next append is not one that looks
     await append_in_turn(store, "alone", alone)

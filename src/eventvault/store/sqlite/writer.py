@@ -34,6 +34,7 @@ _MAX_BATCH: Final = 512  # appends per group commit: bounds how long one transac
 _INLINE_COMMIT_US: Final = 1000.0  # writer=auto commits on the loop's thread while commits take less
 _ALONE_AFTER: Final = 8  # writer=auto: after this many appends in a row nobody joined, skip the yield
 _ALONE_LOOK_EVERY: Final = 16  # ... except on every this-many-th append, to notice a second writer
+_ALONE_HOLD_S: Final = 0.005  # ... and once the loop has had no turn from appends for this long
 
 
 @dataclass(slots=True)
@@ -87,6 +88,7 @@ class _SQLiteWriter(_SQLiteCore):
         # writer=auto: the loop whose appends last led groups nobody joined, and how many in a row.
         self._alone_loop: asyncio.AbstractEventLoop | None = None
         self._alone_run = 0
+        self._alone_turn = 0.0  # loop.time() when an append last let that loop run other tasks
 
     # -- the writer thread ---------------------------------------------------
 
@@ -314,8 +316,10 @@ class _SQLiteWriter(_SQLiteCore):
 
         A writer that is alone skips that trip: once ``_ALONE_AFTER`` appends in
         a row on this loop found nobody to join them, an append commits at once,
-        except every ``_ALONE_LOOK_EVERY``-th, which still yields; the first
-        group another task joins ends the run, and appends yield again.
+        except every ``_ALONE_LOOK_EVERY``-th and any made ``_ALONE_HOLD_S``
+        after the last trip, which still yield (so other tasks are not held up
+        for long, and a second writer is noticed); the first group another task
+        joins ends the run, and appends yield again.
         """
         # check_stream_id (EventStore.append) has refused ids SQLite cannot store.
         if not self._opened:
@@ -334,7 +338,11 @@ class _SQLiteWriter(_SQLiteCore):
             self._alone_loop, self._alone_run = loop, 0
         run = self._alone_run
         self._alone_run = run + 1  # one more append alone, unless others join it below
-        if run < _ALONE_AFTER or run % _ALONE_LOOK_EVERY == 0:
+        if (
+            run < _ALONE_AFTER
+            or run % _ALONE_LOOK_EVERY == 0
+            or loop.time() - self._alone_turn >= _ALONE_HOLD_S
+        ):
             group = self._pending[loop] = []
             try:
                 await asyncio.sleep(0)
@@ -342,6 +350,7 @@ class _SQLiteWriter(_SQLiteCore):
                 # Cancelled: this append is withdrawn, the ones that joined still commit.
                 loop.call_soon(self._commit_group, loop)
                 raise
+            self._alone_turn = loop.time()
             if group:
                 self._alone_run = 0
             else:
