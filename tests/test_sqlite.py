@@ -15,7 +15,7 @@ import math
 import multiprocessing
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,6 +330,78 @@ async def test_concurrent_appends_land_in_fewer_transactions(store):
     assert store.stats.appends == 100
     assert store.stats.transactions < 50
     assert sorted(r.positions[0] for r in results) == list(range(1, 101))
+
+
+async def append_in_turn(store: SQLiteEventStore, stream_id: str, count: int) -> None:
+    """One writer: ``count`` one-event appends to ``stream_id``, each awaited before the next."""
+    for v in range(count):
+        await store.append(stream_id, [Noted(str(v))], expected_version=NO_STREAM if v == 0 else v)
+
+
+@contextlib.asynccontextmanager
+async def loop_turns() -> AsyncIterator[Callable[[], int]]:
+    """Count the turns other tasks get on this loop: a task ready at every turn, never appending."""
+    turns = 0
+
+    async def bystander() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(bystander())
+    await asyncio.sleep(0)  # it has started
+    start = turns
+    try:
+        yield lambda: turns - start
+    finally:
+        task.cancel()
+
+
+@pytest.fixture
+def no_hold_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone writer's yields are decided by its count of appends only, not by how long they take."""
+    monkeypatch.setattr(sqlite_writer, "_ALONE_HOLD_S", math.inf)
+
+
+async def test_a_lone_writer_stops_yielding_to_the_loop_but_still_looks_for_company(
+    store, fast_commits, no_hold_limit
+):
+    """A writer nobody joins commits its appends at once, yielding only every so often to be joined."""
+    async with loop_turns() as turns:
+        await append_in_turn(store, "warm", sqlite_writer._ALONE_AFTER)
+        assert turns() == sqlite_writer._ALONE_AFTER  # each led a group: one turn of the loop each
+    alone = 4 * sqlite_writer._ALONE_LOOK_EVERY
+    async with loop_turns() as turns:
+        await append_in_turn(store, "alone", alone)
+        assert 1 <= turns() <= alone // sqlite_writer._ALONE_LOOK_EVERY + 1
+    assert store.stats.inline_transactions == store.stats.transactions == store.stats.appends
+    assert store.stats.largest_batch == 1
+
+
+async def test_a_lone_writer_that_held_the_loop_long_enough_gives_it_a_turn(store, fast_commits, monkeypatch):
+    """However few its appends since the last turn, a lone writer yields once it held the loop that long."""
+    await append_in_turn(store, "warm", 2 * sqlite_writer._ALONE_AFTER)
+    monkeypatch.setattr(sqlite_writer, "_ALONE_HOLD_S", 0.0)  # every append has held it long enough
+    async with loop_turns() as turns:
+        await append_in_turn(store, "alone", 2 * sqlite_writer._ALONE_LOOK_EVERY)
+        assert turns() == 2 * sqlite_writer._ALONE_LOOK_EVERY
+
+
+async def test_concurrent_writers_after_a_lone_one_are_group_committed(store, fast_commits, no_hold_limit):
+    """Writers that start while one has been alone for a while are noticed and share transactions again."""
+    alone = 3 * sqlite_writer._ALONE_LOOK_EVERY + 1  # the next append is not one that looks
+    await append_in_turn(store, "alone", alone)
+    before = store.stats.transactions
+    await asyncio.gather(*(append_in_turn(store, f"s-{i}", 10) for i in range(32)))
+    assert store.stats.appends == alone + 320
+    # At most one look's worth of appends commit alone before the others are seen.
+    assert store.stats.transactions - before <= sqlite_writer._ALONE_LOOK_EVERY + 20
+    assert store.stats.largest_batch >= 16
+    before = store.stats.transactions
+    await asyncio.gather(append_in_turn(store, "a", 100), append_in_turn(store, "b", 100))
+    assert store.stats.transactions - before <= 100 + 2 * sqlite_writer._ALONE_LOOK_EVERY  # mostly pairs
+    assert [await store.stream_version(s) for s in ("a", "b", "s-31")] == [100, 100, 10]
 
 
 # -- where a commit runs (writer=auto | thread) ------------------------------------------

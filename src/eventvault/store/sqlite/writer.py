@@ -32,6 +32,9 @@ log = logging.getLogger("eventvault.store.sqlite")
 
 _MAX_BATCH: Final = 512  # appends per group commit: bounds how long one transaction holds the lock
 _INLINE_COMMIT_US: Final = 1000.0  # writer=auto commits on the loop's thread while commits take less
+_ALONE_AFTER: Final = 8  # writer=auto: after this many appends in a row nobody joined, skip the yield
+_ALONE_LOOK_EVERY: Final = 16  # ... except on every this-many-th append, to notice a second writer
+_ALONE_HOLD_S: Final = 0.005  # ... and once the loop has had no turn from appends for this long
 
 
 @dataclass(slots=True)
@@ -82,6 +85,10 @@ class _SQLiteWriter(_SQLiteCore):
         self._wait_locks = True  # its busy timeout: True = busy_timeout, False = 0
         self._commit_us = 0.0  # moving average of how long COMMIT takes
         self._pending: dict[asyncio.AbstractEventLoop, list[Job]] = {}  # writer=auto: each loop's next group
+        # writer=auto: the loop whose appends last led groups nobody joined, and how many in a row.
+        self._alone_loop: asyncio.AbstractEventLoop | None = None
+        self._alone_run = 0
+        self._alone_turn = 0.0  # loop.time() when an append last let that loop run other tasks
 
     # -- the writer thread ---------------------------------------------------
 
@@ -309,6 +316,13 @@ class _SQLiteWriter(_SQLiteCore):
         the group; then it commits the group (here, if that is quick, else on
         the writer thread). A leader that nobody joined commits alone, with no
         future to resolve.
+
+        A writer that is alone skips that trip: once ``_ALONE_AFTER`` appends in
+        a row on this loop found nobody to join them, an append commits at once,
+        except every ``_ALONE_LOOK_EVERY``-th and any made ``_ALONE_HOLD_S``
+        after the last trip, which still yield (so other tasks are not held up
+        for long, and a second writer is noticed); the first group another task
+        joins ends the run, and appends yield again.
         """
         # check_stream_id (EventStore.append) has refused ids SQLite cannot store.
         if not self._opened:
@@ -323,15 +337,30 @@ class _SQLiteWriter(_SQLiteCore):
             fut: asyncio.Future[AppendResult] = loop.create_future()
             group.append(AppendJob(append, fut, loop))
             return await fut
-        group = self._pending[loop] = []
-        try:
-            await asyncio.sleep(0)
-        except BaseException:
-            # Cancelled: this append is withdrawn, the ones that joined still commit.
-            loop.call_soon(self._commit_group, loop)
-            raise
+        if self._alone_loop is not loop:
+            self._alone_loop, self._alone_run = loop, 0
+        run = self._alone_run
+        self._alone_run = run + 1  # one more append alone, unless others join it below
+        if (
+            run < _ALONE_AFTER
+            or run % _ALONE_LOOK_EVERY == 0
+            or loop.time() - self._alone_turn >= _ALONE_HOLD_S
+        ):
+            group = self._pending[loop] = []
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                # Cancelled: this append is withdrawn, the ones that joined still commit.
+                loop.call_soon(self._commit_group, loop)
+                raise
+            self._alone_turn = loop.time()
+            if group:
+                self._alone_run = 0
+            else:
+                del self._pending[loop]
+        else:
+            group = []
         if not group:
-            del self._pending[loop]
             done = self._append_alone(loop, append)
             if done is not None:
                 return done
