@@ -50,7 +50,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 import pytest
@@ -368,13 +368,12 @@ _BAD_EVENTS: list[Any] = [
 ]
 
 
-class EventStoreContract:
-    """The event store contract. Subclass it as ``Test<Backend>`` with a ``store_factory``.
-
-    See the module docstring for the fixture a backend provides.
-    """
+class _Suite:
+    """What every suite here shares: asyncio tests, the backend's ``store_factory``, a ``store``."""
 
     pytestmark = pytest.mark.asyncio
+    registry: ClassVar[EventRegistry] = CONTRACT_REGISTRY
+    """The event types the suite's ``store`` knows."""
 
     @pytest.fixture
     def store_factory(self) -> StoreFactory:
@@ -384,7 +383,14 @@ class EventStoreContract:
     @pytest_asyncio.fixture
     async def store(self, store_factory: StoreFactory) -> EventStore:
         """A store on a fresh database, knowing the suite's event types."""
-        return await store_factory(registry=CONTRACT_REGISTRY)
+        return await store_factory(registry=self.registry)
+
+
+class EventStoreContract(_Suite):
+    """The event store contract. Subclass it as ``Test<Backend>`` with a ``store_factory``.
+
+    See the module docstring for the fixture a backend provides.
+    """
 
     @staticmethod
     async def open_several(store_factory: StoreFactory, n: int) -> list[EventStore]:
@@ -1622,24 +1628,12 @@ async def subscribe(store: EventStore, student_id: str, course_id: str) -> Appen
     )
 
 
-class DCBContract:
+class DCBContract(_Suite):
     """Dynamic consistency boundaries: tags, query reads and conditional appends (dcb.events).
 
     Subclass it as ``Test<Backend>DCB`` with the same ``store_factory`` fixture as
     :class:`EventStoreContract`.
     """
-
-    pytestmark = pytest.mark.asyncio
-
-    @pytest.fixture
-    def store_factory(self) -> StoreFactory:
-        """Each backend's subclass overrides this fixture (see the module docstring)."""
-        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
-
-    @pytest_asyncio.fixture
-    async def store(self, store_factory: StoreFactory) -> EventStore:
-        """A store on a fresh database, knowing the suite's event types."""
-        return await store_factory(registry=CONTRACT_REGISTRY)
 
     @staticmethod
     def names(events: Sequence[RecordedEvent]) -> list[str]:
@@ -1966,24 +1960,12 @@ class DCBContract:
         assert (await store.read(Query.all())).head == 0
 
 
-class LifecycleContract:
+class LifecycleContract(_Suite):
     """Deleting streams (soft and tombstone), truncation, retention rules and scavenging.
 
     Subclass it as ``Test<Backend>Lifecycle`` with the same ``store_factory``
     fixture as :class:`EventStoreContract`.
     """
-
-    pytestmark = pytest.mark.asyncio
-
-    @pytest.fixture
-    def store_factory(self) -> StoreFactory:
-        """Each backend's subclass overrides this fixture (see the module docstring)."""
-        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
-
-    @pytest_asyncio.fixture
-    async def store(self, store_factory: StoreFactory) -> EventStore:
-        """A store on a fresh database, knowing the suite's event types."""
-        return await store_factory(registry=CONTRACT_REGISTRY)
 
     @staticmethod
     async def names(store: EventStore, stream_id: str = STREAM, **options: Any) -> list[str]:
@@ -2447,24 +2429,14 @@ class Customer(Aggregate):
 ADA = "customer-ada"
 
 
-class PersonalDataContract:
+class PersonalDataContract(_Suite):
     """Personal fields (``@personal``): sealed per subject on append, redacted everywhere once forgotten.
 
     Subclass it as ``Test<Backend>PersonalData`` with the same ``store_factory``
     fixture as :class:`EventStoreContract`.
     """
 
-    pytestmark = pytest.mark.asyncio
-
-    @pytest.fixture
-    def store_factory(self) -> StoreFactory:
-        """Each backend's subclass overrides this fixture (see the module docstring)."""
-        pytest.fail(f"{type(self).__name__} must define a store_factory fixture: see {__name__}")
-
-    @pytest_asyncio.fixture
-    async def store(self, store_factory: StoreFactory) -> EventStore:
-        """A store on a fresh database, knowing the suite's personal event types."""
-        return await store_factory(registry=PERSONAL_REGISTRY)
+    registry = PERSONAL_REGISTRY
 
     @staticmethod
     async def every_read(store: EventStore, stream_id: str) -> list[Any]:
