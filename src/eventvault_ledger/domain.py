@@ -430,6 +430,21 @@ def owner_tag(owner_name: str) -> str:
     return f"owner-sha256:{hashlib.sha256(name.encode()).hexdigest()}"
 
 
+_LEGACY_TAG_LIMIT: Final = 200  # the longest tag the store takes (MAX_TAG_LENGTH)
+
+
+def legacy_owner_tag(owner_name: str) -> str | None:
+    """The owner tag accounts were opened with before the tag became a hash (decision 33), if any.
+
+    ``owner:`` and the normalised name, for a name short enough for a tag;
+    longer names were tagged by their hash then too (:func:`owner_tag`). Only
+    read, never written: the open-account limit still counts those accounts.
+    """
+    name = " ".join(unicodedata.normalize("NFKC", owner_name).casefold().split())
+    tag = f"owner:{name}"
+    return tag if len(tag) <= _LEGACY_TAG_LIMIT else None
+
+
 def currency_tag(currency: str) -> str:
     """The tag of a currency: ``currency:EUR``."""
     return f"currency:{currency}"

@@ -32,7 +32,14 @@ from eventvault import (
     RecordedEvent,
     uuid7,
 )
-from eventvault_ledger.domain import Account, AccountClosed, AccountOpened, currency_tag, owner_tag
+from eventvault_ledger.domain import (
+    Account,
+    AccountClosed,
+    AccountOpened,
+    currency_tag,
+    legacy_owner_tag,
+    owner_tag,
+)
 from eventvault_ledger.errors import TooManyOpenAccounts
 
 __all__ = ["MAX_OPEN_ACCOUNTS", "open_account", "open_accounts", "open_accounts_query"]
@@ -44,11 +51,17 @@ _RETRIES: Final = 10
 
 
 def open_accounts_query(owner_name: str, currency: str) -> Query:
-    """The events the rule decides on: openings and closings of the owner's accounts in ``currency``."""
-    return Query.of(
-        types=[AccountOpened.__name__, AccountClosed.__name__],
-        tags=[owner_tag(owner_name), currency_tag(currency)],
-    )
+    """The events the rule decides on: openings and closings of the owner's accounts in ``currency``.
+
+    Those tagged with the owner's hash, and those tagged the way accounts were
+    before (``owner:<name>``, decision 33), so an upgrade loosens no limit.
+    """
+    types = [AccountOpened.__name__, AccountClosed.__name__]
+    query = Query.of(types=types, tags=[owner_tag(owner_name), currency_tag(currency)])
+    legacy = legacy_owner_tag(owner_name)
+    if legacy is None:
+        return query
+    return query | Query.of(types=types, tags=[legacy, currency_tag(currency)])
 
 
 def open_accounts(events: Sequence[RecordedEvent]) -> frozenset[str]:

@@ -69,6 +69,16 @@ async def test_other_currencies_and_other_owners_do_not_count() -> None:
     )
 
 
+async def test_accounts_tagged_with_the_name_before_the_hash_still_count() -> None:
+    """Accounts opened before the owner tag became a hash carry `owner:<name>`: they still count."""
+    old = ["owner:ada lovelace", "currency:EUR"]
+    await (
+        given_events(opened(tags=old), opened(tags=old), opened())
+        .when(opening("Ada  Lovelace"))
+        .then_raises(TooManyOpenAccounts, match="3 open EUR accounts")
+    )
+
+
 async def test_untagged_accounts_from_before_the_rule_do_not_count() -> None:
     legacy = [AccountOpened("Ada Lovelace", "EUR") for _ in range(5)]
     await (
