@@ -60,6 +60,10 @@ class _Stored(NamedTuple):
     tx: int
 
 
+_Row = tuple[RecordedEvent | None, int, int | None, int]
+"""A row of a query read: the event (None: no match), the head, the newest held-back tx, the horizon."""
+
+
 class _Refused(Exception):
     """The stream changed under an append refused by its expected version: run it again."""
 
@@ -208,14 +212,15 @@ def append_sql(s: sql.Identifier, bump: sql.Composable, query: Query | None) -> 
 def read_sql(s: sql.Identifier, query: Query, *, backwards: bool) -> sql.Composed:
     """The events ``query`` matches after ``%(after)s`` below the read horizon, and the readable head.
 
-    And whether a matching event committed before the statement is held back
-    beyond the horizon (an older event writer still runs).
+    And the transaction id of the newest matching event committed before the
+    statement but held back beyond the horizon (an older event writer still
+    runs), NULL if none; and the horizon.
     """
     matched = sql.SQL(" UNION ").join(
         _item(s, item, i, horizon="below") for i, item in enumerate(query.items)
     )
     beyond = sql.SQL(" UNION ALL ").join(
-        sql.SQL("({} LIMIT 1)").format(_item(s, item, i, horizon="beyond"))
+        sql.SQL("({} ORDER BY 1 DESC, 2 DESC LIMIT 1)").format(_item(s, item, i, horizon="beyond"))
         for i, item in enumerate(query.items)
     )
     direction = sql.SQL("DESC" if backwards else "ASC")
@@ -229,7 +234,8 @@ def read_sql(s: sql.Identifier, query: Query, *, backwards: bool) -> sql.Compose
         page AS (
             SELECT {cols} FROM {s}.events WHERE (tx_id, position) IN (SELECT tx_id, position FROM m)
             ORDER BY tx_id {d}, position {d} LIMIT %(limit)s)
-        SELECT page.*, coalesce((SELECT position FROM head), 0), EXISTS ({beyond})
+        SELECT page.*, coalesce((SELECT position FROM head), 0),
+            (SELECT max(b.tx_id) FROM ({beyond}) AS b), (SELECT xmin FROM horizon)
         FROM (SELECT 1) AS one LEFT JOIN page ON true
         ORDER BY page.tx_id {d}, page.position {d}"""
     ).format(s=s, a=_after(s), matched=matched, beyond=beyond, cols=_EVENT_COLUMNS, d=direction)
@@ -333,7 +339,7 @@ class DCB:
         A decision must rest on every event committed before it was asked for.
         When a matching event is held back beyond the read horizon (an older
         event writer still runs; the server tells no one when it ends), the read
-        is made again, at growing intervals, until it is not, for at most
+        is made again, at growing intervals, until the horizon has passed it, for at most
         ``_HELD_WAIT`` seconds: past that it answers with what is below the
         horizon, which a condition after its head still guards. Writers are
         never made to wait by it.
@@ -344,29 +350,29 @@ class DCB:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _HELD_WAIT
         pause = _HELD_PAUSE
-        while True:
-            rows = await self._read_once(stmt, params)
-            held_back = rows[0][2]
-            if not held_back or loop.time() >= deadline:
-                break
+        rows = await self._read_once(stmt, params)
+        # Only what was committed before the first read is waited for: events that
+        # commit meanwhile are after it, so a busy tag cannot keep the read going.
+        needed = rows[0][2]
+        while needed is not None and rows[0][3] <= needed and loop.time() < deadline:
             await asyncio.sleep(pause)  # another transaction's end, of which nothing tells
             pause = min(pause * 2, _HELD_MAX_PAUSE)
-        return SequencedEvents([e for e, _, _ in rows if e is not None], rows[0][1])
+            rows = await self._read_once(stmt, params)
+        return SequencedEvents([e for e, _, _, _ in rows if e is not None], rows[0][1])
 
-    async def _read_once(
-        self, stmt: sql.Composed, params: dict[str, Any]
-    ) -> list[tuple[RecordedEvent | None, int, bool]]:
-        """The rows of one query read: (event or None, head, held back), at least one."""
+    async def _read_once(self, stmt: sql.Composed, params: dict[str, Any]) -> list[_Row]:
+        """The rows of one query read: (event or None, head, newest held back tx, horizon), at least one."""
         event = self._event
         fields = _EVENT_FIELDS
 
-        def rows(_cursor: Any) -> RowMaker[tuple[RecordedEvent | None, int, bool]]:
-            def row(values: Sequence[Any]) -> tuple[RecordedEvent | None, int, bool]:
-                return (None if values[0] is None else event(values)), values[fields], values[fields + 1]
+        def rows(_cursor: Any) -> RowMaker[_Row]:
+            def row(values: Sequence[Any]) -> _Row:
+                ev = None if values[0] is None else event(values)
+                return ev, values[fields], values[fields + 1], values[fields + 2]
 
             return row
 
-        async def op(conn: Conn) -> list[tuple[RecordedEvent | None, int, bool]]:
+        async def op(conn: Conn) -> list[_Row]:
             async with conn.cursor(row_factory=rows) as cur:
                 await cur.execute(stmt, params, binary=True)
                 return await cur.fetchall()
