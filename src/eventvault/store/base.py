@@ -810,7 +810,11 @@ class EventStore(abc.ABC):
         """Streams in order of their ids, with their version and when their last event was recorded.
 
         ``prefix`` keeps the streams whose id starts with it; ``after`` continues
-        a listing after that stream id (the last one of the previous page).
+        a listing after that stream id (the last one of the previous page). A
+        deleted stream is not listed (soft-deleted and not written since, or
+        tombstoned: its last event is its ``$StreamDeleted``); one written again
+        after a soft delete is, at its new version. A page may hold fewer than
+        ``limit`` streams only when it is the last one.
         """
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidInput(f"prefix must be a str, got {prefix!r}")
@@ -836,10 +840,8 @@ class EventStore(abc.ABC):
             if page.checkpoint == checkpoint:
                 break
             checkpoint = page.checkpoint
-        return [
-            StreamInfo(e.stream_id, e.stream_version, e.position, e.recorded_at)
-            for _, e in sorted(last.items())[:limit]
-        ]
+        shown = [e for _, e in sorted(last.items()) if e.event_type != STREAM_DELETED]
+        return [StreamInfo(e.stream_id, e.stream_version, e.position, e.recorded_at) for e in shown[:limit]]
 
     async def get_event(self, event_id: uuid.UUID | str) -> RecordedEvent | None:
         """The stored event with this id, wherever it is; None if there is none."""
@@ -869,7 +871,13 @@ class EventStore(abc.ABC):
             checkpoint = page.checkpoint
 
     async def counts(self) -> StoreCounts:
-        """How many events and streams the store holds, and its head."""
+        """How many events and streams the store holds, and its head.
+
+        ``events`` counts the events stored (what ``read_all`` reads): those of
+        deleted streams and their ``$StreamDeleted`` events too, until a
+        scavenge removes them. ``streams`` counts the streams ``list_streams``
+        lists: a deleted stream is not one, until it is written again.
+        """
         self._check_open()
         return await self._counts()
 
@@ -877,7 +885,7 @@ class EventStore(abc.ABC):
         # Generic: one pass over the log (stopping at the head it read first).
         head = await self._head()
         events = 0
-        streams: set[str] = set()
+        last_type: dict[str, str] = {}
         checkpoint = Checkpoint.START
         while checkpoint < head:
             page = await self._read_all(checkpoint, MAX_PAGE, None)
@@ -885,11 +893,12 @@ class EventStore(abc.ABC):
                 if e.checkpoint > head:
                     break
                 events += 1
-                streams.add(e.stream_id)
+                last_type[e.stream_id] = e.event_type
             if page.checkpoint == checkpoint:
                 break
             checkpoint = page.checkpoint
-        return StoreCounts(events, len(streams), head)
+        streams = sum(1 for t in last_type.values() if t != STREAM_DELETED)
+        return StoreCounts(events, streams, head)
 
     async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:
         """Wait until the log holds events after ``after``; False if ``timeout`` passed first.

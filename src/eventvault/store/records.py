@@ -636,7 +636,9 @@ class StoreCounts:
     """How much a store holds (:meth:`EventStore.counts`)."""
 
     events: int
+    """The events stored, deleted streams' and ``$StreamDeleted`` events included (until a scavenge)."""
     streams: int
+    """The streams :meth:`EventStore.list_streams` lists: deleted ones are not counted."""
     head: Checkpoint
     """The checkpoint of the last event readers can see."""
 

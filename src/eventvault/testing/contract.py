@@ -2205,6 +2205,64 @@ class LifecycleContract(_Suite):
         read = await store.read(Query.all())
         assert [e.event_type for e in read.events] == ["contract.ItemAdded", STREAM_DELETED]
 
+    # -- listings and counts ---------------------------------------------------------------
+
+    @staticmethod
+    async def listed(store: EventStore, **options: Any) -> list[tuple[str, int]]:
+        """(stream id, version) of each stream ``list_streams`` with ``options`` lists."""
+        return [(s.stream_id, s.version) for s in await store.list_streams(**options)]
+
+    async def test_deleted_streams_are_neither_listed_nor_counted(self, store: EventStore) -> None:
+        """Soft-deleted and tombstoned streams leave list_streams and counts().streams, not .events."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("x"), expected_version=NO_STREAM)
+        await store.append("order-3", items("p"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=2)
+        await store.delete_stream(OTHER, expected_version=1, tombstone=True)
+        await store.delete_stream("order-4", expected_version=NO_STREAM, tombstone=True)  # never used
+        await settled(store)
+        assert await self.listed(store) == [("order-3", 1)]
+        assert await self.listed(store, prefix="order-") == [("order-3", 1)]
+        assert await self.listed(store, after=STREAM) == [("order-3", 1)]
+        counts = await store.counts()
+        # Events stored: a, b, x, p, and the three deletes' own events, until a scavenge.
+        assert (counts.events, counts.streams) == (7, 1)
+        await store.scavenge()
+        assert await self.listed(store) == [("order-3", 1)]
+        assert (await store.counts()).streams == 1
+
+    async def test_a_stream_written_again_after_a_delete_is_listed_at_its_new_version(
+        self, store: EventStore
+    ) -> None:
+        """A soft-deleted stream written again is listed and counted again, at its new version."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=2)
+        await settled(store)
+        assert await self.listed(store) == []
+        assert (await store.counts()).streams == 0
+        again = await store.append(STREAM, items("c"), expected_version=NO_STREAM)
+        await settled(store)
+        [info] = await store.list_streams()
+        assert (info.stream_id, info.version, info.last_position) == (STREAM, 4, again.positions[0])
+        assert (await store.counts()).streams == 1
+        await store.delete_stream(STREAM, expected_version=4)  # and deleted again: gone again
+        await settled(store)
+        assert await self.listed(store) == []
+        assert (await store.counts()).streams == 0
+
+    async def test_listing_pages_pass_over_deleted_streams(self, store: EventStore) -> None:
+        """Pages of list_streams stay full and continue past runs of deleted streams."""
+        for i in range(8):
+            await store.append(f"page-{i}", items(f"e{i}"), expected_version=NO_STREAM)
+        for i in (1, 2, 3, 5, 7):
+            await store.delete_stream(f"page-{i}", expected_version=1, tombstone=i == 5)
+        await settled(store)
+        assert await self.listed(store, limit=2) == [("page-0", 1), ("page-4", 1)]
+        assert await self.listed(store, limit=1, after="page-0") == [("page-4", 1)]
+        assert await self.listed(store, limit=2, after="page-4") == [("page-6", 1)]
+        assert await self.listed(store, prefix="page-", after="page-6") == []
+        assert (await store.counts()).streams == 3
+
     # -- truncation and retention -------------------------------------------------------
 
     async def test_truncate_before_hides_the_older_versions(self, store: EventStore) -> None:

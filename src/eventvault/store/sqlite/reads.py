@@ -161,23 +161,39 @@ SQL_CATEGORY: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id >= ?1 AND stream_id < ?2 "  # noqa: S608
     "AND +position > ?3 ORDER BY +position LIMIT ?4"
 )
+# Whether stream `id` is deleted: its stream_rules row (by primary key; most
+# streams have none) says its latest delete is its last version.
+_DELETED: Final = (
+    "EXISTS (SELECT 1 FROM stream_rules AS r WHERE r.stream_id = {id} AND r.deleted_version > 0 "
+    "AND r.deleted_version = (SELECT max(stream_version) FROM events WHERE stream_id = {id}))"
+)
 # Streams in order of their ids: one index seek per stream (the next id after
 # the previous one), then its last event, so a page costs its length, not the log.
-SQL_LIST_STREAMS: Final = """
-    WITH RECURSIVE ids(id) AS (
-        SELECT min(stream_id) FROM events WHERE stream_id >= ?1 AND stream_id > ?3 AND stream_id < ?2
+# Deleted streams are skipped: n counts the listed ids before each one, so the
+# walk stops once the page is full however many deleted ones it passed (each
+# costs the seek and a probe of stream_rules, and no event is read).
+SQL_LIST_STREAMS: Final = f"""
+    WITH RECURSIVE ids(id, n) AS (
+        SELECT min(stream_id), 0 FROM events WHERE stream_id >= ?1 AND stream_id > ?3 AND stream_id < ?2
         UNION ALL
-        SELECT (SELECT min(stream_id) FROM events WHERE stream_id > ids.id AND stream_id < ?2)
-        FROM ids WHERE ids.id IS NOT NULL LIMIT ?4 + 1
+        SELECT (SELECT min(stream_id) FROM events WHERE stream_id > ids.id AND stream_id < ?2),
+            ids.n + (NOT {_DELETED.format(id="ids.id")})
+        FROM ids WHERE ids.id IS NOT NULL AND ids.n < ?4
     )
     SELECT e.stream_id, e.stream_version, e.position, e.recorded_at
     FROM ids JOIN events AS e ON e.stream_id = ids.id
         AND e.stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = ids.id)
+    WHERE NOT EXISTS (SELECT 1 FROM stream_rules AS r
+        WHERE r.stream_id = ids.id AND r.deleted_version = e.stream_version)
     ORDER BY e.stream_id LIMIT ?4
-"""
+"""  # noqa: S608 - no input in the text
 SQL_GET_EVENT: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"  # noqa: S608
+# The streams: every id in the events' (stream_id, stream_version) index, less
+# the deleted ones, found through stream_rules (a row only for streams with a
+# delete or a rule), one probe each.
 SQL_COUNTS: Final = (
-    "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT stream_id FROM events)), "
+    "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT stream_id FROM events)) - "  # noqa: S608
+    f"(SELECT count(*) FROM stream_rules AS d WHERE {_DELETED.format(id='d.stream_id')}), "
     "coalesce(max(position), 0) FROM events"
 )
 
