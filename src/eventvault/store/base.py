@@ -44,6 +44,7 @@ from eventvault.store.personal import (
 )
 from eventvault.store.records import (
     ANY,
+    MAX_TAGS,
     NO_STREAM,
     STREAM_EXISTS,
     AppendCondition,
@@ -175,8 +176,14 @@ def version_holds(expected: ExpectedVersion, actual: int) -> bool:
     return actual == expected
 
 
-def deletion_marker(stream_id: str, version: int, tombstone: bool, now_us: int) -> PreparedEvent:
-    """The ``$StreamDeleted`` event a delete of ``stream_id`` at ``version`` appends (as version + 1)."""
+def deletion_marker(
+    stream_id: str, version: int, tombstone: bool, now_us: int, tags: Sequence[str] = ()
+) -> PreparedEvent:
+    """The ``$StreamDeleted`` event a delete of ``stream_id`` at ``version`` appends (as version + 1).
+
+    ``tags`` are those of the stream's stored events (:func:`stream_tags`), so
+    that query reads and append conditions on them see the delete (decision 35).
+    """
     payload = (
         b'{"stream_id":'
         + json.dumps(stream_id, ensure_ascii=False).encode()
@@ -186,7 +193,16 @@ def deletion_marker(stream_id: str, version: int, tombstone: bool, now_us: int) 
         + (b"true" if tombstone else b"false")
         + b"}"
     )
-    return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us)
+    return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us, tuple(tags))
+
+
+def stream_tags(tags_of_events: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """The union of the tags of a stream's events (given oldest first), in the order they first appear."""
+    union: dict[str, None] = {}
+    for tags in tags_of_events:
+        for tag in tags:
+            union[tag] = None
+    return tuple(union)
 
 
 def _check_not_system(name: str) -> None:
@@ -532,7 +548,8 @@ class EventStore(abc.ABC):
                 raise InvalidInput(f"write_recorded takes RecordedEvent, got {type(e).__name__}")
             check_stream_id(e.stream_id)
             if e.tags:
-                check_tags(e.tags)
+                # A delete carries the tags of all its stream's events: more than one event may.
+                check_tags(e.tags, most=None if e.event_type == STREAM_DELETED else MAX_TAGS)
             if e.position <= last:
                 raise InvalidInput(
                     f"event {e.event_id} at position {e.position}: positions must rise above {last}"

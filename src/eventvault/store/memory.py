@@ -22,6 +22,7 @@ from eventvault.store.base import (
     deletion_marker,
     idempotent_result,
     recorded_deletions,
+    stream_tags,
     versions_before,
 )
 from eventvault.store.personal import MemoryKeyStore
@@ -461,7 +462,8 @@ class MemoryEventStore(EventStore):
             if visible == 0 and not tombstone:
                 return None
             now = time.time_ns() // 1000
-            e = deletion_marker(stream_id, version, tombstone, now)
+            tags = stream_tags(r.tags for r in d.streams.get(stream_id, ()) if not r.removed)
+            e = deletion_marker(stream_id, version, tombstone, now, tags)
             row = _Row(
                 e.event_id,
                 stream_id,
@@ -473,6 +475,8 @@ class MemoryEventStore(EventStore):
                 now,
                 e.payload,
                 e.metadata,
+                e.tags,
+                frozenset(e.tags),
             )
             d.add([row])
             life = d.life.setdefault(stream_id, _Life())

@@ -90,6 +90,7 @@ from eventvault.store.memory import MemoryEventStore
 from eventvault.store.personal import KeyRecord, SubjectKey
 from eventvault.store.records import (
     ANY,
+    MAX_TAGS,
     NO_STREAM,
     START,
     STREAM_EXISTS,
@@ -1669,6 +1670,24 @@ class DCBContract(_Suite):
         [e] = (await store.read(Query.all())).events
         assert e.tags == ("b", "a")
 
+    async def test_every_read_returns_an_events_tags(self, store: EventStore) -> None:
+        """Stream, log, category, id and query reads all give an event's tags as stored."""
+        sent = [tagged(ItemAdded("x"), "b", "a"), NewEvent(ItemAdded("y"))]
+        await store.append(STREAM, sent, expected_version=NO_STREAM)
+        stream = await store.read_stream(STREAM)
+        found = await store.get_event(stream[0].event_id)
+        assert found is not None
+        assert found.tags == ("b", "a")
+        reads = {
+            "read_stream": stream,
+            "read_all": (await store.read_all()).events,
+            "read_category": (await store.read_category("order-")).events,
+            "read": (await store.read(Query.all())).events,
+        }
+        assert {name: [e.tags for e in events] for name, events in reads.items()} == {
+            name: [("b", "a"), ()] for name in reads
+        }
+
     async def test_a_read_by_tags_needs_every_tag_of_the_item(self, tagged_log: EventStore) -> None:
         """An item with tags matches the events that carry all of them, of any type."""
         assert self.names((await tagged_log.read(Query.of(tags=["a"]))).events) == ["1", "2", "5"]
@@ -2204,6 +2223,126 @@ class LifecycleContract(_Suite):
         await store.delete_stream(STREAM, expected_version=1)
         read = await store.read(Query.all())
         assert [e.event_type for e in read.events] == ["contract.ItemAdded", STREAM_DELETED]
+
+    # -- what query reads see of a delete (decision 35) -------------------------------------
+
+    async def test_a_delete_carries_the_tags_of_its_streams_events(self, store: EventStore) -> None:
+        """The $StreamDeleted event carries the union of the stream's events' tags, as they first appear."""
+        if not store.supports_dcb:
+            pytest.skip("no tags on this backend")
+        await store.append(
+            STREAM,
+            [tagged(ItemAdded("a"), "t:1", "shared"), NewEvent(ItemAdded("b"))],
+            expected_version=NO_STREAM,
+        )
+        await store.append(STREAM, [tagged(ItemAdded("c"), "shared", "t:2")], expected_version=2)
+        await store.append(OTHER, [tagged(ItemAdded("x"), "shared")], expected_version=NO_STREAM)
+        deleted = await store.delete_stream(STREAM, expected_version=3)
+        assert deleted is not None
+        marker = await store.get_event((await full_log(store))[-1].event_id)
+        assert marker is not None
+        assert (marker.event_type, marker.position, marker.tags) == (
+            STREAM_DELETED,
+            deleted.positions[0],
+            ("t:1", "shared", "t:2"),
+        )
+        # A query on a tag of the stream finds the delete, by its type too.
+        only = await store.read(Query.of(types=[STREAM_DELETED], tags=["t:2"]))
+        assert [e.position for e in only.events] == [deleted.positions[0]]
+        shared = await store.read(Query.of(tags=["shared"]))
+        assert [e.event_type for e in shared.events] == [ITEM, ITEM, ITEM, STREAM_DELETED]  # a, c, x
+        # Streams without tags, and ids never used, give deletes without tags.
+        await store.append("order-3", items("p"), expected_version=NO_STREAM)
+        plain = await store.delete_stream("order-3", expected_version=1)
+        unused = await store.delete_stream("order-4", expected_version=NO_STREAM, tombstone=True)
+        assert plain is not None
+        assert unused is not None
+        for result in (plain, unused):
+            found = await store.read(Query.of(types=[STREAM_DELETED]), after=result.positions[0] - 1, limit=1)
+            assert [(e.position, e.tags) for e in found.events] == [(result.positions[0], ())]
+
+    async def test_a_delete_written_again_and_deleted_again_carries_every_stored_tag(
+        self, store: EventStore
+    ) -> None:
+        """A second delete carries the tags of the stream's stored events, before and after the first."""
+        if not store.supports_dcb:
+            pytest.skip("no tags on this backend")
+        await store.append(STREAM, [tagged(ItemAdded("a"), "life:1")], expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=1)
+        await store.append(STREAM, [tagged(ItemAdded("b"), "life:2")], expected_version=NO_STREAM)
+        second = await store.delete_stream(STREAM, expected_version=3, tombstone=True)
+        assert second is not None
+        found = await store.read(Query.of(types=[STREAM_DELETED]))
+        assert [e.tags for e in found.events] == [("life:1",), ("life:1", "life:2")]
+
+    async def test_a_condition_on_a_deleted_streams_tags_fails_after_the_delete(
+        self, store: EventStore
+    ) -> None:
+        """A decision read before a delete is refused by its condition: the delete matches its query."""
+        if not store.supports_dcb:
+            pytest.skip("no query reads on this backend")
+        await store.append(STREAM, [tagged(ItemAdded("a"), "course:1")], expected_version=NO_STREAM)
+        query = Query.of(types=[ITEM, STREAM_DELETED], tags=["course:1"])
+        seen = await store.read(query)
+        deleted = await store.delete_stream(STREAM, expected_version=1)
+        assert deleted is not None
+        with pytest.raises(AppendConditionFailed) as failed:
+            await store.append_events(
+                [tagged(ItemAdded("b"), "course:1")], condition=AppendCondition(query, after=seen.head)
+            )
+        assert failed.value.position == deleted.positions[0]
+        again = await store.read(query)  # decided again, on a state that holds the delete
+        landed = await store.append_events(
+            [tagged(ItemAdded("b"), "course:1")], condition=AppendCondition(query, after=again.head)
+        )
+        assert landed.position > deleted.positions[0]
+
+    async def test_a_delete_racing_a_condition_on_its_tags_is_seen_by_it_or_comes_after(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """A conditional append racing a delete of a stream it read: refused by it, or before it."""
+        one = await store_factory(registry=CONTRACT_REGISTRY)
+        if not one.supports_dcb:
+            pytest.skip("no query reads on this backend")
+        other = await store_factory(registry=CONTRACT_REGISTRY)
+        for i in range(8):
+            tag = f"seat:{i}"
+            await one.append(f"seat-{i}", [tagged(ItemAdded("held"), tag)], expected_version=NO_STREAM)
+            query = Query.of(types=[ITEM, STREAM_DELETED], tags=[tag])
+            seen = await other.read(query)
+            deleted, appended = await asyncio.gather(
+                one.delete_stream(f"seat-{i}", expected_version=1),
+                other.append_events(
+                    [tagged(ItemAdded("taken"), tag)], condition=AppendCondition(query, after=seen.head)
+                ),
+                return_exceptions=True,
+            )
+            assert isinstance(deleted, AppendResult), deleted
+            if isinstance(appended, AppendConditionFailed):
+                assert appended.position == deleted.positions[0]
+            else:
+                assert isinstance(appended, AppendResult), appended
+                assert appended.checkpoint < deleted.checkpoint, "the condition missed a delete before it"
+
+    async def test_a_copied_delete_keeps_its_tags_however_many(self, store: EventStore) -> None:
+        """write_recorded keeps a $StreamDeleted event's tags as recorded, past the limit of one event's."""
+        if not store.supports_dcb:
+            pytest.skip("no tags on this backend")
+        source = MemoryEventStore(registry=CONTRACT_REGISTRY)
+        many = [f"n:{i}" for i in range(MAX_TAGS + 20)]  # more than one event may carry
+        await source.append(
+            STREAM,
+            [tagged(ItemAdded("a"), *many[:MAX_TAGS]), tagged(ItemAdded("b"), *many[MAX_TAGS:])],
+            expected_version=NO_STREAM,
+        )
+        await source.delete_stream(STREAM, expected_version=2)
+        log = await full_log(source)
+        assert log[-1].tags == tuple(many)
+        await store.write_recorded(log)
+        copied = await full_log(store)
+        assert [e.tags for e in copied] == [e.tags for e in log]
+        found = await store.read(Query.of(types=[STREAM_DELETED], tags=[many[-1]]))
+        assert [e.event_id for e in found.events] == [log[-1].event_id]
 
     # -- listings and counts ---------------------------------------------------------------
 

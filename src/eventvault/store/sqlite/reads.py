@@ -204,8 +204,7 @@ def category_page(  # noqa: PLR0913, PLR0917 - one read, every part of it
     """Up to ``limit`` events after ``after`` of the streams with ids in [lower, upper)."""
     # One read transaction for the page and the head, as in a filtered log_page.
     cur.execute("BEGIN")
-    rows = cur.execute(SQL_CATEGORY, (lower, upper, after, limit))
-    events = [RecordedEvent(codec, *row) for row in rows]
+    events = recorded(codec, cur.execute(SQL_CATEGORY, (lower, upper, after, limit)))
     if len(events) == limit:
         checkpoint = Checkpoint(0, events[-1].position)
     else:
@@ -223,8 +222,8 @@ def list_streams(
 
 def get_event(cur: sqlite3.Cursor, codec: EventCodec, event_id: bytes) -> RecordedEvent | None:
     """The event with this id (its 16 bytes), if stored."""
-    row = cur.execute(SQL_GET_EVENT, (event_id,)).fetchone()
-    return None if row is None else RecordedEvent(codec, *row)
+    found = recorded(codec, cur.execute(SQL_GET_EVENT, (event_id,)))
+    return found[0] if found else None
 
 
 def counts(cur: sqlite3.Cursor) -> tuple[int, int, int]:
