@@ -180,6 +180,15 @@ async def test_a_tombstoned_stream_refuses_deletes_and_appends_with_409(api):
         await api.services.store.append(stream, [AccountClosed()], expected_version=ANY)
 
 
+async def test_a_command_on_an_account_another_process_deleted_is_404(api):
+    """Deleted on the store itself (`eventvault streams delete`) while this server caches it: 404, not 409."""
+    account = await api.funded("5.00")  # the server's repository holds its state now
+    await api.services.store.delete_stream(f"account-{account}", expected_version=2)
+
+    api.problem(await api.deposit(account, "1.00"), 404, "account-not-found")
+    assert await api.version(account) == 0
+
+
 async def test_deletes_refused_with_documented_problems(api):
     account = await api.open()
     stream = f"account-{account}"
