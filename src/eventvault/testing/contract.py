@@ -106,6 +106,7 @@ from eventvault.store.records import (
     Snapshot,
 )
 from eventvault.testing.waiting import eventually_async
+from eventvault.verify import verify_store
 
 __all__ = [
     "CONTRACT_REGISTRY",
@@ -2727,6 +2728,75 @@ class PersonalDataContract(_Suite):
         assert await store.list_snapshots(stream_id=ADA) == []
         loaded = await repo.load(Customer, "ada")
         assert (loaded.name, loaded.plan, loaded.version) == (REDACTED, "gold", 1)
+
+    # -- personal data of deleted streams ----------------------------------------------
+
+    @staticmethod
+    async def stored(store: EventStore) -> list[tuple[str, Any]]:
+        """(event type, data) of every stored event, as read_all decodes them."""
+        return [(e.event_type, e.data) for e in await full_log(store)]
+
+    @pytest.mark.parametrize("tombstone", [False, True], ids=["soft", "tombstone"])
+    async def test_a_deleted_streams_subject_can_be_forgotten(
+        self, store: EventStore, tombstone: bool
+    ) -> None:
+        """Delete, then forget: the events kept until a scavenge read redacted; no new life takes the name."""
+        registered = CustomerRegistered("Ada", "a@x", "gold")
+        await store.append(ADA, [registered, PlanChanged("silver")], expected_version=NO_STREAM)
+        await store.delete_stream(ADA, expected_version=2, tombstone=tombstone)
+        assert (await self.stored(store))[0] == ("personal.CustomerRegistered", registered)
+        assert await store.forget(ADA) is True
+        assert (await self.stored(store))[:2] == [
+            ("personal.CustomerRegistered", CustomerRegistered(REDACTED, REDACTED, "gold")),
+            ("personal.PlanChanged", PlanChanged("silver")),
+        ]
+        assert await store.read_stream(ADA) == []
+        if tombstone:
+            with pytest.raises(StreamDeleted):
+                await store.append(ADA, [PlanChanged("bronze")], expected_version=ANY)
+        else:  # written again: personal data of the forgotten subject is refused, the rest is not
+            with pytest.raises(SubjectForgotten):
+                await store.append(ADA, [registered], expected_version=NO_STREAM)
+            await store.append(ADA, [PlanChanged("bronze")], expected_version=NO_STREAM)
+            assert [e.data for e in await store.read_stream(ADA)] == [PlanChanged("bronze")]
+
+    async def test_a_forgotten_subjects_stream_can_be_deleted(self, store: EventStore) -> None:
+        """Forget, then delete: the delete lands, and the log holds the redacted events and the delete."""
+        await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        await store.forget(ADA)
+        deleted = await store.delete_stream(ADA, expected_version=1, tombstone=True)
+        assert deleted is not None
+        assert await self.stored(store) == [
+            ("personal.CustomerRegistered", CustomerRegistered(REDACTED, REDACTED, "gold")),
+            (STREAM_DELETED, StreamDeletedEvent(ADA, 1, tombstone=True)),
+        ]
+        assert await store.forget(ADA) is False  # nothing more to destroy
+
+    async def test_a_scavenge_removes_a_deleted_streams_sealed_events_and_keeps_its_key(
+        self, store: EventStore
+    ) -> None:
+        """Scavenging a deleted stream removes its sealed events; its key stays until a forget destroys it."""
+        repo = Repository(store)
+        customer = Customer(ADA.removeprefix("customer-"))
+        customer.record(CustomerRegistered("Ada", "a@x", "gold"))
+        customer.record(PlanChanged("silver"))
+        await repo.save(customer)  # and a snapshot (snapshot_every = 1), the name in the clear
+        bob = CustomerRegistered("Bob", "b@x", "gold")
+        await store.append("customer-bob", [bob], expected_version=NO_STREAM)
+        await store.delete_stream(ADA, expected_version=2)
+        done = await store.scavenge()
+        assert done.events_removed == 2
+        assert await self.stored(store) == [
+            ("personal.CustomerRegistered", bob),
+            (STREAM_DELETED, StreamDeletedEvent(ADA, 2, tombstone=False)),
+        ]
+        assert await store.list_snapshots(stream_id=ADA) == []
+        report = await verify_store(store)
+        assert (report.ok, report.events) == (True, 2), report.problems
+        assert store.keys is not None
+        assert ADA in await store.keys.keys_of([ADA])  # a scavenge erases no key: copies made before need it
+        assert await store.forget(ADA) is True
+        assert (await verify_store(store)).ok
 
     async def test_changed_sealed_bytes_are_damage_not_erasure(self, store: EventStore) -> None:
         """A sealed member its key does not open raises DecodeError (a forgotten key never does)."""
