@@ -424,7 +424,7 @@ class MemoryEventStore(EventStore):
     async def _counts(self) -> StoreCounts:
         d = self._data
         with d.lock:
-            # Only streams with a delete have rules' rows to look at: a few, not every stream.
+            # Only a stream with rules (in ``life``) can be deleted: a few, not every stream.
             deleted = sum(1 for sid in d.life if d.deleted(sid))
             head, streams = len(d.log), len(d.streams) - deleted
             events = head - d.removed
