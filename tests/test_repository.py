@@ -380,6 +380,21 @@ async def test_cached_update_behind_another_writer_reloads_without_spending_a_re
     assert [e.data.amount for e in await store.read_stream("wallet-w1")] == [Decimal("1.10"), 5, 1]
 
 
+@pytest.mark.parametrize("retries", [0, 5])
+async def test_cached_update_of_a_stream_deleted_elsewhere_is_not_found(
+    store: EventStore, retries: int
+) -> None:
+    """A cached state of a stream another process deleted: the update finds no aggregate (not a conflict)."""
+    repo = Repository(store, snapshot_every={Wallet: None}, cache_size=10)
+    await _wallet_with(repo, 1)
+    await store.delete_stream("wallet-w1", expected_version=1)  # past this repository and its cache
+    with pytest.raises(AggregateNotFound):
+        await repo.update(Wallet, "w1", lambda w: w.credit(Decimal(1)), retries=retries)
+    assert await store.stream_version("wallet-w1") == 0
+    with pytest.raises(AggregateNotFound):
+        await repo.load(Wallet, "w1")  # the cached state went with the refused save
+
+
 def _spend(amount: Decimal) -> Callable[[Wallet], None]:
     """A command that refuses to spend more than the balance (recorded as a negative credit)."""
 

@@ -17,6 +17,7 @@ from eventvault.archive import (
 )
 from eventvault.domain import (
     REDACTED,
+    STREAM_DELETED,
     Aggregate,
     EventRegistry,
     PersonalData,
@@ -89,6 +90,7 @@ __all__ = [
     "ANY",
     "NO_STREAM",
     "REDACTED",
+    "STREAM_DELETED",
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from eventvault.domain import Aggregate, state_fields
-from eventvault.errors import AggregateNotFound, ConcurrencyError, InvalidInput
+from eventvault.errors import AggregateNotFound, ConcurrencyError, InvalidInput, WrongExpectedVersion
 from eventvault.store.base import EventStore, check_positive_int
 from eventvault.store.records import EMPTY_METADATA, AppendResult, Metadata, NewEvent, RecordedEvent, Snapshot
 
@@ -194,7 +194,9 @@ class Repository:
         another writer moved the stream on, that save conflicts, and the
         aggregate is loaded and the command run again; if the command refuses
         the cached state, it runs again on the loaded one before its error
-        counts. Neither costs one of the ``retries``.
+        counts. Neither costs one of the ``retries``. A save refused because the
+        stream is at no stream (deleted meanwhile, by any process) drops the
+        cached state, so the load that follows reads the log: AggregateNotFound.
         """
         check_positive_int("retries", retries, minimum=0, optional=False)
         aggregate = self._from_cache(cls, aggregate_id) if self._cache_size else None
@@ -212,7 +214,11 @@ class Repository:
                 command(aggregate)
             try:
                 result = await self.save(aggregate, metadata=metadata, event_ids=event_ids)
-            except ConcurrencyError:
+            except ConcurrencyError as conflict:
+                if isinstance(conflict, WrongExpectedVersion) and conflict.actual == 0:
+                    # At no stream: deleted since the state was cached (a stream read
+                    # shows nothing of it, so a load would start from that state again).
+                    self._cache.pop((cls, aggregate_id), None)
                 if not cached:
                     if conflicts == retries:
                         raise

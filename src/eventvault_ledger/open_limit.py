@@ -3,15 +3,20 @@
 Each account is its own stream, so no stream's expected version can keep this
 rule. It is a dynamic consistency boundary (``docs/dcb.md``): AccountOpened
 and AccountClosed carry the tags ``owner-sha256:<hash of the name>`` and
-``currency:<code>`` (:meth:`Account.tags_of`); :func:`open_account` reads the events carrying
-both, counts the accounts opened and not closed, and appends the new account's
-AccountOpened under the condition that none of those events was stored since.
-Of eight requests racing for the last place, one lands; the others read again
-and are refused.
+``currency:<code>`` (:meth:`Account.tags_of`), and so does the ``$StreamDeleted``
+event of an account stream deleted by an operator (a delete carries its
+stream's tags, decision 35); :func:`open_account` reads the events of those
+types carrying both, counts the accounts opened and neither closed nor
+deleted, and appends the new account's AccountOpened under the condition
+that none of those events was stored since. Of eight requests racing for the
+last place, one lands; the others read again and are refused. A delete that
+lands meanwhile fails the condition too, and the open is decided again.
 
 Events from before the tags carry none: an account opened then does not count
-(see decision 31); nor do accounts tagged ``owner:<name>`` in the clear, before
-decision 33 made the tag a hash.
+(see decision 31). Accounts tagged ``owner:<name>`` in the clear, before
+decision 33 made the tag a hash, still count (the query matches that tag too).
+A delete made before decision 35 carries no tags: its account still counts
+until its stream is scavenged (a tombstone of it now carries them).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Final
 
 from eventvault import (
     NO_STREAM,
+    STREAM_DELETED,
     AppendCondition,
     AppendConditionFailed,
     AppendResult,
@@ -30,6 +36,7 @@ from eventvault import (
     NewEvent,
     Query,
     RecordedEvent,
+    StreamDeletedEvent,
     uuid7,
 )
 from eventvault_ledger.domain import (
@@ -51,12 +58,14 @@ _RETRIES: Final = 10
 
 
 def open_accounts_query(owner_name: str, currency: str) -> Query:
-    """The events the rule decides on: openings and closings of the owner's accounts in ``currency``.
+    """The events the rule decides on: openings, closings and deletes of the owner's accounts in ``currency``.
 
     Those tagged with the owner's hash, and those tagged the way accounts were
-    before (``owner:<name>``, decision 33), so an upgrade loosens no limit.
+    before (``owner:<name>``, decision 33), so an upgrade loosens no limit. A
+    delete's ``$StreamDeleted`` carries the tags of its stream's events, so it
+    matches the item its account's opening matched.
     """
-    types = [AccountOpened.__name__, AccountClosed.__name__]
+    types = [AccountOpened.__name__, AccountClosed.__name__, STREAM_DELETED]
     query = Query.of(types=types, tags=[owner_tag(owner_name), currency_tag(currency)])
     legacy = legacy_owner_tag(owner_name)
     if legacy is None:
@@ -65,12 +74,12 @@ def open_accounts_query(owner_name: str, currency: str) -> Query:
 
 
 def open_accounts(events: Sequence[RecordedEvent]) -> frozenset[str]:
-    """The decision model: the streams of the accounts among ``events`` opened and not closed."""
+    """The decision model: the streams of the accounts among ``events`` opened, and not closed or deleted."""
     open_streams: set[str] = set()
     for e in events:
         if isinstance(e.data, AccountOpened):
             open_streams.add(e.stream_id)
-        elif isinstance(e.data, AccountClosed):
+        elif isinstance(e.data, AccountClosed | StreamDeletedEvent):
             open_streams.discard(e.stream_id)
     return frozenset(open_streams)
 

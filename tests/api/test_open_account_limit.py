@@ -39,3 +39,23 @@ async def test_eight_concurrent_opens_for_one_owner_and_currency_land_exactly_th
         Query.of(types=["AccountOpened"], tags=[owner_tag("Ada Lovelace")])
     )
     assert len(opened.events) == 3
+
+
+async def test_an_account_deleted_through_the_admin_route_makes_room(api):
+    """Three open accounts, one deleted (DELETE /api/store/streams/{id}): the owner may open another."""
+    ids = [await api.open("Ada Lovelace", "EUR") for _ in range(3)]
+    api.problem(
+        await api.post("/api/command/accounts", json={"ownerName": "Ada Lovelace", "currency": "EUR"}),
+        409,
+        "too-many-open-accounts",
+    )
+
+    r = await api.client.delete(f"/api/store/streams/account-{ids[1]}")
+    assert r.status_code == 200, r.text
+
+    await api.open("Ada Lovelace", "EUR")
+    api.problem(
+        await api.post("/api/command/accounts", json={"ownerName": "Ada Lovelace", "currency": "EUR"}),
+        409,
+        "too-many-open-accounts",
+    )

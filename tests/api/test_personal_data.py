@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from eventvault import REDACTED
@@ -174,3 +175,72 @@ async def test_an_account_read_ahead_of_its_read_model_shows_the_placeholder(api
 async def test_the_placeholder_is_refused_as_an_owner_name(api):
     r = await api.post("/api/command/accounts", json={"ownerName": " [redacted] ", "currency": "EUR"})
     assert api.problem(r, 422, "invalid-owner-name")["field"] == "ownerName"
+
+
+async def logged(api: Any, account_id: str) -> list[Any]:
+    """The account stream's stored events as read_all decodes them (a stream read shows none once deleted)."""
+    stream = f"account-{account_id}"
+    return [e.data async for e in api.services.store.iter_all() if e.stream_id == stream]
+
+
+@pytest.mark.parametrize("tombstone", [False, True], ids=["soft", "tombstone"])
+async def test_erasing_a_deleted_account_destroys_its_key(api, db_url, tombstone):
+    """Deleted, then erased: 204, the name in its stored events reads `[redacted]`; nothing is recorded."""
+    account_id = await api.open(NAME, "EUR")
+    await api.deposit(account_id, "10.00")
+    r = await api.client.delete(
+        f"/api/store/streams/account-{account_id}", params={"tombstone": str(tombstone).lower()}
+    )
+    assert r.status_code == 200, r.text
+    await api.settled(r.json()["position"])
+    assert (await logged(api, account_id))[0].owner_name == NAME  # kept until a scavenge, readable
+
+    erased = await erase(api, account_id)
+
+    assert erased.status_code == 204, erased.text
+    events = await logged(api, account_id)
+    assert [type(e).__name__ for e in events] == ["AccountOpened", "MoneyDeposited", "StreamDeletedEvent"]
+    assert events[0].owner_name == REDACTED
+    assert await api.services.store.keys.is_forgotten(f"account-{account_id}")
+    assert (await erase(api, account_id)).status_code == 204  # again: nothing more to do
+    assert len(await logged(api, account_id)) == 3
+    api.problem(await api.get(f"/api/query/accounts/{account_id}"), 404, "account-not-found")
+    assert [row for row in raw_rows(api, db_url) if NAME.casefold() in row.casefold()] == []
+
+
+async def test_an_erased_account_deleted_afterwards_leaves_the_read_models(api, db_url):
+    """Erased, then deleted for ever: the account leaves the read models and totals; no row holds the name."""
+    account_id = await api.open(NAME, "EUR")
+    await api.deposit(account_id, "10.00")
+    assert (await erase(api, account_id)).status_code == 204
+    await settled(api, account_id)
+
+    r = await api.client.delete(f"/api/store/streams/account-{account_id}", params={"tombstone": "true"})
+
+    assert r.status_code == 200, r.text
+    await api.settled(r.json()["position"])
+    api.problem(await api.get(f"/api/query/accounts/{account_id}"), 404, "account-not-found")
+    assert (await api.get("/api/query/accounts", params={"search": "zelda"})).json()["items"] == []
+    [eur] = (await api.get("/api/query/totals")).json()["items"]
+    assert (eur["accounts"], eur["openAccounts"], eur["totalBalance"]) == (0, 0, "0.00")
+    assert [type(e).__name__ for e in await logged(api, account_id)] == [
+        "AccountOpened",
+        "MoneyDeposited",
+        "PersonalDataErased",
+        "StreamDeletedEvent",
+    ]
+    assert (await erase(api, account_id)).status_code == 204
+    assert [row for row in raw_rows(api, db_url) if NAME.casefold() in row.casefold()] == []
+
+
+@pytest.mark.parametrize("tombstone", [False, True], ids=["soft", "tombstone"])
+async def test_erasing_an_account_deleted_by_another_process_destroys_its_key(api, tombstone):
+    """Deleted on the store itself (`eventvault streams delete`), its state cached here: 204 all the same."""
+    account_id = await api.open(NAME, "EUR")
+    await api.deposit(account_id, "10.00")  # the server's repository holds the account's state now
+    await api.services.store.delete_stream(f"account-{account_id}", expected_version=2, tombstone=tombstone)
+
+    r = await erase(api, account_id)
+
+    assert r.status_code == 204, r.text
+    assert (await logged(api, account_id))[0].owner_name == REDACTED

@@ -154,6 +154,20 @@ async def test_a_deleted_account_leaves_the_read_models_and_the_totals(api):
     assert await api.version(gone) == 0
 
 
+async def test_store_status_leaves_a_deleted_account_out_of_the_streams(api):
+    """GET /api/store after a delete: the stream is no longer counted; its events and the delete's are."""
+    kept = await api.open()
+    gone = await api.funded("5.00")
+    r = await api.client.delete(f"/api/store/streams/account-{gone}", params={"tombstone": "true"})
+    assert r.status_code == 200, r.text
+    await api.settled(r.json()["position"])
+
+    doc = (await api.get("/api/store")).json()
+    assert (doc["events"], doc["streams"]) == (4, 1)  # opened, opened, deposited and the delete's event
+    listed = [s.stream_id for s in await api.services.store.list_streams()]
+    assert listed == [f"account-{kept}"]
+
+
 async def test_a_tombstoned_stream_refuses_deletes_and_appends_with_409(api):
     account = await api.open()
     stream = f"account-{account}"
@@ -164,6 +178,15 @@ async def test_a_tombstoned_stream_refuses_deletes_and_appends_with_409(api):
     api.problem(await api.deposit(account, "1.00"), 404, "account-not-found")
     with pytest.raises(StreamDeleted):
         await api.services.store.append(stream, [AccountClosed()], expected_version=ANY)
+
+
+async def test_a_command_on_an_account_another_process_deleted_is_404(api):
+    """Deleted on the store itself (`eventvault streams delete`) while this server caches it: 404, not 409."""
+    account = await api.funded("5.00")  # the server's repository holds its state now
+    await api.services.store.delete_stream(f"account-{account}", expected_version=2)
+
+    api.problem(await api.deposit(account, "1.00"), 404, "account-not-found")
+    assert await api.version(account) == 0
 
 
 async def test_deletes_refused_with_documented_problems(api):

@@ -110,6 +110,20 @@ def test_streams_ls_pages_with_limit_and_after(runner, demo_db):
     assert everything[0] in table  # the whole id, not cut short
 
 
+def test_streams_ls_and_db_status_leave_deleted_streams_out(runner, demo_db):
+    """A stream deleted (soft, or for ever) is not listed nor counted as a stream; its events still are."""
+    first, second, third = [s["streamId"] for s in _streams(runner, demo_db)]
+    _ok(runner, "streams", "delete", first, "--db", demo_db, "--yes")
+    _ok(runner, "streams", "delete", third, "--db", demo_db, "--yes", "--tombstone")
+
+    assert [s["streamId"] for s in _streams(runner, demo_db)] == [second]
+    paged = _json(runner, "streams", "ls", "--db", demo_db, "--limit", "1")
+    assert ([s["streamId"] for s in paged["streams"]], paged["next"]) == ([second], second)
+    assert _streams(runner, demo_db, "--after", second) == []
+    doc = _json(runner, "db", "status", "--db", demo_db)
+    assert (doc["events"], doc["streams"]) == (22, 1)  # the demo's 20 and the two deletes' events
+
+
 def test_streams_read_honours_from_to_backwards_and_limit(runner, demo_db):
     """`streams read` returns the versions asked for, in the order asked for."""
     ada = next(s["streamId"] for s in _streams(runner, demo_db) if s["version"] == 13)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from typing import Any
 
 import pytest
 
-from eventvault import NewEvent, Query, Repository
+from eventvault import ANY, NO_STREAM, STREAM_DELETED, NewEvent, Query, Repository, SequencedEvents
 from eventvault.store.sqlite import SQLiteEventStore
 from eventvault.testing import given_events
 from eventvault_ledger.domain import Account, AccountOpened, owner_tag
@@ -156,5 +157,75 @@ async def test_a_retry_of_the_open_that_took_the_last_place_gets_its_first_resul
             store, Account.open("Ada Lovelace", "EUR", account_id=account_id), event_id=event_id
         )
         assert again.positions == first.positions
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+
+
+async def _three_open(store: SQLiteEventStore, owner: str = "Ada Lovelace") -> list[Account]:
+    accounts = [Account.open(owner, "EUR") for _ in range(MAX_OPEN_ACCOUNTS)]
+    for account in accounts:
+        await open_account(store, account)
+    with pytest.raises(TooManyOpenAccounts):
+        await open_account(store, Account.open(owner, "EUR"))
+    return accounts
+
+
+@pytest.mark.parametrize("tombstone", [False, True], ids=["soft", "tombstone"])
+async def test_a_deleted_account_frees_its_place(tmp_path, tombstone) -> None:
+    """An owner with three open accounts, one of them deleted by an operator, may open another."""
+    async with SQLiteEventStore(tmp_path / "l.db") as store:
+        accounts = await _three_open(store)
+        deleted = await store.delete_stream(accounts[0].stream_id, expected_version=1, tombstone=tombstone)
+        assert deleted is not None
+        [marker] = (await store.read(Query.of(types=[STREAM_DELETED]))).events
+        assert set(marker.tags) == set(ADA)  # the delete carries the tags of the account's opening
+        await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+
+
+async def test_a_deleted_account_tagged_with_the_name_before_the_hash_frees_its_place(tmp_path) -> None:
+    """An account tagged `owner:<name>` (before the hash), deleted: its delete carries that tag and counts."""
+    legacy = ["owner:ada lovelace", "currency:EUR"]
+    async with SQLiteEventStore(tmp_path / "l.db") as store:
+        streams = [f"account-{uuid.uuid4()}" for _ in range(MAX_OPEN_ACCOUNTS)]
+        for stream in streams:
+            event = NewEvent(AccountOpened("Ada Lovelace", "EUR"), tags=legacy)
+            await store.append_events([event], stream_id=stream, expected_version=NO_STREAM)
+        with pytest.raises(TooManyOpenAccounts):
+            await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        await store.delete_stream(streams[1], expected_version=1)
+        await open_account(store, Account.open("Ada Lovelace", "EUR"))
+
+
+class _DeletesDuringTheDecision(SQLiteEventStore):
+    """A store on which one stream is deleted right after the decision's first read (a deterministic race)."""
+
+    victim: str | None = None
+    reads = 0
+
+    async def read(self, query: Query, **options: Any) -> SequencedEvents:
+        seen = await super().read(query, **options)
+        self.reads += 1
+        if self.victim is not None:
+            victim, self.victim = self.victim, None
+            await self.delete_stream(victim, expected_version=ANY)
+        return seen
+
+
+async def test_a_delete_between_the_decision_and_its_append_fails_the_condition_and_is_decided_again(
+    tmp_path,
+) -> None:
+    """Two open accounts read; a delete lands before the append: its condition fails, it is decided again."""
+    async with _DeletesDuringTheDecision(tmp_path / "l.db") as store:
+        first = Account.open("Ada Lovelace", "EUR")
+        await open_account(store, first)
+        await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        store.reads, store.victim = 0, first.stream_id
+        result = await open_account(store, Account.open("Ada Lovelace", "EUR"))
+        assert store.reads == 2  # the condition failed on the delete: read and decided again
+        [marker] = (await store.read(Query.of(types=[STREAM_DELETED]))).events
+        assert result.position > marker.position
+        await open_account(store, Account.open("Ada Lovelace", "EUR"))  # two open now: room for a third
         with pytest.raises(TooManyOpenAccounts):
             await open_account(store, Account.open("Ada Lovelace", "EUR"))

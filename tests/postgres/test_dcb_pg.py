@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 
 from eventvault import NO_STREAM, NewEvent
-from eventvault.errors import AppendConditionFailed, InvalidEvent
+from eventvault.errors import AppendConditionFailed, InvalidEvent, StoreError
 from eventvault.store.postgres import PostgresEventStore
 from eventvault.store.postgres._dcb import _params, condition_sql
 from eventvault.store.records import AppendCondition, AppendResult, Query
@@ -138,3 +138,44 @@ async def test_append_on_refuses_tagged_events_and_writes_nothing(store, raw, no
     with pytest.raises(InvalidEvent, match="does not write tags"):
         await store.append_on(conn, "s", store.prepare(tagged), NO_STREAM)
     assert (await store.read(Query.all())).events == []
+
+
+def _stale_first_look(store: PostgresEventStore, monkeypatch, *, rounds: int) -> list[int]:
+    """Make the delete's look at its stream's tags before their locks find none, ``rounds`` times.
+
+    As if an append had brought the tags between that look and the row's lock:
+    the look under the row's lock then finds tags the delete did not lock.
+    """
+    deletes = store._deletes
+    looks = deletes._stored_tags
+    calls: list[int] = []
+
+    async def look(cur: Any, stream_id: str) -> list[str]:
+        calls.append(len(calls))
+        found = await looks(cur, stream_id)
+        return [] if len(calls) % 2 == 1 and len(calls) <= 2 * rounds else found
+
+    monkeypatch.setattr(deletes, "_stored_tags", look)
+    return calls
+
+
+async def test_a_delete_whose_stream_gained_tags_meanwhile_starts_again(store, notes, monkeypatch) -> None:
+    """Tags found under the row's lock that the delete did not lock: it rolls back and starts again."""
+    await store.append("seat-1", [NewEvent(notes("a")[0].data, tags=["seat:1"])], expected_version=NO_STREAM)
+    calls = _stale_first_look(store, monkeypatch, rounds=1)
+    deleted = await store.delete_stream("seat-1", expected_version=1)
+    assert deleted is not None
+    assert len(calls) == 4  # two rounds, each looking twice
+    [marker] = (await store.read(Query.of(types=["$StreamDeleted"], tags=["seat:1"]))).events
+    assert (marker.position, marker.tags) == (deleted.positions[0], ("seat:1",))
+    assert await store.stream_version("seat-1") == 0
+
+
+async def test_a_delete_whose_stream_keeps_gaining_tags_gives_up(store, notes, monkeypatch) -> None:
+    """Five rounds, each finding tags it did not lock: StoreError, and the stream is not deleted."""
+    await store.append("seat-1", [NewEvent(notes("a")[0].data, tags=["seat:1"])], expected_version=NO_STREAM)
+    _stale_first_look(store, monkeypatch, rounds=5)
+    with pytest.raises(StoreError, match="new tags 5 times"):
+        await store.delete_stream("seat-1", expected_version=1)
+    assert await store.stream_version("seat-1") == 1
+    assert (await store.read(Query.of(types=["$StreamDeleted"]))).events == []

@@ -44,6 +44,7 @@ from eventvault.store.personal import (
 )
 from eventvault.store.records import (
     ANY,
+    MAX_TAGS,
     NO_STREAM,
     STREAM_EXISTS,
     AppendCondition,
@@ -175,8 +176,14 @@ def version_holds(expected: ExpectedVersion, actual: int) -> bool:
     return actual == expected
 
 
-def deletion_marker(stream_id: str, version: int, tombstone: bool, now_us: int) -> PreparedEvent:
-    """The ``$StreamDeleted`` event a delete of ``stream_id`` at ``version`` appends (as version + 1)."""
+def deletion_marker(
+    stream_id: str, version: int, tombstone: bool, now_us: int, tags: Sequence[str] = ()
+) -> PreparedEvent:
+    """The ``$StreamDeleted`` event a delete of ``stream_id`` at ``version`` appends (as version + 1).
+
+    ``tags`` are those of the stream's stored events (:func:`stream_tags`), so
+    that query reads and append conditions on them see the delete (decision 35).
+    """
     payload = (
         b'{"stream_id":'
         + json.dumps(stream_id, ensure_ascii=False).encode()
@@ -186,7 +193,16 @@ def deletion_marker(stream_id: str, version: int, tombstone: bool, now_us: int) 
         + (b"true" if tombstone else b"false")
         + b"}"
     )
-    return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us)
+    return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us, tuple(tags))
+
+
+def stream_tags(tags_of_events: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """The union of the tags of a stream's events (given oldest first), in the order they first appear."""
+    union: dict[str, None] = {}
+    for tags in tags_of_events:
+        for tag in tags:
+            union[tag] = None
+    return tuple(union)
 
 
 def _check_not_system(name: str) -> None:
@@ -532,7 +548,8 @@ class EventStore(abc.ABC):
                 raise InvalidInput(f"write_recorded takes RecordedEvent, got {type(e).__name__}")
             check_stream_id(e.stream_id)
             if e.tags:
-                check_tags(e.tags)
+                # A delete carries the tags of all its stream's events: more than one event may.
+                check_tags(e.tags, most=None if e.event_type == STREAM_DELETED else MAX_TAGS)
             if e.position <= last:
                 raise InvalidInput(
                     f"event {e.event_id} at position {e.position}: positions must rise above {last}"
@@ -810,7 +827,11 @@ class EventStore(abc.ABC):
         """Streams in order of their ids, with their version and when their last event was recorded.
 
         ``prefix`` keeps the streams whose id starts with it; ``after`` continues
-        a listing after that stream id (the last one of the previous page).
+        a listing after that stream id (the last one of the previous page). A
+        deleted stream is not listed (soft-deleted and not written since, or
+        tombstoned: its last event is its ``$StreamDeleted``); one written again
+        after a soft delete is, at its new version. A page may hold fewer than
+        ``limit`` streams only when it is the last one.
         """
         if prefix is not None and not isinstance(prefix, str):
             raise InvalidInput(f"prefix must be a str, got {prefix!r}")
@@ -836,10 +857,8 @@ class EventStore(abc.ABC):
             if page.checkpoint == checkpoint:
                 break
             checkpoint = page.checkpoint
-        return [
-            StreamInfo(e.stream_id, e.stream_version, e.position, e.recorded_at)
-            for _, e in sorted(last.items())[:limit]
-        ]
+        shown = [e for _, e in sorted(last.items()) if e.event_type != STREAM_DELETED]
+        return [StreamInfo(e.stream_id, e.stream_version, e.position, e.recorded_at) for e in shown[:limit]]
 
     async def get_event(self, event_id: uuid.UUID | str) -> RecordedEvent | None:
         """The stored event with this id, wherever it is; None if there is none."""
@@ -869,7 +888,13 @@ class EventStore(abc.ABC):
             checkpoint = page.checkpoint
 
     async def counts(self) -> StoreCounts:
-        """How many events and streams the store holds, and its head."""
+        """How many events and streams the store holds, and its head.
+
+        ``events`` counts the events stored (what ``read_all`` reads): those of
+        deleted streams and their ``$StreamDeleted`` events too, until a
+        scavenge removes them. ``streams`` counts the streams ``list_streams``
+        lists: a deleted stream is not one, until it is written again.
+        """
         self._check_open()
         return await self._counts()
 
@@ -877,7 +902,7 @@ class EventStore(abc.ABC):
         # Generic: one pass over the log (stopping at the head it read first).
         head = await self._head()
         events = 0
-        streams: set[str] = set()
+        last_type: dict[str, str] = {}
         checkpoint = Checkpoint.START
         while checkpoint < head:
             page = await self._read_all(checkpoint, MAX_PAGE, None)
@@ -885,11 +910,12 @@ class EventStore(abc.ABC):
                 if e.checkpoint > head:
                     break
                 events += 1
-                streams.add(e.stream_id)
+                last_type[e.stream_id] = e.event_type
             if page.checkpoint == checkpoint:
                 break
             checkpoint = page.checkpoint
-        return StoreCounts(events, len(streams), head)
+        streams = sum(1 for t in last_type.values() if t != STREAM_DELETED)
+        return StoreCounts(events, streams, head)
 
     async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:
         """Wait until the log holds events after ``after``; False if ``timeout`` passed first.

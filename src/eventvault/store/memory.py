@@ -22,6 +22,7 @@ from eventvault.store.base import (
     deletion_marker,
     idempotent_result,
     recorded_deletions,
+    stream_tags,
     versions_before,
 )
 from eventvault.store.personal import MemoryKeyStore
@@ -103,6 +104,15 @@ class _Data:
             self.by_type.setdefault(r.event_type, []).append(r.position)
             for tag in r.tags:
                 self.by_tag.setdefault(tag, []).append(r.position)
+
+    def deleted(self, stream_id: str) -> bool:
+        """Whether the stream's last event is its ``$StreamDeleted`` (call holding ``lock``)."""
+        life = self.life.get(stream_id)
+        return (
+            life is not None
+            and life.deleted_version > 0
+            and life.deleted_version == len(self.streams.get(stream_id, ()))
+        )
 
     def announce(self) -> None:
         """Wake every store sharing this data (call after releasing ``lock``)."""
@@ -392,8 +402,9 @@ class MemoryEventStore(EventStore):
             return self._data.snapshots.get((stream_id, schema_version))
 
     async def _list_streams(self, prefix: str | None, after: str | None, limit: int) -> list[StreamInfo]:
-        with self._data.lock:
-            lasts = [rows[-1] for rows in self._data.streams.values() if rows]
+        d = self._data
+        with d.lock:
+            lasts = [rows[-1] for sid, rows in d.streams.items() if rows and not d.deleted(sid)]
         wanted = [
             r
             for r in lasts
@@ -411,9 +422,12 @@ class MemoryEventStore(EventStore):
         return None if row is None or row.removed else self._record(row)
 
     async def _counts(self) -> StoreCounts:
-        with self._data.lock:
-            head, streams = len(self._data.log), len(self._data.streams)
-            events = head - self._data.removed
+        d = self._data
+        with d.lock:
+            # Only a stream with rules (in ``life``) can be deleted: a few, not every stream.
+            deleted = sum(1 for sid in d.life if d.deleted(sid))
+            head, streams = len(d.log), len(d.streams) - deleted
+            events = head - d.removed
         return StoreCounts(events, streams, Checkpoint(0, head) if head else START)
 
     # -- deletes, truncation and retention -----------------------------------------
@@ -448,7 +462,8 @@ class MemoryEventStore(EventStore):
             if visible == 0 and not tombstone:
                 return None
             now = time.time_ns() // 1000
-            e = deletion_marker(stream_id, version, tombstone, now)
+            tags = stream_tags(r.tags for r in d.streams.get(stream_id, ()) if not r.removed)
+            e = deletion_marker(stream_id, version, tombstone, now, tags)
             row = _Row(
                 e.event_id,
                 stream_id,
@@ -460,6 +475,8 @@ class MemoryEventStore(EventStore):
                 now,
                 e.payload,
                 e.metadata,
+                e.tags,
+                frozenset(e.tags),
             )
             d.add([row])
             life = d.life.setdefault(stream_id, _Life())

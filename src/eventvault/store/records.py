@@ -422,13 +422,13 @@ def check_tag(tag: object) -> str:
     return tag
 
 
-def check_tags(tags: object, what: str = "tags") -> tuple[str, ...]:
-    """A collection of tags as a tuple without repeats, in the order given."""
+def check_tags(tags: object, what: str = "tags", *, most: int | None = MAX_TAGS) -> tuple[str, ...]:
+    """A collection of tags as a tuple without repeats, in the order given (at most ``most``)."""
     if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
         raise InvalidInput(f"{what} must be a collection of strs, not {type(tags).__name__}")
     out = tuple(dict.fromkeys(check_tag(t) for t in tags))
-    if len(out) > MAX_TAGS:
-        raise InvalidInput(f"{what} hold at most {MAX_TAGS} tags, got {len(out)}")
+    if most is not None and len(out) > most:
+        raise InvalidInput(f"{what} hold at most {most} tags, got {len(out)}")
     return out
 
 
@@ -636,7 +636,9 @@ class StoreCounts:
     """How much a store holds (:meth:`EventStore.counts`)."""
 
     events: int
+    """The events stored, deleted streams' and ``$StreamDeleted`` events included (until a scavenge)."""
     streams: int
+    """The streams :meth:`EventStore.list_streams` lists: deleted ones are not counted."""
     head: Checkpoint
     """The checkpoint of the last event readers can see."""
 

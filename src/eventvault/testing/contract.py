@@ -90,6 +90,7 @@ from eventvault.store.memory import MemoryEventStore
 from eventvault.store.personal import KeyRecord, SubjectKey
 from eventvault.store.records import (
     ANY,
+    MAX_TAGS,
     NO_STREAM,
     START,
     STREAM_EXISTS,
@@ -105,6 +106,7 @@ from eventvault.store.records import (
     Snapshot,
 )
 from eventvault.testing.waiting import eventually_async
+from eventvault.verify import verify_store
 
 __all__ = [
     "CONTRACT_REGISTRY",
@@ -1669,6 +1671,24 @@ class DCBContract(_Suite):
         [e] = (await store.read(Query.all())).events
         assert e.tags == ("b", "a")
 
+    async def test_every_read_returns_an_events_tags(self, store: EventStore) -> None:
+        """Stream, log, category, id and query reads all give an event's tags as stored."""
+        sent = [tagged(ItemAdded("x"), "b", "a"), NewEvent(ItemAdded("y"))]
+        await store.append(STREAM, sent, expected_version=NO_STREAM)
+        stream = await store.read_stream(STREAM)
+        found = await store.get_event(stream[0].event_id)
+        assert found is not None
+        assert found.tags == ("b", "a")
+        reads = {
+            "read_stream": stream,
+            "read_all": (await store.read_all()).events,
+            "read_category": (await store.read_category("order-")).events,
+            "read": (await store.read(Query.all())).events,
+        }
+        assert {name: [e.tags for e in events] for name, events in reads.items()} == {
+            name: [("b", "a"), ()] for name in reads
+        }
+
     async def test_a_read_by_tags_needs_every_tag_of_the_item(self, tagged_log: EventStore) -> None:
         """An item with tags matches the events that carry all of them, of any type."""
         assert self.names((await tagged_log.read(Query.of(tags=["a"]))).events) == ["1", "2", "5"]
@@ -2205,6 +2225,184 @@ class LifecycleContract(_Suite):
         read = await store.read(Query.all())
         assert [e.event_type for e in read.events] == ["contract.ItemAdded", STREAM_DELETED]
 
+    # -- what query reads see of a delete (decision 35) -------------------------------------
+
+    async def test_a_delete_carries_the_tags_of_its_streams_events(self, store: EventStore) -> None:
+        """The $StreamDeleted event carries the union of the stream's events' tags, as they first appear."""
+        if not store.supports_dcb:
+            pytest.skip("no tags on this backend")
+        await store.append(
+            STREAM,
+            [tagged(ItemAdded("a"), "t:1", "shared"), NewEvent(ItemAdded("b"))],
+            expected_version=NO_STREAM,
+        )
+        await store.append(STREAM, [tagged(ItemAdded("c"), "shared", "t:2")], expected_version=2)
+        await store.append(OTHER, [tagged(ItemAdded("x"), "shared")], expected_version=NO_STREAM)
+        deleted = await store.delete_stream(STREAM, expected_version=3)
+        assert deleted is not None
+        marker = await store.get_event((await full_log(store))[-1].event_id)
+        assert marker is not None
+        assert (marker.event_type, marker.position, marker.tags) == (
+            STREAM_DELETED,
+            deleted.positions[0],
+            ("t:1", "shared", "t:2"),
+        )
+        # A query on a tag of the stream finds the delete, by its type too.
+        only = await store.read(Query.of(types=[STREAM_DELETED], tags=["t:2"]))
+        assert [e.position for e in only.events] == [deleted.positions[0]]
+        shared = await store.read(Query.of(tags=["shared"]))
+        assert [e.event_type for e in shared.events] == [ITEM, ITEM, ITEM, STREAM_DELETED]  # a, c, x
+        # Streams without tags, and ids never used, give deletes without tags.
+        await store.append("order-3", items("p"), expected_version=NO_STREAM)
+        plain = await store.delete_stream("order-3", expected_version=1)
+        unused = await store.delete_stream("order-4", expected_version=NO_STREAM, tombstone=True)
+        assert plain is not None
+        assert unused is not None
+        for result in (plain, unused):
+            found = await store.read(Query.of(types=[STREAM_DELETED]), after=result.positions[0] - 1, limit=1)
+            assert [(e.position, e.tags) for e in found.events] == [(result.positions[0], ())]
+
+    async def test_a_delete_written_again_and_deleted_again_carries_every_stored_tag(
+        self, store: EventStore
+    ) -> None:
+        """A second delete carries the tags of the stream's stored events, before and after the first."""
+        if not store.supports_dcb:
+            pytest.skip("no tags on this backend")
+        await store.append(STREAM, [tagged(ItemAdded("a"), "life:1")], expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=1)
+        await store.append(STREAM, [tagged(ItemAdded("b"), "life:2")], expected_version=NO_STREAM)
+        second = await store.delete_stream(STREAM, expected_version=3, tombstone=True)
+        assert second is not None
+        found = await store.read(Query.of(types=[STREAM_DELETED]))
+        assert [e.tags for e in found.events] == [("life:1",), ("life:1", "life:2")]
+
+    async def test_a_condition_on_a_deleted_streams_tags_fails_after_the_delete(
+        self, store: EventStore
+    ) -> None:
+        """A decision read before a delete is refused by its condition: the delete matches its query."""
+        if not store.supports_dcb:
+            pytest.skip("no query reads on this backend")
+        await store.append(STREAM, [tagged(ItemAdded("a"), "course:1")], expected_version=NO_STREAM)
+        query = Query.of(types=[ITEM, STREAM_DELETED], tags=["course:1"])
+        seen = await store.read(query)
+        deleted = await store.delete_stream(STREAM, expected_version=1)
+        assert deleted is not None
+        with pytest.raises(AppendConditionFailed) as failed:
+            await store.append_events(
+                [tagged(ItemAdded("b"), "course:1")], condition=AppendCondition(query, after=seen.head)
+            )
+        assert failed.value.position == deleted.positions[0]
+        again = await store.read(query)  # decided again, on a state that holds the delete
+        landed = await store.append_events(
+            [tagged(ItemAdded("b"), "course:1")], condition=AppendCondition(query, after=again.head)
+        )
+        assert landed.position > deleted.positions[0]
+
+    async def test_a_delete_racing_a_condition_on_its_tags_is_seen_by_it_or_comes_after(
+        self, store_factory: StoreFactory
+    ) -> None:
+        """A conditional append racing a delete of a stream it read: refused by it, or before it."""
+        one = await store_factory(registry=CONTRACT_REGISTRY)
+        if not one.supports_dcb:
+            pytest.skip("no query reads on this backend")
+        other = await store_factory(registry=CONTRACT_REGISTRY)
+        for i in range(8):
+            tag = f"seat:{i}"
+            await one.append(f"seat-{i}", [tagged(ItemAdded("held"), tag)], expected_version=NO_STREAM)
+            query = Query.of(types=[ITEM, STREAM_DELETED], tags=[tag])
+            seen = await other.read(query)
+            deleted, appended = await asyncio.gather(
+                one.delete_stream(f"seat-{i}", expected_version=1),
+                other.append_events(
+                    [tagged(ItemAdded("taken"), tag)], condition=AppendCondition(query, after=seen.head)
+                ),
+                return_exceptions=True,
+            )
+            assert isinstance(deleted, AppendResult), deleted
+            if isinstance(appended, AppendConditionFailed):
+                assert appended.position == deleted.positions[0]
+            else:
+                assert isinstance(appended, AppendResult), appended
+                assert appended.checkpoint < deleted.checkpoint, "the condition missed a delete before it"
+
+    async def test_a_copied_delete_keeps_its_tags_however_many(self, store: EventStore) -> None:
+        """write_recorded keeps a $StreamDeleted event's tags as recorded, past the limit of one event's."""
+        if not store.supports_dcb:
+            pytest.skip("no tags on this backend")
+        source = MemoryEventStore(registry=CONTRACT_REGISTRY)
+        many = [f"n:{i}" for i in range(MAX_TAGS + 20)]  # more than one event may carry
+        await source.append(
+            STREAM,
+            [tagged(ItemAdded("a"), *many[:MAX_TAGS]), tagged(ItemAdded("b"), *many[MAX_TAGS:])],
+            expected_version=NO_STREAM,
+        )
+        await source.delete_stream(STREAM, expected_version=2)
+        log = await full_log(source)
+        assert log[-1].tags == tuple(many)
+        await store.write_recorded(log)
+        copied = await full_log(store)
+        assert [e.tags for e in copied] == [e.tags for e in log]
+        found = await store.read(Query.of(types=[STREAM_DELETED], tags=[many[-1]]))
+        assert [e.event_id for e in found.events] == [log[-1].event_id]
+
+    # -- listings and counts ---------------------------------------------------------------
+
+    @staticmethod
+    async def listed(store: EventStore, **options: Any) -> list[tuple[str, int]]:
+        """(stream id, version) of each stream ``list_streams`` with ``options`` lists."""
+        return [(s.stream_id, s.version) for s in await store.list_streams(**options)]
+
+    async def test_deleted_streams_are_neither_listed_nor_counted(self, store: EventStore) -> None:
+        """Soft-deleted and tombstoned streams leave list_streams and counts().streams, not .events."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.append(OTHER, items("x"), expected_version=NO_STREAM)
+        await store.append("order-3", items("p"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=2)
+        await store.delete_stream(OTHER, expected_version=1, tombstone=True)
+        await store.delete_stream("order-4", expected_version=NO_STREAM, tombstone=True)  # never used
+        await settled(store)
+        assert await self.listed(store) == [("order-3", 1)]
+        assert await self.listed(store, prefix="order-") == [("order-3", 1)]
+        assert await self.listed(store, after=STREAM) == [("order-3", 1)]
+        counts = await store.counts()
+        # Events stored: a, b, x, p, and the three deletes' own events, until a scavenge.
+        assert (counts.events, counts.streams) == (7, 1)
+        await store.scavenge()
+        assert await self.listed(store) == [("order-3", 1)]
+        assert (await store.counts()).streams == 1
+
+    async def test_a_stream_written_again_after_a_delete_is_listed_at_its_new_version(
+        self, store: EventStore
+    ) -> None:
+        """A soft-deleted stream written again is listed and counted again, at its new version."""
+        await store.append(STREAM, items("a", "b"), expected_version=NO_STREAM)
+        await store.delete_stream(STREAM, expected_version=2)
+        await settled(store)
+        assert await self.listed(store) == []
+        assert (await store.counts()).streams == 0
+        again = await store.append(STREAM, items("c"), expected_version=NO_STREAM)
+        await settled(store)
+        [info] = await store.list_streams()
+        assert (info.stream_id, info.version, info.last_position) == (STREAM, 4, again.positions[0])
+        assert (await store.counts()).streams == 1
+        await store.delete_stream(STREAM, expected_version=4)  # and deleted again: gone again
+        await settled(store)
+        assert await self.listed(store) == []
+        assert (await store.counts()).streams == 0
+
+    async def test_listing_pages_pass_over_deleted_streams(self, store: EventStore) -> None:
+        """Pages of list_streams stay full and continue past runs of deleted streams."""
+        for i in range(8):
+            await store.append(f"page-{i}", items(f"e{i}"), expected_version=NO_STREAM)
+        for i in (1, 2, 3, 5, 7):
+            await store.delete_stream(f"page-{i}", expected_version=1, tombstone=i == 5)
+        await settled(store)
+        assert await self.listed(store, limit=2) == [("page-0", 1), ("page-4", 1)]
+        assert await self.listed(store, limit=1, after="page-0") == [("page-4", 1)]
+        assert await self.listed(store, limit=2, after="page-4") == [("page-6", 1)]
+        assert await self.listed(store, prefix="page-", after="page-6") == []
+        assert (await store.counts()).streams == 3
+
     # -- truncation and retention -------------------------------------------------------
 
     async def test_truncate_before_hides_the_older_versions(self, store: EventStore) -> None:
@@ -2530,6 +2728,75 @@ class PersonalDataContract(_Suite):
         assert await store.list_snapshots(stream_id=ADA) == []
         loaded = await repo.load(Customer, "ada")
         assert (loaded.name, loaded.plan, loaded.version) == (REDACTED, "gold", 1)
+
+    # -- personal data of deleted streams ----------------------------------------------
+
+    @staticmethod
+    async def stored(store: EventStore) -> list[tuple[str, Any]]:
+        """(event type, data) of every stored event, as read_all decodes them."""
+        return [(e.event_type, e.data) for e in await full_log(store)]
+
+    @pytest.mark.parametrize("tombstone", [False, True], ids=["soft", "tombstone"])
+    async def test_a_deleted_streams_subject_can_be_forgotten(
+        self, store: EventStore, tombstone: bool
+    ) -> None:
+        """Delete, then forget: the events kept until a scavenge read redacted; no new life takes the name."""
+        registered = CustomerRegistered("Ada", "a@x", "gold")
+        await store.append(ADA, [registered, PlanChanged("silver")], expected_version=NO_STREAM)
+        await store.delete_stream(ADA, expected_version=2, tombstone=tombstone)
+        assert (await self.stored(store))[0] == ("personal.CustomerRegistered", registered)
+        assert await store.forget(ADA) is True
+        assert (await self.stored(store))[:2] == [
+            ("personal.CustomerRegistered", CustomerRegistered(REDACTED, REDACTED, "gold")),
+            ("personal.PlanChanged", PlanChanged("silver")),
+        ]
+        assert await store.read_stream(ADA) == []
+        if tombstone:
+            with pytest.raises(StreamDeleted):
+                await store.append(ADA, [PlanChanged("bronze")], expected_version=ANY)
+        else:  # written again: personal data of the forgotten subject is refused, the rest is not
+            with pytest.raises(SubjectForgotten):
+                await store.append(ADA, [registered], expected_version=NO_STREAM)
+            await store.append(ADA, [PlanChanged("bronze")], expected_version=NO_STREAM)
+            assert [e.data for e in await store.read_stream(ADA)] == [PlanChanged("bronze")]
+
+    async def test_a_forgotten_subjects_stream_can_be_deleted(self, store: EventStore) -> None:
+        """Forget, then delete: the delete lands, and the log holds the redacted events and the delete."""
+        await store.append(ADA, [CustomerRegistered("Ada", "a@x", "gold")], expected_version=NO_STREAM)
+        await store.forget(ADA)
+        deleted = await store.delete_stream(ADA, expected_version=1, tombstone=True)
+        assert deleted is not None
+        assert await self.stored(store) == [
+            ("personal.CustomerRegistered", CustomerRegistered(REDACTED, REDACTED, "gold")),
+            (STREAM_DELETED, StreamDeletedEvent(ADA, 1, tombstone=True)),
+        ]
+        assert await store.forget(ADA) is False  # nothing more to destroy
+
+    async def test_a_scavenge_removes_a_deleted_streams_sealed_events_and_keeps_its_key(
+        self, store: EventStore
+    ) -> None:
+        """Scavenging a deleted stream removes its sealed events; its key stays until a forget destroys it."""
+        repo = Repository(store)
+        customer = Customer(ADA.removeprefix("customer-"))
+        customer.record(CustomerRegistered("Ada", "a@x", "gold"))
+        customer.record(PlanChanged("silver"))
+        await repo.save(customer)  # and a snapshot (snapshot_every = 1), the name in the clear
+        bob = CustomerRegistered("Bob", "b@x", "gold")
+        await store.append("customer-bob", [bob], expected_version=NO_STREAM)
+        await store.delete_stream(ADA, expected_version=2)
+        done = await store.scavenge()
+        assert done.events_removed == 2
+        assert await self.stored(store) == [
+            ("personal.CustomerRegistered", bob),
+            (STREAM_DELETED, StreamDeletedEvent(ADA, 2, tombstone=False)),
+        ]
+        assert await store.list_snapshots(stream_id=ADA) == []
+        report = await verify_store(store)
+        assert (report.ok, report.events) == (True, 2), report.problems
+        assert store.keys is not None
+        assert ADA in await store.keys.keys_of([ADA])  # a scavenge erases no key: copies made before need it
+        assert await store.forget(ADA) is True
+        assert (await verify_store(store)).ok
 
     async def test_changed_sealed_bytes_are_damage_not_erasure(self, store: EventStore) -> None:
         """A sealed member its key does not open raises DecodeError (a forgotten key never does)."""

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from eventvault import AppendResult, Metadata, WrongExpectedVersion
+from eventvault import AggregateNotFound, AppendResult, Metadata, StreamDeleted, WrongExpectedVersion
 from eventvault_ledger.api.problems import Problem, parse_account_id, problem_from
 from eventvault_ledger.api.schemas import PROBLEM_REF, problems
 from eventvault_ledger.api.security import Principal, authorize
@@ -494,8 +494,11 @@ async def erase_personal_data(request: Request) -> Response:
     sealed in its `AccountOpened` can no longer be read by anyone: every
     read, replay and export shows `[redacted]`. The events stay. The account
     keeps working (deposits, withdrawals, transfers, close). 204 each time:
-    a second call finds it erased and changes nothing. What is and is not
-    erased (backups, replicas, earlier exports): docs/data-protection.md.
+    a second call finds it erased and changes nothing. A deleted account
+    (`DELETE /api/store/streams/{id}`, soft or for ever) is erased too, 204:
+    its key is destroyed and nothing is recorded (its stream takes no event;
+    the read models dropped it at its delete). What is and is not erased
+    (backups, replicas, earlier exports): docs/data-protection.md.
     """
     principal = authorize(request.scope, "admin")
     if request.scope["query_string"]:
@@ -504,19 +507,28 @@ async def erase_personal_data(request: Request) -> Response:
     if (await request.body()).strip():
         await json_object(request, frozenset())
     services = services_of(request)
+    stream_id = Account.stream_id_for(account_id)
     started = time.perf_counter()
     try:
         async with services.lock_for(account_id):
-            await services.repository.update(
-                Account,
-                account_id,
-                Account.erase_personal_data,
-                metadata=command_metadata(request, principal, None),
-                retries=services.settings.command_retries,
-            )
+            try:
+                await services.repository.update(
+                    Account,
+                    account_id,
+                    Account.erase_personal_data,
+                    metadata=command_metadata(request, principal, None),
+                    retries=services.settings.command_retries,
+                )
+            except (AggregateNotFound, StreamDeleted):
+                # A deleted account takes no event (a tombstone refuses it, and an
+                # append would write a soft-deleted stream again), and the read
+                # models dropped it at its delete; its events stay stored until a
+                # scavenge, and exports and backups hold them: its key still goes.
+                if not (await services.store.stream_lifecycle(stream_id)).deleted:
+                    raise
         # After the event landed: a failure here leaves the key in place, and the
         # next call (which records nothing more) destroys it.
-        await services.store.forget(Account.stream_id_for(account_id))
+        await services.store.forget(stream_id)
     except Exception as exc:
         services.metrics.command("erase", problem_from(exc).code, time.perf_counter() - started)
         raise

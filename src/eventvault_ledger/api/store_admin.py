@@ -61,8 +61,10 @@ class StoreStatus(_Doc):
 
     backend: str = Field(description="The store's backend: sqlite, postgresql or memory.")
     schema_version: int | None = Field(description="The event store's schema version; null for memory.")
-    events: int
-    streams: int
+    events: int = Field(
+        description="The events stored: a deleted stream's, and its $StreamDeleted event, until a scavenge."
+    )
+    streams: int = Field(description="The streams, deleted ones not counted (as `streams ls` lists them).")
     head: str = Field(description="The checkpoint of the last event readers can see.")
     size_bytes: int | None = Field(description="Bytes the store takes on disk; null when unknown (memory).")
     read_models: list[ReadModelLag]

@@ -85,8 +85,11 @@ export interface paths {
          *         sealed in its `AccountOpened` can no longer be read by anyone: every
          *         read, replay and export shows `[redacted]`. The events stay. The account
          *         keeps working (deposits, withdrawals, transfers, close). 204 each time:
-         *         a second call finds it erased and changes nothing. What is and is not
-         *         erased (backups, replicas, earlier exports): docs/data-protection.md.
+         *         a second call finds it erased and changes nothing. A deleted account
+         *         (`DELETE /api/store/streams/{id}`, soft or for ever) is erased too, 204:
+         *         its key is destroyed and nothing is recorded (its stream takes no event;
+         *         the read models dropped it at its delete). What is and is not erased
+         *         (backups, replicas, earlier exports): docs/data-protection.md.
          */
         delete: operations["erase_personal_data"];
         options?: never;
@@ -1280,7 +1283,10 @@ export interface components {
              * @description The store's backend: sqlite, postgresql or memory.
              */
             backend: string;
-            /** Events */
+            /**
+             * Events
+             * @description The events stored: a deleted stream's, and its $StreamDeleted event, until a scavenge.
+             */
             events: number;
             /**
              * Head
@@ -1299,7 +1305,10 @@ export interface components {
              * @description Bytes the store takes on disk; null when unknown (memory).
              */
             sizeBytes: number | null;
-            /** Streams */
+            /**
+             * Streams
+             * @description The streams, deleted ones not counted (as `streams ls` lists them).
+             */
             streams: number;
         } & {
             [key: string]: unknown;

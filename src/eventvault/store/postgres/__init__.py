@@ -73,7 +73,8 @@ The parts
 ``_options`` (the options above), ``_schema`` (tables, migrations, the read
 horizon and every statement), ``_connections`` (the pool, the spare connection,
 errors mapped at the edge), ``_appends`` (appends and append groups),
-``_reads`` (streams, the log, snapshots), ``_live`` (notifications and the
+``_reads`` (streams, the log, snapshots), ``_deletes`` (stream deletes, under
+the locks appenders of their tags take), ``_live`` (notifications and the
 LISTEN connection) and ``_store`` (the store, handing each call to its part).
 Everything runs through psycopg's public API except the hottest statements
 (appends, notifications, stream reads), which ``_libpq`` sends through libpq

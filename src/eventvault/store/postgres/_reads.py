@@ -231,7 +231,7 @@ class Reads:
         return await self._db.run(f"get_event({event_id})", op)
 
     async def counts(self) -> tuple[int, int]:
-        """How many readable events and streams with a readable event there are."""
+        """How many readable events there are, and streams whose last readable event is no delete."""
 
         async def op(conn: Conn) -> tuple[int, int]:
             async with conn.cursor() as cur:

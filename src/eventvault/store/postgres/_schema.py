@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import args_row
 
+from eventvault.domain import STREAM_DELETED
 from eventvault.errors import StoreError
 from eventvault.store import migrations
 from eventvault.store.postgres._libpq import HotStatements, hot_statements
@@ -566,31 +567,40 @@ def statements(schema: str) -> Statements:
         .format(cols=_EVENT_COLUMNS, s=s)
         .as_bytes(None),
         # Streams by id with their last readable event (one index probe each).
+        # A deleted stream is skipped on its row (version = deleted_version: no
+        # event read), and so is one whose last readable event is still its
+        # delete (written again, the new events not below the horizon yet).
         list_streams=sql.SQL(
             """
             SELECT st.stream_id, last.stream_version, last.position, last.recorded_us
             FROM {s}.streams AS st
             CROSS JOIN LATERAL (
-                SELECT stream_version, position, recorded_us FROM {s}.events AS e
+                SELECT stream_version, position, recorded_us, event_type FROM {s}.events AS e
                 WHERE e.stream_id = st.stream_id AND e.tx_id < {horizon}
                 ORDER BY stream_version DESC LIMIT 1) AS last
             WHERE st.stream_id ~>=~ %(lower)s
               AND (%(upper)s::text IS NULL OR st.stream_id ~<~ %(upper)s::text)
               AND (%(after)s::text IS NULL OR st.stream_id ~>~ %(after)s::text)
+              AND st.version > st.deleted_version AND last.event_type <> {deleted}
             ORDER BY st.stream_id USING ~<~ LIMIT %(limit)s"""
         )
-        .format(s=s, horizon=_horizon(s))
+        .format(s=s, horizon=_horizon(s), deleted=sql.Literal(STREAM_DELETED))
         .as_bytes(None),
         get_event=sql.SQL("SELECT {cols} FROM {s}.events WHERE event_id = %s AND tx_id < {horizon}")
         .format(cols=_EVENT_COLUMNS, s=s, horizon=_horizon(s))
         .as_bytes(None),
+        # The readable events; the streams list_streams lists (the same test).
         counts=sql.SQL(
             """
             WITH horizon AS MATERIALIZED (SELECT {s}.read_horizon() AS xmin)
-            SELECT count(*), count(DISTINCT stream_id) FROM {s}.events
-            WHERE tx_id < (SELECT xmin FROM horizon)"""
+            SELECT (SELECT count(*) FROM {s}.events WHERE tx_id < (SELECT xmin FROM horizon)),
+                (SELECT count(*) FROM {s}.streams AS st CROSS JOIN LATERAL (
+                    SELECT event_type FROM {s}.events AS e
+                    WHERE e.stream_id = st.stream_id AND e.tx_id < (SELECT xmin FROM horizon)
+                    ORDER BY stream_version DESC LIMIT 1) AS last
+                 WHERE st.version > st.deleted_version AND last.event_type <> {deleted})"""
         )
-        .format(s=s)
+        .format(s=s, deleted=sql.Literal(STREAM_DELETED))
         .as_bytes(None),
         head=sql.SQL(
             "SELECT tx_id, position FROM {s}.events WHERE tx_id < {horizon} "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from datetime import timedelta
 from typing import Any, Self
@@ -14,12 +13,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eventvault.domain import EventRegistry
-from eventvault.errors import InvalidInput, InvalidStoreURL, StoreClosed, StreamDeleted
+from eventvault.errors import InvalidInput, InvalidStoreURL, StoreClosed
 from eventvault.store.base import (
     EventStore,
     PreparedEvent,
-    check_version_matches,
-    deletion_marker,
     prefix_end,
     recorded_deletions,
     versions_before,
@@ -27,6 +24,7 @@ from eventvault.store.base import (
 from eventvault.store.postgres._appends import Appends
 from eventvault.store.postgres._connections import Conn, Connections, reason
 from eventvault.store.postgres._dcb import DCB
+from eventvault.store.postgres._deletes import Deletes
 from eventvault.store.postgres._keys import PostgresKeyStore
 from eventvault.store.postgres._libpq import Prepared
 from eventvault.store.postgres._live import Notifications
@@ -89,6 +87,7 @@ class PostgresEventStore(EventStore):
         self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
         self.keys = PostgresKeyStore(self._db, self.schema)
         self._dcb = DCB(self._db, self._sql, self._options, self._live.appended, self._reads.event)
+        self._deletes = Deletes(self._db, self._sql, self.schema)
         self._open_lock = asyncio.Lock()
 
     @property
@@ -411,74 +410,7 @@ class PostgresEventStore(EventStore):
         self, stream_id: str, expected: ExpectedVersion, tombstone: bool
     ) -> AppendResult | None:
         await self._opened()
-        s = sql.Identifier(self.schema)
-        declare = self._sql.declare_writer
-        lock_row = sql.SQL(
-            "SELECT version, deleted_version, tombstoned FROM {s}.streams WHERE stream_id = %s FOR UPDATE"
-        ).format(s=s)
-        new_row = sql.SQL(
-            "INSERT INTO {s}.streams (stream_id, version, deleted_version, tombstoned) "
-            "VALUES (%s, 1, 1, true) ON CONFLICT (stream_id) DO NOTHING RETURNING version"
-        ).format(s=s)
-        mark = sql.SQL(
-            "UPDATE {s}.streams SET version = %s, deleted_version = %s, tombstoned = %s WHERE stream_id = %s"
-        ).format(s=s)
-        insert = sql.SQL(
-            "INSERT INTO {s}.events (event_id, stream_id, stream_version, event_type, schema_version, "
-            "occurred_us, recorded_us, data, metadata) VALUES (%s, %s, %s, %s, %s, %s, "
-            "(extract(epoch FROM clock_timestamp()) * 1000000)::int8, %s, %s) "
-            "RETURNING position, tx_id::text::int8"
-        ).format(s=s)
-        drop = sql.SQL("DELETE FROM {s}.snapshots WHERE stream_id = %s").format(s=s)
-
-        async def op(conn: Conn) -> AppendResult | None:
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.execute(declare)  # an event writer: the read horizon waits for it
-                made_row = False  # a row made here is already at the tombstone's version
-                while True:
-                    await cur.execute(lock_row, [stream_id])
-                    row = await cur.fetchone()
-                    if row is not None:
-                        version, deleted, tombstoned = row
-                        break
-                    # No row: the stream has no events (and no rules).
-                    check_version_matches(stream_id, expected, 0)
-                    if not tombstone:
-                        return None
-                    await cur.execute(new_row, [stream_id])
-                    if await cur.fetchone() is not None:
-                        version, deleted, tombstoned, made_row = 0, 0, False, True
-                        break
-                    # A first append made the row meanwhile: look again, under its lock.
-                if tombstoned:
-                    raise StreamDeleted(stream_id)
-                visible = 0 if version == deleted else version
-                check_version_matches(stream_id, expected, visible)
-                if visible == 0 and not tombstone:
-                    return None
-                e = deletion_marker(stream_id, version, tombstone, time.time_ns() // 1000)
-                if not made_row:  # (a row of rules only is at version 0: it is marked too)
-                    await cur.execute(mark, [version + 1, version + 1, tombstone, stream_id])
-                await cur.execute(
-                    insert,
-                    [
-                        e.event_id,
-                        stream_id,
-                        version + 1,
-                        e.event_type,
-                        e.schema_version,
-                        e.occurred_us,
-                        e.payload,
-                        e.metadata,
-                    ],
-                )
-                inserted = await cur.fetchone()
-                assert inserted is not None  # noqa: S101 - an INSERT ... RETURNING of one row
-                await cur.execute(drop, [stream_id])
-            position, tx = inserted
-            return AppendResult(stream_id, version + 1, (position,), Checkpoint(tx, position))
-
-        result = await self._db.run(f"delete_stream({stream_id!r})", op, writes=True)
+        result = await self._deletes.delete(stream_id, expected, tombstone)
         if result is not None:
             self._live.appended()
         return result

@@ -161,23 +161,39 @@ SQL_CATEGORY: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id >= ?1 AND stream_id < ?2 "  # noqa: S608
     "AND +position > ?3 ORDER BY +position LIMIT ?4"
 )
+# Whether stream `id` is deleted: its stream_rules row (by primary key; most
+# streams have none) says its latest delete is its last version.
+_DELETED: Final = (
+    "EXISTS (SELECT 1 FROM stream_rules AS r WHERE r.stream_id = {id} AND r.deleted_version > 0 "
+    "AND r.deleted_version = (SELECT max(stream_version) FROM events WHERE stream_id = {id}))"
+)
 # Streams in order of their ids: one index seek per stream (the next id after
 # the previous one), then its last event, so a page costs its length, not the log.
-SQL_LIST_STREAMS: Final = """
-    WITH RECURSIVE ids(id) AS (
-        SELECT min(stream_id) FROM events WHERE stream_id >= ?1 AND stream_id > ?3 AND stream_id < ?2
+# Deleted streams are skipped: n counts the listed ids before each one, so the
+# walk stops once the page is full however many deleted ones it passed (each
+# costs the seek and a probe of stream_rules, and no event is read).
+SQL_LIST_STREAMS: Final = f"""
+    WITH RECURSIVE ids(id, n) AS (
+        SELECT min(stream_id), 0 FROM events WHERE stream_id >= ?1 AND stream_id > ?3 AND stream_id < ?2
         UNION ALL
-        SELECT (SELECT min(stream_id) FROM events WHERE stream_id > ids.id AND stream_id < ?2)
-        FROM ids WHERE ids.id IS NOT NULL LIMIT ?4 + 1
+        SELECT (SELECT min(stream_id) FROM events WHERE stream_id > ids.id AND stream_id < ?2),
+            ids.n + (NOT {_DELETED.format(id="ids.id")})
+        FROM ids WHERE ids.id IS NOT NULL AND ids.n < ?4
     )
     SELECT e.stream_id, e.stream_version, e.position, e.recorded_at
     FROM ids JOIN events AS e ON e.stream_id = ids.id
         AND e.stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = ids.id)
+    WHERE NOT EXISTS (SELECT 1 FROM stream_rules AS r
+        WHERE r.stream_id = ids.id AND r.deleted_version = e.stream_version)
     ORDER BY e.stream_id LIMIT ?4
-"""
+"""  # noqa: S608 - no input in the text
 SQL_GET_EVENT: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"  # noqa: S608
+# The streams: every id in the events' (stream_id, stream_version) index, less
+# the deleted ones, found through stream_rules (a row only for streams with a
+# delete or a rule), one probe each.
 SQL_COUNTS: Final = (
-    "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT stream_id FROM events)), "
+    "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT stream_id FROM events)) - "  # noqa: S608
+    f"(SELECT count(*) FROM stream_rules AS d WHERE {_DELETED.format(id='d.stream_id')}), "
     "coalesce(max(position), 0) FROM events"
 )
 
@@ -188,8 +204,7 @@ def category_page(  # noqa: PLR0913, PLR0917 - one read, every part of it
     """Up to ``limit`` events after ``after`` of the streams with ids in [lower, upper)."""
     # One read transaction for the page and the head, as in a filtered log_page.
     cur.execute("BEGIN")
-    rows = cur.execute(SQL_CATEGORY, (lower, upper, after, limit))
-    events = [RecordedEvent(codec, *row) for row in rows]
+    events = recorded(codec, cur.execute(SQL_CATEGORY, (lower, upper, after, limit)))
     if len(events) == limit:
         checkpoint = Checkpoint(0, events[-1].position)
     else:
@@ -207,8 +222,8 @@ def list_streams(
 
 def get_event(cur: sqlite3.Cursor, codec: EventCodec, event_id: bytes) -> RecordedEvent | None:
     """The event with this id (its 16 bytes), if stored."""
-    row = cur.execute(SQL_GET_EVENT, (event_id,)).fetchone()
-    return None if row is None else RecordedEvent(codec, *row)
+    found = recorded(codec, cur.execute(SQL_GET_EVENT, (event_id,)))
+    return found[0] if found else None
 
 
 def counts(cur: sqlite3.Cursor) -> tuple[int, int, int]:

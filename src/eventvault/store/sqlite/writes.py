@@ -19,7 +19,14 @@ from eventvault.errors import (
     StreamDeleted,
     WrongExpectedVersion,
 )
-from eventvault.store.base import Found, PreparedEvent, deletion_marker, idempotent_result, version_holds
+from eventvault.store.base import (
+    Found,
+    PreparedEvent,
+    deletion_marker,
+    idempotent_result,
+    stream_tags,
+    version_holds,
+)
 from eventvault.store.records import AppendCondition, AppendResult, Checkpoint, ExpectedVersion
 from eventvault.store.sqlite.reads import MAX_INT, SQL_HEAD, SQL_WRITE_STATE, first_match
 from eventvault.store.sqlite.schema import TAG_SEPARATOR
@@ -331,6 +338,10 @@ _SQL_MARK_DELETED: Final = (
     "tombstoned = excluded.tombstoned"
 )
 _SQL_DROP_STREAM_SNAPSHOTS: Final = "DELETE FROM snapshots WHERE stream_id = ?"
+# The tags of a stream's events, oldest first: a range of (stream_id, stream_version).
+_SQL_STREAM_TAGS: Final = (
+    "SELECT tags FROM events WHERE stream_id = ? AND tags IS NOT NULL ORDER BY stream_version"
+)
 _SQL_SET_TRUNCATE: Final = (
     "INSERT INTO stream_rules (stream_id, truncate_before) VALUES (?, ?) "
     "ON CONFLICT (stream_id) DO UPDATE SET truncate_before = excluded.truncate_before"
@@ -355,6 +366,9 @@ def write_delete(
     """Delete ``stream_id`` (EventStore.delete_stream): its $StreamDeleted result, None, or the error.
 
     The error is returned, not raised: nothing is written before the checks.
+    The $StreamDeleted event carries the tags of the stream's events, with
+    their event_tags rows, as any tagged event (decision 35); with one writer,
+    no append changes them meanwhile.
     """
     version, deleted, tombstoned = cur.execute(SQL_WRITE_STATE, (stream_id,)).fetchone()
     version = version or 0
@@ -365,9 +379,13 @@ def write_delete(
         return WrongExpectedVersion(stream_id, expected, visible)
     if visible == 0 and not tombstone:
         return None
-    marker = deletion_marker(stream_id, version, tombstone, now)
-    cur.execute(_SQL_INSERT, event_rows(stream_id, version, [marker], now)[0])
+    stored = cur.execute(_SQL_STREAM_TAGS, (stream_id,))
+    tags = stream_tags(joined.split(TAG_SEPARATOR) for (joined,) in stored)
+    marker = deletion_marker(stream_id, version, tombstone, now, tags)
+    cur.execute(_SQL_INSERT_TAGGED, tagged_rows(stream_id, version, [marker], now)[0])
     position = cast("int", cur.lastrowid)
+    if tags:
+        cur.executemany(_SQL_INSERT_TAG, [(tag, position) for tag in tags])
     cur.execute(_SQL_MARK_DELETED, (stream_id, version + 1, int(tombstone)))
     cur.execute(_SQL_DROP_STREAM_SNAPSHOTS, (stream_id,))
     return AppendResult(stream_id, version + 1, (position,), Checkpoint(0, position))
