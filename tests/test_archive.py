@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventvault import (
+    NO_STREAM,
     REDACTED,
     ArchiveError,
+    EventRegistry,
     ImportRefused,
     InvalidInput,
     RecordedEvent,
     Repository,
     Snapshot,
     default_registry,
+    event,
     export_events,
     export_keys,
     import_events,
@@ -304,3 +310,179 @@ async def test_keys_move_in_a_file_of_their_own_and_a_forget_travels(ledger, mak
     assert await import_keys(target, keys) == len(DEMO_ACCOUNTS)  # again: nothing changes
     assert await owners(target) == await owners(ledger)
     assert (await verify_store(target)).ok
+
+
+# -- stores that deletes, retention rules and scavenges have shaped --------------------------------
+
+lifecycle_registry = EventRegistry()
+
+
+@event("archive_test.Noted", registry=lifecycle_registry)
+@dataclass(frozen=True, slots=True)
+class Noted:
+    text: str
+
+
+def notes(*texts: str) -> list[Noted]:
+    return [Noted(t) for t in texts]
+
+
+async def shape(store: EventStore) -> None:
+    """Streams each of whose rules hides something, most of it then scavenged.
+
+    a: truncated before 3; b: only its last 2 kept; c: deleted, then written
+    again; d: tombstoned; f: a max_age that hides nothing yet; after the
+    scavenge, e: only its last 2 shown, the rest still stored.
+    """
+    for stream, n in (("a", 5), ("b", 6), ("c", 3), ("d", 2), ("f", 3)):
+        await store.append(
+            stream, notes(*(f"{stream}{i}" for i in range(1, n + 1))), expected_version=NO_STREAM
+        )
+    await store.truncate_before("a", 3)
+    await store.set_retention("b", max_count=2)
+    await store.delete_stream("c", expected_version=3)
+    await store.append("c", notes("c-again-1", "c-again-2"), expected_version=NO_STREAM)
+    await store.delete_stream("d", expected_version=2, tombstone=True)
+    await store.set_retention("f", max_age=timedelta(days=1))
+    removed = await store.scavenge()
+    assert removed.events_removed > 0
+    await store.append("e", notes("e1", "e2", "e3", "e4"), expected_version=NO_STREAM)
+    await store.set_retention("e", max_count=2)
+
+
+async def what_reads_show(store: EventStore) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for stream in "abcdef":
+        life = await store.stream_lifecycle(stream)
+        shown[stream] = (
+            [(e.stream_version, e.data) for e in await store.read_stream(stream)],
+            await store.stream_version(stream),
+            # (A stream a scavenge cut is truncated before its first version in the copy.)
+            (life.tombstoned, life.visible_version, life.max_count, life.max_age),
+        )
+    shown["listed"] = [(s.stream_id, s.version) for s in await store.list_streams()]
+    return shown
+
+
+@pytest.fixture
+async def sqlite_stores(tmp_path):
+    """Opens new, empty SQLite stores of the lifecycle events; closes them after the test."""
+    stores: list[EventStore] = []
+
+    async def make() -> EventStore:
+        store = SQLiteEventStore(str(tmp_path / f"life{len(stores)}.db"), registry=lifecycle_registry)
+        stores.append(store)
+        return await store.open()
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+async def test_a_scavenged_store_round_trips_with_its_rules(sqlite_stores, tmp_path):
+    """After deletes, rules and a scavenge: the copy reads as the source, verifies, exports the same bytes."""
+    source = await sqlite_stores()
+    await shape(source)
+    first, again = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    summary = await export_events(source, first)
+    streams = [json.loads(line) for line in lines(first) if line.startswith(b'{"stream"')]
+    # d too: the scavenge left it only its $StreamDeleted event, at version 3.
+    assert [(s["stream"], s["first_version"], s["truncate_before"]) for s in streams] == [
+        ("a", 3, 3),
+        ("b", 5, 5),
+        ("c", 5, 5),
+        ("d", 3, 3),
+        ("e", 1, 0),
+        ("f", 1, 0),
+    ]
+    assert json.loads(lines(first)[-1])["streams"] == 6
+    target = await sqlite_stores()
+    imported = await import_events(target, first)
+    assert (imported.imported, imported.streams) == (summary.events, 6)
+    assert await what_reads_show(target) == await what_reads_show(source)
+    assert (await verify_store(target)).ok
+    await export_events(target, again)
+    assert again.read_bytes() == first.read_bytes()
+    # Appends go on where the source's would: the versions a scavenge removed are never reused.
+    assert (await target.append("b", notes("b7"), expected_version=6)).stream_version == 7
+    assert (await source.append("b", notes("b7"), expected_version=6)).stream_version == 7
+
+
+async def test_an_interrupted_import_of_a_scavenged_store_finishes_with_its_rules(sqlite_stores, tmp_path):
+    """A run stopped after its first events: the next run writes the rest, then the rules."""
+    source = await sqlite_stores()
+    await shape(source)
+    whole = tmp_path / "whole.jsonl"
+    await export_events(source, whole)
+    stored = (await source.read_all()).events
+    target = await sqlite_stores()
+    starts = {"a": 3, "b": 5, "c": 5}  # where the scavenge left them
+    await target.write_recorded(stored[:4], first_versions=starts)
+    summary = await import_events(target, whole)
+    assert (summary.skipped, summary.imported) == (4, len(stored) - 4)
+    assert await what_reads_show(target) == await what_reads_show(source)
+    again = tmp_path / "again.jsonl"
+    await export_events(target, again)
+    assert again.read_bytes() == whole.read_bytes()
+
+
+async def test_a_file_whose_stream_lines_were_changed_is_refused(sqlite_stores, tmp_path):
+    """The checksum covers the stream lines: one edited, dropped, or put among the events is damage."""
+    source = await sqlite_stores()
+    await shape(source)
+    good = tmp_path / "good.jsonl"
+    await export_events(source, good)
+    ls = lines(good)
+    at = next(i for i, line in enumerate(ls) if line.startswith(b'{"stream"'))
+    damaged = {
+        "edited": [*ls[:at], ls[at].replace(b'"truncate_before":3', b'"truncate_before":1'), *ls[at + 1 :]],
+        "dropped": [*ls[:at], *ls[at + 1 :]],
+        "among the events": [ls[at], *ls[:at], *ls[at + 1 :]],
+    }
+    for name, content in damaged.items():
+        bad = tmp_path / f"{name}.jsonl"
+        bad.write_bytes(b"".join(content))
+        target = await sqlite_stores()
+        with pytest.raises(ArchiveError, match=r"checksum|stream lines"):
+            await import_events(target, bad)
+        assert (await target.read_all()).events == [], name
+
+
+async def test_a_file_from_before_the_stream_lines_imports(sqlite_stores, tmp_path):
+    """A file as exports were written before stream lines existed: its events come in as they were."""
+    body = [
+        (
+            b'{"position":1,"event_id":"0190f0b2-6c1e-7a6e-9a51-000000000001","stream_id":"a",'
+            b'"stream_version":1,"event_type":"archive_test.Noted","schema_version":1,'
+            b'"occurred_at":"2026-11-20T10:00:00.000001Z","recorded_at":"2026-11-20T10:00:00.000002Z",'
+            b'"tags":[],"metadata":{},"data":{"text":"old"}}\n'
+        ),
+        (
+            b'{"position":2,"event_id":"0190f0b2-6c1e-7a6e-9a51-000000000002","stream_id":"a",'
+            b'"stream_version":2,"event_type":"archive_test.Noted","schema_version":1,'
+            b'"occurred_at":"2026-11-20T10:00:01.000001Z","recorded_at":"2026-11-20T10:00:01.000002Z",'
+            b'"tags":["t:1"],"metadata":{"actor":"ann"},"data":{"text":"older"}}\n'
+        ),
+    ]
+    checksum = "sha256:" + hashlib.sha256(b"".join(body)).hexdigest()
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(b"".join([*body, f'{{"checksum":"{checksum}","events":2,"last_position":2}}\n'.encode()]))
+    target = await sqlite_stores()
+    summary = await import_events(target, old)
+    assert (summary.imported, summary.streams) == (2, 0)
+    assert [e.data for e in await target.read_stream("a")] == notes("old", "older")
+    again = tmp_path / "again.jsonl"
+    await export_events(target, again)
+    assert again.read_bytes() == old.read_bytes()  # no rules, no stream lines: the old format, byte for byte
+
+
+async def test_a_memory_store_refuses_a_scavenged_log(sqlite_stores, tmp_path):
+    """The memory store keeps versions (and positions) dense: such an import is refused, nothing written."""
+    source = await sqlite_stores()
+    await shape(source)
+    out = tmp_path / "log.jsonl"
+    await export_events(source, out)
+    target = await MemoryEventStore(registry=lifecycle_registry).open()
+    with pytest.raises(InvalidInput, match="dense"):
+        await import_events(target, out)
+    assert (await target.read_all()).events == []

@@ -21,6 +21,8 @@ from eventvault.testing.contract import (
 class TestMemoryStore(EventStoreContract):
     """The contract on memory://: the stores of a test share one in-memory database."""
 
+    dense_versions = True
+
     @pytest_asyncio.fixture
     async def store_factory(self):  # type: ignore[override] # a fixture overrides by name, not signature
         database = MemoryEventStore()

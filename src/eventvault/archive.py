@@ -27,7 +27,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Final, cast
 
@@ -87,6 +87,8 @@ class ImportSummary:
     """Events already in the store (written by an earlier, interrupted run)."""
     last_position: int
     checksum: str
+    streams: int = 0
+    """Streams whose retention rules (and where a scavenge cut them) the file set here."""
 
 
 class _Line(msgspec.Struct, forbid_unknown_fields=True):
@@ -105,16 +107,35 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
     data: msgspec.Raw
 
 
-class _Trailer(msgspec.Struct, forbid_unknown_fields=True):
+class _StreamLine(msgspec.Struct, forbid_unknown_fields=True):
+    """What a stream's retention rules and a scavenge left of it, after every event line."""
+
+    stream: str
+    first_version: int | None
+    """The version of the stream's first event in the file, in a whole-log export (else null)."""
+    truncate_before: int
+    max_count: int | None
+    max_age_us: int | None
+
+    @property
+    def scavenged(self) -> bool:
+        return self.first_version is not None and self.first_version > 1
+
+
+class _Trailer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     checksum: str
     events: int
     last_position: int
+    streams: int = 0
+    """Stream lines (none: not written, as in files from before they were)."""
 
 
 _ENCODER: Final = msgspec.json.Encoder()
 _LINE: Final = msgspec.json.Decoder(_Line)
+_STREAM: Final = msgspec.json.Decoder(_StreamLine)
 _TRAILER: Final = msgspec.json.Decoder(_Trailer)
 _TRAILER_START: Final = b'{"checksum"'
+_STREAM_START: Final = b'{"stream"'
 
 
 def _time(us: int) -> str:
@@ -182,8 +203,12 @@ async def export_events(
     events = 0
     last = 0
     total = None
-    if after is None and progress is not None:
+    whole = after is None
+    if whole and progress is not None:
         total = (await store.counts()).events
+    ruled = set(await store.ruled_streams())
+    seen: set[str] = set()
+    first: dict[str, int] = {}  # whole log: where the ruled streams, and those a scavenge cut, start
     with _opened(out, "w") as f:
         page: list[bytes] = []
         async for e in store.iter_all(after, batch=PAGE):
@@ -192,18 +217,51 @@ async def export_events(
             page.append(line)
             events += 1
             last = e.position
+            if whole and e.stream_id not in seen:
+                seen.add(e.stream_id)
+                if e.stream_id in ruled or e.stream_version > 1:
+                    first[e.stream_id] = e.stream_version
             if len(page) == PAGE:
                 f.write(b"".join(page))
                 page.clear()
                 if progress is not None:
                     progress(events, total)
         f.write(b"".join(page))
+        streams = 0
+        for stream_line in await _stream_lines(store, sorted(ruled | first.keys()), first if whole else None):
+            line = _ENCODER.encode(stream_line) + b"\n"
+            digest.update(line)
+            f.write(line)
+            streams += 1
         checksum = f"sha256:{digest.hexdigest()}"
-        f.write(_ENCODER.encode(_Trailer(checksum, events, last)) + b"\n")
+        f.write(_ENCODER.encode(_Trailer(checksum, events, last, streams)) + b"\n")
         f.flush()
     if progress is not None:
         progress(events, total)
     return ExportSummary(events, last, checksum)
+
+
+async def _stream_lines(
+    store: EventStore, stream_ids: list[str], first: dict[str, int] | None
+) -> list[_StreamLine]:
+    """The stream lines of an export: the streams whose rules hide events, or whose first ones are gone.
+
+    A stream whose first stored version is above 1 (a scavenge removed the
+    ones before) is truncated before it in the line, so the store an import
+    makes hides what the source hides, and exports the same line again.
+    """
+    out = []
+    for stream_id in stream_ids:
+        life = await store.stream_lifecycle(stream_id)
+        first_version = None if first is None else first.get(stream_id)
+        truncate = life.truncate_before
+        if first_version is not None and first_version > 1:
+            truncate = max(truncate, first_version)
+        age = None if life.max_age is None else life.max_age // timedelta(microseconds=1)
+        line = _StreamLine(stream_id, first_version, truncate, life.max_count, age)
+        if line.scavenged or truncate > 1 or line.max_count is not None or age is not None:
+            out.append(line)
+    return out
 
 
 def _lines(source: Target) -> Iterator[tuple[int, bytes]]:
@@ -223,12 +281,23 @@ def _decode(n: int, line: bytes) -> _Line:
         raise ArchiveError(f"line {n}: not JSON: {exc}") from None
 
 
-def _check_file(source: Target) -> _Trailer:
-    """Read the whole file once: every line an event in rising positions, then a matching checksum."""
+def _decode_stream(n: int, line: bytes) -> _StreamLine:
+    try:
+        stream = _STREAM.decode(line)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ArchiveError(f"line {n}: a damaged stream line: {exc}") from None
+    if stream.truncate_before < 0 or (stream.first_version is not None and stream.first_version < 1):
+        raise ArchiveError(f"line {n}: a stream line with a version below 1")
+    return stream
+
+
+def _check_file(source: Target) -> tuple[_Trailer, list[_StreamLine]]:
+    """Read the whole file once: events in rising positions, the stream lines, then a matching checksum."""
     digest = hashlib.sha256()
     events = 0
     last = 0
     trailer: _Trailer | None = None
+    streams: list[_StreamLine] = []
     for n, line in _lines(source):
         if trailer is not None:
             raise ArchiveError(f"line {n}: the checksum line must be the last line")
@@ -239,6 +308,11 @@ def _check_file(source: Target) -> _Trailer:
                 raise ArchiveError(f"line {n}: a damaged checksum line: {exc}") from None
             continue
         digest.update(line)
+        if line.startswith(_STREAM_START):
+            streams.append(_decode_stream(n, line))
+            continue
+        if streams:
+            raise ArchiveError(f"line {n}: an event line after the stream lines")
         e = _decode(n, line)
         if e.position <= last:
             raise ArchiveError(f"line {n}: position {e.position} does not rise above {last}")
@@ -247,13 +321,18 @@ def _check_file(source: Target) -> _Trailer:
     if trailer is None:
         raise ArchiveError("the file has no checksum line: it was cut short, or is not an export")
     checksum = f"sha256:{digest.hexdigest()}"
-    if trailer.checksum != checksum or trailer.events != events or trailer.last_position != last:
+    if (
+        trailer.checksum != checksum
+        or trailer.events != events
+        or trailer.last_position != last
+        or trailer.streams != len(streams)
+    ):
         raise ArchiveError(
             f"the checksum does not match: the file says {trailer.checksum} over {trailer.events} events "
-            f"(last position {trailer.last_position}), its lines give {checksum} over {events} "
-            f"(last position {last}); the file is damaged"
+            f"and {trailer.streams} stream lines (last position {trailer.last_position}), its lines give "
+            f"{checksum} over {events} and {len(streams)} (last position {last}); the file is damaged"
         )
-    return trailer
+    return trailer, streams
 
 
 def _recorded(store: EventStore, n: int, e: _Line) -> RecordedEvent:
@@ -275,8 +354,9 @@ def _recorded(store: EventStore, n: int, e: _Line) -> RecordedEvent:
 
 def _file_events(source: Target) -> Iterator[tuple[int, _Line]]:
     for n, line in _lines(source):
-        if not line.startswith(_TRAILER_START):
-            yield n, _decode(n, line)
+        if line.startswith((_STREAM_START, _TRAILER_START)):
+            return  # the event lines come first
+        yield n, _decode(n, line)
 
 
 async def _resume_point(store: EventStore, source: Target, *, force: bool) -> int:
@@ -316,8 +396,14 @@ async def _resume_point(store: EventStore, source: Target, *, force: bool) -> in
     return last
 
 
-async def _write_pages(
-    store: EventStore, source: Target, done: int, total: int, progress: Progress | None
+async def _write_pages(  # noqa: PLR0913 - the file, where it resumes, and what to report
+    store: EventStore,
+    source: Target,
+    done: int,
+    total: int,
+    *,
+    progress: Progress | None,
+    first_versions: dict[str, int],
 ) -> tuple[int, int]:
     """Write the file's events after position ``done``, a page per call; (skipped, imported)."""
     skipped = imported = 0
@@ -328,13 +414,13 @@ async def _write_pages(
             continue
         page.append(_recorded(store, n, e))
         if len(page) == PAGE:
-            await store.write_recorded(page)
+            await store.write_recorded(page, first_versions=first_versions)
             imported += len(page)
             page = []
             if progress is not None:
                 progress(skipped + imported, total)
     if page:
-        await store.write_recorded(page)
+        await store.write_recorded(page, first_versions=first_versions)
         imported += len(page)
     if progress is not None:
         progress(skipped + imported, total)
@@ -361,14 +447,27 @@ async def import_events(
     if not isinstance(source, (str, os.PathLike)) and not source.seekable():
         raise InvalidInput("import reads its source twice: pass a path or a seekable file")
     start = 0 if isinstance(source, (str, os.PathLike)) else source.tell()
-    trailer = _check_file(source)
+    trailer, streams = _check_file(source)
     if not isinstance(source, (str, os.PathLike)):
         source.seek(start)
     done = await _resume_point(store, source, force=force)
     if not isinstance(source, (str, os.PathLike)):
         source.seek(start)
-    skipped, imported = await _write_pages(store, source, done, trailer.events, progress)
-    return ImportSummary(trailer.events, imported, skipped, trailer.last_position, trailer.checksum)
+    first_versions = {
+        s.stream: s.first_version for s in streams if s.first_version is not None and s.scavenged
+    }
+    skipped, imported = await _write_pages(
+        store, source, done, trailer.events, progress=progress, first_versions=first_versions
+    )
+    for line in streams:  # the rules as the source had them (again, after an interrupted run: the same)
+        if line.truncate_before > 1:
+            await store.truncate_before(line.stream, line.truncate_before)
+        if line.max_count is not None or line.max_age_us is not None:
+            age = None if line.max_age_us is None else timedelta(microseconds=line.max_age_us)
+            await store.set_retention(line.stream, max_count=line.max_count, max_age=age)
+    return ImportSummary(
+        trailer.events, imported, skipped, trailer.last_position, trailer.checksum, len(streams)
+    )
 
 
 # -- the keys of personal fields (docs/data-protection.md) ----------------------------

@@ -205,6 +205,18 @@ def stream_tags(tags_of_events: Iterable[Sequence[str]]) -> tuple[str, ...]:
     return tuple(union)
 
 
+def _check_recorded(e: RecordedEvent, last: int) -> None:
+    """What write_recorded checks of each event alone (``last``: the position before it)."""
+    if not isinstance(e, RecordedEvent):
+        raise InvalidInput(f"write_recorded takes RecordedEvent, got {type(e).__name__}")
+    check_stream_id(e.stream_id)
+    if e.tags:
+        # A delete carries the tags of all its stream's events: more than one event may.
+        check_tags(e.tags, most=None if e.event_type == STREAM_DELETED else MAX_TAGS)
+    if e.position <= last:
+        raise InvalidInput(f"event {e.event_id} at position {e.position}: positions must rise above {last}")
+
+
 def _check_not_system(name: str) -> None:
     """Refuse the store's own event types (their names start with ``$``) in an append."""
     if name[0] == "$":
@@ -524,7 +536,9 @@ class EventStore(abc.ABC):
 
     # -- moving a log (export / import) ------------------------------------------
 
-    async def write_recorded(self, events: Sequence[RecordedEvent]) -> None:
+    async def write_recorded(
+        self, events: Sequence[RecordedEvent], *, first_versions: Mapping[str, int] | None = None
+    ) -> None:
         """Store recorded events exactly as given: ids, versions, positions and times.
 
         For moving a log between stores (:func:`eventvault.import_events`): the
@@ -534,30 +548,32 @@ class EventStore(abc.ABC):
         else raises InvalidInput and nothing is written. Event ids already stored
         raise DuplicateEventId. A ``$StreamDeleted`` event deletes its stream
         here as it did where it was recorded (in the same transaction).
+
+        ``first_versions`` names the streams whose first stored events a
+        scavenge removed where they were recorded, with the version of the first
+        one kept: a stream with no events here may start at that version (and
+        only that one) instead of 1.
         """
         events = list(events)
         if not events:
             return
+        if first_versions is not None and not isinstance(first_versions, Mapping):
+            raise InvalidInput("first_versions maps stream ids to versions")
+        starts = first_versions or {}
         self._check_open()
         head = await self._head()
         last = head.position
         versions: dict[str, int] = {}
+        before: dict[str, int] = {}
         seen: set[uuid.UUID] = set()
         for e in events:
-            if not isinstance(e, RecordedEvent):
-                raise InvalidInput(f"write_recorded takes RecordedEvent, got {type(e).__name__}")
-            check_stream_id(e.stream_id)
-            if e.tags:
-                # A delete carries the tags of all its stream's events: more than one event may.
-                check_tags(e.tags, most=None if e.event_type == STREAM_DELETED else MAX_TAGS)
-            if e.position <= last:
-                raise InvalidInput(
-                    f"event {e.event_id} at position {e.position}: positions must rise above {last}"
-                )
+            _check_recorded(e, last)
             last = e.position
             version = versions.get(e.stream_id)
             if version is None:
-                version = await self._stream_version(e.stream_id)
+                version = before[e.stream_id] = await self._stream_version(e.stream_id)
+                if version == 0 and e.stream_version > 1 and starts.get(e.stream_id) == e.stream_version:
+                    version = e.stream_version - 1  # where a scavenge left the stream it was recorded in
             if e.stream_version != version + 1:
                 raise InvalidInput(
                     f"event {e.event_id} is version {e.stream_version} of stream {e.stream_id!r}, "
@@ -571,15 +587,22 @@ class EventStore(abc.ABC):
         if stored:
             first = next(e for e in events if e.event_id in stored)
             raise DuplicateEventId(first.event_id, "already stored")
-        await self._write_recorded(events)
+        await self._write_recorded(events, before)
         self._announce_append()
 
     async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         # Generic: one lookup per id. Backends override it with one query per page.
         return {i for i in event_ids if await self._get_event(i) is not None}
 
-    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
-        del events  # a backend that keeps positions of its own cannot take them
+    async def _write_recorded(
+        self, events: list[RecordedEvent], before: Mapping[str, int] | None = None
+    ) -> None:
+        """Backends: write ``events`` as checked; ``before`` is each stream's stored version they continue.
+
+        (None: each stream's first event's version - 1.) Both it and the head are
+        checked again in the transaction that writes.
+        """
+        del events, before  # a backend that keeps positions of its own cannot take them
         raise InvalidInput(f"the {self.scheme} store cannot write recorded events")
 
     async def read(
@@ -1004,6 +1027,11 @@ class EventStore(abc.ABC):
         check_stream_id(stream_id)
         self._check_open()
         return await self._lifecycle(stream_id)
+
+    async def ruled_streams(self) -> list[str]:
+        """The ids of the streams with a delete or a retention rule, in order (those scavenge visits)."""
+        self._check_open()
+        return await self._ruled_streams()
 
     async def _lifecycle(self, stream_id: str) -> StreamLifecycle:
         # Backends without deletes or retention: every stored event is shown.

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -216,7 +216,9 @@ class MemoryEventStore(EventStore):
         with self._data.lock:
             return {i for i in event_ids if i in self._data.ids}
 
-    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+    async def _write_recorded(
+        self, events: list[RecordedEvent], before: Mapping[str, int] | None = None
+    ) -> None:
         d = self._data
         with d.lock:
             # Positions here are the log's indexes + 1: an imported log must be dense.
@@ -226,7 +228,14 @@ class MemoryEventStore(EventStore):
                         f"the memory store keeps positions dense: event {e.event_id} is at "
                         f"position {e.position}, the next one is {i}"
                     )
-            for stream_id, version in versions_before(events).items():
+            continued = versions_before(events)
+            for stream_id, version in (continued if before is None else before).items():
+                if continued[stream_id] != version:
+                    raise InvalidInput(
+                        f"the memory store keeps stream versions dense: {stream_id!r} cannot start "
+                        f"at version {continued[stream_id] + 1}"
+                    )
+            for stream_id, version in continued.items():
                 if len(d.streams.get(stream_id, ())) != version:
                     raise InvalidInput(f"nothing written: an append moved stream {stream_id!r} meanwhile")
             rows = [

@@ -394,6 +394,9 @@ class EventStoreContract(_Suite):
     See the module docstring for the fixture a backend provides.
     """
 
+    dense_versions: ClassVar[bool] = False
+    """True for a backend whose streams cannot start past version 1 (write_recorded refuses it)."""
+
     @staticmethod
     async def open_several(store_factory: StoreFactory, n: int) -> list[EventStore]:
         """``n`` more stores on the same database, as separate processes would have."""
@@ -1516,6 +1519,35 @@ class EventStoreContract(_Suite):
                 [self.recorded(store, STREAM, 1, 1, "a"), self.recorded(store, STREAM, 3, 2, "b")]
             )
         assert (await store.read_all()).events == []
+
+    async def test_write_recorded_starts_a_stream_where_a_scavenge_left_it(self, store: EventStore) -> None:
+        """``first_versions``: a stream with no events here starts at the version named; appends go on."""
+        sent = [self.recorded(store, STREAM, 7, 1, "g"), self.recorded(store, STREAM, 8, 2, "h")]
+        if self.dense_versions:
+            with pytest.raises(InvalidInput, match="dense"):
+                await store.write_recorded(sent, first_versions={STREAM: 7})
+            assert (await store.read_all()).events == []
+            return
+        await store.write_recorded(sent, first_versions={STREAM: 7})
+        assert [(e.stream_version, e.data) for e in await store.read_stream(STREAM)] == [
+            (7, ItemAdded("g")),
+            (8, ItemAdded("h")),
+        ]
+        assert await store.stream_version(STREAM) == 8
+        assert (await store.append(STREAM, items("i"), expected_version=8)).stream_version == 9
+
+    async def test_write_recorded_takes_a_first_version_only_as_named(self, store: EventStore) -> None:
+        """Not named, another version, or a stream with events already: refused, nothing written."""
+        await store.append(OTHER, items("a"), expected_version=NO_STREAM)
+        refused = [
+            ([self.recorded(store, STREAM, 7, 2, "g")], None),
+            ([self.recorded(store, STREAM, 7, 2, "g")], {STREAM: 6}),
+            ([self.recorded(store, OTHER, 7, 2, "g")], {OTHER: 7}),
+        ]
+        for events, starts in refused:
+            with pytest.raises(InvalidInput, match="version"):
+                await store.write_recorded(events, first_versions=starts)
+        assert [e.stream_id for e in (await store.read_all()).events] == [OTHER]
 
     async def test_write_recorded_refuses_a_stored_event_id(self, store: EventStore) -> None:
         """An event id already stored raises DuplicateEventId and writes nothing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Self
 
@@ -285,7 +286,9 @@ class PostgresEventStore(EventStore):
 
         return await self._db.run("stored_ids", op)
 
-    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+    async def _write_recorded(
+        self, events: list[RecordedEvent], before: Mapping[str, int] | None = None
+    ) -> None:
         await self._opened()
         s = sql.Identifier(self.schema)
         rows = [
@@ -328,7 +331,7 @@ class PostgresEventStore(EventStore):
             "greatest(%s, (SELECT last_value FROM {seq})))"
         )
 
-        before = versions_before(events)
+        before = versions_before(events) if before is None else before
         deletions = recorded_deletions(events)
         mark_deleted = sql.SQL(
             "UPDATE {s}.streams SET deleted_version = %s, tombstoned = %s WHERE stream_id = %s"

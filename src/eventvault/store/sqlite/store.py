@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -179,7 +180,9 @@ class SQLiteEventStore(_SQLiteWriter):
         found: set[uuid.UUID] = await self._read(stored_ids, event_ids)
         return found
 
-    async def _write_recorded(self, events: list[RecordedEvent]) -> None:
+    async def _write_recorded(
+        self, events: list[RecordedEvent], before: Mapping[str, int] | None = None
+    ) -> None:
         rows = []
         tags: list[tuple[str, int]] = []
         for e in events:
@@ -210,7 +213,7 @@ class SQLiteEventStore(_SQLiteWriter):
         refused = await self._submit(
             self._wq,
             write_recorded,
-            (rows, tags, versions_before(events), recorded_deletions(events)),
+            (rows, tags, versions_before(events) if before is None else before, recorded_deletions(events)),
             write=True,
         )
         if refused is not None:
