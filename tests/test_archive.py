@@ -6,25 +6,21 @@ import gzip
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from archive_lifecycle import lifecycle_registry, notes, shape, what_reads_show
 from eventvault import (
-    NO_STREAM,
     REDACTED,
     ArchiveError,
-    EventRegistry,
     ImportRefused,
     InvalidInput,
     RecordedEvent,
     Repository,
     Snapshot,
     default_registry,
-    event,
     export_events,
     export_keys,
     import_events,
@@ -313,55 +309,6 @@ async def test_keys_move_in_a_file_of_their_own_and_a_forget_travels(ledger, mak
 
 
 # -- stores that deletes, retention rules and scavenges have shaped --------------------------------
-
-lifecycle_registry = EventRegistry()
-
-
-@event("archive_test.Noted", registry=lifecycle_registry)
-@dataclass(frozen=True, slots=True)
-class Noted:
-    text: str
-
-
-def notes(*texts: str) -> list[Noted]:
-    return [Noted(t) for t in texts]
-
-
-async def shape(store: EventStore) -> None:
-    """Streams each of whose rules hides something, most of it then scavenged.
-
-    a: truncated before 3; b: only its last 2 kept; c: deleted, then written
-    again; d: tombstoned; f: a max_age that hides nothing yet; after the
-    scavenge, e: only its last 2 shown, the rest still stored.
-    """
-    for stream, n in (("a", 5), ("b", 6), ("c", 3), ("d", 2), ("f", 3)):
-        await store.append(
-            stream, notes(*(f"{stream}{i}" for i in range(1, n + 1))), expected_version=NO_STREAM
-        )
-    await store.truncate_before("a", 3)
-    await store.set_retention("b", max_count=2)
-    await store.delete_stream("c", expected_version=3)
-    await store.append("c", notes("c-again-1", "c-again-2"), expected_version=NO_STREAM)
-    await store.delete_stream("d", expected_version=2, tombstone=True)
-    await store.set_retention("f", max_age=timedelta(days=1))
-    removed = await store.scavenge()
-    assert removed.events_removed > 0
-    await store.append("e", notes("e1", "e2", "e3", "e4"), expected_version=NO_STREAM)
-    await store.set_retention("e", max_count=2)
-
-
-async def what_reads_show(store: EventStore) -> dict[str, Any]:
-    shown: dict[str, Any] = {}
-    for stream in "abcdef":
-        life = await store.stream_lifecycle(stream)
-        shown[stream] = (
-            [(e.stream_version, e.data) for e in await store.read_stream(stream)],
-            await store.stream_version(stream),
-            # (A stream a scavenge cut is truncated before its first version in the copy.)
-            (life.tombstoned, life.visible_version, life.max_count, life.max_age),
-        )
-    shown["listed"] = [(s.stream_id, s.version) for s in await store.list_streams()]
-    return shown
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from archive_lifecycle import Noted, lifecycle_registry, shape, what_reads_show
 from eventvault import (
     REDACTED,
     Repository,
@@ -12,6 +13,7 @@ from eventvault import (
     export_keys,
     import_events,
     import_keys,
+    verify_store,
 )
 from eventvault.projections import ProjectionRunner
 from eventvault.projections._db import SQLiteReadModels
@@ -64,5 +66,25 @@ async def test_sqlite_to_postgres_and_back_is_byte_identical(open_store, tmp_pat
         # The log goes on above the imported positions.
         head = await target.head()
         assert head.position == exported.last_position
+    finally:
+        await source.close()
+
+
+async def test_a_scavenged_sqlite_store_moves_to_postgres_with_its_rules(open_store, tmp_path):
+    """Deletes, rules and a scavenge on SQLite: on PostgreSQL the copy reads and exports as the source."""
+    source = await SQLiteEventStore(str(tmp_path / "shaped.db"), registry=lifecycle_registry).open()
+    try:
+        await shape(source)
+        first = tmp_path / "first.jsonl"
+        exported = await export_events(source, first)
+        target = await open_store(registry=lifecycle_registry)
+        summary = await import_events(target, first)
+        assert (summary.imported, summary.streams) == (exported.events, 6)
+        assert await what_reads_show(target) == await what_reads_show(source)
+        assert (await verify_store(target)).ok
+        again = tmp_path / "again.jsonl"
+        await export_events(target, again)
+        assert again.read_bytes() == first.read_bytes()
+        assert (await target.append("b", [Noted("b7")], expected_version=6)).stream_version == 7
     finally:
         await source.close()
