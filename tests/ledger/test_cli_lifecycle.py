@@ -1,4 +1,4 @@
-"""``eventvault streams delete``, ``streams retention``, ``scavenge``: Typer's runner, and a real process."""
+"""``eventvault streams delete``, ``streams retention``, ``scavenge`` on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -23,9 +22,9 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def demo_db(runner, tmp_path) -> str:
-    """A SQLite file holding the demo's three accounts."""
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+def demo_db(runner, new_db) -> str:
+    """A store of the test's backend holding the demo's three accounts."""
+    url: str = new_db()
     result = runner.invoke(cli.app, ["demo", "--db", url], env=ENV)
     assert result.exit_code == 0, result.output
     return url
@@ -39,6 +38,12 @@ def _streams(runner: CliRunner, db: str) -> dict[str, int]:
     result = invoke(runner, "streams", "ls", "--db", db, "--json")
     assert result.exit_code == 0, result.stderr
     return {s["streamId"]: s["version"] for s in json.loads(result.stdout)["streams"]}
+
+
+def _stored_events(runner: CliRunner, db: str) -> int:
+    result = invoke(runner, "db", "status", "--db", db, "--json")
+    assert result.exit_code == 0, result.stderr
+    return int(json.loads(result.stdout)["events"])
 
 
 def test_streams_delete_soft_then_for_ever(runner, demo_db):
@@ -103,18 +108,32 @@ def test_scavenge_removes_the_events_rules_hide(runner, demo_db):
     assert "0 events removed" in text.stdout
 
 
-def test_scavenge_as_a_process_draws_its_bar_on_stderr(runner, demo_db, tmp_path):
-    """A real process: the JSON on stdout alone, the bar on stderr, exit 0."""
-    stream = min(_streams(runner, demo_db))
-    assert invoke(runner, "streams", "delete", stream, "--db", demo_db, "--yes").exit_code == 0
-    done = subprocess.run(  # noqa: S603 - our interpreter, our code
-        [sys.executable, "-m", "eventvault_ledger.cli", "scavenge", "--db", demo_db, "--yes", "--json"],
+def _process(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(  # noqa: S603 - our interpreter, our code
+        [sys.executable, "-m", "eventvault_ledger.cli", *args],
         capture_output=True,
         check=False,
         env={**os.environ, **ENV},
         timeout=120,
     )
+
+
+def test_delete_retention_and_scavenge_as_processes(runner, demo_db):
+    """Real processes: a delete, a rule, then a scavenge with its JSON on stdout and its bar on stderr."""
+    streams = _streams(runner, demo_db)
+    ruled, version = max(streams.items(), key=lambda item: item[1])
+    deleted = min(set(streams) - {ruled})
+    gone = _process("streams", "delete", deleted, "--db", demo_db, "--yes", "--json")
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["streamId"] == deleted
+    kept = _process("streams", "retention", ruled, "--db", demo_db, "--max-count", "2", "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["firstVersion"] == version - 1
+    stored = _stored_events(runner, demo_db)
+    done = _process("scavenge", "--db", demo_db, "--yes", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["streams"] == 1
+    assert json.loads(done.stdout)["streams"] == 2
     assert b"scavenging" in done.stderr
-    assert Path(demo_db.removeprefix("sqlite:///")).exists()
+    removed = json.loads(done.stdout)["eventsRemoved"]
+    assert removed == streams[deleted] + version - 2  # the delete's own event and the last two stay
+    assert _stored_events(runner, demo_db) == stored - removed  # those processes worked on this store
