@@ -420,9 +420,10 @@ class DCB:
         async def once(conn: Conn, *, look_up: bool) -> AppendResult:
             # A first round is one round trip: the transaction, its isolation, the
             # locks and the gated append go in one pipeline (through _libpq),
-            # answered at its one sync. The ids are looked up first only when a round before was
-            # refused or hit a stored id: a retry that landed always meets one of
-            # the two (the event ids are unique), so a first round spends nothing on it.
+            # answered at its one sync. The ids are looked up first only when a
+            # round before was refused or hit a stored id: a retry that landed
+            # always meets one of the two (the event ids are unique), so a first
+            # round spends nothing on it.
             if look_up:
                 async with conn.transaction():
                     await conn.execute(_READ_COMMITTED)
