@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from eventvault import NO_STREAM, NewEvent
-from eventvault.errors import AppendConditionFailed, InvalidEvent, StoreError
+from eventvault.errors import AppendConditionFailed, DuplicateEventId, InvalidEvent, StoreError
 from eventvault.store.postgres import PostgresEventStore
 from eventvault.store.postgres._dcb import _params, condition_sql
+from eventvault.store.postgres._libpq import Prepared, statement
 from eventvault.store.records import AppendCondition, AppendResult, Query
 
 pytestmark = pytest.mark.asyncio
@@ -179,3 +182,58 @@ async def test_a_delete_whose_stream_keeps_gaining_tags_gives_up(store, notes, m
         await store.delete_stream("seat-1", expected_version=1)
     assert await store.stream_version("seat-1") == 1
     assert (await store.read(Query.of(types=["$StreamDeleted"]))).events == []
+
+
+async def test_libpqs_transaction_is_read_committed_and_rolled_back_whole_at_an_error(
+    store, raw, schema
+) -> None:
+    """The conditional append's transaction as ``_libpq`` sends it: one pipeline, all or nothing.
+
+    Whatever the session's default isolation, it runs READ COMMITTED (each
+    statement a fresh snapshot, which the check after the locks relies on). A
+    statement that fails rolls back the ones before it, and leaves the
+    connection idle for the next call.
+    """
+    conn = await raw()
+    await conn.execute("SET default_transaction_isolation = serializable")
+    await conn.execute(sql.SQL("CREATE TABLE {}.kept (k int PRIMARY KEY)").format(sql.Identifier(schema)))
+    prepared = Prepared()
+    isolation = statement("t_isolation", b"SELECT current_setting('transaction_isolation')", (), ())
+    insert = statement(
+        f"t_insert_{schema}",
+        f"INSERT INTO {schema}.kept VALUES (%(k)s) RETURNING k".encode(),  # noqa: S608
+        ("k",),
+        (0,),
+    )
+    assert await prepared.transaction(conn, [(insert, {"k": 1}), (isolation, {})], tuple) == [
+        ("read committed",)
+    ]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await prepared.transaction(conn, [(insert, {"k": 2}), (insert, {"k": 1}), (isolation, {})], tuple)
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+    assert await prepared.transaction(conn, [(insert, {"k": 3})], tuple) == [(3,)]
+    cur = await conn.execute(sql.SQL("SELECT k FROM {}.kept ORDER BY k").format(sql.Identifier(schema)))
+    assert await cur.fetchall() == [(1,), (3,)]
+
+
+async def test_a_conditional_append_of_a_stored_event_id_fails_and_the_connection_goes_on(
+    open_store, notes
+) -> None:
+    """An event id stored elsewhere fails the conditional append inside its transaction: DuplicateEventId.
+
+    On the store's one connection, the next conditional append then goes
+    through, and nothing of the failed one was written.
+    """
+    store = await open_store(pool_min=1, pool_max=1)
+    stored = await store.append("s", notes("first"), expected_version=NO_STREAM)
+    [first] = await store.read_stream("s")
+    query = Query.of(tags=["seat:1"])
+    again = NewEvent(first.data, tags=["seat:1"], event_id=first.event_id)
+    with pytest.raises(DuplicateEventId):
+        await store.append_events([again], condition=AppendCondition(query, after=stored.position))
+    seen = await store.read(query)
+    assert seen.events == []
+    done = await store.append_events(
+        [NewEvent(first.data, tags=["seat:1"])], condition=AppendCondition(query, after=seen.head)
+    )
+    assert [e.position for e in (await store.read(query)).events] == list(done.positions)

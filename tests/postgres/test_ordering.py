@@ -356,3 +356,31 @@ async def test_checkpoint_at_finds_a_readable_event_by_its_position(store, held,
     assert await store.checkpoint_at(later.positions[0]) is None  # committed, not readable yet
     await blocker.commit()
     assert await store.checkpoint_at(later.positions[0]) == later.checkpoint
+
+
+async def test_the_read_horizon_reads_the_end_of_an_index_not_the_log(store, raw, schema, notes):
+    """With nothing held back, read_horizon() costs a few index pages, whatever the log's size.
+
+    Its statements run as generic plans after a few calls (plpgsql caches them),
+    so the snapshot's xmin is a parameter the planner cannot see: a test written
+    as "any event at or past the xmin" was planned as a scan of the events table,
+    which finds nothing, and reads every page, on every read of the log.
+    """
+    await store.append("s", notes("first"), expected_version=NO_STREAM)
+    conn = await raw()
+    await conn.execute(
+        f"INSERT INTO {schema}.events (event_id, stream_id, stream_version, event_type, schema_version, "  # noqa: S608
+        "occurred_us, recorded_us, data, metadata) "
+        "SELECT gen_random_uuid(), 'bulk', g, 'pg.Noted', 1, 0, 0, '\\x7b7d', '\\x7b7d' "
+        "FROM generate_series(1, 20000) AS g"
+    )
+    cur = await conn.execute(f"SELECT pg_relation_size('{schema}.events') / 8192")
+    [(pages,)] = await cur.fetchall()
+    assert pages > 150
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    for _ in range(3):  # the function compiled, its plans cached, the catalog's pages read
+        await conn.execute(f"SELECT {schema}.read_horizon()")
+    cur = await conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT {schema}.read_horizon()")
+    [([plan],)] = await cur.fetchall()
+    touched = plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+    assert touched < 20, (touched, pages)

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from eventvault import (
     ANY,
@@ -21,6 +22,7 @@ from eventvault import (
 )
 from eventvault.store.migrations import lock_key
 from eventvault.store.postgres import SCHEMA_VERSION, PostgresEventStore
+from eventvault.store.postgres._schema import _read_horizon_function
 
 
 async def rows(
@@ -261,3 +263,24 @@ async def test_a_lock_timeout_is_store_unavailable_and_writes_nothing(open_store
         await store.append("s", notes("b"), expected_version=1)
     await holder.rollback()
     assert [e.data.text for e in await store.read_stream("s")] == ["a"]
+
+
+async def test_a_schema_7_store_gets_the_read_horizon_of_schema_8(open_store, raw, notes):
+    """Opening a store made at schema 7 replaces read_horizon()'s scan of the log with the index probe."""
+    first = await open_store()
+    await first.append("s", notes("kept"), expected_version=NO_STREAM)
+    await first.close()
+    conn = await raw()
+    s = first.schema
+    await conn.execute(_read_horizon_function(sql.Identifier(s), s).as_string(None))  # as schema 3 made it
+    await conn.execute(f"UPDATE {s}.eventvault_schema SET version = 7")  # noqa: S608
+    source = f"SELECT prosrc FROM pg_proc WHERE oid = '{s}.read_horizon'::regproc"  # noqa: S608
+    [(old,)] = await rows(conn, source)
+    assert "NOT EXISTS" in old
+    again = await open_store()
+    [(new,)] = await rows(conn, source)
+    assert "max(tx_id)" in new
+    assert "NOT EXISTS" not in new
+    assert await rows(conn, f"SELECT version FROM {s}.eventvault_schema") == [(SCHEMA_VERSION,)]  # noqa: S608
+    [kept] = await again.read_stream("s")
+    assert await again.checkpoint_at(kept.position) == kept.checkpoint

@@ -4,7 +4,9 @@ A conditional append is one transaction (READ COMMITTED) on a pooled
 connection: ``dcb_lock()`` takes the writers' lock and the advisory locks of
 the tags involved, in one fixed order; then one statement, with a fresh
 snapshot, checks the condition and appends only if it holds (:func:`append_sql`).
-The transaction goes in one pipeline, one round trip. Why that is enough, with
+The transaction goes in one pipeline, one round trip, sent through ``_libpq``
+as the plain appends are (a round that looks its event ids up first, after a
+refusal, goes through psycopg's cursor). Why that is enough, with
 positions that commit out of order, is in docs/decisions/0028.
 
 After a position ``P`` means after ``P``'s place in the log order, ``(tx_id,
@@ -27,6 +29,7 @@ from eventvault.errors import AppendConditionFailed, StoreError
 from eventvault.store.base import Found, PreparedEvent, check_version_matches, idempotent_result
 from eventvault.store.postgres._appends import _bytea, _Inserted, _quoted, _result, stream_state
 from eventvault.store.postgres._connections import Conn, Connections
+from eventvault.store.postgres._libpq import Prepared, Statement, dcb_append_statement, dcb_lock_statement
 from eventvault.store.postgres._options import Options
 from eventvault.store.postgres._reads import _EVENT_FIELDS
 from eventvault.store.postgres._schema import _EVENT_COLUMNS, Statements, tag_key
@@ -93,7 +96,7 @@ def _item(s: sql.Identifier, item: QueryItem, i: int, *, horizon: _Horizon) -> s
     (committed but held back, or not visible), or any.
     """
     types = (
-        sql.SQL(" AND e.event_type = ANY({})").format(sql.Placeholder(f"types{i}"))
+        sql.SQL(" AND e.event_type = ANY({}::text[])").format(sql.Placeholder(f"types{i}"))
         if item.types
         else sql.SQL("")
     )
@@ -137,6 +140,14 @@ def _params(query: Query, after: int) -> dict[str, Any]:
             if len(item.tags) > 1:
                 params[f"tags{i}"] = list(item.tags)
     return params
+
+
+def _literals(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with their lists as array literals in text, as ``_libpq`` sends parameters."""
+    return {
+        k: "{" + ",".join([_quoted(x) for x in v]) + "}" if isinstance(v, list) else v
+        for k, v in params.items()
+    }
 
 
 def _first_match(s: sql.Identifier, query: Query) -> sql.Composed:
@@ -300,24 +311,30 @@ def _kind(expected: ExpectedVersion) -> str:
 class DCB:
     """Query reads and conditional appends, on the store's pooled connections."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the store's parts this one runs on
         self,
         db: Connections,
         statements: Statements,
         options: Options,
         appended: Callable[[], None],
         event: Callable[[Sequence[Any]], RecordedEvent],
+        *,
+        prepared: Prepared,
     ) -> None:
         self._db = db
+        self._prepared = prepared
         self._sql = statements
         self._schema = options.schema
         self._s = sql.Identifier(options.schema)
         self._appended = appended
         self._event = event
         self._lock = (
-            sql.SQL("SELECT {s}.dcb_lock(%s::bool, %s::int8[], %s::bool[])").format(s=self._s).as_bytes(None)
+            sql.SQL("SELECT {s}.dcb_lock(%(whole_log)s::bool, %(keys)s::int8[], %(exclusive)s::bool[])")
+            .format(s=self._s)
+            .as_bytes(None)
         )
-        self._statements: dict[tuple[str, Any], bytes] = {}
+        self._hot_lock = dcb_lock_statement(self._lock)
+        self._statements: dict[tuple[str, Any], tuple[bytes, Statement]] = {}
 
     async def _landed(self, conn: Conn, stream_id: str, events: list[PreparedEvent]) -> AppendResult | None:
         """The first result, if these events are stored at this place (DuplicateEventId elsewhere).
@@ -389,22 +406,24 @@ class DCB:
         """Append ``events`` to ``stream_id`` with their tags, if ``expected`` and ``condition`` hold."""
         query = condition.fail_if_events_match if condition is not None else None
         whole_log, keys, exclusive = _lock_keys(self._schema, query, events)
-        lock_params = [
-            "t" if whole_log else "f",
-            "{" + ",".join(map(str, keys)) + "}",
-            "{" + ",".join("t" if x else "f" for x in exclusive) + "}",
-        ]
-        insert = self._statement(_kind(expected), query)
+        lock_params = {
+            "whole_log": "t" if whole_log else "f",
+            "keys": "{" + ",".join(map(str, keys)) + "}",
+            "exclusive": "{" + ",".join("t" if x else "f" for x in exclusive) + "}",
+        }
+        insert, hot = self._statement(_kind(expected), query)
         params = _append_params(stream_id, events, expected)
         if condition is not None:
             params.update(_params(condition.fail_if_events_match, condition.after or 0))
+        literals = _literals(params)
 
         async def once(conn: Conn, *, look_up: bool) -> AppendResult:
             # A first round is one round trip: the transaction, its isolation, the
-            # locks and the gated append go in one pipeline, answered at its one
-            # sync. The ids are looked up first only when a round before was
-            # refused or hit a stored id: a retry that landed always meets one of
-            # the two (the event ids are unique), so a first round spends nothing on it.
+            # locks and the gated append go in one pipeline (through _libpq),
+            # answered at its one sync. The ids are looked up first only when a
+            # round before was refused or hit a stored id: a retry that landed
+            # always meets one of the two (the event ids are unique), so a first
+            # round spends nothing on it.
             if look_up:
                 async with conn.transaction():
                     await conn.execute(_READ_COMMITTED)
@@ -414,11 +433,9 @@ class DCB:
                     cur = await conn.execute(insert, params, binary=True)
                     rows = await cur.fetchall()
             else:
-                async with conn.pipeline(), conn.transaction():
-                    await conn.execute(_READ_COMMITTED)
-                    await conn.execute(self._lock, lock_params)
-                    cur = await conn.execute(insert, params, binary=True)
-                rows = await cur.fetchall()
+                rows = await self._prepared.transaction(
+                    conn, [(self._hot_lock, lock_params), (hot, literals)], tuple
+                )
             if rows and rows[-1][3] is None:
                 return _result_of(stream_id, rows)
             return await self._refused(conn, stream_id, events, expected, condition, rows)
@@ -469,15 +486,20 @@ class DCB:
         assert condition is not None  # noqa: S101 - only a condition names a match
         raise AppendConditionFailed(condition.fail_if_events_match, condition.after, int(rows[-1][3]))
 
-    def _statement(self, kind: str, query: Query | None) -> bytes:
-        """The append of ``kind`` gated by ``query``, kept by the query's shape (psycopg prepares by text)."""
+    def _statement(self, kind: str, query: Query | None) -> tuple[bytes, Statement]:
+        """The append of ``kind`` gated by ``query``, by the query's shape: for the cursor and for ``_libpq``.
+
+        Both prepare it by its text (``_libpq`` names it after its text).
+        """
         items = None if query is None else tuple((bool(i.types), min(len(i.tags), 2)) for i in query.items)
         shape = (kind, items)
         stmt = self._statements.get(shape)
         if stmt is None:
             if len(self._statements) >= _SHAPES:
                 self._statements.clear()
-            stmt = self._statements[shape] = append_sql(self._s, self._sql.bumps[kind], query)
+            text = append_sql(self._s, self._sql.bumps[kind], query)
+            names = () if query is None else tuple(_params(query, 0))
+            stmt = self._statements[shape] = (text, dcb_append_statement(text, names))
         return stmt
 
 

@@ -4,8 +4,8 @@ What it buys: psycopg's async cursor (query conversion, dumpers, its prepared
 statement cache, a chain of generators around every wait, and in a pipeline
 the same again per statement plus its result bookkeeping) costs more client
 CPU than PostgreSQL takes to run a one-event append or a short stream read.
-The store's appends (alone and in groups), its notifications and its stream
-reads therefore run here: statements prepared once per pooled connection, sent
+The store's appends (alone and in groups), its conditional appends (DCB), its
+notifications and its stream reads therefore run here: statements prepared once per pooled connection, sent
 with ``PGconn.send_query_prepared`` (a group: one libpq pipeline ended by one
 Sync), a wait on the socket, rows loaded with psycopg's own ``Transformer``.
 Measured against psycopg's cursor for the same statements, interleaved in one
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,56 @@ class Prepared:
             loader.set_pgresult(None)
             return rows
 
+    async def transaction(
+        self,
+        conn: Conn,
+        commands: Sequence[tuple[Statement, dict[str, Any]]],
+        make_row: Callable[[Sequence[Any]], R],
+    ) -> list[R]:
+        """Run ``commands`` as one READ COMMITTED transaction in one pipeline: one round trip.
+
+        ``BEGIN``, the commands and ``COMMIT`` go before one Sync. Each command
+        is a statement of its own, so under READ COMMITTED each takes a fresh
+        snapshot (a conditional append's check sees what committed while its
+        locks were awaited). At the first error the rest is skipped, the
+        transaction is rolled back (one more round trip) and the error raised.
+        The rows of the last command are returned; the others' are not loaded.
+        """
+        async with conn.lock:
+            encoding = self._state(conn).encoding
+            steps = [(_BEGIN, {}), *commands, (_COMMIT, {})]
+            for stmt in {stmt.name: stmt for stmt, _ in steps}.values():
+                await self._prepare(conn, stmt, encoding)
+            pgconn = conn.pgconn
+            pgconn.enter_pipeline_mode()
+            try:
+                for stmt, params in steps:
+                    self._send(pgconn, stmt, params, encoding)
+                pgconn.pipeline_sync()
+                answers = await _collect_pipeline(pgconn, len(steps))
+                pgconn.exit_pipeline_mode()
+            except BaseException:
+                # Mid-pipeline the connection cannot be handed back as it is.
+                pgconn.finish()
+                raise
+            failed = next(
+                (res for answer in answers for res in answer if res.status == pq.ExecStatus.FATAL_ERROR), None
+            )
+            if failed is not None:
+                if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    pgconn.send_query(b"ROLLBACK")
+                    _one_result(await _results(conn), pq.ExecStatus.COMMAND_OK, encoding)
+                raise psycopg.errors.error_from_result(failed, encoding=encoding)
+            _one_result(answers[0], pq.ExecStatus.COMMAND_OK, encoding)
+            _one_result(answers[-1], pq.ExecStatus.COMMAND_OK, encoding)
+            res = _one_result(answers[-2], pq.ExecStatus.TUPLES_OK, encoding)
+            loader = self._state(conn).loader
+            loader.set_pgresult(res)
+            try:
+                return loader.load_rows(0, res.ntuples, make_row)
+            finally:
+                loader.set_pgresult(None)
+
     async def _prepare(self, conn: Conn, stmt: Statement, encoding: str) -> None:
         prepared = self._state(conn).prepared
         if stmt.name not in prepared:
@@ -312,6 +363,9 @@ async def _collect_pipeline(pgconn: pq.abc.PGconn, commands: int) -> list[list[p
 
 # -- the statements that take this path ------------------------------------------------
 
+_BEGIN: Final = statement("eventvault_begin_read_committed", b"BEGIN ISOLATION LEVEL READ COMMITTED", (), ())
+_COMMIT: Final = statement("eventvault_commit", b"COMMIT", (), ())
+
 _APPEND_PARAMS: Final = ("stream_id", "n", "expected", "ids", "types", "versions", "occurred", "data", "meta")
 # All typed, used or not, so that one list of values fits every kind: text, int8,
 # int8, then array literals typed by the statement's own casts.
@@ -320,6 +374,26 @@ _APPEND_TYPES: Final = (TEXT, INT8, INT8, INFERRED, INFERRED, INFERRED, INFERRED
 _APPEND_ONE_TYPES: Final = (TEXT, INT8, INT8, INFERRED, TEXT, INFERRED, INFERRED, BYTEA, BYTEA)
 _READ_PARAMS: Final = ("stream_id", "from", "to", "as_of", "limit", "rules")
 _READ_TYPES: Final = (TEXT, INT8, INT8, INT8, INT8, BOOL)
+
+
+# A conditional append (``_dcb.append_sql``): the append's parameters, its events'
+# tags, then its condition's (``after`` and each item's types and tags).
+_DCB_APPEND_PARAMS: Final = (*_APPEND_PARAMS, "tags")
+_DCB_APPEND_TYPES: Final = (*_APPEND_TYPES, INFERRED)
+
+
+def dcb_append_statement(query: bytes, condition_params: tuple[str, ...]) -> Statement:
+    """A conditional append composed by ``_dcb``, named by its text (its shapes are composed on demand)."""
+    name = "eventvault_dcb_" + hashlib.blake2b(query, digest_size=8).hexdigest()
+    types = (*_DCB_APPEND_TYPES, *(INT8 if p == "after" else INFERRED for p in condition_params))
+    return statement(name, query, (*_DCB_APPEND_PARAMS, *condition_params), types)
+
+
+def dcb_lock_statement(query: bytes) -> Statement:
+    """``dcb_lock()``'s call: whether the whole log is locked, the tag keys, whether each is exclusive."""
+    return statement(
+        "eventvault_dcb_lock", query, ("whole_log", "keys", "exclusive"), (BOOL, INFERRED, INFERRED)
+    )
 
 
 class HotStatements(NamedTuple):

@@ -87,7 +87,9 @@ class PostgresEventStore(EventStore):
         self._appends = Appends(self._db, self._sql, self._options, self._live.appended, prepared=prepared)
         self._reads = Reads(self._db, self._sql, self.codec, prepared=prepared)
         self.keys = PostgresKeyStore(self._db, self.schema)
-        self._dcb = DCB(self._db, self._sql, self._options, self._live.appended, self._reads.event)
+        self._dcb = DCB(
+            self._db, self._sql, self._options, self._live.appended, self._reads.event, prepared=prepared
+        )
         self._deletes = Deletes(self._db, self._sql, self.schema)
         self._open_lock = asyncio.Lock()
 
