@@ -153,20 +153,7 @@ class Prepared:
         """
         async with conn.lock:
             encoding = self._state(conn).encoding
-            for stmt in {stmt.name: stmt for stmt, _ in commands}.values():
-                await self._prepare(conn, stmt, encoding)
-            pgconn = conn.pgconn
-            pgconn.enter_pipeline_mode()
-            try:
-                for stmt, params in commands:
-                    self._send(pgconn, stmt, params, encoding)
-                pgconn.pipeline_sync()
-                answers = await _collect_pipeline(pgconn, len(commands))
-                pgconn.exit_pipeline_mode()
-            except BaseException:
-                # Mid-pipeline the connection cannot be handed back as it is.
-                pgconn.finish()
-                raise
+            answers = await self._pipelined(conn, commands, encoding)
             loader = self._state(conn).loader
             rows: list[list[R]] = []
             for answer in answers:
@@ -193,21 +180,8 @@ class Prepared:
         """
         async with conn.lock:
             encoding = self._state(conn).encoding
-            steps = [(_BEGIN, {}), *commands, (_COMMIT, {})]
-            for stmt in {stmt.name: stmt for stmt, _ in steps}.values():
-                await self._prepare(conn, stmt, encoding)
+            answers = await self._pipelined(conn, [(_BEGIN, {}), *commands, (_COMMIT, {})], encoding)
             pgconn = conn.pgconn
-            pgconn.enter_pipeline_mode()
-            try:
-                for stmt, params in steps:
-                    self._send(pgconn, stmt, params, encoding)
-                pgconn.pipeline_sync()
-                answers = await _collect_pipeline(pgconn, len(steps))
-                pgconn.exit_pipeline_mode()
-            except BaseException:
-                # Mid-pipeline the connection cannot be handed back as it is.
-                pgconn.finish()
-                raise
             failed = next(
                 (res for answer in answers for res in answer if res.status == pq.ExecStatus.FATAL_ERROR), None
             )
@@ -225,6 +199,26 @@ class Prepared:
                 return loader.load_rows(0, res.ntuples, make_row)
             finally:
                 loader.set_pgresult(None)
+
+    async def _pipelined(
+        self, conn: Conn, commands: Sequence[tuple[Statement, dict[str, Any]]], encoding: str
+    ) -> list[list[pq.abc.PGresult]]:
+        """Send ``commands`` (each prepared first) before one Sync; each one's results (its lock held)."""
+        for stmt in {stmt.name: stmt for stmt, _ in commands}.values():
+            await self._prepare(conn, stmt, encoding)
+        pgconn = conn.pgconn
+        pgconn.enter_pipeline_mode()
+        try:
+            for stmt, params in commands:
+                self._send(pgconn, stmt, params, encoding)
+            pgconn.pipeline_sync()
+            answers = await _collect_pipeline(pgconn, len(commands))
+            pgconn.exit_pipeline_mode()
+        except BaseException:
+            # Mid-pipeline the connection cannot be handed back as it is.
+            pgconn.finish()
+            raise
+        return answers
 
     async def _prepare(self, conn: Conn, stmt: Statement, encoding: str) -> None:
         prepared = self._state(conn).prepared
