@@ -433,3 +433,23 @@ async def test_a_memory_store_refuses_a_scavenged_log(sqlite_stores, tmp_path):
     with pytest.raises(InvalidInput, match="dense"):
         await import_events(target, out)
     assert (await target.read_all()).events == []
+
+
+async def test_a_stream_line_with_a_rule_that_cannot_be_is_refused_before_anything_is_written(
+    sqlite_stores, tmp_path
+):
+    """A max_count of 0 under a checksum that matches: refused in the check pass, the target stays empty."""
+    source = await sqlite_stores()
+    await shape(source)
+    good = tmp_path / "good.jsonl"
+    await export_events(source, good)
+    body = [line for line in lines(good) if not line.startswith(b'{"checksum"')]
+    body = [line.replace(b'"max_count":2', b'"max_count":0') for line in body]
+    trailer = json.loads(lines(good)[-1])
+    trailer["checksum"] = "sha256:" + hashlib.sha256(b"".join(body)).hexdigest()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join([*body, json.dumps(trailer, separators=(",", ":")).encode() + b"\n"]))
+    target = await sqlite_stores()
+    with pytest.raises(ArchiveError, match="max_count or max_age_us is not positive"):
+        await import_events(target, bad)
+    assert (await target.read_all()).events == []

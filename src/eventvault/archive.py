@@ -7,6 +7,11 @@ one last line: the SHA-256 of the event lines, their count and the last position
     {"position":1,"event_id":"…","stream_id":"account-1","stream_version":1,…,"data":{…}}
     {"checksum":"sha256:…","events":1,"last_position":1}
 
+A store with retention rules, or one a scavenge has cut, also gets one line
+per such stream between the events and the checksum line (decision 36)::
+
+    {"stream":"account-1","first_version":5,"truncate_before":5,"max_count":2,"max_age_us":null}
+
 The same log exports byte-identical on every backend. A file whose name ends in
 ``.gz`` is gzip-compressed. Both directions read and write in pages, so memory
 stays bounded however long the log.
@@ -288,6 +293,10 @@ def _decode_stream(n: int, line: bytes) -> _StreamLine:
         raise ArchiveError(f"line {n}: a damaged stream line: {exc}") from None
     if stream.truncate_before < 0 or (stream.first_version is not None and stream.first_version < 1):
         raise ArchiveError(f"line {n}: a stream line with a version below 1")
+    if (stream.max_count is not None and stream.max_count < 1) or (
+        stream.max_age_us is not None and stream.max_age_us < 1
+    ):
+        raise ArchiveError(f"line {n}: a stream line whose max_count or max_age_us is not positive")
     return stream
 
 
