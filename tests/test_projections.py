@@ -415,6 +415,34 @@ async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_ve
         assert rows(runner, "SELECT total FROM totals") == [(12,)]
 
 
+async def test_a_prepared_runner_hears_of_progress_made_elsewhere_through_data_version(
+    url: str, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers elsewhere, queries here: wait_for wakes on their commit, with its timed re-read at an hour."""
+    monkeypatch.setattr("eventvault.projections._runner._WAIT_FOR_POLL", 3600.0)
+    hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
+    async with open_store(url, registry=reg) as elsewhere:  # another connection to the file
+        queries = ProjectionRunner(store, [Totals()], **hour)
+        await queries.prepare()
+        try:
+            async with ProjectionRunner(elsewhere, [Totals()], **hour) as workers:
+                first = await elsewhere.append("p-1", [Added(2)], expected_version=NO_STREAM)
+                assert await workers.wait_for(first.checkpoint, timeout=WAIT)
+            assert await queries.wait_for(first.checkpoint, timeout=WAIT)  # applied: no wait
+            # With the workers stopped, an append that nobody applies: the wait begins before they do.
+            second = await elsewhere.append("p-1", [Added(3)], expected_version=1)
+            waiting = asyncio.ensure_future(queries.wait_for(second.checkpoint, timeout=WAIT))
+            done, _ = await asyncio.wait([waiting], timeout=0.5)
+            assert not done
+            changed = queries.changed.waiter()
+            async with ProjectionRunner(elsewhere, [Totals()], **hour):
+                await asyncio.wait_for(changed.wait(), WAIT)  # their commit, seen through the file
+                assert await waiting
+            assert rows(queries, "SELECT total FROM totals") == [(5,)]
+        finally:
+            await queries.stop()
+
+
 # -- transactions and batches ------------------------------------------------------------------
 
 

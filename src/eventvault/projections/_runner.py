@@ -136,13 +136,16 @@ class ProjectionRunner:
     async def prepare(self) -> None:
         """Create the bookkeeping and any missing read-model tables without running workers.
 
-        For processes that query read models or show status while workers run elsewhere.
+        For processes that query read models or show status while workers run
+        elsewhere; on a SQLite file it watches for their commits, so that
+        :meth:`wait_for` here wakes as soon as they have applied.
         """
         self._loop = asyncio.get_running_loop()
         await self.store.open()
         await asyncio.to_thread(setup, self.db)
         for projection in self.projections.values():
             await asyncio.to_thread(register, self.db, type(projection), clear_errors=False)
+        self._watch()  # wait_for hears of the workers' commits elsewhere, not only by polling
 
     async def start(self) -> None:
         """Create missing tables, then start a worker per projection. Idempotent."""
@@ -157,11 +160,20 @@ class ProjectionRunner:
         for name, projection in self.projections.items():
             generation = await asyncio.to_thread(register, self.db, type(projection))
             self._start_worker(name, self.make_worker(projection, generation))
+        self._watch()
+        self._started = True
+
+    def _watch(self) -> None:
+        """On a SQLite file, start noticing commits made by other connections (once)."""
         path = str(getattr(self.store, "path", ""))
-        if self.store.scheme == "sqlite" and self.watch_interval is not None and path not in ("", ":memory:"):
+        if (
+            self._watcher is None
+            and self.store.scheme == "sqlite"
+            and self.watch_interval is not None
+            and path not in ("", ":memory:")
+        ):
             self._watcher = DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
             self._watcher.start()
-        self._started = True
 
     def make_worker(self, projection: Projection, generation: int, *, rebuild: bool = False) -> Worker:
         """The worker that runs ``projection`` (a subclass of the runner may run its own kind)."""
@@ -223,7 +235,9 @@ class ProjectionRunner:
         """Wait until the projections (all, or ``names``) have passed ``checkpoint``; False on timeout.
 
         Read-your-writes: pass the checkpoint a command returned, then query.
-        Progress made by workers in other processes is seen by polling.
+        Progress made by workers in other processes (a runner that was only
+        prepared here) is seen on a SQLite file within ``watch_interval``
+        (its data_version watcher), and otherwise by polling every 0.25 s.
         """
         target = Checkpoint.parse(checkpoint)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout < math.inf:
