@@ -180,6 +180,15 @@ class ReadModels:
         holds the file's write lock, and no other writer gets in until it runs again.
         """
 
+    #: The channel a batch's commit is announced on (PostgreSQL), for waiters in other processes.
+    progress_channel: str | None = None
+
+    def announce_progress(self, conn: Any) -> None:
+        """Have the transaction open on ``conn`` announce, when it commits, that projections moved on.
+
+        For waiters in other processes. SQLite does nothing: they watch the file's data_version.
+        """
+
     def is_driver_error(self, exc: BaseException) -> bool:
         """Whether ``exc`` comes from this database's driver."""
         raise NotImplementedError
@@ -453,6 +462,7 @@ class PostgresReadModels(ReadModels):
         self.conninfo = conninfo
         self.schema = schema
         self.durable = durable
+        self.progress_channel = f"eventvault.progress.{schema}"[:63]
 
     def sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)
@@ -487,6 +497,13 @@ class PostgresReadModels(ReadModels):
     def _begin_durable(self, conn: Any) -> None:
         self._begin(conn)
         conn.execute("SET LOCAL synchronous_commit = on")  # this transaction only
+
+    def announce_progress(self, conn: Any) -> None:
+        # Sent at commit, so a listener never hears of a batch before it is visible.
+        # A NOTIFY takes a database-wide lock for its commit; a batch is many
+        # events at most a few times per wake-up, so that costs little (the store
+        # sends its per-append notifications outside the append for this reason).
+        conn.execute("SELECT pg_notify(%s, '')", (self.progress_channel,))
 
     def limit_idle(self, conn: Any, seconds: float) -> None:
         ms = max(1, math.ceil(seconds * 1000))

@@ -131,17 +131,23 @@ class Leases:
             if n != 1:
                 raise LeaseLost(p)
 
-    def advance(self, conn: Any, end: Checkpoint, counts: Mapping[int, int]) -> None:
-        """Move every partition held (and behind ``end``) to ``end``, adding the events applied for it."""
+    def advance(self, conn: Any, end: Checkpoint, counts: Mapping[int, int]) -> bool:
+        """Move every partition held (and behind ``end``) to ``end``, adding the events applied for it.
+
+        Returns whether one moved.
+        """
+        moved = False
         for p in sorted(self.owned):
             if self.cps[p] >= end:
                 continue
+            moved = True
             self.db.execute(
                 conn,
                 "UPDATE ev_partition SET cp_tx = ?, cp_pos = ?, applied = applied + ? "
                 "WHERE name = ? AND generation = ? AND part = ? AND token = ?",
                 (end.tx, end.position, counts[p], self.name, self.generation, p, self.owned[p]),
             )
+        return moved
 
     def advanced(self, end: Checkpoint) -> None:
         """The batch that moved the partitions to ``end`` committed."""

@@ -37,7 +37,7 @@ from eventvault.projections._status import (
     projection_status,
     read_stored,
 )
-from eventvault.projections._wakeups import DataVersionWatcher, Signal
+from eventvault.projections._wakeups import DataVersionWatcher, ProgressListener, Signal
 from eventvault.projections._worker import Worker
 from eventvault.store.base import EventStore
 from eventvault.store.records import START, Checkpoint
@@ -117,6 +117,7 @@ class ProjectionRunner:
         self._progress = Signal()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: DataVersionWatcher | None = None
+        self._listener: ProgressListener | None = None
         self._started = False
 
     def _resolve_handlers(self, projection: Projection) -> dict[str, Any]:
@@ -164,7 +165,10 @@ class ProjectionRunner:
         self._started = True
 
     def _watch(self) -> None:
-        """On a SQLite file, start noticing commits made by other connections (once)."""
+        """Start noticing (once) what other connections commit.
+
+        On a SQLite file every commit (its data_version); on PostgreSQL every projection batch.
+        """
         path = str(getattr(self.store, "path", ""))
         if (
             self._watcher is None
@@ -174,6 +178,12 @@ class ProjectionRunner:
         ):
             self._watcher = DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
             self._watcher.start()
+        channel = self.db.progress_channel
+        conninfo = getattr(self.db, "conninfo", None)
+        if self._listener is None and channel is not None and isinstance(conninfo, str):
+            # Progress only: new events reach the workers through the store's own LISTEN.
+            self._listener = ProgressListener(conninfo, channel, self._fire_progress)
+            self._listener.start()
 
     def make_worker(self, projection: Projection, generation: int, *, rebuild: bool = False) -> Worker:
         """The worker that runs ``projection`` (a subclass of the runner may run its own kind)."""
@@ -191,6 +201,9 @@ class ProjectionRunner:
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.stop)
             self._watcher = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         await asyncio.to_thread(self.db.close)
         self._started = False
 
@@ -215,6 +228,9 @@ class ProjectionRunner:
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(self._fire_changed)
+
+    def _fire_progress(self) -> None:
+        self._progress.fire()
 
     def _fire_changed(self) -> None:
         self.changed.fire()

@@ -6,17 +6,25 @@ PostgreSQL) and, on SQLite, by polling ``PRAGMA data_version`` on a connection
 of the runner's own (:class:`DataVersionWatcher`: cheap, it reads a counter in
 shared memory, no table). Behind both there is always the timed poll of
 ``wait_for_events``, so a missed hint only delays.
+
+Waiters on the projections' progress (``wait_for``: read-your-writes) hear of
+batches committed by workers in other processes the same way on SQLite; on
+PostgreSQL each batch's commit sends a notification that a
+:class:`ProgressListener` hears. Behind both, ``wait_for`` re-reads the
+checkpoints every 0.25 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["DataVersionWatcher", "Signal"]
+__all__ = ["DataVersionWatcher", "ProgressListener", "Signal"]
 
 log = logging.getLogger("eventvault.projections")
 
@@ -80,3 +88,56 @@ class DataVersionWatcher:
             last = version
         if conn is not None:
             conn.close()
+
+
+class ProgressListener:
+    """Hears, on PostgreSQL, every projection batch committed (``ReadModels.announce_progress``).
+
+    One LISTEN connection of its own, on the event loop; ``on_progress`` runs
+    there for each notification. A lost connection is opened again (with a
+    growing pause); meanwhile waiters fall back on their timed re-reads.
+    """
+
+    def __init__(self, conninfo: str, channel: str, on_progress: Callable[[], None]) -> None:
+        self.conninfo = conninfo
+        self.channel = channel
+        self.on_progress = on_progress
+        self.listening = asyncio.Event()
+        """Set while the LISTEN is in place (tests wait for it)."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._main(), name=f"listen {self.channel}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _main(self) -> None:
+        import psycopg  # noqa: PLC0415 - only PostgreSQL users need psycopg
+        from psycopg import sql  # noqa: PLC0415
+
+        pause = 0.05
+        while True:
+            conn: Any = None
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=5
+                )
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                self.listening.set()
+                pause = 0.05
+                self.on_progress()  # batches committed while nobody listened
+                async for _ in conn.notifies():
+                    self.on_progress()
+            except psycopg.Error as exc:
+                log.debug("progress listener on %s: %s", self.channel, exc)
+            finally:
+                self.listening.clear()
+                if conn is not None:
+                    await conn.close()
+            await asyncio.sleep(pause)  # a back-off between reconnects
+            pause = min(pause * 2, 5.0)

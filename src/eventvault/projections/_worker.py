@@ -368,7 +368,8 @@ class Worker:
                 counts[step.partition] += 1
             if todo:
                 self._batch_hook(self.projection.end_batch, session, None, todo[0])
-            leases.advance(conn, end, counts)
+            if leases.advance(conn, end, counts):
+                db.announce_progress(conn)
         leases.advanced(end)
         self.rate.add(sum(counts.values()))
         # Committed: what kept this worker from writing (a full disk, a lost
