@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from eventvault.errors import InvalidInput, InvalidStoreURL, StorageFull, StoreError, StoreUnavailable
+from eventvault.projections._wakeups import ProgressListener
 from eventvault.store import migrations
 from eventvault.store.migrations import Component, Migration
 
@@ -180,8 +181,9 @@ class ReadModels:
         holds the file's write lock, and no other writer gets in until it runs again.
         """
 
-    #: The channel a batch's commit is announced on (PostgreSQL), for waiters in other processes.
-    progress_channel: str | None = None
+    def progress_listener(self, on_progress: Callable[[], None]) -> ProgressListener | None:  # noqa: ARG002 - for subclasses
+        """What hears :meth:`announce_progress` from other processes (PostgreSQL); None: nothing to hear."""
+        return None
 
     def announce_progress(self, conn: Any) -> None:
         """Have the transaction open on ``conn`` announce, when it commits, that projections moved on.
@@ -497,6 +499,9 @@ class PostgresReadModels(ReadModels):
     def _begin_durable(self, conn: Any) -> None:
         self._begin(conn)
         conn.execute("SET LOCAL synchronous_commit = on")  # this transaction only
+
+    def progress_listener(self, on_progress: Callable[[], None]) -> ProgressListener | None:
+        return ProgressListener(self.conninfo, self.progress_channel, on_progress)
 
     def announce_progress(self, conn: Any) -> None:
         # Sent at commit, so a listener never hears of a batch before it is visible.

@@ -118,6 +118,7 @@ class ProjectionRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: DataVersionWatcher | None = None
         self._listener: ProgressListener | None = None
+        self._prepared = False  # prepare() or start() ran, stop() not since
         self._started = False
 
     def _resolve_handlers(self, projection: Projection) -> dict[str, Any]:
@@ -138,15 +139,14 @@ class ProjectionRunner:
         """Create the bookkeeping and any missing read-model tables without running workers.
 
         For processes that query read models or show status while workers run
-        elsewhere; on a SQLite file it watches for their commits, so that
-        :meth:`wait_for` here wakes as soon as they have applied.
+        elsewhere; its first :meth:`wait_for` starts watching for their commits.
         """
         self._loop = asyncio.get_running_loop()
         await self.store.open()
         await asyncio.to_thread(setup, self.db)
         for projection in self.projections.values():
             await asyncio.to_thread(register, self.db, type(projection), clear_errors=False)
-        self._watch()  # wait_for hears of the workers' commits elsewhere, not only by polling
+        self._prepared = True
 
     async def start(self) -> None:
         """Create missing tables, then start a worker per projection. Idempotent."""
@@ -162,7 +162,7 @@ class ProjectionRunner:
             generation = await asyncio.to_thread(register, self.db, type(projection))
             self._start_worker(name, self.make_worker(projection, generation))
         self._watch()
-        self._started = True
+        self._prepared = self._started = True
 
     def _watch(self) -> None:
         """Start noticing (once) what other connections commit.
@@ -178,12 +178,11 @@ class ProjectionRunner:
         ):
             self._watcher = DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
             self._watcher.start()
-        channel = self.db.progress_channel
-        conninfo = getattr(self.db, "conninfo", None)
-        if self._listener is None and channel is not None and isinstance(conninfo, str):
+        if self._listener is None:
             # Progress only: new events reach the workers through the store's own LISTEN.
-            self._listener = ProgressListener(conninfo, channel, self._fire_progress)
-            self._listener.start()
+            self._listener = self.db.progress_listener(self._fire_progress)
+            if self._listener is not None:
+                self._listener.start()
 
     def make_worker(self, projection: Projection, generation: int, *, rebuild: bool = False) -> Worker:
         """The worker that runs ``projection`` (a subclass of the runner may run its own kind)."""
@@ -205,7 +204,7 @@ class ProjectionRunner:
             await self._listener.stop()
             self._listener = None
         await asyncio.to_thread(self.db.close)
-        self._started = False
+        self._prepared = self._started = False
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -265,6 +264,8 @@ class ProjectionRunner:
         if unknown:
             raise InvalidInput(f"unknown projections {unknown}; this runner has {sorted(self.projections)}")
         loop = asyncio.get_running_loop()
+        if self._prepared and self._loop is loop:  # stop() ends what this starts
+            self._watch()  # hear of workers' commits elsewhere, not only by re-reading
         deadline = loop.time() + timeout
         while True:
             progress = self._progress.waiter()

@@ -102,8 +102,6 @@ class ProgressListener:
         self.conninfo = conninfo
         self.channel = channel
         self.on_progress = on_progress
-        self.listening = asyncio.Event()
-        """Set while the LISTEN is in place (tests wait for it)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -128,7 +126,6 @@ class ProgressListener:
                     self.conninfo, autocommit=True, connect_timeout=5
                 )
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                self.listening.set()
                 pause = 0.05
                 self.on_progress()  # batches committed while nobody listened
                 async for _ in conn.notifies():
@@ -136,7 +133,6 @@ class ProgressListener:
             except psycopg.Error as exc:
                 log.debug("progress listener on %s: %s", self.channel, exc)
             finally:
-                self.listening.clear()
                 if conn is not None:
                     await conn.close()
             await asyncio.sleep(pause)  # a back-off between reconnects
