@@ -108,11 +108,16 @@ class ProgressListener:
         self._task = asyncio.get_running_loop().create_task(self._main(), name=f"listen {self.channel}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Close its connection. Never raises: the runner's own stop goes on after it."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await task
+            except Exception:  # a bug in the listener: say so, but finish stopping
+                log.exception("the progress listener on %s had failed", self.channel)
 
     async def _main(self) -> None:
         import psycopg  # noqa: PLC0415 - only PostgreSQL users need psycopg
@@ -130,7 +135,7 @@ class ProgressListener:
                 self.on_progress()  # batches committed while nobody listened
                 async for _ in conn.notifies():
                     self.on_progress()
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:  # the server went away: connect again
                 log.debug("progress listener on %s: %s", self.channel, exc)
             finally:
                 if conn is not None:
