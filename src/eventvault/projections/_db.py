@@ -28,6 +28,7 @@ from eventvault.errors import InvalidInput, InvalidStoreURL, StorageFull, StoreE
 from eventvault.projections._wakeups import ProgressListener
 from eventvault.store import migrations
 from eventvault.store.migrations import Component, Migration
+from eventvault.store.sqlite import filelock
 
 if TYPE_CHECKING:
     from eventvault.store.base import EventStore
@@ -280,9 +281,10 @@ class ReadModels:
         survive a crash of the database, such as an answer about to be sent.
         """
         wait = durable and not self.durable
-        with self._in_use():
+        with self._in_use(), contextlib.ExitStack() as turn:
             conn: Any = None
             try:
+                turn.enter_context(self._write_turn())  # given back after COMMIT or ROLLBACK
                 conn = self._fresh_on_loss(self._begun_durable if wait else self._begun)
                 yield conn
                 conn.execute("COMMIT")
@@ -298,6 +300,10 @@ class ReadModels:
                 if wait and conn is not None:
                     with contextlib.suppress(Exception):
                         self._end_durable(conn)
+
+    def _write_turn(self) -> contextlib.AbstractContextManager[object]:
+        """Held around each write transaction: the database's turn among this process's writers."""
+        return contextlib.nullcontext()
 
     def _begun(self, conn: Any) -> Any:
         self._begin(conn)
@@ -401,6 +407,7 @@ class SQLiteReadModels(ReadModels):
         self.path = path
         self.busy_timeout = busy_timeout
         self.durable = durable
+        self._turn = filelock.write_turn(path)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -414,6 +421,17 @@ class SQLiteReadModels(ReadModels):
         # readable in the page; most builds default to this, some do not).
         conn.execute("PRAGMA secure_delete = ON")
         return conn
+
+    @contextlib.contextmanager
+    def _write_turn(self) -> Iterator[object]:
+        # The store's writer of this process takes the same turn (filelock): each
+        # gets the file the moment the other commits, instead of sleeping in
+        # SQLite's busy handler.
+        filelock.take(self._turn, self.busy_timeout)
+        try:
+            yield self._turn
+        finally:
+            self._turn.release()
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE: take the write lock now, so a batch never fails half-way

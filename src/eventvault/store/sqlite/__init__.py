@@ -39,8 +39,12 @@ How it works
   (wrong expected version, an event id stored elsewhere) rolls back only its
   savepoint and fails only its own append. A
   caller's future is resolved only after ``COMMIT`` succeeded; if ``COMMIT``
-  fails, every append of the batch fails. Other processes may write the same
-  file: ``BEGIN IMMEDIATE`` waits for them up to ``busy_timeout``.
+  fails, every append of the batch fails. The read models beside the log in
+  this process (``read_models_for``) take turns with the writer on one lock
+  per file (:mod:`~eventvault.store.sqlite.filelock`), handed over at each
+  commit; a turn not given within ``busy_timeout`` is ``StoreUnavailable``.
+  Other processes may write the same file: ``BEGIN IMMEDIATE`` waits for them
+  up to ``busy_timeout``, in SQLite's busy handler.
 * **Readers** are separate connections. WAL gives each read statement (or read
   transaction) a snapshot of committed data, and it never waits for the writer.
   Reads that are small by construction (a stream's first 64 events, a version,

@@ -21,7 +21,7 @@ from eventvault.domain import EventRegistry
 from eventvault.errors import EventVaultError, InvalidInput
 from eventvault.store.base import PreparedEvent
 from eventvault.store.records import AppendCondition, AppendResult, Checkpoint, ExpectedVersion
-from eventvault.store.sqlite import schema
+from eventvault.store.sqlite import filelock, schema
 from eventvault.store.sqlite.core import _SQLiteCore
 from eventvault.store.sqlite.errors import SQLITE_BUSY, primary_code
 from eventvault.store.sqlite.jobs import STOP, AppendJob, Call, Delivery, Job, Outcome, post, settle
@@ -82,6 +82,8 @@ class _SQLiteWriter(_SQLiteCore):
         # thread for a group committed there, never by two at once (_wlock).
         self._wlock = threading.Lock()
         self._wcur: sqlite3.Cursor | None = None
+        # The file's write turn, shared with this process's other writers of it (filelock).
+        self._turn = filelock.write_turn(self.path)
         self._wait_locks = True  # its busy timeout: True = busy_timeout, False = 0
         self._commit_us = 0.0  # moving average of how long COMMIT takes
         self._pending: dict[asyncio.AbstractEventLoop, list[Job]] = {}  # writer=auto: each loop's next group
@@ -171,9 +173,25 @@ class _SQLiteWriter(_SQLiteCore):
     def _commit_batch(self, cur: sqlite3.Cursor, jobs: list[Job], *, inline: bool = False) -> bool:
         """Run ``jobs`` in one transaction, each in its own savepoint, and commit once.
 
-        Returns False, having done nothing, when ``inline`` and another process
-        holds the write lock (the inline path never waits for it).
+        Returns False, having done nothing, when ``inline`` and another writer
+        holds the file (the inline path never waits for one).
         """
+        if inline:
+            if not self._turn.acquire(blocking=False):
+                return False  # this process's read models are writing: the writer thread waits
+        else:
+            try:
+                filelock.take(self._turn, self.busy_timeout)
+            except sqlite3.OperationalError as exc:
+                self._fail(jobs, exc)
+                return True
+        try:
+            return self._transaction(cur, jobs, inline=inline)
+        finally:
+            self._turn.release()
+
+    def _transaction(self, cur: sqlite3.Cursor, jobs: list[Job], *, inline: bool) -> bool:
+        """:meth:`_commit_batch`, holding the file's write turn."""
         conn = cur.connection
         try:
             try:
@@ -199,12 +217,16 @@ class _SQLiteWriter(_SQLiteCore):
                     log.warning("ROLLBACK after a failed batch failed too", exc_info=True)
             if not isinstance(exc, sqlite3.Error):
                 log.error("the SQLite writer failed a batch", exc_info=exc)  # noqa: TRY400 - exc_info given
-            for job in jobs:
-                error = self._map_error(exc) if isinstance(exc, sqlite3.Error) else exc
-                self._deliver(Delivery(job.loop, [Outcome(job.future, ok=False, value=error)]))
+            self._fail(jobs, exc)
             return True
         self._finish_batch(jobs, done)
         return True
+
+    def _fail(self, jobs: list[Job], exc: Exception) -> None:
+        """Every job of a batch gets ``exc`` (as the store's error if it is SQLite's)."""
+        for job in jobs:
+            error = self._map_error(exc) if isinstance(exc, sqlite3.Error) else exc
+            self._deliver(Delivery(job.loop, [Outcome(job.future, ok=False, value=error)]))
 
     def _commit(self, cur: sqlite3.Cursor, *, inline: bool) -> None:
         """COMMIT, timed: writer=auto keeps commits off the event loop while they are slow."""
@@ -383,6 +405,9 @@ class _SQLiteWriter(_SQLiteCore):
             or not self._wlock.acquire(blocking=False)
         ):
             return None
+        if not self._turn.acquire(blocking=False):  # this process's read models are writing
+            self._wlock.release()
+            return None
         try:
             cur = self._inline_writer_cursor()
             if cur is None:
@@ -406,6 +431,7 @@ class _SQLiteWriter(_SQLiteCore):
                     raise self._map_error(exc) from exc
                 raise
         finally:
+            self._turn.release()
             self._wlock.release()
         self._committed_alone(loop, result, len(append.events))
         return result
