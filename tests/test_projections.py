@@ -252,6 +252,13 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'p.db'}"
 
 
+@pytest.fixture(params=["one file", "read models apart"])
+def layout_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The log and its read models in one SQLite file, or each in a file of its own (?read_models=)."""
+    apart = "?read_models=p-read.db" if request.param == "read models apart" else ""
+    return f"sqlite:///{tmp_path / 'p.db'}{apart}"
+
+
 @pytest.fixture
 async def store(url: str) -> AsyncIterator[EventStore]:
     async with open_store(url, registry=reg) as s:
@@ -397,9 +404,15 @@ async def test_a_short_page_applied_is_followed_by_a_wait_not_by_an_empty_read(t
 
 
 async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_version(
-    url: str, store: EventStore
+    layout_url: str,
 ) -> None:
     """On SQLite another process's append wakes the runner (PRAGMA data_version); nothing else would."""
+    url = layout_url
+    async with open_store(url, registry=reg) as store:
+        await _woken_by_another_process(url, store)
+
+
+async def _woken_by_another_process(url: str, store: EventStore) -> None:
     store.poll_interval = 3600
     hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
     # Control: with the watcher off, nothing ends the hour-long waits.
@@ -416,10 +429,16 @@ async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_ve
 
 
 async def test_a_prepared_runner_hears_of_progress_made_elsewhere_through_data_version(
-    url: str, store: EventStore, monkeypatch: pytest.MonkeyPatch
+    layout_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers elsewhere, queries here: wait_for wakes on their commit, with its timed re-read at an hour."""
     monkeypatch.setattr("eventvault.projections._runner._WAIT_FOR_POLL", 3600.0)
+    url = layout_url
+    async with open_store(url, registry=reg) as store:
+        await _progress_heard_from_elsewhere(url, store)
+
+
+async def _progress_heard_from_elsewhere(url: str, store: EventStore) -> None:
     hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
     async with open_store(url, registry=reg) as elsewhere:  # another connection to the file
         queries = ProjectionRunner(store, [Totals()], **hour)
@@ -441,6 +460,26 @@ async def test_a_prepared_runner_hears_of_progress_made_elsewhere_through_data_v
             assert rows(queries, "SELECT total FROM totals") == [(5,)]
         finally:
             await queries.stop()
+
+
+async def test_read_models_in_a_file_of_their_own_keep_rows_and_checkpoints_there(tmp_path: Path) -> None:
+    """?read_models=FILE: the projections' tables and checkpoints live in FILE; the log's file has none."""
+    url = f"sqlite:///{tmp_path / 'log.db'}?read_models=views.db"
+    async with open_store(url, registry=reg) as store:
+        head = await fill(store, 2, 3)
+        async with ProjectionRunner(store, [Totals()]) as runner:
+            assert await runner.wait_for(head, timeout=WAIT)
+            assert sorted(rows(runner, "SELECT stream, total FROM totals")) == [("s-0", 6), ("s-1", 6)]
+
+    def tables(name: str) -> set[str]:
+        with contextlib.closing(sqlite3.connect(tmp_path / name)) as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    views, log = tables("views.db"), tables("log.db")
+    assert {"ev_partition", "totals__g1"} <= views
+    assert not [t for t in log if t.startswith(("ev_", "totals"))]
+    assert "events" in log
+    assert "events" not in views
 
 
 # -- transactions and batches ------------------------------------------------------------------

@@ -188,7 +188,9 @@ async def test_busy_timeout_option_in_seconds(db):
         ("readers=many", ["readers", "0 to 64", "'many'"]),
         ("readers=65", ["readers", "'65'"]),
         ("writer=fast", ["writer", "auto, thread", "'fast'"]),
-        ("frobnicate=1", ["'frobnicate'", "busy_timeout, readers, synchronous, writer"]),
+        ("frobnicate=1", ["'frobnicate'", "busy_timeout, read_models, readers, synchronous, writer"]),
+        ("read_models=", ["read_models", "path of a SQLite file"]),
+        ("read_models=:memory:", ["read_models", "':memory:'"]),
     ],
 )
 def test_bad_option_rejected_before_touching_the_file(db, query, words):
@@ -212,6 +214,25 @@ def test_bad_keyword_option_rejected(db, options, word):
     """Options given as keyword arguments are checked like the URL's."""
     with pytest.raises(InvalidStoreURL, match=word):
         create_store(sqlite_url(db), registry=reg, **options)
+
+
+def test_read_models_option_names_a_file_beside_the_store(tmp_path):
+    """?read_models=FILE: relative to the store's folder, absolute as given; never the store's own file."""
+
+    def read_models_path(query: str = "") -> str:
+        store = create_store(sqlite_url(tmp_path / "log.db", query), registry=reg)
+        assert isinstance(store, SQLiteEventStore)
+        return store.read_models_path
+
+    assert read_models_path("read_models=views.db") == str(tmp_path / "views.db")
+    elsewhere = tmp_path / "other" / "views.db"
+    assert read_models_path(f"read_models={elsewhere}") == str(elsewhere)
+    assert read_models_path() == str(tmp_path / "log.db")
+    with pytest.raises(InvalidStoreURL, match="store's own file"):
+        read_models_path("read_models=log.db")
+    with pytest.raises(InvalidStoreURL, match="needs a store in a file"):
+        create_store("sqlite:///:memory:?read_models=views.db", registry=reg)
+    assert not (tmp_path / "log.db").exists()
 
 
 def test_memory_database_refuses_reader_connections():

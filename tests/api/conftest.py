@@ -186,13 +186,13 @@ class Api:
 
 
 @pytest.fixture
-async def make_api(db_url) -> AsyncIterator[Any]:
-    """Starts apps on this test's store (``make_api(tokens=..., run_projections=...)``), stopped after it."""
+async def make_api_for() -> AsyncIterator[Any]:
+    """Starts apps on the store a URL names (``make_api_for(url, tokens=...)``), stopped after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(*, tokens: tuple[str, ...] = (), **options: Any) -> Api:
+        async def make(db: str, *, tokens: tuple[str, ...] = (), **options: Any) -> Api:
             options.setdefault("sse_keepalive", 0.2)
-            settings = Settings(db=db_url, tokens=tuple(TOKENS[t] for t in tokens), **options)
+            settings = Settings(db=db, tokens=tuple(TOKENS[t] for t in tokens), **options)
             app = create_app(settings)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
@@ -201,6 +201,16 @@ async def make_api(db_url) -> AsyncIterator[Any]:
             return Api(app, client)
 
         yield make
+
+
+@pytest.fixture
+def make_api(db_url: str, make_api_for: Callable[..., Awaitable[Api]]) -> Callable[..., Awaitable[Api]]:
+    """Starts apps on this test's store (``make_api(tokens=..., run_projections=...)``), stopped after it."""
+
+    async def make(**options: Any) -> Api:
+        return await make_api_for(db_url, **options)
+
+    return make
 
 
 @pytest.fixture

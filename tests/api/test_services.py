@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from eventvault import EventStore, InvalidInput, StoreClosed, open_store
@@ -73,3 +75,19 @@ async def test_a_store_without_a_database_for_read_models_is_refused_and_closed(
     (store,) = opened
     with pytest.raises(StoreClosed):
         await store.head()
+
+
+async def test_read_models_apart_serve_queries_and_idempotency_from_their_own_file(tmp_path, make_api_for):
+    """sqlite:///ledger.db?read_models=views.db: the account's balance and the keys come from views.db."""
+    api = await make_api_for(f"sqlite:///{tmp_path / 'ledger.db'}?read_models=views.db")
+    assert api.services.db.path == str(tmp_path / "views.db")
+    account_id = await api.open()
+    r = await api.deposit(account_id, "12.50", headers={"Idempotency-Key": "k-1"})
+    assert r.status_code == 200, r.text
+    assert (await api.account(account_id, r.json()["position"]))["currentBalance"] == "12.50"
+    again = await api.deposit(account_id, "12.50", headers={"Idempotency-Key": "k-1"})
+    assert again.json() == r.json()  # the key's answer, kept in views.db
+    with sqlite3.connect(tmp_path / "ledger.db") as log:
+        names = {n for (n,) in log.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "events" in names
+    assert not [n for n in names if n.startswith(("ev_", "accounts", "idempotency"))], names

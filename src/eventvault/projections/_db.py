@@ -611,6 +611,10 @@ def _bare_placeholders(sql: str) -> str:
 def read_models_for(store: EventStore, *, durable: bool = False) -> ReadModels:
     """The read-model database beside ``store``'s log: the same SQLite file or PostgreSQL schema.
 
+    A SQLite store opened with ``?read_models=FILE`` keeps them in that file
+    instead (beside the store's, when relative): the read models' commits then
+    never wait for the store's appends, nor the appends for them.
+
     Read models are derived from the log, so by default their commits do not
     wait for the disk (``durable=False``): each commit is atomic and visible at
     once, and a crash of the machine (or of the PostgreSQL server) can lose
@@ -618,7 +622,8 @@ def read_models_for(store: EventStore, *, durable: bool = False) -> ReadModels:
     applies those events again. ``durable=True`` makes every commit wait.
     """
     if store.scheme == "sqlite":
-        path = str(getattr(store, "path", ""))
+        # The store's own file, or the file its read_models option names.
+        path = str(getattr(store, "read_models_path", "") or getattr(store, "path", ""))
         if not path or path == ":memory:":
             raise InvalidInput("read models need a SQLite file: a :memory: store cannot share its database")
         return SQLiteReadModels(path, durable=durable)

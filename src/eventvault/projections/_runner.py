@@ -116,7 +116,7 @@ class ProjectionRunner:
         self.changed = Signal()
         self._progress = Signal()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watcher: DataVersionWatcher | None = None
+        self._watchers: list[DataVersionWatcher] = []
         self._listener: ProgressListener | None = None
         self._prepared = False  # prepare() or start() ran, stop() not since
         self._started = False
@@ -167,17 +167,17 @@ class ProjectionRunner:
     def _watch(self) -> None:
         """Start noticing (once) what other connections commit.
 
-        On a SQLite file every commit (its data_version); on PostgreSQL every projection batch.
+        On a SQLite file every commit (its data_version): the log's (new events)
+        and the read models' (progress, leases), when they are two files; on
+        PostgreSQL every projection batch.
         """
-        path = str(getattr(self.store, "path", ""))
-        if (
-            self._watcher is None
-            and self.store.scheme == "sqlite"
-            and self.watch_interval is not None
-            and path not in ("", ":memory:")
-        ):
-            self._watcher = DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
-            self._watcher.start()
+        if not self._watchers and self.watch_interval is not None:
+            files = {str(getattr(self.store, "path", "")) if self.store.scheme == "sqlite" else ""}
+            files.add(str(getattr(self.db, "path", "")) if self.db.dialect == "sqlite" else "")
+            for path in sorted(files - {"", ":memory:"}):
+                watcher = DataVersionWatcher(path, self.watch_interval, self._changed_elsewhere)
+                watcher.start()
+                self._watchers.append(watcher)
         if self._listener is None:
             # Progress only: new events reach the workers through the store's own LISTEN.
             self._listener = self.db.progress_listener(self._fire_progress)
@@ -197,9 +197,9 @@ class ProjectionRunner:
         self.stopping.set()
         tasks = [w.task for w in [*self.workers.values(), *self.rebuilds.values()] if w.task]
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._watcher is not None:
-            await asyncio.to_thread(self._watcher.stop)
-            self._watcher = None
+        for watcher in self._watchers:
+            await asyncio.to_thread(watcher.stop)
+        self._watchers = []
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None

@@ -18,6 +18,11 @@ keyword arguments of :func:`~eventvault.store.create_store`:
     Read connections, each on its own thread, so reads never queue behind the
     writer. ``0`` runs every read on the writer's thread (``:memory:`` always
     does: every connection to ``:memory:`` would be a database of its own).
+``read_models`` = a file path (default: none)
+    Where :func:`~eventvault.projections.read_models_for` keeps the read models
+    beside this store: a SQLite file of their own (relative to the store's
+    folder, or absolute) instead of the store's file, so that their commits and
+    the store's appends never wait for each other's lock.
 ``writer`` = ``auto`` (default) | ``thread``
     ``auto`` commits a group of appends on the event loop's own thread when the
     writer thread is idle and this store's recent commits took under 1 ms (a

@@ -47,7 +47,17 @@ class _SQLiteCore(EventStore):
         self._memory = path == ":memory:"
         self.path = path if self._memory else str(Path(path).resolve())
         """The database file (absolute), or ``:memory:``."""
-        self.synchronous, self.busy_timeout, self.readers, self.writer = parse_options(options)
+        self.synchronous, self.busy_timeout, self.readers, self.writer, read_models = parse_options(options)
+        if read_models is not None and self._memory:
+            raise InvalidStoreURL("read_models needs a store in a file: sqlite:///:memory: has no folder")
+        self.read_models_path = (
+            self.path if read_models is None else str((Path(self.path).parent / read_models).resolve())
+        )
+        """The SQLite file of the read models beside this store (``read_models_for``): its own by default."""
+        if self.read_models_path == self.path and read_models is not None:
+            raise InvalidStoreURL(
+                f"read_models names the store's own file ({self.path}): leave it out for that"
+            )
         if self._memory and "readers" in options and self.readers:
             raise InvalidStoreURL(
                 "readers must be 0 for sqlite:///:memory: (each connection to :memory: is a database "

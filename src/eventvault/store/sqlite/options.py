@@ -14,7 +14,7 @@ SYNCHRONOUS: Final = ("FULL", "EXTRA", "NORMAL")
 WRITERS: Final = ("auto", "thread")
 MAX_READERS: Final = 64
 MAX_BUSY_TIMEOUT: Final = 3600.0
-OPTIONS: Final = ("busy_timeout", "readers", "synchronous", "writer")
+OPTIONS: Final = ("busy_timeout", "read_models", "readers", "synchronous", "writer")
 
 
 class Options(NamedTuple):
@@ -24,6 +24,8 @@ class Options(NamedTuple):
     busy_timeout: float
     readers: int
     writer: str
+    read_models: str | None
+    """The read models' own file, as given (None: the store's file)."""
 
 
 def parse_options(options: dict[str, Any]) -> Options:
@@ -53,7 +55,15 @@ def parse_options(options: dict[str, Any]) -> Options:
     writer = options.get("writer", "auto")
     if writer not in WRITERS:
         raise InvalidStoreURL(f"writer must be one of {', '.join(WRITERS)}, got {writer!r}")
-    return Options(sync.upper(), seconds, int(count), writer)
+    read_models = options.get("read_models")
+    if read_models is not None and (
+        not isinstance(read_models, str) or not read_models.strip() or read_models == ":memory:"
+    ):
+        raise InvalidStoreURL(
+            "read_models is the path of a SQLite file for the read models (relative to the "
+            f"store's folder), got {read_models!r}"
+        )
+    return Options(sync.upper(), seconds, int(count), writer, read_models)
 
 
 def _as_number(value: object, kind: type[float | int]) -> float:
