@@ -2096,6 +2096,50 @@ class LifecycleContract(_Suite):
         with pytest.raises(WrongExpectedVersion):
             await store.delete_stream(STREAM, expected_version=1)
 
+    async def test_a_snapshot_and_the_stream_load_together_as_apart_under_every_rule(
+        self, store: EventStore
+    ) -> None:
+        """load_snapshot_and_stream gives what the reference store gives, whatever rules the stream has.
+
+        The same steps on this store and on the in-memory one (which takes the
+        general way: the lifecycle, the snapshot, then the read); after each, the
+        snapshot and the events after it match at every ``to_version``.
+        """
+        memory = MemoryEventStore(registry=CONTRACT_REGISTRY)
+
+        async def both(step: Callable[[EventStore], Awaitable[Any]]) -> None:
+            for s in (store, memory):
+                await step(s)
+
+        async def same(when: str) -> None:
+            for to_version in (None, 12, 9, 8, 6, 5, 4, 0):
+                got = [
+                    await s.load_snapshot_and_stream(STREAM, schema_version=1, to_version=to_version)
+                    for s in (store, memory)
+                ]
+                shown = [
+                    (None if sn is None else (sn.stream_version, sn.state), [e.stream_version for e in ev])
+                    for sn, ev in got
+                ]
+                assert shown[0] == shown[1], (when, to_version, shown)
+
+        try:
+            await both(lambda s: s.append(STREAM, items(*"abcdefgh"), expected_version=NO_STREAM))
+            await both(lambda s: s.save_snapshot(Snapshot(STREAM, 5, 1, b"at5", datetime.now(UTC))))
+            await same("plain")
+            await both(lambda s: s.set_retention(STREAM, max_count=2))
+            await same("max_count")
+            await both(lambda s: s.truncate_before(STREAM, 7))
+            await same("truncated past the snapshot")
+            await both(lambda s: s.delete_stream(STREAM, expected_version=8))
+            await same("deleted")
+            await both(lambda s: s.append(STREAM, items(*"xyz"), expected_version=ANY))
+            await same("written again")
+            await both(lambda s: s.save_snapshot(Snapshot(STREAM, 10, 1, b"at10", datetime.now(UTC))))
+            await same("a snapshot since the delete")
+        finally:
+            await memory.close()
+
     async def test_a_delete_drops_the_streams_snapshots(self, store: EventStore) -> None:
         """A delete drops the stream's snapshots: a load then finds neither them nor events."""
         await store.append(STREAM, items("a"), expected_version=NO_STREAM)

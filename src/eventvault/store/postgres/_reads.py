@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NamedTuple
 
 from psycopg.rows import RowMaker, args_row
@@ -30,6 +30,7 @@ from eventvault.store.records import (
     Snapshot,
     SnapshotInfo,
     StreamInfo,
+    StreamLifecycle,
     micros_to_datetime,
 )
 
@@ -280,6 +281,37 @@ class Reads:
         # simply retried like a read.
         await self._db.run(f"save_snapshot({snapshot.stream_id!r})", op)
 
+    async def lifecycle(self, stream_id: str) -> StreamLifecycle:
+        """The stream's version, deletes and retention rules (a stream never written has none)."""
+
+        async def op(conn: Conn) -> tuple[Any, ...] | None:
+            async with conn.cursor() as cur:
+                await cur.execute(self._sql.lifecycle, [stream_id], prepare=True, binary=True)
+                return await cur.fetchone()
+
+        row = await self._db.run(f"stream_lifecycle({stream_id!r})", op)
+        return _lifecycle_of(stream_id, row)
+
+    async def lifecycle_and_snapshot(
+        self, stream_id: str, schema_version: int
+    ) -> tuple[StreamLifecycle, Snapshot | None]:
+        """:meth:`lifecycle` and :meth:`load_snapshot` in one statement (one round trip)."""
+
+        async def op(conn: Conn) -> tuple[Any, ...] | None:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    self._sql.lifecycle_and_snapshot, [stream_id, schema_version], prepare=True, binary=True
+                )
+                return await cur.fetchone()
+
+        row = await self._db.run(f"load_snapshot({stream_id!r})", op)
+        assert row is not None  # noqa: S101 - the query's one row is always there
+        life = _lifecycle_of(stream_id, None if row[0] is None else row[:6])
+        version, state, created_at = row[6:]
+        if version is None:
+            return life, None
+        return life, Snapshot(stream_id, version, schema_version, bytes(state), created_at.astimezone(UTC))
+
     async def load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         """The stored snapshot of ``stream_id`` at ``schema_version``, if there is one."""
 
@@ -337,3 +369,19 @@ class Reads:
         if lag is None:  # pragma: no cover - the query always returns one row
             return HorizonLag(0, None, None, None, None)
         return lag
+
+
+def _lifecycle_of(stream_id: str, row: Sequence[Any] | None) -> StreamLifecycle:
+    """A stream's lifecycle from the columns of ``Statements.lifecycle`` (None: no row, never written)."""
+    if row is None:
+        return StreamLifecycle(stream_id)
+    version, deleted, tombstoned, before, max_count, max_age_us = row
+    return StreamLifecycle(
+        stream_id,
+        version,
+        deleted,
+        tombstoned,
+        before,
+        max_count,
+        None if max_age_us is None else timedelta(microseconds=max_age_us),
+    )

@@ -345,6 +345,8 @@ class Statements:
     stream_state: bytes
     """(version, deleted_version, tombstoned) of a stream: why an append was refused."""
     lifecycle: bytes
+    lifecycle_and_snapshot: bytes
+    """A stream's lifecycle columns and its snapshot at a schema version: one row, either half null."""
     ruled_streams: bytes
     read_stream: dict[tuple[bool, bool], bytes]
     """Stream reads by (backwards, as_of)."""
@@ -529,6 +531,15 @@ def statements(schema: str) -> Statements:
         lifecycle=sql.SQL(
             "SELECT version, deleted_version, tombstoned, truncate_before, max_count, max_age_us "
             "FROM {s}.streams WHERE stream_id = %s"
+        )
+        .format(s=s)
+        .as_bytes(None),
+        lifecycle_and_snapshot=sql.SQL(
+            "SELECT st.version, st.deleted_version, st.tombstoned, st.truncate_before, st.max_count, "
+            "st.max_age_us, sn.stream_version, sn.state, sn.created_at "
+            "FROM (SELECT %s::text AS stream_id) q "
+            "LEFT JOIN {s}.streams st ON st.stream_id = q.stream_id "
+            "LEFT JOIN {s}.snapshots sn ON sn.stream_id = q.stream_id AND sn.schema_version = %s"
         )
         .format(s=s)
         .as_bytes(None),
