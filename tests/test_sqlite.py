@@ -227,6 +227,9 @@ def test_read_models_option_names_a_file_beside_the_store(tmp_path):
     assert read_models_path("read_models=views.db") == str(tmp_path / "views.db")
     elsewhere = tmp_path / "other" / "views.db"
     assert read_models_path(f"read_models={elsewhere}") == str(elsewhere)
+    as_path = create_store(sqlite_url(tmp_path / "log.db"), registry=reg, read_models=elsewhere)
+    assert isinstance(as_path, SQLiteEventStore)
+    assert as_path.read_models_path == str(elsewhere)  # a keyword argument may be a Path
     assert read_models_path() == str(tmp_path / "log.db")
     with pytest.raises(InvalidStoreURL, match="store's own file"):
         read_models_path("read_models=log.db")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from eventvault.errors import InvalidInput, InvalidStoreURL, InvalidStreamId
@@ -56,6 +57,8 @@ def parse_options(options: dict[str, Any]) -> Options:
     if writer not in WRITERS:
         raise InvalidStoreURL(f"writer must be one of {', '.join(WRITERS)}, got {writer!r}")
     read_models = options.get("read_models")
+    if isinstance(read_models, os.PathLike):
+        read_models = os.fspath(read_models)
     if read_models is not None and (
         not isinstance(read_models, str) or not read_models.strip() or read_models == ":memory:"
     ):
