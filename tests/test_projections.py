@@ -260,6 +260,12 @@ def layout_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def layout_store(layout_url: str) -> AsyncIterator[EventStore]:
+    async with open_store(layout_url, registry=reg) as s:
+        yield s
+
+
+@pytest.fixture
 async def store(url: str) -> AsyncIterator[EventStore]:
     async with open_store(url, registry=reg) as s:
         yield s
@@ -404,15 +410,10 @@ async def test_a_short_page_applied_is_followed_by_a_wait_not_by_an_empty_read(t
 
 
 async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_version(
-    layout_url: str,
+    layout_url: str, layout_store: EventStore
 ) -> None:
     """On SQLite another process's append wakes the runner (PRAGMA data_version); nothing else would."""
-    url = layout_url
-    async with open_store(url, registry=reg) as store:
-        await _woken_by_another_process(url, store)
-
-
-async def _woken_by_another_process(url: str, store: EventStore) -> None:
+    url, store = layout_url, layout_store
     store.poll_interval = 3600
     hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
     # Control: with the watcher off, nothing ends the hour-long waits.
@@ -429,16 +430,11 @@ async def _woken_by_another_process(url: str, store: EventStore) -> None:
 
 
 async def test_a_prepared_runner_hears_of_progress_made_elsewhere_through_data_version(
-    layout_url: str, monkeypatch: pytest.MonkeyPatch
+    layout_url: str, layout_store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers elsewhere, queries here: wait_for wakes on their commit, with its timed re-read at an hour."""
     monkeypatch.setattr("eventvault.projections._runner._WAIT_FOR_POLL", 3600.0)
-    url = layout_url
-    async with open_store(url, registry=reg) as store:
-        await _progress_heard_from_elsewhere(url, store)
-
-
-async def _progress_heard_from_elsewhere(url: str, store: EventStore) -> None:
+    url, store = layout_url, layout_store
     hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
     async with open_store(url, registry=reg) as elsewhere:  # another connection to the file
         queries = ProjectionRunner(store, [Totals()], **hour)

@@ -226,6 +226,9 @@ def test_read_models_option_names_a_file_beside_the_store(tmp_path):
 
     assert read_models_path("read_models=views.db") == str(tmp_path / "views.db")
     elsewhere = tmp_path / "other" / "views.db"
+    with pytest.raises(InvalidStoreURL, match=f"the folder {elsewhere.parent} does not exist"):
+        read_models_path(f"read_models={elsewhere}")
+    elsewhere.parent.mkdir()
     assert read_models_path(f"read_models={elsewhere}") == str(elsewhere)
     as_path = create_store(sqlite_url(tmp_path / "log.db"), registry=reg, read_models=elsewhere)
     assert isinstance(as_path, SQLiteEventStore)

@@ -54,10 +54,14 @@ class _SQLiteCore(EventStore):
             self.path if read_models is None else str((Path(self.path).parent / read_models).resolve())
         )
         """The SQLite file of the read models beside this store (``read_models_for``): its own by default."""
-        if self.read_models_path == self.path and read_models is not None:
-            raise InvalidStoreURL(
-                f"read_models names the store's own file ({self.path}): leave it out for that"
-            )
+        if read_models is not None:
+            if self.read_models_path == self.path:
+                raise InvalidStoreURL(
+                    f"read_models names the store's own file ({self.path}): leave it out for that"
+                )
+            folder = Path(self.read_models_path).parent
+            if not folder.is_dir():
+                raise InvalidStoreURL(f"read_models: the folder {folder} does not exist")
         if self._memory and "readers" in options and self.readers:
             raise InvalidStoreURL(
                 "readers must be 0 for sqlite:///:memory: (each connection to :memory: is a database "
