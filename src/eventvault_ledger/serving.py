@@ -7,11 +7,16 @@ around the whole app, so it sees the answer as the client does, with the
 ``X-Request-ID`` the app gave it; it writes one line per request at INFO on
 the ``eventvault_ledger.access`` logger, so ``--log-level info`` shows it and
 the default (``warning``) does not.
+
+Once the application has started, what starting made (modules, the app, its
+routes and models, the store and its runner) is frozen out of the cyclic
+garbage collector's way (:func:`settle_heap`, decision 39).
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -25,7 +30,7 @@ if TYPE_CHECKING:  # the worker uses logging_config without the server extra ins
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AccessLog", "PortUnavailable", "listen", "logging_config", "run"]
+__all__ = ["AccessLog", "PortUnavailable", "listen", "logging_config", "run", "settle_heap"]
 
 _LOGGERS = ("uvicorn", "eventvault", "eventvault_ledger")
 
@@ -132,6 +137,22 @@ class AccessLog:
             )
 
 
+def settle_heap() -> int:
+    """Collect what starting left behind, then freeze the rest out of later collections; how many froze.
+
+    The objects a started server holds live as long as it does, yet every
+    full collection walked all of them: about 95,000 of them, 50-60 ms each on
+    a 2-core machine, about once a second under a load of deposits, and each
+    one a pause for every request in flight (the p99 of deposits under wrk
+    was 94 ms; frozen, 48-54 ms, and a full collection 1 ms). Objects
+    frozen are still freed when their last reference goes; only a cycle
+    among them would stay, and what starting makes is kept to the end anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def run(  # noqa: PLR0913 - the app, its socket, and uvicorn's settings
     app: ASGIApp,
     sock: socket.socket,
@@ -152,6 +173,11 @@ def run(  # noqa: PLR0913 - the app, its socket, and uvicorn's settings
     import uvicorn  # noqa: PLC0415 - heavy, and only serving needs it
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                settle_heap()
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             if on_exit is not None:

@@ -226,3 +226,49 @@ def test_serve_bounds_the_connections_it_holds(tmp_path):
 
     assert (stream.status_code, first[:6]) == (200, "retry:")
     assert 503 in statuses, statuses
+
+
+# An app that answers how many objects were frozen at its start and at the request.
+_FREEZE_COUNTER = """
+import gc
+from eventvault_ledger import serving
+
+counts = {}
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                counts["startup"] = gc.get_freeze_count()
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = f"{counts['startup']} {gc.get_freeze_count()}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+sock = serving.listen("127.0.0.1", int(__import__("sys").argv[1]))
+serving.run(app, sock, log_level="warning")
+"""
+
+
+def test_what_starting_made_is_frozen_out_of_the_collectors_way_before_requests(tmp_path):
+    """serving.run freezes the started app's heap (decision 39): nothing while it starts, all of it after."""
+    port = _free_port()
+    out = tmp_path / "server.log"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter and a fixed script
+            [sys.executable, "-c", _FREEZE_COUNTER, str(port)], stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, process, out)
+        at_startup, serving_ = map(int, httpx.get(base).text.split())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+
+    assert at_startup == 0
+    assert serving_ > 10_000, serving_  # the modules, uvicorn, the app: tens of thousands of objects
