@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from eventvault.processes import ProcessRunner
+from eventvault_ledger.read_models import process_managers
+from eventvault_ledger.read_models import projections as ledger_projections
+
 
 async def test_healthz_answers_ok(api):
     """/healthz is 200 {"status": "ok"} while the process serves."""
@@ -122,11 +126,26 @@ async def test_rebuilding_an_unknown_projection_is_404(api):
     api.problem(await api.post("/api/projections/nope/rebuild"), 404, "projection-not-found")
 
 
-async def test_rebuild_on_a_server_without_projections_is_409(make_api):
-    """A server started with --no-projections sends rebuilds to the workers: 409 projections-elsewhere."""
-    api = await make_api(run_projections=False)
+async def test_a_server_without_projections_rebuilds_and_the_workers_elsewhere_follow_the_swap(make_api):
+    """A server with --no-projections builds the new tables itself (202), and a worker elsewhere follows.
 
-    api.problem(await api.post("/api/projections/accounts/rebuild"), 409, "projections-elsewhere")
+    The worker keeps the old tables current until the swap, then applies new events to the new ones.
+    """
+    api = await make_api(run_projections=False)
+    elsewhere = ProcessRunner(api.services.store, process_managers(), projections=ledger_projections())
+    async with elsewhere:
+        account_id = await api.funded("12.34")
+        before = await api.account(account_id, (await api.deposit(account_id, "0.01")).json()["checkpoint"])
+
+        r = await api.post("/api/projections/accounts/rebuild")
+
+        assert r.status_code == 202, r.text
+        assert await api.services.runner.wait_rebuilt("accounts", timeout=60)
+        assert (await api.get(f"/api/query/accounts/{account_id}")).json() == before
+        later = await api.account(account_id, (await api.deposit(account_id, "1.00")).json()["checkpoint"])
+        assert (before["currentBalance"], later["currentBalance"]) == ("12.35", "13.35"), later
+        [status] = [p for p in (await api.get("/api/projections")).json()["items"] if p["name"] == "accounts"]
+        assert status["generation"] == r.json()["generation"]
 
 
 async def test_the_openapi_document_describes_commands_queries_and_problems(make_api):

@@ -142,6 +142,8 @@ class ProjectionRunner:
         elsewhere; its first :meth:`wait_for` starts watching for their commits.
         """
         self._loop = asyncio.get_running_loop()
+        if not self._started:
+            self.stopping = asyncio.Event()  # a stop before this one must not end its rebuilds
         await self.store.open()
         await asyncio.to_thread(setup, self.db)
         for projection in self.projections.values():
@@ -320,17 +322,21 @@ class ProjectionRunner:
     def _check_name(self, name: str) -> None:
         if name not in self.projections:
             raise InvalidInput(f"unknown projection {name!r}; this runner has {sorted(self.projections)}")
-        if not self._started:
-            raise InvalidInput("start the runner first")
+        if not self._prepared:
+            raise InvalidInput("prepare or start the runner first")
 
     async def rebuild(self, name: str) -> RebuildProgress:
         """Rebuild ``name`` from the start into new tables while the old ones keep serving.
 
         When the new tables have caught up with the live ones they replace them
         in one transaction (queries see the old or the new, never a mix).
-        Returns at once; follow the progress in :meth:`status`.
+        Returns at once; follow the progress in :meth:`status`. A runner that
+        was only prepared rebuilds too, while the live read model stays with
+        the workers elsewhere: they follow the swap at their next checkpoint
+        write or lease renewal.
         """
         self._check_name(name)
+        self._watch()  # a prepared runner hears of new events and the live workers' progress from now
         current = self.rebuilds.get(name)
         head = await self.store.head()
         if current is not None and current.running:

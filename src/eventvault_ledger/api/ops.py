@@ -119,19 +119,17 @@ async def projections(services: ServicesDep, _: Reader) -> dict[str, Any]:
     response_model=None,
     responses={
         202: {"model": RebuildStarted, "description": "Started"},
-        **problems(401, 403, 404, 409, 413, 422),
+        **problems(401, 403, 404, 413, 422),
     },
 )
 async def rebuild(name: str, services: ServicesDep, _: Admin) -> JSONResponse:
-    """Start rebuilding ``name`` into new tables; the old ones serve until the swap."""
+    """Start rebuilding ``name`` into new tables; the old ones serve until the swap.
+
+    This server builds the new tables itself, whether or not it runs the
+    projections: on one started with ``--no-projections`` the workers elsewhere
+    keep the old tables current until the swap, then follow it.
+    """
     if name not in services.runner.projections:
         raise Problem(404, "projection-not-found", "Unknown projection", f"no projection is named {name!r}")
-    if not services.settings.run_projections:
-        raise Problem(
-            409,
-            "projections-elsewhere",
-            "Projections run elsewhere",
-            "this server runs with --no-projections: rebuild from a worker (eventvault rebuild)",
-        )
     progress: RebuildProgress = await services.runner.rebuild(name)
     return JSONResponse(camel(asdict(progress)), status_code=202)

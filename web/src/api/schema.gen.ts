@@ -229,6 +229,10 @@ export interface paths {
         /**
          * Rebuild a projection
          * @description Start rebuilding ``name`` into new tables; the old ones serve until the swap.
+         *
+         *     This server builds the new tables itself, whether or not it runs the
+         *     projections: on one started with ``--no-projections`` the workers elsewhere
+         *     keep the old tables current until the swap, then follow it.
          */
         post: operations["rebuild_api_projections__name__rebuild_post"];
         delete?: never;
@@ -2589,15 +2593,6 @@ export interface operations {
             };
             /** @description Unknown account or resource */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["ProblemDocument"];
-                };
-            };
-            /** @description The account is closed or changed too often meanwhile; or, opening, its owner holds the most open accounts allowed in the currency; or its stream was deleted for ever (stream-deleted) */
-            409: {
                 headers: {
                     [name: string]: unknown;
                 };
