@@ -141,10 +141,10 @@ def settle_heap() -> int:
     """Collect what starting left behind, then freeze the rest out of later collections; how many froze.
 
     The objects a started server holds live as long as it does, yet every
-    full collection walked all of them: about 95,000 of them, 50-60 ms each on
+    full collection walked all of them: about 95,000 of them, 46-56 ms each on
     a 2-core machine, about once a second under a load of deposits, and each
     one a pause for every request in flight (the p99 of deposits under wrk
-    was 94 ms; frozen, 48-54 ms, and a full collection 1 ms). Objects
+    was 87-100 ms; frozen, 42-59 ms, and a full collection 1 ms). Objects
     frozen are still freed when their last reference goes; only a cycle
     among them would stay, and what starting makes is kept to the end anyway.
     """

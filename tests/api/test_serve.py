@@ -268,7 +268,12 @@ def test_what_starting_made_is_frozen_out_of_the_collectors_way_before_requests(
         at_startup, serving_ = map(int, httpx.get(base).text.split())
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
 
     assert at_startup == 0
     assert serving_ > 10_000, serving_  # the modules, uvicorn, the app: tens of thousands of objects
