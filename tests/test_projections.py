@@ -1005,7 +1005,7 @@ async def test_rebuild_reports_progress_serves_old_tables_and_swaps_atomically(
 
 
 async def test_rebuild_and_resume_refuse_unknown_projections_and_a_stopped_runner(store: EventStore) -> None:
-    """rebuild() and resume() name a projection of this runner, on a started runner."""
+    """rebuild() and resume() name a projection of this runner; rebuild() needs it prepared or started."""
     runner = ProjectionRunner(store, [Totals()])
     with pytest.raises(InvalidInput, match="prepare or start the runner"):
         await runner.rebuild("totals")
