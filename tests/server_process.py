@@ -51,6 +51,18 @@ def wait_healthy(
     return time.monotonic() - started
 
 
+def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], *, timeout: float = 30.0) -> int:
+    """SIGTERM and wait; the exit status. One still running after ``timeout`` is killed, and that raised."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
 class ServerProcess:
     """``command``, a server answering /healthz at ``base``, as a process to kill and start again.
 
@@ -97,14 +109,7 @@ class ServerProcess:
     def stop(self) -> int:
         """SIGTERM and wait (SIGKILL if it does not end within 30 s); the exit status."""
         assert self.process is not None, "not started"
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+        return stop(self.process)
 
     def __enter__(self) -> Self:
         return self

@@ -7,7 +7,6 @@ import contextlib
 import ipaddress
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from eventvault_ledger.api.app import create_app
 from eventvault_ledger.api.settings import Settings, Token, parse_tokens
 from eventvault_ledger.domain import Account
 from eventvault_ledger.errors import InvalidOwnerName
-from server_process import wait_healthy
+from server_process import stop, wait_healthy
 
 
 def _as(tokens, name):
@@ -130,12 +129,8 @@ def _uvicorn_factory(tmp_path: Path, port: int) -> Iterator[None]:
             wait_healthy(f"http://127.0.0.1:{port}", process, out)
             yield
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stop(process)
 
 
 def test_the_factory_under_uvicorn_on_every_address_refuses_other_hosts(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from eventvault_ledger import cli
-from server_process import wait_healthy
+from server_process import stop, wait_healthy
 
 EVENTVAULT = Path(sys.executable).with_name("eventvault")
 TOKEN = "serve-test-token-0123456789"  # noqa: S105 - a test token, nothing it guards
@@ -52,13 +52,7 @@ def serving(tmp_path: Path, *args: str, port: int, host: str = "127.0.0.1") -> I
             wait_healthy(base, process, out)
             yield base, out
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                raise
+            code = stop(process)
     # uvicorn shuts down cleanly, then re-raises the signal so the exit status tells of it.
     assert code in (0, -signal.SIGTERM), out.read_text()
     assert "Application shutdown complete" in out.read_text()
@@ -267,13 +261,7 @@ def test_what_starting_made_is_frozen_out_of_the_collectors_way_before_requests(
         wait_healthy(base, process, out)
         at_startup, serving_ = map(int, httpx.get(base).text.split())
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        stop(process)
 
     assert at_startup == 0
     assert serving_ > 10_000, serving_  # the modules, uvicorn, the app: tens of thousands of objects

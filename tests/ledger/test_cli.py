@@ -6,7 +6,6 @@ import asyncio
 import io
 import logging
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from eventvault import StoreUnavailable, open_store
 from eventvault_ledger import cli, serving
 from eventvault_ledger.demo import DemoReport, run_demo
 from eventvault_ledger.errors import AccountIsClosed, InsufficientFunds, InvalidAmount
-from server_process import wait_healthy
+from server_process import stop, wait_healthy
 
 # Wide enough that Rich never wraps or truncates a table cell the tests look for.
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
@@ -455,13 +454,7 @@ def test_a_real_server_logs_one_line_per_request_only_at_info(tmp_path, level):
         listed = httpx.get(f"{base}/api/query/accounts?limit=5", headers={"X-Request-ID": "list-1"})
         missing = httpx.get(f"{base}/api/query/accounts/nobody", headers={"X-Request-ID": "missing-1"})
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
+        stop(process)
         assert process.stdout is not None
         process.stdout.close()
     assert (listed.status_code, missing.status_code) == (200, 404)
