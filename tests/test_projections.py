@@ -1004,6 +1004,20 @@ async def test_rebuild_reports_progress_serves_old_tables_and_swaps_atomically(
         assert status.rebuild is None
 
 
+async def test_a_runner_prepared_again_after_a_stop_rebuilds(store: EventStore) -> None:
+    """A runner that only prepares rebuilds; a stop before its latest prepare() does not end the rebuild."""
+    await store.append("s-1", [Added(1)], expected_version=NO_STREAM)
+    runner = ProjectionRunner(store, [Totals()])
+    await runner.prepare()
+    await runner.stop()
+    await runner.prepare()
+    try:
+        await runner.rebuild("totals")
+        assert await runner.wait_rebuilt("totals", timeout=60)
+    finally:
+        await runner.stop()
+
+
 async def test_rebuild_and_resume_refuse_unknown_projections_and_a_stopped_runner(store: EventStore) -> None:
     """rebuild() and resume() name a projection of this runner; rebuild() needs it prepared or started."""
     runner = ProjectionRunner(store, [Totals()])
