@@ -9,8 +9,8 @@
 # printing wrk's result and the CPU the server's main thread and its other
 # threads used in each phase (from /proc, in clock ticks).
 #
-#   WORKER=1   run the projections in an `eventvault worker` process instead
-#              (serve --no-projections)
+#   WORKER=1   run the projections in a worker process of the server's own
+#              (serve --projection-workers 1)
 #   PROFILE=DIR  also sample the server with py-spy (pip install py-spy) into
 #              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz, each
 #              under its thread)
@@ -42,16 +42,11 @@ ticks() { # "tid ticks" for every thread
 
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 serve_args=()
-[ -n "${WORKER:-}" ] && serve_args=(--no-projections)
+[ -n "${WORKER:-}" ] && serve_args=(--projection-workers 1)
 $py -m eventvault_ledger.cli serve --db "$db" --host 127.0.0.1 --port "$port" "${serve_args[@]}" >/dev/null 2>&1 &
 server=$!
-worker=""
-if [ -n "${WORKER:-}" ]; then
-  $py -m eventvault_ledger.cli worker --db "$db" --log-level warning >/dev/null 2>&1 &
-  worker=$!
-fi
 tmp=$(mktemp -d)
-trap 'kill $server $worker 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$tmp"' EXIT
 until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do
   kill -0 $server 2>/dev/null || { echo "the server did not start" >&2; exit 1; }
   sleep 0.2

@@ -24,7 +24,9 @@ import contextlib
 import logging
 import re
 import signal
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final, Literal, NoReturn, get_args
@@ -311,6 +313,18 @@ def serve(
     no_projections: Annotated[
         bool, typer.Option("--no-projections", help="Do not run projections here (run `eventvault worker`).")
     ] = False,
+    projection_workers: Annotated[
+        int,
+        typer.Option(
+            "--projection-workers",
+            metavar="N",
+            min=0,
+            max=64,
+            help="Run the projections and transfers in N `eventvault worker` processes that this server "
+            "starts, starts again if they die, and stops with it (0: in this process). Leaves this "
+            "process to its requests: more of them per second where a core is spare.",
+        ),
+    ] = 0,
     demo: Annotated[bool, typer.Option("--demo", help="Seed demo accounts when the store is empty.")] = False,
     cors: Annotated[
         list[str] | None,
@@ -398,6 +412,8 @@ def serve(
             "Pass --tokens, or listen on 127.0.0.1",
             EXIT_USAGE,
         )
+    if projection_workers and no_projections:
+        _fail("--projection-workers runs the projections, --no-projections runs none: pass one", EXIT_USAGE)
     store = _shared_store(db, "serve")
     try:
         eventvault.create_store(store.url)
@@ -408,7 +424,7 @@ def serve(
     try:
         import uvicorn  # noqa: F401, PLC0415 - only the server needs these; serving.run uses it
 
-        from eventvault_ledger import serving  # noqa: PLC0415
+        from eventvault_ledger import serving, worker_processes  # noqa: PLC0415
         from eventvault_ledger.api.app import begin_stop_threadsafe, create_app  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         _fail(_needs_server_extra(exc), EXIT_FAILED)
@@ -416,7 +432,7 @@ def serve(
     settings = Settings(
         db=store.url,
         tokens=parsed,
-        run_projections=not no_projections,
+        run_projections=not (no_projections or projection_workers),
         demo=demo,
         cors_origins=tuple(cors or ()),
         consistency_timeout=consistency_timeout,
@@ -434,12 +450,17 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"eventvault ledger on http://{shown}:{sock.getsockname()[1]}/  (store: {store.shown})")
         application = create_app(settings)
+        workers = None
+        if projection_workers:
+            command = worker_processes.worker_command(store.url, log_level=log_level.lower())
+            workers = worker_processes.WorkerProcesses(command, projection_workers)
         serving.run(
             application,
             sock,
             log_level=log_level.lower(),
             max_connections=max_connections,
             keep_alive_timeout=keep_alive_timeout,
+            workers=workers,
             on_exit=lambda: begin_stop_threadsafe(application),
         )
 
@@ -488,7 +509,17 @@ LeaseOption = Annotated[
 
 @app.command()
 def worker(
-    db: DbOption = SERVE_DB, lease_seconds: LeaseOption = 10.0, log_level: LogLevelOption = "info"
+    db: DbOption = SERVE_DB,
+    lease_seconds: LeaseOption = 10.0,
+    log_level: LogLevelOption = "info",
+    until_stdin_closes: Annotated[
+        bool,
+        typer.Option(
+            "--until-stdin-closes",
+            hidden=True,  # how `serve --projection-workers` ties its workers' lives to its own
+            help="Also stop at the end of stdin (the process that started this one closed it, or ended).",
+        ),
+    ] = False,
 ) -> None:
     """Run the ledger's projections and transfers (several workers share them) until SIGINT or SIGTERM."""
     from eventvault.processes import ProcessRunner  # noqa: PLC0415
@@ -508,6 +539,10 @@ def worker(
             # takes no signal handlers, Ctrl-C still cancels the run, with the same effect.)
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        if until_stdin_closes:
+            threading.Thread(
+                target=_stop_at_end_of_stdin, args=(loop, stop), name="eventvault-stdin", daemon=True
+            ).start()
         try:
             runner = ProcessRunner(
                 store, process_managers(), projections=ledger_projections(), lease_seconds=lease_seconds
@@ -531,6 +566,15 @@ def worker(
 
 
 _worker_log = logging.getLogger("eventvault_ledger.worker")
+
+
+def _stop_at_end_of_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Read stdin to its end (its writer closed it, or ended), then set ``stop`` on ``loop``."""
+    with contextlib.suppress(OSError, ValueError):
+        while sys.stdin.buffer.read(4096):
+            pass
+    with contextlib.suppress(RuntimeError):  # the loop has closed: the worker stopped already
+        loop.call_soon_threadsafe(stop.set)
 
 
 projections_app = typer.Typer(

@@ -15,6 +15,7 @@ garbage collector's way (:func:`settle_heap`, decision 39).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import logging
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # the worker uses logging_config without the server extra ins
     from types import FrameType
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from eventvault_ledger.worker_processes import WorkerProcesses
 
 __all__ = ["AccessLog", "PortUnavailable", "listen", "logging_config", "run", "settle_heap"]
 
@@ -152,16 +155,21 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def run(  # noqa: PLR0913 - the app, its socket, and uvicorn's settings
+def run(  # noqa: PLR0913 - the app, its socket, its workers, and uvicorn's settings
     app: ASGIApp,
     sock: socket.socket,
     *,
     log_level: str,
     max_connections: int = 1000,
     keep_alive_timeout: int = 5,
+    workers: WorkerProcesses | None = None,
     on_exit: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` on the listening ``sock`` until interrupted (Ctrl-C or SIGTERM).
+
+    ``workers`` (``serve --projection-workers``) are started once the app's
+    startup has finished, so that its read-model tables exist before a worker
+    opens them, and stopped after the server.
 
     ``on_exit`` is called as soon as a signal asks the server to stop: uvicorn
     ends open connections only once their responses complete, and a live-update
@@ -176,9 +184,19 @@ def run(  # noqa: PLR0913 - the app, its socket, and uvicorn's settings
             await super().startup(sockets=sockets)
             if not self.should_exit:
                 settle_heap()
+                if workers is not None:
+                    workers.start()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets=sockets)
+            # Here, not after run(): for a signal, uvicorn raises it again as run() returns.
+            if workers is not None:
+                await asyncio.to_thread(workers.stop)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
+            if workers is not None:
+                workers.begin_stop()
             if on_exit is not None:
                 on_exit()
 
@@ -200,4 +218,5 @@ def run(  # noqa: PLR0913 - the app, its socket, and uvicorn's settings
     # KeyboardInterrupt unwinding (and finalizing) everything first.
     if threading.current_thread() is threading.main_thread():  # only there can it set handlers
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # Workers are stopped in shutdown(); should the process end any other way, their stdin closes with it.
     Server(config).run(sockets=[sock])
