@@ -474,12 +474,51 @@ async def test_slow_commits_go_to_the_writer_thread(store, monkeypatch):
     threads = committing_threads(store)
     await store.append("s-0", [Noted("0")], expected_version=NO_STREAM)
     monkeypatch.setattr(sqlite_writer, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
+    monkeypatch.setattr(sqlite_writer, "_RETRY_INLINE_S", math.inf)  # and none is tried on the loop again
     await store.append("s-0", [Noted("1")], expected_version=1)
     await asyncio.gather(*(store.append(f"s-{i}", [Noted("x")], expected_version=NO_STREAM) for i in (1, 2)))
     assert threads[0] == threading.current_thread().name
     assert len(threads) >= 2
     assert all(name == "eventvault-sqlite-writer" for name in threads[1:])
     assert store.stats.inline_transactions == 1
+
+
+async def test_commits_on_the_writer_thread_try_the_loops_thread_again(store, monkeypatch):
+    """Gone to the writer thread, commits come back to the loop's thread once a retry is due."""
+    threads = committing_threads(store)
+    timed_on: list[str] = []
+    average = sqlite_writer.moved_average
+
+    def recorded(average_us: float, sample_us: float) -> float:
+        timed_on.append(threading.current_thread().name)
+        return average(average_us, sample_us)
+
+    monkeypatch.setattr(sqlite_writer, "moved_average", recorded)
+    await store.append("s-0", [Noted("0")], expected_version=NO_STREAM)
+    monkeypatch.setattr(sqlite_writer, "_INLINE_COMMIT_US", 0.0)  # every commit counts as slow
+    monkeypatch.setattr(sqlite_writer, "_RETRY_INLINE_S", math.inf)
+    await store.append("s-0", [Noted("1")], expected_version=1)
+    monkeypatch.setattr(sqlite_writer, "_RETRY_INLINE_S", 0.0)  # a retry is due at once
+    await store.append("s-0", [Noted("2")], expected_version=2)
+
+    here = threading.current_thread().name
+    assert threads == [here, "eventvault-sqlite-writer", here]
+    # Only the loop's thread times its commits: the writer thread's time includes its wait for the GIL.
+    assert timed_on == [here, here]
+    assert store.stats.inline_transactions == 2
+
+
+def test_one_slow_commit_keeps_commits_on_the_loop_and_a_run_of_them_does_not():
+    """A lone slow COMMIT (a checkpoint) counts as twice the limit at most; three slow ones pass it."""
+    limit = sqlite_writer._INLINE_COMMIT_US
+    average = 400.0  # a fast disk's commits
+    after_one = sqlite_writer.moved_average(average, 50_000.0)
+    assert after_one < limit
+    assert sqlite_writer.moved_average(after_one, 400.0) < after_one
+    slow = average
+    for _ in range(3):
+        slow = sqlite_writer.moved_average(slow, 5_000.0)
+    assert slow >= limit
 
 
 async def test_the_loop_never_waits_for_another_process_lock(db, fast_commits):

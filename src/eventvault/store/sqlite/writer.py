@@ -32,9 +32,21 @@ log = logging.getLogger("eventvault.store.sqlite")
 
 _MAX_BATCH: Final = 512  # appends per group commit: bounds how long one transaction holds the lock
 _INLINE_COMMIT_US: Final = 1000.0  # writer=auto commits on the loop's thread while commits take less
+_COMMIT_SAMPLE_MAX_US: Final = 2 * _INLINE_COMMIT_US  # one slow COMMIT (a checkpoint) counts as this at most
+_RETRY_INLINE_S: Final = 1.0  # writer=auto: commits on the writer thread try the loop again this often
 _ALONE_AFTER: Final = 8  # writer=auto: after this many appends in a row nobody joined, skip the yield
 _ALONE_LOOK_EVERY: Final = 16  # ... except on every this-many-th append, to notice a second writer
 _ALONE_HOLD_S: Final = 0.005  # ... and once the loop has had no turn from appends for this long
+
+
+def moved_average(average_us: float, sample_us: float) -> float:
+    """The moving average of COMMIT times after one more, which counts as _COMMIT_SAMPLE_MAX_US at most.
+
+    A lone slow commit (a WAL checkpoint syncing the database file) moves the
+    average by a fifth of that bound; a run of slow ones takes it over the
+    inline limit within three commits.
+    """
+    return average_us + (min(sample_us, _COMMIT_SAMPLE_MAX_US) - average_us) * 0.2
 
 
 @dataclass(slots=True)
@@ -85,7 +97,8 @@ class _SQLiteWriter(_SQLiteCore):
         # The file's write turn, shared with this process's other writers of it (filelock).
         self._turn = filelock.write_turn(self.path)
         self._wait_locks = True  # its busy timeout: True = busy_timeout, False = 0
-        self._commit_us = 0.0  # moving average of how long COMMIT takes
+        self._commit_us = 0.0  # moving average of how long COMMIT takes on an event loop's thread
+        self._inline_at = time.monotonic()  # when a commit last ran on an event loop's thread
         self._pending: dict[asyncio.AbstractEventLoop, list[Job]] = {}  # writer=auto: each loop's next group
         # writer=auto: the loop whose appends last led groups nobody joined, and how many in a row.
         self._alone_loop: asyncio.AbstractEventLoop | None = None
@@ -229,12 +242,29 @@ class _SQLiteWriter(_SQLiteCore):
             self._deliver(Delivery(job.loop, [Outcome(job.future, ok=False, value=error)]))
 
     def _commit(self, cur: sqlite3.Cursor, *, inline: bool) -> None:
-        """COMMIT, timed: writer=auto keeps commits off the event loop while they are slow."""
+        """COMMIT, timed on a loop's thread: writer=auto keeps commits off the event loop while they are slow.
+
+        Only those are timed. On the writer thread the time would include its
+        wait for the GIL after the disk's sync, up to the interpreter's switch
+        interval while the loop is busy, and so would keep every commit on the
+        writer thread under load, however fast the disk.
+        """
         started = time.perf_counter()
         cur.execute("COMMIT")
-        self._commit_us += ((time.perf_counter() - started) * 1e6 - self._commit_us) * 0.2
+        if inline:
+            self._commit_us = moved_average(self._commit_us, (time.perf_counter() - started) * 1e6)
+            self._inline_at = time.monotonic()
         self.stats.transactions += 1
         self.stats.inline_transactions += inline
+
+    def _quick_commits(self) -> bool:
+        """writer=auto: whether commits are quick enough for the loop's thread, or due a try there.
+
+        With commits on the writer thread, one group a second is committed on
+        the loop's thread again, so that a disk that is fast again (or was slow
+        for a moment) brings them back.
+        """
+        return self._commit_us < _INLINE_COMMIT_US or time.monotonic() - self._inline_at >= _RETRY_INLINE_S
 
     @staticmethod
     def _append_together(cur: sqlite3.Cursor, jobs: list[Job], now: int) -> list[_Done] | None:
@@ -399,11 +429,7 @@ class _SQLiteWriter(_SQLiteCore):
         busy, another process holds the write lock, or the append conflicts
         (the group path tells an idempotent retry from a conflict).
         """
-        if (
-            self._commit_us >= _INLINE_COMMIT_US
-            or not self._wq.empty()
-            or not self._wlock.acquire(blocking=False)
-        ):
+        if not self._quick_commits() or not self._wq.empty() or not self._wlock.acquire(blocking=False):
             return None
         if not self._turn.acquire(blocking=False):  # this process's read models are writing
             self._wlock.release()
@@ -454,7 +480,7 @@ class _SQLiteWriter(_SQLiteCore):
         if not jobs:
             return
         if (
-            self._commit_us < _INLINE_COMMIT_US
+            self._quick_commits()
             and not self._closed
             and self._wq.empty()
             and self._wlock.acquire(blocking=False)
