@@ -9,6 +9,8 @@ costs weighs on both sides of the ratio alike.
 
 Where wrk is installed, the same server then takes both phases again with the
 load from wrk in a process of its own (``benchmarks.wrk``), for a fixed time.
+:func:`run_wrk_only` runs those two phases alone against a server started with
+more options (W8's second layout: ``--projection-workers 1``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.plan import Timing
 from benchmarks.wrk import WrkResult, run_wrk
 
-__all__ = ["HttpResult", "run_http"]
+__all__ = ["HttpResult", "run_http", "run_wrk_only"]
 
 # `eventvault serve` prints this once its socket listens; the app may still be starting.
 _READY_MARK = b"eventvault ledger on http://"
@@ -107,8 +110,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _start_server(db: str, port: int, log: Path) -> asyncio.subprocess.Process:
-    """Start ``eventvault serve`` and return once it answers ``/healthz``."""
+async def _start_server(
+    db: str, port: int, log: Path, serve_args: Sequence[str] = ()
+) -> asyncio.subprocess.Process:
+    """Start ``eventvault serve SERVE_ARGS`` and return once it answers ``/healthz``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -121,6 +126,7 @@ async def _start_server(db: str, port: int, log: Path) -> asyncio.subprocess.Pro
         "127.0.0.1",
         "--port",
         str(port),
+        *serve_args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,
@@ -199,6 +205,40 @@ async def _phase(clients: list[_Client], requests: list[list[tuple[str, str, byt
     return Timing(len(latencies), seconds, latencies)
 
 
+def _deposits(accounts: list[str], n: int) -> list[list[tuple[str, str, bytes]]]:
+    return [
+        [
+            (
+                "POST",
+                f"/api/command/accounts/{a}/deposit",
+                json.dumps({"amount": f"{10 + k % 90}.{k % 100:02d}", "description": f"bench {k}"}).encode(),
+            )
+            for k in range(n)
+        ]
+        for a in accounts
+    ]
+
+
+def _noops(accounts: list[str], n: int) -> list[list[tuple[str, str, bytes]]]:
+    return [[("GET", "/healthz", b"")] * n for _ in accounts]
+
+
+async def _open_accounts(conns: list[_Client]) -> list[str]:
+    """One account per client, opened through the API; then both paths warmed up."""
+    accounts = []
+    for i, c in enumerate(conns):
+        await c.open()
+        body = json.dumps({"ownerName": f"Bench client {i}", "currency": "EUR"}).encode()
+        status, answer = await c.request("POST", "/api/command/accounts", body)
+        if status != 201:
+            raise RuntimeError(f"opening an account answered {status}: {answer[:300]!r}")
+        accounts.append(json.loads(answer)["accountId"])
+    # Warm up both paths (connections, imports, caches) before measuring either.
+    await _phase(conns, _deposits(accounts, 2), 200)
+    await _phase(conns, _noops(accounts, 2), 200)
+    return accounts
+
+
 async def _run_http(  # noqa: PLR0913 - the server's database, the load, and wrk's
     db: str,
     clients: int,
@@ -214,49 +254,45 @@ async def _run_http(  # noqa: PLR0913 - the server's database, the load, and wrk
     drain = asyncio.create_task(_drain(proc, log))
     conns = [_Client("127.0.0.1", port) for _ in range(clients)]
     try:
-        for c in conns:
-            await c.open()
-        accounts = []
-        for i, c in enumerate(conns):
-            body = json.dumps({"ownerName": f"Bench client {i}", "currency": "EUR"}).encode()
-            status, answer = await c.request("POST", "/api/command/accounts", body)
-            if status != 201:
-                raise RuntimeError(f"opening an account answered {status}: {answer[:300]!r}")
-            accounts.append(json.loads(answer)["accountId"])
-
-        def deposits(n: int) -> list[list[tuple[str, str, bytes]]]:
-            return [
-                [
-                    (
-                        "POST",
-                        f"/api/command/accounts/{a}/deposit",
-                        json.dumps(
-                            {"amount": f"{10 + k % 90}.{k % 100:02d}", "description": f"bench {k}"}
-                        ).encode(),
-                    )
-                    for k in range(n)
-                ]
-                for a in accounts
-            ]
-
-        def noops(n: int) -> list[list[tuple[str, str, bytes]]]:
-            return [[("GET", "/healthz", b"")] * n for _ in accounts]
-
-        # Warm up both paths (connections, imports, caches) before measuring either.
-        await _phase(conns, deposits(2), 200)
-        await _phase(conns, noops(2), 200)
+        accounts = await _open_accounts(conns)
         if noop_first:
-            noop = await _phase(conns, noops(per_client), 200)
-            dep = await _phase(conns, deposits(per_client), 200)
+            noop = await _phase(conns, _noops(accounts, per_client), 200)
+            dep = await _phase(conns, _deposits(accounts, per_client), 200)
         else:
-            dep = await _phase(conns, deposits(per_client), 200)
-            noop = await _phase(conns, noops(per_client), 200)
+            dep = await _phase(conns, _deposits(accounts, per_client), 200)
+            noop = await _phase(conns, _noops(accounts, per_client), 200)
         if wrk is None:
             return HttpResult(dep, noop)
         for c in conns:  # wrk opens its own connections: the server serves only its load
             await c.close()
         wrk_dep, wrk_noop = await _wrk_phases(wrk, port, accounts, wrk_seconds, noop_first=noop_first)
         return HttpResult(dep, noop, wrk_dep, wrk_noop)
+    finally:
+        for c in conns:
+            await c.close()
+        await _stop_server(proc)
+        await drain
+
+
+async def _run_wrk_only(  # noqa: PLR0913 - the server, its options, and wrk's load
+    db: str,
+    clients: int,
+    log: Path,
+    serve_args: Sequence[str],
+    *,
+    noop_first: bool,
+    wrk: str,
+    wrk_seconds: int,
+) -> tuple[WrkResult, WrkResult]:
+    port = _free_port()
+    proc = await _start_server(db, port, log, serve_args)
+    drain = asyncio.create_task(_drain(proc, log))
+    conns = [_Client("127.0.0.1", port) for _ in range(clients)]
+    try:
+        accounts = await _open_accounts(conns)
+        for c in conns:
+            await c.close()
+        return await _wrk_phases(wrk, port, accounts, wrk_seconds, noop_first=noop_first)
     finally:
         for c in conns:
             await c.close()
@@ -287,6 +323,22 @@ def run_http(  # noqa: PLR0913
     """W8 against a fresh server on ``db``; then with the load from ``wrk`` (its path) if given."""
     return asyncio.run(
         _run_http(db, clients, per_client, log, noop_first=noop_first, wrk=wrk, wrk_seconds=wrk_seconds)
+    )
+
+
+def run_wrk_only(  # noqa: PLR0913 - the server, its options, and wrk's load
+    db: str,
+    clients: int,
+    log: Path,
+    serve_args: Sequence[str],
+    *,
+    wrk: str,
+    wrk_seconds: int = 10,
+    noop_first: bool = False,
+) -> tuple[WrkResult, WrkResult]:
+    """The deposits and the no-op under wrk's load, on a fresh ``eventvault serve SERVE_ARGS`` on ``db``."""
+    return asyncio.run(
+        _run_wrk_only(db, clients, log, serve_args, noop_first=noop_first, wrk=wrk, wrk_seconds=wrk_seconds)
     )
 
 

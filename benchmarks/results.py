@@ -70,6 +70,7 @@ _TARGETS: Final = (
     ("W7", "eventvault", "W7", "peer", 2.0, "postgresql"),
     ("W8", "eventvault", "W8", "limit", 0.4, None),
     ("W8 wrk", "eventvault", "W8 wrk", "limit", 0.5, None),
+    ("W8 wrk workers", "eventvault", "W8 wrk workers", "limit", 0.5, None),
 )
 
 

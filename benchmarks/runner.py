@@ -22,7 +22,7 @@ from typing import Any, Final, TextIO
 from benchmarks.backends import Backend, Place, PostgresBackend, commit_latency
 from benchmarks.dcb import DCBContender, EvDCB, PeerDCB, explain_condition, latency_ms, new_tag
 from benchmarks.ev import EventVault
-from benchmarks.http import percentile, run_http
+from benchmarks.http import percentile, run_http, run_wrk_only
 from benchmarks.limit import Limit
 from benchmarks.peer import Peer
 from benchmarks.plan import Plan, Sizes, Timing
@@ -316,8 +316,37 @@ class _BackendRun:
                 f"{percentile(result.noop.latencies, 0.99) * 1000:.1f} ms"
             )
             if result.wrk_deposits is not None and result.wrk_noop is not None:
-                self._record_wrk(result.wrk_deposits, result.wrk_noop, run)
+                self._record_wrk("W8 wrk", result.wrk_deposits, result.wrk_noop, run)
             self.discard(place)
+            if self.config.wrk is not None:
+                self._w8_workers(self.config.wrk, run)
+
+    def _w8_workers(self, wrk: str, run: int) -> None:
+        """W8 under wrk, the projections in the server's own worker process (on SQLite, in a file apart).
+
+        The layout docs/scaling.md gives for the most commands per second from
+        one server: ``serve --projection-workers 1``, and on SQLite the read
+        models in a file of their own (``?read_models=``), so that the worker's
+        batches never wait for the log's lock, nor the log's appends for theirs.
+        """
+        place = self.fresh("w8_workers")
+        apart = None if place.path is None else place.path.with_name(f"{place.path.stem}-read-models.db")
+        options = {} if apart is None else {"read_models": apart.name}
+        url = self.backend.ev_url(place, **options)
+        deposits, noop = run_wrk_only(
+            url,
+            self.sizes.clients,
+            self.config.workdir / f"w8-workers-{self.backend.name}-{run}.log",
+            ("--projection-workers", "1"),
+            wrk=wrk,
+            wrk_seconds=self.sizes.wrk_seconds,
+            noop_first=run % 2 == 1,
+        )
+        self._record_wrk("W8 wrk workers", deposits, noop, run)
+        self.discard(place)
+        if apart is not None and not self.config.keep:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{apart}{suffix}").unlink(missing_ok=True)
 
     def w9(self) -> None:
         """Conditional appends at two stored sizes; the peer (eventsourcing's DCB recorder) on PostgreSQL."""
@@ -365,13 +394,13 @@ class _BackendRun:
             for c in contenders:
                 c.close()
 
-    def _record_wrk(self, deposits: WrkResult, noop: WrkResult, run: int) -> None:
+    def _record_wrk(self, workload: str, deposits: WrkResult, noop: WrkResult, run: int) -> None:
         for contender, r in (("eventvault", deposits), ("limit", noop)):
-            self.record("W8 wrk", "requests/s", contender, Timing(r.requests, r.seconds), run)
-            self.results.add("W8 wrk p50", self.backend.name, "ms", contender, r.p50_ms)
-            self.results.add("W8 wrk p99", self.backend.name, "ms", contender, r.p99_ms)
+            self.record(workload, "requests/s", contender, Timing(r.requests, r.seconds), run)
+            self.results.add(f"{workload} p50", self.backend.name, "ms", contender, r.p50_ms)
+            self.results.add(f"{workload} p99", self.backend.name, "ms", contender, r.p99_ms)
         self.log(
-            f"[{self.backend.name}] W8 wrk latency run {run + 1}/{self.config.runs} deposits p50 "
+            f"[{self.backend.name}] {workload} latency run {run + 1}/{self.config.runs} deposits p50 "
             f"{deposits.p50_ms:.1f} ms p99 {deposits.p99_ms:.1f} ms; no-op p50 {noop.p50_ms:.1f} ms "
             f"p99 {noop.p99_ms:.1f} ms"
         )
