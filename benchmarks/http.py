@@ -292,6 +292,9 @@ async def _run_wrk_only(  # noqa: PLR0913 - the server, its options, and wrk's l
         accounts = await _open_accounts(conns)
         for c in conns:
             await c.close()
+        # Warmed up as W8 wrk's server is by the harness's phases before it: here, by
+        # wrk's (a worker process started with the server is up and live by then).
+        await _wrk_phases(wrk, port, accounts, min(2, wrk_seconds), noop_first=noop_first)
         return await _wrk_phases(wrk, port, accounts, wrk_seconds, noop_first=noop_first)
     finally:
         for c in conns:
