@@ -12,10 +12,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 EVENTVAULT = Path(sys.executable).with_name("eventvault")
 
@@ -95,3 +98,16 @@ def eventvault() -> Callable[..., list[str]]:
 def port() -> int:
     """A TCP port nobody listens on right now."""
     return free_port()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A server's database: a SQLite file, or a schema of this test's own on the run's PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    schema = f"evt_faults_{uuid.uuid4().hex[:10]}"
+    yield f"{server.url}?schema={schema}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

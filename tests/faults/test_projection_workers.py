@@ -11,14 +11,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
-import pytest
-from psycopg import sql
 from typer.testing import CliRunner
 
 from eventvault.testing import eventually
@@ -27,19 +22,6 @@ from server_process import ServerProcess
 
 DEADLINE = 60.0  # for a loaded machine: each wait ends as soon as its condition holds
 STARTED = re.compile(r"projection worker 0 started \(pid (\d+)\)")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The server's database: a SQLite file, or a schema of this test's own on the run's PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    schema = f"evt_workers_{uuid.uuid4().hex[:10]}"
-    yield f"{server.url}?schema={schema}"
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def _workers_started(log: Path) -> list[int]:

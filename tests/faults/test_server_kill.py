@@ -12,33 +12,16 @@ first answer did (or lands once, if none came), and nothing is there twice.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 from ledger_load import Command, Load, assert_in_log_once, open_accounts, retry_keyed
-from psycopg import sql
 
 from server_process import ServerProcess
 
 ROUNDS = 3
 ACKED_PER_ROUND = 100
 DEADLINE = 60.0  # for a loaded machine; the waits end as soon as their condition holds
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path) -> Iterator[str]:
-    """The server's database: a SQLite file, or a schema of this test's own on the run's PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    schema = f"evt_kill_{uuid.uuid4().hex[:10]}"
-    yield f"{server.url}?schema={schema}"
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.mark.slow
