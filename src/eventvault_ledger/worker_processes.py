@@ -76,12 +76,6 @@ class WorkerProcesses:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._threads: list[threading.Thread] = []
 
-    @property
-    def pids(self) -> list[int]:
-        """The process ids of the children running now."""
-        with self._lock:
-            return [c.pid for c in self._children.values() if c.poll() is None]
-
     def start(self) -> None:
         """Start the children, each with a thread that waits on it and starts it again."""
         for slot in range(self.count):
@@ -150,5 +144,5 @@ class WorkerProcesses:
 
 def _close(pipe: IO[bytes] | None) -> None:
     if pipe is not None:
-        with contextlib.suppress(OSError):  # the child is gone already: its end of the pipe with it
+        with contextlib.suppress(OSError, ValueError):  # the child is gone already, or it was closed
             pipe.close()
