@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,6 +239,28 @@ async def _open_accounts(conns: list[_Client]) -> list[str]:
     return accounts
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    db: str, clients: int, log: Path, serve_args: Sequence[str] = ()
+) -> AsyncIterator[tuple[int, list[_Client], list[str]]]:
+    """A fresh server on ``db``: its port, ``clients`` connections to it and an account for each.
+
+    The server's output goes to ``log``; at the end the connections are
+    closed and the server stopped.
+    """
+    port = _free_port()
+    proc = await _start_server(db, port, log, serve_args)
+    drain = asyncio.create_task(_drain(proc, log))
+    conns = [_Client("127.0.0.1", port) for _ in range(clients)]
+    try:
+        yield port, conns, await _open_accounts(conns)
+    finally:
+        for c in conns:
+            await c.close()
+        await _stop_server(proc)
+        await drain
+
+
 async def _run_http(  # noqa: PLR0913 - the server's database, the load, and wrk's
     db: str,
     clients: int,
@@ -249,12 +271,7 @@ async def _run_http(  # noqa: PLR0913 - the server's database, the load, and wrk
     wrk: str | None,
     wrk_seconds: int,
 ) -> HttpResult:
-    port = _free_port()
-    proc = await _start_server(db, port, log)
-    drain = asyncio.create_task(_drain(proc, log))
-    conns = [_Client("127.0.0.1", port) for _ in range(clients)]
-    try:
-        accounts = await _open_accounts(conns)
+    async with _serving(db, clients, log) as (port, conns, accounts):
         if noop_first:
             noop = await _phase(conns, _noops(accounts, per_client), 200)
             dep = await _phase(conns, _deposits(accounts, per_client), 200)
@@ -267,11 +284,6 @@ async def _run_http(  # noqa: PLR0913 - the server's database, the load, and wrk
             await c.close()
         wrk_dep, wrk_noop = await _wrk_phases(wrk, port, accounts, wrk_seconds, noop_first=noop_first)
         return HttpResult(dep, noop, wrk_dep, wrk_noop)
-    finally:
-        for c in conns:
-            await c.close()
-        await _stop_server(proc)
-        await drain
 
 
 async def _run_wrk_only(  # noqa: PLR0913 - the server, its options, and wrk's load
@@ -284,23 +296,13 @@ async def _run_wrk_only(  # noqa: PLR0913 - the server, its options, and wrk's l
     wrk: str,
     wrk_seconds: int,
 ) -> tuple[WrkResult, WrkResult]:
-    port = _free_port()
-    proc = await _start_server(db, port, log, serve_args)
-    drain = asyncio.create_task(_drain(proc, log))
-    conns = [_Client("127.0.0.1", port) for _ in range(clients)]
-    try:
-        accounts = await _open_accounts(conns)
+    async with _serving(db, clients, log, serve_args) as (port, conns, accounts):
         for c in conns:
             await c.close()
         # Warmed up as W8 wrk's server is by the harness's phases before it: here, by
         # wrk's (a worker process started with the server is up and live by then).
         await _wrk_phases(wrk, port, accounts, min(2, wrk_seconds), noop_first=noop_first)
         return await _wrk_phases(wrk, port, accounts, wrk_seconds, noop_first=noop_first)
-    finally:
-        for c in conns:
-            await c.close()
-        await _stop_server(proc)
-        await drain
 
 
 async def _wrk_phases(

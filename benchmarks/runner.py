@@ -330,8 +330,9 @@ class _BackendRun:
         batches never wait for the log's lock, nor the log's appends for theirs.
         """
         place = self.fresh("w8_workers")
-        apart = None if place.path is None else place.path.with_name(f"{place.path.stem}-read-models.db")
-        options = {} if apart is None else {"read_models": apart.name}
+        # On SQLite a second place of the run's: a file beside the store's, dropped as places are.
+        apart = self.fresh("w8_read_models") if place.path is not None else None
+        options = {} if apart is None or apart.path is None else {"read_models": apart.path.name}
         url = self.backend.ev_url(place, **options)
         deposits, noop = run_wrk_only(
             url,
@@ -344,9 +345,8 @@ class _BackendRun:
         )
         self._record_wrk("W8 wrk workers", deposits, noop, run)
         self.discard(place)
-        if apart is not None and not self.config.keep:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{apart}{suffix}").unlink(missing_ok=True)
+        if apart is not None:
+            self.discard(apart)
 
     def w9(self) -> None:
         """Conditional appends at two stored sizes; the peer (eventsourcing's DCB recorder) on PostgreSQL."""
