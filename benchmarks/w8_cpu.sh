@@ -11,6 +11,8 @@
 #
 #   WORKER=1   run the projections in a worker process of the server's own
 #              (serve --projection-workers 1)
+#   SERVE_ARGS="..."  other options for `eventvault serve` instead (such as
+#              --no-projections: the requests alone)
 #   PROFILE=DIR  also sample the server with py-spy (pip install py-spy) into
 #              DIR/deposit.txt and DIR/noop.txt (collapsed stacks, 200 Hz, each
 #              under its thread)
@@ -43,6 +45,7 @@ ticks() { # "tid ticks" for every thread
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 serve_args=()
 [ -n "${WORKER:-}" ] && serve_args=(--projection-workers 1)
+[ -n "${SERVE_ARGS:-}" ] && read -r -a serve_args <<<"$SERVE_ARGS"
 $py -m eventvault_ledger.cli serve --db "$db" --host 127.0.0.1 --port "$port" "${serve_args[@]}" >/dev/null 2>&1 &
 server=$!
 tmp=$(mktemp -d)

@@ -1095,8 +1095,11 @@ def test_the_event_columns_are_in_the_order_of_recorded_events_parameters():
         "data": "payload",
         "metadata": "meta_raw",
     }
-    parameters = list(inspect.signature(RecordedEvent).parameters)
+    # The envelope's private fields are its parameters too, with their underscore.
+    parameters = [p.lstrip("_") for p in inspect.signature(RecordedEvent).parameters]
     assert parameters[0] == "codec"
+    assert parameters[-2:] == ["data", "meta"]  # decoded on first access, never passed
+    parameters = parameters[:-2]
     # SQLite's tx is always the constant 0; the tags column is split by reads.recorded().
     stored_as |= {"0": "tx"}
     columns = [stored_as.get(c, c) for c in sqlite_reads.EVENT_COLUMNS.split(", ")]
