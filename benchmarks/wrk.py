@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -36,6 +38,21 @@ class WrkResult:
     def rate(self) -> float:
         """Requests per second."""
         return self.requests / self.seconds if self.seconds > 0 else float("inf")
+
+    @classmethod
+    def combined(cls, slices: Sequence[WrkResult]) -> WrkResult:
+        """One phase measured in slices: their requests over their time.
+
+        The p50 is the median of the slices' (the whole's lies between their
+        smallest and largest); the p99 the largest slice's, which the whole's
+        never exceeds (at most 1 % of each slice is slower than its own p99).
+        """
+        return cls(
+            sum(s.requests for s in slices),
+            sum(s.seconds for s in slices),
+            statistics.median(s.p50_ms for s in slices),
+            max(s.p99_ms for s in slices),
+        )
 
 
 def find_wrk() -> str | None:

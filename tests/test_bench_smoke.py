@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from benchmarks.wrk import WrkResult
 from typer.testing import CliRunner
 
 from eventvault_ledger.cli import app
@@ -286,3 +287,11 @@ def test_w9_on_postgres_runs_beside_the_eventsourcing_dcb_recorder(tmp_path, pos
     )
     _check_w9(_objects(out), "postgresql", peer=True)
     assert _bench_databases(postgres_server.url) <= before
+
+
+def test_a_phase_measured_in_slices_is_their_requests_over_their_time():
+    """Slices add up; p50 is the middle slice's, p99 the worst slice's (a bound the whole never exceeds)."""
+    slices = [WrkResult(1000, 2.0, 5.0, 11.0), WrkResult(1200, 2.0, 4.0, 9.0), WrkResult(900, 2.1, 6.0, 20.0)]
+    whole = WrkResult.combined(slices)
+    assert (whole.requests, whole.seconds, whole.p50_ms, whole.p99_ms) == (3100, 6.1, 5.0, 20.0)
+    assert whole.rate == pytest.approx(3100 / 6.1)
