@@ -20,7 +20,7 @@ from psycopg.rows import RowMaker, args_row
 from eventvault.store.codec import EventCodec
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._libpq import Prepared
-from eventvault.store.postgres._schema import NO_LIMIT, Statements
+from eventvault.store.postgres._schema import NO_LIMIT, SNAPSHOT_AND_STREAM_EVENT_AT, Statements
 from eventvault.store.records import (
     START,
     Checkpoint,
@@ -292,25 +292,39 @@ class Reads:
         row = await self._db.run(f"stream_lifecycle({stream_id!r})", op)
         return _lifecycle_of(stream_id, row)
 
-    async def lifecycle_and_snapshot(
-        self, stream_id: str, schema_version: int
-    ) -> tuple[StreamLifecycle, Snapshot | None]:
-        """:meth:`lifecycle` and :meth:`load_snapshot` in one statement (one round trip)."""
+    async def snapshot_and_stream(
+        self, stream_id: str, schema_version: int, to_version: int | None
+    ) -> tuple[StreamLifecycle, Snapshot | None, list[RecordedEvent]]:
+        """The stream's lifecycle, its snapshot at or below ``to_version`` and every event after it.
 
-        async def op(conn: Conn) -> tuple[Any, ...] | None:
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    self._sql.lifecycle_and_snapshot, [stream_id, schema_version], prepare=True, binary=True
-                )
-                return await cur.fetchone()
+        One statement, one round trip; the events are all those after the
+        snapshot (from version 1 without one), whatever the stream's rules.
+        """
+        params = {
+            "stream_id": stream_id,
+            "schema_version": schema_version,
+            "to": NO_LIMIT if to_version is None else to_version,
+        }
+        event = self._event
 
-        row = await self._db.run(f"load_snapshot({stream_id!r})", op)
-        assert row is not None  # noqa: S101 - the query's one row is always there
-        life = _lifecycle_of(stream_id, None if row[0] is None else row[:6])
-        version, state, created_at = row[6:]
+        def rows(_cursor: Any) -> RowMaker[Any]:
+            def row(values: Sequence[Any]) -> Any:
+                return event(values[SNAPSHOT_AND_STREAM_EVENT_AT:]) if values[0] else values
+
+            return row
+
+        async def op(conn: Conn) -> list[Any]:
+            async with conn.cursor(row_factory=rows) as cur:
+                await cur.execute(self._sql.snapshot_and_stream, params, prepare=True, binary=True)
+                return await cur.fetchall()
+
+        head, *events = await self._db.run(f"load_snapshot_and_stream({stream_id!r})", op)
+        life = _lifecycle_of(stream_id, None if head[1] is None else head[1:7])
+        version, state, created_at = head[7:SNAPSHOT_AND_STREAM_EVENT_AT]
         if version is None:
-            return life, None
-        return life, Snapshot(stream_id, version, schema_version, bytes(state), created_at.astimezone(UTC))
+            return life, None, events
+        snap = Snapshot(stream_id, version, schema_version, bytes(state), created_at.astimezone(UTC))
+        return life, snap, events
 
     async def load_snapshot(self, stream_id: str, schema_version: int) -> Snapshot | None:
         """The stored snapshot of ``stream_id`` at ``schema_version``, if there is one."""

@@ -321,6 +321,10 @@ _EVENT_COLUMNS: Final = sql.SQL(
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
     "occurred_us, recorded_us, data, metadata, tx_id, tags"
 )
+EVENT_COLUMN_COUNT: Final = 12
+"""The columns of ``_EVENT_COLUMNS``."""
+SNAPSHOT_AND_STREAM_EVENT_AT: Final = 10
+"""Where the event columns start in a row of ``snapshot_and_stream`` (after its kind and 9 others)."""
 
 
 _SNAPSHOTS_WHERE: Final = sql.SQL(
@@ -345,8 +349,8 @@ class Statements:
     stream_state: bytes
     """(version, deleted_version, tombstoned) of a stream: why an append was refused."""
     lifecycle: bytes
-    lifecycle_and_snapshot: bytes
-    """A stream's lifecycle columns and its snapshot at a schema version: one row, either half null."""
+    snapshot_and_stream: bytes
+    """A stream's lifecycle and snapshot (first row, kind 0), then its events after the snapshot (kind 1)."""
     ruled_streams: bytes
     read_stream: dict[tuple[bool, bool], bytes]
     """Stream reads by (backwards, as_of)."""
@@ -534,14 +538,29 @@ def statements(schema: str) -> Statements:
         )
         .format(s=s)
         .as_bytes(None),
-        lifecycle_and_snapshot=sql.SQL(
-            "SELECT st.version, st.deleted_version, st.tombstoned, st.truncate_before, st.max_count, "
-            "st.max_age_us, sn.stream_version, sn.state, sn.created_at "
-            "FROM (SELECT %s::text AS stream_id) q "
+        # One round trip for an aggregate's load: the first row holds the stream's
+        # lifecycle columns and its snapshot at the schema version (at or below
+        # "to"), either half null; the events after that snapshot follow it.
+        snapshot_and_stream=sql.SQL(
+            "SELECT 0, st.version, st.deleted_version, st.tombstoned, st.truncate_before, st.max_count, "
+            "st.max_age_us, sn.stream_version, sn.state, sn.created_at, {no_event} "
+            "FROM (SELECT %(stream_id)s::text AS stream_id) q "
             "LEFT JOIN {s}.streams st ON st.stream_id = q.stream_id "
-            "LEFT JOIN {s}.snapshots sn ON sn.stream_id = q.stream_id AND sn.schema_version = %s"
+            "LEFT JOIN {s}.snapshots sn ON sn.stream_id = q.stream_id "
+            "AND sn.schema_version = %(schema_version)s AND sn.stream_version <= %(to)s "
+            "UNION ALL "
+            "SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {cols} FROM {s}.events "
+            "WHERE stream_id = %(stream_id)s AND stream_version <= %(to)s AND stream_version > coalesce("
+            "(SELECT stream_version FROM {s}.snapshots WHERE stream_id = %(stream_id)s "
+            "AND schema_version = %(schema_version)s AND stream_version <= %(to)s), 0) "
+            "ORDER BY 1, {version_column}"
         )
-        .format(s=s)
+        .format(
+            s=s,
+            cols=_EVENT_COLUMNS,
+            no_event=sql.SQL(", ").join([sql.SQL("NULL")] * EVENT_COLUMN_COUNT),
+            version_column=sql.Literal(SNAPSHOT_AND_STREAM_EVENT_AT + 3),
+        )
         .as_bytes(None),
         ruled_streams=sql.SQL(
             "SELECT stream_id FROM {s}.streams WHERE deleted_version > 0 OR truncate_before > 1 "

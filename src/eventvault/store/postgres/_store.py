@@ -394,23 +394,16 @@ class PostgresEventStore(EventStore):
     async def _snapshot_and_stream_shown(
         self, stream_id: str, schema_version: int, to_version: int | None
     ) -> tuple[Snapshot | None, list[RecordedEvent]]:
-        # The stream's lifecycle and its snapshot in one statement, then the events
-        # after the snapshot: two round trips (the base class's way takes three).
+        # The stream's lifecycle, its snapshot and the events after it in one
+        # statement: one round trip (the base class's way takes three).
         await self._opened()
-        life, snap = await self._reads.lifecycle_and_snapshot(stream_id, schema_version)
-        if snap is not None and to_version is not None and snap.stream_version > to_version:
-            snap = None
+        life, snap, events = await self._reads.snapshot_and_stream(stream_id, schema_version, to_version)
         if life.has_rules and (life.deleted or snap is None or snap.stream_version < life.deleted_version):
             # Rules decide which events show: the general way (rare, so its extra trips are fine).
             return await super()._snapshot_and_stream_shown(stream_id, schema_version, to_version)
         # No rules, or a snapshot taken since the stream's last delete: every event after
         # the snapshot is shown (retention keeps what a snapshot needs), as the base class says.
-        start = 1 if snap is None else snap.stream_version + 1
-        if to_version is not None and to_version < start:
-            return snap, []
-        return snap, await self._read_stream(
-            stream_id, start, to_version, backwards=False, limit=None, as_of_us=None
-        )
+        return snap, events
 
     async def _delete_stream(
         self, stream_id: str, expected: ExpectedVersion, tombstone: bool
