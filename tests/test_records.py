@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from eventvault import NO_STREAM, EventRegistry, Metadata, NewEvent, event, open_store
+from eventvault import NO_STREAM, EventRegistry, Metadata, NewEvent, event, open_store, personal
 from eventvault.store.base import EventStore
 from eventvault.store.memory import MemoryEventStore
 from eventvault.store.records import RecordedEvent
@@ -24,6 +24,13 @@ REGISTRY = EventRegistry()
 class Noted:
     text: str
     tags: list[str]
+
+
+@event("records.Registered", registry=REGISTRY)
+@personal("name")
+@dataclass(frozen=True)
+class Registered:
+    name: str
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -74,6 +81,18 @@ async def test_a_read_event_is_not_tracked_and_nothing_it_holds_leads_back_to_it
     fields = [getattr(read, name) for name in read.__struct_fields__]
     assert read.data in fields  # decoded once, kept on the event
     assert not _reaches(fields, read)
+
+
+async def test_a_sealed_event_and_the_keys_it_is_opened_with_lead_back_to_it_neither(
+    store: EventStore,
+) -> None:
+    """A read of personal data hands its events a decoder holding the keys: that decoder holds no event."""
+    await store.append("person-1", [Registered("Ada Lovelace")], expected_version=NO_STREAM)
+    (read,) = await store.read_stream("person-1")
+    assert b"Ada Lovelace" not in read.payload  # sealed as stored
+    assert read.data == Registered("Ada Lovelace")
+    assert read._codec is not store.codec  # the read's own decoder, with the subject's key
+    assert not _reaches([getattr(read, name) for name in read.__struct_fields__], read)
 
 
 def test_a_reference_cycle_through_an_event_is_what_the_check_would_find() -> None:
