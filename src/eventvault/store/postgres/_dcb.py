@@ -31,8 +31,7 @@ from eventvault.store.postgres._appends import _bytea, _Inserted, _quoted, _resu
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._libpq import Prepared, Statement, dcb_append_statement, dcb_lock_statement
 from eventvault.store.postgres._options import Options
-from eventvault.store.postgres._reads import _EVENT_FIELDS
-from eventvault.store.postgres._schema import _EVENT_COLUMNS, Statements, tag_key
+from eventvault.store.postgres._schema import _EVENT_COLUMNS, EVENT_COLUMN_COUNT, Statements, tag_key
 from eventvault.store.records import (
     ANY,
     NO_STREAM,
@@ -380,7 +379,7 @@ class DCB:
     async def _read_once(self, stmt: sql.Composed, params: dict[str, Any]) -> list[_Row]:
         """The rows of one query read: (event or None, head, newest held back tx, horizon), at least one."""
         event = self._event
-        fields = _EVENT_FIELDS
+        fields = EVENT_COLUMN_COUNT
 
         def rows(_cursor: Any) -> RowMaker[_Row]:
             def row(values: Sequence[Any]) -> _Row:

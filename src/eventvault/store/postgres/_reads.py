@@ -20,7 +20,12 @@ from psycopg.rows import RowMaker, args_row
 from eventvault.store.codec import EventCodec
 from eventvault.store.postgres._connections import Conn, Connections
 from eventvault.store.postgres._libpq import Prepared
-from eventvault.store.postgres._schema import NO_LIMIT, SNAPSHOT_AND_STREAM_EVENT_AT, Statements
+from eventvault.store.postgres._schema import (
+    EVENT_COLUMN_COUNT,
+    NO_LIMIT,
+    SNAPSHOT_AND_STREAM_EVENT_AT,
+    Statements,
+)
 from eventvault.store.records import (
     START,
     Checkpoint,
@@ -34,9 +39,7 @@ from eventvault.store.records import (
     micros_to_datetime,
 )
 
-# The columns of an event in the statements' select list (_schema._EVENT_COLUMNS).
-_EVENT_FIELDS: Final = 12
-_TAGS: Final = _EVENT_FIELDS - 1
+_TAGS: Final = EVENT_COLUMN_COUNT - 1  # the last of an event's columns
 
 
 class _FilteredRow(NamedTuple):
@@ -100,10 +103,17 @@ class Reads:
 
         def filtered_rows(_cursor: Any) -> RowMaker[_FilteredRow]:
             def row(values: Any) -> _FilteredRow:
-                head = Checkpoint(values[_EVENT_FIELDS], values[_EVENT_FIELDS + 1])
+                head = Checkpoint(values[EVENT_COLUMN_COUNT], values[EVENT_COLUMN_COUNT + 1])
                 if values[0] is None:  # the page is empty: only the head
                     return _FilteredRow(None, head)
                 return _FilteredRow(event(values), head)
+
+            return row
+
+        def snapshot_stream_rows(_cursor: Any) -> RowMaker[Any]:
+            # snapshot_and_stream's rows: its first (kind 0) as loaded, then events
+            def row(values: Sequence[Any]) -> Any:
+                return event(values[SNAPSHOT_AND_STREAM_EVENT_AT:]) if values[0] else values
 
             return row
 
@@ -112,6 +122,7 @@ class Reads:
         """An event from the columns of ``_schema._EVENT_COLUMNS``."""
         self._event_rows = event_rows
         self._filtered_rows = filtered_rows
+        self._snapshot_stream_rows = snapshot_stream_rows
 
     async def read_stream(  # noqa: PLR0913 - the base class's read options
         self,
@@ -305,16 +316,9 @@ class Reads:
             "schema_version": schema_version,
             "to": NO_LIMIT if to_version is None else to_version,
         }
-        event = self._event
-
-        def rows(_cursor: Any) -> RowMaker[Any]:
-            def row(values: Sequence[Any]) -> Any:
-                return event(values[SNAPSHOT_AND_STREAM_EVENT_AT:]) if values[0] else values
-
-            return row
 
         async def op(conn: Conn) -> list[Any]:
-            async with conn.cursor(row_factory=rows) as cur:
+            async with conn.cursor(row_factory=self._snapshot_stream_rows) as cur:
                 await cur.execute(self._sql.snapshot_and_stream, params, prepare=True, binary=True)
                 return await cur.fetchall()
 

@@ -321,8 +321,8 @@ _EVENT_COLUMNS: Final = sql.SQL(
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
     "occurred_us, recorded_us, data, metadata, tx_id, tags"
 )
-EVENT_COLUMN_COUNT: Final = 12
-"""The columns of ``_EVENT_COLUMNS``."""
+EVENT_COLUMN_COUNT: Final = len(_EVENT_COLUMNS.as_bytes(None).split(b","))
+"""How many columns ``_EVENT_COLUMNS`` selects: the fields of a row that becomes an event."""
 SNAPSHOT_AND_STREAM_EVENT_AT: Final = 10
 """Where the event columns start in a row of ``snapshot_and_stream`` (after its kind and 9 others)."""
 
