@@ -291,6 +291,22 @@ async def test_the_runner_runs_steps_and_their_checkpoint_follows(tmp_path: Path
             assert status.lag_events == 0
 
 
+async def test_a_process_manager_acts_at_once_whatever_the_runner_lingers(tmp_path: Path) -> None:
+    """Projections linger for more events; a process manager's worker runs each step when woken."""
+    async with open_store(f"sqlite:///{tmp_path}/pm.db") as store:
+        repo = Repository(store)
+        await _shelf(repo, "s1", 3)
+        runner = ProcessRunner(
+            store, [Reserving()], watch_interval=None, idle_wait=3600, lease_seconds=3600, linger=3600
+        )
+        async with runner:
+            assert await runner.catch_up(timeout=60)
+            ordered = await store.append("order-o1", [Ordered("o1", "s1", 1)], expected_version=NO_STREAM)
+            # No wait_for (it would end a linger): the step's own event is what is awaited.
+            assert await store.wait_for_events(ordered.checkpoint, timeout=60, event_types=["TestPmReserved"])
+            assert (await repo.load(Shelf, "s1")).available == 2
+
+
 async def test_a_failing_step_stops_its_instance_only(tmp_path: Path) -> None:
     """A step that keeps raising stops that instance, with its error; later instances go on."""
     manager = Reserving()

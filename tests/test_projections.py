@@ -52,6 +52,7 @@ from eventvault.projections import (
     read_models_for,
 )
 from eventvault.projections._db import PostgresReadModels
+from eventvault.store.memory import MemoryEventStore
 from eventvault.store.records import START, RecordedEvent
 from eventvault.testing import eventually_async
 
@@ -409,6 +410,85 @@ async def test_a_short_page_applied_is_followed_by_a_wait_not_by_an_empty_read(t
         assert reads == [START, *appended]
 
 
+async def test_an_idle_worker_sleeps_through_events_it_does_not_handle_until_a_reader_waits(
+    tmp_path: Path,
+) -> None:
+    """Appends of other types wake no worker; wait_for wakes the idle one it waits for, which passes them."""
+    async with open_store("memory://", registry=reg) as store:
+        store.poll_interval = 3600
+        reads: list[Checkpoint] = []
+        read = asyncio.Event()
+        read_all = store.read_all
+
+        async def counted(after: Any = None, **kwargs: Any) -> Any:
+            page = await read_all(after, **kwargs)
+            reads.append(page.checkpoint)
+            read.set()
+            return page
+
+        store.read_all = counted  # type: ignore[method-assign]
+        db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
+        runner = ProjectionRunner(
+            store, [Totals()], read_models=db, idle_wait=3600, lease_seconds=3600, watch_interval=None
+        )
+        async with runner:
+            await asyncio.wait_for(read.wait(), WAIT)
+            await until_state(runner, "totals", "live")
+            assert reads == [START]
+            noted = [await store.append("n-1", [Noted("a")], expected_version=NO_STREAM)]
+            noted.append(await store.append("n-1", [Noted("b")], expected_version=1))
+            for _ in range(20):  # turns enough for a woken worker to read (ordering only, not timing)
+                await asyncio.sleep(0)
+            assert reads == [START]
+            assert await runner.wait_for(noted[-1].checkpoint, timeout=WAIT)
+            assert reads == [START, noted[-1].checkpoint]  # one read passed both
+            added = await store.append("s-1", [Added(4)], expected_version=NO_STREAM)
+            assert await runner.wait_for(added.checkpoint, timeout=WAIT)
+            assert rows(runner, "SELECT total FROM totals") == [(4,)]
+            assert reads == [START, noted[-1].checkpoint, added.checkpoint]
+
+
+async def test_a_woken_worker_lingers_for_more_events_until_a_reader_waits(tmp_path: Path) -> None:
+    """Woken by new events, the worker waits ``linger`` for more; a wait_for ends that wait at once."""
+    async with open_store("memory://", registry=reg) as store:
+        store.poll_interval = 3600
+        reads: list[Checkpoint] = []
+        read = asyncio.Event()
+        read_all = store.read_all
+
+        async def counted(after: Any = None, **kwargs: Any) -> Any:
+            page = await read_all(after, **kwargs)
+            reads.append(page.checkpoint)
+            read.set()
+            return page
+
+        store.read_all = counted  # type: ignore[method-assign]
+        db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
+        hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600, "linger": 3600}
+        runner = ProjectionRunner(store, [Totals()], read_models=db, watch_interval=None, **hour)
+        async with runner:
+            await asyncio.wait_for(read.wait(), WAIT)
+            await until_state(runner, "totals", "live")
+            await store.append("s-1", [Added(1)], expected_version=NO_STREAM)
+            for _ in range(20):  # turns enough for the worker to wake and read (ordering only)
+                await asyncio.sleep(0)
+            second = await store.append("s-1", [Added(2)], expected_version=1)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert reads == [START]  # woken by the first, lingering
+            assert await runner.wait_for(second.checkpoint, timeout=WAIT)
+            assert reads == [START, second.checkpoint]  # both in one page
+            assert rows(runner, "SELECT total, version FROM totals") == [(3, 2)]
+
+
+@pytest.mark.parametrize("linger", [-0.1, math.inf, "0.1", True])
+def test_a_bad_linger_is_refused(linger: object) -> None:
+    """The linger is a finite number of seconds >= 0 (0: no lingering)."""
+    store = MemoryEventStore(registry=reg)
+    with pytest.raises(InvalidInput, match="linger"):
+        ProjectionRunner(store, [Totals()], linger=linger)  # type: ignore[arg-type]
+
+
 async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_version(
     layout_url: str, layout_store: EventStore
 ) -> None:
@@ -416,15 +496,22 @@ async def test_an_append_by_another_process_wakes_an_idle_worker_through_data_ve
     url, store = layout_url, layout_store
     store.poll_interval = 3600
     hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600}
-    # Control: with the watcher off, nothing ends the hour-long waits.
+    # Control: with the watcher off, nothing ends the hour-long waits. (A wait_for
+    # here would: it wakes the idle workers it waits for.)
     async with ProjectionRunner(store, [Totals()], watch_interval=None, **hour) as runner:
         await until_state(runner, "totals", "live")
+        changed = runner.changed.waiter()
         cp = await append_in_another_process(url, "x-1", 5)
-        assert not await runner.wait_for(cp, timeout=0.5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), 0.5)
+        assert not changed.is_set()
+        assert rows(runner, "SELECT total FROM totals") == []
     async with ProjectionRunner(store, [Totals()], **hour) as runner:
         assert await runner.wait_for(cp, timeout=WAIT)  # the catch-up at start
         await until_state(runner, "totals", "live")
+        changed = runner.changed.waiter()
         cp = await append_in_another_process(url, "x-1", 7)
+        await asyncio.wait_for(changed.wait(), WAIT)  # the watcher saw the other process's commit
         assert await runner.wait_for(cp, timeout=WAIT)
         assert rows(runner, "SELECT total FROM totals") == [(12,)]
 

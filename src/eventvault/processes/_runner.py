@@ -163,6 +163,8 @@ def projection_for(manager: ProcessManager[Any]) -> Projection:
 class ProcessWorker(Worker):
     """A projection worker that runs each event's step, then commits the page and its checkpoint."""
 
+    lingers = False  # its steps act on the events: at once, not a batch later
+
     def __init__(
         self, runner: ProcessRunner, projection: _ManagerProjection, generation: int, *, rebuild: bool = False
     ) -> None:

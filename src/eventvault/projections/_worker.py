@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, TypeVar
 
 from eventvault.errors import EventVaultError, StoreUnavailable
 from eventvault.projections._leases import Abandoned, LeaseLost, Leases
@@ -54,6 +54,8 @@ log = logging.getLogger("eventvault.projections")
 
 T = TypeVar("T")
 _MAX_BACKOFF: Final = 5.0
+_PASS_OTHERS_WITHIN: Final = 0.1
+"""Seconds an idle worker may leave events it does not handle unpassed (its checkpoint behind them)."""
 
 
 class HandlerFailed(Exception):
@@ -134,6 +136,7 @@ class Worker:
         """Changed by :meth:`happen` alone."""
         self.rate = Rate()
         self.task: asyncio.Task[None] | None = None
+        self._hurry: asyncio.Event | None = None  # set: end the idle wait now (see hurry)
         self.handlers = runner.handlers_of(projection)
         self.types = tuple(self.handlers)
         # One thread (so one connection) per worker: its batches never wait for
@@ -165,6 +168,18 @@ class Worker:
 
     def checkpoint(self) -> Checkpoint:
         return self.leases.checkpoint()
+
+    #: Whether the worker lingers after new events come (the runner's ``linger``) before reading them.
+    lingers: ClassVar[bool] = True
+
+    def hurry(self, target: Checkpoint) -> None:
+        """Read the log now if idle behind ``target``: a reader waits for this projection to pass it.
+
+        An idle worker sleeps through appends of events it does not handle, so
+        its checkpoint may stay behind them for a moment; runs on the event loop.
+        """
+        if self._hurry is not None and self.checkpoint() < target:
+            self._hurry.set()
 
     def happen(self, happening: Happening) -> None:
         """Move to the state that ``happening`` leads to: the one place the worker's state changes.
@@ -268,16 +283,32 @@ class Worker:
         """Wait for new events (after ``cp``), a hint that the database changed, the lease timer or stop."""
         r = self.runner
         timeout = min(r.idle_wait, r.lease_seconds / 3)
-        waits: list[Coroutine[Any, Any, Any]] = [r.stopping.wait(), changed.wait()]
+        self._hurry = hurry = asyncio.Event()
+        waits: list[Coroutine[Any, Any, Any]] = [r.stopping.wait(), changed.wait(), hurry.wait()]
         if cp is not None:
-            waits.append(r.store.wait_for_events(cp, timeout=timeout))
+            if r.store.wakes_by_type:
+                # Sleep through appends of events this worker does not handle; pass
+                # them soon, many at a time, rather than at each append (a reader
+                # waiting for this projection with wait_for wakes it at once).
+                if await r.store.head() > cp:
+                    timeout = min(timeout, _PASS_OTHERS_WITHIN)
+                waits.append(r.store.wait_for_events(cp, timeout=timeout, event_types=self.types))
+            else:
+                waits.append(r.store.wait_for_events(cp, timeout=timeout))
         tasks = [asyncio.ensure_future(w) for w in waits]
         try:
             # With a store wait, it ends itself at `timeout`: cancelling it in the middle
             # of its query (the outer timeout winning the race) would waste a connection.
             limit = timeout if cp is None else timeout + 5.0
             done, _ = await asyncio.wait(tasks, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            woken_by_events = cp is not None and done == {tasks[-1]} and tasks[-1].exception() is None
+            if woken_by_events and tasks[-1].result() and self.lingers and r.linger:
+                # New events: let more of them come, and apply them in one batch, unless
+                # a reader waits for them (wait_for hurries), the database changed or
+                # the runner stops.
+                await asyncio.wait(tasks[:3], timeout=r.linger, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._hurry = None
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

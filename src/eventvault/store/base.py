@@ -14,7 +14,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import ClassVar, NamedTuple, Self
 
@@ -196,6 +196,20 @@ def deletion_marker(
     return PreparedEvent(uuid7(), STREAM_DELETED, 1, payload, EMPTY_METADATA_JSON, now_us, tuple(tags))
 
 
+def event_types_arg(event_types: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``event_types`` as a tuple, checked: a collection of non-empty type names, or None (every type)."""
+    if event_types is None:
+        return None
+    if isinstance(event_types, str) or not isinstance(event_types, Iterable):
+        raise InvalidInput("event_types must be a collection of type names, not a str")
+    types = tuple(event_types)
+    if not all(isinstance(t, str) and t for t in types):
+        raise InvalidInput(f"event_types must hold non-empty strs, got {types!r}")
+    if not types:
+        raise InvalidInput("event_types is empty: pass None to read every type")
+    return types
+
+
 def stream_tags(tags_of_events: Iterable[Sequence[str]]) -> tuple[str, ...]:
     """The union of the tags of a stream's events (given oldest first), in the order they first appear."""
     union: dict[str, None] = {}
@@ -320,6 +334,11 @@ class EventStore(abc.ABC):
     #: True if the backend stores tags and implements ``_read_query`` and ``_append_conditioned``.
     supports_dcb: ClassVar[bool] = False
 
+    #: True if the backend tells the types of the events it commits when it wakes waiters,
+    #: so that ``wait_for_events(..., event_types=...)`` sleeps through appends of other
+    #: types made through this store (without it, every append ends such a wait too).
+    wakes_by_type: ClassVar[bool] = False
+
     def __init__(self, *, registry: EventRegistry | None = None) -> None:
         self.codec = EventCodec(registry)
         self.keys: KeyStore | None = None
@@ -327,6 +346,7 @@ class EventStore(abc.ABC):
         self._closed = False
         self._wait_loop: asyncio.AbstractEventLoop | None = None
         self._appended: asyncio.Event | None = None
+        self._typed_waiters: dict[asyncio.Event, frozenset[str]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -588,7 +608,7 @@ class EventStore(abc.ABC):
             first = next(e for e in events if e.event_id in stored)
             raise DuplicateEventId(first.event_id, "already stored")
         await self._write_recorded(events, before)
-        self._announce_append()
+        self._announce_append({e.event_type for e in events})
 
     async def _stored_ids(self, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         # Generic: one lookup per id. Backends override it with one query per page.
@@ -753,15 +773,7 @@ class EventStore(abc.ABC):
         check_positive_int("limit", limit, optional=False)
         if limit > MAX_PAGE:
             raise InvalidInput(f"limit is at most {MAX_PAGE}, got {limit}")
-        types: tuple[str, ...] | None = None
-        if event_types is not None:
-            if isinstance(event_types, str) or not isinstance(event_types, Iterable):
-                raise InvalidInput("event_types must be a collection of type names, not a str")
-            types = tuple(event_types)
-            if not all(isinstance(t, str) and t for t in types):
-                raise InvalidInput(f"event_types must hold non-empty strs, got {types!r}")
-            if not types:
-                raise InvalidInput("event_types is empty: pass None to read every type")
+        types = event_types_arg(event_types)
         self._check_open()
         page = await self._read_all(checkpoint, limit, types)
         if self.codec.personal_types() and (sealed := self._sealed(page.events)):
@@ -940,15 +952,23 @@ class EventStore(abc.ABC):
         streams = sum(1 for t in last_type.values() if t != STREAM_DELETED)
         return StoreCounts(events, streams, head)
 
-    async def wait_for_events(self, after: Checkpoint | str | None, timeout: float) -> bool:
+    async def wait_for_events(
+        self, after: Checkpoint | str | None, timeout: float, *, event_types: Iterable[str] | None = None
+    ) -> bool:
         """Wait until the log holds events after ``after``; False if ``timeout`` passed first.
 
         Returns at once if it already does. Appends made through this store wake
         waiters immediately; appends by other processes are seen by polling the
         head every :attr:`poll_interval` seconds, so a missed wake-up only delays.
         It is a hint: callers read the log again after it returns.
+
+        With ``event_types``, it waits for events of those types: on a backend
+        that :attr:`wakes_by_type`, appends of other types through this store do
+        not end the wait (appends by other processes, whose types it does not
+        hear of, still do).
         """
         checkpoint = Checkpoint.parse(after)
+        types = event_types_arg(event_types)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
             raise InvalidInput(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         self._check_open()
@@ -956,37 +976,73 @@ class EventStore(abc.ABC):
         self._wait_loop = loop
         await self._prepare_wait()
         deadline = loop.time() + timeout
+        wanted = None if types is None else frozenset(types)
         while True:
-            appended = self._wake_event()  # taken before the check: a wake-up during it is not lost
-            if await self.head() > checkpoint:
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
-                return False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self.poll_interval, remaining)):
-                    await appended.wait()
+            appended = self._wake_event(wanted)  # taken before the check: a wake-up during it is not lost
+            try:
+                if await self._holds_after(checkpoint, types):
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._closed:
+                    return False
+                try:
+                    async with asyncio.timeout(min(self.poll_interval, remaining)):
+                        await appended.wait()
+                except TimeoutError:
+                    continue
+                if wanted is not None:
+                    return True  # events of those types were committed (or of types not told)
+            finally:
+                if wanted is not None:
+                    self._typed_waiters.pop(appended, None)
+
+    async def _holds_after(self, checkpoint: Checkpoint, types: tuple[str, ...] | None) -> bool:
+        """Whether the log holds events (of ``types``, if given) after ``checkpoint``."""
+        if not await self.head() > checkpoint:
+            return False
+        return types is None or bool((await self._read_all(checkpoint, 1, types)).events)
 
     async def _prepare_wait(self) -> None:
         """Backends start what wakes waiters (a LISTEN connection, say) here."""
         return
 
-    def _wake_event(self) -> asyncio.Event:
-        """The event the next wake-up sets (made on first use)."""
+    def _wake_event(self, types: frozenset[str] | None = None) -> asyncio.Event:
+        """The event the next wake-up (for ``types``, if given) sets; untyped waiters share one."""
+        if types is not None:
+            event = asyncio.Event()
+            self._typed_waiters[event] = types
+            return event
         if self._appended is None:
             self._appended = asyncio.Event()
         return self._appended
 
-    def _announce_append(self) -> None:
-        """Backends call this after a commit, from any thread: wakes wait_for_events."""
+    def _announce_append(self, event_types: Collection[str] | None = None) -> None:
+        """Backends call this after a commit, from any thread: wakes wait_for_events.
+
+        ``event_types``: the types of the events committed, where the backend
+        knows them (:attr:`wakes_by_type`); None wakes every waiter.
+        """
         loop = self._wait_loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake_waiters)
+            loop.call_soon_threadsafe(self._wake_waiters, event_types)
 
-    def _wake_waiters(self) -> None:
+    def _wake_waiters(self, event_types: Collection[str] | None = None) -> None:
+        """Wake the waiters for any event, and those for ``event_types`` (None: every one)."""
         appended, self._appended = self._appended, None
         if appended is not None:
             appended.set()
+        typed = self._typed_waiters
+        if not typed:
+            return
+        if event_types is None:
+            woken = list(typed)
+            typed.clear()
+        else:
+            woken = [e for e, wanted in typed.items() if not wanted.isdisjoint(event_types)]
+            for e in woken:
+                del typed[e]
+        for e in woken:
+            e.set()
 
     async def checkpoint_at(self, position: int) -> Checkpoint | None:
         """The checkpoint of the event at global ``position``; None if there is none.

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -114,10 +114,11 @@ class _Data:
             and life.deleted_version == len(self.streams.get(stream_id, ()))
         )
 
-    def announce(self) -> None:
-        """Wake every store sharing this data (call after releasing ``lock``)."""
+    def announce(self, rows: Sequence[_Row] | None = None) -> None:
+        """Wake every store sharing this data (call after releasing ``lock``), told of ``rows``' types."""
+        types = None if rows is None else {r.event_type for r in rows}
         for store in self.stores:
-            store._announce_append()  # noqa: SLF001 - stores sharing data wake each other
+            store._announce_append(types)  # noqa: SLF001 - stores sharing data wake each other
 
 
 class MemoryEventStore(EventStore):
@@ -125,6 +126,7 @@ class MemoryEventStore(EventStore):
 
     scheme = "memory"
     supports_dcb = True
+    wakes_by_type = True
 
     def __init__(
         self, *, registry: EventRegistry | None = None, share_with: MemoryEventStore | None = None
@@ -204,7 +206,7 @@ class MemoryEventStore(EventStore):
                 for i, e in enumerate(events, start=1)
             ]
             d.add(rows)
-        d.announce()
+        d.announce(rows)
         return AppendResult(
             stream_id,
             rows[-1].stream_version,
@@ -261,7 +263,7 @@ class MemoryEventStore(EventStore):
                 life.deleted_version, life.tombstoned = version, tombstone
                 for key in [k for k in d.snapshots if k[0] == stream_id]:
                     del d.snapshots[key]
-        d.announce()
+        d.announce(rows)
 
     async def _read_stream(  # noqa: PLR0913, PLR0917
         self,

@@ -51,6 +51,7 @@ class SQLiteEventStore(_SQLiteWriter):
 
     scheme = "sqlite"
     supports_dcb = True
+    wakes_by_type = True
 
     async def _read_stream(  # noqa: PLR0913, PLR0917 - the signature EventStore defines
         self,

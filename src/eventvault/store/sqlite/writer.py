@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -309,11 +310,16 @@ class _SQLiteWriter(_SQLiteCore):
         stats.largest_batch = max(stats.largest_batch, len(jobs))
         by_loop: dict[asyncio.AbstractEventLoop, Delivery] = {}
         head = 0
+        types: set[str] | None = set()  # of the events committed; None: some not known
         for job, (ok, value, events) in zip(jobs, done, strict=True):
             if events:
                 stats.appends += 1
                 stats.events += events
                 head = value.checkpoint.position  # positions rise in the order of the jobs
+                if not isinstance(job, AppendJob):
+                    types = None
+                elif types is not None:
+                    types.update(e.event_type for e in job.append.events)
             elif not ok:
                 stats.conflicts += 1
             delivery = by_loop.get(job.loop)
@@ -326,10 +332,10 @@ class _SQLiteWriter(_SQLiteCore):
             # delivery, first: one wake-up of that loop per commit, not two.
             waiters = by_loop.get(self._wait_loop) if self._wait_loop is not None else None
             if waiters is not None:
-                waiters.wake = self._wake_waiters
+                waiters.wake = functools.partial(self._wake_waiters, types)
                 self._notify(Checkpoint(0, head), announce=False)
             else:
-                self._notify(Checkpoint(0, head))
+                self._notify(Checkpoint(0, head), types)
         for delivery in by_loop.values():
             self._deliver(delivery)
 
@@ -459,20 +465,20 @@ class _SQLiteWriter(_SQLiteCore):
         finally:
             self._turn.release()
             self._wlock.release()
-        self._committed_alone(loop, result, len(append.events))
+        self._committed_alone(loop, result, append)
         return result
 
-    def _committed_alone(self, loop: asyncio.AbstractEventLoop, result: AppendResult, events: int) -> None:
+    def _committed_alone(self, loop: asyncio.AbstractEventLoop, result: AppendResult, append: Append) -> None:
         """Count an append committed alone on ``loop``'s thread and tell who listens."""
         stats = self.stats
         stats.appends += 1
-        stats.events += events
+        stats.events += len(append.events)
         stats.largest_batch = stats.largest_batch or 1
         if self._wait_loop is loop:
-            self._wake_waiters()
+            self._wake_waiters({e.event_type for e in append.events})
             self._notify(result.checkpoint, announce=False)
         elif self._wait_loop is not None or self._listeners:
-            self._notify(result.checkpoint)
+            self._notify(result.checkpoint, {e.event_type for e in append.events})
 
     def _commit_group(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit the appends this loop gathered: here if that is quick, else on the writer thread."""
@@ -524,9 +530,11 @@ class _SQLiteWriter(_SQLiteCore):
 
     # -- who hears of commits ---------------------------------------------------
 
-    def _notify(self, head: Checkpoint, *, announce: bool = True) -> None:
+    def _notify(
+        self, head: Checkpoint, event_types: Collection[str] | None = None, *, announce: bool = True
+    ) -> None:
         if announce:
-            self._announce_append()  # wakes this store's wait_for_events
+            self._announce_append(event_types)  # wakes this store's wait_for_events
         for listener in self._listeners:
             try:
                 listener(head)
