@@ -310,7 +310,8 @@ class _SQLiteWriter(_SQLiteCore):
         stats.largest_batch = max(stats.largest_batch, len(jobs))
         by_loop: dict[asyncio.AbstractEventLoop, Delivery] = {}
         head = 0
-        types: set[str] | None = set()  # of the events committed; None: some not known
+        # The types of the events committed, for typed waiters (None: not known, or nobody waits).
+        types: set[str] | None = set() if self._wait_loop is not None else None
         for job, (ok, value, events) in zip(jobs, done, strict=True):
             if events:
                 stats.appends += 1
