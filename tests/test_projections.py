@@ -378,25 +378,40 @@ async def test_an_append_through_the_store_wakes_an_idle_worker(backend: str, tm
             assert rows(runner, "SELECT total FROM totals") == [(3,)]
 
 
+def count_reads(store: EventStore) -> tuple[list[Checkpoint], asyncio.Event]:
+    """Have ``store`` note where each page of the log it reads ends; the event is set at the first."""
+    reads: list[Checkpoint] = []
+    read = asyncio.Event()
+    read_all = store.read_all
+
+    async def counted(after: Any = None, **kwargs: Any) -> Any:
+        page = await read_all(after, **kwargs)
+        reads.append(page.checkpoint)
+        read.set()
+        return page
+
+    store.read_all = counted  # type: ignore[method-assign]
+    return reads, read
+
+
+def counted_runner(
+    store: EventStore, tmp_path: Path, **options: Any
+) -> tuple[ProjectionRunner, list[Checkpoint], asyncio.Event]:
+    """A runner of Totals on ``store`` whose reads are counted, with every timed wait an hour long.
+
+    Only a wake-up (or a wait_for) moves its worker.
+    """
+    store.poll_interval = 3600
+    reads, read = count_reads(store)
+    db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
+    hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600, "watch_interval": None}
+    return ProjectionRunner(store, [Totals()], read_models=db, **(hour | options)), reads, read
+
+
 async def test_a_short_page_applied_is_followed_by_a_wait_not_by_an_empty_read(tmp_path: Path) -> None:
     """Each live append costs the worker one read of the log: the page it applies, none after it."""
     async with open_store("memory://", registry=reg) as store:
-        store.poll_interval = 3600
-        reads: list[Checkpoint] = []
-        read = asyncio.Event()
-        read_all = store.read_all
-
-        async def counted(after: Any = None, **kwargs: Any) -> Any:
-            page = await read_all(after, **kwargs)
-            reads.append(page.checkpoint)
-            read.set()
-            return page
-
-        store.read_all = counted  # type: ignore[method-assign]
-        db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
-        runner = ProjectionRunner(
-            store, [Totals()], read_models=db, idle_wait=3600, lease_seconds=3600, watch_interval=None
-        )
+        runner, reads, read = counted_runner(store, tmp_path)
         async with runner:
             await asyncio.wait_for(read.wait(), WAIT)
             assert reads == [START]  # the empty log, read once
@@ -415,22 +430,7 @@ async def test_an_idle_worker_sleeps_through_events_it_does_not_handle_until_a_r
 ) -> None:
     """Appends of other types wake no worker; wait_for wakes the idle one it waits for, which passes them."""
     async with open_store("memory://", registry=reg) as store:
-        store.poll_interval = 3600
-        reads: list[Checkpoint] = []
-        read = asyncio.Event()
-        read_all = store.read_all
-
-        async def counted(after: Any = None, **kwargs: Any) -> Any:
-            page = await read_all(after, **kwargs)
-            reads.append(page.checkpoint)
-            read.set()
-            return page
-
-        store.read_all = counted  # type: ignore[method-assign]
-        db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
-        runner = ProjectionRunner(
-            store, [Totals()], read_models=db, idle_wait=3600, lease_seconds=3600, watch_interval=None
-        )
+        runner, reads, read = counted_runner(store, tmp_path)
         async with runner:
             await asyncio.wait_for(read.wait(), WAIT)
             await until_state(runner, "totals", "live")
@@ -451,21 +451,7 @@ async def test_an_idle_worker_sleeps_through_events_it_does_not_handle_until_a_r
 async def test_a_woken_worker_lingers_for_more_events_until_a_reader_waits(tmp_path: Path) -> None:
     """Woken by new events, the worker waits ``linger`` for more; a wait_for ends that wait at once."""
     async with open_store("memory://", registry=reg) as store:
-        store.poll_interval = 3600
-        reads: list[Checkpoint] = []
-        read = asyncio.Event()
-        read_all = store.read_all
-
-        async def counted(after: Any = None, **kwargs: Any) -> Any:
-            page = await read_all(after, **kwargs)
-            reads.append(page.checkpoint)
-            read.set()
-            return page
-
-        store.read_all = counted  # type: ignore[method-assign]
-        db = open_read_models(f"sqlite:///{tmp_path / 'rm.db'}")
-        hour: dict[str, Any] = {"idle_wait": 3600, "lease_seconds": 3600, "linger": 3600}
-        runner = ProjectionRunner(store, [Totals()], read_models=db, watch_interval=None, **hour)
+        runner, reads, read = counted_runner(store, tmp_path, linger=3600)
         async with runner:
             await asyncio.wait_for(read.wait(), WAIT)
             await until_state(runner, "totals", "live")
