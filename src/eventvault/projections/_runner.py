@@ -60,10 +60,14 @@ class ProjectionRunner:
     :meth:`status`. An idle worker looks at the log at least every
     ``idle_wait`` seconds; on a SQLite store, commits by other processes are
     noticed every ``watch_interval`` seconds (``PRAGMA data_version``; None
-    turns that off). Woken by new events, a worker waits ``linger`` seconds
-    more (0: not at all) so that it applies what comes meanwhile in the same
-    batch; a :meth:`wait_for` for it ends the wait at once, as does a
-    process manager's worker never waiting (its steps act on the events).
+    turns that off). On a store that :attr:`~EventStore.wakes_by_type`, an
+    idle worker sleeps through appends of events it has no handler for, and
+    passes them at the next of those hints (or 0.1 s after going idle with
+    such events already there). Woken by
+    new events, a worker waits ``linger`` seconds more (0: not at all) so that
+    it applies what comes meanwhile in the same batch; process managers'
+    workers never do (their steps act on the events). A :meth:`wait_for` ends
+    either wait at once for the workers it waits for.
     """
 
     def __init__(  # noqa: PLR0913 - the knobs of a runner

@@ -117,6 +117,9 @@ class Rate:
 class Worker:
     """Runs one projection (one generation) in this process."""
 
+    #: Whether the worker lingers after new events come (the runner's ``linger``) before reading them.
+    lingers: ClassVar[bool] = True
+
     def __init__(
         self, runner: ProjectionRunner, projection: Projection, generation: int, *, rebuild: bool = False
     ) -> None:
@@ -168,9 +171,6 @@ class Worker:
 
     def checkpoint(self) -> Checkpoint:
         return self.leases.checkpoint()
-
-    #: Whether the worker lingers after new events come (the runner's ``linger``) before reading them.
-    lingers: ClassVar[bool] = True
 
     def hurry(self, target: Checkpoint) -> None:
         """Read the log now if idle behind ``target``: a reader waits for this projection to pass it.
