@@ -103,7 +103,7 @@ class ProjectionRunner:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InvalidInput(f"{what} must be a finite number of seconds, got {value!r}")
             if (low is not None and not value > low) or value < 0:
-                raise InvalidInput(f"{what} must be > 0, got {value!r}")
+                raise InvalidInput(f"{what} must be {'>= 0' if low is None else '> 0'}, got {value!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidInput(f"retries must be an int >= 0, got {retries!r}")
         if worker_id is not None and (not isinstance(worker_id, str) or not worker_id.strip()):

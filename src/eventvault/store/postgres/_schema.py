@@ -321,10 +321,24 @@ _EVENT_COLUMNS: Final = sql.SQL(
     "event_id, stream_id, stream_version, position, event_type, schema_version, "
     "occurred_us, recorded_us, data, metadata, tx_id, tags"
 )
-EVENT_COLUMN_COUNT: Final = len(_EVENT_COLUMNS.as_bytes(None).split(b","))
+
+
+def _names(columns: sql.SQL) -> list[str]:
+    """The names in a select list of plain, comma-separated columns."""
+    return [c.strip() for c in columns.as_bytes(None).decode().split(",")]
+
+
+EVENT_COLUMN_COUNT: Final = len(_names(_EVENT_COLUMNS))
 """How many columns ``_EVENT_COLUMNS`` selects: the fields of a row that becomes an event."""
-SNAPSHOT_AND_STREAM_EVENT_AT: Final = 10
-"""Where the event columns start in a row of ``snapshot_and_stream`` (after its kind and 9 others)."""
+
+# snapshot_and_stream's first columns: the row's kind (0: the stream's lifecycle and
+# its snapshot, 1: an event), then the lifecycle and the snapshot, null in events' rows.
+_SNAPSHOT_HEAD: Final = sql.SQL(
+    "0, st.version, st.deleted_version, st.tombstoned, st.truncate_before, st.max_count, "
+    "st.max_age_us, sn.stream_version, sn.state, sn.created_at"
+)
+SNAPSHOT_AND_STREAM_EVENT_AT: Final = len(_names(_SNAPSHOT_HEAD))
+"""Where the event columns start in a row of ``snapshot_and_stream``."""
 
 
 _SNAPSHOTS_WHERE: Final = sql.SQL(
@@ -542,14 +556,13 @@ def statements(schema: str) -> Statements:
         # lifecycle columns and its snapshot at the schema version (at or below
         # "to"), either half null; the events after that snapshot follow it.
         snapshot_and_stream=sql.SQL(
-            "SELECT 0, st.version, st.deleted_version, st.tombstoned, st.truncate_before, st.max_count, "
-            "st.max_age_us, sn.stream_version, sn.state, sn.created_at, {no_event} "
+            "SELECT {head}, {no_event} "
             "FROM (SELECT %(stream_id)s::text AS stream_id) q "
             "LEFT JOIN {s}.streams st ON st.stream_id = q.stream_id "
             "LEFT JOIN {s}.snapshots sn ON sn.stream_id = q.stream_id "
             "AND sn.schema_version = %(schema_version)s AND sn.stream_version <= %(to)s "
             "UNION ALL "
-            "SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {cols} FROM {s}.events "
+            "SELECT 1, {no_head}, {cols} FROM {s}.events "
             "WHERE stream_id = %(stream_id)s AND stream_version <= %(to)s AND stream_version > coalesce("
             "(SELECT stream_version FROM {s}.snapshots WHERE stream_id = %(stream_id)s "
             "AND schema_version = %(schema_version)s AND stream_version <= %(to)s), 0) "
@@ -557,9 +570,14 @@ def statements(schema: str) -> Statements:
         )
         .format(
             s=s,
+            head=_SNAPSHOT_HEAD,
+            no_head=sql.SQL(", ").join([sql.SQL("NULL")] * (SNAPSHOT_AND_STREAM_EVENT_AT - 1)),
             cols=_EVENT_COLUMNS,
             no_event=sql.SQL(", ").join([sql.SQL("NULL")] * EVENT_COLUMN_COUNT),
-            version_column=sql.Literal(SNAPSHOT_AND_STREAM_EVENT_AT + 3),
+            # ORDER BY the kind, then the events' stream_version (1-based places)
+            version_column=sql.Literal(
+                SNAPSHOT_AND_STREAM_EVENT_AT + _names(_EVENT_COLUMNS).index("stream_version") + 1
+            ),
         )
         .as_bytes(None),
         ruled_streams=sql.SQL(
